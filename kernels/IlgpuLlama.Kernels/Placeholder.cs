@@ -1,0 +1,1 @@
+namespace IlgpuLlama.Kernels; public static class Placeholder {}

@@ -1,0 +1,1 @@
+namespace IlgpuLlama; public static class Placeholder {}
