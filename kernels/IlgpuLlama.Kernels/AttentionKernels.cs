@@ -1,0 +1,285 @@
+namespace IlgpuLlama.Kernels;
+
+// Grouped-query attention over the fp16 KV cache, fp32 math, numerically safe (running max).
+//
+// A "query row" is one token of one sequence: it sees keys 0..pos of its cache slot. Decode has
+// one row per sequence; prefill has one row per prompt token (causality comes from pos).
+//
+// Decomposition (flash-decoding): one group per (row, kv head, split). The group serves all
+// heads/kv_heads query heads that share the kv head, so each K/V byte is loaded once for the
+// whole GQA group. The row's keys are divided into `splits` contiguous chunks (at least
+// MinChunk keys each, so short rows use fewer groups); a group walks its chunk in tiles of
+// group-size keys:
+//   1. scores: thread t takes key (tile + t), loads its head_dim halves with 128-bit loads and
+//      dots it with each query head (q staged in shared memory, pre-scaled by 1/sqrt(head_dim));
+//   2. online softmax: warp h updates head h's running max m and sum l, rescale factor alpha,
+//      and turns the tile's scores into probabilities exp(s - m);
+//   3. P.V: thread e owns (head, dim pair) accumulators (at most two pairs per thread) and
+//      sums p * V over the tile (V read as half pairs, 4 keys in flight).
+// A single-chunk row writes the normalised output directly. Otherwise each group writes
+// (acc, m, l) partials; the last group of a (row, kv head) to finish (atomic counter, device
+// fence) merges them: out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s, and resets the
+// counter to zero for the next launch. One launch, no host round trip, no second kernel.
+// Launch: grid = rows * kv_heads * splits, group = 64..256 threads (>= heads/kv_heads *
+// head_dim / 4), dynamic shared memory = SharedFloats(...) floats.
+
+/// <summary>Arguments of <see cref="AttentionKernels.Attention"/>.</summary>
+public struct AttentionArgs
+{
+    public ArrayView<float> Q;          // [rows, heads * head_dim] fp32, rotated
+    public ArrayView<U4> KCache;        // [slots, kv_heads, max_seq, head_dim] fp16 as U4
+    public ArrayView<uint> VCache;      // same layout as half pairs
+    public ArrayView<int> Slots;        // [rows] cache slot of each row
+    public ArrayView<int> Positions;    // [rows] the row attends to keys 0..pos
+    public ArrayView<float> Out;        // [rows, heads * head_dim] fp32
+    public ArrayView<float> PartialAcc; // [rows, heads, splits, head_dim]
+    public ArrayView<float> PartialMl;  // [rows, heads, splits, 2] (m, l)
+    public ArrayView<int> Counters;     // [rows, kv_heads], zero between launches
+    public int Heads, KvHeads, HeadDim, MaxSeq, Splits, MinChunk;
+    public float Scale;
+}
+
+/// <summary>Two accumulators (one dimension pair).</summary>
+public struct Float2
+{
+    public float X, Y;
+}
+
+/// <summary>GQA attention for decode (with split-K) and prefill (causal).</summary>
+public static class AttentionKernels
+{
+    /// <summary>Dynamic shared memory (floats) the kernel needs.</summary>
+    public static int SharedFloats(int heads, int kvHeads, int headDim, int groupSize)
+    {
+        int g = heads / kvHeads;
+        return g * headDim + g * groupSize + 3 * g;
+    }
+
+    /// <summary>Smallest group size that keeps at most two accumulator pairs per thread.</summary>
+    public static int MinGroupSize(int heads, int kvHeads, int headDim) => (heads / kvHeads * headDim / 2 + 1) / 2;
+
+    /// <summary>The attention kernel. See the file header.</summary>
+    public static void Attention(AttentionArgs a)
+    {
+        var smem = SharedMemory.GetDynamic<float>();
+        var lastFlag = SharedMemory.Allocate<int>(1);
+        int tn = Group.DimX;
+        int tid = Group.IdxX;
+
+        int split = Grid.IdxX % a.Splits;
+        int rowKv = Grid.IdxX / a.Splits;
+        int kvh = rowKv % a.KvHeads;
+        int row = rowKv / a.KvHeads;
+
+        int len = a.Positions[row] + 1;
+        int chunk = XMath.Max((len + a.Splits - 1) / a.Splits, a.MinChunk);
+        int start = split * chunk;
+        if (start >= len)
+            return; // the whole group leaves: this split has no keys
+        int end = XMath.Min(start + chunk, len);
+        int active = (len + chunk - 1) / chunk;
+
+        int hd = a.HeadDim;
+        int halfHd = hd / 2;
+        int hd8 = hd / 8;
+        int groupHeads = a.Heads / a.KvHeads;
+        int qDim = a.Heads * hd;
+        int h0 = kvh * groupHeads;
+
+        // Shared layout: q [G, hd] | scores [G, tn] | m [G] | l [G] | alpha [G]
+        int sOff = groupHeads * hd;
+        int mOff = sOff + groupHeads * tn;
+        int lOff = mOff + groupHeads;
+        int aOff = lOff + groupHeads;
+
+        int qBase = row * qDim + h0 * hd;
+        for (int e = tid; e < groupHeads * hd; e += tn)
+            smem[e] = a.Q[qBase + e] * a.Scale;
+        for (int h = tid; h < groupHeads; h += tn)
+        {
+            smem[mOff + h] = float.NegativeInfinity;
+            smem[lOff + h] = 0f;
+        }
+        Group.Barrier();
+
+        int entries = groupHeads * halfHd;
+        int e0 = tid;
+        int e1 = tid + tn;
+        int he0 = e0 / halfHd;
+        int pe0 = e0 - he0 * halfHd;
+        int he1 = e1 / halfHd;
+        int pe1 = e1 - he1 * halfHd;
+        Float2 acc0 = default;
+        Float2 acc1 = default;
+
+        int kvBase = (a.Slots[row] * a.KvHeads + kvh) * a.MaxSeq; // in keys
+        int warps = tn / Warp.WarpSize;
+
+        for (int tile = start; tile < end; tile += tn)
+        {
+            int n = XMath.Min(tn, end - tile);
+
+            // 1. scores for key (tile + tid), every head of the GQA group
+            if (tid < n)
+            {
+                int kRow = (kvBase + tile + tid) * hd8;
+                for (int h = 0; h < groupHeads; h++)
+                {
+                    int qo = h * hd;
+                    float s = 0f;
+                    for (int c = 0; c < hd8; c++)
+                    {
+                        W8 k = MatVecKernels.Widen<Fp16Format>(a.KCache[kRow + c]);
+                        int q = qo + c * 8;
+                        s += k.V0 * smem[q];
+                        s += k.V1 * smem[q + 1];
+                        s += k.V2 * smem[q + 2];
+                        s += k.V3 * smem[q + 3];
+                        s += k.V4 * smem[q + 4];
+                        s += k.V5 * smem[q + 5];
+                        s += k.V6 * smem[q + 6];
+                        s += k.V7 * smem[q + 7];
+                    }
+                    smem[sOff + h * tn + tid] = s;
+                }
+            }
+            Group.Barrier();
+
+            // 2. online softmax, one warp per head
+            for (int h = Warp.WarpIdx; h < groupHeads; h += warps)
+            {
+                int so = sOff + h * tn;
+                float tileMax = float.NegativeInfinity;
+                for (int t = Warp.LaneIdx; t < n; t += Warp.WarpSize)
+                    tileMax = XMath.Max(tileMax, smem[so + t]);
+                tileMax = DeviceMath.WarpMax(tileMax);
+                float mOld = smem[mOff + h];
+                float mNew = XMath.Max(mOld, tileMax);
+                float sum = 0f;
+                for (int t = Warp.LaneIdx; t < n; t += Warp.WarpSize)
+                {
+                    float p = XMath.Exp(smem[so + t] - mNew);
+                    smem[so + t] = p;
+                    sum += p;
+                }
+                sum = DeviceMath.WarpSum(sum);
+                if (Warp.IsFirstLane)
+                {
+                    float alpha = XMath.Exp(mOld - mNew);
+                    smem[aOff + h] = alpha;
+                    smem[lOff + h] = smem[lOff + h] * alpha + sum;
+                    smem[mOff + h] = mNew;
+                }
+            }
+            Group.Barrier();
+
+            // 3. P.V for the owned (head, dim pair) entries
+            if (e0 < entries)
+                acc0 = AccumulateV(acc0, a.VCache, smem, (kvBase + tile) * halfHd + pe0, halfHd, sOff + he0 * tn, smem[aOff + he0], n);
+            if (e1 < entries)
+                acc1 = AccumulateV(acc1, a.VCache, smem, (kvBase + tile) * halfHd + pe1, halfHd, sOff + he1 * tn, smem[aOff + he1], n);
+            Group.Barrier();
+        }
+
+        if (active == 1)
+        {
+            if (e0 < entries)
+                WriteOut(a.Out, row * qDim + (h0 + he0) * hd + 2 * pe0, acc0, 1.0f / smem[lOff + he0]);
+            if (e1 < entries)
+                WriteOut(a.Out, row * qDim + (h0 + he1) * hd + 2 * pe1, acc1, 1.0f / smem[lOff + he1]);
+            return;
+        }
+
+        // Partials of this split, then the last group to finish merges all splits.
+        if (e0 < entries)
+            WriteOut(a.PartialAcc, (((row * a.Heads) + h0 + he0) * a.Splits + split) * hd + 2 * pe0, acc0, 1.0f);
+        if (e1 < entries)
+            WriteOut(a.PartialAcc, (((row * a.Heads) + h0 + he1) * a.Splits + split) * hd + 2 * pe1, acc1, 1.0f);
+        for (int h = tid; h < groupHeads; h += tn)
+        {
+            int o = (((row * a.Heads) + h0 + h) * a.Splits + split) * 2;
+            a.PartialMl[o] = smem[mOff + h];
+            a.PartialMl[o + 1] = smem[lOff + h];
+        }
+        MemoryFence.DeviceLevel();
+        Group.Barrier();
+        int counter = row * a.KvHeads + kvh;
+        if (tid == 0)
+            lastFlag[0] = Atomic.Add(ref a.Counters[counter], 1) == active - 1 ? 1 : 0;
+        Group.Barrier();
+        if (lastFlag[0] == 0)
+            return;
+        MemoryFence.DeviceLevel();
+
+        for (int e = tid; e < groupHeads * hd; e += tn)
+        {
+            int h = e / hd;
+            int d = e - h * hd;
+            int pb = ((row * a.Heads) + h0 + h) * a.Splits;
+            float mMax = float.NegativeInfinity;
+            for (int sp = 0; sp < active; sp++)
+                mMax = XMath.Max(mMax, a.PartialMl[(pb + sp) * 2]);
+            float num = 0f;
+            float den = 0f;
+            for (int sp = 0; sp < active; sp++)
+            {
+                float wgt = XMath.Exp(a.PartialMl[(pb + sp) * 2] - mMax);
+                num += wgt * a.PartialAcc[(pb + sp) * hd + d];
+                den += wgt * a.PartialMl[(pb + sp) * 2 + 1];
+            }
+            a.Out[row * qDim + (h0 + h) * hd + d] = num / den;
+        }
+        if (tid == 0)
+            a.Counters[counter] = 0;
+    }
+
+    static Float2 AccumulateV(Float2 acc, ArrayView<uint> v, ArrayView<float> smem, int vIndex, int vStride, int pIndex, float alpha, int n)
+    {
+        acc.X *= alpha;
+        acc.Y *= alpha;
+        Fp16Format f = default;
+        int t = 0;
+        // Four keys in flight: the loads are independent, only the FMAs chain.
+        for (; t + 4 <= n; t += 4)
+        {
+            int vi = vIndex + t * vStride;
+            uint v0 = v[vi];
+            uint v1 = v[vi + vStride];
+            uint v2 = v[vi + 2 * vStride];
+            uint v3 = v[vi + 3 * vStride];
+            float p0 = smem[pIndex + t];
+            float p1 = smem[pIndex + t + 1];
+            float p2 = smem[pIndex + t + 2];
+            float p3 = smem[pIndex + t + 3];
+            acc.X += p0 * f.Low(v0);
+            acc.Y += p0 * f.High(v0);
+            acc.X += p1 * f.Low(v1);
+            acc.Y += p1 * f.High(v1);
+            acc.X += p2 * f.Low(v2);
+            acc.Y += p2 * f.High(v2);
+            acc.X += p3 * f.Low(v3);
+            acc.Y += p3 * f.High(v3);
+        }
+        for (; t < n; t++)
+        {
+            uint v0 = v[vIndex + t * vStride];
+            float p0 = smem[pIndex + t];
+            acc.X += p0 * f.Low(v0);
+            acc.Y += p0 * f.High(v0);
+        }
+        return acc;
+    }
+
+    static void WriteOut(ArrayView<float> dst, int o, Float2 acc, float scale)
+    {
+        dst[o] = acc.X * scale;
+        dst[o + 1] = acc.Y * scale;
+    }
+
+    /// <summary>Bytes one decode launch must move: q, K and V of every visible key, output.</summary>
+    public static long BytesMoved(int rows, int heads, int kvHeads, int headDim, long keysPerRow) =>
+        rows * (8L * heads * headDim + keysPerRow * kvHeads * headDim * 2L * 2L);
+
+    /// <summary>FLOPs: QK^T and PV, 2 FLOPs per multiply-add.</summary>
+    public static long Flops(int rows, int heads, int headDim, long keysPerRow) => rows * 4L * heads * headDim * keysPerRow;
+}

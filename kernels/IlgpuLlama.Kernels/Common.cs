@@ -1,0 +1,97 @@
+using System.Runtime.InteropServices;
+
+namespace IlgpuLlama.Kernels;
+
+/// <summary>
+/// Sixteen bytes: eight 16-bit weights, or four fp32 values reinterpreted. Loading a view of
+/// these gives <c>ld.global.v4.b32</c> in PTX and <c>LDG.E.128</c> in sm_60 SASS.
+/// </summary>
+[StructLayout(LayoutKind.Sequential, Size = 16)]
+public struct U4
+{
+    public uint X, Y, Z, W;
+}
+
+/// <summary>Four fp32 values loaded with one 128-bit access.</summary>
+[StructLayout(LayoutKind.Sequential, Size = 16)]
+public struct F4
+{
+    public float X, Y, Z, W;
+}
+
+/// <summary>
+/// How a 16-bit weight is widened to fp32 inside a kernel. Kernels are generic over this
+/// struct so that each storage type gets its own specialised code with no runtime branch.
+/// </summary>
+public interface IWeightFormat
+{
+    /// <summary>The weight in the low 16 bits of a packed pair.</summary>
+    float Low(uint pair);
+
+    /// <summary>The weight in the high 16 bits of a packed pair.</summary>
+    float High(uint pair);
+
+    /// <summary>A single weight from its raw bits.</summary>
+    float One(ushort bits);
+}
+
+/// <summary>IEEE binary16 weights: one <c>cvt.f32.f16</c> per weight.</summary>
+public struct Fp16Format : IWeightFormat
+{
+    public readonly float Low(uint pair) => Interop.IntAsFloat((ushort)(pair & 0xFFFFu));
+    public readonly float High(uint pair) => Interop.IntAsFloat((ushort)(pair >> 16));
+    public readonly float One(ushort bits) => Interop.IntAsFloat(bits);
+}
+
+/// <summary>bfloat16 weights: the top half of an fp32, so widening is a shift or a mask.</summary>
+public struct Bf16Format : IWeightFormat
+{
+    public readonly float Low(uint pair) => Interop.IntAsFloat(pair << 16);
+    public readonly float High(uint pair) => Interop.IntAsFloat(pair & 0xFFFF0000u);
+    public readonly float One(ushort bits) => Interop.IntAsFloat((uint)bits << 16);
+}
+
+/// <summary>Small device-side helpers shared by the kernel families.</summary>
+public static class DeviceMath
+{
+    /// <summary>Sum over the warp; every lane receives the total.</summary>
+    public static float WarpSum(float value)
+    {
+        for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1)
+            value += Warp.ShuffleXor(value, offset);
+        return value;
+    }
+
+    /// <summary>Max over the warp; every lane receives the result.</summary>
+    public static float WarpMax(float value)
+    {
+        for (int offset = Warp.WarpSize / 2; offset > 0; offset >>= 1)
+            value = XMath.Max(value, Warp.ShuffleXor(value, offset));
+        return value;
+    }
+
+    /// <summary>Rounds an fp32 value to binary16 and returns its bits (round to nearest even).</summary>
+    public static ushort ToHalfBits(float value) => Interop.FloatAsInt((Half)value);
+
+    /// <summary>Widens binary16 bits to fp32.</summary>
+    public static float HalfBitsToFloat(ushort bits) => Interop.IntAsFloat(bits);
+
+    /// <summary>Dot product of eight 16-bit weights with eight fp32 values held in two F4s.</summary>
+    public static float Dot8<TW>(U4 w, F4 a, F4 b)
+        where TW : struct, IWeightFormat
+    {
+        TW f = default;
+        float s = f.Low(w.X) * a.X;
+        s += f.High(w.X) * a.Y;
+        s += f.Low(w.Y) * a.Z;
+        s += f.High(w.Y) * a.W;
+        s += f.Low(w.Z) * b.X;
+        s += f.High(w.Z) * b.Y;
+        s += f.Low(w.W) * b.Z;
+        s += f.High(w.W) * b.W;
+        return s;
+    }
+
+    /// <summary>SiLU in fp32: x * sigmoid(x).</summary>
+    public static float Silu(float x) => x / (1.0f + XMath.Exp(-x));
+}

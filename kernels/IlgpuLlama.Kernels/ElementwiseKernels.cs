@@ -1,0 +1,32 @@
+namespace IlgpuLlama.Kernels;
+
+// Small element-wise kernels used by prefill (decode fuses them into the matmuls).
+// Decomposition: one thread per element (implicitly grouped).
+//   SwiGlu      gate = silu(gate) * up, in place                 grid = tokens * intermediate
+//   GatherRows  dst[i, :] = src[rows[i], :]                       grid = count * width
+//   MarkSeen    seen[slot, token] = 1 (repetition-penalty state)  grid = tokens
+
+/// <summary>Element-wise helpers.</summary>
+public static class ElementwiseKernels
+{
+    /// <param name="gate">[n] fp32, overwritten with silu(gate) * up</param>
+    /// <param name="up">[n] fp32</param>
+    public static void SwiGlu(Index1D index, ArrayView<float> gate, ArrayView<float> up) =>
+        gate[index] = DeviceMath.Silu(gate[index]) * up[index];
+
+    /// <param name="src">[*, width] fp32</param>
+    /// <param name="rows">[count] source row of each destination row</param>
+    /// <param name="dst">[count, width] fp32</param>
+    public static void GatherRows(Index1D index, ArrayView<float> src, ArrayView<int> rows, ArrayView<float> dst, int width)
+    {
+        int i = index / width;
+        int d = index - i * width;
+        dst[index] = src[rows[i] * width + d];
+    }
+
+    /// <param name="tokens">[count] token ids</param>
+    /// <param name="slots">[count] sequence slot of each token</param>
+    /// <param name="seen">[slots, vocab] flags, 1 once a token appeared in that sequence</param>
+    public static void MarkSeen(Index1D index, ArrayView<int> tokens, ArrayView<int> slots, ArrayView<byte> seen, int vocab) =>
+        seen[slots[index] * vocab + tokens[index]] = 1;
+}

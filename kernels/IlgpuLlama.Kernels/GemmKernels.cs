@@ -1,0 +1,153 @@
+namespace IlgpuLlama.Kernels;
+
+// Prefill matmul: C[m, n] (+)= sum_k X[m, k] * W[n, k]   (X fp32 [tokens, in], W 16-bit [out, in]).
+//
+// Decomposition: classic shared-memory tiling. A group of td x td threads (td = 16 on a GPU: 256
+// threads) computes a (4 td) x (4 td) tile of C (64 x 64), each thread a 4 x 4 micro-tile whose
+// rows and columns are strided by td so that the final stores coalesce. Per K-step of 16, the
+// group stages X[64 x 16] (128-bit loads) and W[64 x 16] (128-bit loads of 8 halves, widened
+// once) in shared memory, transposed so the inner loop reads consecutive addresses; every staged
+// value is then used 4 times from registers (16 FMAs per 8 shared loads). Tiles walk M fastest
+// so groups that share a weight tile run together and W streams from DRAM about once.
+// Launch: grid = ceil(M / 4td) * ceil(N / 4td), group = td * td. K must be a multiple of 8.
+
+/// <summary>Shape of a prefill GEMM.</summary>
+public struct GemmShape
+{
+    public int M, N, K;
+    /// <summary>Threads per tile side (group = TDim * TDim; tile = 4 TDim square).</summary>
+    public int TDim;
+    /// <summary>1: C += X W^T (fused residual add); 0: C = X W^T.</summary>
+    public int Accumulate;
+}
+
+/// <summary>Tiled GEMM for prompt processing.</summary>
+public static class GemmKernels
+{
+    /// <summary>Depth of one staged K-slice.</summary>
+    public const int BlockK = 16;
+
+    /// <summary>Largest tile side (TDim at most 16).</summary>
+    public const int MaxTile = 64;
+
+    const int Ld = MaxTile + 1; // +1 column of padding against bank conflicts in the transposed stores
+
+    /// <param name="x">[M, K / 4] F4</param>
+    /// <param name="w">[N, K / 8] U4</param>
+    /// <param name="c">[M, N] fp32</param>
+    public static void Gemm<TW>(ArrayView<F4> x, ArrayView<U4> w, ArrayView<float> c, GemmShape s)
+        where TW : struct, IWeightFormat
+    {
+        var aTile = SharedMemory.Allocate<float>(BlockK * Ld); // [k][m]
+        var bTile = SharedMemory.Allocate<float>(BlockK * Ld); // [k][n]
+        int td = s.TDim;
+        int tile = 4 * td;
+        int tilesM = (s.M + tile - 1) / tile;
+        int m0 = (Grid.IdxX % tilesM) * tile;
+        int n0 = (Grid.IdxX / tilesM) * tile;
+        int tid = Group.IdxX;
+        int threads = Group.DimX;
+        int tx = tid % td;
+        int ty = tid / td;
+        int k4 = s.K / 4;
+        int k8 = s.K / 8;
+
+        float c00 = 0, c01 = 0, c02 = 0, c03 = 0;
+        float c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+        float c20 = 0, c21 = 0, c22 = 0, c23 = 0;
+        float c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+
+        for (int kb = 0; kb < s.K; kb += BlockK)
+        {
+            // Stage X: tile rows x 4 F4 per row.
+            for (int e = tid; e < tile * 4; e += threads)
+            {
+                int m = e / 4;
+                int kq = e - m * 4;
+                int gm = m0 + m;
+                int gk = kb + kq * 4;
+                F4 v = default;
+                if (gm < s.M && gk < s.K)
+                    v = x[gm * k4 + gk / 4];
+                int o = kq * 4 * Ld + m;
+                aTile[o] = v.X;
+                aTile[o + Ld] = v.Y;
+                aTile[o + 2 * Ld] = v.Z;
+                aTile[o + 3 * Ld] = v.W;
+            }
+            // Stage W: tile rows x 2 U4 per row, widened to fp32 once.
+            for (int e = tid; e < tile * 2; e += threads)
+            {
+                int n = e / 2;
+                int kh = e - n * 2;
+                int gn = n0 + n;
+                int gk = kb + kh * 8;
+                W8 v = default;
+                if (gn < s.N && gk < s.K)
+                    v = MatVecKernels.Widen<TW>(w[gn * k8 + gk / 8]);
+                int o = kh * 8 * Ld + n;
+                bTile[o] = v.V0;
+                bTile[o + Ld] = v.V1;
+                bTile[o + 2 * Ld] = v.V2;
+                bTile[o + 3 * Ld] = v.V3;
+                bTile[o + 4 * Ld] = v.V4;
+                bTile[o + 5 * Ld] = v.V5;
+                bTile[o + 6 * Ld] = v.V6;
+                bTile[o + 7 * Ld] = v.V7;
+            }
+            Group.Barrier();
+
+            for (int kk = 0; kk < BlockK; kk++)
+            {
+                int ao = kk * Ld + ty;
+                int bo = kk * Ld + tx;
+                float a0 = aTile[ao];
+                float a1 = aTile[ao + td];
+                float a2 = aTile[ao + 2 * td];
+                float a3 = aTile[ao + 3 * td];
+                float b0 = bTile[bo];
+                float b1 = bTile[bo + td];
+                float b2 = bTile[bo + 2 * td];
+                float b3 = bTile[bo + 3 * td];
+                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
+                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
+                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
+                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
+            }
+            Group.Barrier();
+        }
+
+        int r0 = m0 + ty;
+        int q0 = n0 + tx;
+        Store(c, s, r0, q0, td, c00, c01, c02, c03);
+        Store(c, s, r0 + td, q0, td, c10, c11, c12, c13);
+        Store(c, s, r0 + 2 * td, q0, td, c20, c21, c22, c23);
+        Store(c, s, r0 + 3 * td, q0, td, c30, c31, c32, c33);
+    }
+
+    static void Store(ArrayView<float> c, GemmShape s, int row, int col, int td, float v0, float v1, float v2, float v3)
+    {
+        if (row >= s.M)
+            return;
+        int o = row * s.N;
+        StoreOne(c, s, o, col, v0);
+        StoreOne(c, s, o, col + td, v1);
+        StoreOne(c, s, o, col + 2 * td, v2);
+        StoreOne(c, s, o, col + 3 * td, v3);
+    }
+
+    static void StoreOne(ArrayView<float> c, GemmShape s, int rowOffset, int col, float v)
+    {
+        if (col >= s.N)
+            return;
+        int i = rowOffset + col;
+        c[i] = s.Accumulate != 0 ? c[i] + v : v;
+    }
+
+    /// <summary>Minimum bytes: X and W read once, C written once (read too when accumulating).</summary>
+    public static long BytesMoved(int m, int n, int k, bool accumulate) =>
+        4L * m * k + 2L * n * k + 4L * m * n * (accumulate ? 2 : 1);
+
+    /// <summary>Floating-point operations.</summary>
+    public static long Flops(int m, int n, int k) => 2L * m * n * k;
+}

@@ -1,1 +1,0 @@
-namespace IlgpuLlama.Kernels; public static class Placeholder {}

@@ -1,0 +1,288 @@
+namespace IlgpuLlama.Kernels.Reference;
+
+/// <summary>
+/// Plain CPU references for every kernel family, in float64, with the same argument order as
+/// the kernels (flat arrays in the kernels' layouts). They define what the kernels compute;
+/// tests and the benchmark's validation step compare against them.
+/// </summary>
+public static class KernelReference
+{
+    /// <summary>Widens 16-bit weight bits to a double.</summary>
+    public static double Widen(ushort bits, WeightStorage storage) => storage == WeightStorage.Fp16
+        ? (double)BitConverter.UInt16BitsToHalf(bits)
+        : BitConverter.Int32BitsToSingle(bits << 16);
+
+    /// <summary>Rounds a value to 16-bit weight bits (round to nearest even).</summary>
+    public static ushort Narrow(double value, WeightStorage storage)
+    {
+        if (storage == WeightStorage.Fp16)
+            return BitConverter.HalfToUInt16Bits((System.Half)value);
+        uint bits = BitConverter.SingleToUInt32Bits((float)value);
+        if (float.IsNaN((float)value))
+            return (ushort)((bits >> 16) | 0x40);
+        uint rounding = 0x7FFF + ((bits >> 16) & 1);
+        return (ushort)((bits + rounding) >> 16);
+    }
+
+    /// <summary>fp16 bits to double (the KV cache is always fp16).</summary>
+    public static double HalfToDouble(ushort bits) => (double)BitConverter.UInt16BitsToHalf(bits);
+
+    /// <summary>fp32 to fp16 bits, as the KV append does.</summary>
+    public static ushort ToHalfBits(double value) => BitConverter.HalfToUInt16Bits((System.Half)(float)value);
+
+    /// <summary>x[t, :] = table[tokens[t], :].</summary>
+    public static void Embedding(ushort[] table, int[] tokens, double[] x, int hidden, WeightStorage storage)
+    {
+        for (int t = 0; t < tokens.Length; t++)
+            for (int d = 0; d < hidden; d++)
+                x[t * hidden + d] = Widen(table[tokens[t] * hidden + d], storage);
+    }
+
+    /// <summary>y = x * rsqrt(mean(x^2) + eps) * w per row of n.</summary>
+    public static void RmsNorm(float[] x, ushort[] weight, double[] y, int n, double eps, WeightStorage storage)
+    {
+        for (int r = 0; r < x.Length / n; r++)
+        {
+            double ss = 0;
+            for (int i = 0; i < n; i++)
+                ss += (double)x[r * n + i] * x[r * n + i];
+            double inv = 1.0 / Math.Sqrt(ss / n + eps);
+            for (int i = 0; i < n; i++)
+                y[r * n + i] = x[r * n + i] * inv * Widen(weight[i], storage);
+        }
+    }
+
+    /// <summary>y[b, r] (+)= W[r, :] . x[b, :]; y has row stride yStride.</summary>
+    public static void MatVec(ushort[] w, float[] x, double[] y, int rows, int inDim, int batch, bool accumulate, WeightStorage storage, int yStride = -1)
+    {
+        if (yStride < 0)
+            yStride = rows;
+        for (int b = 0; b < batch; b++)
+        {
+            for (int r = 0; r < rows; r++)
+            {
+                double s = 0;
+                for (int k = 0; k < inDim; k++)
+                    s += Widen(w[r * inDim + k], storage) * x[b * inDim + k];
+                int o = b * yStride + r;
+                y[o] = accumulate ? y[o] + s : s;
+            }
+        }
+    }
+
+    /// <summary>SiLU.</summary>
+    public static double Silu(double v) => v / (1 + Math.Exp(-v));
+
+    /// <summary>h[b, r] = silu(Wg[r] . x[b]) * (Wu[r] . x[b]).</summary>
+    public static void MatVecSwiGlu(ushort[] wGate, ushort[] wUp, float[] x, double[] h, int rows, int inDim, int batch, WeightStorage storage)
+    {
+        var g = new double[batch * rows];
+        var u = new double[batch * rows];
+        MatVec(wGate, x, g, rows, inDim, batch, false, storage);
+        MatVec(wUp, x, u, rows, inDim, batch, false, storage);
+        for (int i = 0; i < h.Length && i < g.Length; i++)
+            h[i] = Silu(g[i]) * u[i];
+    }
+
+    /// <summary>rotate_half RoPE on one head vector, in place (double precision).</summary>
+    public static void RotateHalf(double[] v, int offset, int headDim, int position, float[] rope)
+    {
+        int half = headDim / 2;
+        for (int i = 0; i < half; i++)
+        {
+            int r = (position * half + i) * 2;
+            double cos = rope[r];
+            double sin = rope[r + 1];
+            double a = v[offset + i];
+            double b = v[offset + i + half];
+            v[offset + i] = a * cos - b * sin;
+            v[offset + i + half] = b * cos + a * sin;
+        }
+    }
+
+    /// <summary>In-place RoPE of q [tokens, heads*hd] and k [tokens, kv_heads*hd].</summary>
+    public static void Rope(double[] q, double[] k, int[] positions, float[] rope, int heads, int kvHeads, int headDim)
+    {
+        for (int t = 0; t < positions.Length; t++)
+        {
+            for (int h = 0; h < heads; h++)
+                RotateHalf(q, (t * heads + h) * headDim, headDim, positions[t], rope);
+            for (int h = 0; h < kvHeads; h++)
+                RotateHalf(k, (t * kvHeads + h) * headDim, headDim, positions[t], rope);
+        }
+    }
+
+    /// <summary>Writes k and v rows as fp16 into the cache [slots, kv_heads, max_seq, head_dim].</summary>
+    public static void KvAppend(float[] k, float[] v, ushort[] kCache, ushort[] vCache, int[] slots, int[] positions, int kvHeads, int headDim, int maxSeq)
+    {
+        int kvDim = kvHeads * headDim;
+        for (int t = 0; t < slots.Length; t++)
+        {
+            for (int e = 0; e < kvDim; e++)
+            {
+                int head = e / headDim;
+                int d = e % headDim;
+                int o = ((slots[t] * kvHeads + head) * maxSeq + positions[t]) * headDim + d;
+                kCache[o] = ToHalfBits(k[t * kvDim + e]);
+                vCache[o] = ToHalfBits(v[t * kvDim + e]);
+            }
+        }
+    }
+
+    /// <summary>
+    /// The fused decode projection: q = rope(Wq x), cache_k[pos] = fp16(rope(Wk x)), cache_v[pos] = fp16(Wv x).
+    /// </summary>
+    public static void MatVecQkvRope(ushort[] wq, ushort[] wk, ushort[] wv, float[] x, double[] q, ushort[] kCache, ushort[] vCache,
+        float[] rope, int[] slots, int[] positions, int hidden, int batch, int heads, int kvHeads, int headDim, int maxSeq, WeightStorage storage)
+    {
+        int qDim = heads * headDim;
+        int kvDim = kvHeads * headDim;
+        var k = new double[batch * kvDim];
+        var v = new double[batch * kvDim];
+        MatVec(wq, x, q, qDim, hidden, batch, false, storage);
+        MatVec(wk, x, k, kvDim, hidden, batch, false, storage);
+        MatVec(wv, x, v, kvDim, hidden, batch, false, storage);
+        Rope(q, k, positions, rope, heads, kvHeads, headDim);
+        KvAppend(Array.ConvertAll(k, d => (float)d), Array.ConvertAll(v, d => (float)d), kCache, vCache, slots, positions, kvHeads, headDim, maxSeq);
+    }
+
+    /// <summary>C[m, n] (+)= X[m, :] . W[n, :].</summary>
+    public static void Gemm(float[] x, ushort[] w, double[] c, int m, int n, int k, bool accumulate, WeightStorage storage)
+    {
+        var wd = new double[w.Length];
+        for (int i = 0; i < w.Length; i++)
+            wd[i] = Widen(w[i], storage);
+        Parallel.For(0, m, r =>
+        {
+            for (int j = 0; j < n; j++)
+            {
+                double s = 0;
+                for (int kk = 0; kk < k; kk++)
+                    s += x[r * k + kk] * wd[j * k + kk];
+                c[r * n + j] = accumulate ? c[r * n + j] + s : s;
+            }
+        });
+    }
+
+    /// <summary>gate = silu(gate) * up.</summary>
+    public static void SwiGlu(double[] gate, float[] up)
+    {
+        for (int i = 0; i < gate.Length; i++)
+            gate[i] = Silu(gate[i]) * up[i];
+    }
+
+    /// <summary>
+    /// Causal GQA attention of each query row over keys 0..positions[row] of its slot:
+    /// softmax(q k^T * scale) v, query head h reading kv head h / (heads / kv_heads).
+    /// </summary>
+    public static void Attention(float[] q, ushort[] kCache, ushort[] vCache, int[] slots, int[] positions, double[] output,
+        int heads, int kvHeads, int headDim, int maxSeq, double scale)
+    {
+        int groupHeads = heads / kvHeads;
+        int qDim = heads * headDim;
+        for (int row = 0; row < slots.Length; row++)
+        {
+            int len = positions[row] + 1;
+            for (int h = 0; h < heads; h++)
+            {
+                int kvh = h / groupHeads;
+                int cacheBase = (slots[row] * kvHeads + kvh) * maxSeq;
+                var scores = new double[len];
+                double max = double.NegativeInfinity;
+                for (int p = 0; p < len; p++)
+                {
+                    double s = 0;
+                    for (int d = 0; d < headDim; d++)
+                        s += q[row * qDim + h * headDim + d] * HalfToDouble(kCache[(cacheBase + p) * headDim + d]);
+                    scores[p] = s * scale;
+                    max = Math.Max(max, scores[p]);
+                }
+                double sum = 0;
+                for (int p = 0; p < len; p++)
+                {
+                    scores[p] = Math.Exp(scores[p] - max);
+                    sum += scores[p];
+                }
+                for (int d = 0; d < headDim; d++)
+                {
+                    double acc = 0;
+                    for (int p = 0; p < len; p++)
+                        acc += scores[p] * HalfToDouble(vCache[(cacheBase + p) * headDim + d]);
+                    output[row * qDim + h * headDim + d] = acc / sum;
+                }
+            }
+        }
+    }
+
+    /// <summary>Per row: argmax (first on ties, -1 on NaN), max, and sum exp((l - max) * invT).</summary>
+    public static (int[] Token, double[] Max, double[] SumExp) LogitsReduce(float[] logits, int rows, int vocab, double invTemperature)
+    {
+        var token = new int[rows];
+        var max = new double[rows];
+        var sum = new double[rows];
+        for (int r = 0; r < rows; r++)
+        {
+            double m = double.NegativeInfinity;
+            int idx = -1;
+            bool nan = false;
+            for (int v = 0; v < vocab; v++)
+            {
+                float l = logits[r * vocab + v];
+                if (float.IsNaN(l))
+                    nan = true;
+                else if (l > m)
+                {
+                    m = l;
+                    idx = v;
+                }
+            }
+            double z = 0;
+            for (int v = 0; v < vocab; v++)
+            {
+                float l = logits[r * vocab + v];
+                if (!float.IsNaN(l) && !float.IsNegativeInfinity(l))
+                    z += Math.Exp((l - m) * invTemperature);
+            }
+            token[r] = nan ? -1 : idx;
+            max[r] = m;
+            sum[r] = z;
+        }
+        return (token, max, sum);
+    }
+
+    /// <summary>Top-k per row, descending, ties broken by smaller id.</summary>
+    public static (float[] Values, int[] Ids) TopK(float[] logits, int rows, int vocab, int k)
+    {
+        var values = new float[rows * k];
+        var ids = new int[rows * k];
+        for (int r = 0; r < rows; r++)
+        {
+            var order = Enumerable.Range(0, vocab)
+                .OrderByDescending(v => logits[r * vocab + v])
+                .ThenBy(v => v)
+                .Take(k)
+                .ToArray();
+            for (int i = 0; i < k; i++)
+            {
+                values[r * k + i] = i < order.Length ? logits[r * vocab + order[i]] : float.NegativeInfinity;
+                ids[r * k + i] = i < order.Length ? order[i] : int.MaxValue;
+            }
+        }
+        return (values, ids);
+    }
+
+    /// <summary>Hugging Face repetition penalty over the seen flags of each row's slot.</summary>
+    public static void RepetitionPenalty(float[] logits, int[] slots, byte[] seen, int vocab, float penalty)
+    {
+        for (int r = 0; r < slots.Length; r++)
+        {
+            for (int v = 0; v < vocab; v++)
+            {
+                if (seen[slots[r] * vocab + v] == 0)
+                    continue;
+                float l = logits[r * vocab + v];
+                logits[r * vocab + v] = l > 0 ? l / penalty : l * penalty;
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+using ILGPU;
+using ILGPU.Runtime;
+using IlgpuLlama.Kernels;
+using IlgpuLlama.Kernels.Reference;
+
+namespace IlgpuLlama.Tests.Kernels;
+
+[Collection(KernelCollection.Name)]
+public sealed class MatVecTests(KernelTestContext ctx)
+{
+    // fp32 accumulation of up to a few hundred products of O(0.5) values against a float64 reference.
+    const double Abs = 2e-5, Rel = 2e-5;
+
+    [Theory]
+    [InlineData(4, 37, 96, 1, false, WeightStorage.Fp16)]
+    [InlineData(4, 37, 96, 3, true, WeightStorage.Fp16)]
+    [InlineData(4, 5, 344, 4, false, WeightStorage.Bf16)]
+    [InlineData(4, 1, 8, 2, true, WeightStorage.Bf16)]
+    [InlineData(4, 64, 1032, 3, false, WeightStorage.Fp16)]
+    [InlineData(32, 19, 200, 2, false, WeightStorage.Fp16)]
+    public void MatVec_matches_reference(int warp, int rows, int inDim, int batch, bool accumulate, WeightStorage storage)
+    {
+        var k = ctx.Kernels(warp, storage);
+        var rng = new Random(rows * 7919 + inDim);
+        var w = TestData.Weights(rng, rows * inDim, storage);
+        var x = TestData.Floats(rng, batch * inDim);
+        var y0 = TestData.Floats(rng, batch * rows);
+        var expected = Array.ConvertAll(y0, v => (double)v);
+        KernelReference.MatVec(w, x, expected, rows, inDim, batch, accumulate, storage);
+
+        var a = k.Accelerator;
+        using var wb = a.Allocate1D(w);
+        using var xb = a.Allocate1D(x);
+        using var yb = a.Allocate1D(y0);
+        k.MatVec(wb.View, xb.View, yb.View, rows, inDim, batch, accumulate);
+        TestData.AssertClose("matvec", yb.GetAsArray1D(), expected, Abs, Rel);
+    }
+
+    [Theory]
+    [InlineData(4, 43, 96, 3, WeightStorage.Fp16)]
+    [InlineData(4, 7, 48, 1, WeightStorage.Bf16)]
+    [InlineData(32, 9, 64, 4, WeightStorage.Fp16)]
+    public void MatVecSwiGlu_matches_reference(int warp, int rows, int inDim, int batch, WeightStorage storage)
+    {
+        var k = ctx.Kernels(warp, storage);
+        var rng = new Random(rows + inDim * 31);
+        var wg = TestData.Weights(rng, rows * inDim, storage);
+        var wu = TestData.Weights(rng, rows * inDim, storage);
+        var x = TestData.Floats(rng, batch * inDim);
+        var expected = new double[batch * rows];
+        KernelReference.MatVecSwiGlu(wg, wu, x, expected, rows, inDim, batch, storage);
+
+        var a = k.Accelerator;
+        using var wgb = a.Allocate1D(wg);
+        using var wub = a.Allocate1D(wu);
+        using var xb = a.Allocate1D(x);
+        using var hb = a.Allocate1D<float>(batch * rows);
+        k.MatVecSwiGlu(wgb.View, wub.View, xb.View, hb.View, rows, inDim, batch);
+        TestData.AssertClose("matvec-swiglu", hb.GetAsArray1D(), expected, Abs, Rel);
+    }
+
+    [Theory]
+    [InlineData(4, 6, 2, 16, 96, 3, WeightStorage.Fp16)]
+    [InlineData(4, 4, 4, 16, 64, 1, WeightStorage.Bf16)]
+    [InlineData(4, 8, 2, 8, 40, 2, WeightStorage.Fp16)]
+    [InlineData(32, 6, 2, 16, 96, 4, WeightStorage.Bf16)]
+    public void MatVecQkvRope_matches_reference(int warp, int heads, int kvHeads, int headDim, int hidden, int batch, WeightStorage storage)
+    {
+        var k = ctx.Kernels(warp, storage);
+        var rng = new Random(heads * 100 + kvHeads * 10 + headDim);
+        int qDim = heads * headDim, kvDim = kvHeads * headDim, maxSeq = 300, slotsCount = 5;
+        // llama3 scaling with a short original context so high, medium and low frequency bands all occur
+        var rope = RopeTable.Build(TestData.Llama3InverseFrequencies(headDim, 500000, 32, 1, 4, 64), maxSeq);
+        var wq = TestData.Weights(rng, qDim * hidden, storage);
+        var wk = TestData.Weights(rng, kvDim * hidden, storage);
+        var wv = TestData.Weights(rng, kvDim * hidden, storage);
+        var x = TestData.Floats(rng, batch * hidden);
+        int[] slots = new[] { 4, 0, 2, 1 }[..batch];
+        int[] positions = new[] { 299, 0, 77, 5 }[..batch];
+        int cacheLen = slotsCount * kvHeads * maxSeq * headDim;
+        var kCache = TestData.HalfBits(rng, cacheLen);
+        var vCache = TestData.HalfBits(rng, cacheLen);
+        var expectedQ = new double[batch * qDim];
+        var expectedK = (ushort[])kCache.Clone();
+        var expectedV = (ushort[])vCache.Clone();
+        KernelReference.MatVecQkvRope(wq, wk, wv, x, expectedQ, expectedK, expectedV, rope, slots, positions, hidden, batch, heads, kvHeads, headDim, maxSeq, storage);
+
+        var a = k.Accelerator;
+        using var wqb = a.Allocate1D(wq);
+        using var wkb = a.Allocate1D(wk);
+        using var wvb = a.Allocate1D(wv);
+        using var xb = a.Allocate1D(x);
+        using var qb = a.Allocate1D<float>(batch * qDim);
+        using var kcb = a.Allocate1D(kCache);
+        using var vcb = a.Allocate1D(vCache);
+        using var ropeb = a.Allocate1D(rope);
+        using var slotb = a.Allocate1D(slots);
+        using var posb = a.Allocate1D(positions);
+        k.MatVecQkvRope(wqb.View, wkb.View, wvb.View, xb.View, qb.View, kcb.View, vcb.View, ropeb.View, slotb.View, posb.View,
+            hidden, batch, heads, kvHeads, headDim, maxSeq);
+        TestData.AssertClose("q", qb.GetAsArray1D(), expectedQ, Abs, Rel);
+        // The cache holds fp16: allow one rounding step of difference between fp32 and float64 paths.
+        TestData.AssertClose("k cache", Array.ConvertAll(kcb.GetAsArray1D(), b => (float)KernelReference.HalfToDouble(b)), TestData.HalfToDouble(expectedK), 1e-4, 1e-3);
+        TestData.AssertClose("v cache", Array.ConvertAll(vcb.GetAsArray1D(), b => (float)KernelReference.HalfToDouble(b)), TestData.HalfToDouble(expectedV), 1e-4, 1e-3);
+    }
+
+    [Fact]
+    public void MatVec_rejects_bad_shapes_with_clear_errors()
+    {
+        var k = ctx.Kernels(4);
+        var a = k.Accelerator;
+        using var w = a.Allocate1D<ushort>(10 * 20);
+        using var x = a.Allocate1D<float>(20);
+        using var y = a.Allocate1D<float>(10);
+        var e = Assert.Throws<ArgumentException>(() => k.MatVec(w.View, x.View, y.View, 10, 20, 1, false));
+        Assert.Contains("multiple of 8", e.Message);
+        e = Assert.Throws<ArgumentException>(() => k.MatVec(w.View, x.View, y.View, 10, 16, 5, false));
+        Assert.Contains("batch 5", e.Message);
+        e = Assert.Throws<ArgumentException>(() => k.MatVec(w.View, x.View, y.View, 20, 16, 1, false));
+        Assert.Contains("matvec weight", e.Message);
+    }
+}
