@@ -70,8 +70,32 @@ public static class DeviceMath
         return value;
     }
 
-    /// <summary>Rounds an fp32 value to binary16 and returns its bits (round to nearest even).</summary>
-    public static ushort ToHalfBits(float value) => Interop.FloatAsInt((Half)value);
+    /// <summary>
+    /// Rounds an fp32 value to binary16 bits, round to nearest even, in integer arithmetic. Done in
+    /// software rather than with a Half cast because ILGPU's CPU accelerator truncates in that
+    /// cast while CUDA rounds; this way both back ends write bit-identical KV caches. It runs only
+    /// for the K/V values appended each step, so its cost does not matter.
+    /// </summary>
+    public static ushort ToHalfBits(float value)
+    {
+        uint f = Interop.FloatAsInt(value);
+        uint sign = (f >> 16) & 0x8000u;
+        uint abs = f & 0x7FFFFFFFu;
+        if (abs >= 0x7F800000u)
+            return (ushort)(sign | 0x7C00u | (abs > 0x7F800000u ? 0x0200u : 0u)); // inf, NaN
+        if (abs >= 0x477FF000u)
+            return (ushort)(sign | 0x7C00u); // rounds past 65504: overflow to inf
+        if (abs < 0x38800000u)
+        {
+            // Below the smallest normal half: adding 0.5 puts the value's bits at the half's
+            // subnormal scale (ulp of 0.5 in fp32 is 2^-24), and the fp32 add rounds to nearest even.
+            float shifted = Interop.IntAsFloat(abs) + 0.5f;
+            return (ushort)(sign | (Interop.FloatAsInt(shifted) - 0x3F000000u));
+        }
+        uint odd = (abs >> 13) & 1u;
+        abs += 0xC8000FFFu + odd; // rebias exponent 127 -> 15, add rounding bias (ties to even)
+        return (ushort)(sign | (abs >> 13));
+    }
 
     /// <summary>Widens binary16 bits to fp32.</summary>
     public static float HalfBitsToFloat(ushort bits) => Interop.IntAsFloat(bits);

@@ -1,0 +1,142 @@
+using ILGPU;
+using ILGPU.Runtime;
+using IlgpuLlama.Kernels;
+using IlgpuLlama.Kernels.Reference;
+
+namespace IlgpuLlama.Tests.Kernels;
+
+/// <summary>Embedding, RMSNorm, RoPE, KV append, SwiGLU, gather and GEMM against their references.</summary>
+[Collection(KernelCollection.Name)]
+public sealed class LayerKernelTests(KernelTestContext ctx)
+{
+    [Theory]
+    [InlineData(WeightStorage.Fp16)]
+    [InlineData(WeightStorage.Bf16)]
+    public void Embedding_gathers_rows_exactly(WeightStorage storage)
+    {
+        var k = ctx.Kernels(4, storage);
+        var rng = new Random(3);
+        int vocab = 37, hidden = 24;
+        var table = TestData.Weights(rng, vocab * hidden, storage, 2.0);
+        int[] tokens = [5, 0, 36, 5, 17];
+        var expected = new double[tokens.Length * hidden];
+        KernelReference.Embedding(table, tokens, expected, hidden, storage);
+        var a = k.Accelerator;
+        using var tb = a.Allocate1D(table);
+        using var tok = a.Allocate1D(tokens);
+        using var xb = a.Allocate1D<float>(tokens.Length * hidden);
+        k.Embedding(tb.View, tok.View, xb.View, tokens.Length, hidden);
+        TestData.AssertClose("embedding", xb.GetAsArray1D(), expected, 0, 0);
+    }
+
+    [Theory]
+    [InlineData(4, 3, 96, WeightStorage.Fp16)]
+    [InlineData(4, 1, 344, WeightStorage.Bf16)]
+    [InlineData(32, 5, 130, WeightStorage.Fp16)]
+    public void RmsNorm_matches_reference(int warp, int rows, int n, WeightStorage storage)
+    {
+        var k = ctx.Kernels(warp, storage);
+        var rng = new Random(rows * n);
+        var x = TestData.Floats(rng, rows * n, 3.0);
+        var w = TestData.Weights(rng, n, storage, 1.5);
+        var expected = new double[rows * n];
+        KernelReference.RmsNorm(x, w, expected, n, 1e-5, storage);
+        var a = k.Accelerator;
+        using var xb = a.Allocate1D(x);
+        using var wb = a.Allocate1D(w);
+        using var yb = a.Allocate1D<float>(rows * n);
+        k.RmsNorm(xb.View, wb.View, yb.View, rows, n, 1e-5f);
+        TestData.AssertClose("rmsnorm", yb.GetAsArray1D(), expected, 1e-6, 1e-5);
+    }
+
+    [Theory]
+    [InlineData(6, 2, 16)]
+    [InlineData(8, 2, 8)]
+    [InlineData(4, 4, 16)]
+    public void Rope_and_KvAppend_match_reference(int heads, int kvHeads, int headDim)
+    {
+        var k = ctx.Kernels(4);
+        var rng = new Random(heads + 13 * headDim);
+        int tokens = 7, maxSeq = 150, slotCount = 3;
+        var rope = RopeTable.Build(TestData.Llama3InverseFrequencies(headDim, 500000, 32, 1, 4, 64), maxSeq);
+        var q = TestData.Floats(rng, tokens * heads * headDim);
+        var kk = TestData.Floats(rng, tokens * kvHeads * headDim);
+        var v = TestData.Floats(rng, tokens * kvHeads * headDim);
+        int[] positions = [0, 1, 2, 149, 63, 64, 100];
+        int[] slots = [0, 0, 0, 2, 1, 1, 2];
+        var eq = Array.ConvertAll(q, f => (double)f);
+        var ek = Array.ConvertAll(kk, f => (double)f);
+        KernelReference.Rope(eq, ek, positions, rope, heads, kvHeads, headDim);
+        int cacheLen = slotCount * kvHeads * maxSeq * headDim;
+        var kCache = TestData.HalfBits(rng, cacheLen);
+        var vCache = TestData.HalfBits(rng, cacheLen);
+        var ekc = (ushort[])kCache.Clone();
+        var evc = (ushort[])vCache.Clone();
+        KernelReference.KvAppend(Array.ConvertAll(ek, d => (float)d), v, ekc, evc, slots, positions, kvHeads, headDim, maxSeq);
+
+        var a = k.Accelerator;
+        using var qb = a.Allocate1D(q);
+        using var kb = a.Allocate1D(kk);
+        using var vb = a.Allocate1D(v);
+        using var pb = a.Allocate1D(positions);
+        using var sb = a.Allocate1D(slots);
+        using var rb = a.Allocate1D(rope);
+        using var kcb = a.Allocate1D(kCache);
+        using var vcb = a.Allocate1D(vCache);
+        k.Rope(qb.View, kb.View, pb.View, rb.View, tokens, heads, kvHeads, headDim);
+        k.KvAppend(kb.View, vb.View, kcb.View, vcb.View, sb.View, pb.View, tokens, kvHeads, headDim, maxSeq);
+        TestData.AssertClose("rope q", qb.GetAsArray1D(), eq, 1e-6, 1e-6);
+        TestData.AssertClose("rope k", kb.GetAsArray1D(), ek, 1e-6, 1e-6);
+        TestData.AssertClose("k cache", Array.ConvertAll(kcb.GetAsArray1D(), b => (float)KernelReference.HalfToDouble(b)), TestData.HalfToDouble(ekc), 1e-4, 1e-3);
+        var gotV = vcb.GetAsArray1D();
+        for (int i = 0; i < gotV.Length; i++)
+            Assert.True(evc[i] == gotV[i], $"v cache [{i}]: got 0x{gotV[i]:X4}, expected 0x{evc[i]:X4}");
+    }
+
+    [Fact]
+    public void SwiGlu_and_GatherRows_match_reference()
+    {
+        var k = ctx.Kernels(4);
+        var rng = new Random(11);
+        int n = 3 * 43;
+        var gate = TestData.Floats(rng, n, 4);
+        var up = TestData.Floats(rng, n, 2);
+        var expected = Array.ConvertAll(gate, f => (double)f);
+        KernelReference.SwiGlu(expected, up);
+        var a = k.Accelerator;
+        using var gb = a.Allocate1D(gate);
+        using var ub = a.Allocate1D(up);
+        k.SwiGlu(gb.View, ub.View, n);
+        TestData.AssertClose("swiglu", gb.GetAsArray1D(), expected, 1e-6, 1e-5);
+
+        int[] rows = [2, 0];
+        using var rowsb = a.Allocate1D(rows);
+        using var dst = a.Allocate1D<float>(2 * 43);
+        k.GatherRows(ub.View, rowsb.View, dst.View, 2, 43);
+        var got = dst.GetAsArray1D();
+        Assert.Equal(up[(2 * 43)..(3 * 43)], got[..43]);
+        Assert.Equal(up[..43], got[43..]);
+    }
+
+    [Theory]
+    [InlineData(4, 37, 45, 96, false, WeightStorage.Fp16)]
+    [InlineData(4, 9, 130, 344, true, WeightStorage.Bf16)]
+    [InlineData(4, 1, 3, 8, false, WeightStorage.Fp16)]
+    [InlineData(32, 21, 70, 40, true, WeightStorage.Fp16)]
+    public void Gemm_matches_reference(int warp, int m, int n, int kDim, bool accumulate, WeightStorage storage)
+    {
+        var k = ctx.Kernels(warp, storage);
+        var rng = new Random(m * n + kDim);
+        var x = TestData.Floats(rng, m * kDim);
+        var w = TestData.Weights(rng, n * kDim, storage);
+        var c0 = TestData.Floats(rng, m * n);
+        var expected = Array.ConvertAll(c0, f => (double)f);
+        KernelReference.Gemm(x, w, expected, m, n, kDim, accumulate, storage);
+        var a = k.Accelerator;
+        using var xb = a.Allocate1D(x);
+        using var wb = a.Allocate1D(w);
+        using var cb = a.Allocate1D(c0);
+        k.Gemm(xb.View, wb.View, cb.View, m, n, kDim, accumulate);
+        TestData.AssertClose("gemm", cb.GetAsArray1D(), expected, 2e-5, 2e-5);
+    }
+}
