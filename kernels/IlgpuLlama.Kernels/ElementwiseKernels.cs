@@ -5,6 +5,7 @@ namespace IlgpuLlama.Kernels;
 //   SwiGlu      gate = silu(gate) * up, in place                 grid = tokens * intermediate
 //   GatherRows  dst[i, :] = src[rows[i], :]                       grid = count * width
 //   MarkSeen    seen[slot, token] = 1 (repetition-penalty state)  grid = tokens
+//   AddScalar   values += delta (advances decode positions on the device) grid = count
 
 /// <summary>Element-wise helpers.</summary>
 public static class ElementwiseKernels
@@ -29,4 +30,7 @@ public static class ElementwiseKernels
     /// <param name="seen">[slots, vocab] flags, 1 once a token appeared in that sequence</param>
     public static void MarkSeen(Index1D index, ArrayView<int> tokens, ArrayView<int> slots, ArrayView<byte> seen, int vocab) =>
         seen[slots[index] * vocab + tokens[index]] = 1;
+
+    /// <param name="values">[count] incremented in place</param>
+    public static void AddScalar(Index1D index, ArrayView<int> values, int delta) => values[index] += delta;
 }

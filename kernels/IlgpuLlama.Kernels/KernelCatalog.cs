@@ -42,6 +42,7 @@ public static class KernelCatalog
         list.Add(new("swiglu", "elementwise", M(typeof(ElementwiseKernels), nameof(ElementwiseKernels.SwiGlu)), false));
         list.Add(new("gather_rows", "elementwise", M(typeof(ElementwiseKernels), nameof(ElementwiseKernels.GatherRows)), false));
         list.Add(new("mark_seen", "elementwise", M(typeof(ElementwiseKernels), nameof(ElementwiseKernels.MarkSeen)), false));
+        list.Add(new("add_scalar", "elementwise", M(typeof(ElementwiseKernels), nameof(ElementwiseKernels.AddScalar)), false));
         list.Add(new("logits_reduce", "logits", M(typeof(LogitsKernels), nameof(LogitsKernels.Reduce)), true));
         list.Add(new("topk", "logits", M(typeof(LogitsKernels), nameof(LogitsKernels.TopK)), true));
         list.Add(new("repetition_penalty", "logits", M(typeof(LogitsKernels), nameof(LogitsKernels.RepetitionPenalty)), false));

@@ -16,6 +16,7 @@ public sealed class LlamaKernels
     readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<float>> swiGlu;
     readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int> gatherRows;
     readonly Action<AcceleratorStream, Index1D, ArrayView<int>, ArrayView<int>, ArrayView<byte>, int> markSeen;
+    readonly Action<AcceleratorStream, Index1D, ArrayView<int>, int> addScalar;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatVecShape> matVec;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatVecShape> matVecSwiGlu;
     readonly Action<AcceleratorStream, KernelConfig, QkvRopeArgs> matVecQkvRope;
@@ -57,6 +58,7 @@ public sealed class LlamaKernels
         swiGlu = a.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.SwiGlu);
         gatherRows = a.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int>(ElementwiseKernels.GatherRows);
         markSeen = a.LoadAutoGroupedKernel<Index1D, ArrayView<int>, ArrayView<int>, ArrayView<byte>, int>(ElementwiseKernels.MarkSeen);
+        addScalar = a.LoadAutoGroupedKernel<Index1D, ArrayView<int>, int>(ElementwiseKernels.AddScalar);
         attention = a.LoadKernel<AttentionArgs>(AttentionKernels.Attention);
         logitsReduce = a.LoadKernel<LogitsReduceArgs>(LogitsKernels.Reduce);
         topK = a.LoadKernel<TopKArgs>(LogitsKernels.TopK);
@@ -74,6 +76,22 @@ public sealed class LlamaKernels
 
     /// <summary>Stream every launch is enqueued on (a CUDA graph captures this stream).</summary>
     public AcceleratorStream Stream { get; set; }
+
+    /// <summary>
+    /// When set, launches are not enqueued but appended here as closures with their arguments
+    /// frozen, exactly what a CUDA graph capture records. Replaying the list re-runs the same
+    /// launches: the CPU stand-in for graph replay, used to test that a decode step reads all
+    /// per-step state from device memory.
+    /// </summary>
+    public List<Action>? Recording { get; set; }
+
+    void Launch(Action launch)
+    {
+        if (Recording is { } r)
+            r.Add(launch);
+        else
+            launch();
+    }
 
     static void Require(bool condition, string message)
     {
@@ -107,7 +125,8 @@ public sealed class LlamaKernels
     {
         RequireLength(tokens, count, "embedding tokens");
         RequireLength(x, (long)count * hidden, "embedding output");
-        embedding(Stream, count * hidden, table, tokens, x, hidden);
+        var stream = Stream;
+        Launch(() => embedding(stream, count * hidden, table, tokens, x, hidden));
     }
 
     /// <summary>y = rmsnorm(x) * weight over <paramref name="rows"/> rows of <paramref name="n"/>.</summary>
@@ -116,7 +135,8 @@ public sealed class LlamaKernels
         RequireLength(x, (long)rows * n, "rmsnorm input");
         RequireLength(y, (long)rows * n, "rmsnorm output");
         RequireLength(weight, n, "rmsnorm weight");
-        rmsNorm(Stream, new KernelConfig(rows, Tuning.RmsNormGroup), x, weight, y, n, eps);
+        var stream = Stream;
+        Launch(() => rmsNorm(stream, new KernelConfig(rows, Tuning.RmsNormGroup), x, weight, y, n, eps));
     }
 
     /// <summary>In-place rotate_half RoPE of q and k for <paramref name="tokens"/> tokens.</summary>
@@ -126,7 +146,8 @@ public sealed class LlamaKernels
         RequireLength(q, (long)tokens * heads * headDim, "rope q");
         RequireLength(k, (long)tokens * kvHeads * headDim, "rope k");
         RequireLength(positions, tokens, "rope positions");
-        rope(Stream, tokens * (heads + kvHeads) * (headDim / 2), q, k, positions, ropeTable, heads, kvHeads, headDim);
+        var stream = Stream;
+        Launch(() => rope(stream, tokens * (heads + kvHeads) * (headDim / 2), q, k, positions, ropeTable, heads, kvHeads, headDim));
     }
 
     /// <summary>Writes k and v of <paramref name="tokens"/> tokens into the fp16 cache.</summary>
@@ -137,7 +158,8 @@ public sealed class LlamaKernels
         RequireLength(v, (long)tokens * kvHeads * headDim, "kv append v");
         RequireLength(slots, tokens, "kv append slots");
         RequireLength(positions, tokens, "kv append positions");
-        kvAppend(Stream, tokens * kvHeads * headDim, k, v, kCache, vCache, slots, positions, kvHeads, headDim, maxSeq);
+        var stream = Stream;
+        Launch(() => kvAppend(stream, tokens * kvHeads * headDim, k, v, kCache, vCache, slots, positions, kvHeads, headDim, maxSeq));
     }
 
     /// <summary>gate = silu(gate) * up over <paramref name="count"/> elements.</summary>
@@ -145,7 +167,8 @@ public sealed class LlamaKernels
     {
         RequireLength(gate, count, "swiglu gate");
         RequireLength(up, count, "swiglu up");
-        swiGlu(Stream, count, gate, up);
+        var stream = Stream;
+        Launch(() => swiGlu(stream, count, gate, up));
     }
 
     /// <summary>dst[i, :] = src[rows[i], :].</summary>
@@ -153,7 +176,8 @@ public sealed class LlamaKernels
     {
         RequireLength(rows, count, "gather rows");
         RequireLength(dst, (long)count * width, "gather output");
-        gatherRows(Stream, count * width, src, rows, dst, width);
+        var stream = Stream;
+        Launch(() => gatherRows(stream, count * width, src, rows, dst, width));
     }
 
     /// <summary>seen[slots[i], tokens[i]] = 1.</summary>
@@ -161,7 +185,16 @@ public sealed class LlamaKernels
     {
         RequireLength(tokens, count, "mark-seen tokens");
         RequireLength(slots, count, "mark-seen slots");
-        markSeen(Stream, count, tokens, slots, seen, vocab);
+        var stream = Stream;
+        Launch(() => markSeen(stream, count, tokens, slots, seen, vocab));
+    }
+
+    /// <summary>values[i] += delta for i &lt; count (advances decode positions without a host round trip).</summary>
+    public void AddScalar(ArrayView<int> values, int count, int delta)
+    {
+        RequireLength(values, count, "add-scalar values");
+        var stream = Stream;
+        Launch(() => addScalar(stream, count, values, delta));
     }
 
     /// <summary>y[b, :] (+)= W x[b] for <paramref name="batch"/> (1..4) vectors.</summary>
@@ -176,7 +209,8 @@ public sealed class LlamaKernels
         RequireLength(y, (long)(batch - 1) * yStride + rows, "matvec y");
         var shape = new MatVecShape { Rows = rows, K8 = inDim / 8, Batch = batch, YStride = yStride, Accumulate = accumulate ? 1 : 0 };
         int groups = (rows + MatVecKernels.RowsPerGroup - 1) / MatVecKernels.RowsPerGroup;
-        matVec(Stream, new KernelConfig(groups, MatVecGroup(shape.K8)), U4View(w), F4View(x), y, shape);
+        var stream = Stream;
+        Launch(() => matVec(stream, new KernelConfig(groups, MatVecGroup(shape.K8)), U4View(w), F4View(x), y, shape));
     }
 
     /// <summary>h[b, :] = silu(Wg x[b]) * (Wu x[b]).</summary>
@@ -189,7 +223,8 @@ public sealed class LlamaKernels
         RequireLength(x, (long)batch * inDim, "swiglu x");
         RequireLength(h, (long)batch * rows, "swiglu output");
         var shape = new MatVecShape { Rows = rows, K8 = inDim / 8, Batch = batch, YStride = rows };
-        matVecSwiGlu(Stream, new KernelConfig(rows, MatVecGroup(shape.K8)), U4View(wGate), U4View(wUp), F4View(x), h, shape);
+        var stream = Stream;
+        Launch(() => matVecSwiGlu(stream, new KernelConfig(rows, MatVecGroup(shape.K8)), U4View(wGate), U4View(wUp), F4View(x), h, shape));
     }
 
     /// <summary>Fused decode q/k/v projection + RoPE + KV append (see MatVecKernels).</summary>
@@ -216,7 +251,8 @@ public sealed class LlamaKernels
             KCache = kCache, VCache = vCache, Rope = ropeTable, Slots = slots, Positions = positions,
             K8 = hidden / 8, Batch = batch, QDim = qDim, KvDim = kvDim, HeadDim = headDim, KvHeads = kvHeads, MaxSeq = maxSeq,
         };
-        matVecQkvRope(Stream, new KernelConfig((qDim + 2 * kvDim) / 2, MatVecGroup(args.K8)), args);
+        var stream = Stream;
+        Launch(() => matVecQkvRope(stream, new KernelConfig((qDim + 2 * kvDim) / 2, MatVecGroup(args.K8)), args));
     }
 
     /// <summary>C[m, :] (+)= X[m, :] W^T for prompt processing.</summary>
@@ -230,7 +266,8 @@ public sealed class LlamaKernels
         int tile = 4 * td;
         int groups = ((m + tile - 1) / tile) * ((n + tile - 1) / tile);
         var shape = new GemmShape { M = m, N = n, K = k, TDim = td, Accumulate = accumulate ? 1 : 0 };
-        gemm(Stream, new KernelConfig(groups, td * td), F4View(x), U4View(w), c, shape);
+        var stream = Stream;
+        Launch(() => gemm(stream, new KernelConfig(groups, td * td), F4View(x), U4View(w), c, shape));
     }
 
     /// <summary>Number of key splits the attention workspace must hold for <paramref name="maxSeq"/>.</summary>
@@ -267,7 +304,8 @@ public sealed class LlamaKernels
         };
         var config = new KernelConfig(rows * kvHeads * splits, group,
             SharedMemoryConfig.RequestDynamic<float>(AttentionKernels.SharedFloats(heads, kvHeads, headDim, group)));
-        attention(Stream, config, args);
+        var stream = Stream;
+        Launch(() => attention(stream, config, args));
     }
 
     int AttentionGroupFor(int heads, int kvHeads, int headDim)
@@ -306,7 +344,8 @@ public sealed class LlamaKernels
             Token = token, Max = max, SumExp = sumExp, Vocab = vocab, Parts = parts,
             InvTemperature = temperature > 0 ? 1f / temperature : 1f,
         };
-        logitsReduce(Stream, new KernelConfig(rows * parts, Tuning.LogitsGroup), args);
+        var stream = Stream;
+        Launch(() => logitsReduce(stream, new KernelConfig(rows * parts, Tuning.LogitsGroup), args));
     }
 
     /// <summary>Top-<paramref name="k"/> logits and ids per row, sorted descending.</summary>
@@ -326,7 +365,8 @@ public sealed class LlamaKernels
             Logits = logits, PartialVal = partialVal, PartialIdx = partialIdx, Counters = counters, OutVal = outVal, OutIdx = outIdx,
             Vocab = vocab, Parts = parts, K = k, SliceSize = Tuning.TopKSlice,
         };
-        topK(Stream, new KernelConfig(rows * parts, Tuning.LogitsGroup, SharedMemoryConfig.RequestDynamic<float>(2 * Tuning.TopKSlice)), args);
+        var stream = Stream;
+        Launch(() => topK(stream, new KernelConfig(rows * parts, Tuning.LogitsGroup, SharedMemoryConfig.RequestDynamic<float>(2 * Tuning.TopKSlice)), args));
     }
 
     /// <summary>Applies the repetition penalty in place to every row's seen tokens.</summary>
@@ -335,7 +375,8 @@ public sealed class LlamaKernels
         Require(penalty > 0, $"repetition penalty {penalty} must be > 0");
         RequireLength(logits, (long)rows * vocab, "logits");
         RequireLength(slots, rows, "penalty slots");
-        repetitionPenalty(Stream, rows * vocab, logits, slots, seen, vocab, penalty);
+        var stream = Stream;
+        Launch(() => repetitionPenalty(stream, rows * vocab, logits, slots, seen, vocab, penalty));
     }
 
     static ArrayView<U4> U4View(ArrayView<ushort> w) => w.Cast<U4>();

@@ -1,0 +1,113 @@
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+
+namespace IlgpuLlama.Device;
+
+/// <summary>Which accelerator to run on.</summary>
+public enum DeviceKind
+{
+    /// <summary>CUDA if a GPU is present, else the CPU accelerator.</summary>
+    Auto,
+
+    /// <summary>The first CUDA GPU (an error if there is none).</summary>
+    Cuda,
+
+    /// <summary>ILGPU's CPU accelerator.</summary>
+    Cpu,
+}
+
+/// <summary>An ILGPU context and one accelerator, created together and disposed together.</summary>
+public sealed class ComputeDevice : IDisposable
+{
+    ComputeDevice(Context context, Accelerator accelerator)
+    {
+        Context = context;
+        Accelerator = accelerator;
+    }
+
+    /// <summary>The ILGPU context.</summary>
+    public Context Context { get; }
+
+    /// <summary>The accelerator.</summary>
+    public Accelerator Accelerator { get; }
+
+    /// <summary>True on a CUDA GPU.</summary>
+    public bool IsCuda => Accelerator is CudaAccelerator;
+
+    /// <summary>One line: name, memory, warp, compute capability.</summary>
+    public string Description => Describe(Accelerator);
+
+    /// <summary>Parses --device values.</summary>
+    public static DeviceKind ParseKind(string value) => value.ToLowerInvariant() switch
+    {
+        "auto" => DeviceKind.Auto,
+        "cuda" or "gpu" => DeviceKind.Cuda,
+        "cpu" => DeviceKind.Cpu,
+        _ => throw new ArgumentException($"--device '{value}' is not one of auto, cuda, cpu"),
+    };
+
+    /// <summary>
+    /// The CPU device the engine uses: warps of 4 (the CPU accelerator runs one OS thread per
+    /// emulated thread, so narrow warps and small groups keep its synchronisation cheap) and one
+    /// emulated multiprocessor per core.
+    /// </summary>
+    public static CPUDevice EngineCpuDevice => new(4, 4, Math.Max(1, Environment.ProcessorCount));
+
+    /// <summary>Creates the device; <see cref="DeviceKind.Cuda"/> without a GPU is a clear error.</summary>
+    public static ComputeDevice Create(DeviceKind kind)
+    {
+        if (kind != DeviceKind.Cpu)
+        {
+            Context? context = null;
+            try
+            {
+                context = Context.Create(b => b.Cuda().EnableAlgorithms().Profiling().Optimize(OptimizationLevel.O2));
+                var gpus = context.GetCudaDevices();
+                if (gpus.Count > 0)
+                    return new ComputeDevice(context, gpus[0].CreateCudaAccelerator(context));
+            }
+            catch (Exception e) when (kind == DeviceKind.Auto && e is not OutOfMemoryException)
+            {
+                // no usable CUDA driver: fall back to the CPU below
+            }
+            context?.Dispose();
+            if (kind == DeviceKind.Cuda)
+                throw new InvalidOperationException("--device cuda: no CUDA GPU was found (is the NVIDIA driver installed?); use --device cpu or --device auto");
+        }
+        var cpuContext = Context.Create(b => b.CPU(EngineCpuDevice).EnableAlgorithms().Optimize(OptimizationLevel.O2));
+        return new ComputeDevice(cpuContext, cpuContext.GetCPUDevice(0).CreateCPUAccelerator(cpuContext));
+    }
+
+    /// <summary>Describes an accelerator in one line.</summary>
+    public static string Describe(Accelerator a)
+    {
+        string cc = a is CudaAccelerator c ? $", compute capability {c.Architecture.ToString().Replace("SM_", "sm_")}" : "";
+        return $"{a.Name} ({a.AcceleratorType}, {a.MemorySize / 1e9:F1} GB, warp {a.WarpSize}, max group {a.MaxNumThreadsPerGroup}{cc})";
+    }
+
+    /// <summary>Every accelerator ILGPU can see (CUDA GPUs and the CPU accelerator).</summary>
+    public static IReadOnlyList<(string Kind, string Name, long MemoryBytes, int WarpSize, string ComputeCapability, int MultiprocessorCount)> ListAll()
+    {
+        var list = new List<(string, string, long, int, string, int)>();
+        try
+        {
+            using var context = Context.Create(b => b.Cuda());
+            foreach (var d in context.GetCudaDevices())
+                list.Add(("cuda", d.Name, d.MemorySize, d.WarpSize, d.Architecture?.ToString().Replace("SM_", "sm_") ?? "unknown", d.NumMultiprocessors));
+        }
+        catch (Exception)
+        {
+            // no CUDA driver
+        }
+        var cpu = EngineCpuDevice;
+        list.Add(("cpu", "ILGPU CPU accelerator", cpu.MemorySize, cpu.WarpSize, "-", cpu.NumMultiprocessors));
+        return list;
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        Accelerator.Dispose();
+        Context.Dispose();
+    }
+}

@@ -1,1 +1,0 @@
-namespace IlgpuLlama; public static class Placeholder {}
