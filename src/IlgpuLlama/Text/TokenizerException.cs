@@ -1,0 +1,12 @@
+namespace IlgpuLlama.Text;
+
+/// <summary>
+/// A tokenizer could not be found or loaded. The message is a single line meant to be shown to
+/// the user as is, so it names the files involved and what to do instead.
+/// </summary>
+public sealed class TokenizerException : Exception
+{
+    public TokenizerException(string message) : base(message) { }
+
+    public TokenizerException(string message, Exception innerException) : base(message, innerException) { }
+}
