@@ -1,5 +1,7 @@
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
+using ILGPU.Runtime;
+using ILGPU;
 
 namespace IlgpuLlama.Device;
 

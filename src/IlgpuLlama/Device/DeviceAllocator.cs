@@ -1,5 +1,7 @@
 using System.Runtime.InteropServices;
 using ILGPU.Runtime.Cuda;
+using ILGPU.Runtime;
+using ILGPU;
 
 namespace IlgpuLlama.Device;
 

@@ -1,3 +1,6 @@
+using ILGPU.Runtime;
+using ILGPU;
+
 namespace IlgpuLlama.Device;
 
 /// <summary>Everything the allocator knows about one buffer.</summary>

@@ -1,3 +1,6 @@
+using ILGPU.Runtime;
+using ILGPU;
+
 namespace IlgpuLlama.Device;
 
 /// <summary>The device could not hold what was asked of it; the message says how much and what to change.</summary>

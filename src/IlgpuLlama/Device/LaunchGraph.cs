@@ -1,6 +1,8 @@
 using System.Reflection;
 using System.Runtime.InteropServices;
 using ILGPU.Runtime.Cuda;
+using ILGPU.Runtime;
+using ILGPU;
 using IlgpuLlama.Kernels;
 
 namespace IlgpuLlama.Device;

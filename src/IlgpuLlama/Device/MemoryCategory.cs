@@ -1,3 +1,6 @@
+using ILGPU.Runtime;
+using ILGPU;
+
 namespace IlgpuLlama.Device;
 
 /// <summary>What a device buffer holds; the memory report totals by category.</summary>

@@ -1,2 +1,0 @@
-global using ILGPU;
-global using ILGPU.Runtime;
