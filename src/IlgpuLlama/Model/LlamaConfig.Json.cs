@@ -222,10 +222,11 @@ public sealed partial record LlamaConfig
         {
             throw new ModelConfigException($"{sourceName}: not valid JSON ({e.Message.ReplaceLineEndings(" ")}); re-download the file", e);
         }
-        if (doc.RootElement.ValueKind != JsonValueKind.Object)
+        var kind = doc.RootElement.ValueKind;
+        if (kind != JsonValueKind.Object)
         {
             doc.Dispose();
-            throw new ModelConfigException($"{sourceName}: the JSON root is {doc.RootElement.ValueKind}, expected an object");
+            throw new ModelConfigException($"{sourceName}: the JSON root is {kind}, expected an object");
         }
         return doc;
     }

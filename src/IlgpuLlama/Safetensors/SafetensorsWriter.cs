@@ -93,16 +93,16 @@ public static class SafetensorsWriter
         {
             ArgumentNullException.ThrowIfNull(t);
             if (string.IsNullOrEmpty(t.Name) || t.Name == "__metadata__")
-                throw new ArgumentException($"tensor name '{t.Name}' is empty or reserved", nameof(list));
+                throw new ArgumentException($"tensor name '{t.Name}' is empty or reserved", "tensors");
             if (!names.Add(t.Name))
-                throw new ArgumentException($"tensor '{t.Name}' is given twice", nameof(list));
+                throw new ArgumentException($"tensor '{t.Name}' is given twice", "tensors");
             if (t.DType == SafetensorsDType.Other)
-                throw new ArgumentException($"tensor '{t.Name}': only BF16, F16 and F32 can be written", nameof(list));
+                throw new ArgumentException($"tensor '{t.Name}': only BF16, F16 and F32 can be written", "tensors");
             ArgumentNullException.ThrowIfNull(t.Shape);
             long elements = 1;
             foreach (var d in t.Shape)
             {
-                if (d < 0) throw new ArgumentException($"tensor '{t.Name}' has negative dimension {d}", nameof(list));
+                if (d < 0) throw new ArgumentException($"tensor '{t.Name}' has negative dimension {d}", "tensors");
                 elements = checked(elements * d);
             }
             long expected = checked(elements * t.DType.SizeOf());
@@ -110,7 +110,7 @@ public static class SafetensorsWriter
             {
                 throw new ArgumentException(
                     $"tensor '{t.Name}' has shape {TensorInfo.FormatShape(t.Shape)} of {t.DType.ToName()} = {expected} bytes but {t.Data.Length} bytes of data",
-                    nameof(list));
+                    "tensors");
             }
         }
     }

@@ -101,4 +101,34 @@ public class SafetensorsFileTests
         using var b = SafetensorsFile.Open(copy);
         Assert.Throws<ArgumentException>(() => { _ = b.GetSpan(a.GetTensor("model.norm.weight"), 0, 2); });
     }
+
+    [Fact]
+    public void Tensors_larger_than_2GB_are_read_in_chunks()
+    {
+        // A sparse file: a 3 GiB F16 tensor whose bytes are zero except a marker written near the end.
+        // Only Unix file systems make SetLength sparse; on NTFS it would write 3 GiB of zeros.
+        if (OperatingSystem.IsWindows()) return;
+        using var dir = new TempDir();
+        string path = dir.File("big.safetensors");
+        const long elements = 3L * 1024 * 1024 * 1024 / 2;
+        string header = "{\"big\":{\"dtype\":\"F16\",\"shape\":[" + elements + "],\"data_offsets\":[0," + (elements * 2) + "]}}";
+        byte[] headerBytes = System.Text.Encoding.UTF8.GetBytes(header.PadRight((header.Length + 7) / 8 * 8));
+        long markerAt = elements * 2 - 4;
+        using (var fs = new FileStream(path, FileMode.CreateNew, FileAccess.Write))
+        {
+            Span<byte> len = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)headerBytes.Length);
+            fs.Write(len);
+            fs.Write(headerBytes);
+            fs.SetLength(8 + headerBytes.Length + elements * 2);
+            fs.Position = 8 + headerBytes.Length + markerAt;
+            fs.Write([0xDE, 0xAD, 0xBE, 0xEF]);
+        }
+
+        using var file = SafetensorsFile.Open(path);
+        var t = file.GetTensor("big");
+        Assert.Equal(elements * 2, t.ByteLength);
+        Assert.Throws<ArgumentException>(() => { _ = file.GetSpan(t); });
+        Assert.Equal(new byte[] { 0, 0, 0xDE, 0xAD, 0xBE, 0xEF }, file.GetSpan(t, markerAt - 2, 6).ToArray());
+    }
 }
