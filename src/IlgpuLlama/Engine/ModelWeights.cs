@@ -103,7 +103,6 @@ public sealed class ModelWeights : IDisposable
             for (long o = 0; o < t.ElementCount; o += chunkElements)
                 work.Add((buffer, t, o, (int)Math.Min(chunkElements, t.ElementCount - o)));
         }
-        var dstType = storage == WeightStorage.Fp16 ? DeviceWeightType.F16 : DeviceWeightType.BF16;
         object deviceLock = new();
         object statsLock = new();
         var stats = new ConversionStats(0, 0, 0);
@@ -115,7 +114,7 @@ public sealed class ModelWeights : IDisposable
             try
             {
                 var src = source.GetSpan(item.Tensor, item.Offset * srcSize, item.Count * srcSize);
-                var s = DTypeConversion.Convert(src, item.Tensor.DType, chunk.AsSpan(0, item.Count), dstType);
+                var s = DTypeConversion.Convert(src, item.Tensor.DType, chunk.AsSpan(0, item.Count), storage);
                 lock (deviceLock)
                     item.Buffer.View.SubView(item.Offset, item.Count).CopyFromCPU(ref MemoryMarshal.GetArrayDataReference(chunk), item.Count);
                 lock (statsLock)

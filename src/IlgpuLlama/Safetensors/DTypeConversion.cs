@@ -2,6 +2,8 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
+using IlgpuLlama.Kernels;
+
 namespace IlgpuLlama.Safetensors;
 
 /// <summary>
@@ -172,7 +174,7 @@ public static class DTypeConversion
     /// </summary>
     /// <exception cref="ArgumentException">Source length not a whole number of elements, or destination too short.</exception>
     /// <exception cref="NotSupportedException">The source dtype is <see cref="SafetensorsDType.Other"/>.</exception>
-    public static ConversionStats Convert(ReadOnlySpan<byte> src, SafetensorsDType srcType, Span<ushort> dst, DeviceWeightType dstType)
+    public static ConversionStats Convert(ReadOnlySpan<byte> src, SafetensorsDType srcType, Span<ushort> dst, WeightStorage dstType)
     {
         if (!BitConverter.IsLittleEndian)
             throw new PlatformNotSupportedException("safetensors data is little-endian; big-endian hosts are not supported");
@@ -188,18 +190,18 @@ public static class DTypeConversion
 
         switch (srcType, dstType)
         {
-            case (SafetensorsDType.BF16, DeviceWeightType.BF16):
-            case (SafetensorsDType.F16, DeviceWeightType.F16):
+            case (SafetensorsDType.BF16, WeightStorage.Bf16):
+            case (SafetensorsDType.F16, WeightStorage.Fp16):
                 MemoryMarshal.Cast<byte, ushort>(src).CopyTo(dst);
                 return default;
-            case (SafetensorsDType.BF16, DeviceWeightType.F16):
+            case (SafetensorsDType.BF16, WeightStorage.Fp16):
                 return BF16ToF16(MemoryMarshal.Cast<byte, ushort>(src), dst);
-            case (SafetensorsDType.F16, DeviceWeightType.BF16):
+            case (SafetensorsDType.F16, WeightStorage.Bf16):
                 F16ToBF16(MemoryMarshal.Cast<byte, ushort>(src), dst);
                 return default;
-            case (SafetensorsDType.F32, DeviceWeightType.F16):
+            case (SafetensorsDType.F32, WeightStorage.Fp16):
                 return F32ToF16(MemoryMarshal.Cast<byte, float>(src), dst);
-            case (SafetensorsDType.F32, DeviceWeightType.BF16):
+            case (SafetensorsDType.F32, WeightStorage.Bf16):
                 return F32ToBF16(MemoryMarshal.Cast<byte, float>(src), dst);
             default:
                 throw new ArgumentOutOfRangeException(nameof(dstType), dstType, "unknown device weight type");
