@@ -14,14 +14,16 @@ namespace IlgpuLlama.Kernels;
 //      dots it with each query head (q staged in shared memory, pre-scaled by 1/sqrt(head_dim));
 //   2. online softmax: warp h updates head h's running max m and sum l, rescale factor alpha,
 //      and turns the tile's scores into probabilities exp(s - m);
-//   3. P.V: thread e owns (head, dim pair) accumulators (at most two pairs per thread) and
-//      sums p * V over the tile (V read as half pairs, 4 keys in flight).
+//   3. P.V: thread e owns (head, dim pair) entries e, e + group, ... ; per tile it sums p * V
+//      in registers (V read as half pairs, 4 keys in flight) and folds the sum into the entry's
+//      accumulator in shared memory (one read-modify-write per entry per tile), so any group
+//      size works, down to a single warp.
 // A single-chunk row writes the normalised output directly. Otherwise each group writes
 // (acc, m, l) partials; the last group of a (row, kv head) to finish (atomic counter, device
 // fence) merges them: out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s, and resets the
 // counter to zero for the next launch. One launch, no host round trip, no second kernel.
-// Launch: grid = rows * kv_heads * splits, group = 64..256 threads (>= heads/kv_heads *
-// head_dim / 4), dynamic shared memory = SharedFloats(...) floats.
+// Launch: grid = rows * kv_heads * splits, group = 128 threads on a GPU (any whole number of
+// warps works), dynamic shared memory = SharedFloats(...) floats.
 
 /// <summary>Arguments of <see cref="AttentionKernels.Attention"/>.</summary>
 public struct AttentionArgs
@@ -52,11 +54,8 @@ public static class AttentionKernels
     public static int SharedFloats(int heads, int kvHeads, int headDim, int groupSize)
     {
         int g = heads / kvHeads;
-        return g * headDim + g * groupSize + 3 * g;
+        return 2 * g * headDim + g * groupSize + 3 * g;
     }
-
-    /// <summary>Smallest group size that keeps at most two accumulator pairs per thread.</summary>
-    public static int MinGroupSize(int heads, int kvHeads, int headDim) => (heads / kvHeads * headDim / 2 + 1) / 2;
 
     /// <summary>The attention kernel. See the file header.</summary>
     public static void Attention(AttentionArgs a)
@@ -86,11 +85,12 @@ public static class AttentionKernels
         int qDim = a.Heads * hd;
         int h0 = kvh * groupHeads;
 
-        // Shared layout: q [G, hd] | scores [G, tn] | m [G] | l [G] | alpha [G]
+        // Shared layout: q [G, hd] | scores [G, tn] | m [G] | l [G] | alpha [G] | acc [G, hd]
         int sOff = groupHeads * hd;
         int mOff = sOff + groupHeads * tn;
         int lOff = mOff + groupHeads;
         int aOff = lOff + groupHeads;
+        int accOff = aOff + groupHeads;
 
         int qBase = row * qDim + h0 * hd;
         for (int e = tid; e < groupHeads * hd; e += tn)
@@ -100,17 +100,11 @@ public static class AttentionKernels
             smem[mOff + h] = float.NegativeInfinity;
             smem[lOff + h] = 0f;
         }
+        for (int e = tid; e < groupHeads * hd; e += tn)
+            smem[accOff + e] = 0f;
         Group.Barrier();
 
-        int entries = groupHeads * halfHd;
-        int e0 = tid;
-        int e1 = tid + tn;
-        int he0 = e0 / halfHd;
-        int pe0 = e0 - he0 * halfHd;
-        int he1 = e1 / halfHd;
-        int pe1 = e1 - he1 * halfHd;
-        Float2 acc0 = default;
-        Float2 acc1 = default;
+        int entries = groupHeads * halfHd; // (head, dim pair) accumulators
 
         int kvBase = (a.Slots[row] * a.KvHeads + kvh) * a.MaxSeq; // in keys
         int warps = tn / Warp.WarpSize;
@@ -174,27 +168,39 @@ public static class AttentionKernels
             Group.Barrier();
 
             // 3. P.V for the owned (head, dim pair) entries
-            if (e0 < entries)
-                acc0 = AccumulateV(acc0, a.VCache, smem, (kvBase + tile) * halfHd + pe0, halfHd, sOff + he0 * tn, smem[aOff + he0], n);
-            if (e1 < entries)
-                acc1 = AccumulateV(acc1, a.VCache, smem, (kvBase + tile) * halfHd + pe1, halfHd, sOff + he1 * tn, smem[aOff + he1], n);
+            for (int e = tid; e < entries; e += tn)
+            {
+                int h = e / halfHd;
+                int pr = e - h * halfHd;
+                int ao = accOff + 2 * e;
+                Float2 acc;
+                acc.X = smem[ao];
+                acc.Y = smem[ao + 1];
+                acc = AccumulateV(acc, a.VCache, smem, (kvBase + tile) * halfHd + pr, halfHd, sOff + h * tn, smem[aOff + h], n);
+                smem[ao] = acc.X;
+                smem[ao + 1] = acc.Y;
+            }
             Group.Barrier();
         }
 
         if (active == 1)
         {
-            if (e0 < entries)
-                WriteOut(a.Out, row * qDim + (h0 + he0) * hd + 2 * pe0, acc0, 1.0f / smem[lOff + he0]);
-            if (e1 < entries)
-                WriteOut(a.Out, row * qDim + (h0 + he1) * hd + 2 * pe1, acc1, 1.0f / smem[lOff + he1]);
+            for (int e = tid; e < entries; e += tn)
+            {
+                int h = e / halfHd;
+                int pr = e - h * halfHd;
+                WriteOut(a.Out, row * qDim + (h0 + h) * hd + 2 * pr, smem, accOff + 2 * e, 1.0f / smem[lOff + h]);
+            }
             return;
         }
 
         // Partials of this split, then the last group to finish merges all splits.
-        if (e0 < entries)
-            WriteOut(a.PartialAcc, (((row * a.Heads) + h0 + he0) * a.Splits + split) * hd + 2 * pe0, acc0, 1.0f);
-        if (e1 < entries)
-            WriteOut(a.PartialAcc, (((row * a.Heads) + h0 + he1) * a.Splits + split) * hd + 2 * pe1, acc1, 1.0f);
+        for (int e = tid; e < entries; e += tn)
+        {
+            int h = e / halfHd;
+            int pr = e - h * halfHd;
+            WriteOut(a.PartialAcc, (((row * a.Heads) + h0 + h) * a.Splits + split) * hd + 2 * pr, smem, accOff + 2 * e, 1.0f);
+        }
         for (int h = tid; h < groupHeads; h += tn)
         {
             int o = (((row * a.Heads) + h0 + h) * a.Splits + split) * 2;
@@ -270,10 +276,10 @@ public static class AttentionKernels
         return acc;
     }
 
-    static void WriteOut(ArrayView<float> dst, int o, Float2 acc, float scale)
+    static void WriteOut(ArrayView<float> dst, int o, ArrayView<float> smem, int accIndex, float scale)
     {
-        dst[o] = acc.X * scale;
-        dst[o + 1] = acc.Y * scale;
+        dst[o] = smem[accIndex] * scale;
+        dst[o + 1] = smem[accIndex + 1] * scale;
     }
 
     /// <summary>Bytes one decode launch must move: q, K and V of every visible key, output.</summary>

@@ -294,7 +294,7 @@ public sealed class LlamaKernels
             RequireLength(partialMl, (long)rows * heads * splits * 2, "attention partial max/sum");
             RequireLength(counters, (long)rows * kvHeads, "attention counters");
         }
-        int group = AttentionGroupFor(heads, kvHeads, headDim);
+        int group = Tuning.AttentionGroup;
         var args = new AttentionArgs
         {
             Q = q, KCache = kCache.Cast<U4>(), VCache = vCache.Cast<uint>(), Slots = slots, Positions = positions, Out = output,
@@ -306,16 +306,6 @@ public sealed class LlamaKernels
             SharedMemoryConfig.RequestDynamic<float>(AttentionKernels.SharedFloats(heads, kvHeads, headDim, group)));
         var stream = Stream;
         Launch(() => attention(stream, config, args));
-    }
-
-    int AttentionGroupFor(int heads, int kvHeads, int headDim)
-    {
-        int warp = Accelerator.WarpSize;
-        int need = (AttentionKernels.MinGroupSize(heads, kvHeads, headDim) + warp - 1) / warp * warp;
-        int group = Math.Max(Tuning.AttentionGroup, need);
-        Require(group <= Accelerator.MaxNumThreadsPerGroup,
-            $"attention: {heads / kvHeads} query heads per kv head x head_dim {headDim} needs groups of {group} threads; the device allows {Accelerator.MaxNumThreadsPerGroup}");
-        return group;
     }
 
     /// <summary>Groups per row the logits reduction uses (sizes its partial buffers).</summary>

@@ -233,8 +233,8 @@ public static class MatVecKernels
         int rowB = XMath.Min(rowA + 1, s.Rows - 1);
         Acc8 acc = DotRowPair<TW>(w.SubView(rowA * s.K8, s.K8), w.SubView(rowB * s.K8, s.K8), x, s.K8, s.Batch);
 
-        int b = Group.IdxX;
-        if (b < s.Batch)
+        // One thread per batch entry (looping, in case the group is narrower than the batch).
+        for (int b = Group.IdxX; b < s.Batch; b += Group.DimX)
         {
             int ya = b * s.YStride + rowA;
             float va = acc.A(b);
@@ -261,8 +261,8 @@ public static class MatVecKernels
     {
         int row = Grid.IdxX;
         Acc8 acc = DotRowPair<TW>(wGate.SubView(row * s.K8, s.K8), wUp.SubView(row * s.K8, s.K8), x, s.K8, s.Batch);
-        int b = Group.IdxX;
-        if (b < s.Batch)
+        // One thread per batch entry (looping, in case the group is narrower than the batch).
+        for (int b = Group.IdxX; b < s.Batch; b += Group.DimX)
             h[b * s.YStride + row] = DeviceMath.Silu(acc.A(b)) * acc.B(b);
     }
 
@@ -290,8 +290,7 @@ public static class MatVecKernels
 
         Acc8 acc = DotRowPair<TW>(w.SubView(rowA * a.K8, a.K8), w.SubView(rowB * a.K8, a.K8), a.X, a.K8, a.Batch);
 
-        int b = Group.IdxX;
-        if (b < a.Batch)
+        for (int b = Group.IdxX; b < a.Batch; b += Group.DimX)
         {
             float va = acc.A(b);
             float vb = acc.B(b);

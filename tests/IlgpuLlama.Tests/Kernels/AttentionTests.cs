@@ -58,6 +58,7 @@ public sealed class AttentionTests(KernelTestContext ctx)
     [InlineData(4, 8, 2, 8, 5)]
     [InlineData(4, 6, 2, 16, 1)]
     [InlineData(32, 8, 2, 16, 4)]
+    [InlineData(2, 8, 2, 16, 4)]
     public void Decode_with_splits_matches_reference(int warp, int heads, int kvHeads, int headDim, int splits)
     {
         var k = ctx.Kernels(warp);
@@ -74,6 +75,7 @@ public sealed class AttentionTests(KernelTestContext ctx)
     [Theory]
     [InlineData(4, 6, 2, 16)]
     [InlineData(4, 8, 2, 8)]
+    [InlineData(2, 6, 2, 16)]
     public void Prefill_is_causal_and_matches_reference(int warp, int heads, int kvHeads, int headDim)
     {
         var k = ctx.Kernels(warp);

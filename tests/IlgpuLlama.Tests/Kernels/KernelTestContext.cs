@@ -17,17 +17,21 @@ public sealed class KernelTestContext : IDisposable
 
     public KernelTestContext()
     {
-        Context = Context.Create(b => b.CPU(new CPUDevice(4, 4, 2)).CPU(new CPUDevice(32, 2, 1)).EnableAlgorithms().Optimize(OptimizationLevel.O1));
+        Context = Context.Create(b => b.CPU(new CPUDevice(4, 4, 2)).CPU(new CPUDevice(32, 2, 1)).CPU(new CPUDevice(2, 1, 2)).EnableAlgorithms().Optimize(OptimizationLevel.O1));
         var cpus = Context.GetCPUDevices();
         Warp4 = cpus[0].CreateCPUAccelerator(Context);
         Warp32 = cpus[1].CreateCPUAccelerator(Context);
+        Warp2 = cpus[2].CreateCPUAccelerator(Context);
     }
 
     public Context Context { get; }
     public Accelerator Warp4 { get; }
     public Accelerator Warp32 { get; }
 
-    public Accelerator For(int warp) => warp == 32 ? Warp32 : Warp4;
+    /// <summary>The engine's own CPU shape: warps of 2, one warp per group (groups narrower than a batch of 4).</summary>
+    public Accelerator Warp2 { get; }
+
+    public Accelerator For(int warp) => warp switch { 32 => Warp32, 2 => Warp2, _ => Warp4 };
 
     /// <summary>Kernels for a warp size and storage, with a small attention chunk so tests exercise splits.</summary>
     public LlamaKernels Kernels(int warp, WeightStorage storage = WeightStorage.Fp16)
@@ -49,6 +53,7 @@ public sealed class KernelTestContext : IDisposable
     {
         Warp4.Dispose();
         Warp32.Dispose();
+        Warp2.Dispose();
         Context.Dispose();
     }
 }

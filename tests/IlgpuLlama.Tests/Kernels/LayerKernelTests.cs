@@ -123,6 +123,7 @@ public sealed class LayerKernelTests(KernelTestContext ctx)
     [InlineData(4, 9, 130, 344, true, WeightStorage.Bf16)]
     [InlineData(4, 1, 3, 8, false, WeightStorage.Fp16)]
     [InlineData(32, 21, 70, 40, true, WeightStorage.Fp16)]
+    [InlineData(2, 13, 21, 48, true, WeightStorage.Bf16)]
     public void Gemm_matches_reference(int warp, int m, int n, int kDim, bool accumulate, WeightStorage storage)
     {
         var k = ctx.Kernels(warp, storage);

@@ -18,6 +18,7 @@ public sealed class MatVecTests(KernelTestContext ctx)
     [InlineData(4, 1, 8, 2, true, WeightStorage.Bf16)]
     [InlineData(4, 64, 1032, 3, false, WeightStorage.Fp16)]
     [InlineData(32, 19, 200, 2, false, WeightStorage.Fp16)]
+    [InlineData(2, 37, 96, 4, true, WeightStorage.Fp16)]
     public void MatVec_matches_reference(int warp, int rows, int inDim, int batch, bool accumulate, WeightStorage storage)
     {
         var k = ctx.Kernels(warp, storage);
@@ -40,6 +41,7 @@ public sealed class MatVecTests(KernelTestContext ctx)
     [InlineData(4, 43, 96, 3, WeightStorage.Fp16)]
     [InlineData(4, 7, 48, 1, WeightStorage.Bf16)]
     [InlineData(32, 9, 64, 4, WeightStorage.Fp16)]
+    [InlineData(2, 9, 64, 3, WeightStorage.Bf16)]
     public void MatVecSwiGlu_matches_reference(int warp, int rows, int inDim, int batch, WeightStorage storage)
     {
         var k = ctx.Kernels(warp, storage);
@@ -64,6 +66,7 @@ public sealed class MatVecTests(KernelTestContext ctx)
     [InlineData(4, 4, 4, 16, 64, 1, WeightStorage.Bf16)]
     [InlineData(4, 8, 2, 8, 40, 2, WeightStorage.Fp16)]
     [InlineData(32, 6, 2, 16, 96, 4, WeightStorage.Bf16)]
+    [InlineData(2, 6, 2, 16, 96, 4, WeightStorage.Fp16)]
     public void MatVecQkvRope_matches_reference(int warp, int heads, int kvHeads, int headDim, int hidden, int batch, WeightStorage storage)
     {
         var k = ctx.Kernels(warp, storage);

@@ -1,0 +1,44 @@
+using IlgpuLlama.Kernels;
+
+namespace IlgpuLlama.Engine;
+
+/// <summary>How decode steps are launched.</summary>
+public enum DecodeLaunch
+{
+    /// <summary>CUDA graphs on a GPU, kernel by kernel elsewhere.</summary>
+    Auto,
+
+    /// <summary>Every kernel launched from the host every step.</summary>
+    Direct,
+
+    /// <summary>
+    /// Each step recorded once per batch size and replayed: a CUDA graph on a GPU; on the CPU
+    /// accelerator a recorded list of launches with frozen arguments (same semantics, for tests).
+    /// </summary>
+    Graph,
+}
+
+/// <summary>Engine limits and choices, fixed when a model is loaded.</summary>
+public sealed record EngineOptions
+{
+    /// <summary>Sequences decoded together (KV-cache slots), 1..4.</summary>
+    public int MaxBatchSize { get; init; } = 4;
+
+    /// <summary>Positions per sequence in the KV cache (prompt + generated tokens).</summary>
+    public int MaxSeqLen { get; init; } = 256;
+
+    /// <summary>16-bit storage type of the weights on the device.</summary>
+    public WeightStorage WeightType { get; init; } = WeightStorage.Fp16;
+
+    /// <summary>Prompt tokens per prefill pass (null: every sequence's full context, at most 2048).</summary>
+    public int? PrefillChunk { get; init; }
+
+    /// <summary>How decode steps are launched.</summary>
+    public DecodeLaunch DecodeLaunch { get; init; } = DecodeLaunch.Auto;
+
+    /// <summary>Receives one line per device allocation and free.</summary>
+    public Action<string>? AllocationLog { get; init; }
+
+    /// <summary>Kernel launch shapes (null: defaults for the device).</summary>
+    public KernelTuning? Tuning { get; init; }
+}

@@ -1,0 +1,196 @@
+using System.Diagnostics;
+using IlgpuLlama.Sampling;
+
+namespace IlgpuLlama.Engine;
+
+/// <summary>Why a sequence stopped.</summary>
+public enum FinishReason
+{
+    /// <summary>It produced a stop token.</summary>
+    Stop,
+
+    /// <summary>It reached --max-new-tokens.</summary>
+    Length,
+
+    /// <summary>It filled its KV-cache slot (--max-seq-len).</summary>
+    ContextFull,
+}
+
+/// <summary>Options of one generation call.</summary>
+public sealed record GenerationOptions
+{
+    /// <summary>New tokens per sequence at most.</summary>
+    public int MaxNewTokens { get; init; } = 128;
+
+    /// <summary>Sampling settings (greedy when temperature is 0).</summary>
+    public SamplingOptions Sampling { get; init; } = SamplingOptions.Greedy;
+
+    /// <summary>Token ids that end a sequence (the stop token is kept in the output).</summary>
+    public IReadOnlyCollection<int> StopTokens { get; init; } = [];
+
+    /// <summary>
+    /// Positions already in each sequence's cache slot before its prompt (multi-turn chat continues
+    /// a sequence); null: every prompt starts a new sequence at position 0.
+    /// </summary>
+    public IReadOnlyList<int>? StartPositions { get; init; }
+}
+
+/// <summary>One finished sequence.</summary>
+public sealed record GeneratedSequence(IReadOnlyList<int> PromptTokens, IReadOnlyList<int> GeneratedTokens, FinishReason FinishReason);
+
+/// <summary>Output and timings of a generation call.</summary>
+/// <param name="PrefillTokens">prompt tokens processed</param>
+/// <param name="PrefillSeconds">wall time of prefill and the first token's selection</param>
+/// <param name="DecodeTokens">tokens produced by decode steps (the first token of each sequence comes from prefill)</param>
+/// <param name="DecodeSeconds">wall time of all decode steps</param>
+/// <param name="DecodeSteps">decode steps run</param>
+public sealed record GenerationResult(IReadOnlyList<GeneratedSequence> Sequences, int PrefillTokens, double PrefillSeconds, int DecodeTokens, double DecodeSeconds, int DecodeSteps)
+{
+    /// <summary>Prompt tokens per second.</summary>
+    public double PrefillTokensPerSecond => PrefillSeconds > 0 ? PrefillTokens / PrefillSeconds : 0;
+
+    /// <summary>Generated tokens per second over the decode steps (all sequences together).</summary>
+    public double DecodeTokensPerSecond => DecodeSeconds > 0 ? DecodeTokens / DecodeSeconds : 0;
+}
+
+/// <summary>
+/// The generation loop: prefill all prompts together, then decode one token per live sequence
+/// per step until each stops. A finished sequence leaves the batch (rows are compacted) while the
+/// others go on. Greedy decoding keeps the token on the device (argmax feeds the next step);
+/// sampling brings back only the top candidates, the max logit and the normaliser per sequence.
+/// </summary>
+public sealed class Generator(LlamaModel model)
+{
+    /// <summary>The model.</summary>
+    public LlamaModel Model { get; } = model;
+
+    /// <summary>Generates for up to max-batch prompts; <paramref name="onToken"/> sees each new token as it is chosen.</summary>
+    public GenerationResult Generate(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options, Action<int, int>? onToken = null)
+    {
+        var cfg = Model.Config;
+        int n = prompts.Count;
+        if (n == 0 || n > Model.MaxBatch)
+            throw new ArgumentException($"{n} prompts given; between 1 and --max-batch-size {Model.MaxBatch} can be generated together");
+        if (options.MaxNewTokens < 1)
+            throw new ArgumentException($"--max-new-tokens {options.MaxNewTokens} must be at least 1");
+        options.Sampling.Validate();
+        var starts = options.StartPositions ?? new int[n];
+        for (int i = 0; i < n; i++)
+        {
+            int need = starts[i] + prompts[i].Count + options.MaxNewTokens;
+            if (need > Model.MaxSeq)
+                throw new ArgumentException(
+                    $"prompt {i + 1}: {starts[i] + prompts[i].Count} tokens + {options.MaxNewTokens} new tokens = {need} exceeds --max-seq-len {Model.MaxSeq}; " +
+                    "shorten the prompt, lower --max-new-tokens or raise --max-seq-len");
+        }
+
+        var sampling = options.Sampling;
+        bool greedy = sampling.IsGreedy;
+        int capacity = Model.Plan.Shape.TopKCapacity;
+        int candidates = greedy ? 0 : sampling.TopK > 0 ? Math.Min(sampling.TopK, capacity) : capacity;
+        var mode = new SelectMode(greedy, greedy ? 1f : sampling.Temperature, sampling.RepetitionPenalty, candidates);
+        var samplers = greedy ? null : Enumerable.Range(0, n).Select(i => new TokenSampler(sampling, i)).ToArray();
+        var stops = new HashSet<int>(options.StopTokens);
+
+        var generated = Enumerable.Range(0, n).Select(_ => new List<int>()).ToArray();
+        var finish = new FinishReason?[n];
+        var position = new int[n];      // position of each sequence's next input token
+        var rowSeq = Enumerable.Range(0, n).ToArray(); // decode row -> sequence (= slot)
+
+        // Prefill every prompt, then choose each sequence's first token from its last logits.
+        var sw = Stopwatch.StartNew();
+        Model.Prefill(Enumerable.Range(0, n).Select(i => new SequenceInput(i, starts[i], prompts[i])).ToArray());
+        var slots = rowSeq.ToArray();
+        for (int i = 0; i < n; i++)
+            position[i] = starts[i] + prompts[i].Count;
+        Model.SetDecodeRows(slots, position, new int[n]);
+        Model.Select(n, mode);
+        var next = new int[n];
+        Choose(n, rowSeq, mode, samplers, next);
+        double prefillSeconds = sw.Elapsed.TotalSeconds;
+        int live = Accept(n, rowSeq, next, generated, finish, position, stops, options, onToken);
+
+        // Decode: one token per live sequence per step.
+        sw.Restart();
+        int steps = 0, decodeTokens = 0;
+        bool rowsChanged = true;
+        while (live > 0)
+        {
+            if (rowsChanged)
+            {
+                // Compact: live sequences take rows 0..live-1, with their slot, position and last token.
+                rowSeq = Enumerable.Range(0, n).Where(i => finish[i] is null).ToArray();
+                Model.SetDecodeRows(rowSeq, rowSeq.Select(i => position[i] - 1).ToArray(), rowSeq.Select(i => generated[i][^1]).ToArray());
+                rowsChanged = false;
+            }
+            int b = rowSeq.Length;
+            Model.DecodeStep(b, mode);
+            steps++;
+            Choose(b, rowSeq, mode, samplers, next);
+            if (!greedy)
+                Model.SetDecodeTokens(next.AsSpan(0, b));
+            decodeTokens += b;
+            int before = live;
+            live = Accept(b, rowSeq, next, generated, finish, position, stops, options, onToken);
+            rowsChanged = live != before;
+        }
+        double decodeSeconds = sw.Elapsed.TotalSeconds;
+
+        var sequences = Enumerable.Range(0, n).Select(i => new GeneratedSequence(prompts[i], generated[i], finish[i]!.Value)).ToArray();
+        return new GenerationResult(sequences, prompts.Sum(p => p.Count), prefillSeconds, decodeTokens, decodeSeconds, steps);
+    }
+
+    /// <summary>Picks the next token of rows 0..rows-1 (device argmax, or host sampling from device candidates).</summary>
+    void Choose(int rows, int[] rowSeq, SelectMode mode, TokenSampler[]? samplers, int[] next)
+    {
+        if (mode.Greedy)
+        {
+            Model.ReadTokens(next.AsSpan(0, rows));
+            for (int r = 0; r < rows; r++)
+                if (next[r] < 0)
+                    throw new InvalidOperationException($"the logits of sequence {rowSeq[r] + 1} contain NaN; the weights or activations overflowed (try --dtype bf16)");
+            return;
+        }
+        int c = mode.Candidates;
+        var values = new float[rows * c];
+        var ids = new int[rows * c];
+        var max = new float[rows];
+        var sum = new float[rows];
+        Model.ReadCandidates(rows, c, values, ids, max, sum);
+        var argmax = new int[rows];
+        Model.ReadArgmax(argmax);
+        float[]? full = null;
+        for (int r = 0; r < rows; r++)
+        {
+            if (argmax[r] < 0)
+                throw new InvalidOperationException($"the logits of sequence {rowSeq[r] + 1} contain NaN; the weights or activations overflowed (try --dtype bf16)");
+            var sampler = samplers![rowSeq[r]];
+            var result = sampler.Sample(values.AsSpan(r * c, c), ids.AsSpan(r * c, c), max[r], sum[r], Model.Config.VocabSize);
+            if (result.NeedsFullLogits)
+            {
+                full ??= new float[Model.Config.VocabSize];
+                Model.ReadLogitsRow(r, full);
+                result = sampler.SampleFull(full);
+            }
+            next[r] = result.TokenId;
+        }
+    }
+
+    /// <summary>Appends each row's token to its sequence and applies the stop rules; returns how many sequences are still live.</summary>
+    static int Accept(int rows, int[] rowSeq, int[] next, List<int>[] generated, FinishReason?[] finish, int[] position, HashSet<int> stops,
+        GenerationOptions options, Action<int, int>? onToken)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            int s = rowSeq[r];
+            generated[s].Add(next[r]);
+            position[s]++;
+            onToken?.Invoke(s, next[r]);
+            if (stops.Contains(next[r]))
+                finish[s] = FinishReason.Stop;
+            else if (generated[s].Count >= options.MaxNewTokens)
+                finish[s] = FinishReason.Length;
+        }
+        return finish.Count(f => f is null);
+    }
+}
