@@ -38,8 +38,10 @@ public static class InfoCommand
     /// <summary>Gathers the report.</summary>
     public static InfoReport Collect()
     {
+        // The CPU accelerator reports no memory limit (long.MaxValue): show the host's memory instead.
+        long hostMemory = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
         var accelerators = ComputeDevice.ListAll()
-            .Select(a => new AcceleratorInfo(a.Kind, a.Name, a.MemoryBytes, a.WarpSize, a.ComputeCapability, a.MultiprocessorCount))
+            .Select(a => new AcceleratorInfo(a.Kind, a.Name, a.Kind == "cpu" ? hostMemory : a.MemoryBytes, a.WarpSize, a.ComputeCapability, a.MultiprocessorCount))
             .ToList();
         return new InfoReport(IlgpuVersion, Environment.Version.ToString(), RuntimeInformation.FrameworkDescription,
             RuntimeInformation.OSDescription, accelerators);
@@ -67,7 +69,7 @@ public static class InfoCommand
         var table = new Table().AddColumns("kind", "name", "memory", "warp", "compute capability", "multiprocessors");
         foreach (var a in r.Accelerators)
         {
-            table.AddRow(a.Kind, Markup.Escape(a.Name), $"{a.MemoryBytes / (double)(1L << 30):F1} GiB", a.WarpSize.ToString(),
+            table.AddRow(a.Kind, Markup.Escape(a.Name), $"{a.MemoryBytes / (double)(1L << 30):F1} GiB{(a.Kind == "cpu" ? " (host)" : "")}", a.WarpSize.ToString(),
                 a.ComputeCapability, a.Multiprocessors.ToString());
         }
         console.Write(table);
