@@ -288,4 +288,14 @@ public static class AttentionKernels
 
     /// <summary>FLOPs: QK^T and PV, 2 FLOPs per multiply-add.</summary>
     public static long Flops(int rows, int heads, int headDim, long keysPerRow) => rows * 4L * heads * headDim * keysPerRow;
+
+    /// <summary>
+    /// Minimum bytes of a causal prefill launch over one sequence of <paramref name="tokens"/> tokens
+    /// (positions 0..tokens-1): q read and output written per token, and every key/value row read once.
+    /// </summary>
+    public static long PrefillBytesMoved(int tokens, int heads, int kvHeads, int headDim) =>
+        tokens * (8L * heads * headDim + kvHeads * headDim * 2L * 2L);
+
+    /// <summary>FLOPs of a causal prefill: token p attends to p + 1 keys.</summary>
+    public static long PrefillFlops(int tokens, int heads, int headDim) => 4L * heads * headDim * ((long)tokens * (tokens + 1) / 2);
 }

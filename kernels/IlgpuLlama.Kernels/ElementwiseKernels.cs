@@ -33,4 +33,10 @@ public static class ElementwiseKernels
 
     /// <param name="values">[count] incremented in place</param>
     public static void AddScalar(Index1D index, ArrayView<int> values, int delta) => values[index] += delta;
+
+    /// <summary>Bytes of <see cref="SwiGlu"/> over n elements: gate and up read, gate written.</summary>
+    public static long SwiGluBytesMoved(long n) => 12L * n;
+
+    /// <summary>FLOPs of <see cref="SwiGlu"/>: negate, exp, add, divide, multiply per element.</summary>
+    public static long SwiGluFlops(long n) => 5L * n;
 }

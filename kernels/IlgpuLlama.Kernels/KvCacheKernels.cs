@@ -28,4 +28,7 @@ public static class KvCacheKernels
         kCache[o] = DeviceMath.ToHalfBits(k[index]);
         vCache[o] = DeviceMath.ToHalfBits(v[index]);
     }
+
+    /// <summary>Bytes: k and v read as fp32 and written as fp16, plus slot and position per token.</summary>
+    public static long BytesMoved(int tokens, int kvHeads, int headDim) => (long)tokens * kvHeads * headDim * 12L + 8L * tokens;
 }

@@ -290,6 +290,18 @@ public static class LogitsKernels
             a.Counters[row] = 0;
     }
 
+    /// <summary>Bytes of <see cref="Reduce"/>: every logit read once (the partials are negligible).</summary>
+    public static long ReduceBytesMoved(int rows, int vocab) => 4L * rows * vocab + 16L * rows;
+
+    /// <summary>FLOPs of <see cref="Reduce"/>: subtract, scale, exp and add per logit.</summary>
+    public static long ReduceFlops(int rows, int vocab) => 4L * rows * vocab;
+
+    /// <summary>Bytes of <see cref="TopK"/>: every logit read once, k values and ids written per row.</summary>
+    public static long TopKBytesMoved(int rows, int vocab, int k) => 4L * rows * vocab + 8L * rows * k;
+
+    /// <summary>Bytes of <see cref="RepetitionPenalty"/>: one seen flag per logit, and the seen logits read and written.</summary>
+    public static long RepetitionPenaltyBytesMoved(int rows, int vocab, long seenCount) => (long)rows * vocab + 8L * seenCount + 4L * rows;
+
     /// <param name="index">flat index over [rows, vocab]</param>
     /// <param name="logits">[rows, vocab], in place</param>
     /// <param name="slots">[rows] sequence slot of each row</param>

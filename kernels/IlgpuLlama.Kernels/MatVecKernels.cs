@@ -327,4 +327,23 @@ public static class MatVecKernels
 
     /// <summary>Floating-point operations of one launch (multiply and add counted separately).</summary>
     public static long Flops(int rows, int inDim, int batch) => 2L * rows * inDim * batch;
+
+    /// <summary>Bytes of one <see cref="MatVecSwiGlu{TW}"/> launch: both weight matrices, x, h.</summary>
+    public static long SwiGluBytesMoved(int rows, int inDim, int batch) =>
+        2L * 2L * rows * inDim + 4L * batch * inDim + 4L * batch * rows;
+
+    /// <summary>FLOPs of one <see cref="MatVecSwiGlu{TW}"/> launch: two matvecs (the silu and product are negligible).</summary>
+    public static long SwiGluFlops(int rows, int inDim, int batch) => 2 * Flops(rows, inDim, batch);
+
+    /// <summary>
+    /// Bytes of one <see cref="MatVecQkvRope{TW}"/> launch: q/k/v weights, x, the rotated q (fp32),
+    /// k and v appended to the cache (fp16), and the (cos, sin) table row of each position.
+    /// </summary>
+    public static long QkvRopeBytesMoved(int hidden, int batch, int heads, int kvHeads, int headDim) =>
+        2L * (heads + 2L * kvHeads) * headDim * hidden + 4L * batch * hidden + 4L * batch * heads * headDim
+        + 2L * 2L * batch * kvHeads * headDim + 4L * batch * headDim;
+
+    /// <summary>FLOPs of one <see cref="MatVecQkvRope{TW}"/> launch: the three matvecs (RoPE is negligible).</summary>
+    public static long QkvRopeFlops(int hidden, int batch, int heads, int kvHeads, int headDim) =>
+        Flops((heads + 2 * kvHeads) * headDim, hidden, batch);
 }

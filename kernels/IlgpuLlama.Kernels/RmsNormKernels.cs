@@ -43,4 +43,7 @@ public static class RmsNormKernels
 
     /// <summary>Bytes moved (x read once, y written once, weights once).</summary>
     public static long BytesMoved(int rows, int n) => rows * 8L * n + 2L * n;
+
+    /// <summary>FLOPs: square-and-add, then two multiplies per element.</summary>
+    public static long Flops(int rows, int n) => rows * 4L * n;
 }

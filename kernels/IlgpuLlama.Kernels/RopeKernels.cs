@@ -42,4 +42,11 @@ public static class RopeKernels
         v[o] = a * cos - b * sin;
         v[o + half] = b * cos + a * sin;
     }
+
+    /// <summary>Bytes: per rotated pair two fp32 read and written, and its (cos, sin) read.</summary>
+    public static long BytesMoved(int tokens, int heads, int kvHeads, int headDim) =>
+        (long)tokens * (heads + kvHeads) * (headDim / 2) * 24L + 4L * tokens;
+
+    /// <summary>FLOPs: four multiplies and two adds per rotated pair.</summary>
+    public static long Flops(int tokens, int heads, int kvHeads, int headDim) => (long)tokens * (heads + kvHeads) * (headDim / 2) * 6L;
 }

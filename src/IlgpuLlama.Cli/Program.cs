@@ -1,1 +1,35 @@
-return 0;
+using System.CommandLine;
+using IlgpuLlama.Cli.Commands;
+using IlgpuLlama.Cli.Infrastructure;
+
+namespace IlgpuLlama.Cli;
+
+/// <summary>
+/// Entry point of <c>ilgpu-llama</c>. This file only wires commands together: each command lives in
+/// its own file under Commands/, shared options and the error handling live in Infrastructure/.
+/// </summary>
+public static class Program
+{
+    /// <summary>Process entry point.</summary>
+    public static int Main(string[] args) => Run(args, Console.Out, Console.Error);
+
+    /// <summary>Runs the CLI in-process with captured output (used by the tests).</summary>
+    /// <returns>0 on success, 1 on an error, 2 on a usage error</returns>
+    public static int Run(string[] args, TextWriter output, TextWriter error) => CliRunner.Run(BuildRoot(), args, output, error);
+
+    /// <summary>The command tree.</summary>
+    public static RootCommand BuildRoot()
+    {
+        var root = new RootCommand("Llama 3.x inference on ILGPU kernels (CUDA or the CPU accelerator).");
+        root.Options.Add(CliOptions.Verbose);
+
+        root.Subcommands.Add(InfoCommand.Create());
+        root.Subcommands.Add(PtxCommand.Create());
+        root.Subcommands.Add(PtxasReportCommand.Create());
+
+        var bench = BenchCommand.Create();
+        bench.Subcommands.Add(BenchKernelsCommand.Create());
+        root.Subcommands.Add(bench);
+        return root;
+    }
+}

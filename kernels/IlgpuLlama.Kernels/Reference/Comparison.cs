@@ -20,7 +20,8 @@ public sealed record Comparison(bool Passed, double MaxErrorFraction, int Mismat
         {
             double tol = abs + rel * Math.Abs(expected[i]);
             double err = Math.Abs(actual[i] - expected[i]);
-            double fraction = double.IsNaN(actual[i]) ? double.PositiveInfinity : err / tol;
+            // An exact comparison (tol 0) of equal values is 0x tolerance, not 0/0.
+            double fraction = double.IsNaN(actual[i]) ? double.PositiveInfinity : err == 0 ? 0 : err / tol;
             worst = Math.Max(worst, fraction);
             if (fraction > 1)
             {

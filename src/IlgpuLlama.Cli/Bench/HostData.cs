@@ -1,0 +1,84 @@
+using IlgpuLlama.Kernels;
+using IlgpuLlama.Kernels.Reference;
+
+namespace IlgpuLlama.Cli.Bench;
+
+/// <summary>Deterministic random host data (never zeros), generated in parallel chunks.</summary>
+public static class HostData
+{
+    const int Chunk = 1 << 20;
+
+    static void Fill<T>(T[] a, int seed, Func<Random, T> next)
+    {
+        int chunks = (int)((a.LongLength + Chunk - 1) / Chunk);
+        Parallel.For(0, chunks, c =>
+        {
+            var rng = new Random(seed * 7919 + c);
+            long end = Math.Min(a.LongLength, (long)(c + 1) * Chunk);
+            for (long i = (long)c * Chunk; i < end; i++)
+                a[i] = next(rng);
+        });
+    }
+
+    /// <summary>Uniform fp32 in [-scale, scale].</summary>
+    public static float[] Floats(int seed, long n, double scale = 1.0)
+    {
+        var a = new float[n];
+        Fill(a, seed, r => (float)((r.NextDouble() * 2 - 1) * scale));
+        return a;
+    }
+
+    /// <summary>Uniform 16-bit weights in [-scale, scale] (round to nearest even).</summary>
+    public static ushort[] Weights(int seed, long n, WeightStorage storage, double scale = 0.05)
+    {
+        var a = new ushort[n];
+        Fill(a, seed, r => KernelReference.Narrow((r.NextDouble() * 2 - 1) * scale, storage));
+        return a;
+    }
+
+    /// <summary>Uniform fp16 bits in [-scale, scale] (KV cache contents).</summary>
+    public static ushort[] HalfBits(int seed, long n, double scale = 1.0)
+    {
+        var a = new ushort[n];
+        Fill(a, seed, r => KernelReference.ToHalfBits((r.NextDouble() * 2 - 1) * scale));
+        return a;
+    }
+
+    /// <summary>Uniform integers in [0, max).</summary>
+    public static int[] Ints(int seed, long n, int max)
+    {
+        var a = new int[n];
+        Fill(a, seed, r => r.Next(max));
+        return a;
+    }
+
+    /// <summary>
+    /// Row indices to validate: all rows when <paramref name="all"/>, else up to <paramref name="count"/>
+    /// rows: the first and last quarter of them at the ends, the rest drawn at random in between.
+    /// </summary>
+    public static int[] SampleRows(int rows, int count, bool all, int seed)
+    {
+        if (all || rows <= count)
+            return Enumerable.Range(0, rows).ToArray();
+        int edge = count / 4;
+        var set = new SortedSet<int>();
+        for (int i = 0; i < edge; i++)
+        {
+            set.Add(i);
+            set.Add(rows - 1 - i);
+        }
+        var rng = new Random(seed);
+        while (set.Count < count)
+            set.Add(rng.Next(edge, rows - edge));
+        return set.ToArray();
+    }
+
+    /// <summary>The rows <paramref name="rowIds"/> of a row-major [*, width] array, packed.</summary>
+    public static T[] Rows<T>(T[] source, int[] rowIds, int width)
+    {
+        var r = new T[(long)rowIds.Length * width];
+        for (int i = 0; i < rowIds.Length; i++)
+            Array.Copy(source, (long)rowIds[i] * width, r, (long)i * width, width);
+        return r;
+    }
+}

@@ -1,0 +1,108 @@
+using System.CommandLine;
+using IlgpuLlama.Cli.Bench;
+using IlgpuLlama.Cli.Infrastructure;
+using IlgpuLlama.Kernels;
+using Spectre.Console;
+
+namespace IlgpuLlama.Cli.Commands;
+
+/// <summary>
+/// <c>ilgpu-llama bench kernels</c>: validated microbenchmarks of every kernel family at Llama 3.2 1B
+/// (or tiny) shapes, with measured copy bandwidth, GB/s, GFLOP/s and an optional roofline PNG.
+/// </summary>
+public static class BenchKernelsCommand
+{
+    /// <summary>Builds the command.</summary>
+    public static Command Create()
+    {
+        var device = CliOptions.Device();
+        var shapes = new Option<string?>("--shapes")
+        {
+            Description = "Shape set: llama-3.2-1b or tiny (default: llama-3.2-1b on CUDA, tiny on the CPU accelerator)",
+            HelpName = "llama-3.2-1b|tiny",
+        };
+        shapes.AcceptOnlyFromAmong(BenchShapes.Names);
+        var storage = new Option<string>("--storage") { Description = "Weight storage type", DefaultValueFactory = _ => "fp16" };
+        storage.AcceptOnlyFromAmong("fp16", "bf16");
+        var repeats = new Option<int?>("--repeats") { Description = "Timed launches per case, the median is reported (default: 20 on CUDA, 5 on the CPU accelerator)" };
+        var warmup = new Option<int?>("--warmup") { Description = "Untimed launches before timing (default: 3 on CUDA, 1 on the CPU accelerator)" };
+        repeats.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int?>() < 1)
+                r.AddError("--repeats must be at least 1");
+        });
+        warmup.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int?>() < 0)
+                r.AddError("--warmup must be at least 0");
+        });
+        var json = CliOptions.Json();
+        var csv = new Option<bool>("--csv") { Description = "Write CSV to stdout instead of the markdown table" };
+        var plot = new Option<FileInfo?>("--plot")
+        {
+            Description = "Write a roofline PNG (ScottPlot) to this file",
+            HelpName = "FILE.png",
+        };
+
+        var command = new Command("kernels", "Validate and time every kernel family (median of --repeats launches)")
+        {
+            device, shapes, storage, repeats, warmup, json, csv, plot,
+        };
+        command.Validators.Add(r =>
+        {
+            if (r.GetValue(json) && r.GetValue(csv))
+                r.AddError("--json and --csv cannot be combined");
+        });
+        command.SetAction(parse =>
+        {
+            var io = CommandIO.From(parse);
+            var options = new KernelBenchOptions(
+                parse.GetValue(device),
+                parse.GetValue(shapes),
+                parse.GetValue(storage) == "bf16" ? WeightStorage.Bf16 : WeightStorage.Fp16,
+                parse.GetValue(repeats),
+                parse.GetValue(warmup));
+            var report = RunWithProgress(io, options);
+
+            if (parse.GetValue(json))
+                io.WriteJson(report);
+            else if (parse.GetValue(csv))
+                io.Out.Write(BenchOutput.ToCsv(report));
+            else
+                io.Out.Write(BenchOutput.Markdown(report));
+            io.Out.Flush();
+
+            if (parse.GetValue(plot) is { } file)
+            {
+                int n = RooflinePlot.Save(report, file.FullName);
+                io.Err.WriteLine($"wrote roofline with {n} points to {file.FullName}");
+            }
+
+            int skipped = report.Rows.Count(r => r.Skipped);
+            if (skipped > 0)
+                io.Err.WriteLine($"{skipped} cases skipped: their launch is rejected on this device");
+            if (report.FailedValidations > 0)
+                throw new InvalidOperationException($"{report.FailedValidations} of {report.Rows.Count} kernel validations failed (see the check column)");
+            return 0;
+        });
+        return command;
+    }
+
+    static KernelBenchReport RunWithProgress(CommandIO io, KernelBenchOptions options)
+    {
+        if (!io.ErrIsTerminal)
+            return KernelBenchRunner.Run(options, line => io.Err.WriteLine(line));
+
+        KernelBenchReport? report = null;
+        var console = CommandIO.Console(io.Err);
+        console.Status().Start("starting", status =>
+        {
+            report = KernelBenchRunner.Run(options, line =>
+            {
+                console.MarkupLine(Markup.Escape(line));
+                status.Status(Markup.Escape(line.Length > 100 ? line[..100] : line));
+            });
+        });
+        return report!;
+    }
+}

@@ -1,0 +1,87 @@
+using System.CommandLine;
+using System.Reflection;
+using IlgpuLlama.Device;
+using IlgpuLlama.Model;
+using IlgpuLlama.Safetensors;
+using IlgpuLlama.Text;
+
+namespace IlgpuLlama.Cli.Infrastructure;
+
+/// <summary>
+/// Parses and invokes a command tree with the CLI's conventions:
+/// a usage error (unknown option, bad value) prints System.CommandLine's message and help to
+/// stderr and exits 2; an expected failure prints one line <c>error: message</c> to stderr and
+/// exits 1 (the stack trace only with <c>--verbose</c> or ILGPU_LLAMA_DEBUG=1); anything else is
+/// a bug and is printed in full, exit 1.
+/// </summary>
+public static class CliRunner
+{
+    /// <summary>Exit code of a usage error.</summary>
+    public const int UsageError = 2;
+
+    /// <summary>Exit code of a failure.</summary>
+    public const int Failure = 1;
+
+    /// <summary>Exception types that are expected failures (bad input, missing files, no device, ...).</summary>
+    public static bool IsExpected(Exception e) => e is ArgumentException
+        or ModelConfigException
+        or SafetensorsException
+        or TokenizerException
+        or DeviceOutOfMemoryException
+        or InvalidOperationException
+        or FileNotFoundException
+        or DirectoryNotFoundException;
+
+    /// <summary>True when stack traces should be shown.</summary>
+    public static bool DebugFromEnvironment => Environment.GetEnvironmentVariable("ILGPU_LLAMA_DEBUG") is "1" or "true";
+
+    /// <summary>Parses <paramref name="args"/> against <paramref name="root"/> and runs the chosen command.</summary>
+    public static int Run(RootCommand root, string[] args, TextWriter output, TextWriter error)
+    {
+        ParseResult parse = root.Parse(args);
+        if (parse.Errors.Count > 0)
+        {
+            // System.CommandLine's own error text and help, all on stderr; usage errors exit 2.
+            parse.Invoke(new InvocationConfiguration { Output = error, Error = error });
+            return UsageError;
+        }
+
+        bool verbose = DebugFromEnvironment || parse.GetValue(CliOptions.Verbose);
+        try
+        {
+            return parse.Invoke(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false });
+        }
+        catch (Exception raw)
+        {
+            var e = Unwrap(raw);
+            if (IsExpected(e))
+            {
+                error.WriteLine($"error: {OneLine(e.Message)}");
+                if (verbose)
+                    error.WriteLine(e.ToString());
+            }
+            else
+            {
+                error.WriteLine($"internal error: {e.GetType().Name}: {OneLine(e.Message)}");
+                error.WriteLine(e.ToString());
+            }
+            error.Flush();
+            return Failure;
+        }
+    }
+
+    static Exception Unwrap(Exception e)
+    {
+        while (true)
+        {
+            if (e is TargetInvocationException { InnerException: { } t })
+                e = t;
+            else if (e is AggregateException a && a.InnerExceptions.Count == 1)
+                e = a.InnerExceptions[0];
+            else
+                return e;
+        }
+    }
+
+    static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
+}

@@ -1,0 +1,66 @@
+using System.CommandLine;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using Spectre.Console;
+
+namespace IlgpuLlama.Cli.Infrastructure;
+
+/// <summary>
+/// The writers of one invocation: results go to <see cref="Out"/> (stdout), statistics and
+/// progress to <see cref="Err"/> (stderr). Tests pass their own writers through
+/// <see cref="Program.Run"/>; System.CommandLine hands them to each action.
+/// </summary>
+public sealed class CommandIO
+{
+    CommandIO(TextWriter output, TextWriter error)
+    {
+        Out = output;
+        Err = error;
+    }
+
+    /// <summary>Results.</summary>
+    public TextWriter Out { get; }
+
+    /// <summary>Statistics, progress, warnings.</summary>
+    public TextWriter Err { get; }
+
+    /// <summary>True when stderr is an interactive terminal (live progress is drawn only then).</summary>
+    public bool ErrIsTerminal => ReferenceEquals(Err, System.Console.Error) && !System.Console.IsErrorRedirected;
+
+    /// <summary>The writers of this invocation.</summary>
+    public static CommandIO From(ParseResult parse) =>
+        new(parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error);
+
+    /// <summary>JSON with snake_case keys, indented.</summary>
+    public static JsonSerializerOptions JsonOptions { get; } = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DictionaryKeyPolicy = JsonNamingPolicy.SnakeCaseLower,
+        WriteIndented = true,
+        Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
+
+    /// <summary>Serialises <paramref name="value"/> to stdout.</summary>
+    public void WriteJson<T>(T value)
+    {
+        Out.WriteLine(JsonSerializer.Serialize(value, JsonOptions));
+        Out.Flush();
+    }
+
+    /// <summary>A Spectre console over <paramref name="writer"/>: colours only on a real terminal.</summary>
+    public static IAnsiConsole Console(TextWriter writer)
+    {
+        bool terminal = (ReferenceEquals(writer, System.Console.Out) && !System.Console.IsOutputRedirected)
+            || (ReferenceEquals(writer, System.Console.Error) && !System.Console.IsErrorRedirected);
+        var console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Out = new AnsiConsoleOutput(writer),
+            Ansi = terminal ? AnsiSupport.Detect : AnsiSupport.No,
+            ColorSystem = terminal ? ColorSystemSupport.Detect : ColorSystemSupport.NoColors,
+            Interactive = terminal ? InteractionSupport.Detect : InteractionSupport.No,
+        });
+        if (!terminal)
+            console.Profile.Width = 160;
+        return console;
+    }
+}
