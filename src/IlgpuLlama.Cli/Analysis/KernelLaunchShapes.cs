@@ -46,8 +46,7 @@ public static class KernelLaunchShapes
 
     static LaunchShape AttentionShape(KernelTuning t)
     {
-        int need = (AttentionKernels.MinGroupSize(Heads, KvHeads, HeadDim) + 31) / 32 * 32;
-        int group = Math.Max(t.AttentionGroup, need);
+        int group = t.AttentionGroup;
         int floats = AttentionKernels.SharedFloats(Heads, KvHeads, HeadDim, group);
         return new LaunchShape(group, floats * sizeof(float), $"{Heads / KvHeads} query heads per kv head, head_dim {HeadDim}: {floats} floats of dynamic shared memory");
     }
