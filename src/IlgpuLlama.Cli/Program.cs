@@ -26,6 +26,7 @@ public static class Program
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(PtxCommand.Create());
         root.Subcommands.Add(PtxasReportCommand.Create());
+        root.Subcommands.Add(MemoryCommand.Create());
 
         var bench = BenchCommand.Create();
         bench.Subcommands.Add(BenchKernelsCommand.Create());

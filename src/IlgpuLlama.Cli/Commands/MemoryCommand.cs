@@ -1,0 +1,159 @@
+using System.CommandLine;
+using IlgpuLlama.Cli.Infrastructure;
+using IlgpuLlama.Device;
+using IlgpuLlama.Engine;
+using IlgpuLlama.Kernels;
+using IlgpuLlama.Model;
+using Spectre.Console;
+
+namespace IlgpuLlama.Cli.Commands;
+
+/// <summary>
+/// <c>ilgpu-llama memory</c>: the memory formula for a model at a batch and context, whether it fits
+/// on common GPUs, and with --allocate a real allocation through the engine's own code path with
+/// the allocator's totals beside the formula.
+/// </summary>
+public static class MemoryCommand
+{
+    /// <summary>Allocated bytes per category (the "allocated" JSON object).</summary>
+    public sealed record Allocated(long Weights, long KvCache, long Activations, long Total, long DifferenceFromFormula,
+        long? DeviceMeasuredBytes, string? DeviceMeasuredNote);
+
+    /// <summary>One device of the fit table.</summary>
+    public sealed record FitRow(string Device, long MemoryBytes, bool Fits, long MaxCacheTokens, int MaxSeqAtBatch);
+
+    /// <summary>The report (JSON shape of <c>memory --json</c>).</summary>
+    public sealed record MemoryReport(
+        string Model, int Batch, int Seq, string Dtype,
+        long ParameterCount, long WeightBytes, long KvCacheBytesPerToken, long KvCacheBytes, long ActivationBytes, long TotalBytes,
+        IReadOnlyList<MemoryLine> ActivationItems, string RuleOfThumb, IReadOnlyList<FitRow> Fits, Allocated? Allocated);
+
+    static readonly (string Name, double GiB)[] Gpus =
+    [
+        ("P100 16 GB", 16), ("V100 16 GB", 16), ("V100 32 GB", 32), ("A100 40 GB", 40), ("A100 80 GB", 80), ("H100 80 GB", 80),
+    ];
+
+    /// <summary>Builds the command.</summary>
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "Model directory or preset (llama-3.2-1b, llama-3.2-3b, llama-3.1-8b)", Required = true, HelpName = "DIR|PRESET" };
+        var batch = new Option<int>("--batch") { Description = "Sequences (KV-cache slots)", DefaultValueFactory = _ => 4 };
+        var seq = new Option<int>("--seq") { Description = "Positions per sequence", DefaultValueFactory = _ => 256 };
+        var dtype = new Option<string>("--dtype") { Description = "16-bit weight type", DefaultValueFactory = _ => "fp16", HelpName = "fp16|bf16" };
+        dtype.AcceptOnlyFromAmong("fp16", "bf16");
+        var allocate = new Option<bool>("--allocate") { Description = "Really allocate weights (from DIR, zero-filled for a preset), KV cache and workspace on the device" };
+        var device = CliOptions.Device();
+        var logAllocations = new Option<bool>("--log-allocations") { Description = "Print every device allocation to stderr" };
+        var json = CliOptions.Json();
+        var command = new Command("memory", "The memory formula: weights + KV cache + activations, and what fits where")
+        {
+            model, batch, seq, dtype, allocate, device, logAllocations, json,
+        };
+        command.SetAction(parse =>
+        {
+            var io = CommandIO.From(parse);
+            string name = parse.GetValue(model)!;
+            bool isDir = Directory.Exists(name);
+            var config = isDir ? LlamaConfig.FromDirectory(name) : LlamaConfig.Preset(name);
+            var storage = parse.GetValue(dtype) == "bf16" ? WeightStorage.Bf16 : WeightStorage.Fp16;
+            int b = parse.GetValue(batch), s = parse.GetValue(seq);
+            if (s > config.MaxPositionEmbeddings)
+                throw new ArgumentException($"--seq {s} exceeds the model's max_position_embeddings {config.MaxPositionEmbeddings}");
+
+            MemoryReport report;
+            if (parse.GetValue(allocate))
+            {
+                using var dev = ComputeDevice.Create(parse.GetValue(device));
+                var options = new EngineOptions
+                {
+                    MaxBatchSize = b, MaxSeqLen = s, WeightType = storage,
+                    AllocationLog = parse.GetValue(logAllocations) ? line => io.Err.WriteLine($"[alloc] {line}") : null,
+                };
+                long? freeBefore = dev.Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator c0 ? c0.GetFreeMemory() : null;
+                using var m = isDir ? ModelOptions.Load(dev, name, options, io) : LlamaModel.Create(dev, config, options);
+                if (!isDir)
+                    m.Weights.Zero(dev.Accelerator);
+                long? freeAfter = dev.Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator c1 ? c1.GetFreeMemory() : null;
+                var a = m.Allocator;
+                long total = a.TotalLiveBytes;
+                var allocated = new Allocated(a.LiveBytes(MemoryCategory.Weights), a.LiveBytes(MemoryCategory.KvCache), a.LiveBytes(MemoryCategory.Activations),
+                    total, total - m.Plan.TotalBytes,
+                    freeBefore is { } fb && freeAfter is { } fa ? fb - fa : null,
+                    freeBefore is null ? "no driver memory query on this device" :
+                        "cuMemGetInfo free-memory drop across loading: includes the allocator's rounding of each buffer to its page granularity and the memory the driver takes for loaded kernel modules");
+                report = Build(name, config, b, s, storage, m.Plan, allocated, dev);
+            }
+            else
+            {
+                var plan = new MemoryPlan(config, WorkspaceShape.For(config, b, s, new KernelTuning()));
+                report = Build(name, config, b, s, storage, plan, null, null);
+            }
+
+            if (parse.GetValue(json))
+                io.WriteJson(report);
+            else
+                Print(io, report);
+            return report.Allocated is { DifferenceFromFormula: not 0 } ? 1 : 0;
+        });
+        return command;
+    }
+
+    static MemoryReport Build(string name, LlamaConfig config, int batch, int seq, WeightStorage storage, MemoryPlan plan, Allocated? allocated, ComputeDevice? device)
+    {
+        double billions = plan.ParameterCount / 1e9;
+        long embedding = (long)config.VocabSize * config.HiddenSize;
+        string rule = $"rule of thumb: {Math.Round(billions)}B params x 2 B = {Math.Round(billions) * 2:F2} GB; exact: {plan.ParameterCount:N0} params x 2 B = {plan.WeightBytes:N0} B ({plan.WeightBytes / 1e9:F2} GB). " +
+            $"They differ because \"1B\" is a rounded name: the model has {billions:F3}B parameters, {embedding / 1e6:F1}M of them in the {config.VocabSize:N0} x {config.HiddenSize} embedding" +
+            (config.TieWordEmbeddings ? " (tied to the output layer, counted once)" : "") + "; and the KV cache and activations come on top.";
+        var fits = new List<FitRow>();
+        foreach (var (gpu, gib) in Gpus)
+            fits.Add(Fit(gpu, (long)(gib * (1L << 30)), plan, batch, config.MaxPositionEmbeddings));
+        if (device is { IsCuda: true })
+            fits.Add(Fit($"this device: {device.Accelerator.Name}", device.Accelerator.MemorySize, plan, batch, config.MaxPositionEmbeddings));
+        return new MemoryReport(name, batch, seq, storage == WeightStorage.Bf16 ? "bf16" : "fp16",
+            plan.ParameterCount, plan.WeightBytes, plan.KvBytesPerToken, plan.KvCacheBytes, plan.ActivationBytes, plan.TotalBytes,
+            plan.ActivationLines, rule, fits, allocated);
+    }
+
+    // Largest KV cache beside the weights and this workspace; the per-sequence length is also capped by the model's context.
+    static FitRow Fit(string name, long bytes, MemoryPlan plan, int batch, int maxPositions)
+    {
+        long tokens = plan.MaxCacheTokens(bytes);
+        return new FitRow(name, bytes, plan.TotalBytes <= bytes, tokens, (int)Math.Min(maxPositions, tokens / batch));
+    }
+
+    static void Print(CommandIO io, MemoryReport r)
+    {
+        var console = CommandIO.Console(io.Out);
+        console.WriteLine($"{r.Model}: batch {r.Batch} x seq {r.Seq}, {r.Dtype} weights, fp16 KV cache, fp32 activations");
+        var t = new Table().AddColumns("item", "formula", "bytes", "GB");
+        t.Columns[2].RightAligned();
+        t.Columns[3].RightAligned();
+        t.AddRow("parameters", "tied embeddings counted once", $"{r.ParameterCount:N0}", "");
+        t.AddRow("weights", "parameters x 2 B", $"{r.WeightBytes:N0}", $"{r.WeightBytes / 1e9:F3}");
+        t.AddRow("KV cache per token", "2 x layers x kv_heads x head_dim x 2 B", $"{r.KvCacheBytesPerToken:N0}", "");
+        t.AddRow("KV cache", "batch x seq x per token", $"{r.KvCacheBytes:N0}", $"{r.KvCacheBytes / 1e9:F3}");
+        foreach (var line in r.ActivationItems)
+            t.AddRow(Markup.Escape("  " + line.Item), Markup.Escape(line.Formula), $"{line.Bytes:N0}", "");
+        t.AddRow("activations", "sum of the lines above", $"{r.ActivationBytes:N0}", $"{r.ActivationBytes / 1e9:F3}");
+        t.AddRow("[bold]total[/]", "weights + KV cache + activations", $"[bold]{r.TotalBytes:N0}[/]", $"{r.TotalBytes / 1e9:F3}");
+        console.Write(t);
+        io.Out.WriteLine(r.RuleOfThumb);
+        var f = new Table().AddColumns("device", "memory", "fits", "max KV tokens beside weights", $"max seq at batch {r.Batch} (capped by the model context)");
+        foreach (var row in r.Fits)
+            f.AddRow(Markup.Escape(row.Device), $"{row.MemoryBytes / (double)(1L << 30):F0} GiB", row.Fits ? "yes" : "[red]no[/]", $"{row.MaxCacheTokens:N0}", $"{row.MaxSeqAtBatch:N0}");
+        console.Write(f);
+        if (r.Allocated is { } a)
+        {
+            var at = new Table().AddColumns("category", "formula", "allocated", "difference");
+            at.AddRow("weights", $"{r.WeightBytes:N0}", $"{a.Weights:N0}", $"{a.Weights - r.WeightBytes:N0}");
+            at.AddRow("kv-cache", $"{r.KvCacheBytes:N0}", $"{a.KvCache:N0}", $"{a.KvCache - r.KvCacheBytes:N0}");
+            at.AddRow("activations", $"{r.ActivationBytes:N0}", $"{a.Activations:N0}", $"{a.Activations - r.ActivationBytes:N0}");
+            at.AddRow("total", $"{r.TotalBytes:N0}", $"{a.Total:N0}", $"{a.DifferenceFromFormula:N0} B");
+            console.Write(at);
+            console.WriteLine(a.DeviceMeasuredBytes is { } d
+                ? $"device-measured (cuMemGetInfo): {d:N0} B, {d - a.Total:N0} B more than the allocator's total ({a.DeviceMeasuredNote})"
+                : $"device-measured: n/a ({a.DeviceMeasuredNote})");
+        }
+    }
+}

@@ -1,0 +1,142 @@
+using System.CommandLine;
+using IlgpuLlama.Device;
+using IlgpuLlama.Engine;
+using IlgpuLlama.Kernels;
+using IlgpuLlama.Model;
+
+namespace IlgpuLlama.Cli.Infrastructure;
+
+/// <summary>
+/// The engine options every model command shares (--max-batch-size, --max-seq-len, --dtype,
+/// --prefill-chunk, --no-cuda-graph, --log-allocations, --device), how a model is found, and how
+/// it is loaded with a progress bar on stderr.
+/// </summary>
+public sealed class ModelOptions
+{
+    /// <summary>Where real weights are looked for when --model is not given.</summary>
+    public const string DefaultModelDir = "weights/Llama-3.2-1B";
+
+    public Option<DeviceKind> Device { get; } = CliOptions.Device();
+    public Option<int> MaxBatchSize { get; } = new("--max-batch-size") { Description = "Sequences decoded together (KV-cache slots), 1..4", DefaultValueFactory = _ => 4 };
+    public Option<int> MaxSeqLen { get; } = new("--max-seq-len") { Description = "Positions per sequence in the KV cache (prompt + new tokens)", DefaultValueFactory = _ => 256 };
+    public Option<string> DType { get; } = new("--dtype") { Description = "Weight storage on the device: fp16 (P100-friendly) or bf16", DefaultValueFactory = _ => "fp16", HelpName = "fp16|bf16" };
+    public Option<int?> PrefillChunk { get; } = new("--prefill-chunk") { Description = "Prompt tokens per prefill pass (default: min(batch x seq, 2048))" };
+    public Option<bool> NoCudaGraph { get; } = new("--no-cuda-graph") { Description = "Launch every decode kernel from the host instead of replaying a CUDA graph" };
+    public Option<bool> LogAllocations { get; } = new("--log-allocations") { Description = "Print every device allocation and free to stderr" };
+
+    public ModelOptions()
+    {
+        DType.AcceptOnlyFromAmong("fp16", "bf16");
+        MaxBatchSize.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int>() is < 1 or > MatVecKernels.MaxBatch)
+                r.AddError($"--max-batch-size must be between 1 and {MatVecKernels.MaxBatch}");
+        });
+        MaxSeqLen.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int>() < 1)
+                r.AddError("--max-seq-len must be at least 1");
+        });
+        PrefillChunk.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int?>() is < 1)
+                r.AddError("--prefill-chunk must be at least 1");
+        });
+    }
+
+    /// <summary>Adds every option to <paramref name="command"/>.</summary>
+    public void AddTo(Command command)
+    {
+        foreach (var o in new Option[] { Device, MaxBatchSize, MaxSeqLen, DType, PrefillChunk, NoCudaGraph, LogAllocations })
+            command.Options.Add(o);
+    }
+
+    /// <summary>Weight storage from --dtype.</summary>
+    public WeightStorage Storage(ParseResult p) => p.GetValue(DType) == "bf16" ? WeightStorage.Bf16 : WeightStorage.Fp16;
+
+    /// <summary>Engine options from the parsed flags.</summary>
+    public EngineOptions Engine(ParseResult p, CommandIO io, int? maxSeqOverride = null) => new()
+    {
+        MaxBatchSize = p.GetValue(MaxBatchSize),
+        MaxSeqLen = maxSeqOverride ?? p.GetValue(MaxSeqLen),
+        WeightType = Storage(p),
+        PrefillChunk = p.GetValue(PrefillChunk),
+        DecodeLaunch = p.GetValue(NoCudaGraph) ? DecodeLaunch.Direct : DecodeLaunch.Auto,
+        AllocationLog = p.GetValue(LogAllocations) ? line => io.Err.WriteLine($"[alloc] {line}") : null,
+    };
+
+    /// <summary>
+    /// The model directory: --model if given; else weights/Llama-3.2-1B if present; else the
+    /// built-in demo, created on first use (the notice says so on stderr).
+    /// </summary>
+    public static string ResolveModelDir(string? model, CommandIO io, bool allowDemo)
+    {
+        if (!string.IsNullOrEmpty(model))
+        {
+            if (!Directory.Exists(model))
+                throw new DirectoryNotFoundException($"--model '{model}' is not a directory; pass a Hugging Face Llama 3 model directory (see weights/README.md)");
+            return model;
+        }
+        if (File.Exists(Path.Combine(DefaultModelDir, "config.json")))
+            return DefaultModelDir;
+        if (!allowDemo)
+            throw new ArgumentException($"--model DIR is required (no {DefaultModelDir} found; see weights/README.md)");
+        io.Err.WriteLine(DemoModel.Notice);
+        return DemoModel.Ensure("weights");
+    }
+
+    /// <summary>Loads a model directory, drawing upload progress on stderr.</summary>
+    public static LlamaModel Load(ComputeDevice device, string dir, EngineOptions options, CommandIO io)
+    {
+        var config = LlamaConfig.FromDirectory(dir);
+        io.Err.WriteLine($"loading {dir} ({config.NumHiddenLayers} layers, hidden {config.HiddenSize}, vocab {config.VocabSize}) on {device.Description}");
+        var started = DateTime.UtcNow;
+        int lastDecile = -1;
+        var progress = new Progress<UploadProgress>(p =>
+        {
+            int decile = p.TotalBytes == 0 ? 10 : (int)(p.DoneBytes * 10 / p.TotalBytes);
+            if (decile > lastDecile && p.TotalBytes > (64 << 20))
+            {
+                lastDecile = decile;
+                io.Err.Write($"\r  weights {p.DoneBytes / 1e9:F2} / {p.TotalBytes / 1e9:F2} GB [{new string('#', decile)}{new string('.', 10 - decile)}]");
+            }
+        });
+        var model = LlamaModel.Load(device, dir, options, progress);
+        if (lastDecile >= 0)
+            io.Err.WriteLine();
+        io.Err.WriteLine($"loaded in {(DateTime.UtcNow - started).TotalSeconds:F1} s: {MemorySummary(model)}");
+        foreach (var w in model.Warnings)
+            io.Err.WriteLine($"warning: {w}");
+        return model;
+    }
+
+    /// <summary>The load line: parameters (GB at 16 bit), KV cache (GB at fp16), activations, allocated total.</summary>
+    public static string MemorySummary(LlamaModel model)
+    {
+        var plan = model.Plan;
+        var a = model.Allocator;
+        return $"{plan.ParameterCount / 1e9:F2}B params ({DeviceAllocator.Gb(plan.WeightBytes)} @ 16 bits), " +
+            $"KV cache {DeviceAllocator.Gb(plan.KvCacheBytes)} @ fp16 for {plan.Shape.MaxBatch} x {plan.Shape.MaxSeq} tokens, " +
+            $"activations {DeviceAllocator.Gb(plan.ActivationBytes)}; allocated {a.TotalLiveBytes:N0} B (formula {plan.TotalBytes:N0} B)";
+    }
+
+    /// <summary>Parses a --tokens value "1,2,3".</summary>
+    public static int[] ParseTokens(string text)
+    {
+        try
+        {
+            var ids = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
+            if (ids.Length == 0)
+                throw new FormatException();
+            return ids;
+        }
+        catch (FormatException)
+        {
+            throw new ArgumentException($"--tokens '{text}' is not a comma-separated list of token ids, e.g. --tokens 128000,9906,4435");
+        }
+        catch (OverflowException)
+        {
+            throw new ArgumentException($"--tokens '{text}' has a number out of range");
+        }
+    }
+}
