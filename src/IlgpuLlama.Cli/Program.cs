@@ -27,6 +27,9 @@ public static class Program
         root.Subcommands.Add(PtxCommand.Create());
         root.Subcommands.Add(PtxasReportCommand.Create());
         root.Subcommands.Add(MemoryCommand.Create());
+        root.Subcommands.Add(GenerateCommand.Create());
+        root.Subcommands.Add(LogitsCommand.Create());
+        root.Subcommands.Add(CompareLogitsCommand.Create());
 
         var bench = BenchCommand.Create();
         bench.Subcommands.Add(BenchKernelsCommand.Create());

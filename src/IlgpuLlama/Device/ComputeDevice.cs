@@ -91,8 +91,9 @@ public sealed class ComputeDevice : IDisposable
     /// <summary>Describes an accelerator in one line.</summary>
     public static string Describe(Accelerator a)
     {
-        string cc = a is CudaAccelerator c ? $", compute capability {c.Architecture.ToString().Replace("SM_", "sm_")}" : "";
-        return $"{a.Name} ({a.AcceleratorType}, {a.MemorySize / 1e9:F1} GB, warp {a.WarpSize}, max group {a.MaxNumThreadsPerGroup}{cc})";
+        if (a is CudaAccelerator c)
+            return $"{a.Name} (CUDA, {a.MemorySize / 1e9:F1} GB, compute capability {c.Architecture.ToString().Replace("SM_", "sm_")}, {a.NumMultiprocessors} SMs)";
+        return $"ILGPU CPU accelerator (warp {a.WarpSize}, max group {a.MaxNumThreadsPerGroup}, {a.NumMultiprocessors} emulated multiprocessors)";
     }
 
     /// <summary>Every accelerator ILGPU can see (CUDA GPUs and the CPU accelerator).</summary>

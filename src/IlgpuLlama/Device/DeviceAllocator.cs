@@ -170,8 +170,8 @@ public sealed class DeviceAllocator : IDisposable
         (e is CudaException ce && (ce.Error?.Contains("OUT_OF_MEMORY", StringComparison.Ordinal) ?? false)) ||
         e.InnerException is { } inner && IsOutOfMemory(inner);
 
-    /// <summary>Formats bytes as GB (10^9) with two decimals.</summary>
-    public static string Gb(long bytes) => $"{bytes / 1e9:F2} GB";
+    /// <summary>Formats bytes in decimal units (GB = 10^9 B) with a unit that keeps small models readable.</summary>
+    public static string Gb(long bytes) => bytes >= 1_000_000_000 ? $"{bytes / 1e9:F2} GB" : bytes >= 1_000_000 ? $"{bytes / 1e6:F2} MB" : $"{bytes / 1e3:F1} KB";
 
     /// <summary>Reports buffers still alive (a leak unless the process is ending) to the log.</summary>
     public void Dispose()

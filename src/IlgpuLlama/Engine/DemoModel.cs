@@ -109,7 +109,7 @@ public static class DemoModel
             long n = shape.Aggregate(1L, (a, d) => a * d);
             bool norm = name.EndsWith("norm.weight", StringComparison.Ordinal);
             // Embedding rows large enough that the tied output layer gives a visibly peaked distribution.
-            double scale = norm ? 0.1 : name.Contains("embed", StringComparison.Ordinal) ? 1.0 : 1.0 / Math.Sqrt(shape[^1]) * 1.5;
+            double scale = norm ? 0.1 : name.Contains("embed", StringComparison.Ordinal) ? 0.6 : 1.0 / Math.Sqrt(shape[^1]) * 1.5;
             var bits = new ushort[n];
             for (long i = 0; i < n; i++)
             {

@@ -219,10 +219,11 @@ public sealed class LlamaModel : IDisposable
             if (allLogits is not null)
             {
                 Kernels.RmsNorm(Workspace.X.View, Weights.FinalNorm.View, Workspace.Xb.View, n, h, eps);
-                var row = new float[MatVecKernels.MaxBatch * Config.VocabSize];
-                for (int r = 0; r < n; r += MatVecKernels.MaxBatch)
+                // The LM head runs over at most max-batch rows at a time (the logits buffer's height).
+                var row = new float[MaxBatch * Config.VocabSize];
+                for (int r = 0; r < n; r += MaxBatch)
                 {
-                    int rows = Math.Min(MatVecKernels.MaxBatch, n - r);
+                    int rows = Math.Min(MaxBatch, n - r);
                     Kernels.MatVec(Weights.LmHead.View, Workspace.Xb.View.SubView((long)r * h), Workspace.Logits.View, Config.VocabSize, h, rows, false);
                     var span = row.AsSpan(0, rows * Config.VocabSize);
                     Download(Workspace.Logits, span);

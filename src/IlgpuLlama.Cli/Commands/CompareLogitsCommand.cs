@@ -1,0 +1,122 @@
+using System.CommandLine;
+using IlgpuLlama.Cli.Infrastructure;
+using IlgpuLlama.IO;
+
+namespace IlgpuLlama.Cli.Commands;
+
+/// <summary>
+/// <c>ilgpu-llama compare-logits</c>: compares a logits .npy with a reference .npy of the same
+/// shape (e.g. from Hugging Face transformers in fp32): maximum absolute error, the same relative
+/// to the reference's logit spread, and top-1 agreement at every position whose reference top-1 /
+/// top-2 margin exceeds twice the maximum error (positions below that are near-ties that rounding
+/// may legitimately flip).
+/// </summary>
+public static class CompareLogitsCommand
+{
+    public sealed record PositionReport(int Position, int Top1, int ReferenceTop1, double ReferenceMargin, double MaxAbsError);
+
+    public sealed record CompareReport(long Positions, long Vocab, double MaxAbsError, double MeanAbsError, double ReferenceSpread, double MaxErrorOverSpread,
+        long DecisivePositions, long DecisiveTop1Agreement, long AllTop1Agreement, IReadOnlyList<PositionReport> Disagreements, bool Passed);
+
+    /// <summary>Builds the command.</summary>
+    public static Command Create()
+    {
+        var ours = new Option<FileInfo>("--ours") { Description = "Logits to check (.npy float32 [tokens, vocab])", Required = true };
+        var reference = new Option<FileInfo>("--reference") { Description = "Reference logits (.npy float32, same shape)", Required = true };
+        var json = CliOptions.Json();
+        var command = new Command("compare-logits", "Compare logits with a reference: max error vs logit spread, top-1 agreement at decisive positions") { ours, reference, json };
+        command.SetAction(parse =>
+        {
+            var io = CommandIO.From(parse);
+            var (a, shapeA) = NpyFile.Read(parse.GetValue(ours)!.FullName);
+            var (b, shapeB) = NpyFile.Read(parse.GetValue(reference)!.FullName);
+            var report = Compare(a, shapeA, b, shapeB);
+            if (parse.GetValue(json))
+            {
+                io.WriteJson(report);
+            }
+            else
+            {
+                io.Out.WriteLine($"positions {report.Positions}, vocab {report.Vocab}");
+                io.Out.WriteLine($"max |error| {report.MaxAbsError:G4} (mean {report.MeanAbsError:G3}); reference logit spread (mean per-row std) {report.ReferenceSpread:G4}; max error / spread {report.MaxErrorOverSpread:P2}");
+                io.Out.WriteLine($"top-1 agreement: {report.DecisiveTop1Agreement}/{report.DecisivePositions} decisive positions (margin > 2 x max error), {report.AllTop1Agreement}/{report.Positions} overall");
+                foreach (var d in report.Disagreements.Take(10))
+                    io.Out.WriteLine($"  position {d.Position}: top-1 {d.Top1} vs reference {d.ReferenceTop1} (reference margin {d.ReferenceMargin:G3})");
+            }
+            return report.Passed ? 0 : 1;
+        });
+        return command;
+    }
+
+    /// <summary>The comparison (public for tests).</summary>
+    public static CompareReport Compare(float[] ours, long[] shapeOurs, float[] reference, long[] shapeRef)
+    {
+        if (shapeOurs.Length != 2 || !shapeOurs.SequenceEqual(shapeRef))
+            throw new ArgumentException($"shapes differ or are not 2-D: [{string.Join(", ", shapeOurs)}] vs [{string.Join(", ", shapeRef)}]");
+        int n = (int)shapeOurs[0], v = (int)shapeOurs[1];
+        double maxErr = 0, sumErr = 0, spread = 0;
+        var rowErr = new double[n];
+        var top = new int[n];
+        var refTop = new int[n];
+        var margin = new double[n];
+        for (int t = 0; t < n; t++)
+        {
+            var x = ours.AsSpan(t * v, v);
+            var r = reference.AsSpan(t * v, v);
+            double mean = 0;
+            for (int i = 0; i < v; i++)
+                mean += r[i];
+            mean /= v;
+            double var2 = 0;
+            for (int i = 0; i < v; i++)
+            {
+                double e = Math.Abs(x[i] - (double)r[i]);
+                rowErr[t] = Math.Max(rowErr[t], e);
+                sumErr += e;
+                var2 += (r[i] - mean) * (r[i] - mean);
+            }
+            spread += Math.Sqrt(var2 / v);
+            maxErr = Math.Max(maxErr, rowErr[t]);
+            top[t] = ArgMax(x, out _);
+            refTop[t] = ArgMax(r, out margin[t]);
+        }
+        spread /= n;
+        var disagreements = new List<PositionReport>();
+        long decisive = 0, decisiveAgree = 0, allAgree = 0;
+        for (int t = 0; t < n; t++)
+        {
+            bool agree = top[t] == refTop[t];
+            allAgree += agree ? 1 : 0;
+            if (margin[t] > 2 * maxErr)
+            {
+                decisive++;
+                decisiveAgree += agree ? 1 : 0;
+            }
+            if (!agree)
+                disagreements.Add(new PositionReport(t, top[t], refTop[t], margin[t], rowErr[t]));
+        }
+        return new CompareReport(n, v, maxErr, sumErr / ((double)n * v), spread, spread > 0 ? maxErr / spread : double.PositiveInfinity,
+            decisive, decisiveAgree, allAgree, disagreements, decisive == decisiveAgree && !double.IsNaN(maxErr));
+    }
+
+    static int ArgMax(ReadOnlySpan<float> row, out double margin)
+    {
+        int best = 0;
+        double first = double.NegativeInfinity, second = double.NegativeInfinity;
+        for (int i = 0; i < row.Length; i++)
+        {
+            if (row[i] > first)
+            {
+                second = first;
+                first = row[i];
+                best = i;
+            }
+            else if (row[i] > second)
+            {
+                second = row[i];
+            }
+        }
+        margin = first - second;
+        return best;
+    }
+}

@@ -1,0 +1,170 @@
+using System.CommandLine;
+using IlgpuLlama.Cli.Infrastructure;
+using IlgpuLlama.Device;
+using IlgpuLlama.Engine;
+using IlgpuLlama.Text;
+
+namespace IlgpuLlama.Cli.Commands;
+
+/// <summary>
+/// <c>ilgpu-llama generate</c>: text (or token ids) in, text out. With no --model and no
+/// weights/Llama-3.2-1B it runs the built-in demo model end to end. One prompt streams; several
+/// are printed as each finishes. Speed and memory go to stderr; --json puts everything on stdout.
+/// </summary>
+public static class GenerateCommand
+{
+    /// <summary>Default prompt when neither --prompt nor --tokens is given.</summary>
+    public const string DefaultPrompt = "The quick brown fox";
+
+    public sealed record SequenceJson(IReadOnlyList<int> PromptTokens, IReadOnlyList<int> GeneratedTokens, string? Text, string FinishReason);
+
+    public sealed record MemoryJson(long ParameterCount, long WeightBytes, long KvCacheBytes, long ActivationBytes, long TotalBytes,
+        long AllocatedWeights, long AllocatedKvCache, long AllocatedActivations, long AllocatedTotal);
+
+    public sealed record GenerateJson(string Model, string Device, IReadOnlyList<SequenceJson> Sequences, int PrefillTokens, double PrefillSeconds,
+        double PrefillTokensPerSecond, int DecodeTokens, double DecodeSeconds, double DecodeTokensPerSecond, double DecodeMsPerStep,
+        bool CudaGraph, ulong? Seed, MemoryJson Memory);
+
+    /// <summary>Builds the command.</summary>
+    public static Command Create()
+    {
+        var model = new Option<string?>("--model") { Description = "Hugging Face Llama 3 model directory (default: weights/Llama-3.2-1B, else the built-in demo)", HelpName = "DIR" };
+        var prompt = new Option<string[]>("--prompt") { Description = "Prompt text (repeat for a batch)", AllowMultipleArgumentsPerToken = false };
+        var tokens = new Option<string[]>("--tokens") { Description = "Prompt as token ids, e.g. 128000,9906 (repeat for a batch; works without tokenizer files)" };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "New tokens per sequence at most", DefaultValueFactory = _ => 64 };
+        var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Do not stop at end-of-sequence tokens (benchmarks)" };
+        var json = CliOptions.Json();
+        var sampling = new SamplingFlags();
+        var engine = new ModelOptions();
+        var command = new Command("generate", "Generate text for one or more prompts") { model, prompt, tokens, maxNew, ignoreEos, json };
+        sampling.AddTo(command);
+        engine.AddTo(command);
+        command.Validators.Add(r =>
+        {
+            if ((r.GetValue(prompt)?.Length ?? 0) > 0 && (r.GetValue(tokens)?.Length ?? 0) > 0)
+                r.AddError("give prompts either as --prompt text or as --tokens ids, not both");
+        });
+        maxNew.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int>() < 1)
+                r.AddError("--max-new-tokens must be at least 1");
+        });
+        command.SetAction(parse =>
+        {
+            var io = CommandIO.From(parse);
+            var samplingOptions = sampling.Parse(parse);
+            string dir = ModelOptions.ResolveModelDir(parse.GetValue(model), io, allowDemo: true);
+            var textPrompts = parse.GetValue(prompt) ?? [];
+            var tokenPrompts = (parse.GetValue(tokens) ?? []).Select(ModelOptions.ParseTokens).ToArray();
+            LlamaTokenizer? tokenizer = null;
+            if (tokenPrompts.Length == 0)
+            {
+                tokenizer = LlamaTokenizer.FromDirectory(dir);
+                if (textPrompts.Length == 0)
+                {
+                    textPrompts = [DefaultPrompt];
+                    io.Err.WriteLine($"no --prompt given: using \"{DefaultPrompt}\"");
+                }
+            }
+            else
+            {
+                tokenizer = TryTokenizer(dir);
+            }
+            IReadOnlyList<int>[] prompts = tokenPrompts.Length > 0
+                ? tokenPrompts
+                : textPrompts.Select(t => tokenizer!.Encode(t, addBos: true)).ToArray();
+
+            using var device = ComputeDevice.Create(parse.GetValue(engine.Device));
+            using var llama = ModelOptions.Load(device, dir, engine.Engine(parse, io), io);
+            var stops = new HashSet<int>();
+            if (!parse.GetValue(ignoreEos))
+            {
+                stops.UnionWith(llama.Config.EosTokenIds);
+                if (tokenizer is not null)
+                    stops.UnionWith(tokenizer.StopIds);
+            }
+            var options = new GenerationOptions { MaxNewTokens = parse.GetValue(maxNew), Sampling = samplingOptions, StopTokens = stops };
+            bool asJson = parse.GetValue(json);
+            bool stream = !asJson && prompts.Length == 1 && tokenizer is not null;
+            var decoder = stream ? new StreamingDecoder(tokenizer!) : null;
+            if (stream)
+            {
+                io.Out.Write(textPrompts.Length == 1 ? textPrompts[0] : "");
+                io.Out.Flush();
+            }
+
+            var result = new Generator(llama).Generate(prompts, options, (seq, token) =>
+            {
+                if (decoder is null || stops.Contains(token))
+                    return;
+                io.Out.Write(decoder.Push(token));
+                io.Out.Flush();
+            });
+
+            string? Text(IReadOnlyList<int> ids) => tokenizer?.Decode(ids.Where(t => !stops.Contains(t)));
+            if (decoder is not null)
+            {
+                io.Out.WriteLine(decoder.Flush());
+            }
+            else if (!asJson)
+            {
+                for (int i = 0; i < prompts.Length; i++)
+                {
+                    var s = result.Sequences[i];
+                    io.Out.WriteLine($"=== sequence {i + 1} ({s.GeneratedTokens.Count} tokens, {s.FinishReason.ToString().ToLowerInvariant()}) ===");
+                    io.Out.WriteLine(tokenizer is null
+                        ? string.Join(",", s.GeneratedTokens)
+                        : (textPrompts.Length > i ? textPrompts[i] : tokenizer.Decode(prompts[i])) + Text(s.GeneratedTokens));
+                }
+            }
+
+            var report = BuildJson(dir, device, llama, result, samplingOptions.IsGreedy ? null : samplingOptions.Seed, Text);
+            if (asJson)
+                io.WriteJson(report);
+            WriteStats(io, report, llama);
+            return 0;
+        });
+        return command;
+    }
+
+    static LlamaTokenizer? TryTokenizer(string dir)
+    {
+        try
+        {
+            return LlamaTokenizer.FromDirectory(dir);
+        }
+        catch (TokenizerException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>The JSON report of a generation (also used by the device check).</summary>
+    public static GenerateJson BuildJson(string dir, ComputeDevice device, LlamaModel llama, GenerationResult result, ulong? seed, Func<IReadOnlyList<int>, string?> text)
+    {
+        var plan = llama.Plan;
+        var a = llama.Allocator;
+        var memory = new MemoryJson(plan.ParameterCount, plan.WeightBytes, plan.KvCacheBytes, plan.ActivationBytes, plan.TotalBytes,
+            a.LiveBytes(MemoryCategory.Weights), a.LiveBytes(MemoryCategory.KvCache), a.LiveBytes(MemoryCategory.Activations), a.TotalLiveBytes);
+        var sequences = result.Sequences.Select(s => new SequenceJson(s.PromptTokens, s.GeneratedTokens, text(s.GeneratedTokens), s.FinishReason.ToString().ToLowerInvariant())).ToList();
+        return new GenerateJson(dir, device.Description, sequences, result.PrefillTokens, result.PrefillSeconds, result.PrefillTokensPerSecond,
+            result.DecodeTokens, result.DecodeSeconds, result.DecodeTokensPerSecond,
+            result.DecodeSteps > 0 ? result.DecodeSeconds * 1000 / result.DecodeSteps : 0, llama.UseGraphs, seed, memory);
+    }
+
+    /// <summary>Speed and memory lines on stderr.</summary>
+    public static void WriteStats(CommandIO io, GenerateJson r, LlamaModel llama)
+    {
+        io.Err.WriteLine($"prefill: {r.PrefillTokens} tokens in {r.PrefillSeconds * 1000:F1} ms = {r.PrefillTokensPerSecond:F1} tok/s");
+        if (r.DecodeTokens > 0)
+        {
+            // Each decode step reads every weight once plus the live part of the KV cache; weights dominate.
+            double gbPerS = llama.Plan.WeightBytes / (r.DecodeMsPerStep / 1000) / 1e9;
+            io.Err.WriteLine($"decode:  {r.DecodeTokens} tokens in {r.DecodeSeconds * 1000:F1} ms = {r.DecodeTokensPerSecond:F1} tok/s, " +
+                $"{r.DecodeMsPerStep:F2} ms/step, >= {gbPerS:F1} GB/s of weights{(r.CudaGraph ? " (CUDA graph)" : "")}");
+        }
+        if (r.Seed is { } seed)
+            io.Err.WriteLine($"seed: {seed}");
+        io.Err.WriteLine($"memory: {ModelOptions.MemorySummary(llama)}");
+    }
+}
