@@ -100,7 +100,7 @@ public static class Occupancy
         // Name the binding limit; on a tie prefer the kernel's own resources (registers, shared).
         string limiter = blocks * warpsPerBlock == spec.MaxWarpsPerSm ? "-"
             : blocks == byRegisters ? "registers"
-            : blocks == byShared ? "shared"
+            : shared > 0 && blocks == byShared ? "shared"
             : blocks == byWarps ? "warps"
             : "blocks";
         int warps = blocks * warpsPerBlock;

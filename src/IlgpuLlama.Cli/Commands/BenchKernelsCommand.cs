@@ -12,6 +12,9 @@ namespace IlgpuLlama.Cli.Commands;
 /// </summary>
 public static class BenchKernelsCommand
 {
+    /// <summary>File written by a bare <c>--plot</c>.</summary>
+    public const string DefaultPlotFile = "bench-kernels.png";
+
     /// <summary>Builds the command.</summary>
     public static Command Create()
     {
@@ -40,8 +43,10 @@ public static class BenchKernelsCommand
         var csv = new Option<bool>("--csv") { Description = "Write CSV to stdout instead of the markdown table" };
         var plot = new Option<FileInfo?>("--plot")
         {
-            Description = "Write a roofline PNG (ScottPlot) to this file",
+            Description = $"Write a roofline PNG (ScottPlot); without a file name: {DefaultPlotFile} in the current directory",
             HelpName = "FILE.png",
+            Arity = ArgumentArity.ZeroOrOne,
+            CustomParser = r => new FileInfo(r.Tokens.Count > 0 ? r.Tokens[0].Value : DefaultPlotFile),
         };
 
         var command = new Command("kernels", "Validate and time every kernel family (median of --repeats launches)")
