@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The project's test command: build, run every test on the CPU accelerator, then the P100 static
+# check (ptxas for sm_60 on every kernel; downloads CUDA 11.8's ptxas once into .tools/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dotnet build IlgpuLlama.sln -c Release
+dotnet test IlgpuLlama.sln -c Release --no-build --logger "console;verbosity=minimal"
+bash tools/ptxas-check.sh --arch sm_60
