@@ -118,6 +118,8 @@ public static class GenerateCommand
                 }
             }
 
+            foreach (var w in llama.Warnings.Where(w => w.StartsWith("CUDA graph", StringComparison.Ordinal)))
+                io.Err.WriteLine($"warning: {w}");
             var report = BuildJson(dir, device, llama, result, samplingOptions.IsGreedy ? null : samplingOptions.Seed, Text);
             if (asJson)
                 io.WriteJson(report);

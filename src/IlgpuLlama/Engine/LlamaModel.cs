@@ -99,8 +99,8 @@ public sealed class LlamaModel : IDisposable
     /// <summary>Activations and KV cache.</summary>
     public Workspace Workspace { get; }
 
-    /// <summary>Whether decode steps are replayed from recorded graphs.</summary>
-    public bool UseGraphs { get; }
+    /// <summary>Whether decode steps are replayed from recorded graphs (turned off if a capture fails).</summary>
+    public bool UseGraphs { get; private set; }
 
     /// <summary>Sequences decoded together.</summary>
     public int MaxBatch => Plan.Shape.MaxBatch;
@@ -339,7 +339,19 @@ public sealed class LlamaModel : IDisposable
         }
         if (!graphs.TryGetValue((batch, mode), out var graph))
         {
-            graph = LaunchGraphs.Record(Kernels, () => EnqueueDecodeStep(batch, mode));
+            try
+            {
+                graph = LaunchGraphs.Record(Kernels, () => EnqueueDecodeStep(batch, mode));
+            }
+            catch (Exception e) when (Device.IsCuda && e is not ArgumentException)
+            {
+                // A driver that refuses the capture must not stop generation: launch directly from now on.
+                UseGraphs = false;
+                Warnings.Add($"CUDA graph capture failed ({e.Message}); decode kernels are launched one by one");
+                stream.Synchronize();
+                EnqueueDecodeStep(batch, mode);
+                return;
+            }
             graphs[(batch, mode)] = graph;
         }
         graph.Launch();

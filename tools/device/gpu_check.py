@@ -1,0 +1,420 @@
+#!/usr/bin/env python3
+"""GPU check of ilgpu-llama against Hugging Face transformers at full Llama 3.2 1B size.
+
+Runs on the device machine (PyTorch + transformers, no .NET SDK) via tools/device/run.sh:
+  1. builds LlamaForCausalLM with the real Llama 3.2 1B config and seeded random weights (bf16),
+     with the embedding scaled so the next-token distribution is peaked like a trained model's
+     (random init gives near-uniform logits where every argmax is a near-tie), and saves it;
+  2. transformers reference: fp32 greedy generation (batch 1 and 4) and fp32 logits of every
+     position, plus bf16 eager generate timing at batch 1 and 4;
+  3. ilgpu-llama on CUDA: logits (prefill and decode paths) compared with the fp32 reference,
+     greedy generate --json at batch 1 and 4 (CUDA graph on and off) compared token by token;
+  4. ilgpu-llama bench kernels / bench e2e / memory --allocate, and a torch copy-bandwidth figure;
+  5. writes results.json and results.md to --out.
+Every step is time-limited and isolated: a failure is recorded and the rest still runs.
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+T0 = time.time()
+RESULTS = {"steps": {}, "errors": {}, "timings_s": {}}
+ARGS = None
+
+
+def log(msg):
+    print(f"[{time.time() - T0:6.1f}s] {msg}", flush=True)
+
+
+def save():
+    out = Path(ARGS.out)
+    (out / "results.json").write_text(json.dumps(RESULTS, indent=1, default=str))
+
+
+def step(name, fn, *a, **kw):
+    t = time.time()
+    log(f"--- {name}")
+    try:
+        RESULTS["steps"][name] = fn(*a, **kw)
+        log(f"{name}: ok in {time.time() - t:.1f}s")
+    except Exception as e:  # record and go on
+        RESULTS["errors"][name] = f"{type(e).__name__}: {e}"
+        log(f"{name}: FAILED {type(e).__name__}: {e}")
+        traceback.print_exc()
+    RESULTS["timings_s"][name] = round(time.time() - t, 2)
+    save()
+    return RESULTS["steps"].get(name)
+
+
+def cli(name, args, timeout, parse_json=True):
+    """Runs ilgpu-llama, keeps its stdout/stderr in the output folder, returns parsed JSON stdout."""
+    out = Path(ARGS.out)
+    t = time.time()
+    p = subprocess.run([ARGS.cli] + args, capture_output=True, text=True, timeout=timeout)
+    (out / f"{name}.stderr.txt").write_text(p.stderr)
+    (out / f"{name}.stdout.txt").write_text(p.stdout[-200000:])
+    log(f"  ilgpu-llama {' '.join(a if len(a) < 60 else a[:57] + '...' for a in args)} -> exit {p.returncode} in {time.time() - t:.1f}s")
+    tail = "\n".join(p.stderr.strip().splitlines()[-6:])
+    if tail:
+        print("    " + tail.replace("\n", "\n    "), flush=True)
+    if p.returncode not in (0,) and not (parse_json and p.stdout.strip().startswith("{")):
+        raise RuntimeError(f"exit {p.returncode}: {tail}")
+    if not parse_json:
+        return {"exit": p.returncode, "stdout": p.stdout[-4000:]}
+    return json.loads(p.stdout)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. model
+
+ROPE = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192}
+BASE = dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+            num_attention_heads=32, num_key_value_heads=8, head_dim=64, max_position_embeddings=131072,
+            rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=128000,
+            eos_token_id=[128001, 128008, 128009], hidden_act="silu", attention_bias=False, mlp_bias=False,
+            initializer_range=0.02)
+
+
+def expected_inv_freq():
+    import numpy as np
+    dim, theta = 64, 500000.0
+    inv = 1.0 / (theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    low_wl = ROPE["original_max_position_embeddings"] / ROPE["low_freq_factor"]
+    high_wl = ROPE["original_max_position_embeddings"] / ROPE["high_freq_factor"]
+    wl = 2 * math.pi / inv
+    out = np.where(wl > low_wl, inv / ROPE["factor"], inv)
+    smooth = (ROPE["original_max_position_embeddings"] / wl - ROPE["low_freq_factor"]) / (ROPE["high_freq_factor"] - ROPE["low_freq_factor"])
+    mid = (1 - smooth) * inv / ROPE["factor"] + smooth * inv
+    is_mid = (wl <= low_wl) & (wl >= high_wl)
+    return np.where(is_mid, mid, out)
+
+
+def make_config(variant):
+    from transformers import LlamaConfig
+    if variant == "rope_scaling":
+        return LlamaConfig(rope_theta=500000.0, rope_scaling=dict(ROPE), **BASE)
+    return LlamaConfig(rope_parameters=dict(ROPE, rope_theta=500000.0), **BASE)
+
+
+def build_model():
+    import numpy as np
+    import torch
+    from transformers import LlamaForCausalLM
+    torch.manual_seed(ARGS.seed)
+    model, used = None, None
+    for variant in ("rope_scaling", "rope_parameters"):
+        try:
+            cfg = make_config(variant)
+            with torch.device("cuda"):
+                m = LlamaForCausalLM(cfg)
+            inv = m.model.rotary_emb.inv_freq.detach().double().cpu().numpy()
+            err = float(np.max(np.abs(inv - expected_inv_freq()) / expected_inv_freq()))
+            log(f"config via {variant}: llama3 inv_freq max rel error {err:.2e}")
+            if err < 1e-5:
+                model, used = m, variant
+                break
+            del m
+        except Exception as e:
+            log(f"config via {variant} failed: {e}")
+    if model is None:
+        raise RuntimeError("could not build a config whose RoPE matches llama3 scaling")
+    model = model.to(torch.bfloat16).eval()
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+
+    # Peak the distribution: with tied embeddings, logit scale is proportional to the embedding
+    # scale (the final RMSNorm removes the hidden state's own scale). Measure, rescale once, measure.
+    prompt = torch.randint(0, 128256, (1, ARGS.prompt_len), generator=torch.Generator().manual_seed(ARGS.seed + 1)).cuda()
+
+    def spread():
+        with torch.no_grad():
+            logits = model(prompt).logits[0].float()
+        top2 = torch.topk(logits, 2, dim=-1).values
+        return float(logits.std(dim=-1).mean()), float((top2[:, 0] - top2[:, 1]).median())
+
+    std0, margin0 = spread()
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(ARGS.target_logit_std / std0)
+    std1, margin1 = spread()
+    log(f"logit std {std0:.3f} -> {std1:.3f}, median top-1/top-2 margin {margin0:.3f} -> {margin1:.3f}")
+
+    model_dir = Path(ARGS.work) / "llama-3.2-1b-random"
+    model.save_pretrained(model_dir, safe_serialization=True)
+    cfg_json = json.loads((model_dir / "config.json").read_text())
+    files = sorted(p.name for p in model_dir.iterdir())
+    RESULTS["model_dir"] = str(model_dir)
+    globals()["MODEL"] = model
+    return {"config_variant": used, "logit_std_before": std0, "logit_std": std1, "median_margin_before": margin0,
+            "median_margin": margin1, "files": files, "config_json": cfg_json,
+            "params": sum(p.numel() for p in model.parameters())}
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. transformers reference
+
+def prompts():
+    import torch
+    g = torch.Generator().manual_seed(ARGS.seed + 2)
+    body = torch.randint(0, 128000, (4, ARGS.prompt_len - 1), generator=g)
+    bos = torch.full((4, 1), 128000, dtype=torch.long)
+    return torch.cat([bos, body], dim=1)
+
+
+def hf_generate(model, ids, new_tokens):
+    import torch
+    ids = ids.cuda()
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                             min_new_tokens=new_tokens, do_sample=False, num_beams=1, eos_token_id=None, pad_token_id=0)
+    return out[:, ids.shape[1]:].cpu().tolist()
+
+
+def reference():
+    import numpy as np
+    import torch
+    model = globals()["MODEL"]
+    p = prompts()
+    ref = model.float()  # fp32 reference (weights are exactly the bf16 values)
+    res = {"prompts": p.tolist()}
+    res["greedy_b1"] = hf_generate(ref, p[:1], ARGS.new_tokens)[0]
+    res["greedy_b4"] = hf_generate(ref, p, ARGS.new_tokens)
+    # fp32 logits of every position of prompt + greedy tokens, and the per-step margins
+    margins = []
+    for i in range(4):
+        seq = p[i].tolist() + res["greedy_b4"][i]
+        with torch.no_grad():
+            logits = ref(torch.tensor([seq], device="cuda")).logits[0].float()
+        top2 = torch.topk(logits, 2, dim=-1).values
+        m = (top2[:, 0] - top2[:, 1]).cpu().numpy()
+        margins.append([float(x) for x in m[ARGS.prompt_len - 1: ARGS.prompt_len - 1 + ARGS.new_tokens]])
+        if i == 0:
+            full = p[0].tolist() + res["greedy_b1"]
+            with torch.no_grad():
+                l1 = ref(torch.tensor([full], device="cuda")).logits[0].float().cpu().numpy()
+            np.save(Path(ARGS.work) / "ref_logits.npy", l1.astype(np.float32))
+            res["logits_tokens"] = full
+            top2b = np.sort(l1, axis=-1)[:, -2:]
+            res["margins_b1"] = [float(x) for x in (top2b[:, 1] - top2b[:, 0])[ARGS.prompt_len - 1: ARGS.prompt_len - 1 + ARGS.new_tokens]]
+    res["margins_b4"] = margins
+    res["b1_equals_b4_row0"] = res["greedy_b1"] == res["greedy_b4"][0]
+    model.to(torch.bfloat16)
+    torch.cuda.empty_cache()
+    RESULTS["ref"] = res
+    return {k: v for k, v in res.items() if k not in ("logits_tokens",)}
+
+
+def hf_timing():
+    import torch
+    model = globals()["MODEL"]
+    p = prompts()
+    out = {}
+    for b in (1, 4):
+        ids = p[:b].cuda()
+        hf_generate(model, ids, 8)  # warm-up
+        torch.cuda.synchronize()
+        t = time.time()
+        hf_generate(model, ids, ARGS.new_tokens)
+        torch.cuda.synchronize()
+        dt = time.time() - t
+        out[f"batch{b}"] = {"seconds": dt, "new_tokens": b * ARGS.new_tokens, "tokens_per_second": b * ARGS.new_tokens / dt,
+                            "ms_per_step": dt * 1000 / ARGS.new_tokens}
+        log(f"transformers bf16 eager generate batch {b}: {b * ARGS.new_tokens / dt:.1f} tok/s ({dt * 1000 / ARGS.new_tokens:.2f} ms/step)")
+    return out
+
+
+def copy_bandwidth():
+    import torch
+    n = 1 << 30
+    a = torch.empty(n, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(10):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        b.copy_(a)
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e) / 1000)
+    times.sort()
+    t = times[len(times) // 2]
+    del a, b
+    torch.cuda.empty_cache()
+    return {"bytes": n, "seconds": t, "gb_per_s_read_plus_write": 2 * n / t / 1e9}
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. ilgpu-llama
+
+def first_divergence(ours, ref, margins, tol):
+    for k, (a, b) in enumerate(zip(ours, ref)):
+        if a != b:
+            return {"step": k, "ours": a, "reference": b, "reference_margin": margins[k] if k < len(margins) else None,
+                    "near_tie": (margins[k] < 2 * tol) if (tol is not None and k < len(margins)) else None}
+    return None
+
+
+def ours_logits():
+    ref = RESULTS["ref"]
+    toks = ",".join(map(str, ref["logits_tokens"]))
+    out = {}
+    for mode in ("prefill", "decode"):
+        f = Path(ARGS.work) / f"ours_{mode}.npy"
+        cli(f"logits_{mode}", ["logits", "--model", RESULTS["model_dir"], "--tokens", toks, "--out", str(f), "--mode", mode,
+                               "--device", "cuda", "--max-seq-len", "512"], 240, parse_json=False)
+        out[mode] = cli(f"compare_{mode}", ["compare-logits", "--ours", str(f), "--reference", str(Path(ARGS.work) / "ref_logits.npy"), "--json"], 240)
+    a, b = Path(ARGS.work) / "ours_prefill.npy", Path(ARGS.work) / "ours_decode.npy"
+    out["prefill_vs_decode"] = cli("compare_prefill_decode", ["compare-logits", "--ours", str(a), "--reference", str(b), "--json"], 240)
+    for v in out.values():
+        v.pop("disagreements", None) if len(v.get("disagreements", [])) > 20 else None
+    RESULTS["logit_tolerance"] = max(out["prefill"]["max_abs_error"], out["decode"]["max_abs_error"])
+    return out
+
+
+def ours_generate():
+    ref = RESULTS["ref"]
+    tol = RESULTS.get("logit_tolerance")
+    p = ref["prompts"]
+    common = ["generate", "--model", RESULTS["model_dir"], "--temperature", "0", "--ignore-eos", "--max-new-tokens",
+              str(ARGS.new_tokens), "--json", "--device", "cuda", "--max-seq-len", "512"]
+    out = {}
+    runs = [("b1_graph", p[:1], []), ("b1_nograph", p[:1], ["--no-cuda-graph"]), ("b4_graph", p, []), ("b4_nograph", p, ["--no-cuda-graph"])]
+    for name, ps, extra in runs:
+        args = list(common) + extra
+        for row in ps:
+            args += ["--tokens", ",".join(map(str, row))]
+        j = cli(f"generate_{name}", args, 300)
+        seqs = j["sequences"]
+        refs = [ref["greedy_b1"]] if len(ps) == 1 else ref["greedy_b4"]
+        margins = [ref["margins_b1"]] if len(ps) == 1 else ref["margins_b4"]
+        out[name] = {
+            "decode_tokens_per_second": j["decode_tokens_per_second"], "decode_ms_per_step": j["decode_ms_per_step"],
+            "prefill_tokens_per_second": j["prefill_tokens_per_second"], "cuda_graph": j["cuda_graph"],
+            "identical": [s["generated_tokens"] == r for s, r in zip(seqs, refs)],
+            "first_divergence": [first_divergence(s["generated_tokens"], r, m, tol) for s, r, m in zip(seqs, refs, margins)],
+            "memory": j["memory"],
+        }
+    return out
+
+
+def ours_bench_kernels():
+    return cli("bench_kernels", ["bench", "kernels", "--device", "cuda", "--shapes", "llama-3.2-1b", "--json", "--plot",
+                                 str(Path(ARGS.out) / "roofline.png")], ARGS.bench_timeout)
+
+
+def ours_bench_e2e():
+    return cli("bench_e2e", ["bench", "e2e", "--model", RESULTS["model_dir"], "--device", "cuda", "--prompt-tokens", "128",
+                             "--gen-tokens", "64", "--repeats", "3", "--json"], 300)
+
+
+def ours_memory():
+    return cli("memory_allocate", ["memory", "--model", RESULTS["model_dir"], "--allocate", "--device", "cuda", "--json"], 180)
+
+
+def ours_info():
+    return cli("info", ["info", "--json"], 60)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. report
+
+def fmt(x, d=1):
+    return "n/a" if x is None else f"{x:.{d}f}"
+
+
+def write_markdown():
+    s, e = RESULTS["steps"], RESULTS["errors"]
+    lines = ["# GPU check results", ""]
+    gpu = (Path(ARGS.out) / "nvidia-smi.csv").read_text().strip().splitlines()[-1] if (Path(ARGS.out) / "nvidia-smi.csv").exists() else "?"
+    lines.append(f"Device: {gpu}")
+    if "versions" in s:
+        lines.append(f"Versions: {s['versions']}")
+    cb = s.get("copy_bandwidth")
+    if cb:
+        lines.append(f"Device-to-device copy (torch, 1 GiB, read + write): {cb['gb_per_s_read_plus_write']:.0f} GB/s")
+    m = s.get("model")
+    if m:
+        lines.append(f"Model: Llama 3.2 1B config, random weights, embedding scaled: logit std {m['logit_std']:.2f}, median top-1/top-2 margin {m['median_margin']:.3f}")
+    lg = s.get("ours_logits")
+    if lg:
+        lines += ["", "## Logits vs transformers fp32", "", "| path | max abs err | logit spread (std) | err/spread | top-1 decisive | top-1 all |", "|---|---|---|---|---|---|"]
+        for k in ("prefill", "decode", "prefill_vs_decode"):
+            v = lg[k]
+            lines.append(f"| {k} | {v['max_abs_error']:.4f} | {v['reference_spread']:.3f} | {v['max_error_over_spread'] * 100:.2f}% | {v['decisive_top1_agreement']}/{v['decisive_positions']} | {v['all_top1_agreement']}/{v['positions']} |")
+    g = s.get("ours_generate")
+    hf = s.get("hf_timing")
+    if g:
+        lines += ["", "## Greedy generation (128 new tokens)", "", "| run | decode tok/s | ms/step | identical to transformers fp32 | first divergence (step, ref margin, near-tie) |", "|---|---|---|---|---|"]
+        for k, v in g.items():
+            div = "; ".join("-" if d is None else f"{d['step']}, {fmt(d['reference_margin'], 3)}, {d['near_tie']}" for d in v["first_divergence"])
+            lines.append(f"| {k} | {v['decode_tokens_per_second']:.1f} | {v['decode_ms_per_step']:.3f} | {v['identical']} | {div} |")
+    if hf:
+        lines.append("")
+        for k, v in hf.items():
+            lines.append(f"transformers bf16 eager generate {k}: {v['tokens_per_second']:.1f} tok/s ({v['ms_per_step']:.2f} ms/step)")
+    e2e = s.get("ours_bench_e2e")
+    if e2e:
+        lines += ["", "## bench e2e", "", "| test | batch | tok/s | ms/step | weight GB/s |", "|---|---|---|---|---|"]
+        for r in e2e["rows"]:
+            lines.append(f"| {r['test']} | {r['batch']} | {r['tokens_per_second']:.1f} | {r['ms_per_step']:.3f} | {fmt(r.get('weight_gb_per_second'))} |")
+    mem = s.get("ours_memory")
+    if mem and mem.get("allocated"):
+        a = mem["allocated"]
+        lines += ["", "## memory --allocate", "", f"formula total {mem['total_bytes']:,} B; allocator total {a['total']:,} B (difference {a['difference_from_formula']} B); "
+                  f"cuMemGetInfo drop {a.get('device_measured_bytes')} B"]
+    if e:
+        lines += ["", "## Errors", ""] + [f"- {k}: {v}" for k, v in e.items()]
+    (Path(ARGS.out) / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cli", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--work", default="/tmp/ilgpu-work")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--prompt-len", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--target-logit-std", type=float, default=4.0)
+    ap.add_argument("--bench-timeout", type=int, default=240)
+    ap.add_argument("--skip", default="", help="comma-separated steps to skip")
+    ARGS = ap.parse_args()
+    Path(ARGS.out).mkdir(parents=True, exist_ok=True)
+    Path(ARGS.work).mkdir(parents=True, exist_ok=True)
+    skip = set(filter(None, ARGS.skip.split(",")))
+
+    import torch
+    import transformers
+    RESULTS["steps"]["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda,
+                                    "gpu": torch.cuda.get_device_name(0)}
+    plan = [("info", ours_info), ("copy_bandwidth", copy_bandwidth), ("model", build_model), ("reference", reference),
+            ("hf_timing", hf_timing), ("ours_logits", ours_logits), ("ours_generate", ours_generate),
+            ("ours_memory", ours_memory), ("ours_bench_e2e", ours_bench_e2e), ("ours_bench_kernels", ours_bench_kernels)]
+    for name, fn in plan:
+        if name in skip:
+            continue
+        if name in ("reference", "hf_timing") and "model" not in RESULTS["steps"]:
+            continue
+        if name.startswith("ours_") and name not in ("ours_info",) and "model_dir" not in RESULTS:
+            continue
+        if name in ("ours_logits", "ours_generate") and "ref" not in RESULTS:
+            continue
+        step(name, fn)
+    write_markdown()
+    save()
+    log("done")
+
+
+if __name__ == "__main__":
+    main()
