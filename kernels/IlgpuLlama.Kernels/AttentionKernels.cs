@@ -10,12 +10,13 @@ namespace IlgpuLlama.Kernels;
 // whole GQA group. The row's keys are divided into `splits` contiguous chunks (at least
 // MinChunk keys each, so short rows use fewer groups); a group walks its chunk in tiles of
 // group-size keys:
-//   1. scores: thread t takes key (tile + t), loads its head_dim halves with 128-bit loads and
-//      dots it with each query head (q staged in shared memory, pre-scaled by 1/sqrt(head_dim));
+//   1. scores: thread t takes key (tile + t), loads its head_dim halves with 128-bit loads (four
+//      in flight) and dots them with each query head (q staged in shared memory, pre-scaled by
+//      1/sqrt(head_dim));
 //   2. online softmax: warp h updates head h's running max m and sum l, rescale factor alpha,
 //      and turns the tile's scores into probabilities exp(s - m);
 //   3. P.V: thread e owns (head, dim pair) entries e, e + group, ... ; per tile it sums p * V
-//      in registers (V read as half pairs, 4 keys in flight) and folds the sum into the entry's
+//      in registers (V read as half pairs, 8 keys in flight) and folds the sum into the entry's
 //      accumulator in shared memory (one read-modify-write per entry per tile), so any group
 //      size works, down to a single warp.
 // A single-chunk row writes the normalised output directly. Otherwise each group writes
@@ -113,28 +114,33 @@ public static class AttentionKernels
         {
             int n = XMath.Min(tn, end - tile);
 
-            // 1. scores for key (tile + tid), every head of the GQA group
+            // 1. scores for key (tile + tid), every head of the GQA group. The key row is read
+            // four 128-bit chunks at a time (32 halves in flight per thread) and each batch of
+            // chunks is dotted with every head's q, partial sums kept in the score slots.
             if (tid < n)
             {
                 int kRow = (kvBase + tile + tid) * hd8;
                 for (int h = 0; h < groupHeads; h++)
+                    smem[sOff + h * tn + tid] = 0f;
+                int c = 0;
+                for (; c + 4 <= hd8; c += 4)
                 {
-                    int qo = h * hd;
-                    float s = 0f;
-                    for (int c = 0; c < hd8; c++)
+                    W8 k0 = MatVecKernels.Widen<Fp16Format>(a.KCache[kRow + c]);
+                    W8 k1 = MatVecKernels.Widen<Fp16Format>(a.KCache[kRow + c + 1]);
+                    W8 k2 = MatVecKernels.Widen<Fp16Format>(a.KCache[kRow + c + 2]);
+                    W8 k3 = MatVecKernels.Widen<Fp16Format>(a.KCache[kRow + c + 3]);
+                    for (int h = 0; h < groupHeads; h++)
                     {
-                        W8 k = MatVecKernels.Widen<Fp16Format>(a.KCache[kRow + c]);
-                        int q = qo + c * 8;
-                        s += k.V0 * smem[q];
-                        s += k.V1 * smem[q + 1];
-                        s += k.V2 * smem[q + 2];
-                        s += k.V3 * smem[q + 3];
-                        s += k.V4 * smem[q + 4];
-                        s += k.V5 * smem[q + 5];
-                        s += k.V6 * smem[q + 6];
-                        s += k.V7 * smem[q + 7];
+                        int q = h * hd + c * 8;
+                        float s = DotShared(k0, smem, q) + DotShared(k1, smem, q + 8) + DotShared(k2, smem, q + 16) + DotShared(k3, smem, q + 24);
+                        smem[sOff + h * tn + tid] += s;
                     }
-                    smem[sOff + h * tn + tid] = s;
+                }
+                for (; c < hd8; c++)
+                {
+                    W8 k0 = MatVecKernels.Widen<Fp16Format>(a.KCache[kRow + c]);
+                    for (int h = 0; h < groupHeads; h++)
+                        smem[sOff + h * tn + tid] += DotShared(k0, smem, h * hd + c * 8);
                 }
             }
             Group.Barrier();
@@ -239,32 +245,43 @@ public static class AttentionKernels
             a.Counters[counter] = 0;
     }
 
+    /// <summary>Dot product of eight widened key values with eight q values in shared memory.</summary>
+    static float DotShared(W8 k, ArrayView<float> smem, int q)
+    {
+        float s = k.V0 * smem[q];
+        s += k.V1 * smem[q + 1];
+        s += k.V2 * smem[q + 2];
+        s += k.V3 * smem[q + 3];
+        s += k.V4 * smem[q + 4];
+        s += k.V5 * smem[q + 5];
+        s += k.V6 * smem[q + 6];
+        s += k.V7 * smem[q + 7];
+        return s;
+    }
+
     static Float2 AccumulateV(Float2 acc, ArrayView<uint> v, ArrayView<float> smem, int vIndex, int vStride, int pIndex, float alpha, int n)
     {
         acc.X *= alpha;
         acc.Y *= alpha;
         Fp16Format f = default;
         int t = 0;
-        // Four keys in flight: the loads are independent, only the FMAs chain.
-        for (; t + 4 <= n; t += 4)
+        // Eight keys in flight: the loads are independent, only the FMAs chain.
+        for (; t + 8 <= n; t += 8)
         {
             int vi = vIndex + t * vStride;
             uint v0 = v[vi];
             uint v1 = v[vi + vStride];
             uint v2 = v[vi + 2 * vStride];
             uint v3 = v[vi + 3 * vStride];
-            float p0 = smem[pIndex + t];
-            float p1 = smem[pIndex + t + 1];
-            float p2 = smem[pIndex + t + 2];
-            float p3 = smem[pIndex + t + 3];
-            acc.X += p0 * f.Low(v0);
-            acc.Y += p0 * f.High(v0);
-            acc.X += p1 * f.Low(v1);
-            acc.Y += p1 * f.High(v1);
-            acc.X += p2 * f.Low(v2);
-            acc.Y += p2 * f.High(v2);
-            acc.X += p3 * f.Low(v3);
-            acc.Y += p3 * f.High(v3);
+            uint v4 = v[vi + 4 * vStride];
+            uint v5 = v[vi + 5 * vStride];
+            uint v6 = v[vi + 6 * vStride];
+            uint v7 = v[vi + 7 * vStride];
+            int p = pIndex + t;
+            acc.X += smem[p] * f.Low(v0) + smem[p + 1] * f.Low(v1) + smem[p + 2] * f.Low(v2) + smem[p + 3] * f.Low(v3)
+                + smem[p + 4] * f.Low(v4) + smem[p + 5] * f.Low(v5) + smem[p + 6] * f.Low(v6) + smem[p + 7] * f.Low(v7);
+            acc.Y += smem[p] * f.High(v0) + smem[p + 1] * f.High(v1) + smem[p + 2] * f.High(v2) + smem[p + 3] * f.High(v3)
+                + smem[p + 4] * f.High(v4) + smem[p + 5] * f.High(v5) + smem[p + 6] * f.High(v6) + smem[p + 7] * f.High(v7);
         }
         for (; t < n; t++)
         {

@@ -21,7 +21,10 @@ public static class KernelCatalog
         return weight is null ? m : m.MakeGenericMethod(weight);
     }
 
-    /// <summary>All entries, both weight storage types for the weight-reading kernels.</summary>
+    static MethodInfo M2(Type t, string name, Type weight, Type batch) =>
+        (t.GetMethod(name, BindingFlags.Public | BindingFlags.Static) ?? throw new InvalidOperationException($"{t.Name}.{name} not found")).MakeGenericMethod(weight, batch);
+
+    /// <summary>All entries, both weight storage types for the weight-reading kernels, every decode batch width.</summary>
     public static IReadOnlyList<KernelEntry> All { get; } = Build();
 
     static List<KernelEntry> Build()
@@ -29,9 +32,12 @@ public static class KernelCatalog
         var list = new List<KernelEntry>();
         foreach (var (suffix, w) in new[] { ("fp16", typeof(Fp16Format)), ("bf16", typeof(Bf16Format)) })
         {
-            list.Add(new($"matvec_{suffix}", "matvec", M(typeof(MatVecKernels), nameof(MatVecKernels.MatVec), w), true));
-            list.Add(new($"matvec_swiglu_{suffix}", "matvec", M(typeof(MatVecKernels), nameof(MatVecKernels.MatVecSwiGlu), w), true));
-            list.Add(new($"matvec_qkv_rope_{suffix}", "matvec", M(typeof(MatVecKernels), nameof(MatVecKernels.MatVecQkvRope), w), true));
+            foreach (var (b, bt) in new[] { (1, typeof(Batch1)), (2, typeof(Batch2)), (3, typeof(Batch3)), (4, typeof(Batch4)) })
+            {
+                list.Add(new($"matvec_{suffix}_b{b}", "matvec", M2(typeof(MatVecKernels), nameof(MatVecKernels.MatVec), w, bt), true));
+                list.Add(new($"matvec_swiglu_{suffix}_b{b}", "matvec", M2(typeof(MatVecKernels), nameof(MatVecKernels.MatVecSwiGlu), w, bt), true));
+                list.Add(new($"matvec_qkv_rope_{suffix}_b{b}", "matvec", M2(typeof(MatVecKernels), nameof(MatVecKernels.MatVecQkvRope), w, bt), true));
+            }
             list.Add(new($"gemm_{suffix}", "gemm", M(typeof(GemmKernels), nameof(GemmKernels.Gemm), w), true));
             list.Add(new($"rmsnorm_{suffix}", "rmsnorm", M(typeof(RmsNormKernels), nameof(RmsNormKernels.RmsNorm), w), true));
             list.Add(new($"embedding_{suffix}", "embedding", M(typeof(EmbeddingKernels), nameof(EmbeddingKernels.Embedding), w), false));

@@ -11,7 +11,7 @@ public sealed record KernelTuning
     public int MatVecMaxGroup { get; init; } = 256;
 
     /// <summary>Threads per group for RMSNorm.</summary>
-    public int RmsNormGroup { get; init; } = 256;
+    public int RmsNormGroup { get; init; } = 1024;
 
     /// <summary>Threads per group for attention (also the key tile length).</summary>
     public int AttentionGroup { get; init; } = 128;

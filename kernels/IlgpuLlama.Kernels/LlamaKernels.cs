@@ -17,9 +17,10 @@ public sealed class LlamaKernels
     readonly Action<AcceleratorStream, Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int> gatherRows;
     readonly Action<AcceleratorStream, Index1D, ArrayView<int>, ArrayView<int>, ArrayView<byte>, int> markSeen;
     readonly Action<AcceleratorStream, Index1D, ArrayView<int>, int> addScalar;
-    readonly Action<AcceleratorStream, KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatVecShape> matVec;
-    readonly Action<AcceleratorStream, KernelConfig, ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatVecShape> matVecSwiGlu;
-    readonly Action<AcceleratorStream, KernelConfig, QkvRopeArgs> matVecQkvRope;
+    // Decode matmuls are specialised per batch width and compiled on first use of that width.
+    readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatVecShape>>[] matVec;
+    readonly Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatVecShape>>[] matVecSwiGlu;
+    readonly Lazy<Action<AcceleratorStream, KernelConfig, QkvRopeArgs>>[] matVecQkvRope;
     readonly Action<AcceleratorStream, KernelConfig, ArrayView<F4>, ArrayView<U4>, ArrayView<float>, GemmShape> gemm;
     readonly Action<AcceleratorStream, KernelConfig, AttentionArgs> attention;
     readonly Action<AcceleratorStream, KernelConfig, LogitsReduceArgs> logitsReduce;
@@ -39,19 +40,19 @@ public sealed class LlamaKernels
         {
             embedding = a.LoadAutoGroupedKernel<Index1D, ArrayView<ushort>, ArrayView<int>, ArrayView<float>, int>(EmbeddingKernels.Embedding<Fp16Format>);
             rmsNorm = a.LoadKernel<ArrayView<float>, ArrayView<ushort>, ArrayView<float>, int, float>(RmsNormKernels.RmsNorm<Fp16Format>);
-            matVec = a.LoadKernel<ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatVecShape>(MatVecKernels.MatVec<Fp16Format>);
-            matVecSwiGlu = a.LoadKernel<ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatVecShape>(MatVecKernels.MatVecSwiGlu<Fp16Format>);
-            matVecQkvRope = a.LoadKernel<QkvRopeArgs>(MatVecKernels.MatVecQkvRope<Fp16Format>);
             gemm = a.LoadKernel<ArrayView<F4>, ArrayView<U4>, ArrayView<float>, GemmShape>(GemmKernels.Gemm<Fp16Format>);
+            matVec = [Lazy(() => MatVecFor<Fp16Format, Batch1>(a)), Lazy(() => MatVecFor<Fp16Format, Batch2>(a)), Lazy(() => MatVecFor<Fp16Format, Batch3>(a)), Lazy(() => MatVecFor<Fp16Format, Batch4>(a))];
+            matVecSwiGlu = [Lazy(() => SwiGluFor<Fp16Format, Batch1>(a)), Lazy(() => SwiGluFor<Fp16Format, Batch2>(a)), Lazy(() => SwiGluFor<Fp16Format, Batch3>(a)), Lazy(() => SwiGluFor<Fp16Format, Batch4>(a))];
+            matVecQkvRope = [Lazy(() => QkvFor<Fp16Format, Batch1>(a)), Lazy(() => QkvFor<Fp16Format, Batch2>(a)), Lazy(() => QkvFor<Fp16Format, Batch3>(a)), Lazy(() => QkvFor<Fp16Format, Batch4>(a))];
         }
         else
         {
             embedding = a.LoadAutoGroupedKernel<Index1D, ArrayView<ushort>, ArrayView<int>, ArrayView<float>, int>(EmbeddingKernels.Embedding<Bf16Format>);
             rmsNorm = a.LoadKernel<ArrayView<float>, ArrayView<ushort>, ArrayView<float>, int, float>(RmsNormKernels.RmsNorm<Bf16Format>);
-            matVec = a.LoadKernel<ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatVecShape>(MatVecKernels.MatVec<Bf16Format>);
-            matVecSwiGlu = a.LoadKernel<ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatVecShape>(MatVecKernels.MatVecSwiGlu<Bf16Format>);
-            matVecQkvRope = a.LoadKernel<QkvRopeArgs>(MatVecKernels.MatVecQkvRope<Bf16Format>);
             gemm = a.LoadKernel<ArrayView<F4>, ArrayView<U4>, ArrayView<float>, GemmShape>(GemmKernels.Gemm<Bf16Format>);
+            matVec = [Lazy(() => MatVecFor<Bf16Format, Batch1>(a)), Lazy(() => MatVecFor<Bf16Format, Batch2>(a)), Lazy(() => MatVecFor<Bf16Format, Batch3>(a)), Lazy(() => MatVecFor<Bf16Format, Batch4>(a))];
+            matVecSwiGlu = [Lazy(() => SwiGluFor<Bf16Format, Batch1>(a)), Lazy(() => SwiGluFor<Bf16Format, Batch2>(a)), Lazy(() => SwiGluFor<Bf16Format, Batch3>(a)), Lazy(() => SwiGluFor<Bf16Format, Batch4>(a))];
+            matVecQkvRope = [Lazy(() => QkvFor<Bf16Format, Batch1>(a)), Lazy(() => QkvFor<Bf16Format, Batch2>(a)), Lazy(() => QkvFor<Bf16Format, Batch3>(a)), Lazy(() => QkvFor<Bf16Format, Batch4>(a))];
         }
         rope = a.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int, int>(RopeKernels.Rope);
         kvAppend = a.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<int>, ArrayView<int>, int, int, int>(KvCacheKernels.KvAppend);
@@ -64,6 +65,23 @@ public sealed class LlamaKernels
         topK = a.LoadKernel<TopKArgs>(LogitsKernels.TopK);
         repetitionPenalty = a.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<byte>, int, float>(LogitsKernels.RepetitionPenalty);
     }
+
+    static Lazy<T> Lazy<T>(Func<T> load) => new(load, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    static Action<AcceleratorStream, KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatVecShape> MatVecFor<TW, TB>(Accelerator a)
+        where TW : struct, IWeightFormat
+        where TB : struct, IBatchWidth =>
+        a.LoadKernel<ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatVecShape>(MatVecKernels.MatVec<TW, TB>);
+
+    static Action<AcceleratorStream, KernelConfig, ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatVecShape> SwiGluFor<TW, TB>(Accelerator a)
+        where TW : struct, IWeightFormat
+        where TB : struct, IBatchWidth =>
+        a.LoadKernel<ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatVecShape>(MatVecKernels.MatVecSwiGlu<TW, TB>);
+
+    static Action<AcceleratorStream, KernelConfig, QkvRopeArgs> QkvFor<TW, TB>(Accelerator a)
+        where TW : struct, IWeightFormat
+        where TB : struct, IBatchWidth =>
+        a.LoadKernel<QkvRopeArgs>(MatVecKernels.MatVecQkvRope<TW, TB>);
 
     /// <summary>The accelerator the kernels were compiled for.</summary>
     public Accelerator Accelerator { get; }
@@ -114,9 +132,9 @@ public sealed class LlamaKernels
 
     int MatVecGroup(int k8)
     {
-        // Enough threads that each handles ~2 chunks per row, capped by the tuning.
+        // Enough threads that each handles four chunks per row (one unrolled iteration), capped by the tuning.
         int warp = Accelerator.WarpSize;
-        int want = Math.Max(warp, (k8 / 2 + warp - 1) / warp * warp);
+        int want = Math.Max(warp, (k8 / 4 + warp - 1) / warp * warp);
         return Math.Min(want, Tuning.MatVecMaxGroup);
     }
 
@@ -210,7 +228,8 @@ public sealed class LlamaKernels
         var shape = new MatVecShape { Rows = rows, K8 = inDim / 8, Batch = batch, YStride = yStride, Accumulate = accumulate ? 1 : 0 };
         int groups = (rows + MatVecKernels.RowsPerGroup - 1) / MatVecKernels.RowsPerGroup;
         var stream = Stream;
-        Launch(() => matVec(stream, new KernelConfig(groups, MatVecGroup(shape.K8)), U4View(w), F4View(x), y, shape));
+        var kernel = matVec[batch - 1].Value;
+        Launch(() => kernel(stream, new KernelConfig(groups, MatVecGroup(shape.K8)), U4View(w), F4View(x), y, shape));
     }
 
     /// <summary>h[b, :] = silu(Wg x[b]) * (Wu x[b]).</summary>
@@ -224,7 +243,8 @@ public sealed class LlamaKernels
         RequireLength(h, (long)batch * rows, "swiglu output");
         var shape = new MatVecShape { Rows = rows, K8 = inDim / 8, Batch = batch, YStride = rows };
         var stream = Stream;
-        Launch(() => matVecSwiGlu(stream, new KernelConfig(rows, MatVecGroup(shape.K8)), U4View(wGate), U4View(wUp), F4View(x), h, shape));
+        var kernel = matVecSwiGlu[batch - 1].Value;
+        Launch(() => kernel(stream, new KernelConfig(rows, MatVecGroup(shape.K8)), U4View(wGate), U4View(wUp), F4View(x), h, shape));
     }
 
     /// <summary>Fused decode q/k/v projection + RoPE + KV append (see MatVecKernels).</summary>
@@ -252,7 +272,8 @@ public sealed class LlamaKernels
             K8 = hidden / 8, Batch = batch, QDim = qDim, KvDim = kvDim, HeadDim = headDim, KvHeads = kvHeads, MaxSeq = maxSeq,
         };
         var stream = Stream;
-        Launch(() => matVecQkvRope(stream, new KernelConfig((qDim + 2 * kvDim) / 2, MatVecGroup(args.K8)), args));
+        var kernel = matVecQkvRope[batch - 1].Value;
+        Launch(() => kernel(stream, new KernelConfig((qDim + 2 * kvDim) / 2, MatVecGroup(args.K8)), args));
     }
 
     /// <summary>C[m, :] (+)= X[m, :] W^T for prompt processing.</summary>

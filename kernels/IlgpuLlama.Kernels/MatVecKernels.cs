@@ -9,9 +9,11 @@ namespace IlgpuLlama.Kernels;
 //
 // Decomposition (all versions): one group computes two output rows. Its threads stride over the
 // in/8 chunks of both rows (consecutive threads read consecutive 16-byte chunks, so each warp load
-// is a fully coalesced 512-byte transaction per row), two chunks per row in flight per iteration.
+// is a fully coalesced 512-byte transaction per row), four chunks per row in flight per iteration.
+// Groups are small (in/32 threads: 64 at hidden 2048, 256 for the 8192-wide down projection) so
+// that many independent groups share an SM and their loads overlap each other's reductions.
 // Partial sums (2 rows x batch) are reduced with warp shuffles, then across warps through shared
-// memory. Launch: grid = number of row pairs, group = 64..256 threads (a multiple of the warp).
+// memory. Launch: grid = number of row pairs, group = in/32 threads, 32..256 (whole warps).
 //
 // Versions kept (all share DotRowPair):
 //   MatVec        y = W x  or  y += W x (residual fused)          grid = ceil(rows / 2)
@@ -26,7 +28,7 @@ public struct MatVecShape
     public int Rows;
     /// <summary>Input length / 8: the number of 128-bit chunks per weight row.</summary>
     public int K8;
-    /// <summary>Activation vectors, 1..4.</summary>
+    /// <summary>Activation vectors, 1..4 (informational: the kernel's batch width type decides).</summary>
     public int Batch;
     /// <summary>Distance between consecutive batch rows of y (usually Rows).</summary>
     public int YStride;
@@ -48,6 +50,41 @@ public struct QkvRopeArgs
     public ArrayView<int> Slots;      // [batch] cache slot of each sequence
     public ArrayView<int> Positions;  // [batch] position of this step's token
     public int K8, Batch, QDim, KvDim, HeadDim, KvHeads, MaxSeq;
+}
+
+/// <summary>
+/// The decode batch as a compile-time constant: each kernel is specialised per batch width so the
+/// code and registers for absent batch entries disappear (batch 1, the latency-critical case,
+/// needs far fewer registers than batch 4, so more groups fit on an SM).
+/// </summary>
+public interface IBatchWidth
+{
+    /// <summary>Number of activation vectors.</summary>
+    int Count { get; }
+}
+
+/// <summary>One vector.</summary>
+public struct Batch1 : IBatchWidth
+{
+    public readonly int Count => 1;
+}
+
+/// <summary>Two vectors.</summary>
+public struct Batch2 : IBatchWidth
+{
+    public readonly int Count => 2;
+}
+
+/// <summary>Three vectors.</summary>
+public struct Batch3 : IBatchWidth
+{
+    public readonly int Count => 3;
+}
+
+/// <summary>Four vectors.</summary>
+public struct Batch4 : IBatchWidth
+{
+    public readonly int Count => 4;
 }
 
 /// <summary>Eight partial sums: rows A and B for batch entries 0..3.</summary>
@@ -81,7 +118,7 @@ public struct W8
 /// <summary>Decode matmul kernels (GEMV over up to four vectors). See the file header.</summary>
 public static class MatVecKernels
 {
-    /// <summary>Output rows per group in <see cref="MatVec{TW}"/>.</summary>
+    /// <summary>Output rows per group in <see cref="MatVec{TW, TB}"/>.</summary>
     public const int RowsPerGroup = 2;
 
     /// <summary>Largest batch the decode kernels handle in one pass.</summary>
@@ -155,9 +192,29 @@ public static class MatVecKernels
         int k4 = k8 * 2;
         Acc8 acc = default;
 
-        // Two chunks per row in flight: all four 128-bit loads are issued before the first use.
+        // Four chunks per row in flight: all eight 128-bit loads are issued before the first use,
+        // so each thread keeps 128 bytes of weights moving (the loop body is unrolled by hand:
+        // ILGPU 1.5 does not unroll). Shorter tails take two chunks, then one.
         int c = Group.IdxX;
-        for (; c + stride < k8; c += 2 * stride)
+        for (; c + 3 * stride < k8; c += 4 * stride)
+        {
+            int c1 = c + stride;
+            int c2 = c1 + stride;
+            int c3 = c2 + stride;
+            U4 wa0 = rowA[c];
+            U4 wb0 = rowB[c];
+            U4 wa1 = rowA[c1];
+            U4 wb1 = rowB[c1];
+            U4 wa2 = rowA[c2];
+            U4 wb2 = rowB[c2];
+            U4 wa3 = rowA[c3];
+            U4 wb3 = rowB[c3];
+            acc = AccumulateChunk<TW>(acc, wa0, wb0, x, 2 * c, k4, batch);
+            acc = AccumulateChunk<TW>(acc, wa1, wb1, x, 2 * c1, k4, batch);
+            acc = AccumulateChunk<TW>(acc, wa2, wb2, x, 2 * c2, k4, batch);
+            acc = AccumulateChunk<TW>(acc, wa3, wb3, x, 2 * c3, k4, batch);
+        }
+        if (c + stride < k8)
         {
             int c1 = c + stride;
             U4 wa0 = rowA[c];
@@ -166,6 +223,7 @@ public static class MatVecKernels
             U4 wb1 = rowB[c1];
             acc = AccumulateChunk<TW>(acc, wa0, wb0, x, 2 * c, k4, batch);
             acc = AccumulateChunk<TW>(acc, wa1, wb1, x, 2 * c1, k4, batch);
+            c += 2 * stride;
         }
         if (c < k8)
             acc = AccumulateChunk<TW>(acc, rowA[c], rowB[c], x, 2 * c, k4, batch);
@@ -225,16 +283,18 @@ public static class MatVecKernels
     /// <param name="w">[rows, k8] U4</param>
     /// <param name="x">[batch, k8 * 2] F4</param>
     /// <param name="y">[batch, yStride] fp32</param>
-    public static void MatVec<TW>(ArrayView<U4> w, ArrayView<F4> x, ArrayView<float> y, MatVecShape s)
+    public static void MatVec<TW, TB>(ArrayView<U4> w, ArrayView<F4> x, ArrayView<float> y, MatVecShape s)
         where TW : struct, IWeightFormat
+        where TB : struct, IBatchWidth
     {
+        int batch = default(TB).Count;
         int rowA = Grid.IdxX * RowsPerGroup;
         // An odd last row reads itself twice rather than past the end of W; it is stored once.
         int rowB = XMath.Min(rowA + 1, s.Rows - 1);
-        Acc8 acc = DotRowPair<TW>(w.SubView(rowA * s.K8, s.K8), w.SubView(rowB * s.K8, s.K8), x, s.K8, s.Batch);
+        Acc8 acc = DotRowPair<TW>(w.SubView(rowA * s.K8, s.K8), w.SubView(rowB * s.K8, s.K8), x, s.K8, batch);
 
         // One thread per batch entry (looping, in case the group is narrower than the batch).
-        for (int b = Group.IdxX; b < s.Batch; b += Group.DimX)
+        for (int b = Group.IdxX; b < batch; b += Group.DimX)
         {
             int ya = b * s.YStride + rowA;
             float va = acc.A(b);
@@ -256,13 +316,15 @@ public static class MatVecKernels
     /// <param name="wUp">[inter, k8] U4</param>
     /// <param name="x">[batch, k8 * 2] F4</param>
     /// <param name="h">[batch, inter] fp32</param>
-    public static void MatVecSwiGlu<TW>(ArrayView<U4> wGate, ArrayView<U4> wUp, ArrayView<F4> x, ArrayView<float> h, MatVecShape s)
+    public static void MatVecSwiGlu<TW, TB>(ArrayView<U4> wGate, ArrayView<U4> wUp, ArrayView<F4> x, ArrayView<float> h, MatVecShape s)
         where TW : struct, IWeightFormat
+        where TB : struct, IBatchWidth
     {
+        int batch = default(TB).Count;
         int row = Grid.IdxX;
-        Acc8 acc = DotRowPair<TW>(wGate.SubView(row * s.K8, s.K8), wUp.SubView(row * s.K8, s.K8), x, s.K8, s.Batch);
+        Acc8 acc = DotRowPair<TW>(wGate.SubView(row * s.K8, s.K8), wUp.SubView(row * s.K8, s.K8), x, s.K8, batch);
         // One thread per batch entry (looping, in case the group is narrower than the batch).
-        for (int b = Group.IdxX; b < s.Batch; b += Group.DimX)
+        for (int b = Group.IdxX; b < batch; b += Group.DimX)
             h[b * s.YStride + row] = DeviceMath.Silu(acc.A(b)) * acc.B(b);
     }
 
@@ -271,9 +333,11 @@ public static class MatVecKernels
     /// Group g owns output rows (i, i + head_dim/2) of one head of q, k or v, which is exactly the
     /// pair RoPE mixes, so rotation happens in registers and k/v go straight into the cache.
     /// </summary>
-    public static void MatVecQkvRope<TW>(QkvRopeArgs a)
+    public static void MatVecQkvRope<TW, TB>(QkvRopeArgs a)
         where TW : struct, IWeightFormat
+        where TB : struct, IBatchWidth
     {
+        int batch = default(TB).Count;
         int half = a.HeadDim / 2;
         int pair = Grid.IdxX;
         int qPairs = a.QDim / 2;
@@ -288,9 +352,9 @@ public static class MatVecKernels
         int rowB = rowA + half;
         ArrayView<U4> w = kind == 0 ? a.Wq : kind == 1 ? a.Wk : a.Wv;
 
-        Acc8 acc = DotRowPair<TW>(w.SubView(rowA * a.K8, a.K8), w.SubView(rowB * a.K8, a.K8), a.X, a.K8, a.Batch);
+        Acc8 acc = DotRowPair<TW>(w.SubView(rowA * a.K8, a.K8), w.SubView(rowB * a.K8, a.K8), a.X, a.K8, batch);
 
-        for (int b = Group.IdxX; b < a.Batch; b += Group.DimX)
+        for (int b = Group.IdxX; b < batch; b += Group.DimX)
         {
             float va = acc.A(b);
             float vb = acc.B(b);
@@ -321,29 +385,29 @@ public static class MatVecKernels
         }
     }
 
-    /// <summary>Global memory bytes one launch of <see cref="MatVec{TW}"/> must move.</summary>
+    /// <summary>Global memory bytes one launch of <see cref="MatVec{TW, TB}"/> must move.</summary>
     public static long BytesMoved(int rows, int inDim, int batch, bool accumulate) =>
         2L * rows * inDim + 4L * batch * inDim + 4L * batch * rows * (accumulate ? 2 : 1);
 
     /// <summary>Floating-point operations of one launch (multiply and add counted separately).</summary>
     public static long Flops(int rows, int inDim, int batch) => 2L * rows * inDim * batch;
 
-    /// <summary>Bytes of one <see cref="MatVecSwiGlu{TW}"/> launch: both weight matrices, x, h.</summary>
+    /// <summary>Bytes of one <see cref="MatVecSwiGlu{TW, TB}"/> launch: both weight matrices, x, h.</summary>
     public static long SwiGluBytesMoved(int rows, int inDim, int batch) =>
         2L * 2L * rows * inDim + 4L * batch * inDim + 4L * batch * rows;
 
-    /// <summary>FLOPs of one <see cref="MatVecSwiGlu{TW}"/> launch: two matvecs (the silu and product are negligible).</summary>
+    /// <summary>FLOPs of one <see cref="MatVecSwiGlu{TW, TB}"/> launch: two matvecs (the silu and product are negligible).</summary>
     public static long SwiGluFlops(int rows, int inDim, int batch) => 2 * Flops(rows, inDim, batch);
 
     /// <summary>
-    /// Bytes of one <see cref="MatVecQkvRope{TW}"/> launch: q/k/v weights, x, the rotated q (fp32),
+    /// Bytes of one <see cref="MatVecQkvRope{TW, TB}"/> launch: q/k/v weights, x, the rotated q (fp32),
     /// k and v appended to the cache (fp16), and the (cos, sin) table row of each position.
     /// </summary>
     public static long QkvRopeBytesMoved(int hidden, int batch, int heads, int kvHeads, int headDim) =>
         2L * (heads + 2L * kvHeads) * headDim * hidden + 4L * batch * hidden + 4L * batch * heads * headDim
         + 2L * 2L * batch * kvHeads * headDim + 4L * batch * headDim;
 
-    /// <summary>FLOPs of one <see cref="MatVecQkvRope{TW}"/> launch: the three matvecs (RoPE is negligible).</summary>
+    /// <summary>FLOPs of one <see cref="MatVecQkvRope{TW, TB}"/> launch: the three matvecs (RoPE is negligible).</summary>
     public static long QkvRopeFlops(int hidden, int batch, int heads, int kvHeads, int headDim) =>
         Flops((heads + 2 * kvHeads) * headDim, hidden, batch);
 }

@@ -1,7 +1,8 @@
 namespace IlgpuLlama.Kernels;
 
 // RMSNorm: y[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * w, all in fp32 (weights widened).
-// Decomposition: one group per row (grid = rows, group = 128..256 threads). Threads stride over
+// Decomposition: one group per row (grid = rows, group = 1024 threads on a GPU, so a 2048-wide row
+// is two loads per thread: the kernel is latency-bound at decode, not bandwidth-bound). Threads stride over
 // the row accumulating the sum of squares, reduce with warp shuffles then across warps through
 // shared memory, and every thread then scales its own elements. x is read twice (the second read
 // hits L1/L2: one row is at most a few tens of KB).

@@ -74,7 +74,7 @@ public sealed class PtxasReportTests
         {
             foreach (var e in KernelCatalog.All)
             {
-                bool bad = e.Name == "matvec_fp16";
+                bool bad = e.Name == "matvec_fp16_b1";
                 File.WriteAllText(Path.Combine(dir, e.Name + ".ptx"), bad ? "ld.global.f32 %f1, [%rd1];" : "ld.global.nc.v4.u32 {%r1,%r2,%r3,%r4}, [%rd1];");
                 File.WriteAllText(Path.Combine(dir, e.Name + ".ptxas.txt"), bad ? SpillingLog : CleanLog);
                 File.WriteAllText(Path.Combine(dir, e.Name + ".sass"), bad
@@ -84,7 +84,7 @@ public sealed class PtxasReportTests
             var report = PtxasReport.Build(dir, "sm_60", "test");
             Assert.False(report.Passed);
             var failed = Assert.Single(report.Kernels, k => k.Problems.Count > 0);
-            Assert.Equal("matvec_fp16", failed.Kernel);
+            Assert.Equal("matvec_fp16_b1", failed.Kernel);
             Assert.Contains(failed.Problems, p => p.Contains("spill stores"));
             Assert.Contains(failed.Problems, p => p.Contains("ld.global.v4"));
             Assert.Contains(failed.Problems, p => p.Contains("LDG.E.128"));
@@ -93,8 +93,8 @@ public sealed class PtxasReportTests
 
             var r = CliHarness.Run("ptxas-report", "--dir", dir);
             Assert.Equal(1, r.ExitCode);
-            Assert.Contains("FAIL matvec_fp16", r.Err);
-            Assert.Contains("| matvec_bf16 |", r.Out);
+            Assert.Contains("FAIL matvec_fp16_b1", r.Err);
+            Assert.Contains("| matvec_bf16_b4 |", r.Out);
         }
         finally
         {
@@ -121,6 +121,6 @@ public sealed class PtxasReportTests
         var topk = KernelLaunchShapes.For(KernelCatalog.All.Single(e => e.Name == "topk"));
         Assert.Equal(2 * 4096 * 4, topk.DynamicSharedBytes);
         Assert.Null(KernelLaunchShapes.For(KernelCatalog.All.Single(e => e.Name == "swiglu")).GroupSize);
-        Assert.Equal(256, KernelLaunchShapes.For(KernelCatalog.All.Single(e => e.Name == "matvec_fp16")).GroupSize);
+        Assert.Equal(256, KernelLaunchShapes.For(KernelCatalog.All.Single(e => e.Name == "matvec_fp16_b1")).GroupSize);
     }
 }
