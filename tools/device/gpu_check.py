@@ -210,6 +210,78 @@ def reference():
     return {k: v for k, v in res.items() if k not in ("logits_tokens",)}
 
 
+def reference_variants():
+    """Two more references for the same tokens, to separate our error from the reference's own:
+    float64 (what fp32 itself deviates from), and fp32 with K and V rounded to fp16 after RoPE
+    exactly where ilgpu-llama's cache rounds them (isolates the fp16 KV cache's effect)."""
+    import numpy as np
+    import torch
+    model = globals()["MODEL"]
+    toks = torch.tensor([RESULTS["ref"]["logits_tokens"]], device="cuda")
+    out = {}
+    m64 = model.double()
+    with torch.no_grad():
+        np.save(Path(ARGS.work) / "ref64_logits.npy", m64(toks).logits[0].float().cpu().numpy())
+    out["fp64"] = "ok"
+    m32 = model.float()
+    try:
+        from transformers import AttentionInterface
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        def fp16kv(module, query, key, value, attention_mask, **kwargs):
+            return sdpa_attention_forward(module, query, key.half().float(), value.half().float(), attention_mask, **kwargs)
+
+        AttentionInterface.register("fp16kv", fp16kv)
+        previous = m32.config._attn_implementation
+        try:
+            m32.set_attn_implementation("fp16kv")
+        except Exception:
+            m32.config._attn_implementation = "fp16kv"
+        with torch.no_grad():
+            np.save(Path(ARGS.work) / "ref_fp16kv_logits.npy", m32(toks).logits[0].float().cpu().numpy())
+        try:
+            m32.set_attn_implementation(previous)
+        except Exception:
+            m32.config._attn_implementation = previous
+        out["fp16kv"] = "ok"
+    finally:
+        model.to(torch.bfloat16)
+        torch.cuda.empty_cache()
+    w = Path(ARGS.work)
+    pairs = [("hf_fp32_vs_fp64", "ref_logits.npy", "ref64_logits.npy"), ("ours_vs_fp64", "ours_prefill.npy", "ref64_logits.npy"),
+             ("ours_vs_hf_fp16kv", "ours_prefill.npy", "ref_fp16kv_logits.npy"), ("hf_fp16kv_vs_fp32", "ref_fp16kv_logits.npy", "ref_logits.npy")]
+    for name, a, b in pairs:
+        if (w / a).exists() and (w / b).exists():
+            r = cli(f"compare_{name}", ["compare-logits", "--ours", str(w / a), "--reference", str(w / b), "--json"], 120)
+            r.pop("disagreements", None)
+            out[name] = r
+    return out
+
+
+def ncu_profile():
+    """Nsight Compute on a few decode-step kernels (direct launches), if ncu is present."""
+    import shutil
+    ncu = shutil.which("ncu") or next((str(p) for p in Path("/opt/nvidia").glob("nsight-compute/*/ncu")), None) or next((str(p) for p in Path("/usr/local").glob("cuda*/bin/ncu")), None)
+    if not ncu:
+        return {"skipped": "ncu not found"}
+    p = RESULTS["ref"]["prompts"][0]
+    cmd = [ncu, "--clock-control", "none", "--launch-skip", "420", "--launch-count", "12", "--section", "SpeedOfLight",
+           "--section", "Occupancy", "--section", "LaunchStats", "--csv", ARGS.cli, "generate", "--model", RESULTS["model_dir"],
+           "--temperature", "0", "--ignore-eos", "--max-new-tokens", "8", "--device", "cuda", "--no-cuda-graph", "--json",
+           "--tokens", ",".join(map(str, p))]
+    t = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
+    (Path(ARGS.out) / "ncu.csv").write_text(r.stdout)
+    (Path(ARGS.out) / "ncu.stderr.txt").write_text(r.stderr)
+    log(f"  ncu exit {r.returncode} in {time.time() - t:.1f}s")
+    keep = {}
+    for line in r.stdout.splitlines():
+        cols = [c.strip('"') for c in line.split('","')]
+        if len(cols) > 14 and cols[-3] in ("Duration", "Memory Throughput", "DRAM Throughput", "Achieved Occupancy", "Registers Per Thread", "Block Size", "Grid Size", "Compute (SM) Throughput"):
+            keep.setdefault(f"{cols[0]}:{cols[4][:60]}", {})[cols[-3]] = f"{cols[-1]} {cols[-2]}"
+    return {"exit": r.returncode, "kernels": keep}
+
+
 def hf_timing():
     import torch
     model = globals()["MODEL"]
@@ -350,6 +422,12 @@ def write_markdown():
         for k in ("prefill", "decode", "prefill_vs_decode"):
             v = lg[k]
             lines.append(f"| {k} | {v['max_abs_error']:.4f} | {v['reference_spread']:.3f} | {v['max_error_over_spread'] * 100:.2f}% | {v['decisive_top1_agreement']}/{v['decisive_positions']} | {v['all_top1_agreement']}/{v['positions']} |")
+    rv = s.get("reference_variants")
+    if rv:
+        lines += ["", "## Where the difference comes from", "", "| comparison | max abs err | err/spread | top-1 decisive | top-1 all |", "|---|---|---|---|---|"]
+        for k, v in rv.items():
+            if isinstance(v, dict):
+                lines.append(f"| {k} | {v['max_abs_error']:.4f} | {v['max_error_over_spread'] * 100:.2f}% | {v['decisive_top1_agreement']}/{v['decisive_positions']} | {v['all_top1_agreement']}/{v['positions']} |")
     g = s.get("ours_generate")
     hf = s.get("hf_timing")
     if g:
@@ -399,8 +477,8 @@ def main():
     RESULTS["steps"]["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda,
                                     "gpu": torch.cuda.get_device_name(0)}
     plan = [("info", ours_info), ("copy_bandwidth", copy_bandwidth), ("model", build_model), ("reference", reference),
-            ("hf_timing", hf_timing), ("ours_logits", ours_logits), ("ours_generate", ours_generate),
-            ("ours_memory", ours_memory), ("ours_bench_e2e", ours_bench_e2e), ("ours_bench_kernels", ours_bench_kernels)]
+            ("hf_timing", hf_timing), ("ours_logits", ours_logits), ("reference_variants", reference_variants), ("ours_generate", ours_generate),
+            ("ours_memory", ours_memory), ("ours_bench_e2e", ours_bench_e2e), ("ours_bench_kernels", ours_bench_kernels), ("ncu", ncu_profile)]
     for name, fn in plan:
         if name in skip:
             continue
@@ -408,7 +486,7 @@ def main():
             continue
         if name.startswith("ours_") and name not in ("ours_info",) and "model_dir" not in RESULTS:
             continue
-        if name in ("ours_logits", "ours_generate") and "ref" not in RESULTS:
+        if name in ("ours_logits", "ours_generate", "reference_variants", "ncu") and "ref" not in RESULTS:
             continue
         step(name, fn)
     write_markdown()
