@@ -223,23 +223,46 @@ public static class AttentionKernels
             return;
         MemoryFence.DeviceLevel();
 
+        // Merge: per head, the split weights w_s = e^(m_s - M) / sum_s e^(m_s - M) l_s are computed
+        // once into shared memory (reusing the score slots), then every (head, dim) output is a
+        // weighted sum of the splits' accumulators, four splits' loads in flight.
+        for (int h = tid; h < groupHeads; h += tn)
+        {
+            int pb = ((row * a.Heads) + h0 + h) * a.Splits;
+            float mMax = float.NegativeInfinity;
+            for (int sp = 0; sp < active; sp++)
+                mMax = XMath.Max(mMax, a.PartialMl[(pb + sp) * 2]);
+            float den = 0f;
+            for (int sp = 0; sp < active; sp++)
+            {
+                float wgt = XMath.Exp(a.PartialMl[(pb + sp) * 2] - mMax);
+                smem[sOff + h * tn + sp] = wgt;
+                den += wgt * a.PartialMl[(pb + sp) * 2 + 1];
+            }
+            float inv = 1.0f / den;
+            for (int sp = 0; sp < active; sp++)
+                smem[sOff + h * tn + sp] *= inv;
+        }
+        Group.Barrier();
         for (int e = tid; e < groupHeads * hd; e += tn)
         {
             int h = e / hd;
             int d = e - h * hd;
             int pb = ((row * a.Heads) + h0 + h) * a.Splits;
-            float mMax = float.NegativeInfinity;
-            for (int sp = 0; sp < active; sp++)
-                mMax = XMath.Max(mMax, a.PartialMl[(pb + sp) * 2]);
+            int wo = sOff + h * tn;
             float num = 0f;
-            float den = 0f;
-            for (int sp = 0; sp < active; sp++)
+            int sp = 0;
+            for (; sp + 4 <= active; sp += 4)
             {
-                float wgt = XMath.Exp(a.PartialMl[(pb + sp) * 2] - mMax);
-                num += wgt * a.PartialAcc[(pb + sp) * hd + d];
-                den += wgt * a.PartialMl[(pb + sp) * 2 + 1];
+                float p0 = a.PartialAcc[(pb + sp) * hd + d];
+                float p1 = a.PartialAcc[(pb + sp + 1) * hd + d];
+                float p2 = a.PartialAcc[(pb + sp + 2) * hd + d];
+                float p3 = a.PartialAcc[(pb + sp + 3) * hd + d];
+                num += smem[wo + sp] * p0 + smem[wo + sp + 1] * p1 + smem[wo + sp + 2] * p2 + smem[wo + sp + 3] * p3;
             }
-            a.Out[row * qDim + (h0 + h) * hd + d] = num / den;
+            for (; sp < active; sp++)
+                num += smem[wo + sp] * a.PartialAcc[(pb + sp) * hd + d];
+            a.Out[row * qDim + (h0 + h) * hd + d] = num;
         }
         if (tid == 0)
             a.Counters[counter] = 0;

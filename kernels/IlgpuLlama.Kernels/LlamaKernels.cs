@@ -292,7 +292,18 @@ public sealed class LlamaKernels
     }
 
     /// <summary>Number of key splits the attention workspace must hold for <paramref name="maxSeq"/>.</summary>
-    public static int AttentionSplits(int maxSeq, int minChunk) => Math.Clamp((maxSeq + minChunk - 1) / minChunk, 1, 32);
+    public static int AttentionSplits(int maxSeq, int minChunk, int group) => Math.Clamp((maxSeq + minChunk - 1) / minChunk, 1, Math.Min(32, group));
+
+    /// <summary>Compiles the decode kernels for batch widths 1..<paramref name="maxBatch"/> now, so no compilation happens while generating.</summary>
+    public void Preload(int maxBatch)
+    {
+        for (int b = 0; b < Math.Min(maxBatch, MatVecKernels.MaxBatch); b++)
+        {
+            _ = matVec[b].Value;
+            _ = matVecSwiGlu[b].Value;
+            _ = matVecQkvRope[b].Value;
+        }
+    }
 
     /// <summary>
     /// GQA attention for <paramref name="rows"/> query rows over the cache (decode: rows = batch
@@ -305,6 +316,7 @@ public sealed class LlamaKernels
         Require(heads % kvHeads == 0, $"attention: heads {heads} must be a multiple of kv_heads {kvHeads}");
         Require(headDim % 8 == 0, $"attention: head_dim {headDim} must be a multiple of 8");
         Require(splits >= 1, "attention: splits must be >= 1");
+        Require(splits <= Tuning.AttentionGroup, $"attention: {splits} splits exceed the group size {Tuning.AttentionGroup} (the merge keeps one weight per split in the score slots)");
         RequireLength(q, (long)rows * heads * headDim, "attention q");
         RequireLength(output, (long)rows * heads * headDim, "attention output");
         RequireLength(slots, rows, "attention slots");

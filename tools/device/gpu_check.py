@@ -96,11 +96,12 @@ def expected_inv_freq():
     return np.where(is_mid, mid, out)
 
 
-def make_config(variant):
+def make_config(variant, **overrides):
     from transformers import LlamaConfig
+    base = dict(BASE, **overrides)
     if variant == "rope_scaling":
-        return LlamaConfig(rope_theta=500000.0, rope_scaling=dict(ROPE), **BASE)
-    return LlamaConfig(rope_parameters=dict(ROPE, rope_theta=500000.0), **BASE)
+        return LlamaConfig(rope_theta=500000.0, rope_scaling=dict(ROPE), **base)
+    return LlamaConfig(rope_parameters=dict(ROPE, rope_theta=500000.0), **base)
 
 
 def build_model():
@@ -255,6 +256,100 @@ def reference_variants():
             r = cli(f"compare_{name}", ["compare-logits", "--ours", str(w / a), "--reference", str(w / b), "--json"], 120)
             r.pop("disagreements", None)
             out[name] = r
+    return out
+
+
+def fp16kv_logits(model, toks):
+    """fp32 logits with K and V rounded to fp16 after RoPE, as ilgpu-llama's cache does."""
+    import torch
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    def fp16kv(module, query, key, value, attention_mask, **kwargs):
+        return sdpa_attention_forward(module, query, key.half().float(), value.half().float(), attention_mask, **kwargs)
+
+    AttentionInterface.register("fp16kv", fp16kv)
+    previous = model.config._attn_implementation
+    try:
+        model.set_attn_implementation("fp16kv")
+    except Exception:
+        model.config._attn_implementation = "fp16kv"
+    with torch.no_grad():
+        out = model(toks).logits[0].float().cpu().numpy()
+    try:
+        model.set_attn_implementation(previous)
+    except Exception:
+        model.config._attn_implementation = previous
+    return out
+
+
+def per_position(a, b):
+    import numpy as np
+    e = np.abs(a - b).max(axis=-1)
+    idx = [i for i in (0, 1, 2, 4, 8, 16, 32, 64, 96, 128, 159) if i < len(e)]
+    return {str(i): round(float(e[i]), 4) for i in idx}
+
+
+def diagnose():
+    """Bisects the difference to transformers: the golden tiny model on CUDA and on the CPU
+    accelerator; small random models that each change one dimension of the 1B config, on both
+    devices, against transformers fp32 with the same fp16 KV rounding; per-position error."""
+    import numpy as np
+    import torch
+    from transformers import LlamaForCausalLM
+    w = Path(ARGS.work)
+    out = {}
+    # golden tiny model on CUDA vs its float64 reference (the tests check the CPU accelerator)
+    golden = Path.cwd() / "tests" / "fixtures" / "tiny-llama3"
+    case = json.loads((golden / "golden.json").read_text())["cases"][2]
+    gt = ",".join(map(str, case["prompt"] + case["greedy_16"]))
+    for dev in ("cuda", "cpu"):
+        f = w / f"golden_{dev}.npy"
+        cli(f"golden_logits_{dev}", ["logits", "--model", str(golden), "--tokens", gt, "--out", str(f), "--device", dev], 180, parse_json=False)
+        r = cli(f"golden_compare_{dev}", ["compare-logits", "--ours", str(f), "--reference", str(golden / case["logits_file"]), "--json"], 60)
+        out[f"golden_{dev}"] = {"max_abs_error": r["max_abs_error"], "top1": f"{r['all_top1_agreement']}/{r['positions']}"}
+    # 1B: error per position, ours vs transformers with fp16 KV
+    if (w / "ours_prefill.npy").exists() and (w / "ref_fp16kv_logits.npy").exists():
+        out["1b_per_position"] = per_position(np.load(w / "ours_prefill.npy"), np.load(w / "ref_fp16kv_logits.npy"))
+    # 1B with bf16 weights on the device (no fp16 conversion at all)
+    f = w / "ours_bf16.npy"
+    cli("logits_bf16", ["logits", "--model", RESULTS["model_dir"], "--tokens", ",".join(map(str, RESULTS["ref"]["logits_tokens"])), "--out", str(f),
+                        "--device", "cuda", "--dtype", "bf16", "--max-seq-len", "512"], 120, parse_json=False)
+    if (w / "ref_fp16kv_logits.npy").exists():
+        out["1b_bf16_weights"] = per_position(np.load(f), np.load(w / "ref_fp16kv_logits.npy"))
+    variants = {
+        "1b_2_layers": dict(num_hidden_layers=2),
+        "small_hd64": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, head_dim=64, vocab_size=1024, bos_token_id=1, eos_token_id=[2]),
+        "small_hd16": dict(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2, head_dim=16, vocab_size=1024, bos_token_id=1, eos_token_id=[2]),
+        "small_hd64_16_layers": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=16, num_attention_heads=4, num_key_value_heads=1, head_dim=64, vocab_size=1024, bos_token_id=1, eos_token_id=[2]),
+    }
+    for name, ov in variants.items():
+        t = time.time()
+        torch.manual_seed(ARGS.seed)
+        with torch.device("cuda"):
+            m = LlamaForCausalLM(make_config(RESULTS["steps"]["model"]["config_variant"], **ov))
+        m = m.to(torch.bfloat16).eval()
+        vocab = ov.get("vocab_size", 128256)
+        toks = torch.randint(0, vocab, (1, 160), generator=torch.Generator().manual_seed(ARGS.seed + 5)).cuda()
+        with torch.no_grad():
+            std0 = float(m(toks).logits[0].float().std(dim=-1).mean())
+            m.model.embed_tokens.weight.mul_(ARGS.target_logit_std / std0)
+        d = w / f"variant_{name}"
+        m.save_pretrained(d, safe_serialization=True)
+        m = m.float()
+        ref = fp16kv_logits(m, toks)
+        with torch.no_grad():
+            ref32 = m(toks).logits[0].float().cpu().numpy()
+        del m
+        torch.cuda.empty_cache()
+        res = {"fp16kv_vs_fp32": per_position(ref, ref32)}
+        for dev in (("cuda", "cpu") if name.startswith("small") else ("cuda",)):
+            f = w / f"variant_{name}_{dev}.npy"
+            cli(f"variant_{name}_{dev}", ["logits", "--model", str(d), "--tokens", ",".join(map(str, toks[0].tolist())), "--out", str(f),
+                                         "--device", dev, "--max-seq-len", "512"], 240, parse_json=False)
+            res[dev] = per_position(np.load(f), ref)
+        out[name] = res
+        log(f"  variant {name}: {json.dumps(res)} ({time.time() - t:.1f}s)")
     return out
 
 
@@ -428,6 +523,9 @@ def write_markdown():
         for k, v in rv.items():
             if isinstance(v, dict):
                 lines.append(f"| {k} | {v['max_abs_error']:.4f} | {v['max_error_over_spread'] * 100:.2f}% | {v['decisive_top1_agreement']}/{v['decisive_positions']} | {v['all_top1_agreement']}/{v['positions']} |")
+    dg = s.get("diagnose")
+    if dg:
+        lines += ["", "## Diagnosis (max |error| per position)", ""] + [f"- {k}: {json.dumps(v)}" for k, v in dg.items()]
     g = s.get("ours_generate")
     hf = s.get("hf_timing")
     if g:
@@ -477,7 +575,7 @@ def main():
     RESULTS["steps"]["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda,
                                     "gpu": torch.cuda.get_device_name(0)}
     plan = [("info", ours_info), ("copy_bandwidth", copy_bandwidth), ("model", build_model), ("reference", reference),
-            ("hf_timing", hf_timing), ("ours_logits", ours_logits), ("reference_variants", reference_variants), ("ours_generate", ours_generate),
+            ("hf_timing", hf_timing), ("ours_logits", ours_logits), ("reference_variants", reference_variants), ("diagnose", diagnose), ("ours_generate", ours_generate),
             ("ours_memory", ours_memory), ("ours_bench_e2e", ours_bench_e2e), ("ours_bench_kernels", ours_bench_kernels), ("ncu", ncu_profile)]
     for name, fn in plan:
         if name in skip:
@@ -486,7 +584,7 @@ def main():
             continue
         if name.startswith("ours_") and name not in ("ours_info",) and "model_dir" not in RESULTS:
             continue
-        if name in ("ours_logits", "ours_generate", "reference_variants", "ncu") and "ref" not in RESULTS:
+        if name in ("ours_logits", "ours_generate", "reference_variants", "diagnose", "ncu") and "ref" not in RESULTS:
             continue
         step(name, fn)
     write_markdown()

@@ -352,7 +352,7 @@ public static class KernelCases
         new("attention", "attention", $"decode seq {seq}, {s.Heads}/{s.KvHeads} heads x {s.HeadDim}", batch,
             AttentionKernels.BytesMoved(batch, s.Heads, s.KvHeads, s.HeadDim, seq), AttentionKernels.Flops(batch, s.Heads, s.HeadDim, seq), ctx =>
             {
-                int splits = LlamaKernels.AttentionSplits(seq, ctx.Kernels.Tuning.AttentionMinChunk);
+                int splits = LlamaKernels.AttentionSplits(seq, ctx.Kernels.Tuning.AttentionMinChunk, ctx.Kernels.Tuning.AttentionGroup);
                 var setup = new AttentionSetup(batch, Enumerable.Range(0, batch).ToArray(), Enumerable.Repeat(seq - 1, batch).ToArray(), seq, batch, splits);
                 long kvBytes = 2L * 2L * batch * s.KvHeads * seq * s.HeadDim;
                 return PrepareAttention(ctx, s, setup, kvBytes, SeedOf(ctx, 7, seq, batch), "attention");

@@ -53,6 +53,7 @@ public sealed class LlamaModel : IDisposable
         try
         {
             Kernels = new LlamaKernels(accelerator, options.WeightType, tuning);
+            Kernels.Preload(options.MaxBatchSize);
             // CUDA graphs cannot capture the legacy default stream, so the engine owns a stream.
             ownsStream = device.IsCuda;
             stream = ownsStream ? accelerator.CreateStream() : accelerator.DefaultStream;

@@ -33,7 +33,7 @@ public sealed record WorkspaceShape(int MaxBatch, int MaxSeq, int PrefillTokens,
         int logitsParts = Math.Max(1, (config.VocabSize + tuning.LogitsSlice - 1) / tuning.LogitsSlice);
         int topKParts = Math.Max(1, (config.VocabSize + tuning.TopKSlice - 1) / tuning.TopKSlice);
         int topKCapacity = Math.Min(Math.Min(64, tuning.TopKSlice / topKParts), config.VocabSize);
-        return new WorkspaceShape(maxBatch, maxSeq, t, LlamaKernels.AttentionSplits(maxSeq, tuning.AttentionMinChunk), logitsParts, topKParts, topKCapacity);
+        return new WorkspaceShape(maxBatch, maxSeq, t, LlamaKernels.AttentionSplits(maxSeq, tuning.AttentionMinChunk, tuning.AttentionGroup), logitsParts, topKParts, topKCapacity);
     }
 }
 

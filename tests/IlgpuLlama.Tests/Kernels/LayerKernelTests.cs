@@ -33,6 +33,8 @@ public sealed class LayerKernelTests(KernelTestContext ctx)
     [InlineData(4, 3, 96, WeightStorage.Fp16)]
     [InlineData(4, 1, 344, WeightStorage.Bf16)]
     [InlineData(32, 5, 130, WeightStorage.Fp16)]
+    [InlineData(4, 3, 50, WeightStorage.Fp16)] // at most four values per thread: the single-read path
+    [InlineData(2, 2, 7, WeightStorage.Bf16)]
     public void RmsNorm_matches_reference(int warp, int rows, int n, WeightStorage storage)
     {
         var k = ctx.Kernels(warp, storage);
