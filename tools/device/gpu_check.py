@@ -148,11 +148,30 @@ def build_model():
 
     model_dir = Path(ARGS.work) / "llama-3.2-1b-random"
     model.save_pretrained(model_dir, safe_serialization=True)
+    # The fp32 reference is loaded from the saved directory, as a user would load it. Converting
+    # the bf16 model in place with .float() would not do: nn.Module.to(bfloat16) also rounds the
+    # rotary inv_freq buffer to bf16 (0.4% frequency error, a RoPE angle error growing with
+    # position), and converting back does not restore it.
+    from transformers import LlamaForCausalLM as _L
+    try:
+        ref = _L.from_pretrained(model_dir, dtype=torch.float32)
+    except TypeError:
+        ref = _L.from_pretrained(model_dir, torch_dtype=torch.float32)
+    ref = ref.cuda().eval()
+    ref.generation_config.eos_token_id = None
+    ref.generation_config.pad_token_id = 0
+    exp_inv = expected_inv_freq()
+    inv_ref = ref.model.rotary_emb.inv_freq.detach().double().cpu().numpy()
+    inv_bf16 = model.model.rotary_emb.inv_freq.detach().double().cpu().numpy()
+    inv_check = {"reference_fp32_max_rel_error": float(np.max(np.abs(inv_ref - exp_inv) / exp_inv)),
+                 "bf16_converted_model_max_rel_error": float(np.max(np.abs(inv_bf16 - exp_inv) / exp_inv))}
+    log(f"rotary inv_freq vs llama3 formula: {inv_check}")
+    globals()["REF32"] = ref
     cfg_json = json.loads((model_dir / "config.json").read_text())
     files = sorted(p.name for p in model_dir.iterdir())
     RESULTS["model_dir"] = str(model_dir)
     globals()["MODEL"] = model
-    return {"config_variant": used, "logit_std_before": std0, "logit_std": std1, "median_margin_before": margin0,
+    return {"config_variant": used, "inv_freq_check": inv_check, "logit_std_before": std0, "logit_std": std1, "median_margin_before": margin0,
             "median_margin": margin1, "files": files, "config_json": cfg_json,
             "params": sum(p.numel() for p in model.parameters())}
 
@@ -180,9 +199,8 @@ def hf_generate(model, ids, new_tokens):
 def reference():
     import numpy as np
     import torch
-    model = globals()["MODEL"]
     p = prompts()
-    ref = model.float()  # fp32 reference (weights are exactly the bf16 values)
+    ref = globals()["REF32"]  # fp32 reference loaded from the saved model (weights are exactly the bf16 values)
     res = {"prompts": p.tolist()}
     res["greedy_b1"] = hf_generate(ref, p[:1], ARGS.new_tokens)[0]
     res["greedy_b4"] = hf_generate(ref, p, ARGS.new_tokens)
@@ -205,7 +223,6 @@ def reference():
             res["margins_b1"] = [float(x) for x in (top2b[:, 1] - top2b[:, 0])[ARGS.prompt_len - 1: ARGS.prompt_len - 1 + ARGS.new_tokens]]
     res["margins_b4"] = margins
     res["b1_equals_b4_row0"] = res["greedy_b1"] == res["greedy_b4"][0]
-    model.to(torch.bfloat16)
     torch.cuda.empty_cache()
     RESULTS["ref"] = res
     return {k: v for k, v in res.items() if k not in ("logits_tokens",)}
@@ -217,37 +234,17 @@ def reference_variants():
     exactly where ilgpu-llama's cache rounds them (isolates the fp16 KV cache's effect)."""
     import numpy as np
     import torch
-    model = globals()["MODEL"]
+    ref = globals()["REF32"]
     toks = torch.tensor([RESULTS["ref"]["logits_tokens"]], device="cuda")
     out = {}
-    m64 = model.double()
+    m64 = ref.double()
     with torch.no_grad():
         np.save(Path(ARGS.work) / "ref64_logits.npy", m64(toks).logits[0].float().cpu().numpy())
     out["fp64"] = "ok"
-    m32 = model.float()
-    try:
-        from transformers import AttentionInterface
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        def fp16kv(module, query, key, value, attention_mask, **kwargs):
-            return sdpa_attention_forward(module, query, key.half().float(), value.half().float(), attention_mask, **kwargs)
-
-        AttentionInterface.register("fp16kv", fp16kv)
-        previous = m32.config._attn_implementation
-        try:
-            m32.set_attn_implementation("fp16kv")
-        except Exception:
-            m32.config._attn_implementation = "fp16kv"
-        with torch.no_grad():
-            np.save(Path(ARGS.work) / "ref_fp16kv_logits.npy", m32(toks).logits[0].float().cpu().numpy())
-        try:
-            m32.set_attn_implementation(previous)
-        except Exception:
-            m32.config._attn_implementation = previous
-        out["fp16kv"] = "ok"
-    finally:
-        model.to(torch.bfloat16)
-        torch.cuda.empty_cache()
+    m32 = ref.float()
+    np.save(Path(ARGS.work) / "ref_fp16kv_logits.npy", fp16kv_logits(m32, toks))
+    out["fp16kv"] = "ok"
+    torch.cuda.empty_cache()
     w = Path(ARGS.work)
     pairs = [("hf_fp32_vs_fp64", "ref_logits.npy", "ref64_logits.npy"), ("ours_vs_fp64", "ours_prefill.npy", "ref64_logits.npy"),
              ("ours_vs_hf_fp16kv", "ours_prefill.npy", "ref_fp16kv_logits.npy"), ("hf_fp16kv_vs_fp32", "ref_fp16kv_logits.npy", "ref_logits.npy")]
@@ -350,6 +347,54 @@ def diagnose():
             res[dev] = per_position(np.load(f), ref)
         out[name] = res
         log(f"  variant {name}: {json.dumps(res)} ({time.time() - t:.1f}s)")
+    return out
+
+
+def bisect():
+    """Variants between a small model that matches transformers and the 1B shape that does not,
+    changing one dimension at a time (CUDA only, 2 layers, fp16-KV transformers reference)."""
+    import numpy as np
+    import torch
+    from transformers import LlamaForCausalLM
+    w = Path(ARGS.work)
+    out = {}
+    small = dict(bos_token_id=1, eos_token_id=[2])
+    variants = {
+        "1b": dict(num_hidden_layers=2),
+        "1b_vocab1024": dict(num_hidden_layers=2, vocab_size=1024, **small),
+        "1b_inter512": dict(num_hidden_layers=2, intermediate_size=512),
+        "1b_heads4_kv1": dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1),
+        "1b_kv32": dict(num_hidden_layers=2, num_key_value_heads=32),
+        "1b_init0.007": dict(num_hidden_layers=2, initializer_range=0.007),
+        "h256_heads32_kv8": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, vocab_size=1024, **small),
+        "1b_no_rope_scaling": "no_rope_scaling",
+    }
+    for name, ov in variants.items():
+        t = time.time()
+        torch.manual_seed(ARGS.seed)
+        if ov == "no_rope_scaling":
+            from transformers import LlamaConfig
+            cfg = LlamaConfig(rope_theta=500000.0, **dict(BASE, num_hidden_layers=2))
+        else:
+            cfg = make_config("rope_scaling", **ov)
+        with torch.device("cuda"):
+            m = LlamaForCausalLM(cfg)
+        m = m.to(torch.bfloat16).eval()
+        vocab = cfg.vocab_size
+        toks = torch.randint(0, vocab, (1, 160), generator=torch.Generator().manual_seed(ARGS.seed + 5)).cuda()
+        with torch.no_grad():
+            std0 = float(m(toks).logits[0].float().std(dim=-1).mean())
+            m.model.embed_tokens.weight.mul_(ARGS.target_logit_std / std0)
+        d = w / f"bisect_{name}"
+        m.save_pretrained(d, safe_serialization=True)
+        m = m.float()
+        ref = fp16kv_logits(m, toks)
+        del m
+        torch.cuda.empty_cache()
+        f = w / f"bisect_{name}.npy"
+        cli(f"bisect_{name}", ["logits", "--model", str(d), "--tokens", ",".join(map(str, toks[0].tolist())), "--out", str(f), "--device", "cuda", "--max-seq-len", "512"], 120, parse_json=False)
+        out[name] = per_position(np.load(f), ref)
+        log(f"  {name}: {json.dumps(out[name])} ({time.time() - t:.1f}s)")
     return out
 
 
@@ -523,6 +568,9 @@ def write_markdown():
         for k, v in rv.items():
             if isinstance(v, dict):
                 lines.append(f"| {k} | {v['max_abs_error']:.4f} | {v['max_error_over_spread'] * 100:.2f}% | {v['decisive_top1_agreement']}/{v['decisive_positions']} | {v['all_top1_agreement']}/{v['positions']} |")
+    bs = s.get("bisect")
+    if bs:
+        lines += ["", "## Bisection (max |error| per position vs transformers with fp16 KV)", ""] + [f"- {k}: {json.dumps(v)}" for k, v in bs.items()]
     dg = s.get("diagnose")
     if dg:
         lines += ["", "## Diagnosis (max |error| per position)", ""] + [f"- {k}: {json.dumps(v)}" for k, v in dg.items()]
@@ -576,9 +624,13 @@ def main():
                                     "gpu": torch.cuda.get_device_name(0)}
     plan = [("info", ours_info), ("copy_bandwidth", copy_bandwidth), ("model", build_model), ("reference", reference),
             ("hf_timing", hf_timing), ("ours_logits", ours_logits), ("reference_variants", reference_variants), ("diagnose", diagnose), ("ours_generate", ours_generate),
-            ("ours_memory", ours_memory), ("ours_bench_e2e", ours_bench_e2e), ("ours_bench_kernels", ours_bench_kernels), ("ncu", ncu_profile)]
+            ("ours_memory", ours_memory), ("ours_bench_e2e", ours_bench_e2e), ("ours_bench_kernels", ours_bench_kernels), ("ncu", ncu_profile),
+            ("bisect", bisect)]
     for name, fn in plan:
         if name in skip:
+            continue
+        if name == "bisect":
+            step(name, fn)
             continue
         if name in ("reference", "hf_timing") and "model" not in RESULTS["steps"]:
             continue
