@@ -35,6 +35,7 @@ public static class Program
         var bench = BenchCommand.Create();
         bench.Subcommands.Add(BenchKernelsCommand.Create());
         bench.Subcommands.Add(BenchE2eCommand.Create());
+        bench.Subcommands.Add(BenchRooflineCommand.Create());
         root.Subcommands.Add(bench);
         return root;
     }

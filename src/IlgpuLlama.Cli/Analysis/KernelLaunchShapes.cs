@@ -33,7 +33,7 @@ public static class KernelLaunchShapes
         return entry.Family switch
         {
             "matvec" => new LaunchShape(t.MatVecMaxGroup, 0,
-                $"launched with 64..{t.MatVecMaxGroup} threads (k8/2 rounded up to warps: 128 at hidden 2048, 256 for the 8192-wide down projection); table uses {t.MatVecMaxGroup}"),
+                $"launched with 32..{t.MatVecMaxGroup} threads (in/32 rounded up to warps: 64 at hidden 2048, 256 for the 8192-wide down projection); table uses {t.MatVecMaxGroup}"),
             "gemm" => new LaunchShape(t.GemmTDim * t.GemmTDim, 0, $"{t.GemmTDim}x{t.GemmTDim} threads per 64x64 tile"),
             "rmsnorm" => new LaunchShape(t.RmsNormGroup, 0, "one group per row"),
             "attention" => AttentionShape(t),

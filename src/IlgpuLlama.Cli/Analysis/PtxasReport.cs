@@ -142,7 +142,7 @@ public static partial class PtxasReport
         sb.AppendLine($"Occupancy: {report.Arch} limits ({spec.RegistersPerSm / 1024}K registers, {spec.MaxThreadsPerSm} threads, {spec.MaxBlocksPerSm} blocks, " +
             $"{spec.SharedPerSm / 1024} KB shared per SM; {spec.SharedPerBlock / 1024} KB per block; registers allocated per warp in units of {spec.RegisterGranularity}) " +
             "at the group size the engine launches on a GPU, with Llama 3.2 1B shapes for dynamic shared memory. " +
-            "Matvec is launched with 128..256 threads (128 at hidden 2048, 256 for the down projection): the table uses 256. " +
+            "Matvec is launched with in/32 threads (64 at hidden 2048, 256 for the down projection): the table uses 256. " +
             "`auto` = implicitly grouped kernel; the size shown is what CUDA's occupancy API (used by ILGPU's auto-grouped launch) picks: the largest block reaching the highest occupancy.");
         sb.AppendLine();
         sb.AppendLine("| kernel | registers | static smem (B) | dynamic smem (B) | stack / spill st / spill ld (B) | 128-bit loads PTX / SASS | local LDL/STL | group | blocks/SM | occupancy | limited by | check |");
