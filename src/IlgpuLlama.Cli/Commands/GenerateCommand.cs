@@ -161,9 +161,10 @@ public static class GenerateCommand
         if (r.DecodeTokens > 0)
         {
             // Each decode step reads every weight once plus the live part of the KV cache; weights dominate.
-            double gbPerS = llama.Plan.WeightBytes / (r.DecodeMsPerStep / 1000) / 1e9;
+            double bytesPerS = llama.Plan.WeightBytes / (r.DecodeMsPerStep / 1000);
+            string rate = bytesPerS >= 1e9 ? $"{bytesPerS / 1e9:F1} GB/s" : $"{bytesPerS / 1e6:F1} MB/s";
             io.Err.WriteLine($"decode:  {r.DecodeTokens} tokens in {r.DecodeSeconds * 1000:F1} ms = {r.DecodeTokensPerSecond:F1} tok/s, " +
-                $"{r.DecodeMsPerStep:F2} ms/step, >= {gbPerS:F1} GB/s of weights{(r.CudaGraph ? " (CUDA graph)" : "")}");
+                $"{r.DecodeMsPerStep:F2} ms/step, >= {rate} of weights{(r.CudaGraph ? " (CUDA graph)" : "")}");
         }
         if (r.Seed is { } seed)
             io.Err.WriteLine($"seed: {seed}");
