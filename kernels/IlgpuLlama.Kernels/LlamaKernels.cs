@@ -36,24 +36,9 @@ public sealed class LlamaKernels
         Stream = accelerator.DefaultStream;
 
         var a = accelerator;
-        if (storage == WeightStorage.Fp16)
-        {
-            embedding = a.LoadAutoGroupedKernel<Index1D, ArrayView<ushort>, ArrayView<int>, ArrayView<float>, int>(EmbeddingKernels.Embedding<Fp16Format>);
-            rmsNorm = a.LoadKernel<ArrayView<float>, ArrayView<ushort>, ArrayView<float>, int, float>(RmsNormKernels.RmsNorm<Fp16Format>);
-            gemm = a.LoadKernel<ArrayView<F4>, ArrayView<U4>, ArrayView<float>, GemmShape>(GemmKernels.Gemm<Fp16Format>);
-            matVec = [Lazy(() => MatVecFor<Fp16Format, Batch1>(a)), Lazy(() => MatVecFor<Fp16Format, Batch2>(a)), Lazy(() => MatVecFor<Fp16Format, Batch3>(a)), Lazy(() => MatVecFor<Fp16Format, Batch4>(a))];
-            matVecSwiGlu = [Lazy(() => SwiGluFor<Fp16Format, Batch1>(a)), Lazy(() => SwiGluFor<Fp16Format, Batch2>(a)), Lazy(() => SwiGluFor<Fp16Format, Batch3>(a)), Lazy(() => SwiGluFor<Fp16Format, Batch4>(a))];
-            matVecQkvRope = [Lazy(() => QkvFor<Fp16Format, Batch1>(a)), Lazy(() => QkvFor<Fp16Format, Batch2>(a)), Lazy(() => QkvFor<Fp16Format, Batch3>(a)), Lazy(() => QkvFor<Fp16Format, Batch4>(a))];
-        }
-        else
-        {
-            embedding = a.LoadAutoGroupedKernel<Index1D, ArrayView<ushort>, ArrayView<int>, ArrayView<float>, int>(EmbeddingKernels.Embedding<Bf16Format>);
-            rmsNorm = a.LoadKernel<ArrayView<float>, ArrayView<ushort>, ArrayView<float>, int, float>(RmsNormKernels.RmsNorm<Bf16Format>);
-            gemm = a.LoadKernel<ArrayView<F4>, ArrayView<U4>, ArrayView<float>, GemmShape>(GemmKernels.Gemm<Bf16Format>);
-            matVec = [Lazy(() => MatVecFor<Bf16Format, Batch1>(a)), Lazy(() => MatVecFor<Bf16Format, Batch2>(a)), Lazy(() => MatVecFor<Bf16Format, Batch3>(a)), Lazy(() => MatVecFor<Bf16Format, Batch4>(a))];
-            matVecSwiGlu = [Lazy(() => SwiGluFor<Bf16Format, Batch1>(a)), Lazy(() => SwiGluFor<Bf16Format, Batch2>(a)), Lazy(() => SwiGluFor<Bf16Format, Batch3>(a)), Lazy(() => SwiGluFor<Bf16Format, Batch4>(a))];
-            matVecQkvRope = [Lazy(() => QkvFor<Bf16Format, Batch1>(a)), Lazy(() => QkvFor<Bf16Format, Batch2>(a)), Lazy(() => QkvFor<Bf16Format, Batch3>(a)), Lazy(() => QkvFor<Bf16Format, Batch4>(a))];
-        }
+        (embedding, rmsNorm, gemm, matVec, matVecSwiGlu, matVecQkvRope) = storage == WeightStorage.Fp16
+            ? LoadWeightKernels<Fp16Format>(a)
+            : LoadWeightKernels<Bf16Format>(a);
         rope = a.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int, int>(RopeKernels.Rope);
         kvAppend = a.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, ArrayView<int>, ArrayView<int>, int, int, int>(KvCacheKernels.KvAppend);
         swiGlu = a.LoadAutoGroupedKernel<Index1D, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.SwiGlu);
@@ -67,6 +52,21 @@ public sealed class LlamaKernels
     }
 
     static Lazy<T> Lazy<T>(Func<T> load) => new(load, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    // The kernels that read 16-bit weights, specialised for one storage type.
+    static (Action<AcceleratorStream, Index1D, ArrayView<ushort>, ArrayView<int>, ArrayView<float>, int>,
+        Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, int, float>,
+        Action<AcceleratorStream, KernelConfig, ArrayView<F4>, ArrayView<U4>, ArrayView<float>, GemmShape>,
+        Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatVecShape>>[],
+        Lazy<Action<AcceleratorStream, KernelConfig, ArrayView<U4>, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatVecShape>>[],
+        Lazy<Action<AcceleratorStream, KernelConfig, QkvRopeArgs>>[]) LoadWeightKernels<TW>(Accelerator a)
+        where TW : struct, IWeightFormat =>
+        (a.LoadAutoGroupedKernel<Index1D, ArrayView<ushort>, ArrayView<int>, ArrayView<float>, int>(EmbeddingKernels.Embedding<TW>),
+         a.LoadKernel<ArrayView<float>, ArrayView<ushort>, ArrayView<float>, int, float>(RmsNormKernels.RmsNorm<TW>),
+         a.LoadKernel<ArrayView<F4>, ArrayView<U4>, ArrayView<float>, GemmShape>(GemmKernels.Gemm<TW>),
+         [Lazy(() => MatVecFor<TW, Batch1>(a)), Lazy(() => MatVecFor<TW, Batch2>(a)), Lazy(() => MatVecFor<TW, Batch3>(a)), Lazy(() => MatVecFor<TW, Batch4>(a))],
+         [Lazy(() => SwiGluFor<TW, Batch1>(a)), Lazy(() => SwiGluFor<TW, Batch2>(a)), Lazy(() => SwiGluFor<TW, Batch3>(a)), Lazy(() => SwiGluFor<TW, Batch4>(a))],
+         [Lazy(() => QkvFor<TW, Batch1>(a)), Lazy(() => QkvFor<TW, Batch2>(a)), Lazy(() => QkvFor<TW, Batch3>(a)), Lazy(() => QkvFor<TW, Batch4>(a))]);
 
     static Action<AcceleratorStream, KernelConfig, ArrayView<U4>, ArrayView<F4>, ArrayView<float>, MatVecShape> MatVecFor<TW, TB>(Accelerator a)
         where TW : struct, IWeightFormat
@@ -102,6 +102,22 @@ public sealed class LlamaKernels
     /// per-step state from device memory.
     /// </summary>
     public List<Action>? Recording { get; set; }
+
+    /// <summary>Runs <paramref name="enqueue"/> with launches recorded instead of enqueued, and returns them.</summary>
+    public List<Action> RecordLaunches(Action enqueue)
+    {
+        var launches = new List<Action>();
+        Recording = launches;
+        try
+        {
+            enqueue();
+        }
+        finally
+        {
+            Recording = null;
+        }
+        return launches;
+    }
 
     void Launch(Action launch)
     {

@@ -280,6 +280,33 @@ def fp16kv_logits(model, toks):
     return out
 
 
+def random_variant(name, cfg):
+    """A 160-token random sequence and a random model for cfg (embedding scaled to the target logit
+    std), saved to work/name; returns (directory, tokens, fp32-with-fp16-KV logits, fp32 logits)."""
+    import torch
+    from transformers import LlamaForCausalLM
+    torch.manual_seed(ARGS.seed)
+    with torch.device("cuda"):
+        m = LlamaForCausalLM(cfg)
+    m = m.to(torch.bfloat16).eval()
+    toks = torch.randint(0, cfg.vocab_size, (1, 160), generator=torch.Generator().manual_seed(ARGS.seed + 5)).cuda()
+    with torch.no_grad():
+        std0 = float(m(toks).logits[0].float().std(dim=-1).mean())
+        m.model.embed_tokens.weight.mul_(ARGS.target_logit_std / std0)
+    d = Path(ARGS.work) / name
+    m.save_pretrained(d, safe_serialization=True)
+    del m
+    torch.cuda.empty_cache()
+    # fresh fp32 load: an in-place .float() would keep the bf16-rounded rotary inv_freq
+    ref = LlamaForCausalLM.from_pretrained(d, dtype=torch.float32).cuda().eval()
+    kv16 = fp16kv_logits(ref, toks)
+    with torch.no_grad():
+        f32 = ref(toks).logits[0].float().cpu().numpy()
+    del ref
+    torch.cuda.empty_cache()
+    return d, toks[0].tolist(), kv16, f32
+
+
 def per_position(a, b):
     import numpy as np
     e = np.abs(a - b).max(axis=-1)
@@ -322,27 +349,11 @@ def diagnose():
     }
     for name, ov in variants.items():
         t = time.time()
-        torch.manual_seed(ARGS.seed)
-        with torch.device("cuda"):
-            m = LlamaForCausalLM(make_config(RESULTS["steps"]["model"]["config_variant"], **ov))
-        m = m.to(torch.bfloat16).eval()
-        vocab = ov.get("vocab_size", 128256)
-        toks = torch.randint(0, vocab, (1, 160), generator=torch.Generator().manual_seed(ARGS.seed + 5)).cuda()
-        with torch.no_grad():
-            std0 = float(m(toks).logits[0].float().std(dim=-1).mean())
-            m.model.embed_tokens.weight.mul_(ARGS.target_logit_std / std0)
-        d = w / f"variant_{name}"
-        m.save_pretrained(d, safe_serialization=True)
-        m = m.float()
-        ref = fp16kv_logits(m, toks)
-        with torch.no_grad():
-            ref32 = m(toks).logits[0].float().cpu().numpy()
-        del m
-        torch.cuda.empty_cache()
+        d, toks, ref, ref32 = random_variant(f"variant_{name}", make_config(RESULTS["steps"]["model"]["config_variant"], **ov))
         res = {"fp16kv_vs_fp32": per_position(ref, ref32)}
         for dev in (("cuda", "cpu") if name.startswith("small") else ("cuda",)):
             f = w / f"variant_{name}_{dev}.npy"
-            cli(f"variant_{name}_{dev}", ["logits", "--model", str(d), "--tokens", ",".join(map(str, toks[0].tolist())), "--out", str(f),
+            cli(f"variant_{name}_{dev}", ["logits", "--model", str(d), "--tokens", ",".join(map(str, toks)), "--out", str(f),
                                          "--device", dev, "--max-seq-len", "512"], 240, parse_json=False)
             res[dev] = per_position(np.load(f), ref)
         out[name] = res
@@ -371,28 +382,14 @@ def bisect():
     }
     for name, ov in variants.items():
         t = time.time()
-        torch.manual_seed(ARGS.seed)
         if ov == "no_rope_scaling":
             from transformers import LlamaConfig
             cfg = LlamaConfig(rope_theta=500000.0, **dict(BASE, num_hidden_layers=2))
         else:
             cfg = make_config("rope_scaling", **ov)
-        with torch.device("cuda"):
-            m = LlamaForCausalLM(cfg)
-        m = m.to(torch.bfloat16).eval()
-        vocab = cfg.vocab_size
-        toks = torch.randint(0, vocab, (1, 160), generator=torch.Generator().manual_seed(ARGS.seed + 5)).cuda()
-        with torch.no_grad():
-            std0 = float(m(toks).logits[0].float().std(dim=-1).mean())
-            m.model.embed_tokens.weight.mul_(ARGS.target_logit_std / std0)
-        d = w / f"bisect_{name}"
-        m.save_pretrained(d, safe_serialization=True)
-        m = m.float()
-        ref = fp16kv_logits(m, toks)
-        del m
-        torch.cuda.empty_cache()
+        d, toks, ref, _ = random_variant(f"bisect_{name}", cfg)
         f = w / f"bisect_{name}.npy"
-        cli(f"bisect_{name}", ["logits", "--model", str(d), "--tokens", ",".join(map(str, toks[0].tolist())), "--out", str(f), "--device", "cuda", "--max-seq-len", "512"], 120, parse_json=False)
+        cli(f"bisect_{name}", ["logits", "--model", str(d), "--tokens", ",".join(map(str, toks)), "--out", str(f), "--device", "cuda", "--max-seq-len", "512"], 120, parse_json=False)
         out[name] = per_position(np.load(f), ref)
         log(f"  {name}: {json.dumps(out[name])} ({time.time() - t:.1f}s)")
     return out

@@ -33,17 +33,7 @@ public static class LaunchGraphs
     {
         if (kernels.Stream is CudaStream cuda)
             return CudaLaunchGraph.Capture(kernels, cuda, enqueue);
-        var launches = new List<Action>();
-        kernels.Recording = launches;
-        try
-        {
-            enqueue();
-        }
-        finally
-        {
-            kernels.Recording = null;
-        }
-        return new RecordedLaunchGraph(launches);
+        return new RecordedLaunchGraph(kernels.RecordLaunches(enqueue));
     }
 
     sealed class RecordedLaunchGraph(List<Action> launches) : ILaunchGraph
@@ -87,16 +77,7 @@ public sealed class CudaLaunchGraph : ILaunchGraph
         kernels.Accelerator.Bind();
         // Record the launches first (cheap), then replay them inside the capture: a failure in
         // the engine's own code cannot leave the stream stuck in capture mode.
-        var launches = new List<Action>();
-        kernels.Recording = launches;
-        try
-        {
-            enqueue();
-        }
-        finally
-        {
-            kernels.Recording = null;
-        }
+        var launches = kernels.RecordLaunches(enqueue);
         Check(CuDriver.cuStreamBeginCapture_v2(stream.StreamPtr, CuDriver.CaptureModeRelaxed), "cuStreamBeginCapture");
         IntPtr graph = IntPtr.Zero;
         try

@@ -359,20 +359,7 @@ public sealed class LlamaModel : IDisposable
     }
 
     /// <summary>Number of kernel launches in one decode step (for reports).</summary>
-    public int DecodeLaunchCount(int batch, SelectMode mode)
-    {
-        var recorded = new List<Action>();
-        Kernels.Recording = recorded;
-        try
-        {
-            EnqueueDecodeStep(batch, mode);
-        }
-        finally
-        {
-            Kernels.Recording = null;
-        }
-        return recorded.Count;
-    }
+    public int DecodeLaunchCount(int batch, SelectMode mode) => Kernels.RecordLaunches(() => EnqueueDecodeStep(batch, mode)).Count;
 
     /// <summary>The decode forward pass: a readable list of launches, every per-step value read from device memory.</summary>
     void EnqueueDecodeStep(int b, SelectMode mode)
