@@ -97,25 +97,6 @@ public static class DeviceMath
         return (ushort)(sign | (abs >> 13));
     }
 
-    /// <summary>Widens binary16 bits to fp32.</summary>
-    public static float HalfBitsToFloat(ushort bits) => Interop.IntAsFloat(bits);
-
-    /// <summary>Dot product of eight 16-bit weights with eight fp32 values held in two F4s.</summary>
-    public static float Dot8<TW>(U4 w, F4 a, F4 b)
-        where TW : struct, IWeightFormat
-    {
-        TW f = default;
-        float s = f.Low(w.X) * a.X;
-        s += f.High(w.X) * a.Y;
-        s += f.Low(w.Y) * a.Z;
-        s += f.High(w.Y) * a.W;
-        s += f.Low(w.Z) * b.X;
-        s += f.High(w.Z) * b.Y;
-        s += f.Low(w.W) * b.Z;
-        s += f.High(w.W) * b.W;
-        return s;
-    }
-
     /// <summary>SiLU in fp32: x * sigmoid(x).</summary>
     public static float Silu(float x) => x / (1.0f + XMath.Exp(-x));
 }

@@ -241,7 +241,7 @@ public sealed class LlamaKernels
         RequireLength(w, (long)rows * inDim, "matvec weight");
         RequireLength(x, (long)batch * inDim, "matvec x");
         RequireLength(y, (long)(batch - 1) * yStride + rows, "matvec y");
-        var shape = new MatVecShape { Rows = rows, K8 = inDim / 8, Batch = batch, YStride = yStride, Accumulate = accumulate ? 1 : 0 };
+        var shape = new MatVecShape { Rows = rows, K8 = inDim / 8, YStride = yStride, Accumulate = accumulate ? 1 : 0 };
         int groups = (rows + MatVecKernels.RowsPerGroup - 1) / MatVecKernels.RowsPerGroup;
         var stream = Stream;
         var kernel = matVec[batch - 1].Value;
@@ -257,7 +257,7 @@ public sealed class LlamaKernels
         RequireLength(wUp, (long)rows * inDim, "swiglu up weight");
         RequireLength(x, (long)batch * inDim, "swiglu x");
         RequireLength(h, (long)batch * rows, "swiglu output");
-        var shape = new MatVecShape { Rows = rows, K8 = inDim / 8, Batch = batch, YStride = rows };
+        var shape = new MatVecShape { Rows = rows, K8 = inDim / 8, YStride = rows };
         var stream = Stream;
         var kernel = matVecSwiGlu[batch - 1].Value;
         Launch(() => kernel(stream, new KernelConfig(rows, MatVecGroup(shape.K8)), U4View(wGate), U4View(wUp), F4View(x), h, shape));
@@ -285,7 +285,7 @@ public sealed class LlamaKernels
         {
             Wq = U4View(wq), Wk = U4View(wk), Wv = U4View(wv), X = F4View(x), Q = q,
             KCache = kCache, VCache = vCache, Rope = ropeTable, Slots = slots, Positions = positions,
-            K8 = hidden / 8, Batch = batch, QDim = qDim, KvDim = kvDim, HeadDim = headDim, KvHeads = kvHeads, MaxSeq = maxSeq,
+            K8 = hidden / 8, QDim = qDim, KvDim = kvDim, HeadDim = headDim, KvHeads = kvHeads, MaxSeq = maxSeq,
         };
         var stream = Stream;
         var kernel = matVecQkvRope[batch - 1].Value;

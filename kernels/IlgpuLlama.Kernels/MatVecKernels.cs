@@ -28,8 +28,6 @@ public struct MatVecShape
     public int Rows;
     /// <summary>Input length / 8: the number of 128-bit chunks per weight row.</summary>
     public int K8;
-    /// <summary>Activation vectors, 1..4 (informational: the kernel's batch width type decides).</summary>
-    public int Batch;
     /// <summary>Distance between consecutive batch rows of y (usually Rows).</summary>
     public int YStride;
     /// <summary>1: y += W x (fused residual add); 0: y = W x.</summary>
@@ -49,7 +47,7 @@ public struct QkvRopeArgs
     public ArrayView<float> Rope;     // [max_seq, head_dim/2, 2] (cos, sin)
     public ArrayView<int> Slots;      // [batch] cache slot of each sequence
     public ArrayView<int> Positions;  // [batch] position of this step's token
-    public int K8, Batch, QDim, KvDim, HeadDim, KvHeads, MaxSeq;
+    public int K8, QDim, KvDim, HeadDim, KvHeads, MaxSeq;
 }
 
 /// <summary>

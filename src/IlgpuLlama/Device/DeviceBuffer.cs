@@ -47,9 +47,6 @@ public sealed class DeviceBuffer<T> : IDisposable
     /// <summary>True for an alias (shares another buffer's storage).</summary>
     public bool IsAlias => Info.AliasOf is not null;
 
-    /// <summary>Copies host data into the buffer (synchronously).</summary>
-    public void CopyFrom(ReadOnlySpan<T> data, long offset = 0) => View.SubView(offset, data.Length).CopyFromCPU(data.ToArray());
-
     /// <summary>Copies the buffer to a new host array (synchronously).</summary>
     public T[] ToArray()
     {

@@ -9,11 +9,8 @@ public enum FinishReason
     /// <summary>It produced a stop token.</summary>
     Stop,
 
-    /// <summary>It reached --max-new-tokens.</summary>
+    /// <summary>It reached --max-new-tokens (prompt + new tokens are checked against --max-seq-len up front).</summary>
     Length,
-
-    /// <summary>It filled its KV-cache slot (--max-seq-len).</summary>
-    ContextFull,
 }
 
 /// <summary>Options of one generation call.</summary>

@@ -358,9 +358,6 @@ public sealed class LlamaModel : IDisposable
         graph.Launch();
     }
 
-    /// <summary>Number of kernel launches in one decode step (for reports).</summary>
-    public int DecodeLaunchCount(int batch, SelectMode mode) => Kernels.RecordLaunches(() => EnqueueDecodeStep(batch, mode)).Count;
-
     /// <summary>The decode forward pass: a readable list of launches, every per-step value read from device memory.</summary>
     void EnqueueDecodeStep(int b, SelectMode mode)
     {
