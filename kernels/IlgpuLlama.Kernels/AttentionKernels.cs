@@ -1,3 +1,6 @@
+using IlgpuLlama.Kernels.Bench;
+using IlgpuLlama.Kernels.Reference;
+
 namespace IlgpuLlama.Kernels;
 
 // Grouped-query attention over the fp16 KV cache, fp32 math, numerically safe (running max).
@@ -26,11 +29,11 @@ namespace IlgpuLlama.Kernels;
 // Launch: grid = rows * kv_heads * splits, group = 128 threads on a GPU (any whole number of
 // warps works), dynamic shared memory = SharedFloats(...) floats.
 
-/// <summary>Arguments of <see cref="AttentionKernels.Attention"/>.</summary>
+/// <summary>Arguments of <see cref="AttentionKernels.Attention(AttentionArgs)"/>.</summary>
 public struct AttentionArgs
 {
     public ArrayView<float> Q;          // [rows, heads * head_dim] fp32, rotated
-    public ArrayView<U4> KCache;        // [slots, kv_heads, max_seq, head_dim] fp16 as U4
+    public ArrayView<U4> KCache;        // this layer's K cache (KvCacheLayout), fp16 as U4
     public ArrayView<uint> VCache;      // same layout as half pairs
     public ArrayView<int> Slots;        // [rows] cache slot of each row
     public ArrayView<int> Positions;    // [rows] the row attends to keys 0..pos
@@ -38,9 +41,22 @@ public struct AttentionArgs
     public ArrayView<float> PartialAcc; // [rows, heads, splits, head_dim]
     public ArrayView<float> PartialMl;  // [rows, heads, splits, 2] (m, l)
     public ArrayView<int> Counters;     // [rows, kv_heads], zero between launches
-    public int Heads, KvHeads, HeadDim, MaxSeq, Splits, MinChunk;
-    public float Scale;
+    public AttentionShape Shape;
+    public int Splits, MinChunk;
 }
+
+/// <summary>The device buffers of one attention launch (what changes per call site, not per step).</summary>
+/// <param name="Q">[rows, heads * head_dim] fp32, rotated</param>
+/// <param name="KCache">this layer's K cache (<see cref="KvCacheLayout"/>), fp16 bits</param>
+/// <param name="VCache">this layer's V cache, same layout</param>
+/// <param name="Slots">[rows] cache slot of each row</param>
+/// <param name="Positions">[rows] the row attends to keys 0..pos</param>
+/// <param name="Output">[rows, heads * head_dim] fp32</param>
+/// <param name="PartialAcc">[rows, heads, splits, head_dim] split partials (decode)</param>
+/// <param name="PartialMl">[rows, heads, splits, 2] split (max, sum) (decode)</param>
+/// <param name="Counters">[rows, kv_heads] completion counters, zero between launches (decode)</param>
+public readonly record struct AttentionBuffers(ArrayView<float> Q, ArrayView<ushort> KCache, ArrayView<ushort> VCache, ArrayView<int> Slots, ArrayView<int> Positions,
+    ArrayView<float> Output, ArrayView<float> PartialAcc, ArrayView<float> PartialMl, ArrayView<int> Counters);
 
 /// <summary>Two accumulators (one dimension pair).</summary>
 public struct Float2
@@ -51,16 +67,23 @@ public struct Float2
 /// <summary>GQA attention for decode (with split-K) and prefill (causal).</summary>
 public static class AttentionKernels
 {
+    /// <summary>Most key splits one decode row uses (the merge keeps one weight per split in a score slot).</summary>
+    public const int MaxSplits = 32;
+
     /// <summary>Dynamic shared memory (floats) the kernel needs.</summary>
-    public static int SharedFloats(int heads, int kvHeads, int headDim, int groupSize)
+    public static int SharedFloats(AttentionShape s, int groupSize)
     {
-        int g = heads / kvHeads;
-        return 2 * g * headDim + g * groupSize + 3 * g;
+        int g = s.GroupHeads;
+        return 2 * g * s.HeadDim + g * groupSize + 3 * g;
     }
+
+    /// <summary>Number of key splits the decode workspace must hold for <paramref name="maxSeq"/> positions.</summary>
+    public static int Splits(int maxSeq, KernelTuning t) => Math.Clamp((maxSeq + t.AttentionMinChunk - 1) / t.AttentionMinChunk, 1, Math.Min(MaxSplits, t.AttentionGroup));
 
     /// <summary>The attention kernel. See the file header.</summary>
     public static void Attention(AttentionArgs a)
     {
+        var shape = a.Shape;
         var smem = SharedMemory.GetDynamic<float>();
         var lastFlag = SharedMemory.Allocate<int>(1);
         int tn = Group.DimX;
@@ -68,8 +91,8 @@ public static class AttentionKernels
 
         int split = Grid.IdxX % a.Splits;
         int rowKv = Grid.IdxX / a.Splits;
-        int kvh = rowKv % a.KvHeads;
-        int row = rowKv / a.KvHeads;
+        int kvh = rowKv % shape.KvHeads;
+        int row = rowKv / shape.KvHeads;
 
         int len = a.Positions[row] + 1;
         int chunk = XMath.Max((len + a.Splits - 1) / a.Splits, a.MinChunk);
@@ -79,11 +102,12 @@ public static class AttentionKernels
         int end = XMath.Min(start + chunk, len);
         int active = (len + chunk - 1) / chunk;
 
-        int hd = a.HeadDim;
+        int heads = shape.Heads;
+        int hd = shape.HeadDim;
         int halfHd = hd / 2;
         int hd8 = hd / 8;
-        int groupHeads = a.Heads / a.KvHeads;
-        int qDim = a.Heads * hd;
+        int groupHeads = heads / shape.KvHeads;
+        int qDim = heads * hd;
         int h0 = kvh * groupHeads;
 
         // Shared layout: q [G, hd] | scores [G, tn] | m [G] | l [G] | alpha [G] | acc [G, hd]
@@ -95,7 +119,7 @@ public static class AttentionKernels
 
         int qBase = row * qDim + h0 * hd;
         for (int e = tid; e < groupHeads * hd; e += tn)
-            smem[e] = a.Q[qBase + e] * a.Scale;
+            smem[e] = a.Q[qBase + e] * shape.Scale;
         for (int h = tid; h < groupHeads; h += tn)
         {
             smem[mOff + h] = float.NegativeInfinity;
@@ -107,7 +131,7 @@ public static class AttentionKernels
 
         int entries = groupHeads * halfHd; // (head, dim pair) accumulators
 
-        int kvBase = (a.Slots[row] * a.KvHeads + kvh) * a.MaxSeq; // in keys
+        int kvBase = shape.Cache.Row(a.Slots[row], kvh, 0); // in keys
         int warps = tn / Warp.WarpSize;
 
         for (int tile = start; tile < end; tile += tn)
@@ -205,17 +229,17 @@ public static class AttentionKernels
         {
             int h = e / halfHd;
             int pr = e - h * halfHd;
-            WriteOut(a.PartialAcc, (((row * a.Heads) + h0 + h) * a.Splits + split) * hd + 2 * pr, smem, accOff + 2 * e, 1.0f);
+            WriteOut(a.PartialAcc, (((row * heads) + h0 + h) * a.Splits + split) * hd + 2 * pr, smem, accOff + 2 * e, 1.0f);
         }
         for (int h = tid; h < groupHeads; h += tn)
         {
-            int o = (((row * a.Heads) + h0 + h) * a.Splits + split) * 2;
+            int o = (((row * heads) + h0 + h) * a.Splits + split) * 2;
             a.PartialMl[o] = smem[mOff + h];
             a.PartialMl[o + 1] = smem[lOff + h];
         }
         MemoryFence.DeviceLevel();
         Group.Barrier();
-        int counter = row * a.KvHeads + kvh;
+        int counter = row * shape.KvHeads + kvh;
         if (tid == 0)
             lastFlag[0] = Atomic.Add(ref a.Counters[counter], 1) == active - 1 ? 1 : 0;
         Group.Barrier();
@@ -228,7 +252,7 @@ public static class AttentionKernels
         // weighted sum of the splits' accumulators, four splits' loads in flight.
         for (int h = tid; h < groupHeads; h += tn)
         {
-            int pb = ((row * a.Heads) + h0 + h) * a.Splits;
+            int pb = ((row * heads) + h0 + h) * a.Splits;
             float mMax = float.NegativeInfinity;
             for (int sp = 0; sp < active; sp++)
                 mMax = XMath.Max(mMax, a.PartialMl[(pb + sp) * 2]);
@@ -248,7 +272,7 @@ public static class AttentionKernels
         {
             int h = e / hd;
             int d = e - h * hd;
-            int pb = ((row * a.Heads) + h0 + h) * a.Splits;
+            int pb = ((row * heads) + h0 + h) * a.Splits;
             int wo = sOff + h * tn;
             float num = 0f;
             int sp = 0;
@@ -322,20 +346,141 @@ public static class AttentionKernels
         dst[o + 1] = smem[accIndex + 1] * scale;
     }
 
+    // ---- declaration, launcher, cost ------------------------------------------------------
+
+    /// <summary>Family name (this file).</summary>
+    public const string Family = "attention";
+
+    /// <summary>Llama 3.2 1B attention at 256 positions: the shape the static check sizes dynamic shared memory with.</summary>
+    static readonly AttentionShape ReferenceShape = new(BenchShapes.Llama32_1B.Heads, BenchShapes.Llama32_1B.KvHeads, BenchShapes.Llama32_1B.HeadDim, 256);
+
+    /// <summary><see cref="Attention(AttentionArgs)"/>.</summary>
+    public static KernelDefinition<AttentionArgs> AttentionKernel { get; } = KernelDefinition<AttentionArgs>.Explicit("attention", Family, Attention, t =>
+    {
+        int floats = SharedFloats(ReferenceShape, t.AttentionGroup);
+        return new LaunchShape(t.AttentionGroup, floats * sizeof(float),
+            $"{ReferenceShape.GroupHeads} query heads per kv head, head_dim {ReferenceShape.HeadDim}: {floats} floats of dynamic shared memory");
+    });
+
+    /// <summary>
+    /// GQA attention for <paramref name="rows"/> query rows over the cache (decode: rows = batch
+    /// with <paramref name="splits"/> &gt; 1 allowed; prefill: rows = tokens, splits = 1).
+    /// </summary>
+    public static void Attention(this LlamaKernels k, AttentionBuffers b, int rows, int splits, AttentionShape s)
+    {
+        int group = k.Tuning.AttentionGroup;
+        Require.That(s.Heads % s.KvHeads == 0, $"attention: heads {s.Heads} must be a multiple of kv_heads {s.KvHeads}");
+        Require.That(s.HeadDim % 8 == 0, $"attention: head_dim {s.HeadDim} must be a multiple of 8");
+        Require.That(splits >= 1, "attention: splits must be >= 1");
+        Require.That(splits <= group, $"attention: {splits} splits exceed the group size {group} (the merge keeps one weight per split in the score slots)");
+        Require.Length(b.Q, (long)rows * s.QDim, "attention q");
+        Require.Length(b.Output, (long)rows * s.QDim, "attention output");
+        Require.Length(b.Slots, rows, "attention slots");
+        Require.Length(b.Positions, rows, "attention positions");
+        if (splits > 1)
+        {
+            Require.Length(b.PartialAcc, (long)rows * s.Heads * splits * s.HeadDim, "attention partial accumulators");
+            Require.Length(b.PartialMl, (long)rows * s.Heads * splits * 2, "attention partial max/sum");
+            Require.Length(b.Counters, (long)rows * s.KvHeads, "attention counters");
+        }
+        var args = new AttentionArgs
+        {
+            Q = b.Q, KCache = b.KCache.Cast<U4>(), VCache = b.VCache.Cast<uint>(), Slots = b.Slots, Positions = b.Positions, Out = b.Output,
+            PartialAcc = b.PartialAcc, PartialMl = b.PartialMl, Counters = b.Counters,
+            Shape = s, Splits = splits, MinChunk = k.Tuning.AttentionMinChunk,
+        };
+        var config = new KernelConfig(rows * s.KvHeads * splits, group, SharedMemoryConfig.RequestDynamic<float>(SharedFloats(s, group)));
+        k.Launch(AttentionKernel, KernelVariant.None, config, args);
+    }
+
     /// <summary>Bytes one decode launch must move: q, K and V of every visible key, output.</summary>
-    public static long BytesMoved(int rows, int heads, int kvHeads, int headDim, long keysPerRow) =>
-        rows * (8L * heads * headDim + keysPerRow * kvHeads * headDim * 2L * 2L);
+    public static long BytesMoved(int rows, AttentionShape s, long keysPerRow) =>
+        rows * (8L * s.QDim + keysPerRow * s.KvDim * 2L * 2L);
 
     /// <summary>FLOPs: QK^T and PV, 2 FLOPs per multiply-add.</summary>
-    public static long Flops(int rows, int heads, int headDim, long keysPerRow) => rows * 4L * heads * headDim * keysPerRow;
+    public static long Flops(int rows, AttentionShape s, long keysPerRow) => rows * 4L * s.QDim * keysPerRow;
 
     /// <summary>
     /// Minimum bytes of a causal prefill launch over one sequence of <paramref name="tokens"/> tokens
     /// (positions 0..tokens-1): q read and output written per token, and every key/value row read once.
     /// </summary>
-    public static long PrefillBytesMoved(int tokens, int heads, int kvHeads, int headDim) =>
-        tokens * (8L * heads * headDim + kvHeads * headDim * 2L * 2L);
+    public static long PrefillBytesMoved(int tokens, AttentionShape s) => tokens * (8L * s.QDim + s.KvDim * 2L * 2L);
 
     /// <summary>FLOPs of a causal prefill: token p attends to p + 1 keys.</summary>
-    public static long PrefillFlops(int tokens, int heads, int headDim) => 4L * heads * headDim * ((long)tokens * (tokens + 1) / 2);
+    public static long PrefillFlops(int tokens, AttentionShape s) => 4L * s.QDim * ((long)tokens * (tokens + 1) / 2);
+}
+
+/// <summary>The attention family: its kernel and its validated decode and prefill benchmark cases.</summary>
+sealed class AttentionFamily : KernelFamily
+{
+    public override string Name => AttentionKernels.Family;
+
+    public override IReadOnlyList<IKernelDefinition> Kernels => [AttentionKernels.AttentionKernel];
+
+    public override IEnumerable<BenchCase> BenchCases(BenchShapes s, SixteenBitFormat f)
+    {
+        foreach (int seq in s.DecodeSeqs)
+            foreach (int b in new[] { 1, 4 })
+                yield return Decode(s, seq, b);
+        yield return Prefill(s, s.PrefillTokens);
+    }
+
+    sealed record Setup(int Rows, int[] Slots, int[] Positions, int SlotCount, int Splits);
+
+    static PreparedCase Prepare(BenchContext ctx, AttentionShape shape, Setup a, long streamedBytes, int seed, string name)
+    {
+        long cacheLen = shape.Cache.Elements(a.SlotCount);
+        var q = HostData.Floats(seed, (long)a.Rows * shape.QDim);
+        var kCache = HostData.HalfBits(seed + 1, cacheLen);
+        var vCache = HostData.HalfBits(seed + 2, cacheLen);
+        int copies = ctx.CopiesFor(streamedBytes);
+        var qb = ctx.Upload($"bench.{name}.q", q);
+        var kb = ctx.Rotated($"bench.{name}.k_cache", kCache, copies);
+        var vb = ctx.Rotated($"bench.{name}.v_cache", vCache, copies);
+        var sb = ctx.Upload($"bench.{name}.slots", a.Slots);
+        var pb = ctx.Upload($"bench.{name}.positions", a.Positions);
+        var ob = ctx.Alloc<float>($"bench.{name}.out", a.Rows, shape.QDim);
+        var accb = ctx.Alloc<float>($"bench.{name}.partial_acc", a.Rows, shape.Heads, a.Splits, shape.HeadDim);
+        var mlb = ctx.Alloc<float>($"bench.{name}.partial_ml", a.Rows, shape.Heads, a.Splits, 2);
+        var cb = ctx.Upload($"bench.{name}.counters", new int[a.Rows * shape.KvHeads]);
+        void Launch(int i) => ctx.Kernels.Attention(new AttentionBuffers(qb, kb.Copy(i), vb.Copy(i), sb, pb, ob, accb, mlb, cb), a.Rows, a.Splits, shape);
+
+        Validation Validate()
+        {
+            Launch(0);
+            var expected = new double[(long)a.Rows * shape.QDim];
+            KernelReference.Attention(q, kCache, vCache, a.Slots, a.Positions, expected, shape);
+            var counters = BenchContext.Read(cb);
+            var c = Tolerance.Attention.Check("attention", BenchContext.Read(ob), expected);
+            var reset = counters.All(v => v == 0)
+                ? Comparison.Check("counters reset", [0f], [0d], 0, 0)
+                : new Comparison(false, double.PositiveInfinity, 1, "split counters were not reset to zero");
+            return Validation.From($"all {a.Rows} rows, {a.Splits} splits", Tolerance.Attention, c, reset);
+        }
+
+        return new PreparedCase(copies, Validate, Launch);
+    }
+
+    static BenchCase Decode(BenchShapes s, int seq, int batch)
+    {
+        var shape = new AttentionShape(s.Heads, s.KvHeads, s.HeadDim, seq);
+        return new("attention", AttentionKernels.Family, $"decode seq {seq}, {s.Heads}/{s.KvHeads} heads x {s.HeadDim}", batch,
+            AttentionKernels.BytesMoved(batch, shape, seq), AttentionKernels.Flops(batch, shape, seq), ctx =>
+            {
+                int splits = AttentionKernels.Splits(seq, ctx.Kernels.Tuning);
+                var setup = new Setup(batch, Enumerable.Range(0, batch).ToArray(), Enumerable.Repeat(seq - 1, batch).ToArray(), batch, splits);
+                return Prepare(ctx, shape, setup, 2L * 2L * batch * shape.KvDim * seq, ctx.SeedOf(7, seq, batch), "attention");
+            });
+    }
+
+    static BenchCase Prefill(BenchShapes s, int tokens)
+    {
+        var shape = new AttentionShape(s.Heads, s.KvHeads, s.HeadDim, tokens);
+        return new("attention", AttentionKernels.Family, $"prefill {tokens} tokens, {s.Heads}/{s.KvHeads} heads x {s.HeadDim}", 1,
+            AttentionKernels.PrefillBytesMoved(tokens, shape), AttentionKernels.PrefillFlops(tokens, shape), ctx =>
+            {
+                var setup = new Setup(tokens, new int[tokens], Enumerable.Range(0, tokens).ToArray(), 1, 1);
+                return Prepare(ctx, shape, setup, 2L * 2L * shape.KvDim * tokens, ctx.SeedOf(8, tokens), "attention_prefill");
+            });
+    }
 }

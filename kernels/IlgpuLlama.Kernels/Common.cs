@@ -19,38 +19,6 @@ public struct F4
     public float X, Y, Z, W;
 }
 
-/// <summary>
-/// How a 16-bit weight is widened to fp32 inside a kernel. Kernels are generic over this
-/// struct so that each storage type gets its own specialised code with no runtime branch.
-/// </summary>
-public interface IWeightFormat
-{
-    /// <summary>The weight in the low 16 bits of a packed pair.</summary>
-    float Low(uint pair);
-
-    /// <summary>The weight in the high 16 bits of a packed pair.</summary>
-    float High(uint pair);
-
-    /// <summary>A single weight from its raw bits.</summary>
-    float One(ushort bits);
-}
-
-/// <summary>IEEE binary16 weights: one <c>cvt.f32.f16</c> per weight.</summary>
-public struct Fp16Format : IWeightFormat
-{
-    public readonly float Low(uint pair) => Interop.IntAsFloat((ushort)(pair & 0xFFFFu));
-    public readonly float High(uint pair) => Interop.IntAsFloat((ushort)(pair >> 16));
-    public readonly float One(ushort bits) => Interop.IntAsFloat(bits);
-}
-
-/// <summary>bfloat16 weights: the top half of an fp32, so widening is a shift or a mask.</summary>
-public struct Bf16Format : IWeightFormat
-{
-    public readonly float Low(uint pair) => Interop.IntAsFloat(pair << 16);
-    public readonly float High(uint pair) => Interop.IntAsFloat(pair & 0xFFFF0000u);
-    public readonly float One(ushort bits) => Interop.IntAsFloat((uint)bits << 16);
-}
-
 /// <summary>Small device-side helpers shared by the kernel families.</summary>
 public static class DeviceMath
 {

@@ -1,3 +1,6 @@
+using IlgpuLlama.Kernels.Bench;
+using IlgpuLlama.Kernels.Reference;
+
 namespace IlgpuLlama.Kernels;
 
 // Embedding gather: x[t, :] = fp32(table[tokens[t], :]).
@@ -5,22 +8,84 @@ namespace IlgpuLlama.Kernels;
 // Consecutive threads read consecutive 16-bit weights of one row, so loads coalesce. Token ids are
 // validated on the host before upload (or come from argmax, which cannot leave the vocabulary).
 
+/// <summary>Arguments of <see cref="EmbeddingKernels.Embedding{TW}"/>.</summary>
+public struct EmbeddingArgs
+{
+    public ArrayView<ushort> Table; // [vocab, hidden] 16-bit
+    public ArrayView<int> Tokens;   // [count] token ids
+    public ArrayView<float> X;      // [count, hidden] fp32 out
+    public int Hidden;
+}
+
 /// <summary>Token embedding lookup.</summary>
 public static class EmbeddingKernels
 {
     /// <param name="index">flat index over [count, hidden]</param>
-    /// <param name="table">[vocab, hidden] 16-bit</param>
-    /// <param name="tokens">[count] token ids</param>
-    /// <param name="x">[count, hidden] fp32 out</param>
-    public static void Embedding<TW>(Index1D index, ArrayView<ushort> table, ArrayView<int> tokens, ArrayView<float> x, int hidden)
+    /// <param name="a">the views and the row width</param>
+    public static void Embedding<TW>(Index1D index, EmbeddingArgs a)
         where TW : struct, IWeightFormat
     {
+        int hidden = a.Hidden;
         int t = index / hidden;
         int d = index - t * hidden;
         TW f = default;
-        x[index] = f.One(table[tokens[t] * hidden + d]);
+        a.X[index] = f.One(a.Table[a.Tokens[t] * hidden + d]);
     }
 
-    /// <summary>Bytes moved for <paramref name="count"/> tokens.</summary>
-    public static long BytesMoved(int count, int hidden) => count * (2L * hidden + 4L * hidden + 4);
+    // ---- declaration, launcher, cost ------------------------------------------------------
+
+    /// <summary>Family name (this file).</summary>
+    public const string Family = "embedding";
+
+    /// <summary><see cref="Embedding{TW}"/>, per 16-bit format.</summary>
+    public static KernelDefinition<EmbeddingArgs> EmbeddingKernel { get; } =
+        KernelDefinition<EmbeddingArgs>.Implicit("embedding", Family, Embedding<Fp16Format>, WeightFormat.SixteenBit);
+
+    /// <summary>x[t, :] = table[tokens[t], :] for <paramref name="count"/> tokens.</summary>
+    public static void Embedding(this LlamaKernels k, WeightMatrix table, ArrayView<int> tokens, ArrayView<float> x, int count)
+    {
+        int hidden = table.Cols;
+        Require.Length(tokens, count, "embedding tokens");
+        Require.Length(x, (long)count * hidden, "embedding output");
+        var args = new EmbeddingArgs { Table = table.Values, Tokens = tokens, X = x, Hidden = hidden };
+        k.Launch(EmbeddingKernel, EmbeddingKernel.Variant(table.Format), count * hidden, args);
+    }
+
+    /// <summary>Bytes moved for <paramref name="count"/> tokens: their table rows, the output and the ids.</summary>
+    public static long BytesMoved(WeightFormat format, int count, int hidden) => count * (format.MatrixBytes(1, hidden) + 4L * hidden + 4);
+}
+
+/// <summary>The embedding family: its kernel and its validated benchmark cases.</summary>
+sealed class EmbeddingFamily : KernelFamily
+{
+    public override string Name => EmbeddingKernels.Family;
+
+    public override IReadOnlyList<IKernelDefinition> Kernels => [EmbeddingKernels.EmbeddingKernel];
+
+    public override IEnumerable<BenchCase> BenchCases(BenchShapes s, SixteenBitFormat f) =>
+        new[] { 4, s.PrefillTokens }.Select(count => Embedding(f, count, s.Hidden, s.Vocab));
+
+    static BenchCase Embedding(SixteenBitFormat f, int count, int hidden, int vocab) =>
+        new($"embedding_{f.Name}", EmbeddingKernels.Family, $"{count} tokens x {hidden}, vocab {vocab}", count, EmbeddingKernels.BytesMoved(f, count, hidden), 0, ctx =>
+        {
+            int seed = ctx.SeedOf(6, count, hidden, vocab);
+            var table = HostData.Weights(seed, (long)vocab * hidden, f, 1.0);
+            int copies = ctx.CopiesFor(EmbeddingKernels.BytesMoved(f, count, hidden));
+            // Every copy is a different random token list, so rotation reads different table rows.
+            var tokens = HostData.Ints(seed + 1, (long)copies * count, vocab);
+            var tableb = WeightMatrix.Of(f, ctx.Upload("bench.embedding.table", table), vocab, hidden);
+            var tokb = ctx.Upload("bench.embedding.tokens", tokens);
+            var xb = ctx.Alloc<float>("bench.embedding.x", count, hidden);
+            void Launch(int i) => ctx.Kernels.Embedding(tableb, tokb.SubView((long)(i % copies) * count, count), xb, count);
+
+            Validation Validate()
+            {
+                Launch(0);
+                var expected = new double[(long)count * hidden];
+                KernelReference.Embedding(table, tokens[..count], expected, hidden, f);
+                return Validation.From(HostData.RowsMethod(count, count, "tokens"), Tolerance.Exact, Tolerance.Exact.Check("embedding", BenchContext.Read(xb), expected));
+            }
+
+            return new PreparedCase(copies, Validate, Launch);
+        });
 }

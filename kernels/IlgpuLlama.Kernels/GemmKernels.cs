@@ -1,3 +1,6 @@
+using IlgpuLlama.Kernels.Bench;
+using IlgpuLlama.Kernels.Reference;
+
 namespace IlgpuLlama.Kernels;
 
 // Prefill matmul: C[m, n] (+)= sum_k X[m, k] * W[n, k]   (X fp32 [tokens, in], W 16-bit [out, in]).
@@ -21,6 +24,15 @@ public struct GemmShape
     public int Accumulate;
 }
 
+/// <summary>Arguments of <see cref="GemmKernels.Gemm{TW}"/>.</summary>
+public struct GemmArgs
+{
+    public ArrayView<F4> X;     // [M, K / 4] fp32
+    public ArrayView<U4> W;     // [N, K / 8] 16-bit weights
+    public ArrayView<float> C;  // [M, N] fp32
+    public GemmShape Shape;
+}
+
 /// <summary>Tiled GEMM for prompt processing.</summary>
 public static class GemmKernels
 {
@@ -32,12 +44,14 @@ public static class GemmKernels
 
     const int Ld = MaxTile + 1; // +1 column of padding against bank conflicts in the transposed stores
 
-    /// <param name="x">[M, K / 4] F4</param>
-    /// <param name="w">[N, K / 8] U4</param>
-    /// <param name="c">[M, N] fp32</param>
-    public static void Gemm<TW>(ArrayView<F4> x, ArrayView<U4> w, ArrayView<float> c, GemmShape s)
+    /// <summary>C (+)= X W^T over one 4td x 4td tile per group. See the file header.</summary>
+    public static void Gemm<TW>(GemmArgs a)
         where TW : struct, IWeightFormat
     {
+        var x = a.X;
+        var w = a.W;
+        var c = a.C;
+        var s = a.Shape;
         var aTile = SharedMemory.Allocate<float>(BlockK * Ld); // [k][m]
         var bTile = SharedMemory.Allocate<float>(BlockK * Ld); // [k][n]
         int td = s.TDim;
@@ -144,10 +158,80 @@ public static class GemmKernels
         c[i] = s.Accumulate != 0 ? c[i] + v : v;
     }
 
+    // ---- declaration, launcher, cost ------------------------------------------------------
+
+    /// <summary>Family name (this file).</summary>
+    public const string Family = "gemm";
+
+    /// <summary><see cref="Gemm{TW}"/>, per 16-bit format.</summary>
+    public static KernelDefinition<GemmArgs> GemmKernel { get; } = KernelDefinition<GemmArgs>.Explicit("gemm", Family, Gemm<Fp16Format>,
+        t => new LaunchShape(t.GemmTDim * t.GemmTDim, 0, $"{t.GemmTDim}x{t.GemmTDim} threads per {4 * t.GemmTDim}x{4 * t.GemmTDim} tile"), WeightFormat.SixteenBit);
+
+    /// <summary>C[m, :] (+)= X[m, :] W^T for prompt processing (N = W's rows, K = W's columns).</summary>
+    public static void Gemm(this LlamaKernels k, ArrayView<float> x, WeightMatrix w, ArrayView<float> c, int m, bool accumulate)
+    {
+        int n = w.Rows, kDim = w.Cols;
+        Require.MultipleOf8(kDim, "gemm");
+        Require.Length(x, (long)m * kDim, "gemm x");
+        Require.Length(w.Values, (long)n * kDim, "gemm weight");
+        Require.Length(c, (long)m * n, "gemm output");
+        int td = k.Tuning.GemmTDim;
+        int tile = 4 * td;
+        int groups = ((m + tile - 1) / tile) * ((n + tile - 1) / tile);
+        var args = new GemmArgs { X = x.Cast<F4>(), W = w.Chunks, C = c, Shape = new GemmShape { M = m, N = n, K = kDim, TDim = td, Accumulate = accumulate ? 1 : 0 } };
+        k.Launch(GemmKernel, GemmKernel.Variant(w.Format), new KernelConfig(groups, td * td), args);
+    }
+
     /// <summary>Minimum bytes: X and W read once, C written once (read too when accumulating).</summary>
-    public static long BytesMoved(int m, int n, int k, bool accumulate) =>
-        4L * m * k + 2L * n * k + 4L * m * n * (accumulate ? 2 : 1);
+    public static long BytesMoved(WeightFormat format, int m, int n, int k, bool accumulate) =>
+        4L * m * k + format.MatrixBytes(n, k) + 4L * m * n * (accumulate ? 2 : 1);
 
     /// <summary>Floating-point operations.</summary>
     public static long Flops(int m, int n, int k) => 2L * m * n * k;
+}
+
+/// <summary>The gemm family: its kernel and its validated benchmark cases.</summary>
+sealed class GemmFamily : KernelFamily
+{
+    /// <summary>GEMM rows (tokens) checked when sampling.</summary>
+    const int SampledGemmRows = 8;
+
+    public override string Name => GemmKernels.Family;
+
+    public override IReadOnlyList<IKernelDefinition> Kernels => [GemmKernels.GemmKernel];
+
+    public override IEnumerable<BenchCase> BenchCases(BenchShapes s, SixteenBitFormat f)
+    {
+        foreach (int m in s.GemmTokens)
+        {
+            yield return Gemm(f, m, s.Hidden, s.Hidden, "q/o proj");
+            yield return Gemm(f, m, s.Intermediate, s.Hidden, "gate/up proj");
+        }
+    }
+
+    static BenchCase Gemm(SixteenBitFormat f, int m, int n, int k, string label) =>
+        new($"gemm_{f.Name}", GemmKernels.Family, $"M={m} {n}x{k} {label}", m, GemmKernels.BytesMoved(f, m, n, k, false), GemmKernels.Flops(m, n, k), ctx =>
+        {
+            int seed = ctx.SeedOf(4, m, n, k);
+            var x = HostData.Floats(seed, (long)m * k);
+            var w = HostData.Weights(seed + 1, (long)n * k, f);
+            int copies = ctx.CopiesFor(f.MatrixBytes(n, k));
+            var xb = ctx.Upload("bench.gemm.x", x);
+            var wb = ctx.Rotated("bench.gemm.w", w, copies);
+            var cb = ctx.Alloc<float>("bench.gemm.c", m, n);
+            void Launch(int i) => ctx.Kernels.Gemm(xb, WeightMatrix.Of(f, wb.Copy(i), n, k), cb, m, false);
+
+            Validation Validate()
+            {
+                Launch(0);
+                var c = BenchContext.Read(cb);
+                var ids = HostData.SampleRows(m, SampledGemmRows, (long)m * n * k <= HostData.FullCheckWork, seed);
+                var expected = new double[(long)ids.Length * n];
+                KernelReference.Gemm(HostData.Rows(x, ids, k), w, expected, ids.Length, n, k, false, f);
+                return Validation.From(HostData.RowsMethod(ids.Length, m, "tokens"), Tolerance.Matmul,
+                    Tolerance.Matmul.Check("gemm", HostData.Rows(c, ids, n), expected));
+            }
+
+            return new PreparedCase(copies, Validate, Launch);
+        });
 }

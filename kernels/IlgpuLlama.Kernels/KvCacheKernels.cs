@@ -1,34 +1,109 @@
+using IlgpuLlama.Kernels.Bench;
+using IlgpuLlama.Kernels.Reference;
+
 namespace IlgpuLlama.Kernels;
 
-// KV append: write this step's K (already rotated) and V as fp16 into the preallocated cache
-// at each token's sequence slot and position. Cache layout per layer:
-// [slots, kv_heads, max_seq, head_dim] fp16, so one position of one head is head_dim contiguous
-// halves (what attention reads per key). Decomposition: one thread per element of k and v
-// (implicitly grouped, grid = tokens * kv_dim). Decode fuses this into MatVecQkvRope.
+// KV append: write this step's K (already rotated) and V as fp16 into the preallocated cache at
+// each token's sequence slot and position (layout: KvCacheLayout). Decomposition: one thread per
+// element of k and v (implicitly grouped, grid = tokens * kv_dim). Decode fuses this into
+// MatVecQkvRope.
+
+/// <summary>Arguments of <see cref="KvCacheKernels.KvAppend(Index1D, KvAppendArgs)"/>.</summary>
+public struct KvAppendArgs
+{
+    public ArrayView<float> K;         // [tokens, kv_dim] fp32
+    public ArrayView<float> V;         // [tokens, kv_dim] fp32
+    public ArrayView<ushort> KCache;   // this layer's K cache, fp16 bits
+    public ArrayView<ushort> VCache;   // same layout
+    public ArrayView<int> Slots;       // [tokens] cache slot (sequence) of each token
+    public ArrayView<int> Positions;   // [tokens] position of each token in its sequence
+    public KvCacheLayout Cache;
+}
 
 /// <summary>Writes K and V rows into the fp16 KV cache.</summary>
 public static class KvCacheKernels
 {
     /// <param name="index">flat index over [tokens, kv_dim]</param>
-    /// <param name="k">[tokens, kv_dim] fp32</param>
-    /// <param name="v">[tokens, kv_dim] fp32</param>
-    /// <param name="kCache">[slots, kv_heads, max_seq, head_dim] fp16 bits</param>
-    /// <param name="vCache">same layout as kCache</param>
-    /// <param name="slots">[tokens] cache slot (sequence) of each token</param>
-    /// <param name="positions">[tokens] position of each token in its sequence</param>
-    public static void KvAppend(Index1D index, ArrayView<float> k, ArrayView<float> v, ArrayView<ushort> kCache, ArrayView<ushort> vCache,
-        ArrayView<int> slots, ArrayView<int> positions, int kvHeads, int headDim, int maxSeq)
+    /// <param name="a">the rows, the cache and where each token goes</param>
+    public static void KvAppend(Index1D index, KvAppendArgs a)
     {
-        int kvDim = kvHeads * headDim;
+        int headDim = a.Cache.HeadDim;
+        int kvDim = a.Cache.TokenElements;
         int t = index / kvDim;
         int e = index - t * kvDim;
         int head = e / headDim;
         int d = e - head * headDim;
-        int o = ((slots[t] * kvHeads + head) * maxSeq + positions[t]) * headDim + d;
-        kCache[o] = DeviceMath.ToHalfBits(k[index]);
-        vCache[o] = DeviceMath.ToHalfBits(v[index]);
+        int o = a.Cache.Offset(a.Slots[t], head, a.Positions[t], d);
+        a.KCache[o] = DeviceMath.ToHalfBits(a.K[index]);
+        a.VCache[o] = DeviceMath.ToHalfBits(a.V[index]);
+    }
+
+    // ---- declaration, launcher, cost ------------------------------------------------------
+
+    /// <summary>Family name (this file).</summary>
+    public const string Family = "kvcache";
+
+    /// <summary><see cref="KvAppend(Index1D, KvAppendArgs)"/>.</summary>
+    public static KernelDefinition<KvAppendArgs> KvAppendKernel { get; } = KernelDefinition<KvAppendArgs>.Implicit("kv_append", Family, KvAppend);
+
+    /// <summary>Writes k and v of <paramref name="tokens"/> tokens into the fp16 cache.</summary>
+    public static void KvAppend(this LlamaKernels k, ArrayView<float> kv, ArrayView<float> v, ArrayView<ushort> kCache, ArrayView<ushort> vCache,
+        ArrayView<int> slots, ArrayView<int> positions, int tokens, KvCacheLayout cache)
+    {
+        Require.Length(kv, (long)tokens * cache.TokenElements, "kv append k");
+        Require.Length(v, (long)tokens * cache.TokenElements, "kv append v");
+        Require.Length(slots, tokens, "kv append slots");
+        Require.Length(positions, tokens, "kv append positions");
+        var args = new KvAppendArgs { K = kv, V = v, KCache = kCache, VCache = vCache, Slots = slots, Positions = positions, Cache = cache };
+        k.Launch(KvAppendKernel, KernelVariant.None, tokens * cache.TokenElements, args);
     }
 
     /// <summary>Bytes: k and v read as fp32 and written as fp16, plus slot and position per token.</summary>
-    public static long BytesMoved(int tokens, int kvHeads, int headDim) => (long)tokens * kvHeads * headDim * 12L + 8L * tokens;
+    public static long BytesMoved(int tokens, KvCacheLayout cache) => (long)tokens * cache.TokenElements * 12L + 8L * tokens;
+}
+
+/// <summary>The kvcache family: its kernel and its validated benchmark case.</summary>
+sealed class KvCacheFamily : KernelFamily
+{
+    public override string Name => KvCacheKernels.Family;
+
+    public override IReadOnlyList<IKernelDefinition> Kernels => [KvCacheKernels.KvAppendKernel];
+
+    public override IEnumerable<BenchCase> BenchCases(BenchShapes s, SixteenBitFormat f)
+    {
+        int tokens = s.PrefillTokens;
+        var cache = new KvCacheLayout(s.KvHeads, tokens, s.HeadDim);
+        yield return new("kv_append", KvCacheKernels.Family, $"{tokens} tokens, {s.KvHeads} kv heads x {s.HeadDim}", tokens,
+            KvCacheKernels.BytesMoved(tokens, cache), 0, ctx =>
+            {
+                int seed = ctx.SeedOf(14, tokens);
+                var kv = HostData.Floats(seed, (long)tokens * cache.TokenElements);
+                var v = HostData.Floats(seed + 1, (long)tokens * cache.TokenElements);
+                int[] slots = new int[tokens];
+                int[] positions = Enumerable.Range(0, tokens).ToArray();
+                var kCache = HostData.HalfBits(seed + 2, cache.Elements(1));
+                var vCache = HostData.HalfBits(seed + 3, cache.Elements(1));
+                int copies = ctx.CopiesFor(8L * tokens * cache.TokenElements);
+                var kb = ctx.Rotated("bench.kv_append.k", kv, copies);
+                var vb = ctx.Rotated("bench.kv_append.v", v, copies);
+                var kcb = ctx.Upload("bench.kv_append.k_cache", kCache);
+                var vcb = ctx.Upload("bench.kv_append.v_cache", vCache);
+                var sb = ctx.Upload("bench.kv_append.slots", slots);
+                var pb = ctx.Upload("bench.kv_append.positions", positions);
+                void Launch(int i) => ctx.Kernels.KvAppend(kb.Copy(i), vb.Copy(i), kcb, vcb, sb, pb, tokens, cache);
+
+                Validation Validate()
+                {
+                    Launch(0);
+                    var ek = (ushort[])kCache.Clone();
+                    var ev = (ushort[])vCache.Clone();
+                    KernelReference.KvAppend(kv, v, ek, ev, slots, positions, cache);
+                    return Validation.From($"all {tokens} tokens", Tolerance.Fp16,
+                        Tolerance.Fp16.Check("k cache", HostData.HalfToFloat(BenchContext.Read(kcb)), HostData.HalfToDouble(ek)),
+                        Tolerance.Fp16.Check("v cache", HostData.HalfToFloat(BenchContext.Read(vcb)), HostData.HalfToDouble(ev)));
+                }
+
+                return new PreparedCase(copies, Validate, Launch);
+            });
+    }
 }

@@ -1,3 +1,6 @@
+using IlgpuLlama.Kernels.Bench;
+using IlgpuLlama.Kernels.Reference;
+
 namespace IlgpuLlama.Kernels;
 
 // Logits helpers, so that only a few numbers per sequence cross to the host each step.
@@ -14,7 +17,7 @@ namespace IlgpuLlama.Kernels;
 //   RepetitionPenalty  per element: a token already seen in the row's sequence gets
 //            l > 0 ? l / p : l * p (Hugging Face semantics). Implicitly grouped, rows * vocab.
 
-/// <summary>Arguments of <see cref="LogitsKernels.Reduce"/>.</summary>
+/// <summary>Arguments of <see cref="LogitsKernels.Reduce(LogitsReduceArgs)"/>.</summary>
 public struct LogitsReduceArgs
 {
     public ArrayView<float> Logits;     // [rows, vocab]
@@ -29,7 +32,7 @@ public struct LogitsReduceArgs
     public float InvTemperature;
 }
 
-/// <summary>Arguments of <see cref="LogitsKernels.TopK"/>.</summary>
+/// <summary>Arguments of <see cref="LogitsKernels.TopK(TopKArgs)"/>.</summary>
 public struct TopKArgs
 {
     public ArrayView<float> Logits;     // [rows, vocab]
@@ -40,6 +43,35 @@ public struct TopKArgs
     public ArrayView<int> OutIdx;       // [rows, k]
     public int Vocab, Parts, K, SliceSize;
 }
+
+/// <summary>Arguments of <see cref="LogitsKernels.RepetitionPenalty(Index1D, RepetitionPenaltyArgs)"/>.</summary>
+public struct RepetitionPenaltyArgs
+{
+    public ArrayView<float> Logits;     // [rows, vocab], in place
+    public ArrayView<int> Slots;        // [rows] sequence slot of each row
+    public ArrayView<byte> Seen;        // [slots, vocab] 1 where the token already appeared
+    public int Vocab;
+    public float Penalty;
+}
+
+/// <summary>The workspace and outputs of one logits reduction.</summary>
+/// <param name="PartialMax">[rows, parts]</param>
+/// <param name="PartialSum">[rows, parts]</param>
+/// <param name="PartialIdx">[rows, parts]</param>
+/// <param name="Counters">[rows], zero between launches</param>
+/// <param name="Token">[rows] argmax, -1 when the row has a NaN</param>
+/// <param name="Max">[rows] max logit</param>
+/// <param name="SumExp">[rows] softmax normaliser at the temperature</param>
+public readonly record struct LogitsReduceBuffers(ArrayView<float> PartialMax, ArrayView<float> PartialSum, ArrayView<int> PartialIdx, ArrayView<int> Counters,
+    ArrayView<int> Token, ArrayView<float> Max, ArrayView<float> SumExp);
+
+/// <summary>The workspace and outputs of one top-k.</summary>
+/// <param name="PartialVal">[rows, parts, k]</param>
+/// <param name="PartialIdx">[rows, parts, k]</param>
+/// <param name="Counters">[rows], zero between launches</param>
+/// <param name="Values">[rows, k] descending</param>
+/// <param name="Ids">[rows, k]</param>
+public readonly record struct TopKBuffers(ArrayView<float> PartialVal, ArrayView<int> PartialIdx, ArrayView<int> Counters, ArrayView<float> Values, ArrayView<int> Ids);
 
 /// <summary>Running (max, sum of exp, argmax, NaN seen) of a set of logits.</summary>
 public struct SoftmaxState
@@ -290,30 +322,208 @@ public static class LogitsKernels
             a.Counters[row] = 0;
     }
 
-    /// <summary>Bytes of <see cref="Reduce"/>: every logit read once (the partials are negligible).</summary>
+    /// <param name="index">flat index over [rows, vocab]</param>
+    /// <param name="a">logits, slots, seen flags, vocabulary and penalty</param>
+    public static void RepetitionPenalty(Index1D index, RepetitionPenaltyArgs a)
+    {
+        int row = index / a.Vocab;
+        int v = index - row * a.Vocab;
+        if (a.Seen[a.Slots[row] * a.Vocab + v] != 0)
+        {
+            float l = a.Logits[index];
+            a.Logits[index] = l > 0f ? l / a.Penalty : l * a.Penalty;
+        }
+    }
+
+    // ---- declarations, launchers, cost ----------------------------------------------------
+
+    /// <summary>Family name (this file).</summary>
+    public const string Family = "logits";
+
+    /// <summary><see cref="Reduce(LogitsReduceArgs)"/>.</summary>
+    public static KernelDefinition<LogitsReduceArgs> ReduceKernel { get; } = KernelDefinition<LogitsReduceArgs>.Explicit("logits_reduce", Family, Reduce,
+        t => new LaunchShape(t.LogitsGroup, 0, $"slice {t.LogitsSlice} logits per group"));
+
+    /// <summary><see cref="TopK(TopKArgs)"/>.</summary>
+    public static KernelDefinition<TopKArgs> TopKKernel { get; } = KernelDefinition<TopKArgs>.Explicit("topk", Family, TopK,
+        t => new LaunchShape(t.LogitsGroup, 2 * t.TopKSlice * sizeof(float), $"slice {t.TopKSlice}: 2 x {t.TopKSlice} floats of dynamic shared memory"));
+
+    /// <summary><see cref="RepetitionPenalty(Index1D, RepetitionPenaltyArgs)"/>.</summary>
+    public static KernelDefinition<RepetitionPenaltyArgs> RepetitionPenaltyKernel { get; } =
+        KernelDefinition<RepetitionPenaltyArgs>.Implicit("repetition_penalty", Family, RepetitionPenalty);
+
+    /// <summary>Groups per row the logits reduction uses (sizes its partial buffers).</summary>
+    public static int ReduceParts(int vocab, KernelTuning t) => Math.Max(1, (vocab + t.LogitsSlice - 1) / t.LogitsSlice);
+
+    /// <summary>Groups per row top-k uses (sizes its partial buffers).</summary>
+    public static int TopKParts(int vocab, KernelTuning t) => Math.Max(1, (vocab + t.TopKSlice - 1) / t.TopKSlice);
+
+    /// <summary>Largest k top-k supports for <paramref name="vocab"/> (each part keeps k of its slice).</summary>
+    public static int TopKMax(int vocab, KernelTuning t) => t.TopKSlice / TopKParts(vocab, t);
+
+    /// <summary>Per row: argmax token (-1 on NaN), max logit and sum of exp((l - max) / T).</summary>
+    public static void LogitsReduce(this LlamaKernels k, ArrayView<float> logits, LogitsReduceBuffers b, int rows, int vocab, float temperature)
+    {
+        int parts = ReduceParts(vocab, k.Tuning);
+        Require.Length(logits, (long)rows * vocab, "logits");
+        Require.Length(b.PartialMax, (long)rows * parts, "logits partial max");
+        Require.Length(b.PartialSum, (long)rows * parts, "logits partial sum");
+        Require.Length(b.PartialIdx, (long)rows * parts, "logits partial index");
+        Require.Length(b.Counters, rows, "logits counters");
+        Require.Length(b.Token, rows, "argmax output");
+        var args = new LogitsReduceArgs
+        {
+            Logits = logits, PartialMax = b.PartialMax, PartialSum = b.PartialSum, PartialIdx = b.PartialIdx, Counters = b.Counters,
+            Token = b.Token, Max = b.Max, SumExp = b.SumExp, Vocab = vocab, Parts = parts,
+            InvTemperature = temperature > 0 ? 1f / temperature : 1f,
+        };
+        k.Launch(ReduceKernel, KernelVariant.None, new KernelConfig(rows * parts, k.Tuning.LogitsGroup), args);
+    }
+
+    /// <summary>Top-<paramref name="topK"/> logits and ids per row, sorted descending.</summary>
+    public static void TopK(this LlamaKernels k, ArrayView<float> logits, TopKBuffers b, int rows, int vocab, int topK)
+    {
+        var t = k.Tuning;
+        int parts = TopKParts(vocab, t);
+        Require.That(topK >= 1 && topK <= TopKMax(vocab, t), $"top-k: k {topK} must be between 1 and {TopKMax(vocab, t)} for a vocabulary of {vocab}");
+        Require.Length(logits, (long)rows * vocab, "logits");
+        Require.Length(b.PartialVal, (long)rows * parts * topK, "top-k partial values");
+        Require.Length(b.PartialIdx, (long)rows * parts * topK, "top-k partial ids");
+        Require.Length(b.Counters, rows, "top-k counters");
+        Require.Length(b.Values, (long)rows * topK, "top-k values");
+        Require.Length(b.Ids, (long)rows * topK, "top-k ids");
+        var args = new TopKArgs
+        {
+            Logits = logits, PartialVal = b.PartialVal, PartialIdx = b.PartialIdx, Counters = b.Counters, OutVal = b.Values, OutIdx = b.Ids,
+            Vocab = vocab, Parts = parts, K = topK, SliceSize = t.TopKSlice,
+        };
+        k.Launch(TopKKernel, KernelVariant.None, new KernelConfig(rows * parts, t.LogitsGroup, SharedMemoryConfig.RequestDynamic<float>(2 * t.TopKSlice)), args);
+    }
+
+    /// <summary>Applies the repetition penalty in place to every row's seen tokens.</summary>
+    public static void RepetitionPenalty(this LlamaKernels k, ArrayView<float> logits, ArrayView<int> slots, ArrayView<byte> seen, int rows, int vocab, float penalty)
+    {
+        Require.That(penalty > 0, $"repetition penalty {penalty} must be > 0");
+        Require.Length(logits, (long)rows * vocab, "logits");
+        Require.Length(slots, rows, "penalty slots");
+        var args = new RepetitionPenaltyArgs { Logits = logits, Slots = slots, Seen = seen, Vocab = vocab, Penalty = penalty };
+        k.Launch(RepetitionPenaltyKernel, KernelVariant.None, rows * vocab, args);
+    }
+
+    /// <summary>Bytes of <see cref="Reduce(LogitsReduceArgs)"/>: every logit read once (the partials are negligible).</summary>
     public static long ReduceBytesMoved(int rows, int vocab) => 4L * rows * vocab + 16L * rows;
 
-    /// <summary>FLOPs of <see cref="Reduce"/>: subtract, scale, exp and add per logit.</summary>
+    /// <summary>FLOPs of <see cref="Reduce(LogitsReduceArgs)"/>: subtract, scale, exp and add per logit.</summary>
     public static long ReduceFlops(int rows, int vocab) => 4L * rows * vocab;
 
-    /// <summary>Bytes of <see cref="TopK"/>: every logit read once, k values and ids written per row.</summary>
+    /// <summary>Bytes of top-k: every logit read once, k values and ids written per row.</summary>
     public static long TopKBytesMoved(int rows, int vocab, int k) => 4L * rows * vocab + 8L * rows * k;
 
-    /// <summary>Bytes of <see cref="RepetitionPenalty"/>: one seen flag per logit, and the seen logits read and written.</summary>
+    /// <summary>Bytes of the repetition penalty: one seen flag per logit, and the seen logits read and written.</summary>
     public static long RepetitionPenaltyBytesMoved(int rows, int vocab, long seenCount) => (long)rows * vocab + 8L * seenCount + 4L * rows;
+}
 
-    /// <param name="index">flat index over [rows, vocab]</param>
-    /// <param name="logits">[rows, vocab], in place</param>
-    /// <param name="slots">[rows] sequence slot of each row</param>
-    /// <param name="seen">[slots, vocab] 1 where the token already appeared</param>
-    public static void RepetitionPenalty(Index1D index, ArrayView<float> logits, ArrayView<int> slots, ArrayView<byte> seen, int vocab, float penalty)
+/// <summary>The logits family: its kernels and their validated benchmark cases.</summary>
+sealed class LogitsFamily : KernelFamily
+{
+    public override string Name => LogitsKernels.Family;
+
+    public override IReadOnlyList<IKernelDefinition> Kernels => [LogitsKernels.ReduceKernel, LogitsKernels.TopKKernel, LogitsKernels.RepetitionPenaltyKernel];
+
+    public override IEnumerable<BenchCase> BenchCases(BenchShapes s, SixteenBitFormat f)
     {
-        int row = index / vocab;
-        int v = index - row * vocab;
-        if (seen[slots[row] * vocab + v] != 0)
+        foreach (int b in new[] { 1, 4 })
         {
-            float l = logits[index];
-            logits[index] = l > 0f ? l / penalty : l * penalty;
+            yield return Reduce(s.Vocab, b);
+            yield return TopK(s.Vocab, b, s.TopK);
         }
+        yield return RepetitionPenalty(s.Vocab, 4);
+    }
+
+    static BenchCase Reduce(int vocab, int rows) =>
+        new("logits_reduce", LogitsKernels.Family, $"vocab {vocab}", rows, LogitsKernels.ReduceBytesMoved(rows, vocab), LogitsKernels.ReduceFlops(rows, vocab), ctx =>
+        {
+            int seed = ctx.SeedOf(9, vocab, rows);
+            var logits = HostData.Floats(seed, (long)rows * vocab, 8.0);
+            int parts = LogitsKernels.ReduceParts(vocab, ctx.Kernels.Tuning);
+            int copies = ctx.CopiesFor(4L * rows * vocab);
+            var lb = ctx.Rotated("bench.logits_reduce.logits", logits, copies);
+            var buffers = new LogitsReduceBuffers(
+                ctx.Alloc<float>("bench.logits_reduce.partial_max", rows, parts), ctx.Alloc<float>("bench.logits_reduce.partial_sum", rows, parts),
+                ctx.Alloc<int>("bench.logits_reduce.partial_idx", rows, parts), ctx.Upload("bench.logits_reduce.counters", new int[rows]),
+                ctx.Alloc<int>("bench.logits_reduce.token", rows), ctx.Alloc<float>("bench.logits_reduce.max", rows), ctx.Alloc<float>("bench.logits_reduce.sum_exp", rows));
+            const float temperature = 0.8f;
+            void Launch(int i) => ctx.Kernels.LogitsReduce(lb.Copy(i), buffers, rows, vocab, temperature);
+
+            Validation Validate()
+            {
+                Launch(0);
+                var (eTok, eMax, eSum) = KernelReference.LogitsReduce(logits, rows, vocab, 1.0 / temperature);
+                return Validation.From($"all {rows} rows x {vocab}", Tolerance.Normaliser,
+                    Tolerance.Exact.Check("argmax", HostData.IntsAsFloats(BenchContext.Read(buffers.Token)), Array.ConvertAll(eTok, v => (double)v)),
+                    Tolerance.Exact.Check("max", BenchContext.Read(buffers.Max), eMax),
+                    Tolerance.Normaliser.Check("sum exp", BenchContext.Read(buffers.SumExp), eSum));
+            }
+
+            return new PreparedCase(copies, Validate, Launch);
+        });
+
+    static BenchCase TopK(int vocab, int rows, int wantK) =>
+        new("topk", LogitsKernels.Family, $"vocab {vocab}", rows, LogitsKernels.TopKBytesMoved(rows, vocab, wantK), 0, ctx =>
+        {
+            int k = Math.Min(wantK, LogitsKernels.TopKMax(vocab, ctx.Kernels.Tuning));
+            int seed = ctx.SeedOf(10, vocab, rows);
+            var logits = HostData.Floats(seed, (long)rows * vocab, 8.0);
+            int parts = LogitsKernels.TopKParts(vocab, ctx.Kernels.Tuning);
+            int copies = ctx.CopiesFor(4L * rows * vocab);
+            var lb = ctx.Rotated("bench.topk.logits", logits, copies);
+            var buffers = new TopKBuffers(ctx.Alloc<float>("bench.topk.partial_val", rows, parts, k), ctx.Alloc<int>("bench.topk.partial_idx", rows, parts, k),
+                ctx.Upload("bench.topk.counters", new int[rows]), ctx.Alloc<float>("bench.topk.values", rows, k), ctx.Alloc<int>("bench.topk.ids", rows, k));
+            void Launch(int i) => ctx.Kernels.TopK(lb.Copy(i), buffers, rows, vocab, k);
+
+            Validation Validate()
+            {
+                Launch(0);
+                var (eVal, eIds) = KernelReference.TopK(logits, rows, vocab, k);
+                return Validation.From($"all {rows} rows, k={k}", Tolerance.Exact,
+                    Tolerance.Exact.Check("top-k ids", HostData.IntsAsFloats(BenchContext.Read(buffers.Ids)), Array.ConvertAll(eIds, v => (double)v)),
+                    Tolerance.Exact.Check("top-k values", BenchContext.Read(buffers.Values), HostData.ToDouble(eVal)));
+            }
+
+            return new PreparedCase(copies, Validate, Launch, k == wantK ? null : $"k clamped to {k}");
+        });
+
+    static BenchCase RepetitionPenalty(int vocab, int rows)
+    {
+        const double seenFraction = 0.05;
+        long seenCount = (long)(rows * (long)vocab * seenFraction);
+        return new("repetition_penalty", LogitsKernels.Family, $"vocab {vocab}, 5% seen", rows,
+            LogitsKernels.RepetitionPenaltyBytesMoved(rows, vocab, seenCount), 0, ctx =>
+            {
+                int seed = ctx.SeedOf(11, vocab, rows);
+                var logits = HostData.Floats(seed, (long)rows * vocab, 8.0);
+                var rng = new Random(seed + 1);
+                var seen = new byte[(long)rows * vocab];
+                for (long i = 0; i < seen.LongLength; i++)
+                    seen[i] = rng.NextDouble() < seenFraction ? (byte)1 : (byte)0;
+                int[] slots = Enumerable.Range(0, rows).ToArray();
+                int copies = ctx.CopiesFor((long)rows * vocab * 5);
+                var lb = ctx.Rotated("bench.repetition_penalty.logits", logits, copies);
+                var seenb = ctx.Rotated("bench.repetition_penalty.seen", seen, copies);
+                var sb = ctx.Upload("bench.repetition_penalty.slots", slots);
+                const float penalty = 1.3f;
+                void Launch(int i) => ctx.Kernels.RepetitionPenalty(lb.Copy(i), sb, seenb.Copy(i), rows, vocab, penalty);
+
+                Validation Validate()
+                {
+                    Launch(0);
+                    var expected = (float[])logits.Clone();
+                    KernelReference.RepetitionPenalty(expected, slots, seen, vocab, penalty);
+                    return Validation.From($"all {rows} rows x {vocab}", Tolerance.Exact,
+                        Tolerance.Exact.Check("repetition penalty", BenchContext.Read(lb.Copy(0)), HostData.ToDouble(expected)));
+                }
+
+                return new PreparedCase(copies, Validate, Launch);
+            });
     }
 }

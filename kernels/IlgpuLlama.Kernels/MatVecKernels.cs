@@ -1,3 +1,5 @@
+using IlgpuLlama.Kernels.Bench;
+using IlgpuLlama.Kernels.Reference;
 
 namespace IlgpuLlama.Kernels;
 
@@ -34,6 +36,25 @@ public struct MatVecShape
     public int Accumulate;
 }
 
+/// <summary>Arguments of <see cref="MatVecKernels.MatVec{TW, TB}"/>.</summary>
+public struct MatVecArgs
+{
+    public ArrayView<U4> W;     // [rows, k8] 16-bit weights, 8 per chunk
+    public ArrayView<F4> X;     // [batch, k8 * 2] fp32
+    public ArrayView<float> Y;  // [batch, y_stride] fp32
+    public MatVecShape Shape;
+}
+
+/// <summary>Arguments of <see cref="MatVecKernels.MatVecSwiGlu{TW, TB}"/>.</summary>
+public struct MatVecSwiGluArgs
+{
+    public ArrayView<U4> Gate;  // [inter, k8]
+    public ArrayView<U4> Up;    // [inter, k8]
+    public ArrayView<F4> X;     // [batch, k8 * 2] fp32
+    public ArrayView<float> H;  // [batch, inter] fp32 out
+    public MatVecShape Shape;
+}
+
 /// <summary>Arguments of the fused q/k/v projection with RoPE and KV-cache append.</summary>
 public struct QkvRopeArgs
 {
@@ -42,48 +63,17 @@ public struct QkvRopeArgs
     public ArrayView<U4> Wv;          // [kv_dim, hidden]
     public ArrayView<F4> X;           // [batch, hidden] fp32 (normed)
     public ArrayView<float> Q;        // [batch, q_dim] fp32 out, rotated
-    public ArrayView<ushort> KCache;  // [slots, kv_heads, max_seq, head_dim] fp16, this layer
+    public ArrayView<ushort> KCache;  // this layer's K cache (KvCacheLayout)
     public ArrayView<ushort> VCache;  // same layout
     public ArrayView<float> Rope;     // [max_seq, head_dim/2, 2] (cos, sin)
     public ArrayView<int> Slots;      // [batch] cache slot of each sequence
     public ArrayView<int> Positions;  // [batch] position of this step's token
-    public int K8, QDim, KvDim, HeadDim, KvHeads, MaxSeq;
+    public KvCacheLayout Cache;
+    public int K8, QDim, KvDim;
 }
 
-/// <summary>
-/// The decode batch as a compile-time constant: each kernel is specialised per batch width so the
-/// code and registers for absent batch entries disappear (batch 1, the latency-critical case,
-/// needs far fewer registers than batch 4, so more groups fit on an SM).
-/// </summary>
-public interface IBatchWidth
-{
-    /// <summary>Number of activation vectors.</summary>
-    int Count { get; }
-}
-
-/// <summary>One vector.</summary>
-public struct Batch1 : IBatchWidth
-{
-    public readonly int Count => 1;
-}
-
-/// <summary>Two vectors.</summary>
-public struct Batch2 : IBatchWidth
-{
-    public readonly int Count => 2;
-}
-
-/// <summary>Three vectors.</summary>
-public struct Batch3 : IBatchWidth
-{
-    public readonly int Count => 3;
-}
-
-/// <summary>Four vectors.</summary>
-public struct Batch4 : IBatchWidth
-{
-    public readonly int Count => 4;
-}
+/// <summary>The three projections of the fused q/k/v launch.</summary>
+public readonly record struct QkvWeights(WeightMatrix Q, WeightMatrix K, WeightMatrix V);
 
 /// <summary>Eight partial sums: rows A and B for batch entries 0..3.</summary>
 public struct Acc8
@@ -118,9 +108,6 @@ public static class MatVecKernels
 {
     /// <summary>Output rows per group in <see cref="MatVec{TW, TB}"/>.</summary>
     public const int RowsPerGroup = 2;
-
-    /// <summary>Largest batch the decode kernels handle in one pass.</summary>
-    public const int MaxBatch = 4;
 
     /// <summary>Largest number of warps in a group (sizes the static shared scratch).</summary>
     public const int MaxWarps = 64;
@@ -278,13 +265,14 @@ public static class MatVecKernels
     }
 
     /// <summary>y[b, r] (+)= W[r, :] . x[b, :]; one group per two rows.</summary>
-    /// <param name="w">[rows, k8] U4</param>
-    /// <param name="x">[batch, k8 * 2] F4</param>
-    /// <param name="y">[batch, yStride] fp32</param>
-    public static void MatVec<TW, TB>(ArrayView<U4> w, ArrayView<F4> x, ArrayView<float> y, MatVecShape s)
+    public static void MatVec<TW, TB>(MatVecArgs a)
         where TW : struct, IWeightFormat
         where TB : struct, IBatchWidth
     {
+        var w = a.W;
+        var x = a.X;
+        var y = a.Y;
+        var s = a.Shape;
         int batch = default(TB).Count;
         int rowA = Grid.IdxX * RowsPerGroup;
         // An odd last row reads itself twice rather than past the end of W; it is stored once.
@@ -310,14 +298,15 @@ public static class MatVecKernels
     }
 
     /// <summary>h[b, r] = silu(Wg[r] . x[b]) * (Wu[r] . x[b]); one group per intermediate row.</summary>
-    /// <param name="wGate">[inter, k8] U4</param>
-    /// <param name="wUp">[inter, k8] U4</param>
-    /// <param name="x">[batch, k8 * 2] F4</param>
-    /// <param name="h">[batch, inter] fp32</param>
-    public static void MatVecSwiGlu<TW, TB>(ArrayView<U4> wGate, ArrayView<U4> wUp, ArrayView<F4> x, ArrayView<float> h, MatVecShape s)
+    public static void MatVecSwiGlu<TW, TB>(MatVecSwiGluArgs a)
         where TW : struct, IWeightFormat
         where TB : struct, IBatchWidth
     {
+        var wGate = a.Gate;
+        var wUp = a.Up;
+        var x = a.X;
+        var h = a.H;
+        var s = a.Shape;
         int batch = default(TB).Count;
         int row = Grid.IdxX;
         Acc8 acc = DotRowPair<TW>(wGate.SubView(row * s.K8, s.K8), wUp.SubView(row * s.K8, s.K8), x, s.K8, batch);
@@ -336,7 +325,8 @@ public static class MatVecKernels
         where TB : struct, IBatchWidth
     {
         int batch = default(TB).Count;
-        int half = a.HeadDim / 2;
+        int headDim = a.Cache.HeadDim;
+        int half = headDim / 2;
         int pair = Grid.IdxX;
         int qPairs = a.QDim / 2;
         int kvPairs = a.KvDim / 2;
@@ -346,7 +336,7 @@ public static class MatVecKernels
         int local = kind == 0 ? pair : kind == 1 ? pair - qPairs : pair - qPairs - kvPairs;
         int head = local / half;
         int i = local - head * half;
-        int rowA = head * a.HeadDim + i;
+        int rowA = head * headDim + i;
         int rowB = rowA + half;
         ArrayView<U4> w = kind == 0 ? a.Wq : kind == 1 ? a.Wk : a.Wv;
 
@@ -375,7 +365,7 @@ public static class MatVecKernels
             }
             else
             {
-                int o = ((a.Slots[b] * a.KvHeads + head) * a.MaxSeq + pos) * a.HeadDim + i;
+                int o = a.Cache.Offset(a.Slots[b], head, pos, i);
                 ArrayView<ushort> cache = kind == 1 ? a.KCache : a.VCache;
                 cache[o] = DeviceMath.ToHalfBits(va);
                 cache[o + half] = DeviceMath.ToHalfBits(vb);
@@ -383,16 +373,116 @@ public static class MatVecKernels
         }
     }
 
+
+    // ---- declarations ----------------------------------------------------------------------
+
+    /// <summary>Family name (this file).</summary>
+    public const string Family = "matvec";
+
+    static LaunchShape GpuLaunch(KernelTuning t) => new(t.MatVecMaxGroup, 0,
+        $"launched with 32..{t.MatVecMaxGroup} threads (in/32 rounded up to warps: 64 at hidden 2048, 256 for the 8192-wide down projection); table uses {t.MatVecMaxGroup}");
+
+    /// <summary><see cref="MatVec{TW, TB}"/>, per 16-bit format and batch width.</summary>
+    public static KernelDefinition<MatVecArgs> MatVecKernel { get; } =
+        KernelDefinition<MatVecArgs>.Explicit("matvec", Family, MatVec<Fp16Format, Batch1>, GpuLaunch, WeightFormat.SixteenBit, perBatchWidth: true);
+
+    /// <summary><see cref="MatVecSwiGlu{TW, TB}"/>, per 16-bit format and batch width.</summary>
+    public static KernelDefinition<MatVecSwiGluArgs> SwiGluKernel { get; } =
+        KernelDefinition<MatVecSwiGluArgs>.Explicit("matvec_swiglu", Family, MatVecSwiGlu<Fp16Format, Batch1>, GpuLaunch, WeightFormat.SixteenBit, perBatchWidth: true);
+
+    /// <summary><see cref="MatVecQkvRope{TW, TB}"/>, per 16-bit format and batch width.</summary>
+    public static KernelDefinition<QkvRopeArgs> QkvRopeKernel { get; } =
+        KernelDefinition<QkvRopeArgs>.Explicit("matvec_qkv_rope", Family, MatVecQkvRope<Fp16Format, Batch1>, GpuLaunch, WeightFormat.SixteenBit, perBatchWidth: true);
+
+    // ---- launchers -------------------------------------------------------------------------
+
+    /// <summary>Enough threads that each handles four chunks per row (one unrolled iteration), capped by the tuning.</summary>
+    static int GroupSize(LlamaKernels k, int k8)
+    {
+        int warp = k.Accelerator.WarpSize;
+        int want = Math.Max(warp, (k8 / 4 + warp - 1) / warp * warp);
+        return Math.Min(want, k.Tuning.MatVecMaxGroup);
+    }
+
+    /// <summary>y[b, :] (+)= W x[b] for <paramref name="batch"/> (1..4) vectors; y rows are <paramref name="yStride"/> apart (default: W's rows).</summary>
+    public static void MatVec(this LlamaKernels k, WeightMatrix w, ArrayView<float> x, ArrayView<float> y, int batch, bool accumulate, int yStride = -1)
+    {
+        int rows = w.Rows, inDim = w.Cols;
+        Require.MultipleOf8(inDim, "matvec");
+        Require.Batch(batch);
+        if (yStride < 0)
+            yStride = rows;
+        Require.Length(w.Values, (long)rows * inDim, "matvec weight");
+        Require.Length(x, (long)batch * inDim, "matvec x");
+        Require.Length(y, (long)(batch - 1) * yStride + rows, "matvec y");
+        var args = new MatVecArgs
+        {
+            W = w.Chunks, X = x.Cast<F4>(), Y = y,
+            Shape = new MatVecShape { Rows = rows, K8 = inDim / 8, YStride = yStride, Accumulate = accumulate ? 1 : 0 },
+        };
+        int groups = (rows + RowsPerGroup - 1) / RowsPerGroup;
+        k.Launch(MatVecKernel, MatVecKernel.Variant(w.Format, batch), new KernelConfig(groups, GroupSize(k, args.Shape.K8)), args);
+    }
+
+    /// <summary>h[b, :] = silu(Wg x[b]) * (Wu x[b]).</summary>
+    public static void MatVecSwiGlu(this LlamaKernels k, WeightMatrix gate, WeightMatrix up, ArrayView<float> x, ArrayView<float> h, int batch)
+    {
+        int rows = gate.Rows, inDim = gate.Cols;
+        Require.MultipleOf8(inDim, "matvec-swiglu");
+        Require.Batch(batch);
+        Require.That(up.Rows == rows && up.Cols == inDim && up.Format == gate.Format, $"matvec-swiglu: up [{up.Rows}, {up.Cols}] {up.Format} must match gate [{rows}, {inDim}] {gate.Format}");
+        Require.Length(gate.Values, (long)rows * inDim, "swiglu gate weight");
+        Require.Length(up.Values, (long)rows * inDim, "swiglu up weight");
+        Require.Length(x, (long)batch * inDim, "swiglu x");
+        Require.Length(h, (long)batch * rows, "swiglu output");
+        var args = new MatVecSwiGluArgs
+        {
+            Gate = gate.Chunks, Up = up.Chunks, X = x.Cast<F4>(), H = h,
+            Shape = new MatVecShape { Rows = rows, K8 = inDim / 8, YStride = rows },
+        };
+        k.Launch(SwiGluKernel, SwiGluKernel.Variant(gate.Format, batch), new KernelConfig(rows, GroupSize(k, args.Shape.K8)), args);
+    }
+
+    /// <summary>Fused decode q/k/v projection + RoPE + KV append (see the file header).</summary>
+    public static void MatVecQkvRope(this LlamaKernels k, QkvWeights w, ArrayView<float> x, ArrayView<float> q, ArrayView<ushort> kCache, ArrayView<ushort> vCache,
+        ArrayView<float> ropeTable, ArrayView<int> slots, ArrayView<int> positions, int batch, AttentionShape s)
+    {
+        int hidden = w.Q.Cols;
+        Require.MultipleOf8(hidden, "matvec-qkv");
+        Require.Batch(batch);
+        Require.That(s.HeadDim % 2 == 0, $"head_dim {s.HeadDim} must be even");
+        Require.That(w.Q.Rows == s.QDim && w.K.Rows == s.KvDim && w.V.Rows == s.KvDim && w.K.Cols == hidden && w.V.Cols == hidden,
+            $"matvec-qkv: q/k/v weights [{w.Q.Rows}, {w.Q.Cols}], [{w.K.Rows}, {w.K.Cols}], [{w.V.Rows}, {w.V.Cols}] do not fit {s.Heads}/{s.KvHeads} heads x {s.HeadDim}");
+        Require.That(w.K.Format == w.Q.Format && w.V.Format == w.Q.Format, "matvec-qkv: q, k and v weights must share one format");
+        Require.Length(w.Q.Values, (long)s.QDim * hidden, "q_proj weight");
+        Require.Length(w.K.Values, (long)s.KvDim * hidden, "k_proj weight");
+        Require.Length(w.V.Values, (long)s.KvDim * hidden, "v_proj weight");
+        Require.Length(x, (long)batch * hidden, "qkv x");
+        Require.Length(q, (long)batch * s.QDim, "qkv q output");
+        Require.Length(slots, batch, "qkv slots");
+        Require.Length(positions, batch, "qkv positions");
+        Require.Length(ropeTable, (long)s.MaxSeq * s.HeadDim, "rope table");
+        var args = new QkvRopeArgs
+        {
+            Wq = w.Q.Chunks, Wk = w.K.Chunks, Wv = w.V.Chunks, X = x.Cast<F4>(), Q = q,
+            KCache = kCache, VCache = vCache, Rope = ropeTable, Slots = slots, Positions = positions,
+            Cache = s.Cache, K8 = hidden / 8, QDim = s.QDim, KvDim = s.KvDim,
+        };
+        k.Launch(QkvRopeKernel, QkvRopeKernel.Variant(w.Q.Format, batch), new KernelConfig((s.QDim + 2 * s.KvDim) / 2, GroupSize(k, args.K8)), args);
+    }
+
+    // ---- cost ------------------------------------------------------------------------------
+
     /// <summary>Global memory bytes one launch of <see cref="MatVec{TW, TB}"/> must move.</summary>
-    public static long BytesMoved(int rows, int inDim, int batch, bool accumulate) =>
-        2L * rows * inDim + 4L * batch * inDim + 4L * batch * rows * (accumulate ? 2 : 1);
+    public static long BytesMoved(WeightFormat format, int rows, int inDim, int batch, bool accumulate) =>
+        format.MatrixBytes(rows, inDim) + 4L * batch * inDim + 4L * batch * rows * (accumulate ? 2 : 1);
 
     /// <summary>Floating-point operations of one launch (multiply and add counted separately).</summary>
     public static long Flops(int rows, int inDim, int batch) => 2L * rows * inDim * batch;
 
     /// <summary>Bytes of one <see cref="MatVecSwiGlu{TW, TB}"/> launch: both weight matrices, x, h.</summary>
-    public static long SwiGluBytesMoved(int rows, int inDim, int batch) =>
-        2L * 2L * rows * inDim + 4L * batch * inDim + 4L * batch * rows;
+    public static long SwiGluBytesMoved(WeightFormat format, int rows, int inDim, int batch) =>
+        2L * format.MatrixBytes(rows, inDim) + 4L * batch * inDim + 4L * batch * rows;
 
     /// <summary>FLOPs of one <see cref="MatVecSwiGlu{TW, TB}"/> launch: two matvecs (the silu and product are negligible).</summary>
     public static long SwiGluFlops(int rows, int inDim, int batch) => 2 * Flops(rows, inDim, batch);
@@ -401,11 +491,154 @@ public static class MatVecKernels
     /// Bytes of one <see cref="MatVecQkvRope{TW, TB}"/> launch: q/k/v weights, x, the rotated q (fp32),
     /// k and v appended to the cache (fp16), and the (cos, sin) table row of each position.
     /// </summary>
-    public static long QkvRopeBytesMoved(int hidden, int batch, int heads, int kvHeads, int headDim) =>
-        2L * (heads + 2L * kvHeads) * headDim * hidden + 4L * batch * hidden + 4L * batch * heads * headDim
-        + 2L * 2L * batch * kvHeads * headDim + 4L * batch * headDim;
+    public static long QkvRopeBytesMoved(WeightFormat format, int hidden, int batch, AttentionShape s) =>
+        format.MatrixBytes(s.QDim + 2L * s.KvDim, hidden) + 4L * batch * hidden + 4L * batch * s.QDim
+        + 2L * 2L * batch * s.KvDim + 4L * batch * s.HeadDim;
 
     /// <summary>FLOPs of one <see cref="MatVecQkvRope{TW, TB}"/> launch: the three matvecs (RoPE is negligible).</summary>
-    public static long QkvRopeFlops(int hidden, int batch, int heads, int kvHeads, int headDim) =>
-        Flops((heads + 2 * kvHeads) * headDim, hidden, batch);
+    public static long QkvRopeFlops(int hidden, int batch, AttentionShape s) => Flops(s.QDim + 2 * s.KvDim, hidden, batch);
+}
+
+/// <summary>The matvec family: its kernels and its validated benchmark cases (each launch checked against <see cref="KernelReference"/>).</summary>
+sealed class MatVecFamily : KernelFamily
+{
+    public override string Name => MatVecKernels.Family;
+
+    public override IReadOnlyList<IKernelDefinition> Kernels => [MatVecKernels.MatVecKernel, MatVecKernels.SwiGluKernel, MatVecKernels.QkvRopeKernel];
+
+    public override IEnumerable<BenchCase> BenchCases(BenchShapes s, SixteenBitFormat f)
+    {
+        foreach (int b in new[] { 1, 4 })
+        {
+            yield return MatVec(f, "q/o proj", s.Hidden, s.Hidden, b, false);
+            yield return MatVec(f, "k/v proj", s.KvDim, s.Hidden, b, false);
+            yield return SwiGlu(f, s.Intermediate, s.Hidden, b);
+            yield return MatVec(f, "down proj +=", s.Hidden, s.Intermediate, b, true);
+            yield return MatVec(f, "lm head", s.Vocab, s.Hidden, b, false);
+            yield return QkvRope(f, s, b);
+        }
+    }
+
+    static BenchCase MatVec(SixteenBitFormat f, string label, int rows, int inDim, int batch, bool accumulate) =>
+        new($"matvec_{f.Name}", MatVecKernels.Family, $"{rows}x{inDim} {label}", batch,
+            MatVecKernels.BytesMoved(f, rows, inDim, batch, accumulate), MatVecKernels.Flops(rows, inDim, batch), ctx =>
+            {
+                int seed = ctx.SeedOf(1, rows, inDim, batch);
+                var w = HostData.Weights(seed, (long)rows * inDim, f);
+                var x = HostData.Floats(seed + 1, (long)batch * inDim);
+                var y0 = HostData.Floats(seed + 2, (long)batch * rows);
+                int copies = ctx.CopiesFor(f.MatrixBytes(rows, inDim));
+                var wb = ctx.Rotated("bench.matvec.w", w, copies);
+                var xb = ctx.Upload("bench.matvec.x", x);
+                var yb = ctx.Upload("bench.matvec.y", y0);
+                void Launch(int i) => ctx.Kernels.MatVec(WeightMatrix.Of(f, wb.Copy(i), rows, inDim), xb, yb, batch, accumulate);
+
+                Validation Validate()
+                {
+                    Launch(0);
+                    var y = BenchContext.Read(yb);
+                    var ids = HostData.SampleRows(rows, HostData.SampledRows, (long)rows * inDim * batch <= HostData.FullCheckWork, seed);
+                    int n = ids.Length;
+                    var expected = new double[batch * n];
+                    var actual = new float[batch * n];
+                    for (int b = 0; b < batch; b++)
+                    {
+                        for (int i = 0; i < n; i++)
+                        {
+                            expected[b * n + i] = y0[(long)b * rows + ids[i]];
+                            actual[b * n + i] = y[(long)b * rows + ids[i]];
+                        }
+                    }
+                    KernelReference.MatVec(HostData.Rows(w, ids, inDim), x, expected, n, inDim, batch, accumulate, f);
+                    return Validation.From(HostData.RowsMethod(n, rows), Tolerance.Matmul, Tolerance.Matmul.Check("matvec", actual, expected));
+                }
+
+                return new PreparedCase(copies, Validate, Launch);
+            });
+
+    static BenchCase SwiGlu(SixteenBitFormat f, int rows, int inDim, int batch) =>
+        new($"matvec_swiglu_{f.Name}", MatVecKernels.Family, $"{rows}x{inDim} gate+up", batch,
+            MatVecKernels.SwiGluBytesMoved(f, rows, inDim, batch), MatVecKernels.SwiGluFlops(rows, inDim, batch), ctx =>
+            {
+                int seed = ctx.SeedOf(2, rows, inDim, batch);
+                var wg = HostData.Weights(seed, (long)rows * inDim, f);
+                var wu = HostData.Weights(seed + 1, (long)rows * inDim, f);
+                var x = HostData.Floats(seed + 2, (long)batch * inDim);
+                int copies = ctx.CopiesFor(2 * f.MatrixBytes(rows, inDim));
+                var wgb = ctx.Rotated("bench.matvec_swiglu.w_gate", wg, copies);
+                var wub = ctx.Rotated("bench.matvec_swiglu.w_up", wu, copies);
+                var xb = ctx.Upload("bench.matvec_swiglu.x", x);
+                var hb = ctx.Alloc<float>("bench.matvec_swiglu.h", batch, rows);
+                void Launch(int i) => ctx.Kernels.MatVecSwiGlu(WeightMatrix.Of(f, wgb.Copy(i), rows, inDim), WeightMatrix.Of(f, wub.Copy(i), rows, inDim), xb, hb, batch);
+
+                Validation Validate()
+                {
+                    Launch(0);
+                    var hv = BenchContext.Read(hb);
+                    var ids = HostData.SampleRows(rows, HostData.SampledRows, 2L * rows * inDim * batch <= HostData.FullCheckWork, seed);
+                    int n = ids.Length;
+                    var expected = new double[batch * n];
+                    var actual = new float[batch * n];
+                    for (int b = 0; b < batch; b++)
+                        for (int i = 0; i < n; i++)
+                            actual[b * n + i] = hv[(long)b * rows + ids[i]];
+                    KernelReference.MatVecSwiGlu(HostData.Rows(wg, ids, inDim), HostData.Rows(wu, ids, inDim), x, expected, n, inDim, batch, f);
+                    return Validation.From(HostData.RowsMethod(n, rows), Tolerance.Matmul, Tolerance.Matmul.Check("matvec-swiglu", actual, expected));
+                }
+
+                return new PreparedCase(copies, Validate, Launch);
+            });
+
+    static BenchCase QkvRope(SixteenBitFormat f, BenchShapes s, int batch)
+    {
+        const int maxSeq = 64;
+        var shape = new AttentionShape(s.Heads, s.KvHeads, s.HeadDim, maxSeq);
+        int hidden = s.Hidden;
+        return new($"matvec_qkv_rope_{f.Name}", MatVecKernels.Family, $"{s.QDim}+2x{s.KvDim}x{hidden} q/k/v+rope", batch,
+            MatVecKernels.QkvRopeBytesMoved(f, hidden, batch, shape), MatVecKernels.QkvRopeFlops(hidden, batch, shape), ctx =>
+            {
+                int seed = ctx.SeedOf(3, hidden, batch);
+                int qDim = shape.QDim, kvDim = shape.KvDim;
+                var wq = HostData.Weights(seed, (long)qDim * hidden, f);
+                var wk = HostData.Weights(seed + 1, (long)kvDim * hidden, f);
+                var wv = HostData.Weights(seed + 2, (long)kvDim * hidden, f);
+                var x = HostData.Floats(seed + 3, (long)batch * hidden);
+                int[] slots = Enumerable.Range(0, batch).ToArray();
+                int[] positions = new[] { 5, 17, 33, 63 }[..batch];
+                long cacheLen = shape.Cache.Elements(batch);
+                var kCache = HostData.HalfBits(seed + 4, cacheLen);
+                var vCache = HostData.HalfBits(seed + 5, cacheLen);
+                var rope = RopeTable.Plain(shape.HeadDim, maxSeq);
+                int copies = ctx.CopiesFor(f.MatrixBytes(qDim + 2L * kvDim, hidden));
+                var wqb = ctx.Rotated("bench.matvec_qkv_rope.wq", wq, copies);
+                var wkb = ctx.Rotated("bench.matvec_qkv_rope.wk", wk, copies);
+                var wvb = ctx.Rotated("bench.matvec_qkv_rope.wv", wv, copies);
+                var xb = ctx.Upload("bench.matvec_qkv_rope.x", x);
+                var qb = ctx.Alloc<float>("bench.matvec_qkv_rope.q", batch, qDim);
+                var kcb = ctx.Upload("bench.matvec_qkv_rope.k_cache", kCache);
+                var vcb = ctx.Upload("bench.matvec_qkv_rope.v_cache", vCache);
+                var ropeb = ctx.Upload("bench.matvec_qkv_rope.rope", rope);
+                var slotb = ctx.Upload("bench.matvec_qkv_rope.slots", slots);
+                var posb = ctx.Upload("bench.matvec_qkv_rope.positions", positions);
+
+                void Launch(int i) => ctx.Kernels.MatVecQkvRope(
+                    new QkvWeights(WeightMatrix.Of(f, wqb.Copy(i), qDim, hidden), WeightMatrix.Of(f, wkb.Copy(i), kvDim, hidden), WeightMatrix.Of(f, wvb.Copy(i), kvDim, hidden)),
+                    xb, qb, kcb, vcb, ropeb, slotb, posb, batch, shape);
+
+                Validation Validate()
+                {
+                    Launch(0);
+                    var eq = new double[batch * qDim];
+                    var ek = (ushort[])kCache.Clone();
+                    var ev = (ushort[])vCache.Clone();
+                    KernelReference.MatVecQkvRope(wq, wk, wv, x, eq, ek, ev, rope, slots, positions, hidden, batch, shape, f);
+                    return Validation.From($"all {qDim + 2 * kvDim} rows", Tolerance.Matmul,
+                        Tolerance.Matmul.Check("q", BenchContext.Read(qb), eq),
+                        Tolerance.Fp16.Check("k cache", HostData.HalfToFloat(BenchContext.Read(kcb)), HostData.HalfToDouble(ek)),
+                        Tolerance.Fp16.Check("v cache", HostData.HalfToFloat(BenchContext.Read(vcb)), HostData.HalfToDouble(ev)));
+                }
+
+                return new PreparedCase(copies, Validate, Launch);
+            });
+    }
 }

@@ -1,3 +1,6 @@
+using IlgpuLlama.Kernels.Bench;
+using IlgpuLlama.Kernels.Reference;
+
 namespace IlgpuLlama.Kernels;
 
 // RMSNorm: y[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * w, all in fp32 (weights widened).
@@ -6,18 +9,31 @@ namespace IlgpuLlama.Kernels;
 // most 4 x group values are read once into registers (one global round trip), reduced with warp
 // shuffles, then across warps by warp 0, and scaled from registers; longer rows take two passes.
 
+/// <summary>Arguments of <see cref="RmsNormKernels.RmsNorm{TW}"/>.</summary>
+public struct RmsNormArgs
+{
+    public ArrayView<float> X;       // [rows, n] fp32
+    public ArrayView<ushort> Weight; // [n] 16-bit
+    public ArrayView<float> Y;       // [rows, n] fp32 out (may not alias x)
+    public int N;
+    public float Eps;
+}
+
 /// <summary>Root-mean-square layer norm.</summary>
 public static class RmsNormKernels
 {
     /// <summary>Most warps one group may have (sizes the shared scratch).</summary>
     public const int MaxWarps = 64;
 
-    /// <param name="x">[rows, n] fp32</param>
-    /// <param name="weight">[n] 16-bit</param>
-    /// <param name="y">[rows, n] fp32 out (may not alias x)</param>
-    public static void RmsNorm<TW>(ArrayView<float> x, ArrayView<ushort> weight, ArrayView<float> y, int n, float eps)
+    /// <summary>y = rmsnorm(x) * weight, one group per row. See the file header.</summary>
+    public static void RmsNorm<TW>(RmsNormArgs a)
         where TW : struct, IWeightFormat
     {
+        var x = a.X;
+        var weight = a.Weight;
+        var y = a.Y;
+        int n = a.N;
+        float eps = a.Eps;
         var scratch = SharedMemory.Allocate<float>(MaxWarps + 1);
         int rowStart = Grid.IdxX * n;
         int tid = Group.IdxX;
@@ -80,9 +96,63 @@ public static class RmsNormKernels
         return 1.0f / XMath.Sqrt(ss / n + eps);
     }
 
+    // ---- declaration, launcher, cost ------------------------------------------------------
+
+    /// <summary>Family name (this file).</summary>
+    public const string Family = "rmsnorm";
+
+    /// <summary><see cref="RmsNorm{TW}"/>, per 16-bit format.</summary>
+    public static KernelDefinition<RmsNormArgs> RmsNormKernel { get; } = KernelDefinition<RmsNormArgs>.Explicit("rmsnorm", Family, RmsNorm<Fp16Format>,
+        t => new LaunchShape(t.RmsNormGroup, 0, "one group per row"), WeightFormat.SixteenBit);
+
+    /// <summary>y = rmsnorm(x) * weight over <paramref name="rows"/> rows of <paramref name="n"/>.</summary>
+    public static void RmsNorm(this LlamaKernels k, ArrayView<float> x, WeightVector weight, ArrayView<float> y, int rows, int n, float eps)
+    {
+        Require.Length(x, (long)rows * n, "rmsnorm input");
+        Require.Length(y, (long)rows * n, "rmsnorm output");
+        Require.Length(weight.Values, n, "rmsnorm weight");
+        var args = new RmsNormArgs { X = x, Weight = weight.Values, Y = y, N = n, Eps = eps };
+        k.Launch(RmsNormKernel, RmsNormKernel.Variant(weight.Format), new KernelConfig(rows, k.Tuning.RmsNormGroup), args);
+    }
+
     /// <summary>Bytes moved (x read once, y written once, weights once).</summary>
-    public static long BytesMoved(int rows, int n) => rows * 8L * n + 2L * n;
+    public static long BytesMoved(WeightFormat format, int rows, int n) => rows * 8L * n + format.VectorBytes(n);
 
     /// <summary>FLOPs: square-and-add, then two multiplies per element.</summary>
     public static long Flops(int rows, int n) => rows * 4L * n;
+}
+
+/// <summary>The rmsnorm family: its kernel and its validated benchmark cases.</summary>
+sealed class RmsNormFamily : KernelFamily
+{
+    public override string Name => RmsNormKernels.Family;
+
+    public override IReadOnlyList<IKernelDefinition> Kernels => [RmsNormKernels.RmsNormKernel];
+
+    public override IEnumerable<BenchCase> BenchCases(BenchShapes s, SixteenBitFormat f) =>
+        new[] { 1, 4, s.PrefillTokens }.Select(rows => RmsNorm(f, rows, s.Hidden));
+
+    static BenchCase RmsNorm(SixteenBitFormat f, int rows, int n) =>
+        new($"rmsnorm_{f.Name}", RmsNormKernels.Family, $"{rows}x{n}", rows, RmsNormKernels.BytesMoved(f, rows, n), RmsNormKernels.Flops(rows, n), ctx =>
+        {
+            int seed = ctx.SeedOf(5, rows, n);
+            var x = HostData.Floats(seed, (long)rows * n, 3.0);
+            var w = HostData.Weights(seed + 1, n, f, 1.5);
+            int copies = ctx.CopiesFor(8L * rows * n);
+            var xb = ctx.Rotated("bench.rmsnorm.x", x, copies);
+            var wb = ctx.Upload("bench.rmsnorm.w", w);
+            var yb = ctx.Alloc<float>("bench.rmsnorm.y", rows, n);
+            const float eps = 1e-5f;
+            void Launch(int i) => ctx.Kernels.RmsNorm(xb.Copy(i), new WeightVector(f, wb), yb, rows, n, eps);
+
+            Validation Validate()
+            {
+                Launch(0);
+                var expected = new double[(long)rows * n];
+                KernelReference.RmsNorm(x, w, expected, n, eps, f);
+                return Validation.From(HostData.RowsMethod(rows, rows), Tolerance.Elementwise, Tolerance.Elementwise.Check("rmsnorm", BenchContext.Read(yb), expected));
+            }
+
+            return new PreparedCase(copies, Validate, Launch);
+        });
 }

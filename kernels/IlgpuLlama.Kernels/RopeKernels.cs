@@ -1,3 +1,6 @@
+using IlgpuLlama.Kernels.Bench;
+using IlgpuLlama.Kernels.Reference;
+
 namespace IlgpuLlama.Kernels;
 
 // Rotary position embedding in the Hugging Face rotate_half layout: within each head the pair
@@ -11,17 +14,26 @@ namespace IlgpuLlama.Kernels;
 // grid = tokens * (heads + kv_heads) * head_dim/2). Used by prefill; decode fuses RoPE into
 // MatVecQkvRope.
 
+/// <summary>Arguments of <see cref="RopeKernels.Rope(Index1D, RopeArgs)"/>.</summary>
+public struct RopeArgs
+{
+    public ArrayView<float> Q;         // [tokens, heads * head_dim] fp32, in place
+    public ArrayView<float> K;         // [tokens, kv_heads * head_dim] fp32, in place
+    public ArrayView<int> Positions;   // [tokens]
+    public ArrayView<float> Table;     // [max_seq, head_dim / 2, 2] cos, sin
+    public int Heads, KvHeads, HeadDim;
+}
+
 /// <summary>Rotary embedding, applied in place to q and k.</summary>
 public static class RopeKernels
 {
     /// <param name="index">flat index over [tokens, heads + kv_heads, head_dim / 2]</param>
-    /// <param name="q">[tokens, heads * head_dim] fp32, in place</param>
-    /// <param name="k">[tokens, kv_heads * head_dim] fp32, in place</param>
-    /// <param name="positions">[tokens]</param>
-    /// <param name="rope">[max_seq, head_dim / 2, 2] cos, sin</param>
-    public static void Rope(Index1D index, ArrayView<float> q, ArrayView<float> k, ArrayView<int> positions, ArrayView<float> rope,
-        int heads, int kvHeads, int headDim)
+    /// <param name="a">q, k, positions, the table and the head counts</param>
+    public static void Rope(Index1D index, RopeArgs a)
     {
+        int heads = a.Heads, kvHeads = a.KvHeads, headDim = a.HeadDim;
+        var positions = a.Positions;
+        var rope = a.Table;
         int half = headDim / 2;
         int perToken = (heads + kvHeads) * half;
         int t = index / perToken;
@@ -33,20 +45,80 @@ public static class RopeKernels
         float cos = rope[r];
         float sin = rope[r + 1];
 
-        ArrayView<float> v = head < heads ? q : k;
+        ArrayView<float> v = head < heads ? a.Q : a.K;
         int o = head < heads
             ? t * heads * headDim + head * headDim + i
             : t * kvHeads * headDim + (head - heads) * headDim + i;
-        float a = v[o];
-        float b = v[o + half];
-        v[o] = a * cos - b * sin;
-        v[o + half] = b * cos + a * sin;
+        float lo = v[o];
+        float hi = v[o + half];
+        v[o] = lo * cos - hi * sin;
+        v[o + half] = hi * cos + lo * sin;
+    }
+
+    // ---- declaration, launcher, cost ------------------------------------------------------
+
+    /// <summary>Family name (this file).</summary>
+    public const string Family = "rope";
+
+    /// <summary><see cref="Rope(Index1D, RopeArgs)"/>.</summary>
+    public static KernelDefinition<RopeArgs> RopeKernel { get; } = KernelDefinition<RopeArgs>.Implicit("rope", Family, Rope);
+
+    /// <summary>In-place rotate_half RoPE of q and k for <paramref name="tokens"/> tokens.</summary>
+    public static void Rope(this LlamaKernels k, ArrayView<float> q, ArrayView<float> kv, ArrayView<int> positions, ArrayView<float> ropeTable, int tokens, AttentionShape s)
+    {
+        Require.That(s.HeadDim % 2 == 0, $"rope: head_dim {s.HeadDim} must be even");
+        Require.Length(q, (long)tokens * s.QDim, "rope q");
+        Require.Length(kv, (long)tokens * s.KvDim, "rope k");
+        Require.Length(positions, tokens, "rope positions");
+        var args = new RopeArgs { Q = q, K = kv, Positions = positions, Table = ropeTable, Heads = s.Heads, KvHeads = s.KvHeads, HeadDim = s.HeadDim };
+        k.Launch(RopeKernel, KernelVariant.None, tokens * (s.Heads + s.KvHeads) * (s.HeadDim / 2), args);
     }
 
     /// <summary>Bytes: per rotated pair two fp32 read and written, and its (cos, sin) read.</summary>
-    public static long BytesMoved(int tokens, int heads, int kvHeads, int headDim) =>
-        (long)tokens * (heads + kvHeads) * (headDim / 2) * 24L + 4L * tokens;
+    public static long BytesMoved(int tokens, AttentionShape s) => (long)tokens * (s.Heads + s.KvHeads) * (s.HeadDim / 2) * 24L + 4L * tokens;
 
     /// <summary>FLOPs: four multiplies and two adds per rotated pair.</summary>
-    public static long Flops(int tokens, int heads, int kvHeads, int headDim) => (long)tokens * (heads + kvHeads) * (headDim / 2) * 6L;
+    public static long Flops(int tokens, AttentionShape s) => (long)tokens * (s.Heads + s.KvHeads) * (s.HeadDim / 2) * 6L;
+}
+
+/// <summary>The rope family: its kernel and its validated benchmark case.</summary>
+sealed class RopeFamily : KernelFamily
+{
+    public override string Name => RopeKernels.Family;
+
+    public override IReadOnlyList<IKernelDefinition> Kernels => [RopeKernels.RopeKernel];
+
+    public override IEnumerable<BenchCase> BenchCases(BenchShapes s, SixteenBitFormat f)
+    {
+        int tokens = s.PrefillTokens;
+        var shape = new AttentionShape(s.Heads, s.KvHeads, s.HeadDim, tokens);
+        yield return new("rope", RopeKernels.Family, $"{tokens} tokens, {s.Heads}+{s.KvHeads} heads x {s.HeadDim}", tokens,
+            RopeKernels.BytesMoved(tokens, shape), RopeKernels.Flops(tokens, shape), ctx =>
+            {
+                int seed = ctx.SeedOf(13, tokens);
+                var q = HostData.Floats(seed, (long)tokens * shape.QDim);
+                var kv = HostData.Floats(seed + 1, (long)tokens * shape.KvDim);
+                int[] positions = Enumerable.Range(0, tokens).ToArray();
+                var rope = RopeTable.Plain(shape.HeadDim, tokens);
+                int copies = ctx.CopiesFor(RopeKernels.BytesMoved(tokens, shape));
+                var qb = ctx.Rotated("bench.rope.q", q, copies);
+                var kb = ctx.Rotated("bench.rope.k", kv, copies);
+                var pb = ctx.Upload("bench.rope.positions", positions);
+                var rb = ctx.Upload("bench.rope.table", rope);
+                void Launch(int i) => ctx.Kernels.Rope(qb.Copy(i), kb.Copy(i), pb, rb, tokens, shape);
+
+                Validation Validate()
+                {
+                    Launch(0);
+                    var eq = HostData.ToDouble(q);
+                    var ek = HostData.ToDouble(kv);
+                    KernelReference.Rope(eq, ek, positions, rope, shape.Heads, shape.KvHeads, shape.HeadDim);
+                    return Validation.From($"all {tokens} tokens", Tolerance.Elementwise,
+                        Tolerance.Elementwise.Check("rope q", BenchContext.Read(qb.Copy(0)), eq),
+                        Tolerance.Elementwise.Check("rope k", BenchContext.Read(kb.Copy(0)), ek));
+                }
+
+                return new PreparedCase(copies, Validate, Launch);
+            });
+    }
 }

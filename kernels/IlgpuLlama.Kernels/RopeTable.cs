@@ -25,6 +25,15 @@ public static class RopeTable
         return table;
     }
 
+    /// <summary>A table of plain (unscaled) RoPE frequencies 1 / theta^(2i / head_dim), for benchmarks.</summary>
+    public static float[] Plain(int headDim, int maxSeq, double theta = 500000.0)
+    {
+        var inv = new double[headDim / 2];
+        for (int i = 0; i < inv.Length; i++)
+            inv[i] = 1.0 / Math.Pow(theta, 2.0 * i / headDim);
+        return Build(inv, maxSeq);
+    }
+
     /// <summary>Bytes of the table for a model: max_seq * head_dim/2 * 2 * 4.</summary>
     public static long Bytes(int maxSeq, int headDim) => (long)maxSeq * headDim * 4;
 }

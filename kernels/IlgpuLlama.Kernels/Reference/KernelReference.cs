@@ -7,39 +7,22 @@ namespace IlgpuLlama.Kernels.Reference;
 /// </summary>
 public static class KernelReference
 {
-    /// <summary>Widens 16-bit weight bits to a double.</summary>
-    public static double Widen(ushort bits, WeightStorage storage) => storage == WeightStorage.Fp16
-        ? (double)BitConverter.UInt16BitsToHalf(bits)
-        : BitConverter.Int32BitsToSingle(bits << 16);
-
-    /// <summary>Rounds a value to 16-bit weight bits (round to nearest even).</summary>
-    public static ushort Narrow(double value, WeightStorage storage)
-    {
-        if (storage == WeightStorage.Fp16)
-            return BitConverter.HalfToUInt16Bits((System.Half)value);
-        uint bits = BitConverter.SingleToUInt32Bits((float)value);
-        if (float.IsNaN((float)value))
-            return (ushort)((bits >> 16) | 0x40);
-        uint rounding = 0x7FFF + ((bits >> 16) & 1);
-        return (ushort)((bits + rounding) >> 16);
-    }
-
     /// <summary>fp16 bits to double (the KV cache is always fp16).</summary>
-    public static double HalfToDouble(ushort bits) => (double)BitConverter.UInt16BitsToHalf(bits);
+    public static double HalfToDouble(ushort bits) => WeightFormat.Fp16.Decode(bits);
 
-    /// <summary>fp32 to fp16 bits, as the KV append does.</summary>
-    public static ushort ToHalfBits(double value) => BitConverter.HalfToUInt16Bits((System.Half)(float)value);
+    /// <summary>fp32 to fp16 bits, as the KV append does (the value is rounded to fp32 first, as on the device).</summary>
+    public static ushort ToHalfBits(double value) => WeightFormat.Fp16.Encode((float)value);
 
     /// <summary>x[t, :] = table[tokens[t], :].</summary>
-    public static void Embedding(ushort[] table, int[] tokens, double[] x, int hidden, WeightStorage storage)
+    public static void Embedding(ushort[] table, int[] tokens, double[] x, int hidden, SixteenBitFormat format)
     {
         for (int t = 0; t < tokens.Length; t++)
             for (int d = 0; d < hidden; d++)
-                x[t * hidden + d] = Widen(table[tokens[t] * hidden + d], storage);
+                x[t * hidden + d] = format.Decode(table[tokens[t] * hidden + d]);
     }
 
     /// <summary>y = x * rsqrt(mean(x^2) + eps) * w per row of n.</summary>
-    public static void RmsNorm(float[] x, ushort[] weight, double[] y, int n, double eps, WeightStorage storage)
+    public static void RmsNorm(float[] x, ushort[] weight, double[] y, int n, double eps, SixteenBitFormat format)
     {
         for (int r = 0; r < x.Length / n; r++)
         {
@@ -48,12 +31,12 @@ public static class KernelReference
                 ss += (double)x[r * n + i] * x[r * n + i];
             double inv = 1.0 / Math.Sqrt(ss / n + eps);
             for (int i = 0; i < n; i++)
-                y[r * n + i] = x[r * n + i] * inv * Widen(weight[i], storage);
+                y[r * n + i] = x[r * n + i] * inv * format.Decode(weight[i]);
         }
     }
 
     /// <summary>y[b, r] (+)= W[r, :] . x[b, :]; y has row stride yStride.</summary>
-    public static void MatVec(ushort[] w, float[] x, double[] y, int rows, int inDim, int batch, bool accumulate, WeightStorage storage, int yStride = -1)
+    public static void MatVec(ushort[] w, float[] x, double[] y, int rows, int inDim, int batch, bool accumulate, SixteenBitFormat format, int yStride = -1)
     {
         if (yStride < 0)
             yStride = rows;
@@ -63,7 +46,7 @@ public static class KernelReference
             {
                 double s = 0;
                 for (int k = 0; k < inDim; k++)
-                    s += Widen(w[r * inDim + k], storage) * x[b * inDim + k];
+                    s += format.Decode(w[r * inDim + k]) * x[b * inDim + k];
                 int o = b * yStride + r;
                 y[o] = accumulate ? y[o] + s : s;
             }
@@ -74,12 +57,12 @@ public static class KernelReference
     public static double Silu(double v) => v / (1 + Math.Exp(-v));
 
     /// <summary>h[b, r] = silu(Wg[r] . x[b]) * (Wu[r] . x[b]).</summary>
-    public static void MatVecSwiGlu(ushort[] wGate, ushort[] wUp, float[] x, double[] h, int rows, int inDim, int batch, WeightStorage storage)
+    public static void MatVecSwiGlu(ushort[] wGate, ushort[] wUp, float[] x, double[] h, int rows, int inDim, int batch, SixteenBitFormat format)
     {
         var g = new double[batch * rows];
         var u = new double[batch * rows];
-        MatVec(wGate, x, g, rows, inDim, batch, false, storage);
-        MatVec(wUp, x, u, rows, inDim, batch, false, storage);
+        MatVec(wGate, x, g, rows, inDim, batch, false, format);
+        MatVec(wUp, x, u, rows, inDim, batch, false, format);
         for (int i = 0; i < h.Length && i < g.Length; i++)
             h[i] = Silu(g[i]) * u[i];
     }
@@ -112,17 +95,17 @@ public static class KernelReference
         }
     }
 
-    /// <summary>Writes k and v rows as fp16 into the cache [slots, kv_heads, max_seq, head_dim].</summary>
-    public static void KvAppend(float[] k, float[] v, ushort[] kCache, ushort[] vCache, int[] slots, int[] positions, int kvHeads, int headDim, int maxSeq)
+    /// <summary>Writes k and v rows as fp16 into the cache (<see cref="KvCacheLayout"/>).</summary>
+    public static void KvAppend(float[] k, float[] v, ushort[] kCache, ushort[] vCache, int[] slots, int[] positions, KvCacheLayout cache)
     {
-        int kvDim = kvHeads * headDim;
+        int kvDim = cache.TokenElements;
         for (int t = 0; t < slots.Length; t++)
         {
             for (int e = 0; e < kvDim; e++)
             {
-                int head = e / headDim;
-                int d = e % headDim;
-                int o = ((slots[t] * kvHeads + head) * maxSeq + positions[t]) * headDim + d;
+                int head = e / cache.HeadDim;
+                int d = e % cache.HeadDim;
+                int o = cache.Offset(slots[t], head, positions[t], d);
                 kCache[o] = ToHalfBits(k[t * kvDim + e]);
                 vCache[o] = ToHalfBits(v[t * kvDim + e]);
             }
@@ -133,25 +116,23 @@ public static class KernelReference
     /// The fused decode projection: q = rope(Wq x), cache_k[pos] = fp16(rope(Wk x)), cache_v[pos] = fp16(Wv x).
     /// </summary>
     public static void MatVecQkvRope(ushort[] wq, ushort[] wk, ushort[] wv, float[] x, double[] q, ushort[] kCache, ushort[] vCache,
-        float[] rope, int[] slots, int[] positions, int hidden, int batch, int heads, int kvHeads, int headDim, int maxSeq, WeightStorage storage)
+        float[] rope, int[] slots, int[] positions, int hidden, int batch, AttentionShape s, SixteenBitFormat format)
     {
-        int qDim = heads * headDim;
-        int kvDim = kvHeads * headDim;
-        var k = new double[batch * kvDim];
-        var v = new double[batch * kvDim];
-        MatVec(wq, x, q, qDim, hidden, batch, false, storage);
-        MatVec(wk, x, k, kvDim, hidden, batch, false, storage);
-        MatVec(wv, x, v, kvDim, hidden, batch, false, storage);
-        Rope(q, k, positions, rope, heads, kvHeads, headDim);
-        KvAppend(Array.ConvertAll(k, d => (float)d), Array.ConvertAll(v, d => (float)d), kCache, vCache, slots, positions, kvHeads, headDim, maxSeq);
+        var k = new double[batch * s.KvDim];
+        var v = new double[batch * s.KvDim];
+        MatVec(wq, x, q, s.QDim, hidden, batch, false, format);
+        MatVec(wk, x, k, s.KvDim, hidden, batch, false, format);
+        MatVec(wv, x, v, s.KvDim, hidden, batch, false, format);
+        Rope(q, k, positions, rope, s.Heads, s.KvHeads, s.HeadDim);
+        KvAppend(Array.ConvertAll(k, d => (float)d), Array.ConvertAll(v, d => (float)d), kCache, vCache, slots, positions, s.Cache);
     }
 
     /// <summary>C[m, n] (+)= X[m, :] . W[n, :].</summary>
-    public static void Gemm(float[] x, ushort[] w, double[] c, int m, int n, int k, bool accumulate, WeightStorage storage)
+    public static void Gemm(float[] x, ushort[] w, double[] c, int m, int n, int k, bool accumulate, SixteenBitFormat format)
     {
         var wd = new double[w.Length];
         for (int i = 0; i < w.Length; i++)
-            wd[i] = Widen(w[i], storage);
+            wd[i] = format.Decode(w[i]);
         Parallel.For(0, m, r =>
         {
             for (int j = 0; j < n; j++)
@@ -175,26 +156,26 @@ public static class KernelReference
     /// Causal GQA attention of each query row over keys 0..positions[row] of its slot:
     /// softmax(q k^T * scale) v, query head h reading kv head h / (heads / kv_heads).
     /// </summary>
-    public static void Attention(float[] q, ushort[] kCache, ushort[] vCache, int[] slots, int[] positions, double[] output,
-        int heads, int kvHeads, int headDim, int maxSeq, double scale)
+    public static void Attention(float[] q, ushort[] kCache, ushort[] vCache, int[] slots, int[] positions, double[] output, AttentionShape s)
     {
-        int groupHeads = heads / kvHeads;
-        int qDim = heads * headDim;
+        int headDim = s.HeadDim;
+        int qDim = s.QDim;
+        double scale = 1.0 / Math.Sqrt(headDim);
         for (int row = 0; row < slots.Length; row++)
         {
             int len = positions[row] + 1;
-            for (int h = 0; h < heads; h++)
+            for (int h = 0; h < s.Heads; h++)
             {
-                int kvh = h / groupHeads;
-                int cacheBase = (slots[row] * kvHeads + kvh) * maxSeq;
+                int kvh = h / s.GroupHeads;
                 var scores = new double[len];
                 double max = double.NegativeInfinity;
                 for (int p = 0; p < len; p++)
                 {
-                    double s = 0;
+                    int key = s.Cache.Offset(slots[row], kvh, p, 0);
+                    double dot = 0;
                     for (int d = 0; d < headDim; d++)
-                        s += q[row * qDim + h * headDim + d] * HalfToDouble(kCache[(cacheBase + p) * headDim + d]);
-                    scores[p] = s * scale;
+                        dot += q[row * qDim + h * headDim + d] * HalfToDouble(kCache[key + d]);
+                    scores[p] = dot * scale;
                     max = Math.Max(max, scores[p]);
                 }
                 double sum = 0;
@@ -207,7 +188,7 @@ public static class KernelReference
                 {
                     double acc = 0;
                     for (int p = 0; p < len; p++)
-                        acc += scores[p] * HalfToDouble(vCache[(cacheBase + p) * headDim + d]);
+                        acc += scores[p] * HalfToDouble(vCache[s.Cache.Offset(slots[row], kvh, p, d)]);
                     output[row * qDim + h * headDim + d] = acc / sum;
                 }
             }

@@ -120,7 +120,7 @@ public static partial class PtxasReport
                 problems.Add("SASS has no LDG.E.128");
         }
 
-        var shape = KernelLaunchShapes.For(entry);
+        var shape = entry.GpuLaunch;
         int regs = kernel?.Registers ?? 0;
         int staticShared = kernel?.StaticSharedBytes ?? 0;
         int shared = staticShared + shape.DynamicSharedBytes;

@@ -3,6 +3,7 @@ using ILGPU;
 using ILGPU.Runtime;
 using IlgpuLlama.Device;
 using IlgpuLlama.Kernels;
+using IlgpuLlama.Kernels.Bench;
 
 namespace IlgpuLlama.Cli.Bench;
 
@@ -55,7 +56,28 @@ public sealed record KernelBenchReport(
 /// <summary>Options of one run.</summary>
 /// <param name="Repeats">timed launches; null: 20 on CUDA, 5 on the CPU accelerator</param>
 /// <param name="Warmup">untimed launches; null: 3 on CUDA, 1 on the CPU accelerator</param>
-public sealed record KernelBenchOptions(DeviceKind Device, string? Shapes, WeightStorage Storage, int? Repeats, int? Warmup, int Seed = 1234);
+public sealed record KernelBenchOptions(DeviceKind Device, string? Shapes, SixteenBitFormat Format, int? Repeats, int? Warmup, int Seed = 1234);
+
+/// <summary>The bench context of a run: case buffers come from the tracking allocator (category Other, names bench.*) and are freed after each case.</summary>
+sealed class TrackedBenchContext(LlamaKernels kernels, DeviceAllocator allocator, bool isGpu, int seed) : BenchContext(kernels, isGpu, seed)
+{
+    readonly List<IDisposable> owned = [];
+
+    public override ArrayView<T> Alloc<T>(string name, params long[] shape)
+    {
+        var b = allocator.Allocate<T>(name, MemoryCategory.Other, shape);
+        owned.Add(b);
+        return b.View;
+    }
+
+    /// <summary>Frees every buffer of the current case.</summary>
+    public void ReleaseCase()
+    {
+        foreach (var d in owned)
+            d.Dispose();
+        owned.Clear();
+    }
+}
 
 /// <summary>
 /// Runs the kernel microbenchmarks (llm.c dev/cuda style): for each case allocate (through the
@@ -84,6 +106,7 @@ public sealed class KernelBenchRunner
             throw new ArgumentException($"--repeats {options.Repeats.Value} must be at least 1");
         if (options.Warmup < 0)
             throw new ArgumentException($"--warmup {options.Warmup.Value} must be at least 0");
+        var format = options.Format;
         var shapes = BenchShapes.Parse(options.Shapes ?? (device.IsCuda ? "llama-3.2-1b" : "tiny"));
         string description = device.IsCuda
             ? device.Description
@@ -92,10 +115,10 @@ public sealed class KernelBenchRunner
         if (!device.IsCuda && shapes.Name != "tiny")
             progress($"warning: {shapes.Name} shapes on the CPU accelerator take a long time, and kernels whose groups exceed {device.Accelerator.MaxNumThreadsPerGroup} threads are skipped; use --shapes tiny");
         var sw = Stopwatch.StartNew();
-        var kernels = new LlamaKernels(device.Accelerator, options.Storage);
+        var kernels = new LlamaKernels(device.Accelerator);
         progress($"compiled kernels in {sw.Elapsed.TotalSeconds:F1} s");
         using var allocator = new DeviceAllocator(device.Accelerator);
-        var ctx = new BenchContext(device, kernels, allocator, options.Seed);
+        var ctx = new TrackedBenchContext(kernels, allocator, device.IsCuda, options.Seed);
         var accelerator = device.Accelerator;
 
         long copyBytes = device.IsCuda ? Math.Min(1L << 30, device.Accelerator.MemorySize / 8) : 64L << 20;
@@ -110,7 +133,7 @@ public sealed class KernelBenchRunner
             progress($"device-to-device copy of {copyBytes >> 20} MiB: {copy.GbPerS:F1} GB/s (bytes read + written)");
 
             var spec = device.IsCuda ? DeviceSpecs.Lookup(accelerator.Name, accelerator.MemorySize) : null;
-            var cases = KernelCases.For(shapes, options.Storage);
+            var cases = KernelCatalog.BenchCases(shapes, format);
             var rows = new List<BenchRow>();
             Action flush = device.IsCuda
                 ? () => dst.View.SubView(0, Math.Min(FlushBytes, copyBytes)).CopyFrom(kernels.Stream, src.View.SubView(0, Math.Min(FlushBytes, copyBytes)))
@@ -135,7 +158,7 @@ public sealed class KernelBenchRunner
                 ? $"streamed inputs replicated so that the copies total >= {BenchContext.RotationBytes / 1_000_000} MB (4 x a 50 MB L2), at most {BenchContext.MaxCopies} copies; launch i reads copy i mod copies"
                 : "none on the CPU accelerator (1 copy)";
             return new KernelBenchReport(description, device.IsCuda ? "cuda" : "cpu", shapes.Name,
-                options.Storage == WeightStorage.Fp16 ? "fp16" : "bf16", options.Repeats.Value, options.Warmup.Value, timing, rotation, copy,
+                format.Name, options.Repeats.Value, options.Warmup.Value, timing, rotation, copy,
                 spec?.Name, spec?.BandwidthGBs, spec?.Fp32Gflops, rows);
         }
         finally
@@ -171,12 +194,12 @@ public sealed class KernelBenchRunner
             if (r >= warmup)
                 times.Add(us);
         }
-        double median = Median(times);
+        double median = Statistics.Median(times);
         long moved = 2 * src.Length;
         return new CopyBandwidth(src.Length, moved, median, moved / (median * 1e3));
     }
 
-    static BenchRow RunCase(BenchContext ctx, BenchCase c, KernelBenchOptions options, CopyBandwidth copy, DeviceSpec? spec, Action flush)
+    static BenchRow RunCase(TrackedBenchContext ctx, BenchCase c, KernelBenchOptions options, CopyBandwidth copy, DeviceSpec? spec, Action flush)
     {
         PreparedCase prepared;
         Validation validation;
@@ -196,7 +219,7 @@ public sealed class KernelBenchRunner
         try
         {
             var times = Time(ctx, prepared, options.Warmup ?? 0, options.Repeats ?? 1, flush);
-            double median = Median(times);
+            double median = Statistics.Median(times);
             double gbs = c.Bytes / (median * 1e3);
             double? gflops = c.Flops > 0 ? c.Flops / (median * 1e3) : null;
             return new BenchRow(c.Kernel, c.Family, c.Shape, c.Batch, prepared.Copies, c.Bytes, c.Flops, median, times.Min(), gbs, gflops,
@@ -210,10 +233,10 @@ public sealed class KernelBenchRunner
 
     static List<double> Time(BenchContext ctx, PreparedCase p, int warmup, int repeats, Action flush)
     {
-        var accelerator = ctx.Device.Accelerator;
+        var accelerator = ctx.Kernels.Accelerator;
         var stream = ctx.Kernels.Stream;
         var times = new List<double>(repeats);
-        if (ctx.Device.IsCuda)
+        if (ctx.IsGpu)
         {
             for (int w = 0; w < warmup; w++)
             {
@@ -262,13 +285,5 @@ public sealed class KernelBenchRunner
             }
         }
         return times;
-    }
-
-    /// <summary>Median of a non-empty list.</summary>
-    public static double Median(IReadOnlyList<double> values)
-    {
-        var s = values.OrderBy(v => v).ToArray();
-        int n = s.Length;
-        return n % 2 == 1 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
     }
 }

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using IlgpuLlama.Cli.Bench;
 using IlgpuLlama.Cli.Infrastructure;
 using IlgpuLlama.Device;
 using IlgpuLlama.Engine;
@@ -50,7 +51,7 @@ public static class BenchE2eCommand
                 var config = LlamaConfig.Preset(name);
                 llama = LlamaModel.Create(device, config, options);
                 io.Err.WriteLine($"{name}: random weights on {device.Description}; {ModelOptions.MemorySummary(llama)}");
-                llama.Weights.FillRandom(1, 0.05f, options.WeightType, device.Accelerator);
+                llama.Weights.FillRandom(1, 0.05f, device.Accelerator);
             }
             using (llama)
             {
@@ -70,12 +71,12 @@ public static class BenchE2eCommand
                         ppTimes.Add(result.PrefillSeconds);
                         tgTimes.Add(result.DecodeSeconds / result.DecodeSteps);
                     }
-                    double ppS = Median(ppTimes), stepS = Median(tgTimes);
+                    double ppS = Statistics.Median(ppTimes), stepS = Statistics.Median(tgTimes);
                     rows.Add(new Row($"pp{pp}", b, b * pp, ppS, b * pp / ppS, ppS * 1000, null));
                     rows.Add(new Row($"tg{tg}", b, b * tg, stepS * tg, b / stepS, stepS * 1000, llama.Plan.WeightBytes / stepS / 1e9));
                     io.Err.WriteLine($"batch {b}: pp{pp} {b * pp / ppS:F1} tok/s, tg{tg} {b / stepS:F1} tok/s ({stepS * 1000:F2} ms/step)");
                 }
-                var report = new Report(name, device.Description, options.WeightType.ToString().ToLowerInvariant(), llama.UseGraphs, llama.Plan.WeightBytes, reps, rows);
+                var report = new Report(name, device.Description, options.WeightFormat.Name, llama.UseGraphs, llama.Plan.WeightBytes, reps, rows);
                 if (parse.GetValue(json))
                 {
                     io.WriteJson(report);
@@ -93,11 +94,5 @@ public static class BenchE2eCommand
             return 0;
         });
         return command;
-    }
-
-    static double Median(List<double> v)
-    {
-        v.Sort();
-        return v[v.Count / 2];
     }
 }

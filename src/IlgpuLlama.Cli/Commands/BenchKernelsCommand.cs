@@ -2,6 +2,7 @@ using System.CommandLine;
 using IlgpuLlama.Cli.Bench;
 using IlgpuLlama.Cli.Infrastructure;
 using IlgpuLlama.Kernels;
+using IlgpuLlama.Kernels.Bench;
 using Spectre.Console;
 
 namespace IlgpuLlama.Cli.Commands;
@@ -25,8 +26,7 @@ public static class BenchKernelsCommand
             HelpName = "llama-3.2-1b|tiny",
         };
         shapes.AcceptOnlyFromAmong(BenchShapes.Names);
-        var storage = new Option<string>("--storage") { Description = "Weight storage type", DefaultValueFactory = _ => "fp16" };
-        storage.AcceptOnlyFromAmong("fp16", "bf16");
+        var dtype = CliOptions.DType("Weight format of the weight-reading kernels");
         var repeats = new Option<int?>("--repeats") { Description = "Timed launches per case, the median is reported (default: 20 on CUDA, 5 on the CPU accelerator)" };
         var warmup = new Option<int?>("--warmup") { Description = "Untimed launches before timing (default: 3 on CUDA, 1 on the CPU accelerator)" };
         repeats.Validators.Add(r =>
@@ -51,7 +51,7 @@ public static class BenchKernelsCommand
 
         var command = new Command("kernels", "Validate and time every kernel family (median of --repeats launches)")
         {
-            device, shapes, storage, repeats, warmup, json, csv, plot,
+            device, shapes, dtype, repeats, warmup, json, csv, plot,
         };
         command.Validators.Add(r =>
         {
@@ -64,7 +64,7 @@ public static class BenchKernelsCommand
             var options = new KernelBenchOptions(
                 parse.GetValue(device),
                 parse.GetValue(shapes),
-                parse.GetValue(storage) == "bf16" ? WeightStorage.Bf16 : WeightStorage.Fp16,
+                (SixteenBitFormat)WeightFormat.Parse(parse.GetValue(dtype)!),
                 parse.GetValue(repeats),
                 parse.GetValue(warmup));
             var report = RunWithProgress(io, options);

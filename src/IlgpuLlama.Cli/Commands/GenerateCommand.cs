@@ -118,8 +118,8 @@ public static class GenerateCommand
                 }
             }
 
-            foreach (var w in llama.Warnings.Where(w => w.StartsWith("CUDA graph", StringComparison.Ordinal)))
-                io.Err.WriteLine($"warning: {w}");
+            foreach (var w in llama.Warnings.Where(w => w.Template.StartsWith("CUDA graph", StringComparison.Ordinal)))
+                io.Err.WriteLine($"warning: {CliNames.Render(w)}");
             var report = BuildJson(dir, device, llama, result, samplingOptions.IsGreedy ? null : samplingOptions.Seed, Text);
             if (asJson)
                 io.WriteJson(report);

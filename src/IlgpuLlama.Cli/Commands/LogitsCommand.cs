@@ -41,14 +41,13 @@ public static class LogitsCommand
             var sw = System.Diagnostics.Stopwatch.StartNew();
             if (parse.GetValue(mode) == "prefill")
             {
-                llama.Prefill([new SequenceInput(0, 0, ids)], (_, pos, row) => row.CopyTo(logits.AsSpan(pos * vocab, vocab)));
+                llama.PrefillLogits([new SequenceInput(0, 0, ids)], (_, pos, row) => row.CopyTo(logits.AsSpan(pos * vocab, vocab)));
             }
             else
             {
                 for (int t = 0; t < ids.Length; t++)
                 {
-                    llama.SetDecodeRows([0], [t], [ids[t]]);
-                    llama.DecodeStep(1, SelectMode.ArgMax);
+                    llama.Decode([new DecodeRow(0, t, ids[t])], SelectMode.ArgMax);
                     llama.ReadLogitsRow(0, logits.AsSpan(t * vocab, vocab));
                 }
             }

@@ -25,7 +25,7 @@ public static class MemoryCommand
     /// <summary>The report (JSON shape of <c>memory --json</c>).</summary>
     public sealed record MemoryReport(
         string Model, int Batch, int Seq, string Dtype,
-        long ParameterCount, long WeightBytes, long KvCacheBytesPerToken, long KvCacheBytes, long ActivationBytes, long TotalBytes,
+        long ParameterCount, long WeightBytes, string WeightFormula, long KvCacheBytesPerToken, long KvCacheBytes, long ActivationBytes, long TotalBytes,
         IReadOnlyList<MemoryLine> ActivationItems, string RuleOfThumb, IReadOnlyList<FitRow> Fits, Allocated? Allocated);
 
     static readonly (string Name, double GiB)[] Gpus =
@@ -39,8 +39,7 @@ public static class MemoryCommand
         var model = new Option<string>("--model") { Description = "Model directory or preset (llama-3.2-1b, llama-3.2-3b, llama-3.1-8b)", Required = true, HelpName = "DIR|PRESET" };
         var batch = new Option<int>("--batch") { Description = "Sequences (KV-cache slots)", DefaultValueFactory = _ => 4 };
         var seq = new Option<int>("--seq") { Description = "Positions per sequence", DefaultValueFactory = _ => 256 };
-        var dtype = new Option<string>("--dtype") { Description = "16-bit weight type", DefaultValueFactory = _ => "fp16", HelpName = "fp16|bf16" };
-        dtype.AcceptOnlyFromAmong("fp16", "bf16");
+        var dtype = CliOptions.DType();
         var allocate = new Option<bool>("--allocate") { Description = "Really allocate weights (from DIR, zero-filled for a preset), KV cache and workspace on the device" };
         var device = CliOptions.Device();
         var logAllocations = new Option<bool>("--log-allocations") { Description = "Print every device allocation to stderr" };
@@ -55,7 +54,7 @@ public static class MemoryCommand
             string name = parse.GetValue(model)!;
             bool isDir = Directory.Exists(name);
             var config = isDir ? LlamaConfig.FromDirectory(name) : LlamaConfig.Preset(name);
-            var storage = parse.GetValue(dtype) == "bf16" ? WeightStorage.Bf16 : WeightStorage.Fp16;
+            var format = WeightFormat.Parse(parse.GetValue(dtype)!);
             int b = parse.GetValue(batch), s = parse.GetValue(seq);
             if (s > config.MaxPositionEmbeddings)
                 throw new ArgumentException($"--seq {s} exceeds the model's max_position_embeddings {config.MaxPositionEmbeddings}");
@@ -66,7 +65,7 @@ public static class MemoryCommand
                 using var dev = ComputeDevice.Create(parse.GetValue(device));
                 var options = new EngineOptions
                 {
-                    MaxBatchSize = b, MaxSeqLen = s, WeightType = storage,
+                    MaxBatchSize = b, MaxSeqLen = s, WeightFormat = format,
                     AllocationLog = parse.GetValue(logAllocations) ? line => io.Err.WriteLine($"[alloc] {line}") : null,
                 };
                 long? freeBefore = dev.Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator c0 ? c0.GetFreeMemory() : null;
@@ -81,12 +80,12 @@ public static class MemoryCommand
                     freeBefore is { } fb && freeAfter is { } fa ? fb - fa : null,
                     freeBefore is null ? "no driver memory query on this device" :
                         "cuMemGetInfo free-memory drop across loading: includes the allocator's rounding of each buffer to its page granularity and the memory the driver takes for loaded kernel modules");
-                report = Build(name, config, b, s, storage, m.Plan, allocated, dev);
+                report = Build(name, config, b, s, m.Plan, allocated, dev);
             }
             else
             {
-                var plan = new MemoryPlan(config, WorkspaceShape.For(config, b, s, new KernelTuning()));
-                report = Build(name, config, b, s, storage, plan, null, null);
+                var plan = new MemoryPlan(config, WorkspaceShape.For(config, b, s, new KernelTuning()), format);
+                report = Build(name, config, b, s, plan, null, null);
             }
 
             if (parse.GetValue(json))
@@ -98,7 +97,7 @@ public static class MemoryCommand
         return command;
     }
 
-    static MemoryReport Build(string name, LlamaConfig config, int batch, int seq, WeightStorage storage, MemoryPlan plan, Allocated? allocated, ComputeDevice? device)
+    static MemoryReport Build(string name, LlamaConfig config, int batch, int seq, MemoryPlan plan, Allocated? allocated, ComputeDevice? device)
     {
         double billions = plan.ParameterCount / 1e9;
         long embedding = (long)config.VocabSize * config.HiddenSize;
@@ -110,8 +109,8 @@ public static class MemoryCommand
             fits.Add(Fit(gpu, (long)(gib * (1L << 30)), plan, batch, config.MaxPositionEmbeddings));
         if (device is { IsCuda: true })
             fits.Add(Fit($"this device: {device.Accelerator.Name}", device.Accelerator.MemorySize, plan, batch, config.MaxPositionEmbeddings));
-        return new MemoryReport(name, batch, seq, storage == WeightStorage.Bf16 ? "bf16" : "fp16",
-            plan.ParameterCount, plan.WeightBytes, plan.KvBytesPerToken, plan.KvCacheBytes, plan.ActivationBytes, plan.TotalBytes,
+        return new MemoryReport(name, batch, seq, plan.Format.Name,
+            plan.ParameterCount, plan.WeightBytes, plan.Format.MatrixBytesFormula + (plan.Format.BlockSize > 1 ? " + norms x 2 B" : ""), plan.KvBytesPerToken, plan.KvCacheBytes, plan.ActivationBytes, plan.TotalBytes,
             plan.ActivationLines, rule, fits, allocated);
     }
 
@@ -130,7 +129,7 @@ public static class MemoryCommand
         t.Columns[2].RightAligned();
         t.Columns[3].RightAligned();
         t.AddRow("parameters", "tied embeddings counted once", $"{r.ParameterCount:N0}", "");
-        t.AddRow("weights", "parameters x 2 B", $"{r.WeightBytes:N0}", $"{r.WeightBytes / 1e9:F3}");
+        t.AddRow("weights", Markup.Escape(r.WeightFormula), $"{r.WeightBytes:N0}", $"{r.WeightBytes / 1e9:F3}");
         t.AddRow("KV cache per token", "2 x layers x kv_heads x head_dim x 2 B", $"{r.KvCacheBytesPerToken:N0}", "");
         t.AddRow("KV cache", "batch x seq x per token", $"{r.KvCacheBytes:N0}", $"{r.KvCacheBytes / 1e9:F3}");
         foreach (var line in r.ActivationItems)

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using IlgpuLlama.Device;
+using IlgpuLlama.Kernels;
 
 namespace IlgpuLlama.Cli.Infrastructure;
 
@@ -13,7 +14,16 @@ public static class CliOptions
         Recursive = true,
     };
 
-    /// <summary>--device auto|cuda|cpu, parsed with <see cref="ComputeDevice.ParseKind"/>.</summary>
+    /// <summary>Parses --device values.</summary>
+    public static DeviceKind ParseDevice(string value) => value.ToLowerInvariant() switch
+    {
+        "auto" => DeviceKind.Auto,
+        "cuda" or "gpu" => DeviceKind.Cuda,
+        "cpu" => DeviceKind.Cpu,
+        _ => throw new ArgumentException($"--device '{value}' is not one of auto, cuda, cpu"),
+    };
+
+    /// <summary>--device auto|cuda|cpu, parsed with <see cref="ParseDevice"/>.</summary>
     public static Option<DeviceKind> Device()
     {
         var option = new Option<DeviceKind>("--device")
@@ -26,7 +36,7 @@ public static class CliOptions
                 string text = result.Tokens.Count > 0 ? result.Tokens[^1].Value : "auto";
                 try
                 {
-                    return ComputeDevice.ParseKind(text);
+                    return ParseDevice(text);
                 }
                 catch (ArgumentException e)
                 {
@@ -36,6 +46,19 @@ public static class CliOptions
             },
         };
         option.CompletionSources.Add("auto", "cuda", "cpu");
+        return option;
+    }
+
+    /// <summary>--dtype: the weight format on the device, one of <see cref="WeightFormat.Names"/>.</summary>
+    public static Option<string> DType(string description = "Weight format on the device")
+    {
+        var option = new Option<string>("--dtype")
+        {
+            Description = $"{description}: " + string.Join("; ", WeightFormat.All.Select(f => $"{f.Name} = {f.Description}")),
+            DefaultValueFactory = _ => WeightFormat.Fp16.Name,
+            HelpName = string.Join("|", WeightFormat.Names),
+        };
+        option.AcceptOnlyFromAmong([.. WeightFormat.Names]);
         return option;
     }
 

@@ -28,6 +28,7 @@ public static class CliRunner
         or SafetensorsException
         or TokenizerException
         or DeviceOutOfMemoryException
+        or IEngineMessage
         or InvalidOperationException
         or FileNotFoundException
         or DirectoryNotFoundException;
@@ -56,7 +57,7 @@ public static class CliRunner
             var e = Unwrap(raw);
             if (IsExpected(e))
             {
-                error.WriteLine($"error: {OneLine(e.Message)}");
+                error.WriteLine($"error: {OneLine(CliNames.Message(e))}");
                 if (verbose)
                     error.WriteLine(e.ToString());
             }

@@ -17,20 +17,19 @@ public sealed class ModelOptions
     public const string DefaultModelDir = "weights/Llama-3.2-1B";
 
     public Option<DeviceKind> Device { get; } = CliOptions.Device();
-    public Option<int> MaxBatchSize { get; } = new("--max-batch-size") { Description = "Sequences decoded together (KV-cache slots), 1..4", DefaultValueFactory = _ => 4 };
+    public Option<int> MaxBatchSize { get; } = new("--max-batch-size") { Description = $"Sequences decoded together (KV-cache slots), 1..{BatchWidth.Max}", DefaultValueFactory = _ => 4 };
     public Option<int> MaxSeqLen { get; } = new("--max-seq-len") { Description = "Positions per sequence in the KV cache (prompt + new tokens)", DefaultValueFactory = _ => 256 };
-    public Option<string> DType { get; } = new("--dtype") { Description = "Weight storage on the device: fp16 (P100-friendly) or bf16", DefaultValueFactory = _ => "fp16", HelpName = "fp16|bf16" };
+    public Option<string> DType { get; } = CliOptions.DType();
     public Option<int?> PrefillChunk { get; } = new("--prefill-chunk") { Description = "Prompt tokens per prefill pass (default: min(batch x seq, 2048))" };
     public Option<bool> NoCudaGraph { get; } = new("--no-cuda-graph") { Description = "Launch every decode kernel from the host instead of replaying a CUDA graph" };
     public Option<bool> LogAllocations { get; } = new("--log-allocations") { Description = "Print every device allocation and free to stderr" };
 
     public ModelOptions()
     {
-        DType.AcceptOnlyFromAmong("fp16", "bf16");
         MaxBatchSize.Validators.Add(r =>
         {
-            if (r.GetValueOrDefault<int>() is < 1 or > MatVecKernels.MaxBatch)
-                r.AddError($"--max-batch-size must be between 1 and {MatVecKernels.MaxBatch}");
+            if (r.GetValueOrDefault<int>() is < 1 or > BatchWidth.Max)
+                r.AddError($"--max-batch-size must be between 1 and {BatchWidth.Max}");
         });
         MaxSeqLen.Validators.Add(r =>
         {
@@ -51,15 +50,15 @@ public sealed class ModelOptions
             command.Options.Add(o);
     }
 
-    /// <summary>Weight storage from --dtype.</summary>
-    public WeightStorage Storage(ParseResult p) => p.GetValue(DType) == "bf16" ? WeightStorage.Bf16 : WeightStorage.Fp16;
+    /// <summary>Weight format from --dtype.</summary>
+    public WeightFormat Format(ParseResult p) => WeightFormat.Parse(p.GetValue(DType)!);
 
     /// <summary>Engine options from the parsed flags.</summary>
     public EngineOptions Engine(ParseResult p, CommandIO io, int? maxSeqOverride = null) => new()
     {
         MaxBatchSize = p.GetValue(MaxBatchSize),
         MaxSeqLen = maxSeqOverride ?? p.GetValue(MaxSeqLen),
-        WeightType = Storage(p),
+        WeightFormat = Format(p),
         PrefillChunk = p.GetValue(PrefillChunk),
         DecodeLaunch = p.GetValue(NoCudaGraph) ? DecodeLaunch.Direct : DecodeLaunch.Auto,
         AllocationLog = p.GetValue(LogAllocations) ? line => io.Err.WriteLine($"[alloc] {line}") : null,
@@ -81,9 +80,14 @@ public sealed class ModelOptions
             return DefaultModelDir;
         if (!allowDemo)
             throw new ArgumentException($"--model DIR is required (no {DefaultModelDir} found; see weights/README.md)");
-        io.Err.WriteLine(DemoModel.Notice);
+        io.Err.WriteLine(DemoNotice);
         return DemoModel.Ensure("weights");
     }
+
+    /// <summary>One line saying what the demo is and how to get the real model.</summary>
+    public const string DemoNotice =
+        "demo: no model given and weights/Llama-3.2-1B not found, so this runs the built-in tiny Llama-3-architecture model with random weights (its text is gibberish); " +
+        "for real text: huggingface-cli download meta-llama/Llama-3.2-1B --local-dir weights/Llama-3.2-1B";
 
     /// <summary>Loads a model directory, drawing upload progress on stderr.</summary>
     public static LlamaModel Load(ComputeDevice device, string dir, EngineOptions options, CommandIO io)
@@ -106,7 +110,7 @@ public sealed class ModelOptions
             io.Err.WriteLine();
         io.Err.WriteLine($"loaded in {(DateTime.UtcNow - started).TotalSeconds:F1} s: {MemorySummary(model)}");
         foreach (var w in model.Warnings)
-            io.Err.WriteLine($"warning: {w}");
+            io.Err.WriteLine($"warning: {CliNames.Render(w)}");
         return model;
     }
 
@@ -116,7 +120,7 @@ public sealed class ModelOptions
         var plan = model.Plan;
         var a = model.Allocator;
         string parameters = plan.ParameterCount >= 1_000_000_000 ? $"{plan.ParameterCount / 1e9:F2}B" : $"{plan.ParameterCount / 1e6:F2}M";
-        return $"{parameters} params ({DeviceAllocator.Gb(plan.WeightBytes)} @ 16 bits), " +
+        return $"{parameters} params ({DeviceAllocator.Gb(plan.WeightBytes)} @ {plan.Format.BitsPerWeight:0.#} bits, {plan.Format.Name}), " +
             $"KV cache {DeviceAllocator.Gb(plan.KvCacheBytes)} @ fp16 for {plan.Shape.MaxBatch} x {plan.Shape.MaxSeq} tokens, " +
             $"activations {DeviceAllocator.Gb(plan.ActivationBytes)}; allocated {a.TotalLiveBytes:N0} B (formula {plan.TotalBytes:N0} B)";
     }

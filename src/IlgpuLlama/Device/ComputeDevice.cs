@@ -39,15 +39,6 @@ public sealed class ComputeDevice : IDisposable
     /// <summary>One line: name, memory, warp, compute capability.</summary>
     public string Description => Describe(Accelerator);
 
-    /// <summary>Parses --device values.</summary>
-    public static DeviceKind ParseKind(string value) => value.ToLowerInvariant() switch
-    {
-        "auto" => DeviceKind.Auto,
-        "cuda" or "gpu" => DeviceKind.Cuda,
-        "cpu" => DeviceKind.Cpu,
-        _ => throw new ArgumentException($"--device '{value}' is not one of auto, cuda, cpu"),
-    };
-
     /// <summary>
     /// The CPU device the engine uses. ILGPU's CPU accelerator runs one OS thread per emulated
     /// thread of a multiprocessor and synchronises them with barriers for every shuffle and group
@@ -83,7 +74,9 @@ public sealed class ComputeDevice : IDisposable
             }
             context?.Dispose();
             if (kind == DeviceKind.Cuda)
-                throw new InvalidOperationException("--device cuda: no CUDA GPU was found (is the NVIDIA driver installed?); use --device cpu or --device auto");
+                throw new EngineStateException(
+                    $"{EngineParameters.Device} cuda: no CUDA GPU was found (is the NVIDIA driver installed?); use {EngineParameters.Device} cpu or {EngineParameters.Device} auto",
+                    EngineParameter.Device);
         }
         return CreateCpu(EngineCpuDevice);
     }

@@ -19,18 +19,16 @@ public sealed class DeviceAllocator : IDisposable
 {
     readonly object gate = new();
     readonly Dictionary<long, AllocationInfo> live = new();
-    readonly long[] liveBytes = new long[4];
-    readonly long[] peakBytes = new long[4];
+    readonly long[] liveBytes = new long[Enum.GetValues<MemoryCategory>().Length];
     long nextId;
     bool disposed;
 
     /// <summary>Creates an allocator for <paramref name="accelerator"/>.</summary>
-    /// <param name="log">receives one line per allocation and free (e.g. the console with --log-allocations)</param>
+    /// <param name="log">receives one line per allocation and free (e.g. the console)</param>
     public DeviceAllocator(Accelerator accelerator, Action<string>? log = null)
     {
         Accelerator = accelerator;
         Log = log;
-        MemoryAtStart = QueryDeviceMemory();
     }
 
     /// <summary>The device.</summary>
@@ -38,9 +36,6 @@ public sealed class DeviceAllocator : IDisposable
 
     /// <summary>Where allocation lines go; null for silence.</summary>
     public Action<string>? Log { get; set; }
-
-    /// <summary>Driver-reported memory when the allocator was created (CUDA only).</summary>
-    public DeviceMemoryInfo? MemoryAtStart { get; }
 
     /// <summary>Number of allocations so far (aliases included).</summary>
     public long AllocationCount { get; private set; }
@@ -53,13 +48,6 @@ public sealed class DeviceAllocator : IDisposable
     {
         lock (gate)
             return liveBytes[(int)category];
-    }
-
-    /// <summary>Highest live bytes a category reached.</summary>
-    public long PeakBytes(MemoryCategory category)
-    {
-        lock (gate)
-            return peakBytes[(int)category];
     }
 
     /// <summary>All live bytes.</summary>
@@ -119,7 +107,7 @@ public sealed class DeviceAllocator : IDisposable
             string free = mem is { } m ? $"{Gb(m.FreeBytes)} free of {Gb(m.TotalBytes)}" : "not enough free";
             throw new DeviceOutOfMemoryException(
                 $"out of device memory allocating {name} ({bytes:N0} B) with {Gb(TotalLiveBytes)} already allocated; the device has {free}: " +
-                "reduce --max-batch-size or --max-seq-len, or use a device with more memory", e);
+                $"reduce {EngineParameters.MaxBatchSize} or {EngineParameters.MaxSeqLen}, or use a device with more memory", e);
         }
         var info = new AllocationInfo(Interlocked.Increment(ref nextId), name, category, typeof(T).Name, shape, bytes, null);
         Track(info);
@@ -145,7 +133,6 @@ public sealed class DeviceAllocator : IDisposable
             live[info.Id] = info;
             int c = (int)info.Category;
             liveBytes[c] += info.Bytes;
-            peakBytes[c] = Math.Max(peakBytes[c], liveBytes[c]);
             AllocationCount++;
         }
         Log?.Invoke(info.AliasOf is null

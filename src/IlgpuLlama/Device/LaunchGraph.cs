@@ -16,30 +16,25 @@ public interface ILaunchGraph : IDisposable
 {
     /// <summary>Enqueues the whole sequence.</summary>
     void Launch();
-
-    /// <summary>Number of kernel launches recorded.</summary>
-    int LaunchCount { get; }
 }
 
 /// <summary>Creates launch graphs: CUDA graphs on a GPU, recorded closures elsewhere.</summary>
 public static class LaunchGraphs
 {
     /// <summary>
-    /// Records what <paramref name="enqueue"/> launches through <paramref name="kernels"/>.
+    /// Records what <paramref name="enqueue"/> launches through <paramref name="recorder"/>.
     /// On CUDA the stream is captured into a CUDA graph (cuStreamBeginCapture / cuGraphInstantiate)
     /// so a replay costs one cuGraphLaunch instead of one host-side launch per kernel.
     /// </summary>
-    public static ILaunchGraph Record(LlamaKernels kernels, Action enqueue)
+    public static ILaunchGraph Record(ILaunchRecorder recorder, Action enqueue)
     {
-        if (kernels.Stream is CudaStream cuda)
-            return CudaLaunchGraph.Capture(kernels, cuda, enqueue);
-        return new RecordedLaunchGraph(kernels.RecordLaunches(enqueue));
+        if (recorder.Stream is CudaStream cuda)
+            return CudaLaunchGraph.Capture(recorder, cuda, enqueue);
+        return new RecordedLaunchGraph(recorder.RecordLaunches(enqueue));
     }
 
     sealed class RecordedLaunchGraph(List<Action> launches) : ILaunchGraph
     {
-        public int LaunchCount => launches.Count;
-
         public void Launch()
         {
             foreach (var l in launches)
@@ -59,25 +54,21 @@ public sealed class CudaLaunchGraph : ILaunchGraph
     IntPtr graph;
     IntPtr exec;
 
-    CudaLaunchGraph(CudaStream stream, IntPtr graph, IntPtr exec, int launches)
+    CudaLaunchGraph(CudaStream stream, IntPtr graph, IntPtr exec)
     {
         this.stream = stream;
         this.graph = graph;
         this.exec = exec;
-        LaunchCount = launches;
     }
 
-    /// <inheritdoc/>
-    public int LaunchCount { get; }
-
-    internal static CudaLaunchGraph Capture(LlamaKernels kernels, CudaStream stream, Action enqueue)
+    internal static CudaLaunchGraph Capture(ILaunchRecorder recorder, CudaStream stream, Action enqueue)
     {
         if (stream.StreamPtr == IntPtr.Zero)
             throw new InvalidOperationException("CUDA graphs cannot capture the legacy default stream; give the kernels a stream from Accelerator.CreateStream()");
-        kernels.Accelerator.Bind();
+        recorder.Accelerator.Bind();
         // Record the launches first (cheap), then replay them inside the capture: a failure in
         // the engine's own code cannot leave the stream stuck in capture mode.
-        var launches = kernels.RecordLaunches(enqueue);
+        var launches = recorder.RecordLaunches(enqueue);
         Check(CuDriver.cuStreamBeginCapture_v2(stream.StreamPtr, CuDriver.CaptureModeRelaxed), "cuStreamBeginCapture");
         IntPtr graph = IntPtr.Zero;
         try
@@ -98,7 +89,7 @@ public sealed class CudaLaunchGraph : ILaunchGraph
             CuDriver.cuGraphDestroy(graph);
             Check(rc, "cuGraphInstantiate");
         }
-        return new CudaLaunchGraph(stream, graph, exec, launches.Count);
+        return new CudaLaunchGraph(stream, graph, exec);
     }
 
     /// <inheritdoc/>
@@ -107,7 +98,7 @@ public sealed class CudaLaunchGraph : ILaunchGraph
     static void Check(int result, string what)
     {
         if (result != 0)
-            throw new InvalidOperationException($"{what} failed with CUDA error {result}; rerun with --no-cuda-graph to launch kernels one by one");
+            throw new EngineStateException($"{what} failed with CUDA error {result}; rerun with {EngineParameters.DirectLaunch} to launch kernels one by one", EngineParameter.DirectLaunch);
     }
 
     /// <inheritdoc/>

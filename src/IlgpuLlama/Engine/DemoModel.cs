@@ -1,6 +1,5 @@
 using System.Runtime.InteropServices;
 using IlgpuLlama.Kernels;
-using IlgpuLlama.Kernels.Reference;
 using IlgpuLlama.Model;
 using IlgpuLlama.Safetensors;
 using IlgpuLlama.Text;
@@ -33,11 +32,6 @@ public static class DemoModel
         BosTokenId = 256 + Merges, EosTokenIds = [256 + Merges + 1, 256 + Merges + 8, 256 + Merges + 9],
         MaxPositionEmbeddings = 2048, TorchDtype = "bfloat16",
     };
-
-    /// <summary>One line saying what the demo is and how to get the real model.</summary>
-    public const string Notice =
-        "demo: no model given and weights/Llama-3.2-1B not found, so this runs the built-in tiny Llama-3-architecture model with random weights (its text is gibberish); " +
-        "for real text: huggingface-cli download meta-llama/Llama-3.2-1B --local-dir weights/Llama-3.2-1B";
 
     const string Corpus = """
         IlgpuLlama runs Llama 3 language models in C#. Every kernel is written by hand with ILGPU: the
@@ -102,7 +96,7 @@ public static class DemoModel
         var ranks = TiktokenModelWriter.TrainByteLevel(Corpus, Merges);
         TiktokenModelWriter.Write(Path.Combine(dir, "tokenizer.model"), ranks);
 
-        ulong state = Seed;
+        var noise = new DeterministicNoise(Seed);
         var tensors = new List<TensorToWrite>();
         foreach (var (name, shape) in Config.ExpectedTensors())
         {
@@ -113,9 +107,8 @@ public static class DemoModel
             var bits = new ushort[n];
             for (long i = 0; i < n; i++)
             {
-                state = state * 6364136223846793005UL + 1442695040888963407UL;
-                double u = ((state >> 11) * (1.0 / (1UL << 53))) * 2 - 1;
-                bits[i] = KernelReference.Narrow(norm ? 1 + u * scale : u * scale, WeightStorage.Bf16);
+                double u = noise.NextSymmetric();
+                bits[i] = WeightFormat.Bf16.Encode(norm ? 1 + u * scale : u * scale);
             }
             tensors.Add(new TensorToWrite(name, SafetensorsDType.BF16, shape, MemoryMarshal.AsBytes(bits.AsSpan()).ToArray()));
         }

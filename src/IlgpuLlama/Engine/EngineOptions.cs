@@ -21,16 +21,16 @@ public enum DecodeLaunch
 /// <summary>Engine limits and choices, fixed when a model is loaded.</summary>
 public sealed record EngineOptions
 {
-    /// <summary>Sequences decoded together (KV-cache slots), 1..4.</summary>
+    /// <summary>Sequences decoded together (KV-cache slots), 1..<see cref="BatchWidth.Max"/>.</summary>
     public int MaxBatchSize { get; init; } = 4;
 
     /// <summary>Positions per sequence in the KV cache (prompt + generated tokens).</summary>
     public int MaxSeqLen { get; init; } = 256;
 
-    /// <summary>16-bit storage type of the weights on the device.</summary>
-    public WeightStorage WeightType { get; init; } = WeightStorage.Fp16;
+    /// <summary>Format of the weights on the device (fp16 by default: the P100 has no bf16 arithmetic).</summary>
+    public WeightFormat WeightFormat { get; init; } = WeightFormat.Fp16;
 
-    /// <summary>Prompt tokens per prefill pass (null: every sequence's full context, at most 2048).</summary>
+    /// <summary>Prompt tokens per prefill pass (null: every sequence's full context, at most <see cref="Model.WorkspaceShape.MaxDefaultPrefillTokens"/>).</summary>
     public int? PrefillChunk { get; init; }
 
     /// <summary>How decode steps are launched.</summary>
@@ -41,4 +41,19 @@ public sealed record EngineOptions
 
     /// <summary>Kernel launch shapes (null: defaults for the device).</summary>
     public KernelTuning? Tuning { get; init; }
+}
+
+/// <summary>
+/// A warning from the engine (unused tensors, lossy conversion, a fallback taken), whose text
+/// names parameters through <see cref="EngineParameters"/> placeholders so a front end can show
+/// its own option names; <see cref="ToString"/> renders them as a library user sets them.
+/// </summary>
+/// <param name="Template">the text with placeholders</param>
+public sealed record EngineNotice(string Template)
+{
+    /// <summary>The text with a front end's parameter names.</summary>
+    public string Render(Func<EngineParameter, string> name) => EngineParameters.Render(Template, name);
+
+    /// <inheritdoc/>
+    public override string ToString() => Render(EngineParameters.LibraryName);
 }

@@ -9,7 +9,7 @@ public enum FinishReason
     /// <summary>It produced a stop token.</summary>
     Stop,
 
-    /// <summary>It reached --max-new-tokens (prompt + new tokens are checked against --max-seq-len up front).</summary>
+    /// <summary>It reached the new-token limit (prompt + new tokens are checked against the context up front).</summary>
     Length,
 }
 
@@ -64,21 +64,20 @@ public sealed class Generator(LlamaModel model)
     /// <summary>Generates for up to max-batch prompts; <paramref name="onToken"/> sees each new token as it is chosen.</summary>
     public GenerationResult Generate(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options, Action<int, int>? onToken = null)
     {
-        var cfg = Model.Config;
         int n = prompts.Count;
         if (n == 0 || n > Model.MaxBatch)
-            throw new ArgumentException($"{n} prompts given; between 1 and --max-batch-size {Model.MaxBatch} can be generated together");
+            throw new EngineArgumentException($"{n} prompts given; between 1 and {EngineParameters.MaxBatchSize} {Model.MaxBatch} can be generated together", EngineParameter.MaxBatchSize);
         if (options.MaxNewTokens < 1)
-            throw new ArgumentException($"--max-new-tokens {options.MaxNewTokens} must be at least 1");
+            throw new EngineArgumentException($"{EngineParameters.MaxNewTokens} {options.MaxNewTokens} must be at least 1", EngineParameter.MaxNewTokens);
         options.Sampling.Validate();
         var starts = options.StartPositions ?? new int[n];
         for (int i = 0; i < n; i++)
         {
             int need = starts[i] + prompts[i].Count + options.MaxNewTokens;
             if (need > Model.MaxSeq)
-                throw new ArgumentException(
-                    $"prompt {i + 1}: {starts[i] + prompts[i].Count} tokens + {options.MaxNewTokens} new tokens = {need} exceeds --max-seq-len {Model.MaxSeq}; " +
-                    "shorten the prompt, lower --max-new-tokens or raise --max-seq-len");
+                throw new EngineArgumentException(
+                    $"prompt {i + 1}: {starts[i] + prompts[i].Count} tokens + {options.MaxNewTokens} new tokens = {need} exceeds {EngineParameters.MaxSeqLen} {Model.MaxSeq}; " +
+                    $"shorten the prompt, lower {EngineParameters.MaxNewTokens} or raise {EngineParameters.MaxSeqLen}", EngineParameter.MaxSeqLen);
         }
 
         var sampling = options.Sampling;
@@ -92,44 +91,30 @@ public sealed class Generator(LlamaModel model)
         var generated = Enumerable.Range(0, n).Select(_ => new List<int>()).ToArray();
         var finish = new FinishReason?[n];
         var position = new int[n];      // position of each sequence's next input token
-        var rowSeq = Enumerable.Range(0, n).ToArray(); // decode row -> sequence (= slot)
+        var rowSeq = Enumerable.Range(0, n).ToArray(); // step row -> sequence (= slot)
 
-        // Prefill every prompt, then choose each sequence's first token from its last logits.
+        // Prefill every prompt; its selection gives each sequence's first token.
         var sw = Stopwatch.StartNew();
-        Model.Prefill(Enumerable.Range(0, n).Select(i => new SequenceInput(i, starts[i], prompts[i])).ToArray());
-        var slots = rowSeq.ToArray();
+        var step = Model.Prefill(Enumerable.Range(0, n).Select(i => new SequenceInput(i, starts[i], prompts[i])).ToArray(), mode);
         for (int i = 0; i < n; i++)
             position[i] = starts[i] + prompts[i].Count;
-        Model.SetDecodeRows(slots, position, new int[n]);
-        Model.Select(n, mode);
         var next = new int[n];
-        Choose(n, rowSeq, mode, samplers, next);
+        Choose(step, rowSeq, samplers, next);
         double prefillSeconds = sw.Elapsed.TotalSeconds;
         int live = Accept(n, rowSeq, next, generated, finish, position, stops, options, onToken);
 
-        // Decode: one token per live sequence per step.
+        // Decode: one token per live sequence per step; finished sequences leave the batch.
         sw.Restart();
         int steps = 0, decodeTokens = 0;
-        bool rowsChanged = true;
         while (live > 0)
         {
-            if (rowsChanged)
-            {
-                // Compact: live sequences take rows 0..live-1, with their slot, position and last token.
-                rowSeq = Enumerable.Range(0, n).Where(i => finish[i] is null).ToArray();
-                Model.SetDecodeRows(rowSeq, rowSeq.Select(i => position[i] - 1).ToArray(), rowSeq.Select(i => generated[i][^1]).ToArray());
-                rowsChanged = false;
-            }
-            int b = rowSeq.Length;
-            Model.DecodeStep(b, mode);
+            rowSeq = Enumerable.Range(0, n).Where(i => finish[i] is null).ToArray();
+            var rows = rowSeq.Select(i => new DecodeRow(i, position[i] - 1, generated[i][^1])).ToArray();
+            step = Model.Decode(rows, mode);
             steps++;
-            Choose(b, rowSeq, mode, samplers, next);
-            if (!greedy)
-                Model.SetDecodeTokens(next.AsSpan(0, b));
-            decodeTokens += b;
-            int before = live;
-            live = Accept(b, rowSeq, next, generated, finish, position, stops, options, onToken);
-            rowsChanged = live != before;
+            Choose(step, rowSeq, samplers, next);
+            decodeTokens += rows.Length;
+            live = Accept(rows.Length, rowSeq, next, generated, finish, position, stops, options, onToken);
         }
         double decodeSeconds = sw.Elapsed.TotalSeconds;
 
@@ -137,32 +122,22 @@ public sealed class Generator(LlamaModel model)
         return new GenerationResult(sequences, prompts.Sum(p => p.Count), prefillSeconds, decodeTokens, decodeSeconds, steps);
     }
 
-    /// <summary>Picks the next token of rows 0..rows-1 (device argmax, or host sampling from device candidates).</summary>
-    void Choose(int rows, int[] rowSeq, SelectMode mode, TokenSampler[]? samplers, int[] next)
+    /// <summary>Picks the next token of every row of a step (the device argmax, or host sampling from the device's candidates).</summary>
+    void Choose(StepResult step, int[] rowSeq, TokenSampler[]? samplers, int[] next)
     {
-        if (mode.Greedy)
-        {
-            Model.ReadTokens(next.AsSpan(0, rows));
-            for (int r = 0; r < rows; r++)
-                if (next[r] < 0)
-                    throw new InvalidOperationException($"the logits of sequence {rowSeq[r] + 1} contain NaN; the weights or activations overflowed (try --dtype bf16)");
-            return;
-        }
-        int c = mode.Candidates;
-        var values = new float[rows * c];
-        var ids = new int[rows * c];
-        var max = new float[rows];
-        var sum = new float[rows];
-        Model.ReadCandidates(rows, c, values, ids, max, sum);
-        var argmax = new int[rows];
-        Model.ReadArgmax(argmax);
         float[]? full = null;
-        for (int r = 0; r < rows; r++)
+        for (int r = 0; r < step.Rows; r++)
         {
-            if (argmax[r] < 0)
-                throw new InvalidOperationException($"the logits of sequence {rowSeq[r] + 1} contain NaN; the weights or activations overflowed (try --dtype bf16)");
-            var sampler = samplers![rowSeq[r]];
-            var result = sampler.Sample(values.AsSpan(r * c, c), ids.AsSpan(r * c, c), max[r], sum[r], Model.Config.VocabSize);
+            if (step.ArgMax[r] < 0)
+                throw new EngineStateException(
+                    $"the logits of sequence {rowSeq[r] + 1} contain NaN; the weights or activations overflowed (try {EngineParameters.WeightFormat} bf16)", EngineParameter.WeightFormat);
+            if (samplers is null)
+            {
+                next[r] = step.ArgMax[r];
+                continue;
+            }
+            var sampler = samplers[rowSeq[r]];
+            var result = sampler.Sample(step.Logits(r), step.Ids(r), step.MaxLogit![r], step.SumExp![r], Model.Config.VocabSize);
             if (result.NeedsFullLogits)
             {
                 full ??= new float[Model.Config.VocabSize];

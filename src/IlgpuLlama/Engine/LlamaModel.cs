@@ -14,8 +14,11 @@ namespace IlgpuLlama.Engine;
 /// <param name="Tokens">token ids</param>
 public sealed record SequenceInput(int Slot, int StartPosition, IReadOnlyList<int> Tokens);
 
+/// <summary>One row of a decode step: the sequence in cache slot <paramref name="Slot"/> takes <paramref name="Token"/> at <paramref name="Position"/>.</summary>
+public readonly record struct DecodeRow(int Slot, int Position, int Token);
+
 /// <summary>What the logits-selection kernels compute at the end of a step.</summary>
-/// <param name="Greedy">argmax written straight into the next step's input tokens</param>
+/// <param name="Greedy">argmax only (the token stays on the device for the next step)</param>
 /// <param name="Temperature">softmax temperature for the normaliser (sampling)</param>
 /// <param name="RepetitionPenalty">1 = off</param>
 /// <param name="Candidates">top-k candidates returned per row when sampling</param>
@@ -26,10 +29,87 @@ public sealed record SelectMode(bool Greedy, float Temperature, float Repetition
 }
 
 /// <summary>
+/// The selection of one step for rows 0..<see cref="Rows"/>-1 (one per sequence of the call):
+/// the argmax of every row (-1 where the logits hold a NaN), and when sampling the top
+/// candidates, the max logit and the softmax normaliser the host sampler needs.
+/// </summary>
+public sealed class StepResult
+{
+    internal StepResult(SelectMode mode, int[] argmax, float[]? values, int[]? ids, float[]? maxLogit, float[]? sumExp)
+    {
+        Mode = mode;
+        ArgMax = argmax;
+        CandidateLogits = values;
+        CandidateIds = ids;
+        MaxLogit = maxLogit;
+        SumExp = sumExp;
+    }
+
+    /// <summary>The selection that ran.</summary>
+    public SelectMode Mode { get; }
+
+    /// <summary>Rows of the step.</summary>
+    public int Rows => ArgMax.Count;
+
+    /// <summary>Argmax token of each row, -1 where the row's logits contain NaN.</summary>
+    public IReadOnlyList<int> ArgMax { get; }
+
+    /// <summary>[rows, candidates] largest logits, descending (sampling only).</summary>
+    public float[]? CandidateLogits { get; }
+
+    /// <summary>[rows, candidates] their token ids (sampling only).</summary>
+    public int[]? CandidateIds { get; }
+
+    /// <summary>[rows] largest logit (sampling only).</summary>
+    public float[]? MaxLogit { get; }
+
+    /// <summary>[rows] sum of exp((l - max) / T) over the vocabulary (sampling only).</summary>
+    public float[]? SumExp { get; }
+
+    /// <summary>Candidate logits of row <paramref name="row"/>.</summary>
+    public ReadOnlySpan<float> Logits(int row) => CandidateLogits.AsSpan(row * Mode.Candidates, Mode.Candidates);
+
+    /// <summary>Candidate ids of row <paramref name="row"/>.</summary>
+    public ReadOnlySpan<int> Ids(int row) => CandidateIds.AsSpan(row * Mode.Candidates, Mode.Candidates);
+}
+
+/// <summary>One prefill pass: up to T prompt tokens of one or more sequences, flattened.</summary>
+/// <param name="Tokens">input tokens</param>
+/// <param name="Positions">position of each token in its sequence</param>
+/// <param name="Slots">cache slot of each token</param>
+/// <param name="Sequences">index of each token's sequence in the call</param>
+/// <param name="Ends">(sequence, row) of every sequence whose last prompt token is in this pass</param>
+public sealed record PrefillChunk(int[] Tokens, int[] Positions, int[] Slots, int[] Sequences, IReadOnlyList<(int Sequence, int Row)> Ends)
+{
+    /// <summary>Tokens in the pass.</summary>
+    public int Count => Tokens.Length;
+
+    /// <summary>
+    /// Cuts sequences into passes of at most <paramref name="capacity"/> tokens: the sequences are
+    /// concatenated in order and the stream is cut every <paramref name="capacity"/> tokens, so a
+    /// long prompt spans passes and short ones share one.
+    /// </summary>
+    public static IReadOnlyList<PrefillChunk> Plan(IReadOnlyList<SequenceInput> sequences, int capacity)
+    {
+        var flat = sequences.SelectMany((s, i) => s.Tokens.Select((tok, j) => (Seq: i, s.Slot, Pos: s.StartPosition + j, Tok: tok, Last: j == s.Tokens.Count - 1))).ToList();
+        var chunks = new List<PrefillChunk>();
+        for (int start = 0; start < flat.Count; start += capacity)
+        {
+            var part = flat.GetRange(start, Math.Min(capacity, flat.Count - start));
+            var ends = part.Select((f, r) => (f, r)).Where(x => x.f.Last).Select(x => (x.f.Seq, x.r)).ToArray();
+            chunks.Add(new PrefillChunk(part.Select(f => f.Tok).ToArray(), part.Select(f => f.Pos).ToArray(), part.Select(f => f.Slot).ToArray(),
+                part.Select(f => f.Seq).ToArray(), ends));
+        }
+        return chunks;
+    }
+}
+
+/// <summary>
 /// Llama on an ILGPU accelerator: weights, preallocated KV cache and workspace, and the forward
 /// pass as a readable list of kernel launches. Prefill runs whole prompts (GEMM + causal
 /// attention); decode runs one token per sequence (GEMV + split attention). Nothing is allocated
-/// on the device after construction.
+/// on the device after construction. Each call takes all of its inputs and returns its outputs:
+/// <see cref="Prefill"/> and <see cref="Decode"/> select the next token of every sequence.
 /// </summary>
 public sealed class LlamaModel : IDisposable
 {
@@ -37,7 +117,10 @@ public sealed class LlamaModel : IDisposable
     readonly AcceleratorStream stream;
     readonly bool ownsStream;
     readonly float eps;
-    readonly float attentionScale;
+    readonly AttentionShape attention;
+    readonly WorkspacePlan p;
+    // What the decode inputs on the device hold (rows, slots, positions, tokens), so a step uploads only what changed.
+    DecodeRow[] deviceRows = [];
 
     LlamaModel(ComputeDevice device, LlamaConfig config, EngineOptions options)
     {
@@ -46,33 +129,36 @@ public sealed class LlamaModel : IDisposable
         Options = options;
         var accelerator = device.Accelerator;
         var tuning = (options.Tuning ?? KernelTuning.For(accelerator)).ClampTo(accelerator);
-        Plan = new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, options.MaxSeqLen, tuning, options.PrefillChunk));
+        Plan = new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, options.MaxSeqLen, tuning, options.PrefillChunk), options.WeightFormat);
+        p = Plan.Workspace;
         CheckFits(accelerator, Plan);
+        eps = (float)config.RmsNormEps;
+        attention = new AttentionShape(config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim, Plan.Shape.MaxSeq);
 
         Allocator = new DeviceAllocator(accelerator, options.AllocationLog);
         try
         {
-            Kernels = new LlamaKernels(accelerator, options.WeightType, tuning);
-            Kernels.Preload(options.MaxBatchSize);
+            Kernels = new LlamaKernels(accelerator, tuning);
             // CUDA graphs cannot capture the legacy default stream, so the engine owns a stream.
             ownsStream = device.IsCuda;
             stream = ownsStream ? accelerator.CreateStream() : accelerator.DefaultStream;
             Kernels.Stream = stream;
-            Weights = ModelWeights.Allocate(Allocator, config);
-            Workspace = new Workspace(Allocator, config, Plan.Shape);
+            Weights = ModelWeights.Allocate(Allocator, config, options.WeightFormat);
+            Workspace = new Workspace(Allocator, p);
             var rope = RopeTable.Build(config.RopeInverseFrequencies(), Plan.Shape.MaxSeq);
-            Workspace.RopeTable.View.CopyFromCPU(ref rope[0], rope.Length);
+            Workspace[p.RopeTable].CopyFromCPU(ref rope[0], rope.Length);
+            CompileKernels();
             accelerator.Synchronize();
         }
         catch
         {
             Workspace?.Dispose();
             Weights?.Dispose();
+            if (ownsStream)
+                stream?.Dispose();
             Allocator.Dispose();
             throw;
         }
-        eps = (float)config.RmsNormEps;
-        attentionScale = 1f / MathF.Sqrt(config.HeadDim);
         UseGraphs = options.DecodeLaunch == DecodeLaunch.Graph || (options.DecodeLaunch == DecodeLaunch.Auto && device.IsCuda);
     }
 
@@ -109,8 +195,8 @@ public sealed class LlamaModel : IDisposable
     /// <summary>Positions per sequence.</summary>
     public int MaxSeq => Plan.Shape.MaxSeq;
 
-    /// <summary>Warnings from loading (unused tensors, fp16 overflow), for the caller to print.</summary>
-    public List<string> Warnings { get; } = [];
+    /// <summary>Warnings from loading and running (unused tensors, fp16 overflow, a fallback), for the caller to show.</summary>
+    public List<EngineNotice> Warnings { get; } = [];
 
     /// <summary>Allocates a model with undefined weights (fill them with <see cref="ModelWeights"/> methods).</summary>
     public static LlamaModel Create(ComputeDevice device, LlamaConfig config, EngineOptions options) => new(device, config, options);
@@ -119,19 +205,22 @@ public sealed class LlamaModel : IDisposable
     public static LlamaModel Load(ComputeDevice device, string modelDir, EngineOptions options, IProgress<UploadProgress>? progress = null)
     {
         if (!System.IO.Directory.Exists(modelDir))
-            throw new DirectoryNotFoundException($"model directory '{modelDir}' does not exist; pass --model DIR with a Hugging Face Llama 3 download (see weights/README.md)");
+            throw new EngineArgumentException($"{EngineParameters.Model} '{modelDir}' does not exist; give a Hugging Face Llama 3 model directory (see weights/README.md)", EngineParameter.Model);
         var config = LlamaConfig.FromDirectory(modelDir);
         using var source = SafetensorsModel.Open(modelDir);
         var warnings = LlamaConfig.ValidateWeights(config, source.Tensors, modelDir);
         var model = new LlamaModel(device, config, options);
         try
         {
-            model.Warnings.AddRange(warnings);
-            var stats = model.Weights.Upload(source, options.WeightType, device.Accelerator, progress);
+            model.Warnings.AddRange(warnings.Select(w => new EngineNotice(w)));
+            var stats = model.Weights.Upload(source, device.Accelerator, progress);
+            string keep = $"{EngineParameters.WeightFormat} bf16";
             if (stats.Overflows > 0)
-                model.Warnings.Add($"{stats.Overflows:N0} weights exceed the fp16 range and became +-inf; load with --dtype bf16 to keep them");
+                model.Warnings.Add(new($"{stats.Overflows:N0} weights exceed the fp16 range and became +-inf; load with {keep} to keep them"));
             if (stats.FlushedToZero > 0)
-                model.Warnings.Add($"{stats.FlushedToZero:N0} tiny weights flushed to zero in fp16 (harmless in practice; --dtype bf16 keeps them)");
+                model.Warnings.Add(new($"{stats.FlushedToZero:N0} tiny weights flushed to zero in fp16 (harmless in practice; {keep} keeps them)"));
+            if (stats.Subnormals > 0)
+                model.Warnings.Add(new($"{stats.Subnormals:N0} weights became fp16 subnormals and keep fewer significant bits (harmless in practice; {keep} keeps them exact)"));
         }
         catch
         {
@@ -147,23 +236,42 @@ public sealed class LlamaModel : IDisposable
         if (plan.TotalBytes > free)
             throw new DeviceOutOfMemoryException(
                 $"the model needs {DeviceAllocator.Gb(plan.TotalBytes)} (weights {DeviceAllocator.Gb(plan.WeightBytes)} + KV cache {DeviceAllocator.Gb(plan.KvCacheBytes)} + activations {DeviceAllocator.Gb(plan.ActivationBytes)}), " +
-                $"the device has {DeviceAllocator.Gb(free)} free; lower --max-batch-size or --max-seq-len");
+                $"the device has {DeviceAllocator.Gb(free)} free; lower {EngineParameters.MaxBatchSize} or {EngineParameters.MaxSeqLen}");
     }
+
+    /// <summary>
+    /// Compiles every kernel the forward passes launch, at every decode batch width, by recording
+    /// (not running) each pass once, so no compilation happens while generating.
+    /// </summary>
+    void CompileKernels() => Kernels.RecordLaunches(() =>
+    {
+        EnqueuePrefillLayers(1);
+        for (int b = 1; b <= MaxBatch; b++)
+            EnqueueDecodeStep(b, SelectMode.ArgMax);
+        EnqueueSelect(1, new SelectMode(false, 1f, 1.1f, Plan.Shape.TopKCapacity));
+    });
 
     // ---- host <-> device helpers -------------------------------------------------------------
 
-    void Upload<T>(DeviceBuffer<T> buffer, ReadOnlySpan<T> data, long offset = 0)
+    void Upload<T>(ArrayView<T> view, ReadOnlySpan<T> data)
         where T : unmanaged
     {
-        if (data.Length == 0)
-            return;
-        buffer.View.SubView(offset, data.Length).CopyFromCPU(stream, ref MemoryMarshal.GetReference(data), data.Length);
+        if (data.Length > 0)
+            view.SubView(0, data.Length).CopyFromCPU(stream, ref MemoryMarshal.GetReference(data), data.Length);
     }
 
-    void Download<T>(DeviceBuffer<T> buffer, Span<T> data, long offset = 0)
+    T[] Download<T>(ArrayView<T> view, long count, long offset = 0)
         where T : unmanaged
     {
-        buffer.View.SubView(offset, data.Length).CopyToCPU(stream, ref MemoryMarshal.GetReference(data), data.Length);
+        var data = new T[count];
+        Download(view, data, offset);
+        return data;
+    }
+
+    void Download<T>(ArrayView<T> view, Span<T> data, long offset = 0)
+        where T : unmanaged
+    {
+        view.SubView(offset, data.Length).CopyToCPU(stream, ref MemoryMarshal.GetReference(data), data.Length);
         stream.Synchronize();
     }
 
@@ -173,97 +281,100 @@ public sealed class LlamaModel : IDisposable
     // ---- prefill ------------------------------------------------------------------------------
 
     /// <summary>
-    /// Runs prompts through the model, writing their keys and values into their cache slots. When
-    /// <paramref name="allLogits"/> is null, leaves the logits of each sequence's last token in
-    /// rows 0..n-1 of the logits buffer (for <see cref="Select"/>); otherwise calls it with the
-    /// logits of every token (row t predicts token t+1) and skips the last-token logits.
+    /// Runs prompts through the model, writing their keys and values into their cache slots, and
+    /// selects each sequence's next token from its last token's logits (row i = sequence i).
     /// Prompts longer than the prefill workspace are processed in chunks.
     /// </summary>
-    public void Prefill(IReadOnlyList<SequenceInput> sequences, Action<int, int, ReadOnlySpan<float>>? allLogits = null)
+    public StepResult Prefill(IReadOnlyList<SequenceInput> sequences, SelectMode mode)
     {
         ValidateInputs(sequences);
-        int t = Plan.Shape.PrefillTokens;
-        int h = Config.HiddenSize;
-        var tokens = new int[t];
-        var positions = new int[t];
-        var slots = new int[t];
-        var lastRows = new int[MaxBatch];
+        int h = Config.HiddenSize, n = sequences.Count;
+        ResetSeen(sequences);
+        foreach (var chunk in PrefillChunk.Plan(sequences, Plan.Shape.PrefillTokens))
+        {
+            RunPrefillChunk(chunk);
+            foreach (var (seq, _) in chunk.Ends)
+                Kernels.GatherRows(Workspace[p.X], Workspace[p.LastRows].SubView(seq, 1), Workspace[p.LastHidden].SubView((long)seq * h, h), 1, h);
+        }
+        Kernels.RmsNorm(Workspace[p.LastHidden], Weights.FinalNorm.Vector, Workspace[p.Xb], n, h, eps);
+        Kernels.MatVec(Weights.LmHead.Matrix, Workspace[p.Xb], Workspace[p.Logits], n, false);
+        // Row i selects for sequence i: its slot (repetition-penalty flags) and the next decode inputs.
+        var rows = sequences.Select(s => new DecodeRow(s.Slot, s.StartPosition + s.Tokens.Count, 0)).ToArray();
+        SetDeviceRows(rows, uploadTokens: false);
+        return SelectAndRead(n, mode);
+    }
 
+    /// <summary>
+    /// Runs prompts through the model like <see cref="Prefill"/> but hands the logits of every
+    /// token to <paramref name="onLogits"/> (sequence index, position, row; row t predicts token
+    /// t + 1) instead of selecting a next token.
+    /// </summary>
+    public void PrefillLogits(IReadOnlyList<SequenceInput> sequences, Action<int, int, ReadOnlySpan<float>> onLogits)
+    {
+        ValidateInputs(sequences);
+        int h = Config.HiddenSize, vocab = Config.VocabSize;
+        ResetSeen(sequences);
+        var rows = new float[MaxBatch * vocab];
+        foreach (var chunk in PrefillChunk.Plan(sequences, Plan.Shape.PrefillTokens))
+        {
+            RunPrefillChunk(chunk);
+            Kernels.RmsNorm(Workspace[p.X], Weights.FinalNorm.Vector, Workspace[p.Xb], chunk.Count, h, eps);
+            // The LM head runs over at most max-batch rows at a time (the logits buffer's height).
+            for (int r = 0; r < chunk.Count; r += MaxBatch)
+            {
+                int count = Math.Min(MaxBatch, chunk.Count - r);
+                Kernels.MatVec(Weights.LmHead.Matrix, Workspace[p.Xb].SubView((long)r * h), Workspace[p.Logits], count, false);
+                var span = rows.AsSpan(0, count * vocab);
+                Download(Workspace[p.Logits], span);
+                for (int i = 0; i < count; i++)
+                    onLogits(chunk.Sequences[r + i], chunk.Positions[r + i], span.Slice(i * vocab, vocab));
+            }
+        }
+    }
+
+    void ResetSeen(IReadOnlyList<SequenceInput> sequences)
+    {
         foreach (var s in sequences.Where(s => s.StartPosition == 0))
-            Workspace.Seen.View.SubView((long)s.Slot * Config.VocabSize, Config.VocabSize).MemSetToZero(stream);
+            Workspace[p.Seen].SubView((long)s.Slot * Config.VocabSize, Config.VocabSize).MemSetToZero(stream);
+    }
 
-        // Flatten the sequences into one token stream and walk it in chunks of T.
-        var flat = sequences.SelectMany((s, i) => s.Tokens.Select((tok, j) => (Seq: i, s.Slot, Pos: s.StartPosition + j, Tok: tok, Last: j == s.Tokens.Count - 1))).ToList();
-        for (int start = 0; start < flat.Count; start += t)
-        {
-            int n = Math.Min(t, flat.Count - start);
-            var ending = new List<int>();
-            for (int r = 0; r < n; r++)
-            {
-                var f = flat[start + r];
-                tokens[r] = f.Tok;
-                positions[r] = f.Pos;
-                slots[r] = f.Slot;
-                if (f.Last)
-                {
-                    lastRows[f.Seq] = r;
-                    ending.Add(f.Seq);
-                }
-            }
-            Upload(Workspace.PrefillTokens, tokens.AsSpan(0, n));
-            Upload(Workspace.PrefillPositions, positions.AsSpan(0, n));
-            Upload(Workspace.PrefillSlots, slots.AsSpan(0, n));
-            Upload(Workspace.LastRows, lastRows.AsSpan());
-
-            EnqueuePrefillLayers(n);
-
-            if (allLogits is not null)
-            {
-                Kernels.RmsNorm(Workspace.X.View, Weights.FinalNorm.View, Workspace.Xb.View, n, h, eps);
-                // The LM head runs over at most max-batch rows at a time (the logits buffer's height).
-                var row = new float[MaxBatch * Config.VocabSize];
-                for (int r = 0; r < n; r += MaxBatch)
-                {
-                    int rows = Math.Min(MaxBatch, n - r);
-                    Kernels.MatVec(Weights.LmHead.View, Workspace.Xb.View.SubView((long)r * h), Workspace.Logits.View, Config.VocabSize, h, rows, false);
-                    var span = row.AsSpan(0, rows * Config.VocabSize);
-                    Download(Workspace.Logits, span);
-                    for (int i = 0; i < rows; i++)
-                        allLogits(flat[start + r + i].Seq, flat[start + r + i].Pos, span.Slice(i * Config.VocabSize, Config.VocabSize));
-                }
-            }
-            else
-            {
-                foreach (int seq in ending)
-                    Kernels.GatherRows(Workspace.X.View, Workspace.LastRows.View.SubView(seq, 1), Workspace.LastHidden.View.SubView((long)seq * h, h), 1, h);
-            }
-        }
-
-        if (allLogits is null)
-        {
-            int count = sequences.Count;
-            Kernels.RmsNorm(Workspace.LastHidden.View, Weights.FinalNorm.View, Workspace.Xb.View, count, h, eps);
-            Kernels.MatVec(Weights.LmHead.View, Workspace.Xb.View, Workspace.Logits.View, Config.VocabSize, h, count, false);
-        }
+    /// <summary>Uploads one chunk's inputs and runs the prefill layers over them; the residual of every token is left in act.x.</summary>
+    void RunPrefillChunk(PrefillChunk chunk)
+    {
+        var lastRows = new int[MaxBatch];
+        foreach (var (seq, row) in chunk.Ends)
+            lastRows[seq] = row;
+        Upload(Workspace[p.PrefillTokens], chunk.Tokens);
+        Upload(Workspace[p.PrefillPositions], chunk.Positions);
+        Upload(Workspace[p.PrefillSlots], chunk.Slots);
+        Upload(Workspace[p.LastRows], lastRows);
+        EnqueuePrefillLayers(chunk.Count);
     }
 
     void ValidateInputs(IReadOnlyList<SequenceInput> sequences)
     {
         if (sequences.Count == 0 || sequences.Count > MaxBatch)
-            throw new ArgumentException($"{sequences.Count} sequences given; between 1 and --max-batch-size {MaxBatch} can run together");
+            throw new EngineArgumentException($"{sequences.Count} sequences given; between 1 and {EngineParameters.MaxBatchSize} {MaxBatch} can run together", EngineParameter.MaxBatchSize);
         var seenSlots = new HashSet<int>();
         foreach (var s in sequences)
         {
             if (s.Slot < 0 || s.Slot >= MaxBatch || !seenSlots.Add(s.Slot))
-                throw new ArgumentException($"cache slot {s.Slot} is invalid or used twice (slots are 0..{MaxBatch - 1})");
+                throw new EngineArgumentException($"cache slot {s.Slot} is invalid or used twice (slots are 0..{MaxBatch - 1})");
             if (s.Tokens.Count == 0)
-                throw new ArgumentException("a prompt has no tokens; give at least one token");
+                throw new EngineArgumentException("a prompt has no tokens; give at least one token");
             if (s.StartPosition < 0 || s.StartPosition + s.Tokens.Count > MaxSeq)
-                throw new ArgumentException($"a prompt of {s.Tokens.Count} tokens starting at position {s.StartPosition} exceeds --max-seq-len {MaxSeq}; shorten it or raise --max-seq-len");
+                throw new EngineArgumentException(
+                    $"a prompt of {s.Tokens.Count} tokens starting at position {s.StartPosition} exceeds {EngineParameters.MaxSeqLen} {MaxSeq}; shorten it or raise {EngineParameters.MaxSeqLen}",
+                    EngineParameter.MaxSeqLen);
             foreach (int tok in s.Tokens)
-                if (tok < 0 || tok >= Config.VocabSize)
-                    throw new ArgumentException($"token id {tok} is outside the vocabulary (0..{Config.VocabSize - 1})");
+                CheckToken(tok);
         }
+    }
+
+    void CheckToken(int token)
+    {
+        if (token < 0 || token >= Config.VocabSize)
+            throw new EngineArgumentException($"token id {token} is outside the vocabulary (0..{Config.VocabSize - 1})", EngineParameter.Tokens);
     }
 
     /// <summary>The prefill forward pass over the first <paramref name="n"/> rows of the prefill inputs.</summary>
@@ -271,68 +382,94 @@ public sealed class LlamaModel : IDisposable
     {
         var c = Config;
         var w = Workspace;
-        int h = c.HiddenSize, q = c.QDim, kv = c.KvDim, inter = c.IntermediateSize;
+        int h = c.HiddenSize, inter = c.IntermediateSize;
         var k = Kernels;
+        var tokens = w[p.PrefillTokens];
+        var positions = w[p.PrefillPositions];
+        var slots = w[p.PrefillSlots];
 
-        k.Embedding(Weights.Embedding.View, w.PrefillTokens.View, w.X.View, n, h);
-        k.MarkSeen(w.PrefillTokens.View, w.PrefillSlots.View, w.Seen.View, n, c.VocabSize);
+        k.Embedding(Weights.Embedding.Matrix, tokens, w[p.X], n);
+        k.MarkSeen(tokens, slots, w[p.Seen], n, c.VocabSize);
         for (int l = 0; l < c.NumHiddenLayers; l++)
         {
             var lw = Weights.Layers[l];
             // attention block: x += o_proj(attention(rope(q), cache(rope(k), v)))
-            k.RmsNorm(w.X.View, lw.InputNorm.View, w.Xb.View, n, h, eps);
-            k.Gemm(w.Xb.View, lw.Q.View, w.Q.View, n, q, h, false);
-            k.Gemm(w.Xb.View, lw.K.View, w.K.View, n, kv, h, false);
-            k.Gemm(w.Xb.View, lw.V.View, w.V.View, n, kv, h, false);
-            k.Rope(w.Q.View, w.K.View, w.PrefillPositions.View, w.RopeTable.View, n, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim);
-            k.KvAppend(w.K.View, w.V.View, w.KCache[l].View, w.VCache[l].View, w.PrefillSlots.View, w.PrefillPositions.View, n, c.NumKeyValueHeads, c.HeadDim, MaxSeq);
-            k.Attention(w.Q.View, w.KCache[l].View, w.VCache[l].View, w.PrefillSlots.View, w.PrefillPositions.View, w.AttentionOut.View,
-                w.AttentionPartialAcc.View, w.AttentionPartialMl.View, w.AttentionCounters.View, n, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, MaxSeq, 1, attentionScale);
-            k.Gemm(w.AttentionOut.View, lw.O.View, w.X.View, n, h, q, true);
+            k.RmsNorm(w[p.X], lw.InputNorm.Vector, w[p.Xb], n, h, eps);
+            k.Gemm(w[p.Xb], lw.Q.Matrix, w[p.Q], n, false);
+            k.Gemm(w[p.Xb], lw.K.Matrix, w[p.K], n, false);
+            k.Gemm(w[p.Xb], lw.V.Matrix, w[p.V], n, false);
+            k.Rope(w[p.Q], w[p.K], positions, w[p.RopeTable], n, attention);
+            k.KvAppend(w[p.K], w[p.V], w[p.KCache[l]], w[p.VCache[l]], slots, positions, n, attention.Cache);
+            k.Attention(AttentionBuffers(l, slots, positions), n, 1, attention);
+            k.Gemm(w[p.AttentionOut], lw.O.Matrix, w[p.X], n, true);
             // MLP block: x += down(silu(gate(xb)) * up(xb))
-            k.RmsNorm(w.X.View, lw.PostAttentionNorm.View, w.Xb.View, n, h, eps);
-            k.Gemm(w.Xb.View, lw.Gate.View, w.Gate.View, n, inter, h, false);
-            k.Gemm(w.Xb.View, lw.Up.View, w.Up.View, n, inter, h, false);
-            k.SwiGlu(w.Gate.View, w.Up.View, n * inter);
-            k.Gemm(w.Gate.View, lw.Down.View, w.X.View, n, h, inter, true);
+            k.RmsNorm(w[p.X], lw.PostAttentionNorm.Vector, w[p.Xb], n, h, eps);
+            k.Gemm(w[p.Xb], lw.Gate.Matrix, w[p.Gate], n, false);
+            k.Gemm(w[p.Xb], lw.Up.Matrix, w[p.Up], n, false);
+            k.SwiGlu(w[p.Gate], w[p.Up], n * inter);
+            k.Gemm(w[p.Gate], lw.Down.Matrix, w[p.X], n, true);
         }
+    }
+
+    AttentionBuffers AttentionBuffers(int layer, ArrayView<int> slots, ArrayView<int> positions)
+    {
+        var w = Workspace;
+        return new AttentionBuffers(w[p.Q], w[p.KCache[layer]], w[p.VCache[layer]], slots, positions, w[p.AttentionOut],
+            w[p.AttentionPartialAcc], w[p.AttentionPartialMl], w[p.AttentionCounters]);
     }
 
     // ---- decode -------------------------------------------------------------------------------
 
     /// <summary>
-    /// Sets the decode rows: row i continues the sequence in <paramref name="slots"/>[i] with input
-    /// token <paramref name="tokens"/>[i] at <paramref name="positions"/>[i].
+    /// One decode step: row i feeds <paramref name="rows"/>[i].Token at its position through the
+    /// model for the sequence in its cache slot, appends its K/V to the cache, and selects the
+    /// next token. Only inputs that differ from what the device already holds are uploaded (after a
+    /// greedy step the chosen tokens and advanced positions are already there). Replayed from a
+    /// recorded graph when <see cref="UseGraphs"/>.
     /// </summary>
-    public void SetDecodeRows(ReadOnlySpan<int> slots, ReadOnlySpan<int> positions, ReadOnlySpan<int> tokens)
+    public StepResult Decode(IReadOnlyList<DecodeRow> rows, SelectMode mode)
     {
-        if (slots.Length > MaxBatch || slots.Length != positions.Length || slots.Length != tokens.Length)
-            throw new ArgumentException("decode rows: slots, positions and tokens must have the same length, at most the max batch");
-        for (int i = 0; i < positions.Length; i++)
+        int b = rows.Count;
+        if (b < 1 || b > MaxBatch)
+            throw new EngineArgumentException($"decode batch {b} must be between 1 and {EngineParameters.MaxBatchSize} {MaxBatch}", EngineParameter.MaxBatchSize);
+        var slots = new HashSet<int>();
+        foreach (var r in rows)
         {
-            if (positions[i] < 0 || positions[i] >= MaxSeq)
-                throw new ArgumentException($"decode position {positions[i]} is outside the KV cache (max sequence length {MaxSeq}); raise --max-seq-len");
-            if (tokens[i] < 0 || tokens[i] >= Config.VocabSize)
-                throw new ArgumentException($"token id {tokens[i]} is outside the vocabulary (0..{Config.VocabSize - 1})");
+            if (r.Slot < 0 || r.Slot >= MaxBatch || !slots.Add(r.Slot))
+                throw new EngineArgumentException($"cache slot {r.Slot} is invalid or used twice (slots are 0..{MaxBatch - 1})");
+            if (r.Position < 0 || r.Position >= MaxSeq)
+                throw new EngineArgumentException(
+                    $"decode position {r.Position} is outside the KV cache (max sequence length {MaxSeq}); raise {EngineParameters.MaxSeqLen}", EngineParameter.MaxSeqLen);
+            CheckToken(r.Token);
         }
-        Upload(Workspace.StepSlots, slots);
-        Upload(Workspace.StepPositions, positions);
-        Upload(Workspace.StepTokens, tokens);
+        SetDeviceRows(rows, uploadTokens: true);
+        LaunchDecodeStep(b, mode);
+        // The step advanced the positions on the device; greedy selection wrote the chosen tokens into the inputs.
+        var result = ReadSelection(b, mode);
+        deviceRows = rows.Select((r, i) => new DecodeRow(r.Slot, r.Position + 1, mode.Greedy ? result.ArgMax[i] : r.Token)).ToArray();
+        return result;
     }
 
-    /// <summary>Uploads new input tokens for the current decode rows (after host-side sampling).</summary>
-    public void SetDecodeTokens(ReadOnlySpan<int> tokens) => Upload(Workspace.StepTokens, tokens);
+    /// <summary>The logits of row <paramref name="row"/> of the most recent <see cref="Prefill"/> or <see cref="Decode"/> (after any repetition penalty).</summary>
+    public void ReadLogitsRow(int row, Span<float> logits) => Download(Workspace[p.Logits], logits[..Config.VocabSize], (long)row * Config.VocabSize);
 
-    /// <summary>
-    /// One decode step for the first <paramref name="batch"/> rows: every row's input token at its
-    /// position goes through the model, its K/V is appended to the cache, the selection kernels
-    /// run on its logits, and positions advance by one. Replayed from a recorded graph when
-    /// <see cref="UseGraphs"/>.
-    /// </summary>
-    public void DecodeStep(int batch, SelectMode mode)
+    /// <summary>Makes the device's decode inputs equal <paramref name="rows"/>, uploading only the arrays that differ.</summary>
+    void SetDeviceRows(IReadOnlyList<DecodeRow> rows, bool uploadTokens)
     {
-        if (batch < 1 || batch > MaxBatch)
-            throw new ArgumentException($"decode batch {batch} must be between 1 and {MaxBatch}");
+        int n = rows.Count;
+        bool sameRows = deviceRows.Length == n;
+        bool Differs(Func<DecodeRow, int> field) => !sameRows || Enumerable.Range(0, n).Any(i => field(rows[i]) != field(deviceRows[i]));
+        if (Differs(r => r.Slot))
+            Upload(Workspace[p.StepSlots], rows.Select(r => r.Slot).ToArray());
+        if (Differs(r => r.Position))
+            Upload(Workspace[p.StepPositions], rows.Select(r => r.Position).ToArray());
+        if (uploadTokens && Differs(r => r.Token))
+            Upload(Workspace[p.StepTokens], rows.Select(r => r.Token).ToArray());
+        deviceRows = uploadTokens ? [.. rows] : rows.Select(r => r with { Token = -1 }).ToArray();
+    }
+
+    void LaunchDecodeStep(int batch, SelectMode mode)
+    {
         if (!UseGraphs)
         {
             EnqueueDecodeStep(batch, mode);
@@ -348,7 +485,7 @@ public sealed class LlamaModel : IDisposable
             {
                 // A driver that refuses the capture must not stop generation: launch directly from now on.
                 UseGraphs = false;
-                Warnings.Add($"CUDA graph capture failed ({e.Message}); decode kernels are launched one by one");
+                Warnings.Add(new($"CUDA graph capture failed ({e.Message}); decode kernels are launched one by one"));
                 stream.Synchronize();
                 EnqueueDecodeStep(batch, mode);
                 return;
@@ -363,66 +500,65 @@ public sealed class LlamaModel : IDisposable
     {
         var c = Config;
         var w = Workspace;
-        int h = c.HiddenSize, q = c.QDim, inter = c.IntermediateSize;
+        int h = c.HiddenSize;
         var k = Kernels;
+        var tokens = w[p.StepTokens];
+        var positions = w[p.StepPositions];
+        var slots = w[p.StepSlots];
 
-        k.MarkSeen(w.StepTokens.View, w.StepSlots.View, w.Seen.View, b, c.VocabSize);
-        k.Embedding(Weights.Embedding.View, w.StepTokens.View, w.X.View, b, h);
+        k.MarkSeen(tokens, slots, w[p.Seen], b, c.VocabSize);
+        k.Embedding(Weights.Embedding.Matrix, tokens, w[p.X], b);
         for (int l = 0; l < c.NumHiddenLayers; l++)
         {
             var lw = Weights.Layers[l];
-            k.RmsNorm(w.X.View, lw.InputNorm.View, w.Xb.View, b, h, eps);
-            k.MatVecQkvRope(lw.Q.View, lw.K.View, lw.V.View, w.Xb.View, w.Q.View, w.KCache[l].View, w.VCache[l].View, w.RopeTable.View,
-                w.StepSlots.View, w.StepPositions.View, h, b, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, MaxSeq);
-            k.Attention(w.Q.View, w.KCache[l].View, w.VCache[l].View, w.StepSlots.View, w.StepPositions.View, w.AttentionOut.View,
-                w.AttentionPartialAcc.View, w.AttentionPartialMl.View, w.AttentionCounters.View, b, c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim, MaxSeq,
-                Plan.Shape.AttentionSplits, attentionScale);
-            k.MatVec(lw.O.View, w.AttentionOut.View, w.X.View, h, q, b, true);
-            k.RmsNorm(w.X.View, lw.PostAttentionNorm.View, w.Xb.View, b, h, eps);
-            k.MatVecSwiGlu(lw.Gate.View, lw.Up.View, w.Xb.View, w.Gate.View, inter, h, b);
-            k.MatVec(lw.Down.View, w.Gate.View, w.X.View, h, inter, b, true);
+            k.RmsNorm(w[p.X], lw.InputNorm.Vector, w[p.Xb], b, h, eps);
+            k.MatVecQkvRope(lw.Qkv, w[p.Xb], w[p.Q], w[p.KCache[l]], w[p.VCache[l]], w[p.RopeTable], slots, positions, b, attention);
+            k.Attention(AttentionBuffers(l, slots, positions), b, Plan.Shape.AttentionSplits, attention);
+            k.MatVec(lw.O.Matrix, w[p.AttentionOut], w[p.X], b, true);
+            k.RmsNorm(w[p.X], lw.PostAttentionNorm.Vector, w[p.Xb], b, h, eps);
+            k.MatVecSwiGlu(lw.Gate.Matrix, lw.Up.Matrix, w[p.Xb], w[p.Gate], b);
+            k.MatVec(lw.Down.Matrix, w[p.Gate], w[p.X], b, true);
         }
-        k.RmsNorm(w.X.View, Weights.FinalNorm.View, w.Xb.View, b, h, eps);
-        k.MatVec(Weights.LmHead.View, w.Xb.View, w.Logits.View, c.VocabSize, h, b, false);
+        k.RmsNorm(w[p.X], Weights.FinalNorm.Vector, w[p.Xb], b, h, eps);
+        k.MatVec(Weights.LmHead.Matrix, w[p.Xb], w[p.Logits], b, false);
         EnqueueSelect(b, mode);
-        k.AddScalar(w.StepPositions.View, b, 1);
+        k.AddScalar(positions, b, 1);
     }
 
-    /// <summary>
-    /// Runs the selection kernels on logits rows 0..rows-1 (after prefill; decode steps include
-    /// it). Rows map to cache slots through the decode slots set with <see cref="SetDecodeRows"/>.
-    /// </summary>
-    public void Select(int rows, SelectMode mode) => EnqueueSelect(rows, mode);
-
+    /// <summary>Selection kernels over logits rows 0..rows-1 (rows map to cache slots through the decode slots).</summary>
     void EnqueueSelect(int rows, SelectMode mode)
     {
         var w = Workspace;
         int vocab = Config.VocabSize;
         if (mode.RepetitionPenalty != 1f)
-            Kernels.RepetitionPenalty(w.Logits.View, w.StepSlots.View, w.Seen.View, rows, vocab, mode.RepetitionPenalty);
-        Kernels.LogitsReduce(w.Logits.View, w.ReducePartialMax.View, w.ReducePartialSum.View, w.ReducePartialIdx.View, w.ReduceCounters.View,
-            mode.Greedy ? w.StepTokens.View : w.Argmax.View, w.MaxLogit.View, w.SumExp.View, rows, vocab, mode.Greedy ? 1f : mode.Temperature);
+            Kernels.RepetitionPenalty(w[p.Logits], w[p.StepSlots], w[p.Seen], rows, vocab, mode.RepetitionPenalty);
+        // Greedy writes the argmax straight into the next step's input tokens.
+        var reduce = new LogitsReduceBuffers(w[p.ReducePartialMax], w[p.ReducePartialSum], w[p.ReducePartialIdx], w[p.ReduceCounters],
+            mode.Greedy ? w[p.StepTokens] : w[p.Argmax], w[p.MaxLogit], w[p.SumExp]);
+        Kernels.LogitsReduce(w[p.Logits], reduce, rows, vocab, mode.Greedy ? 1f : mode.Temperature);
         if (!mode.Greedy)
-            Kernels.TopK(w.Logits.View, w.TopKPartialVal.View, w.TopKPartialIdx.View, w.TopKCounters.View, w.TopKVal.View, w.TopKIdx.View, rows, vocab, mode.Candidates);
+            Kernels.TopK(w[p.Logits], new TopKBuffers(w[p.TopKPartialVal], w[p.TopKPartialIdx], w[p.TopKCounters], w[p.TopKVal], w[p.TopKIdx]), rows, vocab, mode.Candidates);
     }
 
-    /// <summary>Reads the greedy tokens of rows 0..n-1 (waits for the device).</summary>
-    public void ReadTokens(Span<int> tokens) => Download(Workspace.StepTokens, tokens);
-
-    /// <summary>Reads the sampling candidates of rows 0..n-1 (waits for the device).</summary>
-    public void ReadCandidates(int rows, int candidates, Span<float> values, Span<int> ids, Span<float> maxLogit, Span<float> sumExp)
+    StepResult SelectAndRead(int rows, SelectMode mode)
     {
-        Download(Workspace.TopKVal, values[..(rows * candidates)]);
-        Download(Workspace.TopKIdx, ids[..(rows * candidates)]);
-        Download(Workspace.MaxLogit, maxLogit[..rows]);
-        Download(Workspace.SumExp, sumExp[..rows]);
+        EnqueueSelect(rows, mode);
+        var result = ReadSelection(rows, mode);
+        if (mode.Greedy)
+            deviceRows = deviceRows.Select((r, i) => r with { Token = result.ArgMax[i] }).ToArray();
+        return result;
     }
 
-    /// <summary>Reads one full logits row (after any repetition penalty) for the host sampler's slow path.</summary>
-    public void ReadLogitsRow(int row, Span<float> logits) => Download(Workspace.Logits, logits[..Config.VocabSize], (long)row * Config.VocabSize);
-
-    /// <summary>Reads argmax tokens of rows 0..n-1 computed by a sampling-mode select (-1 marks a NaN row).</summary>
-    public void ReadArgmax(Span<int> tokens) => Download(Workspace.Argmax, tokens);
+    /// <summary>Reads the selection of rows 0..rows-1 (the one read-back of a step; waits for the device).</summary>
+    StepResult ReadSelection(int rows, SelectMode mode)
+    {
+        var w = Workspace;
+        if (mode.Greedy)
+            return new StepResult(mode, Download(w[p.StepTokens], rows), null, null, null, null);
+        int c = mode.Candidates;
+        return new StepResult(mode, Download(w[p.Argmax], rows), Download(w[p.TopKVal], rows * c), Download(w[p.TopKIdx], rows * c),
+            Download(w[p.MaxLogit], rows), Download(w[p.SumExp], rows));
+    }
 
     /// <inheritdoc/>
     public void Dispose()

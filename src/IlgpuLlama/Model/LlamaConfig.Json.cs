@@ -24,7 +24,7 @@ public sealed partial record LlamaConfig
         if (!File.Exists(configPath))
         {
             throw new ModelConfigException(
-                $"{directory}: no {ConfigFileName}; download the model, e.g. `hf download meta-llama/Llama-3.2-1B-Instruct --local-dir {directory}`");
+                $"{directory}: no {ConfigFileName}; download a Llama 3 model into it (weights/README.md gives the hf download command)");
         }
         var config = FromFile(configPath);
 

@@ -174,7 +174,7 @@ public static class DTypeConversion
     /// </summary>
     /// <exception cref="ArgumentException">Source length not a whole number of elements, or destination too short.</exception>
     /// <exception cref="NotSupportedException">The source dtype is <see cref="SafetensorsDType.Other"/>.</exception>
-    public static ConversionStats Convert(ReadOnlySpan<byte> src, SafetensorsDType srcType, Span<ushort> dst, WeightStorage dstType)
+    public static ConversionStats Convert(ReadOnlySpan<byte> src, SafetensorsDType srcType, Span<ushort> dst, SixteenBitFormat dstType)
     {
         if (!BitConverter.IsLittleEndian)
             throw new PlatformNotSupportedException("safetensors data is little-endian; big-endian hosts are not supported");
@@ -188,23 +188,24 @@ public static class DTypeConversion
             throw new ArgumentException($"destination holds {dst.Length} elements but the source has {count}", nameof(dst));
         dst = dst[..count];
 
-        switch (srcType, dstType)
+        bool toFp16 = dstType == WeightFormat.Fp16;
+        if (!toFp16 && dstType != WeightFormat.Bf16)
+            throw new ArgumentOutOfRangeException(nameof(dstType), dstType, "unknown 16-bit device weight format");
+        switch (srcType)
         {
-            case (SafetensorsDType.BF16, WeightStorage.Bf16):
-            case (SafetensorsDType.F16, WeightStorage.Fp16):
+            case SafetensorsDType.BF16 when !toFp16:
+            case SafetensorsDType.F16 when toFp16:
                 MemoryMarshal.Cast<byte, ushort>(src).CopyTo(dst);
                 return default;
-            case (SafetensorsDType.BF16, WeightStorage.Fp16):
+            case SafetensorsDType.BF16:
                 return BF16ToF16(MemoryMarshal.Cast<byte, ushort>(src), dst);
-            case (SafetensorsDType.F16, WeightStorage.Bf16):
+            case SafetensorsDType.F16:
                 F16ToBF16(MemoryMarshal.Cast<byte, ushort>(src), dst);
                 return default;
-            case (SafetensorsDType.F32, WeightStorage.Fp16):
+            case SafetensorsDType.F32 when toFp16:
                 return F32ToF16(MemoryMarshal.Cast<byte, float>(src), dst);
-            case (SafetensorsDType.F32, WeightStorage.Bf16):
-                return F32ToBF16(MemoryMarshal.Cast<byte, float>(src), dst);
             default:
-                throw new ArgumentOutOfRangeException(nameof(dstType), dstType, "unknown device weight type");
+                return F32ToBF16(MemoryMarshal.Cast<byte, float>(src), dst);
         }
     }
 

@@ -61,7 +61,7 @@ public sealed unsafe class SafetensorsModel : IDisposable
             return new SafetensorsModel(directory, [file], file.Tensors, sharded: false);
         }
         throw new SafetensorsException(
-            $"no {SingleFileName} or {IndexFileName} in {directory}; download the model, e.g. `hf download meta-llama/Llama-3.2-1B-Instruct --local-dir {directory}`");
+            $"no {SingleFileName} or {IndexFileName} in {directory}; download a Llama 3 model into it (weights/README.md gives the hf download command)");
     }
 
     /// <summary>Looks a tensor up by name, with an error that names the directory when it is absent.</summary>

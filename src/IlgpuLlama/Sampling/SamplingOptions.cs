@@ -33,24 +33,24 @@ public sealed record SamplingOptions
     /// <summary>Greedy decoding with every filter off.</summary>
     public static SamplingOptions Greedy { get; } = new() { Temperature = 0f, TopK = 0, TopP = 1f };
 
-    /// <summary>Throws <see cref="ArgumentException"/> naming the first out-of-range option and its valid range.</summary>
+    /// <summary>Throws <see cref="EngineArgumentException"/> naming the first out-of-range option and its valid range.</summary>
     public void Validate()
     {
         if (!float.IsFinite(Temperature) || Temperature < 0f)
-            throw Invalid("--temperature", "must be finite and >= 0 (0 = greedy)", Temperature);
+            throw Invalid(EngineParameter.Temperature, "must be finite and >= 0 (0 = greedy)", Temperature);
         if (TopK < 0)
-            throw Invalid("--top-k", "must be >= 0 (0 = off)", TopK);
+            throw Invalid(EngineParameter.TopK, "must be >= 0 (0 = off)", TopK);
         if (!(TopP > 0f && TopP <= 1f))
-            throw Invalid("--top-p", "must be in (0, 1] (1 = off)", TopP);
+            throw Invalid(EngineParameter.TopP, "must be in (0, 1] (1 = off)", TopP);
         if (!(MinP >= 0f && MinP < 1f))
-            throw Invalid("--min-p", "must be in [0, 1) (0 = off)", MinP);
+            throw Invalid(EngineParameter.MinP, "must be in [0, 1) (0 = off)", MinP);
         if (!float.IsFinite(RepetitionPenalty) || !(RepetitionPenalty > 0f))
-            throw Invalid("--repetition-penalty", "must be finite and > 0 (1 = off)", RepetitionPenalty);
+            throw Invalid(EngineParameter.RepetitionPenalty, "must be finite and > 0 (1 = off)", RepetitionPenalty);
     }
 
-    private static ArgumentException Invalid(string flag, string range, float value) =>
-        new($"{flag} {range}, got {value.ToString(CultureInfo.InvariantCulture)}.");
+    private static EngineArgumentException Invalid(EngineParameter parameter, string range, float value) =>
+        new($"{{{parameter}}} {range}, got {value.ToString(CultureInfo.InvariantCulture)}.", parameter);
 
-    private static ArgumentException Invalid(string flag, string range, int value) =>
-        new($"{flag} {range}, got {value.ToString(CultureInfo.InvariantCulture)}.");
+    private static EngineArgumentException Invalid(EngineParameter parameter, string range, int value) =>
+        new($"{{{parameter}}} {range}, got {value.ToString(CultureInfo.InvariantCulture)}.", parameter);
 }

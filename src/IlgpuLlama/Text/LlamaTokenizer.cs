@@ -132,7 +132,7 @@ public sealed class LlamaTokenizer
 
         throw new TokenizerException(
             $"No tokenizer in '{modelDir}': looked for original/tokenizer.model, tokenizer.model and tokenizer.json; " +
-            "use --tokens to pass token ids directly without a tokenizer.");
+            $"use {EngineParameters.Tokens} to pass token ids directly without a tokenizer.");
     }
 
     /// <summary>

@@ -4,9 +4,16 @@ namespace IlgpuLlama.Text;
 /// A tokenizer could not be found or loaded. The message is a single line meant to be shown to
 /// the user as is, so it names the files involved and what to do instead.
 /// </summary>
-public sealed class TokenizerException : Exception
+public sealed class TokenizerException : Exception, IEngineMessage
 {
-    public TokenizerException(string message) : base(message) { }
+    public TokenizerException(string message) : base(EngineParameters.Render(message, EngineParameters.LibraryName)) => Template = message;
 
-    public TokenizerException(string message, Exception innerException) : base(message, innerException) { }
+    public TokenizerException(string message, Exception innerException)
+        : base(EngineParameters.Render(message, EngineParameters.LibraryName), innerException) => Template = message;
+
+    /// <inheritdoc/>
+    public string Template { get; }
+
+    /// <inheritdoc/>
+    public EngineParameter? Parameter => null;
 }

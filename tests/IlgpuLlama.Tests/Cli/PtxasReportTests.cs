@@ -115,12 +115,12 @@ public sealed class PtxasReportTests
     [Fact]
     public void Launch_shapes_use_llama_3_2_1b_dynamic_shared_memory()
     {
-        var attention = KernelLaunchShapes.For(KernelCatalog.All.Single(e => e.Name == "attention"));
+        var attention = KernelCatalog.All.Single(e => e.Name == "attention").GpuLaunch;
         Assert.Equal(128, attention.GroupSize);
         Assert.Equal((2 * 4 * 64 + 4 * 128 + 3 * 4) * 4, attention.DynamicSharedBytes); // q and accumulators, scores, m/l/alpha
-        var topk = KernelLaunchShapes.For(KernelCatalog.All.Single(e => e.Name == "topk"));
+        var topk = KernelCatalog.All.Single(e => e.Name == "topk").GpuLaunch;
         Assert.Equal(2 * 4096 * 4, topk.DynamicSharedBytes);
-        Assert.Null(KernelLaunchShapes.For(KernelCatalog.All.Single(e => e.Name == "swiglu")).GroupSize);
-        Assert.Equal(256, KernelLaunchShapes.For(KernelCatalog.All.Single(e => e.Name == "matvec_fp16_b1")).GroupSize);
+        Assert.Null(KernelCatalog.All.Single(e => e.Name == "swiglu").GpuLaunch.GroupSize);
+        Assert.Equal(256, KernelCatalog.All.Single(e => e.Name == "matvec_fp16_b1").GpuLaunch.GroupSize);
     }
 }

@@ -22,7 +22,7 @@ public sealed class AttentionTests(KernelTestContext ctx)
         var kc = TestData.HalfBits(rng, cacheLen, 2.0);
         var vc = TestData.HalfBits(rng, cacheLen);
         var expected = new double[rows * heads * headDim];
-        KernelReference.Attention(q, kc, vc, slots, positions, expected, heads, kvHeads, headDim, maxSeq, 1.0 / Math.Sqrt(headDim));
+        KernelReference.Attention(q, kc, vc, slots, positions, expected, new AttentionShape(heads, kvHeads, headDim, maxSeq));
         return new Case(q, kc, vc, slots, positions, expected);
     }
 
@@ -41,12 +41,13 @@ public sealed class AttentionTests(KernelTestContext ctx)
         using var cb = a.Allocate1D<int>(rows * kvHeads);
         cb.MemSetToZero();
         ob.MemSet(0xFF); // NaN poison: every output element must be written
-        float scale = 1f / MathF.Sqrt(headDim);
-        k.Attention(qb.View, kb.View, vb.View, sb.View, pb.View, ob.View, accb.View, mlb.View, cb.View, rows, heads, kvHeads, headDim, maxSeq, splits, scale);
+        var shape = new AttentionShape(heads, kvHeads, headDim, maxSeq);
+        var buffers = new AttentionBuffers(qb.View, kb.View, vb.View, sb.View, pb.View, ob.View, accb.View, mlb.View, cb.View);
+        k.Attention(buffers, rows, splits, shape);
         var first = ob.GetAsArray1D();
         // A second launch over the same workspace must give the same answer (counters were reset).
         ob.MemSet(0xFF);
-        k.Attention(qb.View, kb.View, vb.View, sb.View, pb.View, ob.View, accb.View, mlb.View, cb.View, rows, heads, kvHeads, headDim, maxSeq, splits, scale);
+        k.Attention(buffers, rows, splits, shape);
         Assert.Equal(first, ob.GetAsArray1D());
         countersAfter = cb.GetAsArray1D();
         return first;

@@ -42,7 +42,7 @@ public sealed class HalfConversionTests(KernelTestContext ctx)
         using var tb = k.Accelerator.Allocate1D(table);
         using var tok = k.Accelerator.Allocate1D(tokens);
         using var xb = k.Accelerator.Allocate1D<float>(65536);
-        k.Embedding(tb.View, tok.View, xb.View, 256, hidden);
+        k.Embedding(WeightMatrix.Of(WeightFormat.Fp16, tb.View, 256, hidden), tok.View, xb.View, 256);
         var got = xb.GetAsArray1D();
         for (int i = 0; i < 65536; i++)
         {

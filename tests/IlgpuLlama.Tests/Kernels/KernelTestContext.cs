@@ -13,7 +13,7 @@ namespace IlgpuLlama.Tests.Kernels;
 /// </summary>
 public sealed class KernelTestContext : IDisposable
 {
-    readonly Dictionary<(int, WeightStorage), LlamaKernels> kernels = new();
+    readonly Dictionary<int, LlamaKernels> kernels = new();
 
     public KernelTestContext()
     {
@@ -33,17 +33,17 @@ public sealed class KernelTestContext : IDisposable
 
     public Accelerator For(int warp) => warp switch { 32 => Warp32, 2 => Warp2, _ => Warp4 };
 
-    /// <summary>Kernels for a warp size and storage, with a small attention chunk so tests exercise splits.</summary>
-    public LlamaKernels Kernels(int warp, WeightStorage storage = WeightStorage.Fp16)
+    /// <summary>Kernels for a warp size, with a small attention chunk so tests exercise splits.</summary>
+    public LlamaKernels Kernels(int warp)
     {
         lock (kernels)
         {
-            if (!kernels.TryGetValue((warp, storage), out var k))
+            if (!kernels.TryGetValue(warp, out var k))
             {
                 var acc = For(warp);
                 var tuning = KernelTuning.For(acc) with { AttentionMinChunk = 3, TopKSlice = 256, LogitsSlice = 200 };
-                k = new LlamaKernels(acc, storage, tuning);
-                kernels[(warp, storage)] = k;
+                k = new LlamaKernels(acc, tuning);
+                kernels[warp] = k;
             }
             return k;
         }
@@ -75,11 +75,14 @@ public static class TestData
         return a;
     }
 
-    public static ushort[] Weights(Random rng, int n, WeightStorage storage, double scale = 0.5)
+    /// <summary>A 16-bit weight format by name ("fp16", "bf16"), for [InlineData] cases.</summary>
+    public static SixteenBitFormat Format(string name) => (SixteenBitFormat)WeightFormat.Parse(name);
+
+    public static ushort[] Weights(Random rng, int n, SixteenBitFormat format, double scale = 0.5)
     {
         var a = new ushort[n];
         for (int i = 0; i < n; i++)
-            a[i] = KernelReference.Narrow((rng.NextDouble() * 2 - 1) * scale, storage);
+            a[i] = format.Encode((rng.NextDouble() * 2 - 1) * scale);
         return a;
     }
 

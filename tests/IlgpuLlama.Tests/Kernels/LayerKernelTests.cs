@@ -10,11 +10,12 @@ namespace IlgpuLlama.Tests.Kernels;
 public sealed class LayerKernelTests(KernelTestContext ctx)
 {
     [Theory]
-    [InlineData(WeightStorage.Fp16)]
-    [InlineData(WeightStorage.Bf16)]
-    public void Embedding_gathers_rows_exactly(WeightStorage storage)
+    [InlineData("fp16")]
+    [InlineData("bf16")]
+    public void Embedding_gathers_rows_exactly(string dtype)
     {
-        var k = ctx.Kernels(4, storage);
+        var storage = TestData.Format(dtype);
+        var k = ctx.Kernels(4);
         var rng = new Random(3);
         int vocab = 37, hidden = 24;
         var table = TestData.Weights(rng, vocab * hidden, storage, 2.0);
@@ -25,19 +26,20 @@ public sealed class LayerKernelTests(KernelTestContext ctx)
         using var tb = a.Allocate1D(table);
         using var tok = a.Allocate1D(tokens);
         using var xb = a.Allocate1D<float>(tokens.Length * hidden);
-        k.Embedding(tb.View, tok.View, xb.View, tokens.Length, hidden);
+        k.Embedding(WeightMatrix.Of(storage, tb.View, vocab, hidden), tok.View, xb.View, tokens.Length);
         TestData.AssertClose("embedding", xb.GetAsArray1D(), expected, 0, 0);
     }
 
     [Theory]
-    [InlineData(4, 3, 96, WeightStorage.Fp16)]
-    [InlineData(4, 1, 344, WeightStorage.Bf16)]
-    [InlineData(32, 5, 130, WeightStorage.Fp16)]
-    [InlineData(4, 3, 50, WeightStorage.Fp16)] // at most four values per thread: the single-read path
-    [InlineData(2, 2, 7, WeightStorage.Bf16)]
-    public void RmsNorm_matches_reference(int warp, int rows, int n, WeightStorage storage)
+    [InlineData(4, 3, 96, "fp16")]
+    [InlineData(4, 1, 344, "bf16")]
+    [InlineData(32, 5, 130, "fp16")]
+    [InlineData(4, 3, 50, "fp16")] // at most four values per thread: the single-read path
+    [InlineData(2, 2, 7, "bf16")]
+    public void RmsNorm_matches_reference(int warp, int rows, int n, string dtype)
     {
-        var k = ctx.Kernels(warp, storage);
+        var storage = TestData.Format(dtype);
+        var k = ctx.Kernels(warp);
         var rng = new Random(rows * n);
         var x = TestData.Floats(rng, rows * n, 3.0);
         var w = TestData.Weights(rng, n, storage, 1.5);
@@ -47,7 +49,7 @@ public sealed class LayerKernelTests(KernelTestContext ctx)
         using var xb = a.Allocate1D(x);
         using var wb = a.Allocate1D(w);
         using var yb = a.Allocate1D<float>(rows * n);
-        k.RmsNorm(xb.View, wb.View, yb.View, rows, n, 1e-5f);
+        k.RmsNorm(xb.View, new WeightVector(storage, wb.View), yb.View, rows, n, 1e-5f);
         TestData.AssertClose("rmsnorm", yb.GetAsArray1D(), expected, 1e-6, 1e-5);
     }
 
@@ -74,7 +76,8 @@ public sealed class LayerKernelTests(KernelTestContext ctx)
         var vCache = TestData.HalfBits(rng, cacheLen);
         var ekc = (ushort[])kCache.Clone();
         var evc = (ushort[])vCache.Clone();
-        KernelReference.KvAppend(Array.ConvertAll(ek, d => (float)d), v, ekc, evc, slots, positions, kvHeads, headDim, maxSeq);
+        var shape = new AttentionShape(heads, kvHeads, headDim, maxSeq);
+        KernelReference.KvAppend(Array.ConvertAll(ek, d => (float)d), v, ekc, evc, slots, positions, shape.Cache);
 
         var a = k.Accelerator;
         using var qb = a.Allocate1D(q);
@@ -85,8 +88,8 @@ public sealed class LayerKernelTests(KernelTestContext ctx)
         using var rb = a.Allocate1D(rope);
         using var kcb = a.Allocate1D(kCache);
         using var vcb = a.Allocate1D(vCache);
-        k.Rope(qb.View, kb.View, pb.View, rb.View, tokens, heads, kvHeads, headDim);
-        k.KvAppend(kb.View, vb.View, kcb.View, vcb.View, sb.View, pb.View, tokens, kvHeads, headDim, maxSeq);
+        k.Rope(qb.View, kb.View, pb.View, rb.View, tokens, shape);
+        k.KvAppend(kb.View, vb.View, kcb.View, vcb.View, sb.View, pb.View, tokens, shape.Cache);
         TestData.AssertClose("rope q", qb.GetAsArray1D(), eq, 1e-6, 1e-6);
         TestData.AssertClose("rope k", kb.GetAsArray1D(), ek, 1e-6, 1e-6);
         TestData.AssertClose("k cache", Array.ConvertAll(kcb.GetAsArray1D(), b => (float)KernelReference.HalfToDouble(b)), TestData.HalfToDouble(ekc), 1e-4, 1e-3);
@@ -121,14 +124,15 @@ public sealed class LayerKernelTests(KernelTestContext ctx)
     }
 
     [Theory]
-    [InlineData(4, 37, 45, 96, false, WeightStorage.Fp16)]
-    [InlineData(4, 9, 130, 344, true, WeightStorage.Bf16)]
-    [InlineData(4, 1, 3, 8, false, WeightStorage.Fp16)]
-    [InlineData(32, 21, 70, 40, true, WeightStorage.Fp16)]
-    [InlineData(2, 13, 21, 48, true, WeightStorage.Bf16)]
-    public void Gemm_matches_reference(int warp, int m, int n, int kDim, bool accumulate, WeightStorage storage)
+    [InlineData(4, 37, 45, 96, false, "fp16")]
+    [InlineData(4, 9, 130, 344, true, "bf16")]
+    [InlineData(4, 1, 3, 8, false, "fp16")]
+    [InlineData(32, 21, 70, 40, true, "fp16")]
+    [InlineData(2, 13, 21, 48, true, "bf16")]
+    public void Gemm_matches_reference(int warp, int m, int n, int kDim, bool accumulate, string dtype)
     {
-        var k = ctx.Kernels(warp, storage);
+        var storage = TestData.Format(dtype);
+        var k = ctx.Kernels(warp);
         var rng = new Random(m * n + kDim);
         var x = TestData.Floats(rng, m * kDim);
         var w = TestData.Weights(rng, n * kDim, storage);
@@ -139,7 +143,7 @@ public sealed class LayerKernelTests(KernelTestContext ctx)
         using var xb = a.Allocate1D(x);
         using var wb = a.Allocate1D(w);
         using var cb = a.Allocate1D(c0);
-        k.Gemm(xb.View, wb.View, cb.View, m, n, kDim, accumulate);
+        k.Gemm(xb.View, WeightMatrix.Of(storage, wb.View, n, kDim), cb.View, m, accumulate);
         TestData.AssertClose("gemm", cb.GetAsArray1D(), expected, 2e-5, 2e-5);
     }
 }

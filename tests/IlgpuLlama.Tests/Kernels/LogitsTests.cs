@@ -29,7 +29,7 @@ public sealed class LogitsTests(KernelTestContext ctx)
         var (eTok, eMax, eSum) = KernelReference.LogitsReduce(logits, rows, vocab, 1.0 / temperature);
 
         var a = k.Accelerator;
-        int parts = k.LogitsReduceParts(vocab);
+        int parts = LogitsKernels.ReduceParts(vocab, k.Tuning);
         using var lb = a.Allocate1D(logits);
         using var pm = a.Allocate1D<float>(rows * parts);
         using var ps = a.Allocate1D<float>(rows * parts);
@@ -39,7 +39,7 @@ public sealed class LogitsTests(KernelTestContext ctx)
         using var max = a.Allocate1D<float>(rows);
         using var sum = a.Allocate1D<float>(rows);
         cnt.MemSetToZero();
-        k.LogitsReduce(lb.View, pm.View, ps.View, pi.View, cnt.View, tok.View, max.View, sum.View, rows, vocab, temperature);
+        k.LogitsReduce(lb.View, new LogitsReduceBuffers(pm.View, ps.View, pi.View, cnt.View, tok.View, max.View, sum.View), rows, vocab, temperature);
         Assert.Equal(eTok, tok.GetAsArray1D());
         Assert.Equal(10, eTok[1]);
         Assert.Equal(-1, eTok[2]);
@@ -70,7 +70,7 @@ public sealed class LogitsTests(KernelTestContext ctx)
         var (eVal, eIds) = KernelReference.TopK(logits, rows, vocab, topK);
 
         var a = k.Accelerator;
-        int parts = k.TopKParts(vocab);
+        int parts = LogitsKernels.TopKParts(vocab, k.Tuning);
         using var lb = a.Allocate1D(logits);
         using var pv = a.Allocate1D<float>(rows * parts * topK);
         using var pi = a.Allocate1D<int>(rows * parts * topK);
@@ -78,7 +78,7 @@ public sealed class LogitsTests(KernelTestContext ctx)
         using var ov = a.Allocate1D<float>(rows * topK);
         using var oi = a.Allocate1D<int>(rows * topK);
         cnt.MemSetToZero();
-        k.TopK(lb.View, pv.View, pi.View, cnt.View, ov.View, oi.View, rows, vocab, topK);
+        k.TopK(lb.View, new TopKBuffers(pv.View, pi.View, cnt.View, ov.View, oi.View), rows, vocab, topK);
         Assert.Equal(eIds, oi.GetAsArray1D());
         Assert.Equal(eVal, ov.GetAsArray1D());
         Assert.Equal(5, oi.GetAsArray1D()[0]);

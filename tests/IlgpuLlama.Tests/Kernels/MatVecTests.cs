@@ -12,16 +12,17 @@ public sealed class MatVecTests(KernelTestContext ctx)
     const double Abs = 2e-5, Rel = 2e-5;
 
     [Theory]
-    [InlineData(4, 37, 96, 1, false, WeightStorage.Fp16)]
-    [InlineData(4, 37, 96, 3, true, WeightStorage.Fp16)]
-    [InlineData(4, 5, 344, 4, false, WeightStorage.Bf16)]
-    [InlineData(4, 1, 8, 2, true, WeightStorage.Bf16)]
-    [InlineData(4, 64, 1032, 3, false, WeightStorage.Fp16)]
-    [InlineData(32, 19, 200, 2, false, WeightStorage.Fp16)]
-    [InlineData(2, 37, 96, 4, true, WeightStorage.Fp16)]
-    public void MatVec_matches_reference(int warp, int rows, int inDim, int batch, bool accumulate, WeightStorage storage)
+    [InlineData(4, 37, 96, 1, false, "fp16")]
+    [InlineData(4, 37, 96, 3, true, "fp16")]
+    [InlineData(4, 5, 344, 4, false, "bf16")]
+    [InlineData(4, 1, 8, 2, true, "bf16")]
+    [InlineData(4, 64, 1032, 3, false, "fp16")]
+    [InlineData(32, 19, 200, 2, false, "fp16")]
+    [InlineData(2, 37, 96, 4, true, "fp16")]
+    public void MatVec_matches_reference(int warp, int rows, int inDim, int batch, bool accumulate, string dtype)
     {
-        var k = ctx.Kernels(warp, storage);
+        var storage = TestData.Format(dtype);
+        var k = ctx.Kernels(warp);
         var rng = new Random(rows * 7919 + inDim);
         var w = TestData.Weights(rng, rows * inDim, storage);
         var x = TestData.Floats(rng, batch * inDim);
@@ -33,18 +34,19 @@ public sealed class MatVecTests(KernelTestContext ctx)
         using var wb = a.Allocate1D(w);
         using var xb = a.Allocate1D(x);
         using var yb = a.Allocate1D(y0);
-        k.MatVec(wb.View, xb.View, yb.View, rows, inDim, batch, accumulate);
+        k.MatVec(WeightMatrix.Of(storage, wb.View, rows, inDim), xb.View, yb.View, batch, accumulate);
         TestData.AssertClose("matvec", yb.GetAsArray1D(), expected, Abs, Rel);
     }
 
     [Theory]
-    [InlineData(4, 43, 96, 3, WeightStorage.Fp16)]
-    [InlineData(4, 7, 48, 1, WeightStorage.Bf16)]
-    [InlineData(32, 9, 64, 4, WeightStorage.Fp16)]
-    [InlineData(2, 9, 64, 3, WeightStorage.Bf16)]
-    public void MatVecSwiGlu_matches_reference(int warp, int rows, int inDim, int batch, WeightStorage storage)
+    [InlineData(4, 43, 96, 3, "fp16")]
+    [InlineData(4, 7, 48, 1, "bf16")]
+    [InlineData(32, 9, 64, 4, "fp16")]
+    [InlineData(2, 9, 64, 3, "bf16")]
+    public void MatVecSwiGlu_matches_reference(int warp, int rows, int inDim, int batch, string dtype)
     {
-        var k = ctx.Kernels(warp, storage);
+        var storage = TestData.Format(dtype);
+        var k = ctx.Kernels(warp);
         var rng = new Random(rows + inDim * 31);
         var wg = TestData.Weights(rng, rows * inDim, storage);
         var wu = TestData.Weights(rng, rows * inDim, storage);
@@ -57,19 +59,20 @@ public sealed class MatVecTests(KernelTestContext ctx)
         using var wub = a.Allocate1D(wu);
         using var xb = a.Allocate1D(x);
         using var hb = a.Allocate1D<float>(batch * rows);
-        k.MatVecSwiGlu(wgb.View, wub.View, xb.View, hb.View, rows, inDim, batch);
+        k.MatVecSwiGlu(WeightMatrix.Of(storage, wgb.View, rows, inDim), WeightMatrix.Of(storage, wub.View, rows, inDim), xb.View, hb.View, batch);
         TestData.AssertClose("matvec-swiglu", hb.GetAsArray1D(), expected, Abs, Rel);
     }
 
     [Theory]
-    [InlineData(4, 6, 2, 16, 96, 3, WeightStorage.Fp16)]
-    [InlineData(4, 4, 4, 16, 64, 1, WeightStorage.Bf16)]
-    [InlineData(4, 8, 2, 8, 40, 2, WeightStorage.Fp16)]
-    [InlineData(32, 6, 2, 16, 96, 4, WeightStorage.Bf16)]
-    [InlineData(2, 6, 2, 16, 96, 4, WeightStorage.Fp16)]
-    public void MatVecQkvRope_matches_reference(int warp, int heads, int kvHeads, int headDim, int hidden, int batch, WeightStorage storage)
+    [InlineData(4, 6, 2, 16, 96, 3, "fp16")]
+    [InlineData(4, 4, 4, 16, 64, 1, "bf16")]
+    [InlineData(4, 8, 2, 8, 40, 2, "fp16")]
+    [InlineData(32, 6, 2, 16, 96, 4, "bf16")]
+    [InlineData(2, 6, 2, 16, 96, 4, "fp16")]
+    public void MatVecQkvRope_matches_reference(int warp, int heads, int kvHeads, int headDim, int hidden, int batch, string dtype)
     {
-        var k = ctx.Kernels(warp, storage);
+        var storage = TestData.Format(dtype);
+        var k = ctx.Kernels(warp);
         var rng = new Random(heads * 100 + kvHeads * 10 + headDim);
         int qDim = heads * headDim, kvDim = kvHeads * headDim, maxSeq = 300, slotsCount = 5;
         // llama3 scaling with a short original context so high, medium and low frequency bands all occur
@@ -86,7 +89,8 @@ public sealed class MatVecTests(KernelTestContext ctx)
         var expectedQ = new double[batch * qDim];
         var expectedK = (ushort[])kCache.Clone();
         var expectedV = (ushort[])vCache.Clone();
-        KernelReference.MatVecQkvRope(wq, wk, wv, x, expectedQ, expectedK, expectedV, rope, slots, positions, hidden, batch, heads, kvHeads, headDim, maxSeq, storage);
+        var shape = new AttentionShape(heads, kvHeads, headDim, maxSeq);
+        KernelReference.MatVecQkvRope(wq, wk, wv, x, expectedQ, expectedK, expectedV, rope, slots, positions, hidden, batch, shape, storage);
 
         var a = k.Accelerator;
         using var wqb = a.Allocate1D(wq);
@@ -99,8 +103,8 @@ public sealed class MatVecTests(KernelTestContext ctx)
         using var ropeb = a.Allocate1D(rope);
         using var slotb = a.Allocate1D(slots);
         using var posb = a.Allocate1D(positions);
-        k.MatVecQkvRope(wqb.View, wkb.View, wvb.View, xb.View, qb.View, kcb.View, vcb.View, ropeb.View, slotb.View, posb.View,
-            hidden, batch, heads, kvHeads, headDim, maxSeq);
+        var qkv = new QkvWeights(WeightMatrix.Of(storage, wqb.View, qDim, hidden), WeightMatrix.Of(storage, wkb.View, kvDim, hidden), WeightMatrix.Of(storage, wvb.View, kvDim, hidden));
+        k.MatVecQkvRope(qkv, xb.View, qb.View, kcb.View, vcb.View, ropeb.View, slotb.View, posb.View, batch, shape);
         TestData.AssertClose("q", qb.GetAsArray1D(), expectedQ, Abs, Rel);
         // The cache holds fp16: allow one rounding step of difference between fp32 and float64 paths.
         TestData.AssertClose("k cache", Array.ConvertAll(kcb.GetAsArray1D(), b => (float)KernelReference.HalfToDouble(b)), TestData.HalfToDouble(expectedK), 1e-4, 1e-3);
@@ -115,11 +119,12 @@ public sealed class MatVecTests(KernelTestContext ctx)
         using var w = a.Allocate1D<ushort>(10 * 20);
         using var x = a.Allocate1D<float>(20);
         using var y = a.Allocate1D<float>(10);
-        var e = Assert.Throws<ArgumentException>(() => k.MatVec(w.View, x.View, y.View, 10, 20, 1, false));
+        WeightMatrix W(int rows, int cols) => WeightMatrix.Of(WeightFormat.Fp16, w.View, rows, cols);
+        var e = Assert.Throws<ArgumentException>(() => k.MatVec(W(10, 20), x.View, y.View, 1, false));
         Assert.Contains("multiple of 8", e.Message);
-        e = Assert.Throws<ArgumentException>(() => k.MatVec(w.View, x.View, y.View, 10, 16, 5, false));
+        e = Assert.Throws<ArgumentException>(() => k.MatVec(W(10, 16), x.View, y.View, 5, false));
         Assert.Contains("batch 5", e.Message);
-        e = Assert.Throws<ArgumentException>(() => k.MatVec(w.View, x.View, y.View, 20, 16, 1, false));
+        e = Assert.Throws<ArgumentException>(() => k.MatVec(W(20, 16), x.View, y.View, 1, false));
         Assert.Contains("matvec weight", e.Message);
     }
 }

@@ -1,4 +1,5 @@
 using ILGPU.Runtime.CPU;
+using IlgpuLlama.Cli.Infrastructure;
 using IlgpuLlama.Device;
 using IlgpuLlama.Engine;
 using IlgpuLlama.Kernels;
@@ -58,7 +59,7 @@ public sealed class GoldenModelTests(GoldenModelContext ctx, ITestOutputHelper o
     float[][] PrefillLogits(int[] tokens)
     {
         var rows = new float[tokens.Length][];
-        Model.Prefill([new SequenceInput(0, 0, tokens)], (seq, pos, row) => rows[pos] = row.ToArray());
+        Model.PrefillLogits([new SequenceInput(0, 0, tokens)], (seq, pos, row) => rows[pos] = row.ToArray());
         return rows;
     }
 
@@ -67,8 +68,7 @@ public sealed class GoldenModelTests(GoldenModelContext ctx, ITestOutputHelper o
         var rows = new float[tokens.Length][];
         for (int t = 0; t < tokens.Length; t++)
         {
-            Model.SetDecodeRows([1], [t], [tokens[t]]);
-            Model.DecodeStep(1, SelectMode.ArgMax);
+            Model.Decode([new DecodeRow(1, t, tokens[t])], SelectMode.ArgMax);
             rows[t] = new float[Model.Config.VocabSize];
             Model.ReadLogitsRow(0, rows[t]);
         }
@@ -210,14 +210,14 @@ public sealed class GoldenModelTests(GoldenModelContext ctx, ITestOutputHelper o
     {
         var gen = new Generator(Model);
         var tooLong = Enumerable.Repeat(5, 120).ToArray();
-        var e = Assert.Throws<ArgumentException>(() => gen.Generate([tooLong], new GenerationOptions { MaxNewTokens = 16 }));
-        Assert.Contains("exceeds --max-seq-len 128", e.Message);
-        e = Assert.Throws<ArgumentException>(() => gen.Generate(Enumerable.Repeat<IReadOnlyList<int>>([1, 2], 5).ToArray(), new GenerationOptions()));
-        Assert.Contains("--max-batch-size 4", e.Message);
-        e = Assert.Throws<ArgumentException>(() => gen.Generate([[1, 512]], new GenerationOptions { MaxNewTokens = 4 }));
+        var e = Assert.Throws<EngineArgumentException>(() => gen.Generate([tooLong], new GenerationOptions { MaxNewTokens = 16 }));
+        Assert.Contains("exceeds --max-seq-len 128", CliNames.Message(e));
+        e = Assert.Throws<EngineArgumentException>(() => gen.Generate(Enumerable.Repeat<IReadOnlyList<int>>([1, 2], 5).ToArray(), new GenerationOptions()));
+        Assert.Contains("--max-batch-size 4", CliNames.Message(e));
+        e = Assert.Throws<EngineArgumentException>(() => gen.Generate([[1, 512]], new GenerationOptions { MaxNewTokens = 4 }));
         Assert.Contains("outside the vocabulary", e.Message);
-        e = Assert.Throws<ArgumentException>(() => gen.Generate([[1, 2]], new GenerationOptions { MaxNewTokens = 4, Sampling = new SamplingOptions { TopP = 0 } }));
-        Assert.Contains("--top-p", e.Message);
+        e = Assert.Throws<EngineArgumentException>(() => gen.Generate([[1, 2]], new GenerationOptions { MaxNewTokens = 4, Sampling = new SamplingOptions { TopP = 0 } }));
+        Assert.Contains("--top-p", CliNames.Message(e));
         // The model still works after rejected requests.
         var ok = gen.Generate([GoldenFixture.Cases[1].Prompt], new GenerationOptions { MaxNewTokens = 4 });
         Assert.Equal(GoldenFixture.Cases[1].Greedy16[..4], ok.Sequences[0].GeneratedTokens);
@@ -253,7 +253,7 @@ public sealed class GoldenModelVariantTests(ITestOutputHelper output)
         // Warps of 4 and groups of up to 16 threads exercise the cross-warp reductions that the
         // engine's default CPU shape (one warp per group) skips.
         using var device = ComputeDevice.CreateCpu(new CPUDevice(4, 4, 2));
-        using var model = LlamaModel.Load(device, GoldenFixture.Directory, new EngineOptions { MaxSeqLen = 64, WeightType = WeightStorage.Bf16, PrefillChunk = 5 });
+        using var model = LlamaModel.Load(device, GoldenFixture.Directory, new EngineOptions { MaxSeqLen = 64, WeightFormat = WeightFormat.Bf16, PrefillChunk = 5 });
         var c = GoldenFixture.Cases[0];
         var result = new Generator(model).Generate([c.Prompt], new GenerationOptions { MaxNewTokens = 16 });
         GoldenModelTests.AssertGreedyMatches(c, result.Sequences[0].GeneratedTokens, output);

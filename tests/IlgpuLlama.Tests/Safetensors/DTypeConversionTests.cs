@@ -244,24 +244,24 @@ public class DTypeConversionTests
 
         var viaConvert = new ushort[5];
         var direct = new ushort[5];
-        Assert.Equal(DTypeConversion.F32ToF16(f32, direct), DTypeConversion.Convert(raw, SafetensorsDType.F32, viaConvert, WeightStorage.Fp16));
+        Assert.Equal(DTypeConversion.F32ToF16(f32, direct), DTypeConversion.Convert(raw, SafetensorsDType.F32, viaConvert, WeightFormat.Fp16));
         Assert.Equal(direct, viaConvert);
 
         DTypeConversion.F32ToBF16(f32, direct);
-        DTypeConversion.Convert(raw, SafetensorsDType.F32, viaConvert, WeightStorage.Bf16);
+        DTypeConversion.Convert(raw, SafetensorsDType.F32, viaConvert, WeightFormat.Bf16);
         Assert.Equal(direct, viaConvert);
 
         ushort[] bf = [0x3F80, 0xC000, 0x4780, 0x0001];
         byte[] bfRaw = MemoryMarshal.AsBytes(bf.AsSpan()).ToArray();
         var copy = new ushort[4];
-        Assert.Equal(default, DTypeConversion.Convert(bfRaw, SafetensorsDType.BF16, copy, WeightStorage.Bf16));
+        Assert.Equal(default, DTypeConversion.Convert(bfRaw, SafetensorsDType.BF16, copy, WeightFormat.Bf16));
         Assert.Equal(bf, copy);
-        var stats = DTypeConversion.Convert(bfRaw, SafetensorsDType.BF16, copy, WeightStorage.Fp16);
+        var stats = DTypeConversion.Convert(bfRaw, SafetensorsDType.BF16, copy, WeightFormat.Fp16);
         Assert.Equal(new ushort[] { 0x3C00, 0xC000, 0x7C00, 0x0000 }, copy); // 65536 overflows, 2^-133 flushes
         Assert.Equal(new ConversionStats(1, 1, 0), stats);
 
-        Assert.Throws<ArgumentException>(() => DTypeConversion.Convert(new byte[3], SafetensorsDType.F16, new ushort[2], WeightStorage.Fp16));
-        Assert.Throws<ArgumentException>(() => DTypeConversion.Convert(new byte[8], SafetensorsDType.F16, new ushort[2], WeightStorage.Fp16));
-        Assert.Throws<NotSupportedException>(() => DTypeConversion.Convert(new byte[8], SafetensorsDType.Other, new ushort[8], WeightStorage.Fp16));
+        Assert.Throws<ArgumentException>(() => DTypeConversion.Convert(new byte[3], SafetensorsDType.F16, new ushort[2], WeightFormat.Fp16));
+        Assert.Throws<ArgumentException>(() => DTypeConversion.Convert(new byte[8], SafetensorsDType.F16, new ushort[2], WeightFormat.Fp16));
+        Assert.Throws<NotSupportedException>(() => DTypeConversion.Convert(new byte[8], SafetensorsDType.Other, new ushort[8], WeightFormat.Fp16));
     }
 }

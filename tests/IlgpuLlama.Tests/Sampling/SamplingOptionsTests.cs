@@ -1,3 +1,4 @@
+using IlgpuLlama.Cli.Infrastructure;
 using IlgpuLlama.Sampling;
 
 namespace IlgpuLlama.Tests.Sampling;
@@ -39,10 +40,12 @@ public class SamplingOptionsTests
     [MemberData(nameof(InvalidOptions))]
     public void Validate_NamesTheFlagAndItsRange(SamplingOptions options, string flag, string range)
     {
-        var ex = Assert.Throws<ArgumentException>(options.Validate);
-        Assert.StartsWith(flag + " ", ex.Message);
-        Assert.Contains(range, ex.Message);
-        Assert.DoesNotContain('\n', ex.Message);
-        Assert.Throws<ArgumentException>(() => new TokenSampler(options));
+        var ex = Assert.Throws<EngineArgumentException>(options.Validate);
+        // Engine messages name parameters through placeholders; the CLI shows its flags in their place.
+        string message = CliNames.Message(ex);
+        Assert.StartsWith(flag + " ", message);
+        Assert.Contains(range, message);
+        Assert.DoesNotContain('\n', message);
+        Assert.Throws<EngineArgumentException>(() => new TokenSampler(options));
     }
 }

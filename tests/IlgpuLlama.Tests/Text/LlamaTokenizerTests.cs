@@ -1,3 +1,4 @@
+using IlgpuLlama.Cli.Infrastructure;
 using System.Text;
 using System.Text.Json;
 using IlgpuLlama.Text;
@@ -84,7 +85,7 @@ public class LlamaTokenizerTests
         Assert.DoesNotContain('\n', ex.Message);
         Assert.Contains("original/tokenizer.model", ex.Message);
         Assert.Contains("tokenizer.json", ex.Message);
-        Assert.Contains("--tokens", ex.Message);
+        Assert.Contains("--tokens", CliNames.Message(ex));
     }
 
     [Fact]

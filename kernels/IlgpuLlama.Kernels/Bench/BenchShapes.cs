@@ -1,4 +1,4 @@
-namespace IlgpuLlama.Cli.Bench;
+namespace IlgpuLlama.Kernels.Bench;
 
 /// <summary>A set of model shapes the kernel benchmark runs at.</summary>
 /// <param name="Name">--shapes value</param>

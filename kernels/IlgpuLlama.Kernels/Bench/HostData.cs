@@ -1,7 +1,4 @@
-using IlgpuLlama.Kernels;
-using IlgpuLlama.Kernels.Reference;
-
-namespace IlgpuLlama.Cli.Bench;
+namespace IlgpuLlama.Kernels.Bench;
 
 /// <summary>Deterministic random host data (never zeros), generated in parallel chunks.</summary>
 public static class HostData
@@ -29,10 +26,10 @@ public static class HostData
     }
 
     /// <summary>Uniform 16-bit weights in [-scale, scale] (round to nearest even).</summary>
-    public static ushort[] Weights(int seed, long n, WeightStorage storage, double scale = 0.05)
+    public static ushort[] Weights(int seed, long n, SixteenBitFormat format, double scale = 0.05)
     {
         var a = new ushort[n];
-        Fill(a, seed, r => KernelReference.Narrow((r.NextDouble() * 2 - 1) * scale, storage));
+        Fill(a, seed, r => format.Encode((r.NextDouble() * 2 - 1) * scale));
         return a;
     }
 
@@ -40,7 +37,7 @@ public static class HostData
     public static ushort[] HalfBits(int seed, long n, double scale = 1.0)
     {
         var a = new ushort[n];
-        Fill(a, seed, r => KernelReference.ToHalfBits((r.NextDouble() * 2 - 1) * scale));
+        Fill(a, seed, r => WeightFormat.Fp16.Encode((r.NextDouble() * 2 - 1) * scale));
         return a;
     }
 
@@ -81,4 +78,26 @@ public static class HostData
             Array.Copy(source, (long)rowIds[i] * width, r, (long)i * width, width);
         return r;
     }
+
+    /// <summary>fp32 values widened to float64 (references compare in float64).</summary>
+    public static double[] ToDouble(float[] a) => Array.ConvertAll(a, v => (double)v);
+
+    /// <summary>fp16 bits (KV-cache contents) as fp32.</summary>
+    public static float[] HalfToFloat(ushort[] bits) => Array.ConvertAll(bits, b => (float)WeightFormat.Fp16.Decode(b));
+
+    /// <summary>fp16 bits as float64.</summary>
+    public static double[] HalfToDouble(ushort[] bits) => Array.ConvertAll(bits, WeightFormat.Fp16.Decode);
+
+    /// <summary>Ints as floats, for exact comparisons of ids.</summary>
+    public static float[] IntsAsFloats(int[] a) => Array.ConvertAll(a, v => (float)v);
+
+    /// <summary>"all 96 rows" or "8 of 128256 rows (sampled)".</summary>
+    public static string RowsMethod(int checkedRows, int rows, string what = "rows") =>
+        checkedRows == rows ? $"all {rows} {what}" : $"{checkedRows} of {rows} {what} (sampled)";
+
+    /// <summary>Multiply-adds below which a reference checks every output row.</summary>
+    public const long FullCheckWork = 16L * 1024 * 1024;
+
+    /// <summary>Rows checked when sampling.</summary>
+    public const int SampledRows = 256;
 }
