@@ -1,0 +1,153 @@
+using System.Text.RegularExpressions;
+using IlgpuLlama.Cli.Infrastructure;
+using IlgpuLlama.Device;
+using IlgpuLlama.Engine;
+using IlgpuLlama.Kernels;
+using IlgpuLlama.Kernels.Bench;
+using IlgpuLlama.Model;
+using IlgpuLlama.Tests.Model;
+
+namespace IlgpuLlama.Tests.Architecture;
+
+/// <summary>
+/// The structure the code relies on: kernel declarations and the catalog derived from them, the
+/// buffer plan behind the memory formula, the engine's parameter-neutral messages, and the
+/// layering rules (no test oracle in the engine, no CLI flag in engine strings).
+/// </summary>
+public sealed class ArchitectureTests
+{
+    static string RepoRoot { get; } = Path.GetFullPath(Path.Combine(GoldenFixture.Directory, "..", "..", ".."));
+
+    [Fact]
+    public void The_catalog_lists_every_specialisation_of_every_declared_kernel_once()
+    {
+        var names = KernelCatalog.All.Select(e => e.Name).ToList();
+        Assert.Equal(names.Count, names.Distinct().Count());
+        // 3 matvec kernels x 2 formats x 4 widths, gemm/rmsnorm/embedding x 2 formats, and 10 format-free kernels.
+        Assert.Equal(3 * 2 * 4 + 3 * 2 + 10, names.Count);
+        Assert.All(KernelCatalog.All, e => Assert.False(e.Method.ContainsGenericParameters, e.Name));
+        Assert.Contains("matvec_qkv_rope_bf16_b3", names);
+        Assert.Contains("attention", names);
+        var families = KernelCatalog.Families.Select(f => f.Name).ToList();
+        Assert.Equal(["attention", "elementwise", "embedding", "gemm", "kvcache", "logits", "matvec", "rmsnorm", "rope"], families);
+        Assert.All(KernelCatalog.Families, f => Assert.All(f.Kernels, k => Assert.Equal(f.Name, k.Family)));
+    }
+
+    [Fact]
+    public void Every_family_has_bench_cases_and_every_case_names_a_cataloged_kernel()
+    {
+        var cases = KernelCatalog.BenchCases(BenchShapes.Tiny, WeightFormat.Bf16);
+        Assert.All(KernelCatalog.Families, f => Assert.Contains(cases, c => c.Family == f.Name));
+        var names = KernelCatalog.All.Select(e => e.Name).ToHashSet();
+        Assert.All(cases, c => Assert.Contains(names, n => n == c.Kernel || n.StartsWith(c.Kernel + "_b", StringComparison.Ordinal)));
+        Assert.All(cases, c => Assert.True(c.Bytes > 0, c.Kernel));
+    }
+
+    [Fact]
+    public void A_declaration_rejects_specialisations_it_does_not_have()
+    {
+        var matvec = MatVecKernels.MatVecKernel;
+        Assert.Equal(new KernelVariant(WeightFormat.Bf16, 3), matvec.Variant(WeightFormat.Bf16, 3));
+        Assert.Contains("batch 5", Assert.Throws<ArgumentException>(() => matvec.Variant(WeightFormat.Fp16, 5)).Message);
+        Assert.Contains("weight format", Assert.Throws<ArgumentException>(() => matvec.Variant(null, 1)).Message);
+        Assert.Throws<ArgumentException>(() => AttentionKernels.AttentionKernel.Variant(WeightFormat.Fp16));
+    }
+
+    [Fact]
+    public void Weight_formats_are_data_the_memory_formula_reads()
+    {
+        Assert.Equal(["fp16", "bf16"], WeightFormat.Names);
+        Assert.Same(WeightFormat.Bf16, WeightFormat.Parse("BF16"));
+        Assert.Contains("known formats: fp16, bf16", Assert.Throws<ArgumentException>(() => WeightFormat.Parse("q5_1")).Message);
+        var config = LlamaConfig.Preset("llama-3.2-1b");
+        var shape = WorkspaceShape.For(config, 4, 256, new KernelTuning());
+        foreach (var f in WeightFormat.All)
+            Assert.Equal(config.ParameterCount() * 2, new MemoryPlan(config, shape, f).WeightBytes);
+        Assert.Equal(2 * 8 * 2048L, WeightFormat.Fp16.MatrixBytes(8, 2048));
+        Assert.Equal(16.0, WeightFormat.Fp16.BitsPerWeight);
+        // The shared rounding helper: round to nearest even, exact round trips.
+        Assert.Equal((ushort)0x3C00, WeightFormat.Fp16.Encode(1.0));
+        Assert.Equal((ushort)0x3F80, WeightFormat.Bf16.Encode(1.0));
+        Assert.Equal(1.0, WeightFormat.Bf16.Decode(0x3F80));
+        Assert.Equal((ushort)0x3F80, WeightFormat.Bf16.Encode(1.00390625)); // halfway between 0x3F80 and 0x3F81: ties to even
+    }
+
+    [Fact]
+    public void The_kv_cache_offset_is_the_documented_formula()
+    {
+        var c = new KvCacheLayout(kvHeads: 3, maxSeq: 7, headDim: 16);
+        for (int slot = 0; slot < 2; slot++)
+            for (int head = 0; head < 3; head++)
+                for (int pos = 0; pos < 7; pos += 3)
+                    Assert.Equal(((slot * 3 + head) * 7 + pos) * 16 + 5, c.Offset(slot, head, pos, 5));
+        Assert.Equal(3L * 7 * 16 * 4, c.Elements(4));
+    }
+
+    [Fact]
+    public void The_buffer_plan_is_what_the_memory_formula_sums()
+    {
+        var config = LlamaConfig.Preset("llama-3.2-1b");
+        var plan = new MemoryPlan(config, WorkspaceShape.For(config, 4, 256, new KernelTuning()), WeightFormat.Fp16);
+        var buffers = plan.Workspace.Buffers;
+        Assert.Equal(buffers.Count, buffers.Select(b => b.Name).Distinct().Count());
+        Assert.Equal(plan.ActivationBytes, buffers.Where(b => b.Category == MemoryCategory.Activations).Sum(b => b.Bytes));
+        Assert.Equal(plan.KvCacheBytes, buffers.Where(b => b.Category == MemoryCategory.KvCache).Sum(b => b.Bytes));
+        Assert.Equal(107_873_040, plan.ActivationBytes); // README's worked example
+        Assert.Contains(plan.ActivationLines, l => l.Item == "residual x, normed xb" && l.Formula == "2 x T x hidden x 4" && l.Bytes == 2L * 1024 * 2048 * 4);
+    }
+
+    [Fact]
+    public void Prefill_chunks_cut_the_concatenated_prompts_and_mark_where_each_ends()
+    {
+        var sequences = new[] { new SequenceInput(2, 0, [1, 2, 3, 4, 5]), new SequenceInput(0, 7, [8, 9]), new SequenceInput(1, 0, [6]) };
+        var chunks = PrefillChunk.Plan(sequences, 3);
+        Assert.Equal([3, 3, 2], chunks.Select(c => c.Count));
+        Assert.Equal([1, 2, 3], chunks[0].Tokens);
+        Assert.Empty(chunks[0].Ends);
+        Assert.Equal([4, 5, 8], chunks[1].Tokens);
+        Assert.Equal([2, 2, 0], chunks[1].Slots);
+        Assert.Equal([3, 4, 7], chunks[1].Positions);
+        Assert.Equal([(0, 1)], chunks[1].Ends);
+        Assert.Equal([(1, 0), (2, 1)], chunks[2].Ends);
+        Assert.Equal([1, 2], chunks[2].Sequences);
+    }
+
+    [Fact]
+    public void Engine_messages_name_parameters_the_way_each_caller_sets_them()
+    {
+        var e = new EngineArgumentException($"{EngineParameters.MaxSeqLen} 0 must be at least 1; or raise {EngineParameters.MaxBatchSize}", EngineParameter.MaxSeqLen);
+        Assert.Equal("MaxSeqLen 0 must be at least 1; or raise MaxBatchSize", e.Message);
+        Assert.Equal("--max-seq-len 0 must be at least 1; or raise --max-batch-size", CliNames.Message(e));
+        Assert.Equal(EngineParameter.MaxSeqLen, e.Parameter);
+        var shapeError = Assert.Throws<EngineArgumentException>(() => WorkspaceShape.For(LlamaConfig.Preset("llama-3.2-1b"), 9, 256, new KernelTuning()));
+        Assert.Equal(EngineParameter.MaxBatchSize, shapeError.Parameter);
+        Assert.StartsWith("--max-batch-size 9 must be between 1 and 4", CliNames.Message(shapeError));
+        Assert.Equal("{Unknown} stays", EngineParameters.Render("{Unknown} stays", CliNames.Flag));
+        Assert.All(Enum.GetValues<EngineParameter>(), p => Assert.StartsWith("--", CliNames.Flag(p)));
+    }
+
+    static IEnumerable<string> SourceFiles(string relative) =>
+        Directory.EnumerateFiles(Path.Combine(RepoRoot, relative), "*.cs", SearchOption.AllDirectories)
+            .Where(f => !f.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}", StringComparison.Ordinal)
+                && !f.Contains($"{Path.DirectorySeparatorChar}bin{Path.DirectorySeparatorChar}", StringComparison.Ordinal));
+
+    [Fact]
+    public void The_engine_uses_no_test_oracle_and_names_no_cli_flag()
+    {
+        var flagInString = new Regex("\"[^\"\\n]*--[a-z][a-z-]+[^\"\\n]*\"");
+        foreach (var file in SourceFiles("src/IlgpuLlama"))
+        {
+            var lines = File.ReadAllLines(file);
+            for (int i = 0; i < lines.Length; i++)
+            {
+                string code = lines[i].TrimStart();
+                if (code.StartsWith("//", StringComparison.Ordinal))
+                    continue;
+                Assert.False(code.Contains("KernelReference", StringComparison.Ordinal), $"{file}:{i + 1} uses the test oracle");
+                Assert.False(flagInString.IsMatch(code), $"{file}:{i + 1} names a CLI flag in a string: {code}");
+            }
+        }
+        foreach (var file in SourceFiles("src/IlgpuLlama/Device"))
+            Assert.DoesNotContain("LlamaKernels", File.ReadAllText(file));
+    }
+}
