@@ -22,6 +22,12 @@ namespace IlgpuLlama.Kernels;
 //   MatVecSwiGlu  h = silu(Wg x) * (Wu x)                          grid = intermediate
 //   MatVecQkvRope q = rope(Wq x); cache_k[pos] = fp16(rope(Wk x)); grid = (q_dim + 2 kv_dim) / 2
 //                 cache_v[pos] = fp16(Wv x); a group owns the rotate_half pair (i, i + head_dim/2)
+// Each also exists with the RMSNorm of its input fused (MatVecNorm, MatVecSwiGluNorm,
+// MatVecQkvRopeNorm): x is the raw residual, the group sums x^2 in the pass over x it already makes
+// (every group covers the whole input), multiplies each widened weight chunk by the widened norm
+// weight g once (W (g * x) = (W * g) x, so the product does not depend on the batch), and scales its
+// outputs by 1/rms in the epilogue: W (g * x / rms) = (W (g * x)) / rms. That removes the RMSNorm
+// launches (and their round trip through act.xb) from decode.
 
 /// <summary>Shape of a plain decode matmul.</summary>
 public struct MatVecShape
@@ -36,13 +42,21 @@ public struct MatVecShape
     public int Accumulate;
 }
 
-/// <summary>Arguments of <see cref="MatVecKernels.MatVec{TW, TB}"/>.</summary>
+/// <summary>The RMSNorm fused into a matvec's input (unused by the plain versions).</summary>
+public struct InputNorm
+{
+    public ArrayView<U4> Weight; // [k8] 16-bit norm weight g, 8 per chunk
+    public float Eps;
+}
+
+/// <summary>Arguments of <see cref="MatVecKernels.MatVec{TW, TB}"/> and <see cref="MatVecKernels.MatVecNorm{TW, TB}"/>.</summary>
 public struct MatVecArgs
 {
     public ArrayView<U4> W;     // [rows, k8] 16-bit weights, 8 per chunk
-    public ArrayView<F4> X;     // [batch, k8 * 2] fp32
+    public ArrayView<F4> X;     // [batch, k8 * 2] fp32 (raw residual for the normed version)
     public ArrayView<float> Y;  // [batch, y_stride] fp32
     public MatVecShape Shape;
+    public InputNorm Norm;
 }
 
 /// <summary>Arguments of <see cref="MatVecKernels.MatVecSwiGlu{TW, TB}"/>.</summary>
@@ -53,6 +67,7 @@ public struct MatVecSwiGluArgs
     public ArrayView<F4> X;     // [batch, k8 * 2] fp32
     public ArrayView<float> H;  // [batch, inter] fp32 out
     public MatVecShape Shape;
+    public InputNorm Norm;
 }
 
 /// <summary>Arguments of the fused q/k/v projection with RoPE and KV-cache append.</summary>
@@ -70,18 +85,46 @@ public struct QkvRopeArgs
     public ArrayView<int> Positions;  // [batch] position of this step's token
     public KvCacheLayout Cache;
     public int K8, QDim, KvDim;
+    public InputNorm Norm;
 }
 
 /// <summary>The three projections of the fused q/k/v launch.</summary>
 public readonly record struct QkvWeights(WeightMatrix Q, WeightMatrix K, WeightMatrix V);
 
-/// <summary>Eight partial sums: rows A and B for batch entries 0..3.</summary>
+/// <summary>An RMSNorm folded into a matvec's input: the norm's weight and epsilon.</summary>
+public readonly record struct FusedNorm(WeightVector Weight, float Eps);
+
+/// <summary>
+/// Whether a matvec normalises its input (RMSNorm fused): a compile-time constant, like the batch
+/// width, so the plain versions carry no code or registers for it.
+/// </summary>
+public interface IInputNorm
+{
+    /// <summary>True when the input is RMS-normalised on the fly.</summary>
+    bool Enabled { get; }
+}
+
+/// <summary>The input is used as it is.</summary>
+public struct PlainInput : IInputNorm
+{
+    public readonly bool Enabled => false;
+}
+
+/// <summary>The input is RMS-normalised and scaled by the norm weight on the fly.</summary>
+public struct RmsNormedInput : IInputNorm
+{
+    public readonly bool Enabled => true;
+}
+
+/// <summary>Eight partial sums (rows A and B for batch entries 0..3) and, with a fused norm, each input's sum of squares.</summary>
 public struct Acc8
 {
     public float A0, A1, A2, A3, B0, B1, B2, B3;
+    public float S0, S1, S2, S3;
 
     public readonly float A(int b) => b == 0 ? A0 : b == 1 ? A1 : b == 2 ? A2 : A3;
     public readonly float B(int b) => b == 0 ? B0 : b == 1 ? B1 : b == 2 ? B2 : B3;
+    public readonly float S(int b) => b == 0 ? S0 : b == 1 ? S1 : b == 2 ? S2 : S3;
 }
 
 /// <summary>Eight widened weights.</summary>
@@ -99,6 +142,35 @@ public struct W8
         s += V5 * b.Y;
         s += V6 * b.Z;
         s += V7 * b.W;
+        return s;
+    }
+
+    /// <summary>Element-wise product with <paramref name="g"/>.</summary>
+    public readonly W8 Times(W8 g)
+    {
+        W8 r;
+        r.V0 = V0 * g.V0;
+        r.V1 = V1 * g.V1;
+        r.V2 = V2 * g.V2;
+        r.V3 = V3 * g.V3;
+        r.V4 = V4 * g.V4;
+        r.V5 = V5 * g.V5;
+        r.V6 = V6 * g.V6;
+        r.V7 = V7 * g.V7;
+        return r;
+    }
+
+    /// <summary>Sum of squares of eight fp32 values.</summary>
+    public static float SumSquares(F4 a, F4 b)
+    {
+        float s = a.X * a.X;
+        s += a.Y * a.Y;
+        s += a.Z * a.Z;
+        s += a.W * a.W;
+        s += b.X * b.X;
+        s += b.Y * b.Y;
+        s += b.Z * b.Z;
+        s += b.W * b.W;
         return s;
     }
 }
@@ -129,21 +201,35 @@ public static class MatVecKernels
         return r;
     }
 
-    static Acc8 AccumulateChunk<TW>(Acc8 acc, U4 wa, U4 wb, ArrayView<F4> x, int xOffset, int k4, int batch)
+    static Acc8 AccumulateChunk<TW, TN>(Acc8 acc, U4 wa, U4 wb, ArrayView<U4> g, int c, ArrayView<F4> x, int k4, int batch)
         where TW : struct, IWeightFormat
+        where TN : struct, IInputNorm
     {
+        bool norm = default(TN).Enabled;
         W8 a = Widen<TW>(wa);
         W8 b = Widen<TW>(wb);
+        if (norm)
+        {
+            // W (g * x) = (W * g) x: scale the chunk once, not each batch vector.
+            W8 gw = Widen<TW>(g[c]);
+            a = a.Times(gw);
+            b = b.Times(gw);
+        }
+        int xOffset = 2 * c;
         F4 x0 = x[xOffset];
         F4 x1 = x[xOffset + 1];
         acc.A0 += a.Dot(x0, x1);
         acc.B0 += b.Dot(x0, x1);
+        if (norm)
+            acc.S0 += W8.SumSquares(x0, x1);
         if (batch > 1)
         {
             x0 = x[k4 + xOffset];
             x1 = x[k4 + xOffset + 1];
             acc.A1 += a.Dot(x0, x1);
             acc.B1 += b.Dot(x0, x1);
+            if (norm)
+                acc.S1 += W8.SumSquares(x0, x1);
         }
         if (batch > 2)
         {
@@ -151,6 +237,8 @@ public static class MatVecKernels
             x1 = x[2 * k4 + xOffset + 1];
             acc.A2 += a.Dot(x0, x1);
             acc.B2 += b.Dot(x0, x1);
+            if (norm)
+                acc.S2 += W8.SumSquares(x0, x1);
         }
         if (batch > 3)
         {
@@ -158,6 +246,8 @@ public static class MatVecKernels
             x1 = x[3 * k4 + xOffset + 1];
             acc.A3 += a.Dot(x0, x1);
             acc.B3 += b.Dot(x0, x1);
+            if (norm)
+                acc.S3 += W8.SumSquares(x0, x1);
         }
         return acc;
     }
@@ -169,8 +259,10 @@ public static class MatVecKernels
     /// <param name="rowA">row A, k8 chunks</param>
     /// <param name="rowB">row B, k8 chunks</param>
     /// <param name="x">[batch, k8 * 2] F4</param>
-    public static Acc8 DotRowPair<TW>(ArrayView<U4> rowA, ArrayView<U4> rowB, ArrayView<F4> x, int k8, int batch)
+    /// <param name="g">[k8] the fused norm's weight (read only when <typeparamref name="TN"/> is enabled)</param>
+    public static Acc8 DotRowPair<TW, TN>(ArrayView<U4> rowA, ArrayView<U4> rowB, ArrayView<F4> x, ArrayView<U4> g, int k8, int batch)
         where TW : struct, IWeightFormat
+        where TN : struct, IInputNorm
     {
         var scratch = SharedMemory.Allocate<float>(MaxWarps * 8);
         int stride = Group.DimX;
@@ -194,10 +286,10 @@ public static class MatVecKernels
             U4 wb2 = rowB[c2];
             U4 wa3 = rowA[c3];
             U4 wb3 = rowB[c3];
-            acc = AccumulateChunk<TW>(acc, wa0, wb0, x, 2 * c, k4, batch);
-            acc = AccumulateChunk<TW>(acc, wa1, wb1, x, 2 * c1, k4, batch);
-            acc = AccumulateChunk<TW>(acc, wa2, wb2, x, 2 * c2, k4, batch);
-            acc = AccumulateChunk<TW>(acc, wa3, wb3, x, 2 * c3, k4, batch);
+            acc = AccumulateChunk<TW, TN>(acc, wa0, wb0, g, c, x, k4, batch);
+            acc = AccumulateChunk<TW, TN>(acc, wa1, wb1, g, c1, x, k4, batch);
+            acc = AccumulateChunk<TW, TN>(acc, wa2, wb2, g, c2, x, k4, batch);
+            acc = AccumulateChunk<TW, TN>(acc, wa3, wb3, g, c3, x, k4, batch);
         }
         if (c + stride < k8)
         {
@@ -206,12 +298,12 @@ public static class MatVecKernels
             U4 wb0 = rowB[c];
             U4 wa1 = rowA[c1];
             U4 wb1 = rowB[c1];
-            acc = AccumulateChunk<TW>(acc, wa0, wb0, x, 2 * c, k4, batch);
-            acc = AccumulateChunk<TW>(acc, wa1, wb1, x, 2 * c1, k4, batch);
+            acc = AccumulateChunk<TW, TN>(acc, wa0, wb0, g, c, x, k4, batch);
+            acc = AccumulateChunk<TW, TN>(acc, wa1, wb1, g, c1, x, k4, batch);
             c += 2 * stride;
         }
         if (c < k8)
-            acc = AccumulateChunk<TW>(acc, rowA[c], rowB[c], x, 2 * c, k4, batch);
+            acc = AccumulateChunk<TW, TN>(acc, rowA[c], rowB[c], g, c, x, k4, batch);
 
         acc.A0 = DeviceMath.WarpSum(acc.A0);
         acc.B0 = DeviceMath.WarpSum(acc.B0);
@@ -232,6 +324,8 @@ public static class MatVecKernels
         }
 
         int warps = Group.DimX / Warp.WarpSize;
+        if (default(TN).Enabled)
+            acc = ReduceSumsOfSquares(acc, batch, warps);
         if (warps == 1)
             return acc;
 
@@ -261,12 +355,67 @@ public static class MatVecKernels
             total.B2 += scratch[o + 6];
             total.B3 += scratch[o + 7];
         }
+        total.S0 = acc.S0;
+        total.S1 = acc.S1;
+        total.S2 = acc.S2;
+        total.S3 = acc.S3;
         return total;
     }
+
+    /// <summary>Group-wide sums of squares of the fused norm's inputs (every thread gets them); only the normed versions call it.</summary>
+    static Acc8 ReduceSumsOfSquares(Acc8 acc, int batch, int warps)
+    {
+        acc.S0 = DeviceMath.WarpSum(acc.S0);
+        if (batch > 1)
+            acc.S1 = DeviceMath.WarpSum(acc.S1);
+        if (batch > 2)
+            acc.S2 = DeviceMath.WarpSum(acc.S2);
+        if (batch > 3)
+            acc.S3 = DeviceMath.WarpSum(acc.S3);
+        if (warps == 1)
+            return acc;
+        var scratch = SharedMemory.Allocate<float>(MaxWarps * 4);
+        if (Warp.IsFirstLane)
+        {
+            int o = Warp.WarpIdx * 4;
+            scratch[o] = acc.S0;
+            scratch[o + 1] = acc.S1;
+            scratch[o + 2] = acc.S2;
+            scratch[o + 3] = acc.S3;
+        }
+        Group.Barrier();
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (int w = 0; w < warps; w++)
+        {
+            int o = w * 4;
+            s0 += scratch[o];
+            s1 += scratch[o + 1];
+            s2 += scratch[o + 2];
+            s3 += scratch[o + 3];
+        }
+        acc.S0 = s0;
+        acc.S1 = s1;
+        acc.S2 = s2;
+        acc.S3 = s3;
+        return acc;
+    }
+
+    /// <summary>1 / rms of batch entry <paramref name="b"/>'s input of <paramref name="n"/> values, as RmsNormKernels computes it.</summary>
+    static float InverseRms(Acc8 acc, int b, int n, float eps) => 1.0f / XMath.Sqrt(acc.S(b) / n + eps);
 
     /// <summary>y[b, r] (+)= W[r, :] . x[b, :]; one group per two rows.</summary>
     public static void MatVec<TW, TB>(MatVecArgs a)
         where TW : struct, IWeightFormat
+        where TB : struct, IBatchWidth => MatVecBody<TW, PlainInput, TB>(a);
+
+    /// <summary>y[b, r] (+)= W[r, :] . rmsnorm(x[b, :]) * g, the RMSNorm fused (see the file header).</summary>
+    public static void MatVecNorm<TW, TB>(MatVecArgs a)
+        where TW : struct, IWeightFormat
+        where TB : struct, IBatchWidth => MatVecBody<TW, RmsNormedInput, TB>(a);
+
+    static void MatVecBody<TW, TN, TB>(MatVecArgs a)
+        where TW : struct, IWeightFormat
+        where TN : struct, IInputNorm
         where TB : struct, IBatchWidth
     {
         var w = a.W;
@@ -277,7 +426,7 @@ public static class MatVecKernels
         int rowA = Grid.IdxX * RowsPerGroup;
         // An odd last row reads itself twice rather than past the end of W; it is stored once.
         int rowB = XMath.Min(rowA + 1, s.Rows - 1);
-        Acc8 acc = DotRowPair<TW>(w.SubView(rowA * s.K8, s.K8), w.SubView(rowB * s.K8, s.K8), x, s.K8, batch);
+        Acc8 acc = DotRowPair<TW, TN>(w.SubView(rowA * s.K8, s.K8), w.SubView(rowB * s.K8, s.K8), x, a.Norm.Weight, s.K8, batch);
 
         // One thread per batch entry (looping, in case the group is narrower than the batch).
         for (int b = Group.IdxX; b < batch; b += Group.DimX)
@@ -285,6 +434,12 @@ public static class MatVecKernels
             int ya = b * s.YStride + rowA;
             float va = acc.A(b);
             float vb = acc.B(b);
+            if (default(TN).Enabled)
+            {
+                float inv = InverseRms(acc, b, 8 * s.K8, a.Norm.Eps);
+                va *= inv;
+                vb *= inv;
+            }
             if (s.Accumulate != 0)
             {
                 va += y[ya];
@@ -300,6 +455,16 @@ public static class MatVecKernels
     /// <summary>h[b, r] = silu(Wg[r] . x[b]) * (Wu[r] . x[b]); one group per intermediate row.</summary>
     public static void MatVecSwiGlu<TW, TB>(MatVecSwiGluArgs a)
         where TW : struct, IWeightFormat
+        where TB : struct, IBatchWidth => MatVecSwiGluBody<TW, PlainInput, TB>(a);
+
+    /// <summary>h[b, r] = silu(Wg[r] . x'[b]) * (Wu[r] . x'[b]) with x' = rmsnorm(x) * g fused.</summary>
+    public static void MatVecSwiGluNorm<TW, TB>(MatVecSwiGluArgs a)
+        where TW : struct, IWeightFormat
+        where TB : struct, IBatchWidth => MatVecSwiGluBody<TW, RmsNormedInput, TB>(a);
+
+    static void MatVecSwiGluBody<TW, TN, TB>(MatVecSwiGluArgs a)
+        where TW : struct, IWeightFormat
+        where TN : struct, IInputNorm
         where TB : struct, IBatchWidth
     {
         var wGate = a.Gate;
@@ -309,10 +474,20 @@ public static class MatVecKernels
         var s = a.Shape;
         int batch = default(TB).Count;
         int row = Grid.IdxX;
-        Acc8 acc = DotRowPair<TW>(wGate.SubView(row * s.K8, s.K8), wUp.SubView(row * s.K8, s.K8), x, s.K8, batch);
+        Acc8 acc = DotRowPair<TW, TN>(wGate.SubView(row * s.K8, s.K8), wUp.SubView(row * s.K8, s.K8), x, a.Norm.Weight, s.K8, batch);
         // One thread per batch entry (looping, in case the group is narrower than the batch).
         for (int b = Group.IdxX; b < batch; b += Group.DimX)
-            h[b * s.YStride + row] = DeviceMath.Silu(acc.A(b)) * acc.B(b);
+        {
+            float gate = acc.A(b);
+            float up = acc.B(b);
+            if (default(TN).Enabled)
+            {
+                float inv = InverseRms(acc, b, 8 * s.K8, a.Norm.Eps);
+                gate *= inv;
+                up *= inv;
+            }
+            h[b * s.YStride + row] = DeviceMath.Silu(gate) * up;
+        }
     }
 
     /// <summary>
@@ -322,6 +497,16 @@ public static class MatVecKernels
     /// </summary>
     public static void MatVecQkvRope<TW, TB>(QkvRopeArgs a)
         where TW : struct, IWeightFormat
+        where TB : struct, IBatchWidth => MatVecQkvRopeBody<TW, PlainInput, TB>(a);
+
+    /// <summary><see cref="MatVecQkvRope{TW, TB}"/> of rmsnorm(x) * g, the input norm fused.</summary>
+    public static void MatVecQkvRopeNorm<TW, TB>(QkvRopeArgs a)
+        where TW : struct, IWeightFormat
+        where TB : struct, IBatchWidth => MatVecQkvRopeBody<TW, RmsNormedInput, TB>(a);
+
+    static void MatVecQkvRopeBody<TW, TN, TB>(QkvRopeArgs a)
+        where TW : struct, IWeightFormat
+        where TN : struct, IInputNorm
         where TB : struct, IBatchWidth
     {
         int batch = default(TB).Count;
@@ -340,12 +525,18 @@ public static class MatVecKernels
         int rowB = rowA + half;
         ArrayView<U4> w = kind == 0 ? a.Wq : kind == 1 ? a.Wk : a.Wv;
 
-        Acc8 acc = DotRowPair<TW>(w.SubView(rowA * a.K8, a.K8), w.SubView(rowB * a.K8, a.K8), a.X, a.K8, batch);
+        Acc8 acc = DotRowPair<TW, TN>(w.SubView(rowA * a.K8, a.K8), w.SubView(rowB * a.K8, a.K8), a.X, a.Norm.Weight, a.K8, batch);
 
         for (int b = Group.IdxX; b < batch; b += Group.DimX)
         {
             float va = acc.A(b);
             float vb = acc.B(b);
+            if (default(TN).Enabled)
+            {
+                float inv = InverseRms(acc, b, 8 * a.K8, a.Norm.Eps);
+                va *= inv;
+                vb *= inv;
+            }
             int pos = a.Positions[b];
             if (kind != 2)
             {
@@ -394,6 +585,18 @@ public static class MatVecKernels
     public static KernelDefinition<QkvRopeArgs> QkvRopeKernel { get; } =
         KernelDefinition<QkvRopeArgs>.Explicit("matvec_qkv_rope", Family, MatVecQkvRope<Fp16Format, Batch1>, GpuLaunch, WeightFormat.SixteenBit, perBatchWidth: true);
 
+    /// <summary><see cref="MatVecNorm{TW, TB}"/> (RMSNorm fused), per 16-bit format and batch width.</summary>
+    public static KernelDefinition<MatVecArgs> MatVecNormKernel { get; } =
+        KernelDefinition<MatVecArgs>.Explicit("matvec_norm", Family, MatVecNorm<Fp16Format, Batch1>, GpuLaunch, WeightFormat.SixteenBit, perBatchWidth: true);
+
+    /// <summary><see cref="MatVecSwiGluNorm{TW, TB}"/> (RMSNorm fused), per 16-bit format and batch width.</summary>
+    public static KernelDefinition<MatVecSwiGluArgs> SwiGluNormKernel { get; } =
+        KernelDefinition<MatVecSwiGluArgs>.Explicit("matvec_swiglu_norm", Family, MatVecSwiGluNorm<Fp16Format, Batch1>, GpuLaunch, WeightFormat.SixteenBit, perBatchWidth: true);
+
+    /// <summary><see cref="MatVecQkvRopeNorm{TW, TB}"/> (RMSNorm fused), per 16-bit format and batch width.</summary>
+    public static KernelDefinition<QkvRopeArgs> QkvRopeNormKernel { get; } =
+        KernelDefinition<QkvRopeArgs>.Explicit("matvec_qkv_rope_norm", Family, MatVecQkvRopeNorm<Fp16Format, Batch1>, GpuLaunch, WeightFormat.SixteenBit, perBatchWidth: true);
+
     // ---- launchers -------------------------------------------------------------------------
 
     /// <summary>Enough threads that each handles four chunks per row (one unrolled iteration), capped by the tuning.</summary>
@@ -404,8 +607,22 @@ public static class MatVecKernels
         return Math.Min(want, k.Tuning.MatVecMaxGroup);
     }
 
-    /// <summary>y[b, :] (+)= W x[b] for <paramref name="batch"/> (1..4) vectors; y rows are <paramref name="yStride"/> apart (default: W's rows).</summary>
-    public static void MatVec(this LlamaKernels k, WeightMatrix w, ArrayView<float> x, ArrayView<float> y, int batch, bool accumulate, int yStride = -1)
+    /// <summary>Checks a fused norm against a matvec's input and packs it for the kernel (empty when there is none).</summary>
+    static InputNorm Pack(FusedNorm? norm, WeightMatrix w, string what)
+    {
+        if (norm is not { } n)
+            return default;
+        Require.That(n.Weight.Format == w.Format, $"{what}: the fused norm's weight is {n.Weight.Format}, the matrix {w.Format}; they must share a 16-bit format");
+        Require.Length(n.Weight.Values, w.Cols, $"{what} norm weight");
+        return new InputNorm { Weight = n.Weight.Values.Cast<U4>(), Eps = n.Eps };
+    }
+
+    /// <summary>
+    /// y[b, :] (+)= W x[b] for <paramref name="batch"/> (1..4) vectors; y rows are <paramref name="yStride"/>
+    /// apart (default: W's rows). With <paramref name="norm"/>, x is the raw input of that RMSNorm
+    /// and y = W rmsnorm(x): <see cref="MatVecNorm{TW, TB}"/>.
+    /// </summary>
+    public static void MatVec(this LlamaKernels k, WeightMatrix w, ArrayView<float> x, ArrayView<float> y, int batch, bool accumulate, int yStride = -1, FusedNorm? norm = null)
     {
         int rows = w.Rows, inDim = w.Cols;
         Require.MultipleOf8(inDim, "matvec");
@@ -419,13 +636,15 @@ public static class MatVecKernels
         {
             W = w.Chunks, X = x.Cast<F4>(), Y = y,
             Shape = new MatVecShape { Rows = rows, K8 = inDim / 8, YStride = yStride, Accumulate = accumulate ? 1 : 0 },
+            Norm = Pack(norm, w, "matvec"),
         };
         int groups = (rows + RowsPerGroup - 1) / RowsPerGroup;
-        k.Launch(MatVecKernel, MatVecKernel.Variant(w.Format, batch), new KernelConfig(groups, GroupSize(k, args.Shape.K8)), args);
+        var kernel = norm is null ? MatVecKernel : MatVecNormKernel;
+        k.Launch(kernel, kernel.Variant(w.Format, batch), new KernelConfig(groups, GroupSize(k, args.Shape.K8)), args);
     }
 
-    /// <summary>h[b, :] = silu(Wg x[b]) * (Wu x[b]).</summary>
-    public static void MatVecSwiGlu(this LlamaKernels k, WeightMatrix gate, WeightMatrix up, ArrayView<float> x, ArrayView<float> h, int batch)
+    /// <summary>h[b, :] = silu(Wg x[b]) * (Wu x[b]); with <paramref name="norm"/>, of rmsnorm(x) (<see cref="MatVecSwiGluNorm{TW, TB}"/>).</summary>
+    public static void MatVecSwiGlu(this LlamaKernels k, WeightMatrix gate, WeightMatrix up, ArrayView<float> x, ArrayView<float> h, int batch, FusedNorm? norm = null)
     {
         int rows = gate.Rows, inDim = gate.Cols;
         Require.MultipleOf8(inDim, "matvec-swiglu");
@@ -439,13 +658,15 @@ public static class MatVecKernels
         {
             Gate = gate.Chunks, Up = up.Chunks, X = x.Cast<F4>(), H = h,
             Shape = new MatVecShape { Rows = rows, K8 = inDim / 8, YStride = rows },
+            Norm = Pack(norm, gate, "matvec-swiglu"),
         };
-        k.Launch(SwiGluKernel, SwiGluKernel.Variant(gate.Format, batch), new KernelConfig(rows, GroupSize(k, args.Shape.K8)), args);
+        var kernel = norm is null ? SwiGluKernel : SwiGluNormKernel;
+        k.Launch(kernel, kernel.Variant(gate.Format, batch), new KernelConfig(rows, GroupSize(k, args.Shape.K8)), args);
     }
 
-    /// <summary>Fused decode q/k/v projection + RoPE + KV append (see the file header).</summary>
+    /// <summary>Fused decode q/k/v projection + RoPE + KV append (see the file header); with <paramref name="norm"/>, of rmsnorm(x).</summary>
     public static void MatVecQkvRope(this LlamaKernels k, QkvWeights w, ArrayView<float> x, ArrayView<float> q, ArrayView<ushort> kCache, ArrayView<ushort> vCache,
-        ArrayView<float> ropeTable, ArrayView<int> slots, ArrayView<int> positions, int batch, AttentionShape s)
+        ArrayView<float> ropeTable, ArrayView<int> slots, ArrayView<int> positions, int batch, AttentionShape s, FusedNorm? norm = null)
     {
         int hidden = w.Q.Cols;
         Require.MultipleOf8(hidden, "matvec-qkv");
@@ -466,9 +687,10 @@ public static class MatVecKernels
         {
             Wq = w.Q.Chunks, Wk = w.K.Chunks, Wv = w.V.Chunks, X = x.Cast<F4>(), Q = q,
             KCache = kCache, VCache = vCache, Rope = ropeTable, Slots = slots, Positions = positions,
-            Cache = s.Cache, K8 = hidden / 8, QDim = s.QDim, KvDim = s.KvDim,
+            Cache = s.Cache, K8 = hidden / 8, QDim = s.QDim, KvDim = s.KvDim, Norm = Pack(norm, w.Q, "matvec-qkv"),
         };
-        k.Launch(QkvRopeKernel, QkvRopeKernel.Variant(w.Q.Format, batch), new KernelConfig((s.QDim + 2 * s.KvDim) / 2, GroupSize(k, args.K8)), args);
+        var kernel = norm is null ? QkvRopeKernel : QkvRopeNormKernel;
+        k.Launch(kernel, kernel.Variant(w.Q.Format, batch), new KernelConfig((s.QDim + 2 * s.KvDim) / 2, GroupSize(k, args.K8)), args);
     }
 
     // ---- cost ------------------------------------------------------------------------------
@@ -504,34 +726,50 @@ sealed class MatVecFamily : KernelFamily
 {
     public override string Name => MatVecKernels.Family;
 
-    public override IReadOnlyList<IKernelDefinition> Kernels => [MatVecKernels.MatVecKernel, MatVecKernels.SwiGluKernel, MatVecKernels.QkvRopeKernel];
+    public override IReadOnlyList<IKernelDefinition> Kernels =>
+        [MatVecKernels.MatVecKernel, MatVecKernels.SwiGluKernel, MatVecKernels.QkvRopeKernel,
+         MatVecKernels.MatVecNormKernel, MatVecKernels.SwiGluNormKernel, MatVecKernels.QkvRopeNormKernel];
 
     public override IEnumerable<BenchCase> BenchCases(BenchShapes s, SixteenBitFormat f)
     {
         foreach (int b in new[] { 1, 4 })
         {
-            yield return MatVec(f, "q/o proj", s.Hidden, s.Hidden, b, false);
-            yield return MatVec(f, "k/v proj", s.KvDim, s.Hidden, b, false);
-            yield return SwiGlu(f, s.Intermediate, s.Hidden, b);
-            yield return MatVec(f, "down proj +=", s.Hidden, s.Intermediate, b, true);
-            yield return MatVec(f, "lm head", s.Vocab, s.Hidden, b, false);
-            yield return QkvRope(f, s, b);
+            yield return MatVec(f, "q/o proj", s.Hidden, s.Hidden, b, false, false);
+            yield return MatVec(f, "k/v proj", s.KvDim, s.Hidden, b, false, false);
+            yield return SwiGlu(f, s.Intermediate, s.Hidden, b, false);
+            yield return MatVec(f, "down proj +=", s.Hidden, s.Intermediate, b, true, false);
+            yield return MatVec(f, "lm head", s.Vocab, s.Hidden, b, false, false);
+            yield return QkvRope(f, s, b, false);
+            // The versions with the RMSNorm of their input fused, as the fused-norm decode variant launches them.
+            yield return QkvRope(f, s, b, true);
+            yield return SwiGlu(f, s.Intermediate, s.Hidden, b, true);
+            yield return MatVec(f, "lm head", s.Vocab, s.Hidden, b, false, true);
         }
     }
 
-    static BenchCase MatVec(SixteenBitFormat f, string label, int rows, int inDim, int batch, bool accumulate) =>
-        new($"matvec_{f.Name}", MatVecKernels.Family, $"{rows}x{inDim} {label}", batch,
-            MatVecKernels.BytesMoved(f, rows, inDim, batch, accumulate), MatVecKernels.Flops(rows, inDim, batch), ctx =>
+    /// <summary>Epsilon of the fused-norm cases (Llama 3's).</summary>
+    const float Eps = 1e-5f;
+
+    /// <summary>Raw residual-stream inputs of a fused-norm case: larger than normed values, so the norm matters.</summary>
+    const double RawInputScale = 3.0;
+
+    static string Label(string label, bool norm) => norm ? label + " +rmsnorm" : label;
+
+    static BenchCase MatVec(SixteenBitFormat f, string label, int rows, int inDim, int batch, bool accumulate, bool norm) =>
+        new($"{(norm ? "matvec_norm" : "matvec")}_{f.Name}", MatVecKernels.Family, $"{rows}x{inDim} {Label(label, norm)}", batch,
+            MatVecKernels.BytesMoved(f, rows, inDim, batch, accumulate) + (norm ? f.VectorBytes(inDim) : 0), MatVecKernels.Flops(rows, inDim, batch), ctx =>
             {
-                int seed = ctx.SeedOf(1, rows, inDim, batch);
+                int seed = ctx.SeedOf(norm ? 15 : 1, rows, inDim, batch);
                 var w = HostData.Weights(seed, (long)rows * inDim, f);
-                var x = HostData.Floats(seed + 1, (long)batch * inDim);
+                var x = HostData.Floats(seed + 1, (long)batch * inDim, norm ? RawInputScale : 1.0);
                 var y0 = HostData.Floats(seed + 2, (long)batch * rows);
+                var g = HostData.Weights(seed + 3, inDim, f, 1.5);
                 int copies = ctx.CopiesFor(f.MatrixBytes(rows, inDim));
                 var wb = ctx.Rotated("bench.matvec.w", w, copies);
                 var xb = ctx.Upload("bench.matvec.x", x);
                 var yb = ctx.Upload("bench.matvec.y", y0);
-                void Launch(int i) => ctx.Kernels.MatVec(WeightMatrix.Of(f, wb.Copy(i), rows, inDim), xb, yb, batch, accumulate);
+                FusedNorm? fused = norm ? new FusedNorm(new WeightVector(f, ctx.Upload("bench.matvec.norm", g)), Eps) : null;
+                void Launch(int i) => ctx.Kernels.MatVec(WeightMatrix.Of(f, wb.Copy(i), rows, inDim), xb, yb, batch, accumulate, norm: fused);
 
                 Validation Validate()
                 {
@@ -549,27 +787,30 @@ sealed class MatVecFamily : KernelFamily
                             actual[b * n + i] = y[(long)b * rows + ids[i]];
                         }
                     }
-                    KernelReference.MatVec(HostData.Rows(w, ids, inDim), x, expected, n, inDim, batch, accumulate, f);
+                    var input = norm ? KernelReference.Normed(x, g, inDim, Eps, f) : HostData.ToDouble(x);
+                    KernelReference.MatVec(HostData.Rows(w, ids, inDim), input, expected, n, inDim, batch, accumulate, f);
                     return Validation.From(HostData.RowsMethod(n, rows), Tolerance.Matmul, Tolerance.Matmul.Check("matvec", actual, expected));
                 }
 
                 return new PreparedCase(copies, Validate, Launch);
             });
 
-    static BenchCase SwiGlu(SixteenBitFormat f, int rows, int inDim, int batch) =>
-        new($"matvec_swiglu_{f.Name}", MatVecKernels.Family, $"{rows}x{inDim} gate+up", batch,
-            MatVecKernels.SwiGluBytesMoved(f, rows, inDim, batch), MatVecKernels.SwiGluFlops(rows, inDim, batch), ctx =>
+    static BenchCase SwiGlu(SixteenBitFormat f, int rows, int inDim, int batch, bool norm) =>
+        new($"{(norm ? "matvec_swiglu_norm" : "matvec_swiglu")}_{f.Name}", MatVecKernels.Family, $"{rows}x{inDim} {Label("gate+up", norm)}", batch,
+            MatVecKernels.SwiGluBytesMoved(f, rows, inDim, batch) + (norm ? f.VectorBytes(inDim) : 0), MatVecKernels.SwiGluFlops(rows, inDim, batch), ctx =>
             {
-                int seed = ctx.SeedOf(2, rows, inDim, batch);
+                int seed = ctx.SeedOf(norm ? 16 : 2, rows, inDim, batch);
                 var wg = HostData.Weights(seed, (long)rows * inDim, f);
                 var wu = HostData.Weights(seed + 1, (long)rows * inDim, f);
-                var x = HostData.Floats(seed + 2, (long)batch * inDim);
+                var x = HostData.Floats(seed + 2, (long)batch * inDim, norm ? RawInputScale : 1.0);
+                var g = HostData.Weights(seed + 3, inDim, f, 1.5);
                 int copies = ctx.CopiesFor(2 * f.MatrixBytes(rows, inDim));
                 var wgb = ctx.Rotated("bench.matvec_swiglu.w_gate", wg, copies);
                 var wub = ctx.Rotated("bench.matvec_swiglu.w_up", wu, copies);
                 var xb = ctx.Upload("bench.matvec_swiglu.x", x);
                 var hb = ctx.Alloc<float>("bench.matvec_swiglu.h", batch, rows);
-                void Launch(int i) => ctx.Kernels.MatVecSwiGlu(WeightMatrix.Of(f, wgb.Copy(i), rows, inDim), WeightMatrix.Of(f, wub.Copy(i), rows, inDim), xb, hb, batch);
+                FusedNorm? fused = norm ? new FusedNorm(new WeightVector(f, ctx.Upload("bench.matvec_swiglu.norm", g)), Eps) : null;
+                void Launch(int i) => ctx.Kernels.MatVecSwiGlu(WeightMatrix.Of(f, wgb.Copy(i), rows, inDim), WeightMatrix.Of(f, wub.Copy(i), rows, inDim), xb, hb, batch, fused);
 
                 Validation Validate()
                 {
@@ -582,27 +823,29 @@ sealed class MatVecFamily : KernelFamily
                     for (int b = 0; b < batch; b++)
                         for (int i = 0; i < n; i++)
                             actual[b * n + i] = hv[(long)b * rows + ids[i]];
-                    KernelReference.MatVecSwiGlu(HostData.Rows(wg, ids, inDim), HostData.Rows(wu, ids, inDim), x, expected, n, inDim, batch, f);
+                    var input = norm ? KernelReference.Normed(x, g, inDim, Eps, f) : HostData.ToDouble(x);
+                    KernelReference.MatVecSwiGlu(HostData.Rows(wg, ids, inDim), HostData.Rows(wu, ids, inDim), input, expected, n, inDim, batch, f);
                     return Validation.From(HostData.RowsMethod(n, rows), Tolerance.Matmul, Tolerance.Matmul.Check("matvec-swiglu", actual, expected));
                 }
 
                 return new PreparedCase(copies, Validate, Launch);
             });
 
-    static BenchCase QkvRope(SixteenBitFormat f, BenchShapes s, int batch)
+    static BenchCase QkvRope(SixteenBitFormat f, BenchShapes s, int batch, bool norm)
     {
         const int maxSeq = 64;
         var shape = new AttentionShape(s.Heads, s.KvHeads, s.HeadDim, maxSeq);
         int hidden = s.Hidden;
-        return new($"matvec_qkv_rope_{f.Name}", MatVecKernels.Family, $"{s.QDim}+2x{s.KvDim}x{hidden} q/k/v+rope", batch,
-            MatVecKernels.QkvRopeBytesMoved(f, hidden, batch, shape), MatVecKernels.QkvRopeFlops(hidden, batch, shape), ctx =>
+        return new($"{(norm ? "matvec_qkv_rope_norm" : "matvec_qkv_rope")}_{f.Name}", MatVecKernels.Family, $"{s.QDim}+2x{s.KvDim}x{hidden} {Label("q/k/v+rope", norm)}", batch,
+            MatVecKernels.QkvRopeBytesMoved(f, hidden, batch, shape) + (norm ? f.VectorBytes(hidden) : 0), MatVecKernels.QkvRopeFlops(hidden, batch, shape), ctx =>
             {
-                int seed = ctx.SeedOf(3, hidden, batch);
+                int seed = ctx.SeedOf(norm ? 17 : 3, hidden, batch);
                 int qDim = shape.QDim, kvDim = shape.KvDim;
                 var wq = HostData.Weights(seed, (long)qDim * hidden, f);
                 var wk = HostData.Weights(seed + 1, (long)kvDim * hidden, f);
                 var wv = HostData.Weights(seed + 2, (long)kvDim * hidden, f);
-                var x = HostData.Floats(seed + 3, (long)batch * hidden);
+                var x = HostData.Floats(seed + 3, (long)batch * hidden, norm ? RawInputScale : 1.0);
+                var g = HostData.Weights(seed + 6, hidden, f, 1.5);
                 int[] slots = Enumerable.Range(0, batch).ToArray();
                 int[] positions = new[] { 5, 17, 33, 63 }[..batch];
                 long cacheLen = shape.Cache.Elements(batch);
@@ -620,10 +863,11 @@ sealed class MatVecFamily : KernelFamily
                 var ropeb = ctx.Upload("bench.matvec_qkv_rope.rope", rope);
                 var slotb = ctx.Upload("bench.matvec_qkv_rope.slots", slots);
                 var posb = ctx.Upload("bench.matvec_qkv_rope.positions", positions);
+                FusedNorm? fused = norm ? new FusedNorm(new WeightVector(f, ctx.Upload("bench.matvec_qkv_rope.norm", g)), Eps) : null;
 
                 void Launch(int i) => ctx.Kernels.MatVecQkvRope(
                     new QkvWeights(WeightMatrix.Of(f, wqb.Copy(i), qDim, hidden), WeightMatrix.Of(f, wkb.Copy(i), kvDim, hidden), WeightMatrix.Of(f, wvb.Copy(i), kvDim, hidden)),
-                    xb, qb, kcb, vcb, ropeb, slotb, posb, batch, shape);
+                    xb, qb, kcb, vcb, ropeb, slotb, posb, batch, shape, fused);
 
                 Validation Validate()
                 {
@@ -631,7 +875,8 @@ sealed class MatVecFamily : KernelFamily
                     var eq = new double[batch * qDim];
                     var ek = (ushort[])kCache.Clone();
                     var ev = (ushort[])vCache.Clone();
-                    KernelReference.MatVecQkvRope(wq, wk, wv, x, eq, ek, ev, rope, slots, positions, hidden, batch, shape, f);
+                    var input = norm ? KernelReference.Normed(x, g, hidden, Eps, f) : HostData.ToDouble(x);
+                    KernelReference.MatVecQkvRope(wq, wk, wv, input, eq, ek, ev, rope, slots, positions, hidden, batch, shape, f);
                     return Validation.From($"all {qDim + 2 * kvDim} rows", Tolerance.Matmul,
                         Tolerance.Matmul.Check("q", BenchContext.Read(qb), eq),
                         Tolerance.Fp16.Check("k cache", HostData.HalfToFloat(BenchContext.Read(kcb)), HostData.HalfToDouble(ek)),

@@ -9,9 +9,16 @@ Runs on the device machine (PyTorch + transformers, no .NET SDK) via tools/devic
      position, plus bf16 eager generate timing at batch 1 and 4;
   3. ilgpu-llama on CUDA: logits (prefill and decode paths) compared with the fp32 reference,
      greedy generate --json at batch 1 and 4 (CUDA graph on and off) compared token by token;
-  4. ilgpu-llama bench kernels / bench e2e / memory --allocate, and a torch copy-bandwidth figure;
-  5. writes results.json and results.md to --out.
+  4. every decode variant (--decode-variant): decode-path logits and greedy batch 1/4 against the
+     reference, and bench e2e (pp512 at batch 1..4, tg128 at batch 1..4) side by side;
+  5. ilgpu-llama bench kernels (per-kernel % of copy bandwidth, attention at 64..32768 keys) /
+     memory --allocate, and a torch copy-bandwidth figure;
+  6. writes results.json, results.md and summary.json (the figures docs/performance.md quotes) to --out.
 Every step is time-limited and isolated: a failure is recorded and the rest still runs.
+
+--cpu-smoke runs the ilgpu-llama half on this machine's CPU accelerator with the built-in demo
+model and tiny kernel shapes (no torch needed), to check the script and the CLI flags it uses
+before GPU time is spent.
 """
 import argparse
 import json
@@ -26,6 +33,8 @@ from pathlib import Path
 T0 = time.time()
 RESULTS = {"steps": {}, "errors": {}, "timings_s": {}}
 ARGS = None
+DEV = "cuda"
+VARIANTS = ["baseline", "fused-norm", "fused-norm-short-attn"]
 
 
 def log(msg):
@@ -479,7 +488,7 @@ def ours_logits():
     for mode in ("prefill", "decode"):
         f = Path(ARGS.work) / f"ours_{mode}.npy"
         cli(f"logits_{mode}", ["logits", "--model", RESULTS["model_dir"], "--tokens", toks, "--out", str(f), "--mode", mode,
-                               "--device", "cuda", "--max-seq-len", "512"], 240, parse_json=False)
+                               "--device", DEV, "--max-seq-len", "512"], 240, parse_json=False)
         out[mode] = cli(f"compare_{mode}", ["compare-logits", "--ours", str(f), "--reference", str(Path(ARGS.work) / "ref_logits.npy"), "--json"], 240)
     a, b = Path(ARGS.work) / "ours_prefill.npy", Path(ARGS.work) / "ours_decode.npy"
     out["prefill_vs_decode"] = cli("compare_prefill_decode", ["compare-logits", "--ours", str(a), "--reference", str(b), "--json"], 240)
@@ -516,21 +525,156 @@ def ours_generate():
 
 
 def ours_bench_kernels():
-    return cli("bench_kernels", ["bench", "kernels", "--device", "cuda", "--shapes", "llama-3.2-1b", "--json", "--plot",
-                                 str(Path(ARGS.out) / "roofline.png")], ARGS.bench_timeout)
+    shapes = "tiny" if ARGS.cpu_smoke else "llama-3.2-1b"
+    args = ["bench", "kernels", "--device", DEV, "--shapes", shapes, "--json"]
+    if not ARGS.cpu_smoke:
+        args += ["--plot", str(Path(ARGS.out) / "roofline.png")]
+    else:
+        args += ["--repeats", "1", "--warmup", "0"]
+    return cli("bench_kernels", args, ARGS.bench_timeout)
 
 
-def ours_bench_e2e():
-    return cli("bench_e2e", ["bench", "e2e", "--model", RESULTS["model_dir"], "--device", "cuda", "--prompt-tokens", "128",
-                             "--gen-tokens", "64", "--repeats", "3", "--json"], 300)
+def ours_variants():
+    """bench e2e for every decode variant, side by side: pp at batch 1..4 and tg at batch 1..4."""
+    out = {}
+    for v in VARIANTS:
+        out[v] = cli(f"bench_e2e_{v}", ["bench", "e2e", "--model", RESULTS["model_dir"], "--device", DEV, "--prompt-tokens", str(ARGS.pp),
+                                        "--gen-tokens", str(ARGS.tg), "--repeats", str(ARGS.repeats), "--decode-variant", v, "--json"], 300)
+        tg = {r["batch"]: r for r in out[v]["rows"] if r["test"].startswith("tg")}
+        log(f"  {v}: " + ", ".join(f"b{b} {r['tokens_per_second']:.1f} tok/s ({r['ms_per_step']:.3f} ms/step, {r['launches_per_step']} launches, host {r['host_us_per_step']:.0f} us)" for b, r in sorted(tg.items())))
+    return out
+
+
+def ours_variant_checks():
+    """Correctness of every variant: decode-path logits against the fp32 reference (the prefill path
+    does not depend on the variant) and greedy generation at batch 1 and 4 against transformers."""
+    ref = RESULTS.get("ref")
+    out = {}
+    for v in VARIANTS:
+        res = {}
+        if ref:
+            toks = ",".join(map(str, ref["logits_tokens"]))
+            f = Path(ARGS.work) / f"ours_decode_{v}.npy"
+            cli(f"logits_decode_{v}", ["logits", "--model", RESULTS["model_dir"], "--tokens", toks, "--out", str(f), "--mode", "decode",
+                                      "--device", DEV, "--max-seq-len", "512", "--decode-variant", v], 240, parse_json=False)
+            r = cli(f"compare_decode_{v}", ["compare-logits", "--ours", str(f), "--reference", str(Path(ARGS.work) / "ref_logits.npy"), "--json"], 240)
+            r.pop("disagreements", None)
+            res["decode_logits"] = r
+        prompts_ = ref["prompts"] if ref else [[1, 2, 3, 4, 5, 6, 7, 8]] * 4
+        for b in (1, 4):
+            args = ["generate", "--model", RESULTS["model_dir"], "--temperature", "0", "--ignore-eos", "--max-new-tokens", str(ARGS.new_tokens),
+                    "--json", "--device", DEV, "--max-seq-len", "512", "--decode-variant", v]
+            for row in prompts_[:b]:
+                args += ["--tokens", ",".join(map(str, row))]
+            j = cli(f"generate_{v}_b{b}", args, 300)
+            seqs = [s_["generated_tokens"] for s_ in j["sequences"]]
+            entry = {"decode_tokens_per_second": j["decode_tokens_per_second"], "decode_ms_per_step": j["decode_ms_per_step"]}
+            if ref:
+                refs = [ref["greedy_b1"]] if b == 1 else ref["greedy_b4"]
+                margins = [ref["margins_b1"]] if b == 1 else ref["margins_b4"]
+                entry["identical"] = [a == r for a, r in zip(seqs, refs)]
+                entry["first_divergence"] = [first_divergence(a, r, m, RESULTS.get("logit_tolerance")) for a, r, m in zip(seqs, refs, margins)]
+            else:
+                entry["tokens"] = seqs
+            res[f"greedy_b{b}"] = entry
+        out[v] = res
+    return out
 
 
 def ours_memory():
-    return cli("memory_allocate", ["memory", "--model", RESULTS["model_dir"], "--allocate", "--device", "cuda", "--json"], 180)
+    return cli("memory_allocate", ["memory", "--model", RESULTS["model_dir"], "--allocate", "--device", DEV, "--json"], 180)
 
 
 def ours_info():
     return cli("info", ["info", "--json"], 60)
+
+
+def smoke_model():
+    """--cpu-smoke: the built-in demo model (written by a first generate) stands in for the 1B model."""
+    cli("smoke_demo", ["generate", "--max-new-tokens", "2", "--device", "cpu", "--temperature", "0"], 300, parse_json=False)
+    RESULTS["model_dir"] = str(Path.cwd() / "weights" / "demo-tiny-llama3")
+    return {"model_dir": RESULTS["model_dir"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. summary.json: the figures docs/performance.md quotes, from the steps above
+
+MATVEC_ROWS = {  # summary key -> (plain kernel, fused-norm kernel, shape label start) at batch 1
+    "qkv": ("matvec_qkv_rope_fp16", "matvec_qkv_rope_norm_fp16", None),
+    "o": ("matvec_fp16", "matvec_fp16", "q/o proj"),
+    "gate_up": ("matvec_swiglu_fp16", "matvec_swiglu_norm_fp16", None),
+    "down": ("matvec_fp16", "matvec_fp16", "down proj"),
+    "lm_head": ("matvec_fp16", "matvec_norm_fp16", "lm head"),
+}
+
+
+def variant_checks(checks):
+    """Per variant: greedy tokens identical to transformers (GPU run), or to the baseline variant's (CPU smoke, no reference)."""
+    out = {}
+    base = checks.get("baseline", {})
+    for v, c in checks.items():
+        entry = {}
+        for k in ("greedy_b1", "greedy_b4"):
+            g = c.get(k) or {}
+            if "identical" in g:
+                entry[k] = g["identical"]
+            elif "tokens" in g:
+                entry[k + "_same_as_baseline"] = g["tokens"] == (base.get(k) or {}).get("tokens")
+        if c.get("decode_logits"):
+            entry["decode_logits_max_abs_error"] = c["decode_logits"].get("max_abs_error")
+        out[v] = entry
+    return out
+
+
+def summary():
+    s = RESULTS["steps"]
+    bk = s.get("ours_bench_kernels") or {}
+    variants = s.get("ours_variants") or {}
+    copy = (bk.get("copy_bandwidth") or {}).get("gb_per_s")
+
+    def decode_of(report):
+        out = {}
+        for r in report.get("rows", []):
+            if r["test"].startswith("tg"):
+                out[str(r["batch"])] = {"tok_s": r["tokens_per_second"], "tok_s_stddev": r["tokens_per_second_std_dev"], "ms_per_step": r["ms_per_step"],
+                                        "launches_per_step": r["launches_per_step"], "host_us_per_step": r["host_us_per_step"]}
+        return out
+
+    per_variant = {v: decode_of(rep) for v, rep in variants.items()}
+    winner = max(per_variant, key=lambda v: per_variant[v].get("1", {}).get("tok_s", 0)) if per_variant else None
+    fused = winner is not None and winner != "baseline"
+    pct = {}
+    for key, (plain, normed, label) in MATVEC_ROWS.items():
+        name = normed if fused else plain
+        row = next((r for r in bk.get("rows", []) if r["kernel"] == name and r["batch"] == 1 and (label is None or label in r["shape"])), None)
+        pct[key] = row["pct_copy_bandwidth"] if row else None
+    attention = {}
+    for r in bk.get("rows", []):
+        if r["kernel"] == "attention" and r["shape"].startswith("decode seq"):
+            keys = r["shape"].split()[2].rstrip(",")
+            attention.setdefault(keys, {})[f"batch{r['batch']}"] = {"us": r["time_us"], "pct_copy_bandwidth": r["pct_copy_bandwidth"]}
+    prefill = None
+    if winner:
+        prefill = next((r["tokens_per_second"] for r in variants[winner]["rows"] if r["test"].startswith("pp") and r["batch"] == 1), None)
+    weight_bytes = next(iter(variants.values()))["weight_bytes"] if variants else None
+    hf = (s.get("hf_timing") or {}).get("batch1", {}).get("tokens_per_second")
+    summ = {
+        "gpu": (s.get("versions") or {}).get("gpu") or (bk.get("device")),
+        "commit": next(iter(variants.values()))["commit"] if variants else None,
+        "copy_gb_per_s": copy,
+        "weight_bytes_per_token": weight_bytes,
+        "bound_tok_s_batch1": (copy * 1e9 / weight_bytes) if copy and weight_bytes else None,
+        "winning_variant": winner,
+        "decode": per_variant.get(winner, {}),
+        "variants": per_variant,
+        "matvec_pct_of_copy": pct,
+        "attention_us": attention,
+        "prefill_tok_s": prefill,
+        "hf_decode_tok_s_batch1": hf,
+        "variant_checks": variant_checks(s.get("ours_variant_checks") or {}),
+    }
+    (Path(ARGS.out) / "summary.json").write_text(json.dumps(summ, indent=1))
+    return summ
 
 
 # ---------------------------------------------------------------------------------------------
@@ -582,11 +726,23 @@ def write_markdown():
         lines.append("")
         for k, v in hf.items():
             lines.append(f"transformers bf16 eager generate {k}: {v['tokens_per_second']:.1f} tok/s ({v['ms_per_step']:.2f} ms/step)")
-    e2e = s.get("ours_bench_e2e")
-    if e2e:
-        lines += ["", "## bench e2e", "", "| test | batch | tok/s | ms/step | weight GB/s |", "|---|---|---|---|---|"]
-        for r in e2e["rows"]:
-            lines.append(f"| {r['test']} | {r['batch']} | {r['tokens_per_second']:.1f} | {r['ms_per_step']:.3f} | {fmt(r.get('weight_gb_per_second'))} |")
+    variants = s.get("ours_variants")
+    if variants:
+        lines += ["", "## bench e2e per decode variant", "", "| variant | test | batch | tok/s | ms/step | weight GB/s | launches/step | host us/step |", "|---|---|---|---|---|---|---|---|"]
+        for v, rep in variants.items():
+            for r in rep["rows"]:
+                lines.append(f"| {v} | {r['test']} | {r['batch']} | {r['tokens_per_second']:.1f} +- {r['tokens_per_second_std_dev']:.1f} | {r['ms_per_step']:.3f} | "
+                             f"{fmt(r.get('weight_gb_per_second'))} | {r.get('launches_per_step') or ''} | {fmt(r.get('host_us_per_step'), 0) if r.get('host_us_per_step') is not None else ''} |")
+    checks = s.get("ours_variant_checks")
+    if checks:
+        lines += ["", "## Decode variants: correctness", "", "| variant | decode logits max err | top-1 | greedy b1 identical | greedy b4 identical |", "|---|---|---|---|---|"]
+        for v, c in checks.items():
+            d = c.get("decode_logits") or {}
+            lines.append(f"| {v} | {fmt(d.get('max_abs_error'), 4)} | {d.get('all_top1_agreement', '')}/{d.get('positions', '')} | "
+                         f"{c.get('greedy_b1', {}).get('identical')} | {c.get('greedy_b4', {}).get('identical')} |")
+    summ = s.get("summary")
+    if summ:
+        lines += ["", "## summary.json", "", "```json", json.dumps({k: v for k, v in summ.items() if k != "variants"}, indent=1), "```"]
     mem = s.get("ours_memory")
     if mem and mem.get("allocated"):
         a = mem["allocated"]
@@ -609,11 +765,26 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--target-logit-std", type=float, default=4.0)
     ap.add_argument("--bench-timeout", type=int, default=240)
-    ap.add_argument("--skip", default="", help="comma-separated steps to skip")
+    ap.add_argument("--pp", type=int, default=512, help="prompt length of the bench e2e pp test")
+    ap.add_argument("--tg", type=int, default=128, help="generated length of the bench e2e tg test")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip", default="reference_variants,diagnose,bisect", help="comma-separated steps to skip (the diagnosis steps of the first run by default)")
+    ap.add_argument("--cpu-smoke", action="store_true", help="check the script on the CPU accelerator with the demo model (no torch)")
     ARGS = ap.parse_args()
     Path(ARGS.out).mkdir(parents=True, exist_ok=True)
     Path(ARGS.work).mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, ARGS.skip.split(",")))
+
+    if ARGS.cpu_smoke:
+        global DEV
+        DEV = "cpu"
+        for name, fn in [("info", ours_info), ("model", smoke_model), ("ours_variant_checks", ours_variant_checks), ("ours_variants", ours_variants),
+                         ("ours_bench_kernels", ours_bench_kernels), ("ours_memory", ours_memory), ("summary", summary)]:
+            if name not in skip:
+                step(name, fn)
+        save()
+        log("done (cpu smoke)")
+        return
 
     import torch
     import transformers
@@ -621,19 +792,19 @@ def main():
                                     "gpu": torch.cuda.get_device_name(0)}
     plan = [("info", ours_info), ("copy_bandwidth", copy_bandwidth), ("model", build_model), ("reference", reference),
             ("hf_timing", hf_timing), ("ours_logits", ours_logits), ("reference_variants", reference_variants), ("diagnose", diagnose), ("ours_generate", ours_generate),
-            ("ours_memory", ours_memory), ("ours_bench_e2e", ours_bench_e2e), ("ours_bench_kernels", ours_bench_kernels), ("ncu", ncu_profile),
-            ("bisect", bisect)]
+            ("ours_variant_checks", ours_variant_checks), ("ours_variants", ours_variants), ("ours_memory", ours_memory),
+            ("ours_bench_kernels", ours_bench_kernels), ("ncu", ncu_profile), ("bisect", bisect), ("summary", summary)]
     for name, fn in plan:
         if name in skip:
             continue
-        if name == "bisect":
+        if name in ("bisect", "summary"):
             step(name, fn)
             continue
         if name in ("reference", "hf_timing") and "model" not in RESULTS["steps"]:
             continue
         if name.startswith("ours_") and name not in ("ours_info",) and "model_dir" not in RESULTS:
             continue
-        if name in ("ours_logits", "ours_generate", "reference_variants", "diagnose", "ncu") and "ref" not in RESULTS:
+        if name in ("ours_logits", "ours_generate", "ours_variant_checks", "reference_variants", "diagnose", "ncu") and "ref" not in RESULTS:
             continue
         step(name, fn)
     write_markdown()

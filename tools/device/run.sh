@@ -2,11 +2,11 @@
 # The whole GPU check in one call, on a bare NVIDIA machine with PyTorch and transformers but no
 # .NET SDK. Run from the repository root with the packed CLI carried along:
 #   bash tools/device/run.sh            (writes results to $OUT, default ./device-out)
-# Budget: about 6 minutes including model creation; each step has its own time limit and a failed
+# Budget: at most 9 minutes including model creation; each step has its own time limit and a failed
 # step is recorded and skipped, so one failure never loses the rest.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-out="${OUT:-$PWD/device-out}"   # what comes back: results.json, results.md, roofline.png, logs.tar.gz
+out="${OUT:-$PWD/device-out}"   # what comes back: results.json, results.md, summary.json, roofline.png, logs.tar.gz
 work_out=/tmp/ilgpu-out            # every log; packed into logs.tar.gz at the end (the device tool returns at most 8 files)
 mkdir -p "$out" "$work_out" /tmp/ilgpu-app
 if [[ ! -x /tmp/ilgpu-app/ilgpu-llama/ilgpu-llama ]]; then
@@ -16,6 +16,6 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max
 cat "$work_out/nvidia-smi.csv"
 PYTHONUNBUFFERED=1 python3 tools/device/gpu_check.py --cli /tmp/ilgpu-app/ilgpu-llama/ilgpu-llama --out "$work_out" --work /tmp/ilgpu-work "$@"
 rc=$?
-for f in results.json results.md roofline.png; do [[ -f "$work_out/$f" ]] && cp "$work_out/$f" "$out/"; done
+for f in results.json results.md summary.json roofline.png; do [[ -f "$work_out/$f" ]] && cp "$work_out/$f" "$out/"; done
 tar -C "$work_out" -czf "$out/logs.tar.gz" .
 exit $rc

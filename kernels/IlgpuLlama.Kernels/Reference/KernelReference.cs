@@ -35,8 +35,22 @@ public static class KernelReference
         }
     }
 
+    static double[] Wide(float[] x) => Array.ConvertAll(x, v => (double)v);
+
+    /// <summary>rmsnorm(x) * g per row of n, in float64: the input a fused-norm matvec computes with.</summary>
+    public static double[] Normed(float[] x, ushort[] weight, int n, double eps, SixteenBitFormat format)
+    {
+        var y = new double[x.Length];
+        RmsNorm(x, weight, y, n, eps, format);
+        return y;
+    }
+
     /// <summary>y[b, r] (+)= W[r, :] . x[b, :]; y has row stride yStride.</summary>
-    public static void MatVec(ushort[] w, float[] x, double[] y, int rows, int inDim, int batch, bool accumulate, SixteenBitFormat format, int yStride = -1)
+    public static void MatVec(ushort[] w, float[] x, double[] y, int rows, int inDim, int batch, bool accumulate, SixteenBitFormat format, int yStride = -1) =>
+        MatVec(w, Wide(x), y, rows, inDim, batch, accumulate, format, yStride);
+
+    /// <summary>y[b, r] (+)= W[r, :] . x[b, :] with a float64 input (a fused norm's output).</summary>
+    public static void MatVec(ushort[] w, double[] x, double[] y, int rows, int inDim, int batch, bool accumulate, SixteenBitFormat format, int yStride = -1)
     {
         if (yStride < 0)
             yStride = rows;
@@ -57,7 +71,11 @@ public static class KernelReference
     public static double Silu(double v) => v / (1 + Math.Exp(-v));
 
     /// <summary>h[b, r] = silu(Wg[r] . x[b]) * (Wu[r] . x[b]).</summary>
-    public static void MatVecSwiGlu(ushort[] wGate, ushort[] wUp, float[] x, double[] h, int rows, int inDim, int batch, SixteenBitFormat format)
+    public static void MatVecSwiGlu(ushort[] wGate, ushort[] wUp, float[] x, double[] h, int rows, int inDim, int batch, SixteenBitFormat format) =>
+        MatVecSwiGlu(wGate, wUp, Wide(x), h, rows, inDim, batch, format);
+
+    /// <summary>h[b, r] = silu(Wg[r] . x[b]) * (Wu[r] . x[b]) with a float64 input.</summary>
+    public static void MatVecSwiGlu(ushort[] wGate, ushort[] wUp, double[] x, double[] h, int rows, int inDim, int batch, SixteenBitFormat format)
     {
         var g = new double[batch * rows];
         var u = new double[batch * rows];
@@ -116,6 +134,11 @@ public static class KernelReference
     /// The fused decode projection: q = rope(Wq x), cache_k[pos] = fp16(rope(Wk x)), cache_v[pos] = fp16(Wv x).
     /// </summary>
     public static void MatVecQkvRope(ushort[] wq, ushort[] wk, ushort[] wv, float[] x, double[] q, ushort[] kCache, ushort[] vCache,
+        float[] rope, int[] slots, int[] positions, int hidden, int batch, AttentionShape s, SixteenBitFormat format) =>
+        MatVecQkvRope(wq, wk, wv, Wide(x), q, kCache, vCache, rope, slots, positions, hidden, batch, s, format);
+
+    /// <summary>The fused decode projection with a float64 input.</summary>
+    public static void MatVecQkvRope(ushort[] wq, ushort[] wk, ushort[] wv, double[] x, double[] q, ushort[] kCache, ushort[] vCache,
         float[] rope, int[] slots, int[] positions, int hidden, int batch, AttentionShape s, SixteenBitFormat format)
     {
         var k = new double[batch * s.KvDim];

@@ -23,9 +23,16 @@ public sealed class ModelOptions
     public Option<int?> PrefillChunk { get; } = new("--prefill-chunk") { Description = "Prompt tokens per prefill pass (default: min(batch x seq, 2048))" };
     public Option<bool> NoCudaGraph { get; } = new("--no-cuda-graph") { Description = "Launch every decode kernel from the host instead of replaying a CUDA graph" };
     public Option<bool> LogAllocations { get; } = new("--log-allocations") { Description = "Print every device allocation and free to stderr" };
+    public Option<string> DecodeVariant { get; } = new("--decode-variant")
+    {
+        Description = "How the decode step runs: " + string.Join("; ", IlgpuLlama.Engine.DecodeVariant.All.Select(v => $"{v.Name} = {v.Description}")),
+        DefaultValueFactory = _ => IlgpuLlama.Engine.DecodeVariant.Baseline.Name,
+        HelpName = string.Join("|", IlgpuLlama.Engine.DecodeVariant.All.Select(v => v.Name)),
+    };
 
     public ModelOptions()
     {
+        DecodeVariant.AcceptOnlyFromAmong([.. IlgpuLlama.Engine.DecodeVariant.All.Select(v => v.Name)]);
         MaxBatchSize.Validators.Add(r =>
         {
             if (r.GetValueOrDefault<int>() is < 1 or > BatchWidth.Max)
@@ -46,7 +53,7 @@ public sealed class ModelOptions
     /// <summary>Adds every option to <paramref name="command"/>.</summary>
     public void AddTo(Command command)
     {
-        foreach (var o in new Option[] { Device, MaxBatchSize, MaxSeqLen, DType, PrefillChunk, NoCudaGraph, LogAllocations })
+        foreach (var o in new Option[] { Device, MaxBatchSize, MaxSeqLen, DType, PrefillChunk, NoCudaGraph, DecodeVariant, LogAllocations })
             command.Options.Add(o);
     }
 
@@ -61,6 +68,7 @@ public sealed class ModelOptions
         WeightFormat = Format(p),
         PrefillChunk = p.GetValue(PrefillChunk),
         DecodeLaunch = p.GetValue(NoCudaGraph) ? DecodeLaunch.Direct : DecodeLaunch.Auto,
+        DecodeVariant = IlgpuLlama.Engine.DecodeVariant.Parse(p.GetValue(DecodeVariant)!),
         AllocationLog = p.GetValue(LogAllocations) ? line => io.Err.WriteLine($"[alloc] {line}") : null,
     };
 

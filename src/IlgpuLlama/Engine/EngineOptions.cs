@@ -41,6 +41,9 @@ public sealed record EngineOptions
 
     /// <summary>Kernel launch shapes (null: defaults for the device).</summary>
     public KernelTuning? Tuning { get; init; }
+
+    /// <summary>How the decode step runs (see <see cref="Engine.DecodeVariant"/>).</summary>
+    public DecodeVariant DecodeVariant { get; init; } = DecodeVariant.Baseline;
 }
 
 /// <summary>
@@ -56,4 +59,38 @@ public sealed record EngineNotice(string Template)
 
     /// <inheritdoc/>
     public override string ToString() => Render(EngineParameters.LibraryName);
+}
+
+/// <summary>
+/// A way of running the decode step, kept selectable until a GPU run decides which is fastest
+/// (docs/performance.md); every variant computes the same function (the golden tests run each).
+/// </summary>
+/// <param name="Name">the name on the command line</param>
+/// <param name="Description">what differs</param>
+/// <param name="FuseNorms">fold each RMSNorm into the matvec that consumes it (no RMSNorm launches in decode)</param>
+/// <param name="ShortAttention">let an attention split cover at least one whole tile (a group's keys), so rows up to a tile long need no split merge</param>
+public sealed record DecodeVariant(string Name, string Description, bool FuseNorms, bool ShortAttention)
+{
+    /// <summary>The decode step measured on the H200 on 2026-11-27: RMSNorm launches, attention splits of at least 32 keys.</summary>
+    public static DecodeVariant Baseline { get; } = new("baseline", "RMSNorm launched before its matvec; attention split into chunks of at least 32 keys", false, false);
+
+    /// <summary>RMSNorm fused into the q/k/v, gate/up and LM-head matvecs: 2 x layers + 1 fewer launches per step.</summary>
+    public static DecodeVariant FusedNorm { get; } = new("fused-norm", "RMSNorm folded into the q/k/v, gate/up and LM-head matvecs (no RMSNorm launches)", true, false);
+
+    /// <summary>Fused norms and short-context attention without a split merge.</summary>
+    public static DecodeVariant FusedNormShortAttention { get; } = new("fused-norm-short-attn",
+        "fused-norm, and attention splits of at least one tile of keys, so contexts up to a tile need no merge phase", true, true);
+
+    /// <summary>Every variant, the default first.</summary>
+    public static IReadOnlyList<DecodeVariant> All { get; } = [Baseline, FusedNorm, FusedNormShortAttention];
+
+    /// <summary>The variant named <paramref name="name"/>.</summary>
+    public static DecodeVariant Parse(string name) => All.FirstOrDefault(v => string.Equals(v.Name, name, StringComparison.OrdinalIgnoreCase))
+        ?? throw new ArgumentException($"unknown decode variant '{name}'; known: {string.Join(", ", All.Select(v => v.Name))}", nameof(name));
+
+    /// <summary>The kernel tuning this variant runs with.</summary>
+    public KernelTuning Apply(KernelTuning tuning) => ShortAttention ? tuning with { AttentionMinChunk = Math.Max(tuning.AttentionMinChunk, tuning.AttentionGroup) } : tuning;
+
+    /// <inheritdoc/>
+    public override string ToString() => Name;
 }

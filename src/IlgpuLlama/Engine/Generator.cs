@@ -41,7 +41,9 @@ public sealed record GeneratedSequence(IReadOnlyList<int> PromptTokens, IReadOnl
 /// <param name="DecodeTokens">tokens produced by decode steps (the first token of each sequence comes from prefill)</param>
 /// <param name="DecodeSeconds">wall time of all decode steps</param>
 /// <param name="DecodeSteps">decode steps run</param>
-public sealed record GenerationResult(IReadOnlyList<GeneratedSequence> Sequences, int PrefillTokens, double PrefillSeconds, int DecodeTokens, double DecodeSeconds, int DecodeSteps)
+/// <param name="DecodeHostSeconds">host time of the decode steps before each waited for the device (validation, uploads, launches)</param>
+public sealed record GenerationResult(IReadOnlyList<GeneratedSequence> Sequences, int PrefillTokens, double PrefillSeconds, int DecodeTokens, double DecodeSeconds, int DecodeSteps,
+    double DecodeHostSeconds = 0)
 {
     /// <summary>Prompt tokens per second.</summary>
     public double PrefillTokensPerSecond => PrefillSeconds > 0 ? PrefillTokens / PrefillSeconds : 0;
@@ -106,11 +108,13 @@ public sealed class Generator(LlamaModel model)
         // Decode: one token per live sequence per step; finished sequences leave the batch.
         sw.Restart();
         int steps = 0, decodeTokens = 0;
+        double hostSeconds = 0;
         while (live > 0)
         {
             rowSeq = Enumerable.Range(0, n).Where(i => finish[i] is null).ToArray();
             var rows = rowSeq.Select(i => new DecodeRow(i, position[i] - 1, generated[i][^1])).ToArray();
             step = Model.Decode(rows, mode);
+            hostSeconds += Model.LastStepHostTime.TotalSeconds;
             steps++;
             Choose(step, rowSeq, samplers, next);
             decodeTokens += rows.Length;
@@ -119,7 +123,7 @@ public sealed class Generator(LlamaModel model)
         double decodeSeconds = sw.Elapsed.TotalSeconds;
 
         var sequences = Enumerable.Range(0, n).Select(i => new GeneratedSequence(prompts[i], generated[i], finish[i]!.Value)).ToArray();
-        return new GenerationResult(sequences, prompts.Sum(p => p.Count), prefillSeconds, decodeTokens, decodeSeconds, steps);
+        return new GenerationResult(sequences, prompts.Sum(p => p.Count), prefillSeconds, decodeTokens, decodeSeconds, steps, hostSeconds);
     }
 
     /// <summary>Picks the next token of every row of a step (the device argmax, or host sampling from the device's candidates).</summary>

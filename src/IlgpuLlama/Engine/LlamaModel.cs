@@ -128,7 +128,8 @@ public sealed class LlamaModel : IDisposable
         Config = config;
         Options = options;
         var accelerator = device.Accelerator;
-        var tuning = (options.Tuning ?? KernelTuning.For(accelerator)).ClampTo(accelerator);
+        Variant = options.DecodeVariant;
+        var tuning = Variant.Apply((options.Tuning ?? KernelTuning.For(accelerator)).ClampTo(accelerator));
         Plan = new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, options.MaxSeqLen, tuning, options.PrefillChunk), options.WeightFormat);
         p = Plan.Workspace;
         CheckFits(accelerator, Plan);
@@ -148,6 +149,7 @@ public sealed class LlamaModel : IDisposable
             var rope = RopeTable.Build(config.RopeInverseFrequencies(), Plan.Shape.MaxSeq);
             Workspace[p.RopeTable].CopyFromCPU(ref rope[0], rope.Length);
             CompileKernels();
+            DecodeLaunchesPerStep = Kernels.RecordLaunches(() => EnqueueDecodeStep(1, SelectMode.ArgMax)).Count;
             accelerator.Synchronize();
         }
         catch
@@ -185,6 +187,18 @@ public sealed class LlamaModel : IDisposable
 
     /// <summary>Activations and KV cache.</summary>
     public Workspace Workspace { get; }
+
+    /// <summary>How the decode step runs.</summary>
+    public DecodeVariant Variant { get; }
+
+    /// <summary>Kernel launches of one greedy decode step (the same at every batch width).</summary>
+    public int DecodeLaunchesPerStep { get; }
+
+    /// <summary>
+    /// Host time of the last <see cref="Decode"/> before it waited for the device: validation,
+    /// uploads and enqueueing (one graph launch, or every kernel launch without graphs).
+    /// </summary>
+    public TimeSpan LastStepHostTime { get; private set; }
 
     /// <summary>Whether decode steps are replayed from recorded graphs (turned off if a capture fails).</summary>
     public bool UseGraphs { get; private set; }
@@ -429,6 +443,7 @@ public sealed class LlamaModel : IDisposable
     /// </summary>
     public StepResult Decode(IReadOnlyList<DecodeRow> rows, SelectMode mode)
     {
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
         int b = rows.Count;
         if (b < 1 || b > MaxBatch)
             throw new EngineArgumentException($"decode batch {b} must be between 1 and {EngineParameters.MaxBatchSize} {MaxBatch}", EngineParameter.MaxBatchSize);
@@ -444,6 +459,7 @@ public sealed class LlamaModel : IDisposable
         }
         SetDeviceRows(rows, uploadTokens: true);
         LaunchDecodeStep(b, mode);
+        LastStepHostTime = System.Diagnostics.Stopwatch.GetElapsedTime(started);
         // The step advanced the positions on the device; greedy selection wrote the chosen tokens into the inputs.
         var result = ReadSelection(b, mode);
         deviceRows = rows.Select((r, i) => new DecodeRow(r.Slot, r.Position + 1, mode.Greedy ? result.ArgMax[i] : r.Token)).ToArray();
@@ -511,18 +527,31 @@ public sealed class LlamaModel : IDisposable
         for (int l = 0; l < c.NumHiddenLayers; l++)
         {
             var lw = Weights.Layers[l];
-            k.RmsNorm(w[p.X], lw.InputNorm.Vector, w[p.Xb], b, h, eps);
-            k.MatVecQkvRope(lw.Qkv, w[p.Xb], w[p.Q], w[p.KCache[l]], w[p.VCache[l]], w[p.RopeTable], slots, positions, b, attention);
+            var (xn, norm) = NormedInput(lw.InputNorm, b);
+            k.MatVecQkvRope(lw.Qkv, xn, w[p.Q], w[p.KCache[l]], w[p.VCache[l]], w[p.RopeTable], slots, positions, b, attention, norm);
             k.Attention(AttentionBuffers(l, slots, positions), b, Plan.Shape.AttentionSplits, attention);
             k.MatVec(lw.O.Matrix, w[p.AttentionOut], w[p.X], b, true);
-            k.RmsNorm(w[p.X], lw.PostAttentionNorm.Vector, w[p.Xb], b, h, eps);
-            k.MatVecSwiGlu(lw.Gate.Matrix, lw.Up.Matrix, w[p.Xb], w[p.Gate], b);
+            (xn, norm) = NormedInput(lw.PostAttentionNorm, b);
+            k.MatVecSwiGlu(lw.Gate.Matrix, lw.Up.Matrix, xn, w[p.Gate], b, norm);
             k.MatVec(lw.Down.Matrix, w[p.Gate], w[p.X], b, true);
         }
-        k.RmsNorm(w[p.X], Weights.FinalNorm.Vector, w[p.Xb], b, h, eps);
-        k.MatVec(Weights.LmHead.Matrix, w[p.Xb], w[p.Logits], b, false);
+        var (xf, finalNorm) = NormedInput(Weights.FinalNorm, b);
+        k.MatVec(Weights.LmHead.Matrix, xf, w[p.Logits], b, false, norm: finalNorm);
         EnqueueSelect(b, mode);
         k.AddScalar(positions, b, 1);
+    }
+
+    /// <summary>
+    /// The input of a matvec that consumes rmsnorm(x) of the residual x: x itself with the norm
+    /// fused into the matvec, or (baseline) act.xb after an RMSNorm launch.
+    /// </summary>
+    (ArrayView<float> Input, FusedNorm? Norm) NormedInput(DeviceWeight normWeight, int rows)
+    {
+        var x = Workspace[p.X];
+        if (Variant.FuseNorms)
+            return (x, new FusedNorm(normWeight.Vector, eps));
+        Kernels.RmsNorm(x, normWeight.Vector, Workspace[p.Xb], rows, Config.HiddenSize, eps);
+        return (Workspace[p.Xb], null);
     }
 
     /// <summary>Selection kernels over logits rows 0..rows-1 (rows map to cache slots through the decode slots).</summary>

@@ -23,8 +23,8 @@ public sealed class ArchitectureTests
     {
         var names = KernelCatalog.All.Select(e => e.Name).ToList();
         Assert.Equal(names.Count, names.Distinct().Count());
-        // 3 matvec kernels x 2 formats x 4 widths, gemm/rmsnorm/embedding x 2 formats, and 10 format-free kernels.
-        Assert.Equal(3 * 2 * 4 + 3 * 2 + 10, names.Count);
+        // 6 matvec kernels (3 plain, 3 with the norm fused) x 2 formats x 4 widths, gemm/rmsnorm/embedding x 2 formats, and 10 format-free kernels.
+        Assert.Equal(6 * 2 * 4 + 3 * 2 + 10, names.Count);
         Assert.All(KernelCatalog.All, e => Assert.False(e.Method.ContainsGenericParameters, e.Name));
         Assert.Contains("matvec_qkv_rope_bf16_b3", names);
         Assert.Contains("attention", names);

@@ -247,6 +247,47 @@ public sealed class GoldenModelVariantTests(ITestOutputHelper output)
         GoldenModelTests.AssertGreedyMatches(GoldenFixture.Cases[0], new Generator(graph).Generate([GoldenFixture.Cases[0].Prompt], new GenerationOptions { MaxNewTokens = 16 }).Sequences[0].GeneratedTokens, output);
     }
 
+    /// <summary>
+    /// Every decode variant computes the same function: its decode-path logits stay within the
+    /// golden tolerance at every position and its greedy tokens match. fused-norm runs on the
+    /// engine's CPU device; the short-attention variant on groups of 8 (4 warps of 2) with a minimum
+    /// split of 3 keys, so its minimum split (one 8-key tile) differs from the baseline's and rows
+    /// both shorter and longer than a tile occur.
+    /// </summary>
+    [Theory]
+    [InlineData("fused-norm")]
+    [InlineData("fused-norm-short-attn")]
+    public void Every_decode_variant_reproduces_the_reference(string variant)
+    {
+        var v = DecodeVariant.Parse(variant);
+        using var device = v.ShortAttention ? ComputeDevice.CreateCpu(new CPUDevice(2, 4, 2)) : ComputeDevice.Create(DeviceKind.Cpu);
+        var tuning = KernelTuning.For(device.Accelerator) with { AttentionMinChunk = 3 };
+        using var model = LlamaModel.Load(device, GoldenFixture.Directory, new EngineOptions { MaxSeqLen = 64, DecodeVariant = v, Tuning = tuning });
+        Assert.Equal(variant, model.Variant.Name);
+        Assert.Equal(v.ShortAttention ? 8 : 3, model.Kernels.Tuning.AttentionMinChunk);
+        var c = GoldenFixture.Cases[0];
+        var tokens = c.AllTokens;
+        var row = new float[model.Config.VocabSize];
+        double worst = 0;
+        for (int t = 0; t < tokens.Length; t++)
+        {
+            model.Decode([new DecodeRow(0, t, tokens[t])], SelectMode.ArgMax);
+            model.ReadLogitsRow(0, row);
+            var reference = c.Row(t);
+            for (int i = 0; i < row.Length; i++)
+                worst = Math.Max(worst, Math.Abs(row[i] - (double)reference[i]));
+        }
+        output.WriteLine($"{variant}: {tokens.Length} decode positions, max |error| {worst:G3} (tolerance {GoldenModelTests.LogitTolerance})");
+        Assert.True(worst <= GoldenModelTests.LogitTolerance, $"{variant}: decode logits off by {worst}");
+        // Fewer launches per step than the baseline: 2 RMSNorms per layer and the final one are fused away.
+        Assert.Equal(2 + 5 * model.Config.NumHiddenLayers + 1 + 2, model.DecodeLaunchesPerStep);
+        if (v.ShortAttention)
+            return;
+        var result = new Generator(model).Generate([c.Prompt, GoldenFixture.Cases[1].Prompt], new GenerationOptions { MaxNewTokens = 16 });
+        GoldenModelTests.AssertGreedyMatches(c, result.Sequences[0].GeneratedTokens, output);
+        GoldenModelTests.AssertGreedyMatches(GoldenFixture.Cases[1], result.Sequences[1].GeneratedTokens, output);
+    }
+
     [Fact]
     public void Bf16_weights_and_multi_warp_groups_reproduce_the_reference()
     {
