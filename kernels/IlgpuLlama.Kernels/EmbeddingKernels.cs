@@ -11,7 +11,9 @@ namespace IlgpuLlama.Kernels;
 /// <summary>Arguments of <see cref="EmbeddingKernels.Embedding{TW}"/>.</summary>
 public struct EmbeddingArgs
 {
-    public ArrayView<ushort> Table; // [vocab, hidden] 16-bit
+    public ArrayView<ushort> Table; // [vocab, hidden] 16-bit (16-bit formats)
+    public ArrayView<byte> Quants;  // [vocab, hidden / 32 x quant bytes] (block formats)
+    public ArrayView<ushort> Scales; // [vocab, hidden / 32] fp16 (block formats)
     public ArrayView<int> Tokens;   // [count] token ids
     public ArrayView<float> X;      // [count, hidden] fp32 out
     public int Hidden;
@@ -29,7 +31,28 @@ public static class EmbeddingKernels
         int t = index / hidden;
         int d = index - t * hidden;
         TW f = default;
-        a.X[index] = f.One(a.Table[a.Tokens[t] * hidden + d]);
+        int row = a.Tokens[t];
+        if (f.ChunkWeights == 8)
+        {
+            a.X[index] = f.One(a.Table[row * hidden + d]);
+            return;
+        }
+        // Block formats: the weight's quant and its block's scale; the same values the matvecs read.
+        int blocks = hidden / BlockQuantFormat.Block;
+        int block = d / BlockQuantFormat.Block;
+        int j = d - block * BlockQuantFormat.Block;
+        float scale = Interop.IntAsFloat(a.Scales[row * blocks + block]);
+        if (f.ChunkWeights == 16)
+        {
+            a.X[index] = (sbyte)a.Quants[row * hidden + d] * scale;
+        }
+        else
+        {
+            int half = BlockQuantFormat.Block / 2;
+            int b = a.Quants[row * (hidden / 2) + block * half + (j < half ? j : j - half)];
+            int q = j < half ? b & 0xF : b >> 4;
+            a.X[index] = (q - 8) * scale;
+        }
     }
 
     // ---- declaration, launcher, cost ------------------------------------------------------
@@ -37,17 +60,18 @@ public static class EmbeddingKernels
     /// <summary>Family name (this file).</summary>
     public const string Family = "embedding";
 
-    /// <summary><see cref="Embedding{TW}"/>, per 16-bit format.</summary>
+    /// <summary><see cref="Embedding{TW}"/>, per weight format.</summary>
     public static KernelDefinition<EmbeddingArgs> EmbeddingKernel { get; } =
-        KernelDefinition<EmbeddingArgs>.Implicit("embedding", Family, Embedding<Fp16Format>, WeightFormat.SixteenBit);
+        KernelDefinition<EmbeddingArgs>.Implicit("embedding", Family, Embedding<Fp16Format>, WeightFormat.All);
 
     /// <summary>x[t, :] = table[tokens[t], :] for <paramref name="count"/> tokens.</summary>
     public static void Embedding(this LlamaKernels k, WeightMatrix table, ArrayView<int> tokens, ArrayView<float> x, int count)
     {
         int hidden = table.Cols;
+        table.Check("embedding");
         Require.Length(tokens, count, "embedding tokens");
         Require.Length(x, (long)count * hidden, "embedding output");
-        var args = new EmbeddingArgs { Table = table.Values, Tokens = tokens, X = x, Hidden = hidden };
+        var args = new EmbeddingArgs { Table = table.Values, Quants = table.Quants, Scales = table.Scales, Tokens = tokens, X = x, Hidden = hidden };
         k.Launch(EmbeddingKernel, EmbeddingKernel.Variant(table.Format), count * hidden, args);
     }
 

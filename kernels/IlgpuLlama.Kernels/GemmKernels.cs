@@ -28,7 +28,8 @@ public struct GemmShape
 public struct GemmArgs
 {
     public ArrayView<F4> X;     // [M, K / 4] fp32
-    public ArrayView<U4> W;     // [N, K / 8] 16-bit weights
+    public ArrayView<U4> W;     // [N, chunks] weight chunks (8 halves, 16 int8 or 32 nibble quants)
+    public ArrayView<ushort> Scales; // [N, K / 32] fp16 block scales (block formats)
     public ArrayView<float> C;  // [M, N] fp32
     public GemmShape Shape;
 }
@@ -89,26 +90,11 @@ public static class GemmKernels
                 aTile[o + 2 * Ld] = v.Z;
                 aTile[o + 3 * Ld] = v.W;
             }
-            // Stage W: tile rows x 2 U4 per row, widened to fp32 once.
-            for (int e = tid; e < tile * 2; e += threads)
-            {
-                int n = e / 2;
-                int kh = e - n * 2;
-                int gn = n0 + n;
-                int gk = kb + kh * 8;
-                W8 v = default;
-                if (gn < s.N && gk < s.K)
-                    v = MatVecKernels.Widen<TW>(w[gn * k8 + gk / 8]);
-                int o = kh * 8 * Ld + n;
-                bTile[o] = v.V0;
-                bTile[o + Ld] = v.V1;
-                bTile[o + 2 * Ld] = v.V2;
-                bTile[o + 3 * Ld] = v.V3;
-                bTile[o + 4 * Ld] = v.V4;
-                bTile[o + 5 * Ld] = v.V5;
-                bTile[o + 6 * Ld] = v.V6;
-                bTile[o + 7 * Ld] = v.V7;
-            }
+            // Stage W: the tile's rows at k = kb..kb+15, widened or dequantised to fp32 once.
+            if (default(TW).ChunkWeights == 8)
+                StageSixteenBitRows<TW>(bTile, w, s, n0, kb, k8, tile, tid, threads);
+            else
+                StageBlockRows<TW>(bTile, w, a.Scales, s, n0, kb, tile, tid, threads);
             Group.Barrier();
 
             for (int kk = 0; kk < BlockK; kk++)
@@ -139,6 +125,112 @@ public static class GemmKernels
         Store(c, s, r0 + 3 * td, q0, td, c30, c31, c32, c33);
     }
 
+    /// <summary>16-bit formats: tile rows x 2 chunks of 8 weights per K-step, widened once.</summary>
+    static void StageSixteenBitRows<TW>(ArrayView<float> bTile, ArrayView<U4> w, GemmShape s, int n0, int kb, int k8, int tile, int tid, int threads)
+        where TW : struct, IWeightFormat
+    {
+        for (int e = tid; e < tile * 2; e += threads)
+        {
+            int n = e / 2;
+            int kh = e - n * 2;
+            int gn = n0 + n;
+            int gk = kb + kh * 8;
+            W8 v = default;
+            if (gn < s.N && gk < s.K)
+                v = MatVecKernels.Widen<TW>(w[gn * k8 + gk / 8]);
+            int o = kh * 8 * Ld + n;
+            bTile[o] = v.V0;
+            bTile[o + Ld] = v.V1;
+            bTile[o + 2 * Ld] = v.V2;
+            bTile[o + 3 * Ld] = v.V3;
+            bTile[o + 4 * Ld] = v.V4;
+            bTile[o + 5 * Ld] = v.V5;
+            bTile[o + 6 * Ld] = v.V6;
+            bTile[o + 7 * Ld] = v.V7;
+        }
+    }
+
+    /// <summary>
+    /// Block formats: each thread dequantises the 16 weights of one tile row at k = kb..kb+15 (Q8_0:
+    /// one 128-bit chunk; Q4_0: the low or high nibbles of the row's block) into the transposed tile.
+    /// </summary>
+    static void StageBlockRows<TW>(ArrayView<float> bTile, ArrayView<U4> w, ArrayView<ushort> scales, GemmShape s, int n0, int kb, int tile, int tid, int threads)
+        where TW : struct, IWeightFormat
+    {
+        int cw = default(TW).ChunkWeights;
+        int chunksPerRow = s.K / cw;
+        int blocksPerRow = s.K / BlockQuantFormat.Block;
+        for (int n = tid; n < tile; n += threads)
+        {
+            int gn = n0 + n;
+            W8 lo = default, hi = default;
+            if (gn < s.N)
+            {
+                float d = Interop.IntAsFloat(scales[gn * blocksPerRow + kb / BlockQuantFormat.Block]);
+                U4 q = w[gn * chunksPerRow + kb / cw];
+                if (cw == 16)
+                {
+                    lo = Int8Eight(q.X, q.Y, d);
+                    hi = Int8Eight(q.Z, q.W, d);
+                }
+                else
+                {
+                    int shift = kb % BlockQuantFormat.Block == 0 ? 0 : 4;
+                    lo = NibbleEight(q.X, q.Y, shift, d);
+                    hi = NibbleEight(q.Z, q.W, shift, d);
+                }
+            }
+            bTile[n] = lo.V0;
+            bTile[Ld + n] = lo.V1;
+            bTile[2 * Ld + n] = lo.V2;
+            bTile[3 * Ld + n] = lo.V3;
+            bTile[4 * Ld + n] = lo.V4;
+            bTile[5 * Ld + n] = lo.V5;
+            bTile[6 * Ld + n] = lo.V6;
+            bTile[7 * Ld + n] = lo.V7;
+            bTile[8 * Ld + n] = hi.V0;
+            bTile[9 * Ld + n] = hi.V1;
+            bTile[10 * Ld + n] = hi.V2;
+            bTile[11 * Ld + n] = hi.V3;
+            bTile[12 * Ld + n] = hi.V4;
+            bTile[13 * Ld + n] = hi.V5;
+            bTile[14 * Ld + n] = hi.V6;
+            bTile[15 * Ld + n] = hi.V7;
+        }
+    }
+
+    /// <summary>Eight int8 quants (two words) times the block scale.</summary>
+    static W8 Int8Eight(uint a, uint b, float d)
+    {
+        W8 r;
+        r.V0 = (sbyte)(a & 0xFFu) * d;
+        r.V1 = (sbyte)((a >> 8) & 0xFFu) * d;
+        r.V2 = (sbyte)((a >> 16) & 0xFFu) * d;
+        r.V3 = (sbyte)(a >> 24) * d;
+        r.V4 = (sbyte)(b & 0xFFu) * d;
+        r.V5 = (sbyte)((b >> 8) & 0xFFu) * d;
+        r.V6 = (sbyte)((b >> 16) & 0xFFu) * d;
+        r.V7 = (sbyte)(b >> 24) * d;
+        return r;
+    }
+
+    /// <summary>Eight 4-bit quants (the low or high nibbles of two words' bytes), minus 8, times the block scale.</summary>
+    static W8 NibbleEight(uint a, uint b, int shift, float d)
+    {
+        a >>= shift;
+        b >>= shift;
+        W8 r;
+        r.V0 = ((int)(a & 0xFu) - 8) * d;
+        r.V1 = ((int)((a >> 8) & 0xFu) - 8) * d;
+        r.V2 = ((int)((a >> 16) & 0xFu) - 8) * d;
+        r.V3 = ((int)((a >> 24) & 0xFu) - 8) * d;
+        r.V4 = ((int)(b & 0xFu) - 8) * d;
+        r.V5 = ((int)((b >> 8) & 0xFu) - 8) * d;
+        r.V6 = ((int)((b >> 16) & 0xFu) - 8) * d;
+        r.V7 = ((int)((b >> 24) & 0xFu) - 8) * d;
+        return r;
+    }
+
     static void Store(ArrayView<float> c, GemmShape s, int row, int col, int td, float v0, float v1, float v2, float v3)
     {
         if (row >= s.M)
@@ -163,22 +255,21 @@ public static class GemmKernels
     /// <summary>Family name (this file).</summary>
     public const string Family = "gemm";
 
-    /// <summary><see cref="Gemm{TW}"/>, per 16-bit format.</summary>
+    /// <summary><see cref="Gemm{TW}"/>, per weight format.</summary>
     public static KernelDefinition<GemmArgs> GemmKernel { get; } = KernelDefinition<GemmArgs>.Explicit("gemm", Family, Gemm<Fp16Format>,
-        t => new LaunchShape(t.GemmTDim * t.GemmTDim, 0, $"{t.GemmTDim}x{t.GemmTDim} threads per {4 * t.GemmTDim}x{4 * t.GemmTDim} tile"), WeightFormat.SixteenBit);
+        t => new LaunchShape(t.GemmTDim * t.GemmTDim, 0, $"{t.GemmTDim}x{t.GemmTDim} threads per {4 * t.GemmTDim}x{4 * t.GemmTDim} tile"), WeightFormat.All);
 
     /// <summary>C[m, :] (+)= X[m, :] W^T for prompt processing (N = W's rows, K = W's columns).</summary>
     public static void Gemm(this LlamaKernels k, ArrayView<float> x, WeightMatrix w, ArrayView<float> c, int m, bool accumulate)
     {
         int n = w.Rows, kDim = w.Cols;
-        Require.MultipleOf8(kDim, "gemm");
+        w.Check("gemm");
         Require.Length(x, (long)m * kDim, "gemm x");
-        Require.Length(w.Values, (long)n * kDim, "gemm weight");
         Require.Length(c, (long)m * n, "gemm output");
         int td = k.Tuning.GemmTDim;
         int tile = 4 * td;
         int groups = ((m + tile - 1) / tile) * ((n + tile - 1) / tile);
-        var args = new GemmArgs { X = x.Cast<F4>(), W = w.Chunks, C = c, Shape = new GemmShape { M = m, N = n, K = kDim, TDim = td, Accumulate = accumulate ? 1 : 0 } };
+        var args = new GemmArgs { X = x.Cast<F4>(), W = w.Chunks, Scales = w.Scales, C = c, Shape = new GemmShape { M = m, N = n, K = kDim, TDim = td, Accumulate = accumulate ? 1 : 0 } };
         k.Launch(GemmKernel, GemmKernel.Variant(w.Format), new KernelConfig(groups, td * td), args);
     }
 

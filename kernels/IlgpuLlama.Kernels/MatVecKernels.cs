@@ -45,14 +45,15 @@ public struct MatVecShape
 /// <summary>The RMSNorm fused into a matvec's input (unused by the plain versions).</summary>
 public struct InputNorm
 {
-    public ArrayView<U4> Weight; // [k8] 16-bit norm weight g, 8 per chunk
+    public ArrayView<U4> Weight; // [in / 8] 16-bit norm weight g, 8 per chunk
     public float Eps;
 }
 
 /// <summary>Arguments of <see cref="MatVecKernels.MatVec{TW, TB}"/> and <see cref="MatVecKernels.MatVecNorm{TW, TB}"/>.</summary>
 public struct MatVecArgs
 {
-    public ArrayView<U4> W;     // [rows, k8] 16-bit weights, 8 per chunk
+    public ArrayView<U4> W;     // [rows, chunks] weight chunks of the format (8, 16 or 32 weights each)
+    public ArrayView<ushort> Scales; // [rows, in / 32] fp16 block scales (block formats only)
     public ArrayView<F4> X;     // [batch, k8 * 2] fp32 (raw residual for the normed version)
     public ArrayView<float> Y;  // [batch, y_stride] fp32
     public MatVecShape Shape;
@@ -62,8 +63,10 @@ public struct MatVecArgs
 /// <summary>Arguments of <see cref="MatVecKernels.MatVecSwiGlu{TW, TB}"/>.</summary>
 public struct MatVecSwiGluArgs
 {
-    public ArrayView<U4> Gate;  // [inter, k8]
-    public ArrayView<U4> Up;    // [inter, k8]
+    public ArrayView<U4> Gate;  // [inter, chunks]
+    public ArrayView<U4> Up;    // [inter, chunks]
+    public ArrayView<ushort> GateScales; // [inter, in / 32] (block formats only)
+    public ArrayView<ushort> UpScales;
     public ArrayView<F4> X;     // [batch, k8 * 2] fp32
     public ArrayView<float> H;  // [batch, inter] fp32 out
     public MatVecShape Shape;
@@ -73,9 +76,12 @@ public struct MatVecSwiGluArgs
 /// <summary>Arguments of the fused q/k/v projection with RoPE and KV-cache append.</summary>
 public struct QkvRopeArgs
 {
-    public ArrayView<U4> Wq;          // [q_dim, hidden] 16-bit
-    public ArrayView<U4> Wk;          // [kv_dim, hidden]
-    public ArrayView<U4> Wv;          // [kv_dim, hidden]
+    public ArrayView<U4> Wq;          // [q_dim, chunks] weight chunks
+    public ArrayView<U4> Wk;          // [kv_dim, chunks]
+    public ArrayView<U4> Wv;          // [kv_dim, chunks]
+    public ArrayView<ushort> QScales; // [q_dim, hidden / 32] (block formats only)
+    public ArrayView<ushort> KScales;
+    public ArrayView<ushort> VScales;
     public ArrayView<F4> X;           // [batch, hidden] fp32 (normed)
     public ArrayView<float> Q;        // [batch, q_dim] fp32 out, rotated
     public ArrayView<ushort> KCache;  // this layer's K cache (KvCacheLayout)
@@ -201,7 +207,178 @@ public static class MatVecKernels
         return r;
     }
 
-    static Acc8 AccumulateChunk<TW, TN>(Acc8 acc, U4 wa, U4 wb, ArrayView<U4> g, int c, ArrayView<F4> x, int k4, int batch)
+    /// <summary>Chunks of a row of <paramref name="k8"/> x 8 weights in format <typeparamref name="TW"/>.</summary>
+    public static int ChunksPerRow<TW>(int k8)
+        where TW : struct, IWeightFormat => k8 * 8 / default(TW).ChunkWeights;
+
+    /// <summary>The scales of one row of a block format (the view unchanged for 16-bit formats, which have none).</summary>
+    static ArrayView<ushort> ScalesRow<TW>(ArrayView<ushort> scales, int row, int k8)
+        where TW : struct, IWeightFormat =>
+        default(TW).ChunkWeights == 8 ? scales : scales.SubView(row * (k8 / 4), k8 / 4);
+
+    static Acc8 AccumulateChunk<TW, TN>(Acc8 acc, U4 wa, U4 wb, ArrayView<ushort> scalesA, ArrayView<ushort> scalesB, ArrayView<U4> g, int c,
+        ArrayView<F4> x, int k4, int batch)
+        where TW : struct, IWeightFormat
+        where TN : struct, IInputNorm
+    {
+        int cw = default(TW).ChunkWeights;
+        if (cw == 8)
+            return Accumulate16<TW, TN>(acc, wa, wb, g, c, x, k4, batch);
+        // Block formats: the chunk's dot products in quant units, scaled by each row's block scale.
+        int scale = c * cw / BlockQuantFormat.Block;
+        float sa = Interop.IntAsFloat(scalesA[scale]);
+        float sb = Interop.IntAsFloat(scalesB[scale]);
+        Acc8 p = default;
+        if (cw == 16)
+        {
+            // Q8_0: word w holds the int8 quants of weights 16c + 4w .. 16c + 4w + 3.
+            int xi = 4 * c;
+            p = Quad<TW, TN>(p, Int8Quad(wa.X), Int8Quad(wb.X), g, 16 * c, x, xi, k4, batch);
+            p = Quad<TW, TN>(p, Int8Quad(wa.Y), Int8Quad(wb.Y), g, 16 * c + 4, x, xi + 1, k4, batch);
+            p = Quad<TW, TN>(p, Int8Quad(wa.Z), Int8Quad(wb.Z), g, 16 * c + 8, x, xi + 2, k4, batch);
+            p = Quad<TW, TN>(p, Int8Quad(wa.W), Int8Quad(wb.W), g, 16 * c + 12, x, xi + 3, k4, batch);
+        }
+        else
+        {
+            // Q4_0: the chunk is one block; word w's low nibbles are weights 4w .. 4w + 3, its high nibbles 16 + 4w .. 16 + 4w + 3.
+            int xi = 8 * c, w0 = 32 * c;
+            p = Quad<TW, TN>(p, NibbleQuad(wa.X, 0), NibbleQuad(wb.X, 0), g, w0, x, xi, k4, batch);
+            p = Quad<TW, TN>(p, NibbleQuad(wa.Y, 0), NibbleQuad(wb.Y, 0), g, w0 + 4, x, xi + 1, k4, batch);
+            p = Quad<TW, TN>(p, NibbleQuad(wa.Z, 0), NibbleQuad(wb.Z, 0), g, w0 + 8, x, xi + 2, k4, batch);
+            p = Quad<TW, TN>(p, NibbleQuad(wa.W, 0), NibbleQuad(wb.W, 0), g, w0 + 12, x, xi + 3, k4, batch);
+            p = Quad<TW, TN>(p, NibbleQuad(wa.X, 4), NibbleQuad(wb.X, 4), g, w0 + 16, x, xi + 4, k4, batch);
+            p = Quad<TW, TN>(p, NibbleQuad(wa.Y, 4), NibbleQuad(wb.Y, 4), g, w0 + 20, x, xi + 5, k4, batch);
+            p = Quad<TW, TN>(p, NibbleQuad(wa.Z, 4), NibbleQuad(wb.Z, 4), g, w0 + 24, x, xi + 6, k4, batch);
+            p = Quad<TW, TN>(p, NibbleQuad(wa.W, 4), NibbleQuad(wb.W, 4), g, w0 + 28, x, xi + 7, k4, batch);
+        }
+        acc.A0 += sa * p.A0;
+        acc.B0 += sb * p.B0;
+        acc.S0 += p.S0;
+        if (batch > 1)
+        {
+            acc.A1 += sa * p.A1;
+            acc.B1 += sb * p.B1;
+            acc.S1 += p.S1;
+        }
+        if (batch > 2)
+        {
+            acc.A2 += sa * p.A2;
+            acc.B2 += sb * p.B2;
+            acc.S2 += p.S2;
+        }
+        if (batch > 3)
+        {
+            acc.A3 += sa * p.A3;
+            acc.B3 += sb * p.B3;
+            acc.S3 += p.S3;
+        }
+        return acc;
+    }
+
+    /// <summary>Four int8 quants of a 32-bit word as floats.</summary>
+    static F4 Int8Quad(uint word)
+    {
+        F4 r;
+        r.X = (sbyte)(word & 0xFFu);
+        r.Y = (sbyte)((word >> 8) & 0xFFu);
+        r.Z = (sbyte)((word >> 16) & 0xFFu);
+        r.W = (sbyte)(word >> 24);
+        return r;
+    }
+
+    /// <summary>The low (<paramref name="shift"/> 0) or high (4) nibbles of a word's four bytes, minus 8, as floats.</summary>
+    static F4 NibbleQuad(uint word, int shift)
+    {
+        uint w = word >> shift;
+        F4 r;
+        r.X = (int)(w & 0xFu) - 8;
+        r.Y = (int)((w >> 8) & 0xFu) - 8;
+        r.Z = (int)((w >> 16) & 0xFu) - 8;
+        r.W = (int)((w >> 24) & 0xFu) - 8;
+        return r;
+    }
+
+    /// <summary>Four norm weights (16-bit, the model's vector format) starting at weight index <paramref name="i"/> (a multiple of 4).</summary>
+    static F4 NormQuad<TW>(ArrayView<U4> g, int i)
+        where TW : struct, IWeightFormat
+    {
+        TW f = default;
+        U4 v = g[i / 8];
+        bool upper = (i & 4) != 0;
+        uint p0 = upper ? v.Z : v.X;
+        uint p1 = upper ? v.W : v.Y;
+        F4 r;
+        r.X = f.Norm((ushort)(p0 & 0xFFFFu));
+        r.Y = f.Norm((ushort)(p0 >> 16));
+        r.Z = f.Norm((ushort)(p1 & 0xFFFFu));
+        r.W = f.Norm((ushort)(p1 >> 16));
+        return r;
+    }
+
+    static float Dot4(F4 a, F4 b)
+    {
+        float s = a.X * b.X;
+        s += a.Y * b.Y;
+        s += a.Z * b.Z;
+        s += a.W * b.W;
+        return s;
+    }
+
+    static F4 Times(F4 a, F4 b)
+    {
+        F4 r;
+        r.X = a.X * b.X;
+        r.Y = a.Y * b.Y;
+        r.Z = a.Z * b.Z;
+        r.W = a.W * b.W;
+        return r;
+    }
+
+    /// <summary>Four weights of rows A and B (in quant units) against x's F4 <paramref name="xi"/> of every batch vector.</summary>
+    static Acc8 Quad<TW, TN>(Acc8 p, F4 wa, F4 wb, ArrayView<U4> g, int weight, ArrayView<F4> x, int xi, int k4, int batch)
+        where TW : struct, IWeightFormat
+        where TN : struct, IInputNorm
+    {
+        bool norm = default(TN).Enabled;
+        if (norm)
+        {
+            F4 gq = NormQuad<TW>(g, weight);
+            wa = Times(wa, gq);
+            wb = Times(wb, gq);
+        }
+        F4 x0 = x[xi];
+        p.A0 += Dot4(wa, x0);
+        p.B0 += Dot4(wb, x0);
+        if (norm)
+            p.S0 += Dot4(x0, x0);
+        if (batch > 1)
+        {
+            x0 = x[k4 + xi];
+            p.A1 += Dot4(wa, x0);
+            p.B1 += Dot4(wb, x0);
+            if (norm)
+                p.S1 += Dot4(x0, x0);
+        }
+        if (batch > 2)
+        {
+            x0 = x[2 * k4 + xi];
+            p.A2 += Dot4(wa, x0);
+            p.B2 += Dot4(wb, x0);
+            if (norm)
+                p.S2 += Dot4(x0, x0);
+        }
+        if (batch > 3)
+        {
+            x0 = x[3 * k4 + xi];
+            p.A3 += Dot4(wa, x0);
+            p.B3 += Dot4(wb, x0);
+            if (norm)
+                p.S3 += Dot4(x0, x0);
+        }
+        return p;
+    }
+
+    static Acc8 Accumulate16<TW, TN>(Acc8 acc, U4 wa, U4 wb, ArrayView<U4> g, int c, ArrayView<F4> x, int k4, int batch)
         where TW : struct, IWeightFormat
         where TN : struct, IInputNorm
     {
@@ -259,21 +436,26 @@ public static class MatVecKernels
     /// <param name="rowA">row A, k8 chunks</param>
     /// <param name="rowB">row B, k8 chunks</param>
     /// <param name="x">[batch, k8 * 2] F4</param>
+    /// <param name="scalesA">row A's block scales (block formats)</param>
+    /// <param name="scalesB">row B's block scales (block formats)</param>
     /// <param name="g">[k8] the fused norm's weight (read only when <typeparamref name="TN"/> is enabled)</param>
-    public static Acc8 DotRowPair<TW, TN>(ArrayView<U4> rowA, ArrayView<U4> rowB, ArrayView<F4> x, ArrayView<U4> g, int k8, int batch)
+    /// <param name="k8">the row's input length / 8</param>
+    public static Acc8 DotRowPair<TW, TN>(ArrayView<U4> rowA, ArrayView<U4> rowB, ArrayView<ushort> scalesA, ArrayView<ushort> scalesB, ArrayView<F4> x, ArrayView<U4> g,
+        int k8, int batch)
         where TW : struct, IWeightFormat
         where TN : struct, IInputNorm
     {
         var scratch = SharedMemory.Allocate<float>(MaxWarps * 8);
         int stride = Group.DimX;
         int k4 = k8 * 2;
+        int chunks = ChunksPerRow<TW>(k8);
         Acc8 acc = default;
 
         // Four chunks per row in flight: all eight 128-bit loads are issued before the first use,
         // so each thread keeps 128 bytes of weights moving (the loop body is unrolled by hand:
         // ILGPU 1.5 does not unroll). Shorter tails take two chunks, then one.
         int c = Group.IdxX;
-        for (; c + 3 * stride < k8; c += 4 * stride)
+        for (; c + 3 * stride < chunks; c += 4 * stride)
         {
             int c1 = c + stride;
             int c2 = c1 + stride;
@@ -286,24 +468,24 @@ public static class MatVecKernels
             U4 wb2 = rowB[c2];
             U4 wa3 = rowA[c3];
             U4 wb3 = rowB[c3];
-            acc = AccumulateChunk<TW, TN>(acc, wa0, wb0, g, c, x, k4, batch);
-            acc = AccumulateChunk<TW, TN>(acc, wa1, wb1, g, c1, x, k4, batch);
-            acc = AccumulateChunk<TW, TN>(acc, wa2, wb2, g, c2, x, k4, batch);
-            acc = AccumulateChunk<TW, TN>(acc, wa3, wb3, g, c3, x, k4, batch);
+            acc = AccumulateChunk<TW, TN>(acc, wa0, wb0, scalesA, scalesB, g, c, x, k4, batch);
+            acc = AccumulateChunk<TW, TN>(acc, wa1, wb1, scalesA, scalesB, g, c1, x, k4, batch);
+            acc = AccumulateChunk<TW, TN>(acc, wa2, wb2, scalesA, scalesB, g, c2, x, k4, batch);
+            acc = AccumulateChunk<TW, TN>(acc, wa3, wb3, scalesA, scalesB, g, c3, x, k4, batch);
         }
-        if (c + stride < k8)
+        if (c + stride < chunks)
         {
             int c1 = c + stride;
             U4 wa0 = rowA[c];
             U4 wb0 = rowB[c];
             U4 wa1 = rowA[c1];
             U4 wb1 = rowB[c1];
-            acc = AccumulateChunk<TW, TN>(acc, wa0, wb0, g, c, x, k4, batch);
-            acc = AccumulateChunk<TW, TN>(acc, wa1, wb1, g, c1, x, k4, batch);
+            acc = AccumulateChunk<TW, TN>(acc, wa0, wb0, scalesA, scalesB, g, c, x, k4, batch);
+            acc = AccumulateChunk<TW, TN>(acc, wa1, wb1, scalesA, scalesB, g, c1, x, k4, batch);
             c += 2 * stride;
         }
-        if (c < k8)
-            acc = AccumulateChunk<TW, TN>(acc, rowA[c], rowB[c], g, c, x, k4, batch);
+        if (c < chunks)
+            acc = AccumulateChunk<TW, TN>(acc, rowA[c], rowB[c], scalesA, scalesB, g, c, x, k4, batch);
 
         acc.A0 = DeviceMath.WarpSum(acc.A0);
         acc.B0 = DeviceMath.WarpSum(acc.B0);
@@ -426,7 +608,9 @@ public static class MatVecKernels
         int rowA = Grid.IdxX * RowsPerGroup;
         // An odd last row reads itself twice rather than past the end of W; it is stored once.
         int rowB = XMath.Min(rowA + 1, s.Rows - 1);
-        Acc8 acc = DotRowPair<TW, TN>(w.SubView(rowA * s.K8, s.K8), w.SubView(rowB * s.K8, s.K8), x, a.Norm.Weight, s.K8, batch);
+        int chunks = ChunksPerRow<TW>(s.K8);
+        Acc8 acc = DotRowPair<TW, TN>(w.SubView(rowA * chunks, chunks), w.SubView(rowB * chunks, chunks),
+            ScalesRow<TW>(a.Scales, rowA, s.K8), ScalesRow<TW>(a.Scales, rowB, s.K8), x, a.Norm.Weight, s.K8, batch);
 
         // One thread per batch entry (looping, in case the group is narrower than the batch).
         for (int b = Group.IdxX; b < batch; b += Group.DimX)
@@ -474,7 +658,9 @@ public static class MatVecKernels
         var s = a.Shape;
         int batch = default(TB).Count;
         int row = Grid.IdxX;
-        Acc8 acc = DotRowPair<TW, TN>(wGate.SubView(row * s.K8, s.K8), wUp.SubView(row * s.K8, s.K8), x, a.Norm.Weight, s.K8, batch);
+        int chunks = ChunksPerRow<TW>(s.K8);
+        Acc8 acc = DotRowPair<TW, TN>(wGate.SubView(row * chunks, chunks), wUp.SubView(row * chunks, chunks),
+            ScalesRow<TW>(a.GateScales, row, s.K8), ScalesRow<TW>(a.UpScales, row, s.K8), x, a.Norm.Weight, s.K8, batch);
         // One thread per batch entry (looping, in case the group is narrower than the batch).
         for (int b = Group.IdxX; b < batch; b += Group.DimX)
         {
@@ -524,8 +710,11 @@ public static class MatVecKernels
         int rowA = head * headDim + i;
         int rowB = rowA + half;
         ArrayView<U4> w = kind == 0 ? a.Wq : kind == 1 ? a.Wk : a.Wv;
+        ArrayView<ushort> scales = kind == 0 ? a.QScales : kind == 1 ? a.KScales : a.VScales;
 
-        Acc8 acc = DotRowPair<TW, TN>(w.SubView(rowA * a.K8, a.K8), w.SubView(rowB * a.K8, a.K8), a.X, a.Norm.Weight, a.K8, batch);
+        int chunks = ChunksPerRow<TW>(a.K8);
+        Acc8 acc = DotRowPair<TW, TN>(w.SubView(rowA * chunks, chunks), w.SubView(rowB * chunks, chunks),
+            ScalesRow<TW>(scales, rowA, a.K8), ScalesRow<TW>(scales, rowB, a.K8), a.X, a.Norm.Weight, a.K8, batch);
 
         for (int b = Group.IdxX; b < batch; b += Group.DimX)
         {
@@ -573,29 +762,29 @@ public static class MatVecKernels
     static LaunchShape GpuLaunch(KernelTuning t) => new(t.MatVecMaxGroup, 0,
         $"launched with 32..{t.MatVecMaxGroup} threads (in/32 rounded up to warps: 64 at hidden 2048, 256 for the 8192-wide down projection); table uses {t.MatVecMaxGroup}");
 
-    /// <summary><see cref="MatVec{TW, TB}"/>, per 16-bit format and batch width.</summary>
+    /// <summary><see cref="MatVec{TW, TB}"/>, per weight format and batch width.</summary>
     public static KernelDefinition<MatVecArgs> MatVecKernel { get; } =
-        KernelDefinition<MatVecArgs>.Explicit("matvec", Family, MatVec<Fp16Format, Batch1>, GpuLaunch, WeightFormat.SixteenBit, perBatchWidth: true);
+        KernelDefinition<MatVecArgs>.Explicit("matvec", Family, MatVec<Fp16Format, Batch1>, GpuLaunch, WeightFormat.All, perBatchWidth: true);
 
-    /// <summary><see cref="MatVecSwiGlu{TW, TB}"/>, per 16-bit format and batch width.</summary>
+    /// <summary><see cref="MatVecSwiGlu{TW, TB}"/>, per weight format and batch width.</summary>
     public static KernelDefinition<MatVecSwiGluArgs> SwiGluKernel { get; } =
-        KernelDefinition<MatVecSwiGluArgs>.Explicit("matvec_swiglu", Family, MatVecSwiGlu<Fp16Format, Batch1>, GpuLaunch, WeightFormat.SixteenBit, perBatchWidth: true);
+        KernelDefinition<MatVecSwiGluArgs>.Explicit("matvec_swiglu", Family, MatVecSwiGlu<Fp16Format, Batch1>, GpuLaunch, WeightFormat.All, perBatchWidth: true);
 
-    /// <summary><see cref="MatVecQkvRope{TW, TB}"/>, per 16-bit format and batch width.</summary>
+    /// <summary><see cref="MatVecQkvRope{TW, TB}"/>, per weight format and batch width.</summary>
     public static KernelDefinition<QkvRopeArgs> QkvRopeKernel { get; } =
-        KernelDefinition<QkvRopeArgs>.Explicit("matvec_qkv_rope", Family, MatVecQkvRope<Fp16Format, Batch1>, GpuLaunch, WeightFormat.SixteenBit, perBatchWidth: true);
+        KernelDefinition<QkvRopeArgs>.Explicit("matvec_qkv_rope", Family, MatVecQkvRope<Fp16Format, Batch1>, GpuLaunch, WeightFormat.All, perBatchWidth: true);
 
-    /// <summary><see cref="MatVecNorm{TW, TB}"/> (RMSNorm fused), per 16-bit format and batch width.</summary>
+    /// <summary><see cref="MatVecNorm{TW, TB}"/> (RMSNorm fused), per weight format and batch width.</summary>
     public static KernelDefinition<MatVecArgs> MatVecNormKernel { get; } =
-        KernelDefinition<MatVecArgs>.Explicit("matvec_norm", Family, MatVecNorm<Fp16Format, Batch1>, GpuLaunch, WeightFormat.SixteenBit, perBatchWidth: true);
+        KernelDefinition<MatVecArgs>.Explicit("matvec_norm", Family, MatVecNorm<Fp16Format, Batch1>, GpuLaunch, WeightFormat.All, perBatchWidth: true);
 
-    /// <summary><see cref="MatVecSwiGluNorm{TW, TB}"/> (RMSNorm fused), per 16-bit format and batch width.</summary>
+    /// <summary><see cref="MatVecSwiGluNorm{TW, TB}"/> (RMSNorm fused), per weight format and batch width.</summary>
     public static KernelDefinition<MatVecSwiGluArgs> SwiGluNormKernel { get; } =
-        KernelDefinition<MatVecSwiGluArgs>.Explicit("matvec_swiglu_norm", Family, MatVecSwiGluNorm<Fp16Format, Batch1>, GpuLaunch, WeightFormat.SixteenBit, perBatchWidth: true);
+        KernelDefinition<MatVecSwiGluArgs>.Explicit("matvec_swiglu_norm", Family, MatVecSwiGluNorm<Fp16Format, Batch1>, GpuLaunch, WeightFormat.All, perBatchWidth: true);
 
-    /// <summary><see cref="MatVecQkvRopeNorm{TW, TB}"/> (RMSNorm fused), per 16-bit format and batch width.</summary>
+    /// <summary><see cref="MatVecQkvRopeNorm{TW, TB}"/> (RMSNorm fused), per weight format and batch width.</summary>
     public static KernelDefinition<QkvRopeArgs> QkvRopeNormKernel { get; } =
-        KernelDefinition<QkvRopeArgs>.Explicit("matvec_qkv_rope_norm", Family, MatVecQkvRopeNorm<Fp16Format, Batch1>, GpuLaunch, WeightFormat.SixteenBit, perBatchWidth: true);
+        KernelDefinition<QkvRopeArgs>.Explicit("matvec_qkv_rope_norm", Family, MatVecQkvRopeNorm<Fp16Format, Batch1>, GpuLaunch, WeightFormat.All, perBatchWidth: true);
 
     // ---- launchers -------------------------------------------------------------------------
 
@@ -612,7 +801,8 @@ public static class MatVecKernels
     {
         if (norm is not { } n)
             return default;
-        Require.That(n.Weight.Format == w.Format, $"{what}: the fused norm's weight is {n.Weight.Format}, the matrix {w.Format}; they must share a 16-bit format");
+        Require.That(n.Weight.Format == w.Format.VectorFormat,
+            $"{what}: the fused norm's weight is {n.Weight.Format}, but a {w.Format} model's norm weights are {w.Format.VectorFormat}; they must share a 16-bit format");
         Require.Length(n.Weight.Values, w.Cols, $"{what} norm weight");
         return new InputNorm { Weight = n.Weight.Values.Cast<U4>(), Eps = n.Eps };
     }
@@ -625,16 +815,15 @@ public static class MatVecKernels
     public static void MatVec(this LlamaKernels k, WeightMatrix w, ArrayView<float> x, ArrayView<float> y, int batch, bool accumulate, int yStride = -1, FusedNorm? norm = null)
     {
         int rows = w.Rows, inDim = w.Cols;
-        Require.MultipleOf8(inDim, "matvec");
+        w.Check("matvec");
         Require.Batch(batch);
         if (yStride < 0)
             yStride = rows;
-        Require.Length(w.Values, (long)rows * inDim, "matvec weight");
         Require.Length(x, (long)batch * inDim, "matvec x");
         Require.Length(y, (long)(batch - 1) * yStride + rows, "matvec y");
         var args = new MatVecArgs
         {
-            W = w.Chunks, X = x.Cast<F4>(), Y = y,
+            W = w.Chunks, Scales = w.Scales, X = x.Cast<F4>(), Y = y,
             Shape = new MatVecShape { Rows = rows, K8 = inDim / 8, YStride = yStride, Accumulate = accumulate ? 1 : 0 },
             Norm = Pack(norm, w, "matvec"),
         };
@@ -647,16 +836,15 @@ public static class MatVecKernels
     public static void MatVecSwiGlu(this LlamaKernels k, WeightMatrix gate, WeightMatrix up, ArrayView<float> x, ArrayView<float> h, int batch, FusedNorm? norm = null)
     {
         int rows = gate.Rows, inDim = gate.Cols;
-        Require.MultipleOf8(inDim, "matvec-swiglu");
+        gate.Check("swiglu gate");
+        up.Check("swiglu up");
         Require.Batch(batch);
         Require.That(up.Rows == rows && up.Cols == inDim && up.Format == gate.Format, $"matvec-swiglu: up [{up.Rows}, {up.Cols}] {up.Format} must match gate [{rows}, {inDim}] {gate.Format}");
-        Require.Length(gate.Values, (long)rows * inDim, "swiglu gate weight");
-        Require.Length(up.Values, (long)rows * inDim, "swiglu up weight");
         Require.Length(x, (long)batch * inDim, "swiglu x");
         Require.Length(h, (long)batch * rows, "swiglu output");
         var args = new MatVecSwiGluArgs
         {
-            Gate = gate.Chunks, Up = up.Chunks, X = x.Cast<F4>(), H = h,
+            Gate = gate.Chunks, Up = up.Chunks, GateScales = gate.Scales, UpScales = up.Scales, X = x.Cast<F4>(), H = h,
             Shape = new MatVecShape { Rows = rows, K8 = inDim / 8, YStride = rows },
             Norm = Pack(norm, gate, "matvec-swiglu"),
         };
@@ -669,15 +857,14 @@ public static class MatVecKernels
         ArrayView<float> ropeTable, ArrayView<int> slots, ArrayView<int> positions, int batch, AttentionShape s, FusedNorm? norm = null)
     {
         int hidden = w.Q.Cols;
-        Require.MultipleOf8(hidden, "matvec-qkv");
+        w.Q.Check("q_proj");
+        w.K.Check("k_proj");
+        w.V.Check("v_proj");
         Require.Batch(batch);
         Require.That(s.HeadDim % 2 == 0, $"head_dim {s.HeadDim} must be even");
         Require.That(w.Q.Rows == s.QDim && w.K.Rows == s.KvDim && w.V.Rows == s.KvDim && w.K.Cols == hidden && w.V.Cols == hidden,
             $"matvec-qkv: q/k/v weights [{w.Q.Rows}, {w.Q.Cols}], [{w.K.Rows}, {w.K.Cols}], [{w.V.Rows}, {w.V.Cols}] do not fit {s.Heads}/{s.KvHeads} heads x {s.HeadDim}");
         Require.That(w.K.Format == w.Q.Format && w.V.Format == w.Q.Format, "matvec-qkv: q, k and v weights must share one format");
-        Require.Length(w.Q.Values, (long)s.QDim * hidden, "q_proj weight");
-        Require.Length(w.K.Values, (long)s.KvDim * hidden, "k_proj weight");
-        Require.Length(w.V.Values, (long)s.KvDim * hidden, "v_proj weight");
         Require.Length(x, (long)batch * hidden, "qkv x");
         Require.Length(q, (long)batch * s.QDim, "qkv q output");
         Require.Length(slots, batch, "qkv slots");
@@ -685,7 +872,7 @@ public static class MatVecKernels
         Require.Length(ropeTable, (long)s.MaxSeq * s.HeadDim, "rope table");
         var args = new QkvRopeArgs
         {
-            Wq = w.Q.Chunks, Wk = w.K.Chunks, Wv = w.V.Chunks, X = x.Cast<F4>(), Q = q,
+            Wq = w.Q.Chunks, Wk = w.K.Chunks, Wv = w.V.Chunks, QScales = w.Q.Scales, KScales = w.K.Scales, VScales = w.V.Scales, X = x.Cast<F4>(), Q = q,
             KCache = kCache, VCache = vCache, Rope = ropeTable, Slots = slots, Positions = positions,
             Cache = s.Cache, K8 = hidden / 8, QDim = s.QDim, KvDim = s.KvDim, Norm = Pack(norm, w.Q, "matvec-qkv"),
         };

@@ -1,36 +1,76 @@
 namespace IlgpuLlama.Kernels;
 
 /// <summary>
-/// How a weight is widened to fp32 inside a kernel. Kernels are generic over this struct so that
-/// each format gets its own specialised code with no runtime branch; <see cref="WeightFormat.DeviceType"/>
-/// names the struct of each format.
+/// How a kernel reads weights of one format. Kernels are generic over this struct so that each
+/// format gets its own specialised code with no runtime branch (every member is a constant or a
+/// pure function of its arguments); <see cref="WeightFormat.DeviceType"/> names the struct of each
+/// format. A 128-bit chunk of a row holds <see cref="ChunkWeights"/> weights: 8 halves, 16 int8
+/// quants or 32 nibble quants; block formats keep one fp16 scale per 32 weights in a separate plane.
 /// </summary>
 public interface IWeightFormat
 {
-    /// <summary>The weight in the low 16 bits of a packed pair.</summary>
+    /// <summary>Weights in one 128-bit chunk of a row (8, 16 or 32).</summary>
+    int ChunkWeights { get; }
+
+    /// <summary>The weight in the low 16 bits of a packed pair (16-bit formats).</summary>
     float Low(uint pair);
 
-    /// <summary>The weight in the high 16 bits of a packed pair.</summary>
+    /// <summary>The weight in the high 16 bits of a packed pair (16-bit formats).</summary>
     float High(uint pair);
 
-    /// <summary>A single weight from its raw bits.</summary>
+    /// <summary>A single weight from its raw bits (16-bit formats).</summary>
     float One(ushort bits);
+
+    /// <summary>A 1-D (norm) weight of a model in this format from its raw bits (fp16 for the block formats).</summary>
+    float Norm(ushort bits);
 }
 
 /// <summary>IEEE binary16 weights: one <c>cvt.f32.f16</c> per weight.</summary>
 public struct Fp16Format : IWeightFormat
 {
+    public readonly int ChunkWeights => 8;
     public readonly float Low(uint pair) => Interop.IntAsFloat((ushort)(pair & 0xFFFFu));
     public readonly float High(uint pair) => Interop.IntAsFloat((ushort)(pair >> 16));
     public readonly float One(ushort bits) => Interop.IntAsFloat(bits);
+    public readonly float Norm(ushort bits) => Interop.IntAsFloat(bits);
 }
 
 /// <summary>bfloat16 weights: the top half of an fp32, so widening is a shift or a mask.</summary>
 public struct Bf16Format : IWeightFormat
 {
+    public readonly int ChunkWeights => 8;
     public readonly float Low(uint pair) => Interop.IntAsFloat(pair << 16);
     public readonly float High(uint pair) => Interop.IntAsFloat(pair & 0xFFFF0000u);
     public readonly float One(ushort bits) => Interop.IntAsFloat((uint)bits << 16);
+    public readonly float Norm(ushort bits) => Interop.IntAsFloat((uint)bits << 16);
+}
+
+/// <summary>
+/// ggml's Q8_0 on the device: int8 quants [rows, in] (a 128-bit chunk = 16 quants) and one fp16
+/// scale per 32 weights in the scales plane [rows, in / 32]; weight = q * d. The 16-bit members are
+/// never called for a block format (the kernels branch on <see cref="ChunkWeights"/> at compile time).
+/// </summary>
+public struct Q8_0Format : IWeightFormat
+{
+    public readonly int ChunkWeights => 16;
+    public readonly float Low(uint pair) => 0f;
+    public readonly float High(uint pair) => 0f;
+    public readonly float One(ushort bits) => 0f;
+    public readonly float Norm(ushort bits) => Interop.IntAsFloat(bits);
+}
+
+/// <summary>
+/// ggml's Q4_0 on the device: 16 bytes per block of 32 weights [rows, in / 2] (a 128-bit chunk is one
+/// block: byte j holds q_j in its low nibble and q_{j+16} in its high nibble) and one fp16 scale per
+/// block in the scales plane [rows, in / 32]; weight = (q - 8) * d.
+/// </summary>
+public struct Q4_0Format : IWeightFormat
+{
+    public readonly int ChunkWeights => 32;
+    public readonly float Low(uint pair) => 0f;
+    public readonly float High(uint pair) => 0f;
+    public readonly float One(ushort bits) => 0f;
+    public readonly float Norm(ushort bits) => Interop.IntAsFloat(bits);
 }
 
 /// <summary>One array a weight matrix occupies on the device, as bytes per row.</summary>
@@ -92,14 +132,23 @@ public abstract record WeightFormat
     /// <summary>The formula of <see cref="MatrixBytes"/> as text, for the memory report.</summary>
     public string MatrixBytesFormula => BlockSize == 1 ? $"parameters x {BytesPerBlock} B" : $"rows x in/{BlockSize} x {BytesPerBlock} B";
 
+    /// <summary>Every kernel in the catalog that reads this format (the specialisations compiled for it).</summary>
+    public IEnumerable<string> Kernels => KernelCatalog.Families.SelectMany(f => f.Kernels).SelectMany(k => k.Variants.Where(v => v.Format == this).Select(v => k.Name + v.Suffix));
+
     /// <summary>IEEE binary16: the default, the only 16-bit type a P100 computes with natively.</summary>
     public static SixteenBitFormat Fp16 { get; } = new Float16Format();
 
     /// <summary>bfloat16, kept exactly as Llama checkpoints store it.</summary>
     public static SixteenBitFormat Bf16 { get; } = new BFloat16Format();
 
+    /// <summary>ggml Q8_0: 34 bytes per block of 32 weights (int8 quants, fp16 scale).</summary>
+    public static BlockQuantFormat Q8_0 { get; } = new Q8_0BlockFormat();
+
+    /// <summary>ggml Q4_0: 18 bytes per block of 32 weights (4-bit quants, fp16 scale).</summary>
+    public static BlockQuantFormat Q4_0 { get; } = new Q4_0BlockFormat();
+
     /// <summary>Every format, the default first.</summary>
-    public static IReadOnlyList<WeightFormat> All { get; } = [Fp16, Bf16];
+    public static IReadOnlyList<WeightFormat> All { get; } = [Fp16, Bf16, Q8_0, Q4_0];
 
     /// <summary>The formats of plain 16-bit values (what 1-D weights use, and what the 16-bit kernels read).</summary>
     public static IReadOnlyList<SixteenBitFormat> SixteenBit { get; } = All.OfType<SixteenBitFormat>().ToArray();
@@ -161,5 +210,127 @@ sealed record BFloat16Format() : SixteenBitFormat("bf16", "bfloat16, as Llama ch
             return (ushort)((bits >> 16) | 0x40);
         uint rounding = 0x7FFF + ((bits >> 16) & 1);
         return (ushort)((bits + rounding) >> 16);
+    }
+}
+
+/// <summary>
+/// A ggml block format: each row is cut into blocks of <see cref="WeightFormat.BlockSize"/> (32)
+/// consecutive input values, each stored as quants and one fp16 scale. On the device the quants of a
+/// row are contiguous (so weight loads stay 128-bit and aligned) and the scales sit apart in their own
+/// plane [rows, in / 32]. Quantisation follows ggml's reference code operation for operation in fp32
+/// (x * id, not x / d), so the dequantised values equal ggml's bit for bit.
+/// </summary>
+public abstract record BlockQuantFormat : WeightFormat
+{
+    /// <summary>Values per block, along the input dimension.</summary>
+    public const int Block = 32;
+
+    private protected BlockQuantFormat(string name, string description, int quantBytesPerBlock, Type deviceType)
+        : base(name, description, Block, quantBytesPerBlock + 2, deviceType)
+    {
+        QuantBytesPerBlock = quantBytesPerBlock;
+        Planes =
+        [
+            new WeightPlane("", $"{name} quants, {quantBytesPerBlock} bytes per block of {Block}, row-major", 1, cols => cols / Block * quantBytesPerBlock),
+            new WeightPlane(ScalesSuffix, "fp16 scale of each block [rows, in / 32]", 2, cols => cols / Block * 2),
+        ];
+    }
+
+    /// <summary>Name suffix of the scales plane (allocation and safetensors key: <c>X.weight.scales</c>).</summary>
+    public const string ScalesSuffix = ".scales";
+
+    /// <summary>Bytes of quants per block (32 for Q8_0, 16 for Q4_0).</summary>
+    public int QuantBytesPerBlock { get; }
+
+    /// <inheritdoc/>
+    public override IReadOnlyList<WeightPlane> Planes { get; }
+
+    /// <inheritdoc/>
+    public override SixteenBitFormat VectorFormat => Fp16;
+
+    /// <summary>Quants bytes of one row of <paramref name="cols"/> values.</summary>
+    public long RowQuantBytes(long cols) => cols / Block * QuantBytesPerBlock;
+
+    /// <summary>Quantises one block of 32 values into <paramref name="quants"/> and returns the fp16 bits of its scale.</summary>
+    public abstract ushort QuantizeBlock(ReadOnlySpan<float> x, Span<byte> quants);
+
+    /// <summary>The dequantised value of weight <paramref name="j"/> (0..31) of a block.</summary>
+    public abstract float DequantizeBlockValue(ReadOnlySpan<byte> quants, ushort scale, int j);
+
+    /// <summary>Quantises a row (its length a multiple of 32) into its quants and scales.</summary>
+    public void QuantizeRow(ReadOnlySpan<float> row, Span<byte> quants, Span<ushort> scales)
+    {
+        if (row.Length % Block != 0)
+            throw new ArgumentException($"{Name}: a row of {row.Length} values is not a whole number of {Block}-value blocks");
+        int blocks = row.Length / Block;
+        for (int b = 0; b < blocks; b++)
+            scales[b] = QuantizeBlock(row.Slice(b * Block, Block), quants.Slice(b * QuantBytesPerBlock, QuantBytesPerBlock));
+    }
+
+    /// <summary>Dequantises a row from its quants and scales.</summary>
+    public void DequantizeRow(ReadOnlySpan<byte> quants, ReadOnlySpan<ushort> scales, Span<float> row)
+    {
+        for (int c = 0; c < row.Length; c++)
+            row[c] = DequantizeBlockValue(quants.Slice(c / Block * QuantBytesPerBlock, QuantBytesPerBlock), scales[c / Block], c % Block);
+    }
+
+    /// <summary>fp32 to fp16 bits with round-to-nearest-even, as ggml's GGML_FP32_TO_FP16.</summary>
+    protected static ushort Half(float d) => Fp16.Encode(d);
+
+    /// <summary>fp16 bits to fp32, as ggml's GGML_FP16_TO_FP32.</summary>
+    protected static float Single(ushort bits) => (float)Fp16.Decode(bits);
+}
+
+sealed record Q8_0BlockFormat() : BlockQuantFormat("q8_0", "ggml Q8_0: int8 quants and an fp16 scale per 32 weights (8.5 bits per weight)", 32, typeof(Q8_0Format))
+{
+    // ggml quantize_row_q8_0_ref: amax = max |x|; d = amax / 127; id = d ? 1/d : 0; q = roundf(x * id).
+    public override ushort QuantizeBlock(ReadOnlySpan<float> x, Span<byte> quants)
+    {
+        float amax = 0f;
+        for (int j = 0; j < Block; j++)
+            amax = MathF.Max(amax, MathF.Abs(x[j]));
+        float d = amax / 127f;
+        float id = d != 0f ? 1.0f / d : 0.0f;
+        for (int j = 0; j < Block; j++)
+            quants[j] = unchecked((byte)(sbyte)MathF.Round(x[j] * id, MidpointRounding.AwayFromZero));
+        return Half(d);
+    }
+
+    public override float DequantizeBlockValue(ReadOnlySpan<byte> quants, ushort scale, int j) => (sbyte)quants[j] * Single(scale);
+}
+
+sealed record Q4_0BlockFormat() : BlockQuantFormat("q4_0", "ggml Q4_0: 4-bit quants and an fp16 scale per 32 weights (4.5 bits per weight)", 16, typeof(Q4_0Format))
+{
+    // ggml quantize_row_q4_0_ref: max = the value of largest magnitude (first on ties); d = max / -8;
+    // id = d ? 1/d : 0; q = min(15, (int8_t)(x * id + 8.5)); byte j = q_j | q_{j+16} << 4.
+    public override ushort QuantizeBlock(ReadOnlySpan<float> x, Span<byte> quants)
+    {
+        float amax = 0f, max = 0f;
+        for (int j = 0; j < Block; j++)
+        {
+            float v = x[j];
+            if (amax < MathF.Abs(v))
+            {
+                amax = MathF.Abs(v);
+                max = v;
+            }
+        }
+        float d = max / -8f;
+        float id = d != 0f ? 1.0f / d : 0.0f;
+        for (int j = 0; j < Block / 2; j++)
+        {
+            float x0 = x[j] * id;
+            float x1 = x[Block / 2 + j] * id;
+            int q0 = Math.Min(15, unchecked((int)(sbyte)(x0 + 8.5f)));
+            int q1 = Math.Min(15, unchecked((int)(sbyte)(x1 + 8.5f)));
+            quants[j] = (byte)(q0 | (q1 << 4));
+        }
+        return Half(d);
+    }
+
+    public override float DequantizeBlockValue(ReadOnlySpan<byte> quants, ushort scale, int j)
+    {
+        int q = j < Block / 2 ? quants[j] & 0x0F : quants[j - Block / 2] >> 4;
+        return (q - 8) * Single(scale);
     }
 }

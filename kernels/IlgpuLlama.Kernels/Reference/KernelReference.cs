@@ -14,11 +14,16 @@ public static class KernelReference
     public static ushort ToHalfBits(double value) => WeightFormat.Fp16.Encode((float)value);
 
     /// <summary>x[t, :] = table[tokens[t], :].</summary>
-    public static void Embedding(ushort[] table, int[] tokens, double[] x, int hidden, SixteenBitFormat format)
+    public static void Embedding(ushort[] table, int[] tokens, double[] x, int hidden, SixteenBitFormat format) =>
+        Embedding(HostMatrix.Of(format, table, table.Length / hidden, hidden), tokens, x);
+
+    /// <summary>x[t, :] = table[tokens[t], :] for a table in any format.</summary>
+    public static void Embedding(HostMatrix table, int[] tokens, double[] x)
     {
+        int hidden = table.Cols;
         for (int t = 0; t < tokens.Length; t++)
             for (int d = 0; d < hidden; d++)
-                x[t * hidden + d] = format.Decode(table[tokens[t] * hidden + d]);
+                x[t * hidden + d] = table.Value(tokens[t], d);
     }
 
     /// <summary>y = x * rsqrt(mean(x^2) + eps) * w per row of n.</summary>
@@ -50,8 +55,13 @@ public static class KernelReference
         MatVec(w, Wide(x), y, rows, inDim, batch, accumulate, format, yStride);
 
     /// <summary>y[b, r] (+)= W[r, :] . x[b, :] with a float64 input (a fused norm's output).</summary>
-    public static void MatVec(ushort[] w, double[] x, double[] y, int rows, int inDim, int batch, bool accumulate, SixteenBitFormat format, int yStride = -1)
+    public static void MatVec(ushort[] w, double[] x, double[] y, int rows, int inDim, int batch, bool accumulate, SixteenBitFormat format, int yStride = -1) =>
+        MatVec(HostMatrix.Of(format, w, rows, inDim), x, y, batch, accumulate, yStride);
+
+    /// <summary>y[b, r] (+)= W[r, :] . x[b, :] for a matrix in any format.</summary>
+    public static void MatVec(HostMatrix w, double[] x, double[] y, int batch, bool accumulate, int yStride = -1)
     {
+        int rows = w.Rows, inDim = w.Cols;
         if (yStride < 0)
             yStride = rows;
         for (int b = 0; b < batch; b++)
@@ -60,7 +70,7 @@ public static class KernelReference
             {
                 double s = 0;
                 for (int k = 0; k < inDim; k++)
-                    s += format.Decode(w[r * inDim + k]) * x[b * inDim + k];
+                    s += w.Value(r, k) * x[b * inDim + k];
                 int o = b * yStride + r;
                 y[o] = accumulate ? y[o] + s : s;
             }
@@ -75,12 +85,17 @@ public static class KernelReference
         MatVecSwiGlu(wGate, wUp, Wide(x), h, rows, inDim, batch, format);
 
     /// <summary>h[b, r] = silu(Wg[r] . x[b]) * (Wu[r] . x[b]) with a float64 input.</summary>
-    public static void MatVecSwiGlu(ushort[] wGate, ushort[] wUp, double[] x, double[] h, int rows, int inDim, int batch, SixteenBitFormat format)
+    public static void MatVecSwiGlu(ushort[] wGate, ushort[] wUp, double[] x, double[] h, int rows, int inDim, int batch, SixteenBitFormat format) =>
+        MatVecSwiGlu(HostMatrix.Of(format, wGate, rows, inDim), HostMatrix.Of(format, wUp, rows, inDim), x, h, batch);
+
+    /// <summary>h[b, r] = silu(Wg[r] . x[b]) * (Wu[r] . x[b]) for matrices in any format.</summary>
+    public static void MatVecSwiGlu(HostMatrix wGate, HostMatrix wUp, double[] x, double[] h, int batch)
     {
+        int rows = wGate.Rows;
         var g = new double[batch * rows];
         var u = new double[batch * rows];
-        MatVec(wGate, x, g, rows, inDim, batch, false, format);
-        MatVec(wUp, x, u, rows, inDim, batch, false, format);
+        MatVec(wGate, x, g, batch, false);
+        MatVec(wUp, x, u, batch, false);
         for (int i = 0; i < h.Length && i < g.Length; i++)
             h[i] = Silu(g[i]) * u[i];
     }
@@ -139,23 +154,32 @@ public static class KernelReference
 
     /// <summary>The fused decode projection with a float64 input.</summary>
     public static void MatVecQkvRope(ushort[] wq, ushort[] wk, ushort[] wv, double[] x, double[] q, ushort[] kCache, ushort[] vCache,
-        float[] rope, int[] slots, int[] positions, int hidden, int batch, AttentionShape s, SixteenBitFormat format)
+        float[] rope, int[] slots, int[] positions, int hidden, int batch, AttentionShape s, SixteenBitFormat format) =>
+        MatVecQkvRope(HostMatrix.Of(format, wq, s.QDim, hidden), HostMatrix.Of(format, wk, s.KvDim, hidden), HostMatrix.Of(format, wv, s.KvDim, hidden),
+            x, q, kCache, vCache, rope, slots, positions, batch, s);
+
+    /// <summary>The fused decode projection for matrices in any format.</summary>
+    public static void MatVecQkvRope(HostMatrix wq, HostMatrix wk, HostMatrix wv, double[] x, double[] q, ushort[] kCache, ushort[] vCache,
+        float[] rope, int[] slots, int[] positions, int batch, AttentionShape s)
     {
         var k = new double[batch * s.KvDim];
         var v = new double[batch * s.KvDim];
-        MatVec(wq, x, q, s.QDim, hidden, batch, false, format);
-        MatVec(wk, x, k, s.KvDim, hidden, batch, false, format);
-        MatVec(wv, x, v, s.KvDim, hidden, batch, false, format);
+        MatVec(wq, x, q, batch, false);
+        MatVec(wk, x, k, batch, false);
+        MatVec(wv, x, v, batch, false);
         Rope(q, k, positions, rope, s.Heads, s.KvHeads, s.HeadDim);
         KvAppend(Array.ConvertAll(k, d => (float)d), Array.ConvertAll(v, d => (float)d), kCache, vCache, slots, positions, s.Cache);
     }
 
     /// <summary>C[m, n] (+)= X[m, :] . W[n, :].</summary>
-    public static void Gemm(float[] x, ushort[] w, double[] c, int m, int n, int k, bool accumulate, SixteenBitFormat format)
+    public static void Gemm(float[] x, ushort[] w, double[] c, int m, int n, int k, bool accumulate, SixteenBitFormat format) =>
+        Gemm(x, HostMatrix.Of(format, w, n, k), c, m, accumulate);
+
+    /// <summary>C[m, n] (+)= X[m, :] . W[n, :] for a matrix in any format.</summary>
+    public static void Gemm(float[] x, HostMatrix w, double[] c, int m, bool accumulate)
     {
-        var wd = new double[w.Length];
-        for (int i = 0; i < w.Length; i++)
-            wd[i] = format.Decode(w[i]);
+        int n = w.Rows, k = w.Cols;
+        var wd = w.Dequantized();
         Parallel.For(0, m, r =>
         {
             for (int j = 0; j < n; j++)

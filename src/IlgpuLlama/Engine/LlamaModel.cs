@@ -128,6 +128,7 @@ public sealed class LlamaModel : IDisposable
         Config = config;
         Options = options;
         var accelerator = device.Accelerator;
+        ModelWeights.CheckFormat(config, options.WeightFormat);
         Variant = options.DecodeVariant;
         var tuning = Variant.Apply((options.Tuning ?? KernelTuning.For(accelerator)).ClampTo(accelerator));
         Plan = new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, options.MaxSeqLen, tuning, options.PrefillChunk), options.WeightFormat);

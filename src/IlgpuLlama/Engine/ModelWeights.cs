@@ -9,15 +9,20 @@ using IlgpuLlama.Safetensors;
 
 namespace IlgpuLlama.Engine;
 
-/// <summary>One weight tensor on the device, in its format's layout, named by its safetensors key.</summary>
+/// <summary>
+/// One weight tensor on the device, in its format's layout, named by its safetensors key: 16-bit
+/// values in one buffer, or a block format's quants (named by the key) and scales (key + ".scales").
+/// </summary>
 public sealed class DeviceWeight : IDisposable
 {
-    internal DeviceWeight(string name, WeightFormat format, long[] shape, DeviceBuffer<ushort> values)
+    internal DeviceWeight(string name, WeightFormat format, long[] shape, DeviceBuffer<ushort>? values, DeviceBuffer<byte>? quants, DeviceBuffer<ushort>? scales)
     {
         Name = name;
         Format = format;
         Shape = shape;
         Values = values;
+        Quants = quants;
+        Scales = scales;
     }
 
     /// <summary>The safetensors key (model.layers.3.mlp.up_proj.weight).</summary>
@@ -29,24 +34,40 @@ public sealed class DeviceWeight : IDisposable
     /// <summary>[out, in] for a matrix, [n] for a norm weight.</summary>
     public IReadOnlyList<long> Shape { get; }
 
-    /// <summary>The 16-bit values.</summary>
-    public DeviceBuffer<ushort> Values { get; }
+    /// <summary>The 16-bit values (16-bit formats).</summary>
+    public DeviceBuffer<ushort>? Values { get; }
+
+    /// <summary>The quants (block formats).</summary>
+    public DeviceBuffer<byte>? Quants { get; }
+
+    /// <summary>The block scales (block formats).</summary>
+    public DeviceBuffer<ushort>? Scales { get; }
 
     /// <summary>True for a second name of another weight's storage (a tied lm_head).</summary>
-    public bool IsAlias => Values.IsAlias;
+    public bool IsAlias => (Values?.IsAlias ?? false) || (Quants?.IsAlias ?? false);
+
+    /// <summary>Values of the tensor.</summary>
+    public long Elements => Shape.Aggregate(1L, (a, d) => a * d);
 
     /// <summary>The weight as the matrix launchers take it.</summary>
-    public WeightMatrix Matrix => Shape.Count == 2
-        ? new WeightMatrix(Format, (int)Shape[0], (int)Shape[1], Values.View)
-        : throw new InvalidOperationException($"{Name} is not a matrix");
+    public WeightMatrix Matrix => Shape.Count != 2
+        ? throw new InvalidOperationException($"{Name} is not a matrix")
+        : Format is BlockQuantFormat q
+            ? WeightMatrix.Quantized(q, Quants!.View, Scales!.View, (int)Shape[0], (int)Shape[1])
+            : WeightMatrix.Of((SixteenBitFormat)Format, Values!.View, (int)Shape[0], (int)Shape[1]);
 
     /// <summary>The weight as the norm launchers take it.</summary>
     public WeightVector Vector => Shape.Count == 1 && Format is SixteenBitFormat f
-        ? new WeightVector(f, Values.View)
+        ? new WeightVector(f, Values!.View)
         : throw new InvalidOperationException($"{Name} is not a 16-bit vector");
 
     /// <inheritdoc/>
-    public void Dispose() => Values.Dispose();
+    public void Dispose()
+    {
+        Values?.Dispose();
+        Quants?.Dispose();
+        Scales?.Dispose();
+    }
 }
 
 /// <summary>One transformer block's weights on the device (row-major [out, in]).</summary>
@@ -69,9 +90,10 @@ public sealed record LayerWeights(
 public readonly record struct UploadProgress(long DoneBytes, long TotalBytes);
 
 /// <summary>
-/// All model weights on the device, one buffer per safetensors tensor, named by its key and
-/// allocated through the tracking allocator: matrices in the model's <see cref="WeightFormat"/>,
-/// norm weights in its vector format. A tied lm_head is an alias of the embedding (0 B).
+/// All model weights on the device, one buffer (16-bit) or one quants and one scales buffer (block
+/// formats) per safetensors tensor, named by its key and allocated through the tracking allocator:
+/// matrices in the model's <see cref="WeightFormat"/>, norm weights in its vector format. A tied
+/// lm_head is an alias of the embedding (0 B).
 /// </summary>
 public sealed class ModelWeights : IDisposable
 {
@@ -115,23 +137,50 @@ public sealed class ModelWeights : IDisposable
     /// <summary>Per-layer weights.</summary>
     public IReadOnlyList<LayerWeights> Layers { get; }
 
+    /// <summary>Every weight, tied aliases included.</summary>
+    public IEnumerable<DeviceWeight> All => byName.Values;
+
+    /// <summary>
+    /// Checks that every matrix of <paramref name="config"/> can be stored in <paramref name="format"/>
+    /// (a block format needs input lengths that are whole blocks), before anything is allocated.
+    /// </summary>
+    public static void CheckFormat(LlamaConfig config, WeightFormat format)
+    {
+        if (format is not BlockQuantFormat)
+            return;
+        foreach (var (name, shape) in config.ExpectedTensors())
+        {
+            if (shape.Length == 2 && shape[1] % format.BlockSize != 0)
+                throw new EngineArgumentException(
+                    $"tensor '{name}' [{shape[0]}, {shape[1]}] has {shape[1]} inputs per row, not a multiple of {format.BlockSize}, so it cannot be stored as {format.Name}; " +
+                    $"load the model with {EngineParameters.WeightFormat} fp16 or bf16", EngineParameter.WeightFormat);
+        }
+    }
+
     /// <summary>Allocates every weight buffer of <paramref name="config"/> in <paramref name="format"/> (contents undefined).</summary>
     public static ModelWeights Allocate(DeviceAllocator allocator, LlamaConfig config, WeightFormat format)
     {
-        if (format is not SixteenBitFormat)
-            throw new EngineArgumentException($"{EngineParameters.WeightFormat} {format.Name} has no device upload yet", EngineParameter.WeightFormat);
+        CheckFormat(config, format);
         var byName = new Dictionary<string, DeviceWeight>();
         try
         {
             foreach (var (name, shape) in config.ExpectedTensors())
             {
                 var f = shape.Length == 2 ? format : format.VectorFormat;
-                byName[name] = new DeviceWeight(name, f, shape, allocator.Allocate<ushort>(name, MemoryCategory.Weights, shape));
+                byName[name] = f is BlockQuantFormat q
+                    ? new DeviceWeight(name, q, shape, null,
+                        allocator.Allocate<byte>(name, MemoryCategory.Weights, shape[0], q.RowQuantBytes(shape[1])),
+                        allocator.Allocate<ushort>(name + BlockQuantFormat.ScalesSuffix, MemoryCategory.Weights, shape[0], shape[1] / BlockQuantFormat.Block))
+                    : new DeviceWeight(name, f, shape, allocator.Allocate<ushort>(name, MemoryCategory.Weights, shape), null, null);
             }
             if (config.TieWordEmbeddings)
             {
                 var e = byName["model.embed_tokens.weight"];
-                byName[LlamaConfig.LmHeadName] = new DeviceWeight(LlamaConfig.LmHeadName, e.Format, [.. e.Shape], allocator.Alias(LlamaConfig.LmHeadName, e.Values));
+                string lm = LlamaConfig.LmHeadName;
+                byName[lm] = new DeviceWeight(lm, e.Format, [.. e.Shape],
+                    e.Values is { } v ? allocator.Alias(lm, v) : null,
+                    e.Quants is { } qb ? allocator.Alias(lm, qb) : null,
+                    e.Scales is { } sb ? allocator.Alias(lm + BlockQuantFormat.ScalesSuffix, sb) : null);
             }
             return new ModelWeights(config, format, byName);
         }
@@ -146,9 +195,11 @@ public sealed class ModelWeights : IDisposable
     IEnumerable<DeviceWeight> Stored => byName.Values.Where(w => !w.IsAlias);
 
     /// <summary>
-    /// Converts and uploads every tensor from a checkpoint: chunks are converted in parallel on the
-    /// CPU (BF16/F16/F32 to each weight's device format) into pooled buffers and copied to the
-    /// device, so the model is never held twice in host memory.
+    /// Converts and uploads every tensor from a checkpoint: chunks of rows are converted in parallel
+    /// on the CPU (BF16/F16/F32 to each weight's device format: rounded to 16 bits, or quantised
+    /// block by block) into pooled buffers and copied to the device, so the model is never held twice
+    /// in host memory. Every source value is checked to be finite on the way; a NaN or infinity is
+    /// an error naming the tensor (the caller disposes the half-loaded model).
     /// </summary>
     /// <returns>conversion statistics (values that overflowed fp16, flushed to zero or became subnormal)</returns>
     public ConversionStats Upload(SafetensorsModel source, Accelerator accelerator, IProgress<UploadProgress>? progress = null)
@@ -159,52 +210,126 @@ public sealed class ModelWeights : IDisposable
         {
             var t = source.GetTensor(w.Name);
             totalBytes += t.ByteLength;
-            for (long o = 0; o < t.ElementCount; o += UploadChunkElements)
-                work.Add((w, t, o, (int)Math.Min(UploadChunkElements, t.ElementCount - o)));
+            // Whole rows per work item, so a block format quantises complete blocks.
+            long rowLength = w.Shape[^1];
+            long step = Math.Max(1, UploadChunkElements / rowLength) * rowLength;
+            for (long o = 0; o < t.ElementCount; o += step)
+                work.Add((w, t, o, (int)Math.Min(step, t.ElementCount - o)));
         }
         object deviceLock = new();
         object statsLock = new();
         var stats = default(ConversionStats);
         long done = 0;
-        Parallel.ForEach(work, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, Math.Min(MaxUploadThreads, Environment.ProcessorCount)) }, item =>
+        try
         {
-            int srcSize = SafetensorsDTypes.SizeOf(item.Tensor.DType);
-            var chunk = ArrayPool<ushort>.Shared.Rent(item.Count);
-            try
+            Parallel.ForEach(work, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, Math.Min(MaxUploadThreads, Environment.ProcessorCount)) }, item =>
             {
+                int srcSize = SafetensorsDTypes.SizeOf(item.Tensor.DType);
                 var src = source.GetSpan(item.Tensor, item.Offset * srcSize, item.Count * srcSize);
-                var s = DTypeConversion.Convert(src, item.Tensor.DType, chunk.AsSpan(0, item.Count), (SixteenBitFormat)item.Weight.Format);
-                lock (deviceLock)
-                    item.Weight.Values.View.SubView(item.Offset, item.Count).CopyFromCPU(ref MemoryMarshal.GetArrayDataReference(chunk), item.Count);
+                long bad = DTypeConversion.FirstNonFinite(src, item.Tensor.DType);
+                if (bad >= 0)
+                    throw new SafetensorsException(
+                        $"tensor '{item.Weight.Name}' holds a NaN or infinite value (element {item.Offset + bad:N0}); the checkpoint is corrupt: download or export it again");
+                var s = item.Weight.Format is BlockQuantFormat q
+                    ? UploadQuantized(item.Weight, q, src, item.Tensor.DType, item.Offset, item.Count, deviceLock)
+                    : Upload16(item.Weight, src, item.Tensor.DType, item.Offset, item.Count, deviceLock);
                 lock (statsLock)
                     stats += s;
                 long now = Interlocked.Add(ref done, (long)item.Count * srcSize);
                 progress?.Report(new UploadProgress(now, totalBytes));
-            }
-            finally
-            {
-                ArrayPool<ushort>.Shared.Return(chunk);
-            }
-        });
+            });
+        }
+        catch (AggregateException e)
+        {
+            // Several chunks may fail at once (a corrupt tensor spans chunks): report the first.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerExceptions[0]);
+        }
         accelerator.Synchronize();
         return stats;
+    }
+
+    static ConversionStats Upload16(DeviceWeight w, ReadOnlySpan<byte> src, SafetensorsDType dtype, long offset, int count, object deviceLock)
+    {
+        var chunk = ArrayPool<ushort>.Shared.Rent(count);
+        try
+        {
+            var s = DTypeConversion.Convert(src, dtype, chunk.AsSpan(0, count), (SixteenBitFormat)w.Format);
+            lock (deviceLock)
+                w.Values!.View.SubView(offset, count).CopyFromCPU(ref MemoryMarshal.GetArrayDataReference(chunk), count);
+            return s;
+        }
+        finally
+        {
+            ArrayPool<ushort>.Shared.Return(chunk);
+        }
+    }
+
+    static ConversionStats UploadQuantized(DeviceWeight w, BlockQuantFormat q, ReadOnlySpan<byte> src, SafetensorsDType dtype, long offset, int count, object deviceLock)
+    {
+        long cols = w.Shape[1];
+        long firstRow = offset / cols;
+        int rows = (int)(count / cols);
+        int rowBytes = (int)q.RowQuantBytes(cols), blocks = (int)(cols / BlockQuantFormat.Block);
+        var values = ArrayPool<float>.Shared.Rent(count);
+        var quants = ArrayPool<byte>.Shared.Rent(rows * rowBytes);
+        var scales = ArrayPool<ushort>.Shared.Rent(rows * blocks);
+        try
+        {
+            DTypeConversion.ToF32(src, dtype, values.AsSpan(0, count));
+            for (int r = 0; r < rows; r++)
+                q.QuantizeRow(values.AsSpan(r * (int)cols, (int)cols), quants.AsSpan(r * rowBytes, rowBytes), scales.AsSpan(r * blocks, blocks));
+            int overflow = 0;
+            foreach (ushort bits in scales.AsSpan(0, rows * blocks))
+                overflow += (bits & 0x7C00) == 0x7C00 ? 1 : 0;
+            if (overflow > 0)
+                throw new SafetensorsException(
+                    $"tensor '{w.Name}' has {overflow} blocks whose {q.Name} scale exceeds the fp16 range (values beyond {65504f * (q == WeightFormat.Q8_0 ? 127 : 8):G3}); load it with {EngineParameters.WeightFormat} bf16");
+            lock (deviceLock)
+            {
+                w.Quants!.View.SubView(firstRow * rowBytes, (long)rows * rowBytes).CopyFromCPU(ref MemoryMarshal.GetArrayDataReference(quants), (long)rows * rowBytes);
+                w.Scales!.View.SubView(firstRow * blocks, (long)rows * blocks).CopyFromCPU(ref MemoryMarshal.GetArrayDataReference(scales), (long)rows * blocks);
+            }
+            return default;
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(values);
+            ArrayPool<byte>.Shared.Return(quants);
+            ArrayPool<ushort>.Shared.Return(scales);
+        }
     }
 
     /// <summary>
     /// Fills every weight with deterministic pseudo-random values (for presets and benchmarks):
     /// uniform in [-scale, scale] for matrices, 1 +- scale/4 for norm weights, so activations stay
-    /// in range through the layers.
+    /// in range through the layers. Block formats quantise the same values row by row.
     /// </summary>
     public void FillRandom(ulong seed, float scale, Accelerator accelerator)
     {
         const int chunk = 1 << 20;
-        var host = new ushort[chunk];
         var noise = new DeterministicNoise(seed);
         foreach (var w in Stored.OrderBy(w => w.Name, StringComparer.Ordinal))
         {
-            var format = (SixteenBitFormat)w.Format;
             bool norm = w.Shape.Count == 1;
-            var buffer = w.Values;
+            if (w.Format is BlockQuantFormat q)
+            {
+                int cols = (int)w.Shape[1], rowBytes = (int)q.RowQuantBytes(cols), blocks = cols / BlockQuantFormat.Block;
+                var row = new float[cols];
+                var rowQuants = new byte[rowBytes];
+                var rowScales = new ushort[blocks];
+                for (long r = 0; r < w.Shape[0]; r++)
+                {
+                    for (int i = 0; i < cols; i++)
+                        row[i] = (float)(noise.NextSymmetric() * scale);
+                    q.QuantizeRow(row, rowQuants, rowScales);
+                    w.Quants!.View.SubView(r * rowBytes, rowBytes).CopyFromCPU(rowQuants);
+                    w.Scales!.View.SubView(r * blocks, blocks).CopyFromCPU(rowScales);
+                }
+                continue;
+            }
+            var format = (SixteenBitFormat)w.Format;
+            var buffer = w.Values!;
+            var host = new ushort[chunk];
             for (long o = 0; o < buffer.Length; o += chunk)
             {
                 int n = (int)Math.Min(chunk, buffer.Length - o);
@@ -223,7 +348,11 @@ public sealed class ModelWeights : IDisposable
     public void Zero(Accelerator accelerator)
     {
         foreach (var w in Stored)
-            w.Values.View.MemSetToZero();
+        {
+            w.Values?.View.MemSetToZero();
+            w.Quants?.View.MemSetToZero();
+            w.Scales?.View.MemSetToZero();
+        }
         accelerator.Synchronize();
     }
 

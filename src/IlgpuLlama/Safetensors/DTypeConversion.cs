@@ -167,6 +167,57 @@ public static class DTypeConversion
         }
     }
 
+    /// <summary>Raw little-endian checkpoint bytes of a BF16, F16 or F32 tensor as float32 (exact).</summary>
+    public static void ToF32(ReadOnlySpan<byte> src, SafetensorsDType srcType, Span<float> dst)
+    {
+        switch (srcType)
+        {
+            case SafetensorsDType.BF16:
+                BF16ToF32(MemoryMarshal.Cast<byte, ushort>(src), dst);
+                break;
+            case SafetensorsDType.F16:
+                F16ToF32(MemoryMarshal.Cast<byte, ushort>(src), dst);
+                break;
+            case SafetensorsDType.F32:
+                MemoryMarshal.Cast<byte, float>(src).CopyTo(dst);
+                break;
+            default:
+                throw new NotSupportedException("only BF16, F16 and F32 tensors can be converted to float32");
+        }
+    }
+
+    /// <summary>
+    /// Index of the first NaN or infinity in raw checkpoint bytes of a BF16, F16 or F32 tensor, or -1
+    /// when every value is finite (an all-ones exponent field; checked a vector at a time).
+    /// </summary>
+    public static long FirstNonFinite(ReadOnlySpan<byte> src, SafetensorsDType srcType)
+    {
+        if (srcType == SafetensorsDType.F32)
+            return FirstWithAllOnes(MemoryMarshal.Cast<byte, uint>(src), 0x7F800000u);
+        if (srcType is SafetensorsDType.BF16 or SafetensorsDType.F16)
+            return FirstWithAllOnes(MemoryMarshal.Cast<byte, ushort>(src), srcType == SafetensorsDType.BF16 ? (ushort)0x7F80 : (ushort)0x7C00);
+        throw new NotSupportedException("only BF16, F16 and F32 tensors can be checked");
+    }
+
+    private static long FirstWithAllOnes<T>(ReadOnlySpan<T> bits, T exponentMask)
+        where T : unmanaged, IEquatable<T>, System.Numerics.IBitwiseOperators<T, T, T>
+    {
+        var mask = new Vector<T>(exponentMask);
+        int lanes = Vector<T>.Count, i = 0;
+        ref T b = ref MemoryMarshal.GetReference(bits);
+        for (; i <= bits.Length - lanes; i += lanes)
+        {
+            if (Vector.EqualsAny(Vector.LoadUnsafe(ref b, (nuint)i) & mask, mask))
+                break;
+        }
+        for (; i < bits.Length; i++)
+        {
+            if ((bits[i] & exponentMask).Equals(exponentMask))
+                return i;
+        }
+        return -1;
+    }
+
     /// <summary>
     /// Converts raw little-endian checkpoint bytes of <paramref name="srcType"/> into the device type,
     /// writing <c>src.Length / SizeOf(srcType)</c> elements to the start of <paramref name="dst"/>.

@@ -23,8 +23,10 @@ public sealed class ArchitectureTests
     {
         var names = KernelCatalog.All.Select(e => e.Name).ToList();
         Assert.Equal(names.Count, names.Distinct().Count());
-        // 6 matvec kernels (3 plain, 3 with the norm fused) x 2 formats x 4 widths, gemm/rmsnorm/embedding x 2 formats, and 10 format-free kernels.
-        Assert.Equal(6 * 2 * 4 + 3 * 2 + 10, names.Count);
+        // 6 matvec kernels (3 plain, 3 with the norm fused) x 4 formats x 4 widths, gemm and embedding x 4 formats,
+        // rmsnorm x the 2 16-bit formats (norm weights are always 16-bit), and 10 format-free kernels.
+        Assert.Equal(6 * 4 * 4 + 2 * 4 + 2 + 10, names.Count);
+        Assert.Contains("matvec_swiglu_norm_q4_0_b4", names);
         Assert.All(KernelCatalog.All, e => Assert.False(e.Method.ContainsGenericParameters, e.Name));
         Assert.Contains("matvec_qkv_rope_bf16_b3", names);
         Assert.Contains("attention", names);
@@ -56,13 +58,20 @@ public sealed class ArchitectureTests
     [Fact]
     public void Weight_formats_are_data_the_memory_formula_reads()
     {
-        Assert.Equal(["fp16", "bf16"], WeightFormat.Names);
+        Assert.Equal(["fp16", "bf16", "q8_0", "q4_0"], WeightFormat.Names);
         Assert.Same(WeightFormat.Bf16, WeightFormat.Parse("BF16"));
-        Assert.Contains("known formats: fp16, bf16", Assert.Throws<ArgumentException>(() => WeightFormat.Parse("q5_1")).Message);
+        Assert.Contains("known formats: fp16, bf16, q8_0, q4_0", Assert.Throws<ArgumentException>(() => WeightFormat.Parse("q5_1")).Message);
         var config = LlamaConfig.Preset("llama-3.2-1b");
         var shape = WorkspaceShape.For(config, 4, 256, new KernelTuning());
-        foreach (var f in WeightFormat.All)
+        foreach (var f in WeightFormat.SixteenBit)
             Assert.Equal(config.ParameterCount() * 2, new MemoryPlan(config, shape, f).WeightBytes);
+        // The figures: matrices at rows x in/32 x 34 (or 18) B, norms at 2 B.
+        Assert.Equal(1_313_116_160, new MemoryPlan(config, shape, WeightFormat.Q8_0).WeightBytes);
+        Assert.Equal(695_242_752, new MemoryPlan(config, shape, WeightFormat.Q4_0).WeightBytes);
+        var eight = LlamaConfig.Preset("llama-3.1-8b");
+        var eightShape = WorkspaceShape.For(eight, 4, 256, new KernelTuning());
+        Assert.Equal(8_532_402_176, new MemoryPlan(eight, eightShape, WeightFormat.Q8_0).WeightBytes);
+        Assert.Equal(4_517_404_672, new MemoryPlan(eight, eightShape, WeightFormat.Q4_0).WeightBytes);
         Assert.Equal(2 * 8 * 2048L, WeightFormat.Fp16.MatrixBytes(8, 2048));
         Assert.Equal(16.0, WeightFormat.Fp16.BitsPerWeight);
         // The shared rounding helper: round to nearest even, exact round trips.

@@ -1,0 +1,105 @@
+namespace IlgpuLlama.Kernels.Reference;
+
+/// <summary>
+/// A weight matrix [rows, cols] in host memory in one format's device layout: 16-bit values, or a
+/// block format's quants and scales. The references read it through <see cref="Value"/>, the exact
+/// value the device computes with (ggml's dequantisation for the block formats).
+/// </summary>
+public sealed class HostMatrix
+{
+    HostMatrix(WeightFormat format, int rows, int cols, ushort[]? values, byte[]? quants, ushort[]? scales)
+    {
+        Format = format;
+        Rows = rows;
+        Cols = cols;
+        Values = values;
+        Quants = quants;
+        Scales = scales;
+    }
+
+    /// <summary>The layout.</summary>
+    public WeightFormat Format { get; }
+
+    /// <summary>Output rows.</summary>
+    public int Rows { get; }
+
+    /// <summary>Input values per row.</summary>
+    public int Cols { get; }
+
+    /// <summary>16-bit values [rows, cols] (16-bit formats).</summary>
+    public ushort[]? Values { get; }
+
+    /// <summary>Quants [rows, cols / 32 x quant bytes] (block formats).</summary>
+    public byte[]? Quants { get; }
+
+    /// <summary>Block scales [rows, cols / 32] as fp16 bits (block formats).</summary>
+    public ushort[]? Scales { get; }
+
+    /// <summary>A matrix of 16-bit values.</summary>
+    public static HostMatrix Of(SixteenBitFormat format, ushort[] values, int rows, int cols) => new(format, rows, cols, values, null, null);
+
+    /// <summary>A block-format matrix from its quants and scales.</summary>
+    public static HostMatrix Of(BlockQuantFormat format, byte[] quants, ushort[] scales, int rows, int cols) => new(format, rows, cols, null, quants, scales);
+
+    /// <summary>fp32 values [rows, cols] stored in <paramref name="format"/>: rounded to 16 bits, or quantised block by block.</summary>
+    public static HostMatrix From(WeightFormat format, float[] values, int rows, int cols)
+    {
+        if (format is SixteenBitFormat f)
+            return Of(f, Array.ConvertAll(values, v => f.Encode(v)), rows, cols);
+        var q = (BlockQuantFormat)format;
+        int rowBytes = (int)q.RowQuantBytes(cols), blocks = cols / BlockQuantFormat.Block;
+        var quants = new byte[(long)rows * rowBytes];
+        var scales = new ushort[(long)rows * blocks];
+        for (int r = 0; r < rows; r++)
+            q.QuantizeRow(values.AsSpan(r * cols, cols), quants.AsSpan(r * rowBytes, rowBytes), scales.AsSpan(r * blocks, blocks));
+        return Of(q, quants, scales, rows, cols);
+    }
+
+    /// <summary>The value of weight (r, c) as the device computes with it.</summary>
+    public double Value(int r, int c)
+    {
+        if (Format is SixteenBitFormat f)
+            return f.Decode(Values![(long)r * Cols + c]);
+        var q = (BlockQuantFormat)Format;
+        int blocks = Cols / BlockQuantFormat.Block, b = c / BlockQuantFormat.Block;
+        var block = Quants.AsSpan((int)(r * q.RowQuantBytes(Cols)) + b * q.QuantBytesPerBlock, q.QuantBytesPerBlock);
+        return q.DequantizeBlockValue(block, Scales![r * blocks + b], c % BlockQuantFormat.Block);
+    }
+
+    /// <summary>Every value, row-major, as the device computes with them.</summary>
+    public double[] Dequantized()
+    {
+        var d = new double[(long)Rows * Cols];
+        Parallel.For(0, Rows, r =>
+        {
+            for (int c = 0; c < Cols; c++)
+                d[(long)r * Cols + c] = Value(r, c);
+        });
+        return d;
+    }
+
+    /// <summary>The rows <paramref name="ids"/>, in that order, as a matrix.</summary>
+    public HostMatrix SelectRows(int[] ids)
+    {
+        if (Format is SixteenBitFormat f)
+        {
+            var v = new ushort[(long)ids.Length * Cols];
+            for (int i = 0; i < ids.Length; i++)
+                Array.Copy(Values!, (long)ids[i] * Cols, v, (long)i * Cols, Cols);
+            return Of(f, v, ids.Length, Cols);
+        }
+        var q = (BlockQuantFormat)Format;
+        int rowBytes = (int)q.RowQuantBytes(Cols), blocks = Cols / BlockQuantFormat.Block;
+        var quants = new byte[(long)ids.Length * rowBytes];
+        var scales = new ushort[(long)ids.Length * blocks];
+        for (int i = 0; i < ids.Length; i++)
+        {
+            Array.Copy(Quants!, (long)ids[i] * rowBytes, quants, (long)i * rowBytes, rowBytes);
+            Array.Copy(Scales!, (long)ids[i] * blocks, scales, (long)i * blocks, blocks);
+        }
+        return Of(q, quants, scales, ids.Length, Cols);
+    }
+
+    /// <summary>Bytes on the device.</summary>
+    public long DeviceBytes => Format.MatrixBytes(Rows, Cols);
+}
