@@ -189,7 +189,7 @@ public sealed class LlamaTokenizer
             using var stream = new MemoryStream(tiktokenText, writable: false);
             bpe = TiktokenTokenizer.Create(
                 stream,
-                new RegexPreTokenizer(Llama3Vocabulary.PreTokenizerRegex, null),
+                Llama3PreTokenizer.Instance,
                 normalizer: null,
                 specialTokens: null,
                 cacheSize: BpeCacheSize);
