@@ -6,7 +6,7 @@ using IlgpuLlama.Text;
 namespace IlgpuLlama.Tests.Text;
 
 /// <summary>
-/// <see cref="LlamaTokenizer.Encode"/> against an independent implementation of the Llama 3 tokenizer
+/// <see cref="LlamaTokenizer.Encode(string, bool)"/> against an independent implementation of the Llama 3 tokenizer
 /// written here from its specification, on hard strings and on random text.
 /// </summary>
 /// <remarks>
@@ -156,7 +156,7 @@ public sealed class Llama3ReferenceTokenizerTests
             .ToList();
     }
 
-    static int[] ReferenceEncode(string text)
+    internal static int[] ReferenceEncode(string text)
     {
         var ids = new List<int>();
         foreach (string piece in ReferencePieces(text)) ids.AddRange(BytePairMerge(Encoding.UTF8.GetBytes(piece)));
