@@ -8,7 +8,7 @@ namespace IlgpuLlama.Cli.Infrastructure;
 /// <summary>
 /// The writers of one invocation: results go to <see cref="Out"/> (stdout), statistics and
 /// progress to <see cref="Err"/> (stderr). Tests pass their own writers through
-/// <see cref="Program.Run"/>; System.CommandLine hands them to each action.
+/// <see cref="Program.Run(string[], TextWriter, TextWriter)"/>; System.CommandLine hands them to each action.
 /// </summary>
 public sealed class CommandIO
 {
