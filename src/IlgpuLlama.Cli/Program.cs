@@ -17,9 +17,14 @@ public static class Program
     /// <returns>0 on success, 1 on an error, 2 on a usage error</returns>
     public static int Run(string[] args, TextWriter output, TextWriter error) => CliRunner.Run(BuildRoot(), args, output, error);
 
-    /// <summary>The command tree.</summary>
-    public static RootCommand BuildRoot()
+    /// <summary>Runs the CLI in-process with <paramref name="input"/> as standard input (chat lines, <c>--file -</c>).</summary>
+    public static int Run(string[] args, TextReader input, TextWriter output, TextWriter error) =>
+        CliRunner.Run(BuildRoot(() => input), args, output, error);
+
+    /// <summary>The command tree; <paramref name="input"/> supplies standard input (default: the console's, read when needed).</summary>
+    public static RootCommand BuildRoot(Func<TextReader>? input = null)
     {
+        input ??= () => Console.In;
         var root = new RootCommand("Llama 3.x inference on ILGPU kernels (CUDA or the CPU accelerator).");
         root.Options.Add(CliOptions.Verbose);
 
@@ -30,7 +35,9 @@ public static class Program
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(LogitsCommand.Create());
         root.Subcommands.Add(CompareLogitsCommand.Create());
-        root.Subcommands.Add(ChatCommand.Create());
+        root.Subcommands.Add(ChatCommand.Create(input));
+        root.Subcommands.Add(TokenizeCommand.Create(input));
+        root.Subcommands.Add(DetokenizeCommand.Create());
 
         var bench = BenchCommand.Create();
         bench.Subcommands.Add(BenchKernelsCommand.Create());

@@ -8,13 +8,17 @@ namespace IlgpuLlama.Cli.Commands;
 
 /// <summary>
 /// <c>ilgpu-llama generate</c>: text (or token ids) in, text out. With no --model and no
-/// weights/Llama-3.2-1B it runs the built-in demo model end to end. One prompt streams; several
+/// weights/Llama-3.2-1B it runs the built-in demo model end to end, greedily unless a sampling flag
+/// is given, so a first run is reproducible. Special tokens print only with --special. One prompt streams; several
 /// are printed as each finishes. Speed and memory go to stderr; --json puts everything on stdout.
 /// </summary>
 public static class GenerateCommand
 {
     /// <summary>Default prompt when neither --prompt nor --tokens is given.</summary>
     public const string DefaultPrompt = "The quick brown fox";
+
+    /// <summary>Seed of the demo run when no sampling flag is given (it decodes greedily, so the seed only completes the record).</summary>
+    public const ulong DemoSeed = 1;
 
     public sealed record SequenceJson(IReadOnlyList<int> PromptTokens, IReadOnlyList<int> GeneratedTokens, string? Text, string FinishReason);
 
@@ -33,10 +37,11 @@ public static class GenerateCommand
         var tokens = new Option<string[]>("--tokens") { Description = "Prompt as token ids, e.g. 128000,9906 (repeat for a batch; works without tokenizer files)" };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "New tokens per sequence at most", DefaultValueFactory = _ => 64 };
         var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Do not stop at end-of-sequence tokens (benchmarks)" };
+        var special = new Option<bool>("--special") { Description = "Print special tokens (<|eot_id|>, reserved tokens) by name; by default they print nothing" };
         var json = CliOptions.Json();
         var sampling = new SamplingFlags();
         var engine = new ModelOptions();
-        var command = new Command("generate", "Generate text for one or more prompts") { model, prompt, tokens, maxNew, ignoreEos, json };
+        var command = new Command("generate", "Generate text for one or more prompts") { model, prompt, tokens, maxNew, ignoreEos, special, json };
         sampling.AddTo(command);
         engine.AddTo(command);
         command.Validators.Add(r =>
@@ -53,7 +58,14 @@ public static class GenerateCommand
         {
             var io = CommandIO.From(parse);
             var samplingOptions = sampling.Parse(parse);
-            string dir = ModelOptions.ResolveModelDir(parse.GetValue(model), io, allowDemo: true);
+            // The demo's first run should print the same text every time: greedy unless the user chose sampling.
+            bool userSampling = new Option[] { sampling.Temperature, sampling.TopK, sampling.TopP, sampling.MinP, sampling.RepetitionPenalty, sampling.Seed }
+                .Any(o => parse.GetResult(o) is { Implicit: false });
+            string dir = ModelOptions.ResolveModelDir(parse.GetValue(model), io, allowDemo: true, [ModelOptions.DefaultModelDir], out bool isDemo,
+                userSampling ? null : $"greedy decoding with seed {DemoSeed}, so every run prints the same text (--temperature or --seed samples)");
+            if (isDemo && !userSampling)
+                samplingOptions = samplingOptions with { Temperature = 0f, Seed = DemoSeed };
+            bool includeSpecial = parse.GetValue(special);
             var textPrompts = parse.GetValue(prompt) ?? [];
             var tokenPrompts = (parse.GetValue(tokens) ?? []).Select(ModelOptions.ParseTokens).ToArray();
             LlamaTokenizer? tokenizer = null;
@@ -86,7 +98,7 @@ public static class GenerateCommand
             var options = new GenerationOptions { MaxNewTokens = parse.GetValue(maxNew), Sampling = samplingOptions, StopTokens = stops };
             bool asJson = parse.GetValue(json);
             bool stream = !asJson && prompts.Length == 1 && tokenizer is not null;
-            var decoder = stream ? new StreamingDecoder(tokenizer!) : null;
+            var decoder = stream ? new StreamingDecoder(tokenizer!, includeSpecial) : null;
             if (stream)
             {
                 io.Out.Write(textPrompts.Length == 1 ? textPrompts[0] : "");
@@ -101,7 +113,7 @@ public static class GenerateCommand
                 io.Out.Flush();
             });
 
-            string? Text(IReadOnlyList<int> ids) => tokenizer?.Decode(ids.Where(t => !stops.Contains(t)));
+            string? Text(IReadOnlyList<int> ids) => tokenizer?.Decode(ids.Where(t => !stops.Contains(t)), includeSpecial);
             if (decoder is not null)
             {
                 io.Out.WriteLine(decoder.Flush());
@@ -114,7 +126,7 @@ public static class GenerateCommand
                     io.Out.WriteLine($"=== sequence {i + 1} ({s.GeneratedTokens.Count} tokens, {s.FinishReason.ToString().ToLowerInvariant()}) ===");
                     io.Out.WriteLine(tokenizer is null
                         ? string.Join(",", s.GeneratedTokens)
-                        : (textPrompts.Length > i ? textPrompts[i] : tokenizer.Decode(prompts[i])) + Text(s.GeneratedTokens));
+                        : (textPrompts.Length > i ? textPrompts[i] : tokenizer.Decode(prompts[i], includeSpecial)) + Text(s.GeneratedTokens));
                 }
             }
 

@@ -11,7 +11,8 @@ namespace IlgpuLlama.Cli.Commands;
 public static class InfoCommand
 {
     /// <summary>One accelerator as reported by <see cref="ComputeDevice.ListAll"/>.</summary>
-    public sealed record AcceleratorInfo(string Kind, string Name, long MemoryBytes, int WarpSize, string ComputeCapability, int Multiprocessors);
+    /// <remarks>ComputeCapability is null where there is none (the CPU accelerator); the table shows "-".</remarks>
+    public sealed record AcceleratorInfo(string Kind, string Name, long MemoryBytes, int WarpSize, string? ComputeCapability, int Multiprocessors);
 
     /// <summary>The whole report (the JSON shape of <c>info --json</c>).</summary>
     public sealed record InfoReport(string IlgpuVersion, string DotnetVersion, string Runtime, string Os, IReadOnlyList<AcceleratorInfo> Accelerators);
@@ -70,7 +71,7 @@ public static class InfoCommand
         foreach (var a in r.Accelerators)
         {
             table.AddRow(a.Kind, Markup.Escape(a.Name), $"{a.MemoryBytes / (double)(1L << 30):F1} GiB{(a.Kind == "cpu" ? " (host)" : "")}", a.WarpSize.ToString(),
-                a.ComputeCapability, a.Multiprocessors.ToString());
+                a.ComputeCapability ?? "-", a.Multiprocessors.ToString());
         }
         console.Write(table);
         if (r.Accelerators.All(a => a.Kind != "cuda"))

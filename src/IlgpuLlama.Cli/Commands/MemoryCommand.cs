@@ -99,11 +99,7 @@ public static class MemoryCommand
 
     static MemoryReport Build(string name, LlamaConfig config, int batch, int seq, MemoryPlan plan, Allocated? allocated, ComputeDevice? device)
     {
-        double billions = plan.ParameterCount / 1e9;
-        long embedding = (long)config.VocabSize * config.HiddenSize;
-        string rule = $"rule of thumb: {Math.Round(billions)}B params x 2 B = {Math.Round(billions) * 2:F2} GB; exact: {plan.ParameterCount:N0} params x 2 B = {plan.WeightBytes:N0} B ({plan.WeightBytes / 1e9:F2} GB). " +
-            $"They differ because \"1B\" is a rounded name: the model has {billions:F3}B parameters, {embedding / 1e6:F1}M of them in the {config.VocabSize:N0} x {config.HiddenSize} embedding" +
-            (config.TieWordEmbeddings ? " (tied to the output layer, counted once)" : "") + "; and the KV cache and activations come on top.";
+        string rule = RuleOfThumb(plan.ParameterCount, plan.WeightBytes, (long)config.VocabSize * config.HiddenSize, config, plan.Format);
         var fits = new List<FitRow>();
         foreach (var (gpu, gib) in Gpus)
             fits.Add(Fit(gpu, (long)(gib * (1L << 30)), plan, batch, config.MaxPositionEmbeddings));
@@ -113,6 +109,50 @@ public static class MemoryCommand
             plan.ParameterCount, plan.WeightBytes, plan.Format.MatrixBytesFormula + (plan.Format.BlockSize > 1 ? " + norms x 2 B" : ""), plan.KvBytesPerToken, plan.KvCacheBytes, plan.ActivationBytes, plan.TotalBytes,
             plan.ActivationLines, rule, fits, allocated);
     }
+
+    /// <summary>
+    /// The "N params x 2 B" estimate against the exact weight bytes, both from this model's own size:
+    /// N is the parameter count rounded the way model names round it (1.236B is "1B", 270,816 is
+    /// "271K"). Sizes in GiB with the decimal GB figure beside, since the rule is usually quoted in GB.
+    /// </summary>
+    public static string RuleOfThumb(long parameters, long weightBytes, long embeddingParameters, LlamaConfig config, WeightFormat? format = null)
+    {
+        format ??= WeightFormat.Fp16;
+        double bytesPerWeight = format.BitsPerWeight / 8;
+        var (scale, unit) = parameters >= 1_000_000_000 ? (1e9, "B") : parameters >= 1_000_000 ? (1e6, "M") : (1e3, "K");
+        double exact = parameters / scale;
+        double nominal = Math.Max(1, Math.Round(exact));
+        long nominalBytes = (long)(nominal * scale * bytesPerWeight);
+        string tied = config.TieWordEmbeddings ? " (tied to the output layer, counted once)" : "";
+        string perWeight = $"{bytesPerWeight:0.####} B";
+        string exactFormula = format.BlockSize == 1
+            ? $"{parameters:N0} params x {perWeight}"
+            : $"{parameters:N0} params, the matrices at {format.BitsPerWeight:0.##} bits ({format.Name}) and the norms at 2 B";
+        return $"rule of thumb: {nominal:0}{unit} params x {perWeight} = {Decimal(nominalBytes)} ({Binary(nominalBytes)}); " +
+            $"exact: {exactFormula} = {weightBytes:N0} B ({Binary(weightBytes)}, {Decimal(weightBytes)}). " +
+            $"The rounded count hides that the model has {exact:0.000}{unit} parameters, {Count(embeddingParameters)} " +
+            $"({100.0 * embeddingParameters / parameters:0}%) of them in the {config.VocabSize:N0} x {config.HiddenSize} embedding{tied}; " +
+            "and the KV cache and activations come on top.";
+    }
+
+    /// <summary>Bytes in binary units: "2.30 GiB", "32.0 MiB", "529 KiB", "12 B".</summary>
+    public static string Binary(long bytes) => bytes switch
+    {
+        >= 1L << 30 => $"{bytes / (double)(1L << 30):F2} GiB",
+        >= 1L << 20 => $"{bytes / (double)(1L << 20):F1} MiB",
+        >= 1L << 10 => $"{bytes / 1024.0:F0} KiB",
+        _ => $"{bytes} B",
+    };
+
+    static string Decimal(long bytes) => bytes switch
+    {
+        >= 1_000_000_000 => $"{bytes / 1e9:F2} GB",
+        >= 1_000_000 => $"{bytes / 1e6:F2} MB",
+        >= 1_000 => $"{bytes / 1e3:F2} KB",
+        _ => $"{bytes} B",
+    };
+
+    static string Count(long n) => n >= 1_000_000_000 ? $"{n / 1e9:0.0}B" : n >= 1_000_000 ? $"{n / 1e6:0.0}M" : n >= 1_000 ? $"{n / 1e3:0.0}K" : $"{n}";
 
     // Largest KV cache beside the weights and this workspace; the per-sequence length is also capped by the model's context.
     static FitRow Fit(string name, long bytes, MemoryPlan plan, int batch, int maxPositions)
@@ -125,17 +165,17 @@ public static class MemoryCommand
     {
         var console = CommandIO.Console(io.Out);
         console.WriteLine($"{r.Model}: batch {r.Batch} x seq {r.Seq}, {r.Dtype} weights, fp16 KV cache, fp32 activations");
-        var t = new Table().AddColumns("item", "formula", "bytes", "GB");
+        var t = new Table().AddColumns("item", "formula", "bytes", "size");
         t.Columns[2].RightAligned();
         t.Columns[3].RightAligned();
         t.AddRow("parameters", "tied embeddings counted once", $"{r.ParameterCount:N0}", "");
-        t.AddRow("weights", Markup.Escape(r.WeightFormula), $"{r.WeightBytes:N0}", $"{r.WeightBytes / 1e9:F3}");
+        t.AddRow("weights", Markup.Escape(r.WeightFormula), $"{r.WeightBytes:N0}", Binary(r.WeightBytes));
         t.AddRow("KV cache per token", "2 x layers x kv_heads x head_dim x 2 B", $"{r.KvCacheBytesPerToken:N0}", "");
-        t.AddRow("KV cache", "batch x seq x per token", $"{r.KvCacheBytes:N0}", $"{r.KvCacheBytes / 1e9:F3}");
+        t.AddRow("KV cache", "batch x seq x per token", $"{r.KvCacheBytes:N0}", Binary(r.KvCacheBytes));
         foreach (var line in r.ActivationItems)
             t.AddRow(Markup.Escape("  " + line.Item), Markup.Escape(line.Formula), $"{line.Bytes:N0}", "");
-        t.AddRow("activations", "sum of the lines above", $"{r.ActivationBytes:N0}", $"{r.ActivationBytes / 1e9:F3}");
-        t.AddRow("[bold]total[/]", "weights + KV cache + activations", $"[bold]{r.TotalBytes:N0}[/]", $"{r.TotalBytes / 1e9:F3}");
+        t.AddRow("activations", "sum of the lines above", $"{r.ActivationBytes:N0}", Binary(r.ActivationBytes));
+        t.AddRow("[bold]total[/]", "weights + KV cache + activations", $"[bold]{r.TotalBytes:N0}[/]", Binary(r.TotalBytes));
         console.Write(t);
         io.Out.WriteLine(r.RuleOfThumb);
         var f = new Table().AddColumns("device", "memory", "fits", "max KV tokens beside weights", $"max seq at batch {r.Batch} (capped by the model context)");

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Encodings.Web;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Spectre.Console;
 
 namespace IlgpuLlama.Cli.Infrastructure;
@@ -8,7 +9,7 @@ namespace IlgpuLlama.Cli.Infrastructure;
 /// <summary>
 /// The writers of one invocation: results go to <see cref="Out"/> (stdout), statistics and
 /// progress to <see cref="Err"/> (stderr). Tests pass their own writers through
-/// <see cref="Program.Run"/>; System.CommandLine hands them to each action.
+/// <see cref="Program.Run(string[], TextWriter, TextWriter)"/>; System.CommandLine hands them to each action.
 /// </summary>
 public sealed class CommandIO
 {
@@ -31,13 +32,17 @@ public sealed class CommandIO
     public static CommandIO From(ParseResult parse) =>
         new(parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error);
 
-    /// <summary>JSON with snake_case keys, indented.</summary>
+    /// <summary>
+    /// JSON with snake_case keys, indented; enums as snake_case names ("kv_cache", not 1), so a
+    /// reader needs no table of numbers (saved files with numbers still read back).
+    /// </summary>
     public static JsonSerializerOptions JsonOptions { get; } = new()
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         DictionaryKeyPolicy = JsonNamingPolicy.SnakeCaseLower,
         WriteIndented = true,
         Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
     };
 
     /// <summary>Serialises <paramref name="value"/> to stdout.</summary>

@@ -16,6 +16,12 @@ public sealed class ModelOptions
     /// <summary>Where real weights are looked for when --model is not given.</summary>
     public const string DefaultModelDir = "weights/Llama-3.2-1B";
 
+    /// <summary>Where weights/README.md puts the Instruct model, which chat looks for first.</summary>
+    public const string InstructModelDir = "weights/Llama-3.2-1B-Instruct";
+
+    /// <summary>chat's default models in order: the Instruct model it is made for, then the base model.</summary>
+    public static IReadOnlyList<string> ChatModelDirs { get; } = [InstructModelDir, DefaultModelDir];
+
     public Option<DeviceKind> Device { get; } = CliOptions.Device();
     public Option<int> MaxBatchSize { get; } = new("--max-batch-size") { Description = $"Sequences decoded together (KV-cache slots), 1..{BatchWidth.Max}", DefaultValueFactory = _ => 4 };
     public Option<int> MaxSeqLen { get; } = new("--max-seq-len") { Description = "Positions per sequence in the KV cache (prompt + new tokens)", DefaultValueFactory = _ => 256 };
@@ -76,26 +82,50 @@ public sealed class ModelOptions
     /// The model directory: --model if given; else weights/Llama-3.2-1B if present; else the
     /// built-in demo, created on first use (the notice says so on stderr).
     /// </summary>
-    public static string ResolveModelDir(string? model, CommandIO io, bool allowDemo)
+    public static string ResolveModelDir(string? model, CommandIO io, bool allowDemo) =>
+        ResolveModelDir(model, io, allowDemo, [DefaultModelDir], out _);
+
+    /// <summary>
+    /// The model directory: --model if given; else the first of <paramref name="candidates"/> that
+    /// holds a config.json; else, when <paramref name="allowDemo"/>, the built-in demo, created on first
+    /// use, with one line on stderr saying so (<paramref name="demoNote"/> appended to that line).
+    /// </summary>
+    public static string ResolveModelDir(string? model, CommandIO io, bool allowDemo, IReadOnlyList<string> candidates, out bool isDemo,
+        string? demoNote = null)
     {
+        isDemo = false;
         if (!string.IsNullOrEmpty(model))
         {
             if (!Directory.Exists(model))
                 throw new DirectoryNotFoundException($"--model '{model}' is not a directory; pass a Hugging Face Llama 3 model directory (see weights/README.md)");
             return model;
         }
-        if (File.Exists(Path.Combine(DefaultModelDir, "config.json")))
-            return DefaultModelDir;
+        if (FindDefaultModelDir(".", candidates) is { } found)
+            return found;
+        string looked = string.Join(" or ", candidates);
         if (!allowDemo)
-            throw new ArgumentException($"--model DIR is required (no {DefaultModelDir} found; see weights/README.md)");
-        io.Err.WriteLine(DemoNotice);
+            throw new ArgumentException($"--model DIR is required (no {looked} found; see weights/README.md)");
+        io.Err.WriteLine($"demo: no --model given and no {looked} found, so this runs the built-in tiny Llama-3-architecture model with random weights (its text is gibberish)" +
+            (demoNote is null ? "" : $"; {demoNote}") +
+            $"; for real text: huggingface-cli download meta-llama/{Path.GetFileName(candidates[0])} --local-dir {candidates[0]}");
+        isDemo = true;
         return DemoModel.Ensure("weights");
     }
 
-    /// <summary>One line saying what the demo is and how to get the real model.</summary>
-    public const string DemoNotice =
-        "demo: no model given and weights/Llama-3.2-1B not found, so this runs the built-in tiny Llama-3-architecture model with random weights (its text is gibberish); " +
-        "for real text: huggingface-cli download meta-llama/Llama-3.2-1B --local-dir weights/Llama-3.2-1B";
+    /// <summary>
+    /// The first of <paramref name="candidates"/> (paths relative to <paramref name="baseDirectory"/>)
+    /// that holds a config.json, as a path under <paramref name="baseDirectory"/>; null if none does.
+    /// </summary>
+    public static string? FindDefaultModelDir(string baseDirectory, IReadOnlyList<string> candidates)
+    {
+        foreach (string candidate in candidates)
+        {
+            string dir = Path.Combine(baseDirectory, candidate);
+            if (File.Exists(Path.Combine(dir, "config.json")))
+                return baseDirectory == "." ? candidate : dir;
+        }
+        return null;
+    }
 
     /// <summary>Loads a model directory, drawing upload progress on stderr.</summary>
     public static LlamaModel Load(ComputeDevice device, string dir, EngineOptions options, CommandIO io)

@@ -89,10 +89,10 @@ public sealed class ComputeDevice : IDisposable
         return $"ILGPU CPU accelerator (warp {a.WarpSize}, max group {a.MaxNumThreadsPerGroup}, {a.NumMultiprocessors} emulated multiprocessors)";
     }
 
-    /// <summary>Every accelerator ILGPU can see (CUDA GPUs and the CPU accelerator).</summary>
-    public static IReadOnlyList<(string Kind, string Name, long MemoryBytes, int WarpSize, string ComputeCapability, int MultiprocessorCount)> ListAll()
+    /// <summary>Every accelerator ILGPU can see (CUDA GPUs and the CPU accelerator); the CPU has no compute capability (null).</summary>
+    public static IReadOnlyList<(string Kind, string Name, long MemoryBytes, int WarpSize, string? ComputeCapability, int MultiprocessorCount)> ListAll()
     {
-        var list = new List<(string, string, long, int, string, int)>();
+        var list = new List<(string, string, long, int, string?, int)>();
         try
         {
             using var context = Context.Create(b => b.Cuda());
@@ -104,7 +104,7 @@ public sealed class ComputeDevice : IDisposable
             // no CUDA driver
         }
         var cpu = EngineCpuDevice;
-        list.Add(("cpu", "ILGPU CPU accelerator", cpu.MemorySize, cpu.WarpSize, "-", cpu.NumMultiprocessors));
+        list.Add(("cpu", "ILGPU CPU accelerator", cpu.MemorySize, cpu.WarpSize, null, cpu.NumMultiprocessors));
         return list;
     }
 

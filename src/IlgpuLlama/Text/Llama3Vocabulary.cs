@@ -1,5 +1,3 @@
-using System.Text.RegularExpressions;
-
 namespace IlgpuLlama.Text;
 
 /// <summary>
@@ -8,7 +6,10 @@ namespace IlgpuLlama.Text;
 /// </summary>
 public static class Llama3Vocabulary
 {
-    /// <summary>The pre-tokenizer pattern; identical to tiktoken's cl100k_base pattern.</summary>
+    /// <summary>
+    /// The pre-tokenizer pattern; identical to tiktoken's cl100k_base pattern. It is the specification:
+    /// <see cref="Llama3PreTokenizer"/> evaluates it on code points, which a .NET Regex cannot.
+    /// </summary>
     public const string PreTokenizerPattern =
         @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -24,9 +25,6 @@ public static class Llama3Vocabulary
     public const string EndHeader = "<|end_header_id|>";
     public const string EndOfMessage = "<|eom_id|>";
     public const string EndOfTurn = "<|eot_id|>";
-
-    // Compiled once: the regex is evaluated on every encode call and on the trainer's corpus.
-    internal static readonly Regex PreTokenizerRegex = new(PreTokenizerPattern, RegexOptions.Compiled | RegexOptions.CultureInvariant);
 
     /// <summary>
     /// The Llama 3.1/3.2 special-token names in id order (offset 0 is the id equal to the rank count).

@@ -10,10 +10,11 @@ namespace IlgpuLlama.Text;
 /// special tokens that directly follow the BPE ranks.
 /// </summary>
 /// <remarks>
-/// Special tokens are never recognised inside text passed to <see cref="Encode"/>: a user who types
-/// "&lt;|eot_id|&gt;" gets the ordinary tokens for those characters, as Meta's own
+/// Special tokens are not recognised inside text passed to <see cref="Encode(string, bool)"/>: a user
+/// who types "&lt;|eot_id|&gt;" gets the ordinary tokens for those characters, as Meta's own
 /// <c>encode(..., allowed_special=set())</c> does. Special ids are only produced by callers that
-/// insert them explicitly (BOS, the chat template).
+/// insert them explicitly (BOS, the chat template) or ask for them with
+/// <see cref="Encode(string, bool, bool)"/> (<c>tokenize --special</c>).
 /// </remarks>
 public sealed class LlamaTokenizer
 {
@@ -28,6 +29,8 @@ public sealed class LlamaTokenizer
     private readonly byte[]?[] _bytesById;
     private readonly bool[] _isSpecial;
     private readonly Dictionary<string, int> _specialTokens;
+    // Special names grouped by first character, longest first, for Encode(..., parseSpecial: true).
+    private readonly Dictionary<char, string[]> _specialsByFirstChar;
 
     private LlamaTokenizer(TiktokenTokenizer bpe, IReadOnlyList<(byte[] Bytes, int Rank)> ranks, IReadOnlyDictionary<string, int> specialTokens)
     {
@@ -62,6 +65,10 @@ public sealed class LlamaTokenizer
             _isSpecial[id] = true;
             _specialTokens.Add(name, id);
         }
+        _specialsByFirstChar = _specialTokens.Keys
+            .Where(name => name.Length > 0)
+            .GroupBy(name => name[0])
+            .ToDictionary(g => g.Key, g => g.OrderByDescending(name => name.Length).ThenBy(name => name, StringComparer.Ordinal).ToArray());
 
         BosId = RequireSpecial(Llama3Vocabulary.BeginOfText);
         EndOfTextId = RequireSpecial(Llama3Vocabulary.EndOfText);
@@ -132,7 +139,7 @@ public sealed class LlamaTokenizer
 
         throw new TokenizerException(
             $"No tokenizer in '{modelDir}': looked for original/tokenizer.model, tokenizer.model and tokenizer.json; " +
-            $"use {EngineParameters.Tokens} to pass token ids directly without a tokenizer.");
+            $"put the model's tokenizer files there (generate {EngineParameters.Tokens} takes token ids without them).");
     }
 
     /// <summary>
@@ -189,7 +196,7 @@ public sealed class LlamaTokenizer
             using var stream = new MemoryStream(tiktokenText, writable: false);
             bpe = TiktokenTokenizer.Create(
                 stream,
-                new RegexPreTokenizer(Llama3Vocabulary.PreTokenizerRegex, null),
+                Llama3PreTokenizer.Instance,
                 normalizer: null,
                 specialTokens: null,
                 cacheSize: BpeCacheSize);
@@ -258,12 +265,36 @@ public sealed class LlamaTokenizer
     }
 
     /// <summary>Encodes text as ordinary characters; special-token text is never turned into special ids.</summary>
-    public IReadOnlyList<int> Encode(string text, bool addBos)
+    public IReadOnlyList<int> Encode(string text, bool addBos) => Encode(text, addBos, parseSpecial: false);
+
+    /// <summary>
+    /// Encodes text; with <paramref name="parseSpecial"/> the names of special tokens in the text
+    /// become their ids (tiktoken's <c>allowed_special="all"</c>, llama.cpp's <c>--special</c>), the
+    /// longest name winning where names overlap; without it they stay ordinary text.
+    /// </summary>
+    public IReadOnlyList<int> Encode(string text, bool addBos, bool parseSpecial)
     {
         ArgumentNullException.ThrowIfNull(text);
         var ids = new List<int>(text.Length / 3 + 2);
         if (addBos) ids.Add(BosId);
-        AppendEncoded(text, ids);
+        if (!parseSpecial)
+        {
+            AppendEncoded(text, ids);
+            return ids;
+        }
+        int textStart = 0;
+        for (int i = 0; i < text.Length; i++)
+        {
+            if (!_specialsByFirstChar.TryGetValue(text[i], out string[]? candidates)) continue;
+            // Candidates are sorted longest first, so the first match is the longest.
+            string? name = Array.Find(candidates, n => text.AsSpan(i).StartsWith(n, StringComparison.Ordinal));
+            if (name is null) continue;
+            if (i > textStart) AppendEncoded(text[textStart..i], ids);
+            ids.Add(_specialTokens[name]);
+            textStart = i + name.Length;
+            i = textStart - 1;
+        }
+        if (textStart < text.Length) AppendEncoded(text[textStart..], ids);
         return ids;
     }
 
@@ -280,19 +311,44 @@ public sealed class LlamaTokenizer
     }
 
     /// <summary>Decodes ids to text; special tokens appear as their names, invalid UTF-8 as U+FFFD.</summary>
-    public string Decode(IEnumerable<int> ids)
+    public string Decode(IEnumerable<int> ids) => Decode(ids, includeSpecial: true);
+
+    /// <summary>
+    /// Decodes ids to text, invalid UTF-8 as U+FFFD. Special tokens appear as their names with
+    /// <paramref name="includeSpecial"/>, and are left out without it (as llama.cpp prints them only
+    /// with --special); bytes on either side of a left-out token join as if it were not there.
+    /// </summary>
+    public string Decode(IEnumerable<int> ids, bool includeSpecial)
     {
         ArgumentNullException.ThrowIfNull(ids);
         var buffer = new List<byte>();
         foreach (int id in ids)
         {
-            buffer.AddRange(TokenBytesSpan(id));
+            ReadOnlySpan<byte> bytes = TokenBytesSpan(id);
+            if (includeSpecial || !_isSpecial[id]) buffer.AddRange(bytes);
         }
         return Encoding.UTF8.GetString(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(buffer));
     }
 
+    /// <summary>
+    /// The token as Hugging Face writes it (the tokenizer.json vocabulary, transformers'
+    /// <c>convert_ids_to_tokens</c>): its bytes in the GPT-2 byte-to-character alphabet, so " World"
+    /// is "ĠWorld"; lossless even for tokens that are part of a UTF-8 character. A special token is its name.
+    /// </summary>
+    public string TokenString(int id)
+    {
+        ReadOnlySpan<byte> bytes = TokenBytesSpan(id);
+        if (_isSpecial[id]) return Encoding.UTF8.GetString(bytes);
+        var chars = new char[bytes.Length];
+        for (int i = 0; i < bytes.Length; i++) chars[i] = ByteLevelAlphabet.ToChar(bytes[i]);
+        return new string(chars);
+    }
+
     /// <summary>The raw bytes of a token; for a special token, the UTF-8 of its name.</summary>
     public byte[] TokenBytes(int id) => TokenBytesSpan(id).ToArray();
+
+    /// <summary>True when <paramref name="id"/> is a rank or a special token (Llama 3's ids 0..128255; a gap in the ids has none).</summary>
+    public bool HasId(int id) => (uint)id < (uint)_bytesById.Length && _bytesById[id] is not null;
 
     /// <summary>True when <paramref name="id"/> is a special token.</summary>
     public bool IsSpecial(int id) => (uint)id < (uint)_isSpecial.Length && _isSpecial[id];

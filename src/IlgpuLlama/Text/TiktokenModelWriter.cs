@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text;
-using System.Text.RegularExpressions;
 
 namespace IlgpuLlama.Text;
 
@@ -86,15 +85,16 @@ public static class TiktokenModelWriter
         var words = new List<int[]>();
         var weights = new List<long>();
         var wordIndex = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (Match match in Llama3Vocabulary.PreTokenizerRegex.Matches(corpus))
+        foreach (var (offset, length) in Llama3PreTokenizer.Split(corpus))
         {
-            if (wordIndex.TryGetValue(match.Value, out int existing))
+            string piece = corpus.Substring(offset, length);
+            if (wordIndex.TryGetValue(piece, out int existing))
             {
                 weights[existing]++;
                 continue;
             }
-            byte[] bytes = Encoding.UTF8.GetBytes(match.Value);
-            wordIndex.Add(match.Value, words.Count);
+            byte[] bytes = Encoding.UTF8.GetBytes(piece);
+            wordIndex.Add(piece, words.Count);
             words.Add(Array.ConvertAll(bytes, b => (int)b));
             weights.Add(1);
         }

@@ -50,8 +50,8 @@ public class StreamingDecoderTests
     public void SpecialToken_AfterUnfinishedBytes_MatchesDecode()
     {
         int[] ids = [0xF0, 0x9F, Tiny.EotId, 'o', 'k'];
-        Assert.Equal(Tiny.Decode(ids), StreamAll(Tiny, ids));
-        Assert.EndsWith("<|eot_id|>ok", StreamAll(Tiny, ids));
+        Assert.Equal(Tiny.Decode(ids), StreamAll(Tiny, ids, includeSpecial: true));
+        Assert.EndsWith("<|eot_id|>ok", StreamAll(Tiny, ids, includeSpecial: true));
     }
 
     [Fact]
@@ -64,7 +64,8 @@ public class StreamingDecoderTests
             int[] ids = Enumerable.Range(0, random.Next(1, 40))
                 .Select(_ => random.Next(10) == 0 ? 128000 + random.Next(12) : random.Next(100256))
                 .ToArray();
-            Assert.Equal(tok.Decode(ids), StreamAll(tok, ids));
+            Assert.Equal(tok.Decode(ids), StreamAll(tok, ids, includeSpecial: true));
+            Assert.Equal(tok.Decode(ids, includeSpecial: false), StreamAll(tok, ids));
         }
     }
 
@@ -77,9 +78,9 @@ public class StreamingDecoderTests
         Assert.Equal(text, StreamAll(tok, ids));
     }
 
-    private static string StreamAll(LlamaTokenizer tok, IEnumerable<int> ids)
+    private static string StreamAll(LlamaTokenizer tok, IEnumerable<int> ids, bool includeSpecial = false)
     {
-        var decoder = new StreamingDecoder(tok);
+        var decoder = new StreamingDecoder(tok, includeSpecial);
         var text = new StringBuilder();
         foreach (int id in ids) text.Append(decoder.Push(id));
         return text.Append(decoder.Flush()).ToString();
