@@ -451,41 +451,69 @@ public static class MatVecKernels
         int chunks = ChunksPerRow<TW>(k8);
         Acc8 acc = default;
 
-        // Four chunks per row in flight: all eight 128-bit loads are issued before the first use,
-        // so each thread keeps 128 bytes of weights moving (the loop body is unrolled by hand:
-        // ILGPU 1.5 does not unroll). Shorter tails take two chunks, then one.
         int c = Group.IdxX;
-        for (; c + 3 * stride < chunks; c += 4 * stride)
+        int cw = default(TW).ChunkWeights;
+        if (cw == 8)
         {
-            int c1 = c + stride;
-            int c2 = c1 + stride;
-            int c3 = c2 + stride;
-            U4 wa0 = rowA[c];
-            U4 wb0 = rowB[c];
-            U4 wa1 = rowA[c1];
-            U4 wb1 = rowB[c1];
-            U4 wa2 = rowA[c2];
-            U4 wb2 = rowB[c2];
-            U4 wa3 = rowA[c3];
-            U4 wb3 = rowB[c3];
-            acc = AccumulateChunk<TW, TN>(acc, wa0, wb0, scalesA, scalesB, g, c, x, k4, batch);
-            acc = AccumulateChunk<TW, TN>(acc, wa1, wb1, scalesA, scalesB, g, c1, x, k4, batch);
-            acc = AccumulateChunk<TW, TN>(acc, wa2, wb2, scalesA, scalesB, g, c2, x, k4, batch);
-            acc = AccumulateChunk<TW, TN>(acc, wa3, wb3, scalesA, scalesB, g, c3, x, k4, batch);
+            // Four chunks per row in flight: all eight 128-bit loads are issued before the first use,
+            // so each thread keeps 128 bytes of weights moving (the loop body is unrolled by hand:
+            // ILGPU 1.5 does not unroll). Shorter tails take two chunks, then one.
+            for (; c + 3 * stride < chunks; c += 4 * stride)
+            {
+                int c1 = c + stride;
+                int c2 = c1 + stride;
+                int c3 = c2 + stride;
+                U4 wa0 = rowA[c];
+                U4 wb0 = rowB[c];
+                U4 wa1 = rowA[c1];
+                U4 wb1 = rowB[c1];
+                U4 wa2 = rowA[c2];
+                U4 wb2 = rowB[c2];
+                U4 wa3 = rowA[c3];
+                U4 wb3 = rowB[c3];
+                acc = AccumulateChunk<TW, TN>(acc, wa0, wb0, scalesA, scalesB, g, c, x, k4, batch);
+                acc = AccumulateChunk<TW, TN>(acc, wa1, wb1, scalesA, scalesB, g, c1, x, k4, batch);
+                acc = AccumulateChunk<TW, TN>(acc, wa2, wb2, scalesA, scalesB, g, c2, x, k4, batch);
+                acc = AccumulateChunk<TW, TN>(acc, wa3, wb3, scalesA, scalesB, g, c3, x, k4, batch);
+            }
+            if (c + stride < chunks)
+            {
+                int c1 = c + stride;
+                U4 wa0 = rowA[c];
+                U4 wb0 = rowB[c];
+                U4 wa1 = rowA[c1];
+                U4 wb1 = rowB[c1];
+                acc = AccumulateChunk<TW, TN>(acc, wa0, wb0, scalesA, scalesB, g, c, x, k4, batch);
+                acc = AccumulateChunk<TW, TN>(acc, wa1, wb1, scalesA, scalesB, g, c1, x, k4, batch);
+                c += 2 * stride;
+            }
+            if (c < chunks)
+                acc = AccumulateChunk<TW, TN>(acc, rowA[c], rowB[c], scalesA, scalesB, g, c, x, k4, batch);
         }
-        if (c + stride < chunks)
+        else if (cw == 16)
         {
-            int c1 = c + stride;
-            U4 wa0 = rowA[c];
-            U4 wb0 = rowB[c];
-            U4 wa1 = rowA[c1];
-            U4 wb1 = rowB[c1];
-            acc = AccumulateChunk<TW, TN>(acc, wa0, wb0, scalesA, scalesB, g, c, x, k4, batch);
-            acc = AccumulateChunk<TW, TN>(acc, wa1, wb1, scalesA, scalesB, g, c1, x, k4, batch);
-            c += 2 * stride;
+            // Q8_0: a chunk is twice an fp16 chunk's weights, so two chunks per row in flight keep
+            // as many weights moving per thread as four fp16 chunks do, with half the bytes.
+            for (; c + stride < chunks; c += 2 * stride)
+            {
+                int c1 = c + stride;
+                U4 wa0 = rowA[c];
+                U4 wb0 = rowB[c];
+                U4 wa1 = rowA[c1];
+                U4 wb1 = rowB[c1];
+                acc = AccumulateChunk<TW, TN>(acc, wa0, wb0, scalesA, scalesB, g, c, x, k4, batch);
+                acc = AccumulateChunk<TW, TN>(acc, wa1, wb1, scalesA, scalesB, g, c1, x, k4, batch);
+            }
+            if (c < chunks)
+                acc = AccumulateChunk<TW, TN>(acc, rowA[c], rowB[c], scalesA, scalesB, g, c, x, k4, batch);
         }
-        if (c < chunks)
-            acc = AccumulateChunk<TW, TN>(acc, rowA[c], rowB[c], scalesA, scalesB, g, c, x, k4, batch);
+        else
+        {
+            // Q4_0: a chunk is a whole block of 32 weights; one per row at a time keeps the
+            // dequantised values and the batch's inputs in registers without spilling.
+            for (; c < chunks; c += stride)
+                acc = AccumulateChunk<TW, TN>(acc, rowA[c], rowB[c], scalesA, scalesB, g, c, x, k4, batch);
+        }
 
         acc.A0 = DeviceMath.WarpSum(acc.A0);
         acc.B0 = DeviceMath.WarpSum(acc.B0);
