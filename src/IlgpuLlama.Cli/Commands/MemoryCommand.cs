@@ -39,7 +39,7 @@ public static class MemoryCommand
         var model = new Option<string>("--model") { Description = "Model directory or preset (llama-3.2-1b, llama-3.2-3b, llama-3.1-8b)", Required = true, HelpName = "DIR|PRESET" };
         var batch = new Option<int>("--batch") { Description = "Sequences (KV-cache slots)", DefaultValueFactory = _ => 4 };
         var seq = new Option<int>("--seq") { Description = "Positions per sequence", DefaultValueFactory = _ => 256 };
-        var dtype = CliOptions.DType();
+        var dtype = CliOptions.DType(followsModel: true);
         var allocate = new Option<bool>("--allocate") { Description = "Really allocate weights (from DIR, zero-filled for a preset), KV cache and workspace on the device" };
         var device = CliOptions.Device();
         var logAllocations = new Option<bool>("--log-allocations") { Description = "Print every device allocation to stderr" };
@@ -54,7 +54,7 @@ public static class MemoryCommand
             string name = parse.GetValue(model)!;
             bool isDir = Directory.Exists(name);
             var config = isDir ? LlamaConfig.FromDirectory(name) : LlamaConfig.Preset(name);
-            var format = WeightFormat.Parse(parse.GetValue(dtype)!);
+            var format = new EngineOptions { WeightFormat = parse.GetValue(dtype) is { } d ? WeightFormat.Parse(d) : null }.ResolveFormat(config);
             int b = parse.GetValue(batch), s = parse.GetValue(seq);
             if (s > config.MaxPositionEmbeddings)
                 throw new ArgumentException($"--seq {s} exceeds the model's max_position_embeddings {config.MaxPositionEmbeddings}");

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using IlgpuLlama.Device;
+using IlgpuLlama.Engine;
 using IlgpuLlama.Kernels;
 
 namespace IlgpuLlama.Cli.Infrastructure;
@@ -49,15 +50,21 @@ public static class CliOptions
         return option;
     }
 
-    /// <summary>--dtype: the weight format on the device, one of <see cref="WeightFormat.Names"/>.</summary>
-    public static Option<string> DType(string description = "Weight format on the device")
+    /// <summary>
+    /// --dtype: the weight format on the device, one of <see cref="WeightFormat.Names"/>. With
+    /// <paramref name="followsModel"/> it has no default value: the model's stored format (a quantised
+    /// directory) or fp16 is used, which <see cref="EngineOptions.ResolveFormat"/> decides.
+    /// </summary>
+    public static Option<string> DType(string description = "Weight format on the device", bool followsModel = false)
     {
         var option = new Option<string>("--dtype")
         {
-            Description = $"{description}: " + string.Join("; ", WeightFormat.All.Select(f => $"{f.Name} = {f.Description}")),
-            DefaultValueFactory = _ => WeightFormat.Fp16.Name,
+            Description = $"{description}" + (followsModel ? " (default: a quantized model's own format, else fp16)" : "") + ": " +
+                string.Join("; ", WeightFormat.All.Select(f => $"{f.Name} = {f.Description}")),
             HelpName = string.Join("|", WeightFormat.Names),
         };
+        if (!followsModel)
+            option.DefaultValueFactory = _ => WeightFormat.Fp16.Name;
         option.AcceptOnlyFromAmong([.. WeightFormat.Names]);
         return option;
     }

@@ -25,7 +25,7 @@ public sealed class ModelOptions
     public Option<DeviceKind> Device { get; } = CliOptions.Device();
     public Option<int> MaxBatchSize { get; } = new("--max-batch-size") { Description = $"Sequences decoded together (KV-cache slots), 1..{BatchWidth.Max}", DefaultValueFactory = _ => 4 };
     public Option<int> MaxSeqLen { get; } = new("--max-seq-len") { Description = "Positions per sequence in the KV cache (prompt + new tokens)", DefaultValueFactory = _ => 256 };
-    public Option<string> DType { get; } = CliOptions.DType();
+    public Option<string> DType { get; } = CliOptions.DType(followsModel: true);
     public Option<int?> PrefillChunk { get; } = new("--prefill-chunk") { Description = "Prompt tokens per prefill pass (default: min(batch x seq, 2048))" };
     public Option<bool> NoCudaGraph { get; } = new("--no-cuda-graph") { Description = "Launch every decode kernel from the host instead of replaying a CUDA graph" };
     public Option<bool> LogAllocations { get; } = new("--log-allocations") { Description = "Print every device allocation and free to stderr" };
@@ -64,7 +64,7 @@ public sealed class ModelOptions
     }
 
     /// <summary>Weight format from --dtype.</summary>
-    public WeightFormat Format(ParseResult p) => WeightFormat.Parse(p.GetValue(DType)!);
+    public WeightFormat? Format(ParseResult p) => p.GetValue(DType) is { } name ? WeightFormat.Parse(name) : null;
 
     /// <summary>Engine options from the parsed flags.</summary>
     public EngineOptions Engine(ParseResult p, CommandIO io, int? maxSeqOverride = null) => new()

@@ -27,8 +27,25 @@ public sealed record EngineOptions
     /// <summary>Positions per sequence in the KV cache (prompt + generated tokens).</summary>
     public int MaxSeqLen { get; init; } = 256;
 
-    /// <summary>Format of the weights on the device (fp16 by default: the P100 has no bf16 arithmetic).</summary>
-    public WeightFormat WeightFormat { get; init; } = WeightFormat.Fp16;
+    /// <summary>
+    /// Format of the weights on the device; null: the format a quantised checkpoint is stored in, else
+    /// fp16 (the P100 has no bf16 arithmetic). A quantised checkpoint loads only in its own format.
+    /// </summary>
+    public WeightFormat? WeightFormat { get; init; }
+
+    /// <summary>The format a model of <paramref name="config"/> loads in with these options.</summary>
+    public WeightFormat ResolveFormat(Model.LlamaConfig config)
+    {
+        if (config.Quantization is { } stored)
+        {
+            if (WeightFormat is { } asked && asked != stored)
+                throw new EngineArgumentException(
+                    $"the model is stored as {stored.Name} and loads only as {stored.Name}, not {asked.Name}; use {EngineParameters.WeightFormat} {stored.Name}, " +
+                    $"or quantize the original checkpoint to {asked.Name}", EngineParameter.WeightFormat);
+            return stored;
+        }
+        return WeightFormat ?? Kernels.WeightFormat.Fp16;
+    }
 
     /// <summary>Prompt tokens per prefill pass (null: every sequence's full context, at most <see cref="Model.WorkspaceShape.MaxDefaultPrefillTokens"/>).</summary>
     public int? PrefillChunk { get; init; }

@@ -128,10 +128,11 @@ public sealed class LlamaModel : IDisposable
         Config = config;
         Options = options;
         var accelerator = device.Accelerator;
-        ModelWeights.CheckFormat(config, options.WeightFormat);
+        Format = options.ResolveFormat(config);
+        ModelWeights.CheckFormat(config, Format);
         Variant = options.DecodeVariant;
         var tuning = Variant.Apply((options.Tuning ?? KernelTuning.For(accelerator)).ClampTo(accelerator));
-        Plan = new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, options.MaxSeqLen, tuning, options.PrefillChunk), options.WeightFormat);
+        Plan = new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, options.MaxSeqLen, tuning, options.PrefillChunk), Format);
         p = Plan.Workspace;
         CheckFits(accelerator, Plan);
         eps = (float)config.RmsNormEps;
@@ -145,7 +146,7 @@ public sealed class LlamaModel : IDisposable
             ownsStream = device.IsCuda;
             stream = ownsStream ? accelerator.CreateStream() : accelerator.DefaultStream;
             Kernels.Stream = stream;
-            Weights = ModelWeights.Allocate(Allocator, config, options.WeightFormat);
+            Weights = ModelWeights.Allocate(Allocator, config, Format);
             Workspace = new Workspace(Allocator, p);
             var rope = RopeTable.Build(config.RopeInverseFrequencies(), Plan.Shape.MaxSeq);
             Workspace[p.RopeTable].CopyFromCPU(ref rope[0], rope.Length);
@@ -191,6 +192,9 @@ public sealed class LlamaModel : IDisposable
 
     /// <summary>How the decode step runs.</summary>
     public DecodeVariant Variant { get; }
+
+    /// <summary>Format of the weights on the device.</summary>
+    public WeightFormat Format { get; }
 
     /// <summary>Kernel launches of one greedy decode step (the same at every batch width).</summary>
     public int DecodeLaunchesPerStep { get; }

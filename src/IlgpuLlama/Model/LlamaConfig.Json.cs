@@ -109,6 +109,7 @@ public sealed partial record LlamaConfig
             EosTokenIds = eos,
             MaxPositionEmbeddings = maxPos,
             TorchDtype = r.String("torch_dtype") ?? r.String("dtype") ?? "float32",
+            Quantization = ReadQuantization(root, sourceName),
         };
         if (hidden > 0 && heads > 0 && !root.TryGetProperty("head_dim", out _) && hidden % heads != 0)
         {
@@ -117,6 +118,20 @@ public sealed partial record LlamaConfig
         }
         config.Validate(sourceName);
         return config;
+    }
+
+    /// <summary>The "quantization" entry an ilgpu-llama quantize output carries: {"format": "q8_0", "block_size": 32}.</summary>
+    static Kernels.BlockQuantFormat? ReadQuantization(JsonElement root, string sourceName)
+    {
+        if (!root.TryGetProperty("quantization", out var q) || q.ValueKind == JsonValueKind.Null)
+            return null;
+        if (q.ValueKind != JsonValueKind.Object || !q.TryGetProperty("format", out var f) || f.ValueKind != JsonValueKind.String)
+            throw new ModelConfigException($"{sourceName}: key 'quantization' must be an object with a string 'format' (as ilgpu-llama quantize writes it)");
+        var format = Kernels.WeightFormat.Find(f.GetString()!) as Kernels.BlockQuantFormat
+            ?? throw new ModelConfigException($"{sourceName}: key 'quantization.format' '{f.GetString()}' is not a block format this engine reads (q8_0, q4_0)");
+        if (q.TryGetProperty("block_size", out var b) && (b.ValueKind != JsonValueKind.Number || !b.TryGetInt32(out int size) || size != format.BlockSize))
+            throw new ModelConfigException($"{sourceName}: key 'quantization.block_size' must be {format.BlockSize} for {format.Name}");
+        return format;
     }
 
     /// <summary>
@@ -159,6 +174,16 @@ public sealed partial record LlamaConfig
             w.WriteNumber("num_hidden_layers", NumHiddenLayers);
             w.WriteNumber("num_key_value_heads", NumKeyValueHeads);
             w.WriteNumber("pretraining_tp", 1);
+            if (Quantization is { } quant)
+            {
+                w.WriteStartObject("quantization");
+                w.WriteString("format", quant.Name);
+                w.WriteNumber("block_size", quant.BlockSize);
+                w.WriteString("quants", quant == Kernels.WeightFormat.Q8_0 ? "I8 [rows, in]" : "U8 [rows, in / 2], byte j = q_j | q_{j+16} << 4 per block");
+                w.WriteString("scales", "F16 [rows, in / 32] in <name>.scales");
+                w.WriteString("tool", "ilgpu-llama quantize");
+                w.WriteEndObject();
+            }
             w.WritePropertyName("rms_norm_eps");
             w.WriteRawValue(PythonFloat(RmsNormEps));
             w.WritePropertyName("rope_scaling");

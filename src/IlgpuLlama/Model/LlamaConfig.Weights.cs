@@ -37,6 +37,31 @@ public sealed partial record LlamaConfig
         return list;
     }
 
+    /// <summary>
+    /// Every tensor a checkpoint of this configuration stores, with its stored shape and the dtypes it
+    /// may have: the <see cref="ExpectedTensors"/> as BF16/F16/F32; in a quantised checkpoint each matrix
+    /// as its quants (I8 [rows, in] for Q8_0, U8 [rows, in / 2] for Q4_0) plus "name.scales" (F16 [rows, in / 32]),
+    /// and the norms as F16.
+    /// </summary>
+    public IReadOnlyList<(string Name, long[] Shape, SafetensorsDType[] DTypes)> StoredTensors()
+    {
+        SafetensorsDType[] values = [SafetensorsDType.BF16, SafetensorsDType.F16, SafetensorsDType.F32];
+        if (Quantization is not { } q)
+            return ExpectedTensors().Select(t => (t.Name, t.Shape, values)).ToList();
+        var list = new List<(string, long[], SafetensorsDType[])>();
+        foreach (var (name, shape) in ExpectedTensors())
+        {
+            if (shape.Length == 1)
+            {
+                list.Add((name, shape, [SafetensorsDType.F16]));
+                continue;
+            }
+            list.Add((name, [shape[0], q.RowQuantBytes(shape[1])], [q == Kernels.WeightFormat.Q8_0 ? SafetensorsDType.I8 : SafetensorsDType.U8]));
+            list.Add((name + Kernels.BlockQuantFormat.ScalesSuffix, [shape[0], shape[1] / q.BlockSize], [SafetensorsDType.F16]));
+        }
+        return list;
+    }
+
     /// <summary>Number of parameters, each stored tensor counted once (a tied embedding is not counted twice).</summary>
     public long ParameterCount()
     {
@@ -67,10 +92,18 @@ public sealed partial record LlamaConfig
         ArgumentNullException.ThrowIfNull(modelDir);
 
         var problems = new List<string>();
-        var expected = config.ExpectedTensors();
+        var expected = config.StoredTensors();
         var expectedNames = new HashSet<string>(expected.Select(e => e.Name), StringComparer.Ordinal);
+        if (config.Quantization is { } quant)
+        {
+            foreach (var (name, shape) in config.ExpectedTensors())
+            {
+                if (shape.Length == 2 && shape[1] % quant.BlockSize != 0)
+                    problems.Add($"{modelDir}: tensor '{name}' has {shape[1]} inputs per row, not a multiple of {quant.BlockSize}; config.json says the checkpoint is {quant.Name}, so it is corrupt");
+            }
+        }
 
-        foreach (var (name, shape) in expected)
+        foreach (var (name, shape, dtypes) in expected)
         {
             if (!tensors.TryGetValue(name, out var t))
             {
@@ -85,9 +118,12 @@ public sealed partial record LlamaConfig
                 problems.Add(
                     $"{modelDir}: tensor '{name}' has shape {t.ShapeText} but config.json implies {TensorInfo.FormatShape(shape)}; the config and weights are from different models");
             }
-            if (t.DType == SafetensorsDType.Other)
+            if (!dtypes.Contains(t.DType))
             {
-                problems.Add($"{modelDir}: tensor '{name}' has dtype {t.DTypeName}, which this engine cannot load (supported: BF16, F16, F32)");
+                string allowed = string.Join(", ", dtypes.Select(d => d.ToName()));
+                problems.Add(config.Quantization is { } q
+                    ? $"{modelDir}: tensor '{name}' has dtype {t.DTypeName}, but a {q.Name} checkpoint stores it as {allowed}; re-run ilgpu-llama quantize on the original model"
+                    : $"{modelDir}: tensor '{name}' has dtype {t.DTypeName}, which this engine cannot load (supported: {allowed})");
             }
         }
 

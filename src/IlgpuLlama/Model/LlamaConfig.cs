@@ -63,6 +63,12 @@ public sealed partial record LlamaConfig
     /// <summary>The checkpoint's dtype as Hugging Face names it ("bfloat16", "float16", "float32").</summary>
     public string TorchDtype { get; init; } = "float32";
 
+    /// <summary>
+    /// The block format a quantised checkpoint's matrices are stored in (config.json's "quantization"
+    /// entry, written by ilgpu-llama quantize), or null for a checkpoint of BF16/F16/F32 values.
+    /// </summary>
+    public Kernels.BlockQuantFormat? Quantization { get; init; }
+
     /// <summary>Width of the K and V projections: kv heads × head_dim.</summary>
     public int KvDim => NumKeyValueHeads * HeadDim;
 

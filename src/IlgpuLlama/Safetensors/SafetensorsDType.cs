@@ -16,6 +16,12 @@ public enum SafetensorsDType
     /// <summary>IEEE 754 binary32.</summary>
     F32,
 
+    /// <summary>Signed bytes (Q8_0 quants of a quantised checkpoint).</summary>
+    I8,
+
+    /// <summary>Unsigned bytes (packed Q4_0 quants of a quantised checkpoint).</summary>
+    U8,
+
     /// <summary>Any dtype whose data this engine does not read; the original name is kept in <see cref="TensorInfo.DTypeName"/>.</summary>
     Other,
 }
@@ -30,8 +36,9 @@ public static class SafetensorsDTypes
         SafetensorsDType.BF16 => 2,
         SafetensorsDType.F16 => 2,
         SafetensorsDType.F32 => 4,
+        SafetensorsDType.I8 or SafetensorsDType.U8 => 1,
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype,
-            "only BF16, F16 and F32 have a fixed size here; use BitsOf(name) for other dtypes"),
+            "only BF16, F16, F32, I8 and U8 have a fixed size here; use BitsOf(name) for other dtypes"),
     };
 
     /// <summary>The dtype string the safetensors header uses for a supported dtype.</summary>
@@ -40,15 +47,19 @@ public static class SafetensorsDTypes
         SafetensorsDType.BF16 => "BF16",
         SafetensorsDType.F16 => "F16",
         SafetensorsDType.F32 => "F32",
+        SafetensorsDType.I8 => "I8",
+        SafetensorsDType.U8 => "U8",
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "Other has no single name"),
     };
 
-    /// <summary>Maps a header dtype string to the enum; anything but BF16/F16/F32 becomes <see cref="SafetensorsDType.Other"/>.</summary>
+    /// <summary>Maps a header dtype string to the enum; anything but BF16/F16/F32/I8/U8 becomes <see cref="SafetensorsDType.Other"/>.</summary>
     public static SafetensorsDType Parse(string name) => name switch
     {
         "BF16" => SafetensorsDType.BF16,
         "F16" => SafetensorsDType.F16,
         "F32" => SafetensorsDType.F32,
+        "I8" => SafetensorsDType.I8,
+        "U8" => SafetensorsDType.U8,
         _ => SafetensorsDType.Other,
     };
 
