@@ -54,6 +54,9 @@ public enum EngineParameter
 
     /// <summary>Random seed.</summary>
     Seed,
+
+    /// <summary>Tokens per perplexity window.</summary>
+    Context,
 }
 
 /// <summary>
@@ -106,6 +109,9 @@ public static partial class EngineParameters
 
     /// <summary>Placeholder of <see cref="EngineParameter.Seed"/>.</summary>
     public const string Seed = "{Seed}";
+
+    /// <summary>Placeholder of <see cref="EngineParameter.Context"/>.</summary>
+    public const string Context = "{Context}";
 
     [GeneratedRegex(@"\{([A-Za-z]+)\}")]
     private static partial Regex Placeholder();
