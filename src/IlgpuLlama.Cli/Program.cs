@@ -52,6 +52,7 @@ public static class Program
         bench.Subcommands.Add(BenchE2eCommand.Create());
         bench.Subcommands.Add(BenchRooflineCommand.Create());
         root.Subcommands.Add(bench);
+        CliOptions.AddShortAliases(root);
         return root;
     }
 }
