@@ -23,7 +23,7 @@ public sealed class ModelOptions
     public static IReadOnlyList<string> ChatModelDirs { get; } = [InstructModelDir, DefaultModelDir];
 
     public Option<DeviceKind> Device { get; } = CliOptions.Device();
-    public Option<int> MaxBatchSize { get; } = new("--max-batch-size") { Description = $"Sequences decoded together (KV-cache slots), 1..{BatchWidth.Max}", DefaultValueFactory = _ => 4 };
+    public Option<int> MaxBatchSize { get; } = new("--max-batch-size") { Description = $"Sequences decoded together (KV-cache slots), 1..{WorkspaceShape.MaxSequences}", DefaultValueFactory = _ => 4 };
     public Option<int> MaxSeqLen { get; } = new("--max-seq-len") { Description = "Positions per sequence in the KV cache (prompt + new tokens)", DefaultValueFactory = _ => 256 };
     public Option<string> DType { get; } = CliOptions.DType(followsModel: true);
     public Option<int?> PrefillChunk { get; } = new("--prefill-chunk") { Description = "Prompt tokens per prefill pass (default: min(batch x seq, 2048))" };
@@ -41,8 +41,8 @@ public sealed class ModelOptions
         DecodeVariant.AcceptOnlyFromAmong([.. IlgpuLlama.Engine.DecodeVariant.All.Select(v => v.Name)]);
         MaxBatchSize.Validators.Add(r =>
         {
-            if (r.GetValueOrDefault<int>() is < 1 or > BatchWidth.Max)
-                r.AddError($"--max-batch-size must be between 1 and {BatchWidth.Max}");
+            if (r.GetValueOrDefault<int>() is < 1 or > WorkspaceShape.MaxSequences)
+                r.AddError($"--max-batch-size must be between 1 and {WorkspaceShape.MaxSequences}");
         });
         MaxSeqLen.Validators.Add(r =>
         {

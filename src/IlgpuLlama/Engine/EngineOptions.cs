@@ -21,7 +21,7 @@ public enum DecodeLaunch
 /// <summary>Engine limits and choices, fixed when a model is loaded.</summary>
 public sealed record EngineOptions
 {
-    /// <summary>Sequences decoded together (KV-cache slots), 1..<see cref="BatchWidth.Max"/>.</summary>
+    /// <summary>Sequences decoded together (KV-cache slots), 1..<see cref="Model.WorkspaceShape.MaxSequences"/>.</summary>
     public int MaxBatchSize { get; init; } = 4;
 
     /// <summary>Positions per sequence in the KV cache (prompt + generated tokens).</summary>
