@@ -132,7 +132,8 @@ public sealed class LlamaModel : IDisposable
         ModelWeights.CheckFormat(config, Format);
         Variant = options.DecodeVariant;
         var tuning = Variant.Apply((options.Tuning ?? KernelTuning.For(accelerator)).ClampTo(accelerator));
-        Plan = new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, options.MaxSeqLen, tuning, options.PrefillChunk), Format);
+        int maxSeq = options.MaxSeqLen ?? LongestContext(accelerator, config, options, tuning, Format);
+        Plan = new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, maxSeq, tuning, options.PrefillChunk), Format);
         p = Plan.Workspace;
         CheckFits(accelerator, Plan);
         eps = (float)config.RmsNormEps;
@@ -249,9 +250,48 @@ public sealed class LlamaModel : IDisposable
         return model;
     }
 
+    /// <summary>Device memory kept free beside the model when the context length is chosen automatically (CUDA context, graphs, fragmentation).</summary>
+    static long Headroom(long free) => Math.Max(256L << 20, free / 50);
+
+    static long FreeBytes(Accelerator accelerator) => accelerator is ILGPU.Runtime.Cuda.CudaAccelerator cuda ? cuda.GetFreeMemory() : accelerator.MemorySize;
+
+    /// <summary>
+    /// The longest context (positions per sequence) whose KV cache fits the device beside the
+    /// weights and workspace at the options' batch, at most the model's maximum and
+    /// <see cref="DefaultContextCap(Accelerator)"/>; a multiple of 256 when it is shorter than that.
+    /// When not even one position fits, the cap is returned and loading fails with the out-of-memory message.
+    /// </summary>
+    public static int LongestContext(Accelerator accelerator, LlamaConfig config, EngineOptions options, KernelTuning tuning, WeightFormat format)
+    {
+        long free = FreeBytes(accelerator);
+        return LongestContext(free - Headroom(free), Math.Min(config.MaxPositionEmbeddings, DefaultContextCap(accelerator)), config, options, tuning, format);
+    }
+
+    /// <summary>The longest context up to <paramref name="cap"/> whose memory plan fits <paramref name="availableBytes"/> (see the accelerator overload).</summary>
+    public static int LongestContext(long availableBytes, int cap, LlamaConfig config, EngineOptions options, KernelTuning tuning, WeightFormat format)
+    {
+        bool Fits(int seq) => new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, seq, tuning, options.PrefillChunk), format).TotalBytes <= availableBytes;
+        if (Fits(cap) || !Fits(1))
+            return cap;
+        int lo = 1, hi = cap;
+        while (lo < hi)
+        {
+            int mid = lo + (hi - lo + 1) / 2;
+            if (Fits(mid))
+                lo = mid;
+            else
+                hi = mid - 1;
+        }
+        return lo >= 256 ? lo / 256 * 256 : lo;
+    }
+
+    /// <summary>The longest context chosen automatically on <paramref name="accelerator"/>.</summary>
+    public static int DefaultContextCap(Accelerator accelerator) =>
+        accelerator is ILGPU.Runtime.CPU.CPUAccelerator ? WorkspaceShape.DefaultCpuContextCap : WorkspaceShape.DefaultContextCap;
+
     static void CheckFits(Accelerator accelerator, MemoryPlan plan)
     {
-        long free = accelerator is ILGPU.Runtime.Cuda.CudaAccelerator cuda ? cuda.GetFreeMemory() : accelerator.MemorySize;
+        long free = FreeBytes(accelerator);
         if (plan.TotalBytes > free)
             throw new DeviceOutOfMemoryException(
                 $"the model needs {DeviceAllocator.Gb(plan.TotalBytes)} (weights {DeviceAllocator.Gb(plan.WeightBytes)} + KV cache {DeviceAllocator.Gb(plan.KvCacheBytes)} + activations {DeviceAllocator.Gb(plan.ActivationBytes)}), " +

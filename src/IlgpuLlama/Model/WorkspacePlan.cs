@@ -34,6 +34,17 @@ public sealed record WorkspaceShape(int MaxBatch, int MaxSeq, int PrefillTokens,
     /// </summary>
     public const int MaxSequences = 64;
 
+    /// <summary>Longest context chosen when none is asked for (a longer one must be asked for: it costs KV-cache memory and attention time).</summary>
+    public const int DefaultContextCap = 8192;
+
+    /// <summary>
+    /// The cap on the CPU accelerator, where memory is not what limits a context: every attention
+    /// split of a longer cache is a group of OS threads, which makes each decode step several times
+    /// slower (the demo at 2048 positions: 660 ms/step against 145 at 256). Longer contexts work
+    /// there when asked for.
+    /// </summary>
+    public const int DefaultCpuContextCap = 256;
+
     /// <summary>Default prefill capacity: every sequence's full context, at most <see cref="MaxDefaultPrefillTokens"/> tokens per pass.</summary>
     public static int DefaultPrefillTokens(int maxBatch, int maxSeq) => (int)Math.Min((long)maxBatch * maxSeq, MaxDefaultPrefillTokens);
 

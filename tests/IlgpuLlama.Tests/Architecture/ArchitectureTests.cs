@@ -146,9 +146,9 @@ public sealed class ArchitectureTests
         Assert.Equal("MaxSeqLen 0 must be at least 1; or raise MaxBatchSize", e.Message);
         Assert.Equal("--max-seq-len 0 must be at least 1; or raise --max-batch-size", CliNames.Message(e));
         Assert.Equal(EngineParameter.MaxSeqLen, e.Parameter);
-        var shapeError = Assert.Throws<EngineArgumentException>(() => WorkspaceShape.For(LlamaConfig.Preset("llama-3.2-1b"), 9, 256, new KernelTuning()));
+        var shapeError = Assert.Throws<EngineArgumentException>(() => WorkspaceShape.For(LlamaConfig.Preset("llama-3.2-1b"), 65, 256, new KernelTuning()));
         Assert.Equal(EngineParameter.MaxBatchSize, shapeError.Parameter);
-        Assert.StartsWith("--max-batch-size 9 must be between 1 and 4", CliNames.Message(shapeError));
+        Assert.StartsWith("--max-batch-size 65 must be between 1 and 64", CliNames.Message(shapeError));
         Assert.Equal("{Unknown} stays", EngineParameters.Render("{Unknown} stays", CliNames.Flag));
         Assert.All(Enum.GetValues<EngineParameter>(), p => Assert.StartsWith("--", CliNames.Flag(p)));
     }

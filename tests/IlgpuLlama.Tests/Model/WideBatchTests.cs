@@ -80,4 +80,35 @@ public sealed class WideBatchTests
         var chunk = Assert.Throws<EngineArgumentException>(() => WorkspaceShape.For(config, 8, 256, tuning, prefillTokens: 4));
         Assert.Equal(EngineParameter.PrefillChunk, chunk.Parameter);
     }
+
+    [Theory]
+    [InlineData("llama-3.2-1b", "fp16", 4, 16_000_000_000L, 8192)]
+    [InlineData("llama-3.1-8b", "fp16", 1, 16_000_000_000L, -1)]
+    [InlineData("llama-3.1-8b", "q8_0", 4, 16_000_000_000L, 8192)]
+    [InlineData("llama-3.1-8b", "q8_0", 16, 16_000_000_000L, 0)]
+    [InlineData("llama-3.2-1b", "fp16", 64, 80_000_000_000L, 0)]
+    public void The_default_context_is_the_longest_that_fits_capped_at_8192(string preset, string dtype, int batch, long available, int expected)
+    {
+        var config = LlamaConfig.Preset(preset);
+        var tuning = new KernelTuning();
+        var format = WeightFormat.Parse(dtype);
+        var options = new EngineOptions { MaxBatchSize = batch };
+        int seq = LlamaModel.LongestContext(available, 8192, config, options, tuning, format);
+        long Bytes(int s) => new MemoryPlan(config, WorkspaceShape.For(config, batch, s, tuning), format).TotalBytes;
+        if (expected == -1)
+        {
+            // fp16 8B does not fit 16 GB at any context: the cap comes back and loading fails with the out-of-memory message.
+            Assert.Equal(8192, seq);
+            Assert.True(Bytes(1) > available);
+            return;
+        }
+        if (expected > 0)
+            Assert.Equal(expected, seq);
+        Assert.True(Bytes(seq) <= available, $"{seq} positions need {Bytes(seq)} B");
+        if (seq < 8192)
+        {
+            Assert.Equal(0, seq % 256);
+            Assert.True(Bytes(seq + 256) > available, $"{seq + 256} positions would fit too");
+        }
+    }
 }
