@@ -42,6 +42,7 @@ public static class Program
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(LogitsCommand.Create());
         root.Subcommands.Add(CompareLogitsCommand.Create());
+        root.Subcommands.Add(QuantizeCommand.Create());
         root.Subcommands.Add(ChatCommand.Create(input, interrupts));
         root.Subcommands.Add(TokenizeCommand.Create(input));
         root.Subcommands.Add(DetokenizeCommand.Create());

@@ -55,6 +55,9 @@ public enum EngineParameter
     /// <summary>Random seed.</summary>
     Seed,
 
+    /// <summary>A directory a command writes (a quantised model).</summary>
+    OutputDirectory,
+
     /// <summary>Tokens per perplexity window.</summary>
     Context,
 }
@@ -110,6 +113,9 @@ public static partial class EngineParameters
     /// <summary>Placeholder of <see cref="EngineParameter.Seed"/>.</summary>
     public const string Seed = "{Seed}";
 
+    /// <summary>Placeholder of <see cref="EngineParameter.OutputDirectory"/>.</summary>
+    public const string OutputDirectory = "{OutputDirectory}";
+
     /// <summary>Placeholder of <see cref="EngineParameter.Context"/>.</summary>
     public const string Context = "{Context}";
 
@@ -122,6 +128,7 @@ public static partial class EngineParameters
         EngineParameter.Model => "the model directory",
         EngineParameter.DirectLaunch => "DecodeLaunch.Direct",
         EngineParameter.Device => "DeviceKind",
+        EngineParameter.OutputDirectory => "the output directory",
         _ => p.ToString(),
     };
 

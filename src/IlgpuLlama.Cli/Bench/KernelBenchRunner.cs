@@ -57,7 +57,7 @@ public sealed record KernelBenchReport(
 /// <param name="Repeats">timed launches; null: 20 on CUDA, 5 on the CPU accelerator</param>
 /// <param name="Warmup">untimed launches; null: 3 on CUDA, 1 on the CPU accelerator</param>
 /// <param name="Filters">case-name patterns (<see cref="BenchCaseFilter"/>); empty: every case</param>
-public sealed record KernelBenchOptions(DeviceKind Device, string? Shapes, SixteenBitFormat Format, int? Repeats, int? Warmup, int Seed = 1234,
+public sealed record KernelBenchOptions(DeviceKind Device, string? Shapes, WeightFormat Format, int? Repeats, int? Warmup, int Seed = 1234,
     IReadOnlyList<string>? Filters = null);
 
 /// <summary>

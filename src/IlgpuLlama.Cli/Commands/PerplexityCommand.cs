@@ -49,8 +49,9 @@ public static class PerplexityCommand
             var tokenizer = LlamaTokenizer.FromDirectory(dir);
             var tokens = tokenizer.Encode(text, addBos: true);
 
-            bool seqGiven = parse.GetResult(engine.MaxSeqLen) is { Implicit: false };
-            int available = seqGiven ? parse.GetValue(engine.MaxSeqLen) : config.MaxPositionEmbeddings;
+            int? seqFlag = parse.GetValue(engine.MaxSeqLen);
+            bool seqGiven = seqFlag is not null;
+            int available = seqFlag ?? config.MaxPositionEmbeddings;
             int window = parse.GetValue(ctx) ?? Math.Min(DefaultContext, available);
             if (seqGiven && window > available)
                 throw new ArgumentException($"--ctx {window} exceeds --max-seq-len {available}; lower --ctx or raise --max-seq-len");
