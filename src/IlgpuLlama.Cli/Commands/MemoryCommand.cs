@@ -37,8 +37,8 @@ public static class MemoryCommand
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "Model directory or preset (llama-3.2-1b, llama-3.2-3b, llama-3.1-8b)", Required = true, HelpName = "DIR|PRESET" };
-        var batch = new Option<int>("--batch") { Description = "Sequences (KV-cache slots)", DefaultValueFactory = _ => 4 };
-        var seq = new Option<int>("--seq") { Description = "Positions per sequence", DefaultValueFactory = _ => 256 };
+        var batch = CliOptions.Integer("--batch", "Sequences (KV-cache slots)", 4, 1);
+        var seq = CliOptions.Integer("--seq", "Positions per sequence", 256, 1);
         var dtype = CliOptions.DType(followsModel: true);
         var allocate = new Option<bool>("--allocate") { Description = "Really allocate weights (from DIR, zero-filled for a preset), KV cache and workspace on the device" };
         var device = CliOptions.Device();

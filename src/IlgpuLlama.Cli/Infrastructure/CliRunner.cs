@@ -9,9 +9,9 @@ namespace IlgpuLlama.Cli.Infrastructure;
 
 /// <summary>
 /// Parses and invokes a command tree with the CLI's conventions:
-/// a usage error (unknown option, bad value) prints System.CommandLine's message and help to
-/// stderr and exits 2; an expected failure prints one line <c>error: message</c> to stderr and
-/// exits 1 (the stack trace only with <c>--verbose</c> or ILGPU_LLAMA_DEBUG=1); anything else is
+/// a usage error (unknown option, bad value) prints System.CommandLine's message as one line
+/// <c>error: message</c> to stderr, no help, and exits 2 (<c>--help</c> prints the help, exit 0); an
+/// expected failure prints one line <c>error: message</c> to stderr and exits 1 (the stack trace only with <c>--verbose</c> or ILGPU_LLAMA_DEBUG=1); anything else is
 /// a bug and is printed in full, exit 1.
 /// </summary>
 public static class CliRunner
@@ -39,11 +39,29 @@ public static class CliRunner
     /// <summary>Parses <paramref name="args"/> against <paramref name="root"/> and runs the chosen command.</summary>
     public static int Run(RootCommand root, string[] args, TextWriter output, TextWriter error)
     {
-        ParseResult parse = root.Parse(args);
+        ParseResult parse;
+        try
+        {
+            parse = root.Parse(args);
+        }
+        catch (Exception e)
+        {
+            // A parser or validator that throws is a bug, but the user still gets a usage error, not a crash.
+            error.WriteLine($"error: {OneLine(Unwrap(e).Message)}");
+            return UsageError;
+        }
+        if (parse.Errors.Count > 0 && args.Length == 0)
+        {
+            // A bare invocation asks what the program does: the help, on stderr, as a usage error.
+            root.Parse(["--help"]).Invoke(new InvocationConfiguration { Output = error, Error = error });
+            return UsageError;
+        }
         if (parse.Errors.Count > 0)
         {
-            // System.CommandLine's own error text and help, all on stderr; usage errors exit 2.
-            parse.Invoke(new InvocationConfiguration { Output = error, Error = error });
+            // System.CommandLine's own error messages, on one line; the help only on --help.
+            string command = string.Join(' ', CommandPath(parse.CommandResult.Command));
+            error.WriteLine($"error: {OneLine(string.Join("; ", parse.Errors.Select(e => e.Message).Distinct()))} (see '{command} --help')");
+            error.Flush();
             return UsageError;
         }
 
@@ -84,5 +102,25 @@ public static class CliRunner
         }
     }
 
-    static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
+    /// <summary>Longest error line printed; a longer message (a 2 MB JSON literal quoted by a parser) is cut in the middle.</summary>
+    public const int MaxLineLength = 600;
+
+    /// <summary><paramref name="message"/> on one line of at most <see cref="MaxLineLength"/> characters.</summary>
+    public static string OneLine(string message)
+    {
+        string line = message.ReplaceLineEndings(" ").Trim();
+        if (line.Length <= MaxLineLength)
+            return line;
+        int keep = (MaxLineLength - 40) / 2;
+        return $"{line[..keep]} ...[{line.Length - 2 * keep:N0} characters cut]... {line[^keep..]}";
+    }
+
+    static IEnumerable<string> CommandPath(Command command)
+    {
+        var names = new List<string>();
+        for (var c = command; c is not null; c = c.Parents.OfType<Command>().FirstOrDefault())
+            names.Add(c is RootCommand ? "ilgpu-llama" : c.Name);
+        names.Reverse();
+        return names;
+    }
 }

@@ -23,10 +23,10 @@ public sealed class ModelOptions
     public static IReadOnlyList<string> ChatModelDirs { get; } = [InstructModelDir, DefaultModelDir];
 
     public Option<DeviceKind> Device { get; } = CliOptions.Device();
-    public Option<int> MaxBatchSize { get; } = new("--max-batch-size") { Description = $"Sequences decoded together (KV-cache slots), 1..{BatchWidth.Max}", DefaultValueFactory = _ => 4 };
-    public Option<int> MaxSeqLen { get; } = new("--max-seq-len") { Description = "Positions per sequence in the KV cache (prompt + new tokens)", DefaultValueFactory = _ => 256 };
+    public Option<int> MaxBatchSize { get; } = CliOptions.Integer("--max-batch-size", $"Sequences decoded together (KV-cache slots), 1..{BatchWidth.Max}", 4, 1, BatchWidth.Max);
+    public Option<int> MaxSeqLen { get; } = CliOptions.Integer("--max-seq-len", "Positions per sequence in the KV cache (prompt + new tokens)", 256, 1);
     public Option<string> DType { get; } = CliOptions.DType(followsModel: true);
-    public Option<int?> PrefillChunk { get; } = new("--prefill-chunk") { Description = "Prompt tokens per prefill pass (default: min(batch x seq, 2048))" };
+    public Option<int?> PrefillChunk { get; } = CliOptions.OptionalInteger("--prefill-chunk", "Prompt tokens per prefill pass (default: min(batch x seq, 2048))", 1);
     public Option<bool> NoCudaGraph { get; } = new("--no-cuda-graph") { Description = "Launch every decode kernel from the host instead of replaying a CUDA graph" };
     public Option<bool> LogAllocations { get; } = new("--log-allocations") { Description = "Print every device allocation and free to stderr" };
     public Option<string> DecodeVariant { get; } = new("--decode-variant")
@@ -39,21 +39,6 @@ public sealed class ModelOptions
     public ModelOptions()
     {
         DecodeVariant.AcceptOnlyFromAmong([.. IlgpuLlama.Engine.DecodeVariant.All.Select(v => v.Name)]);
-        MaxBatchSize.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int>() is < 1 or > BatchWidth.Max)
-                r.AddError($"--max-batch-size must be between 1 and {BatchWidth.Max}");
-        });
-        MaxSeqLen.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int>() < 1)
-                r.AddError("--max-seq-len must be at least 1");
-        });
-        PrefillChunk.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int?>() is < 1)
-                r.AddError("--prefill-chunk must be at least 1");
-        });
     }
 
     /// <summary>Adds every option to <paramref name="command"/>.</summary>
