@@ -94,7 +94,7 @@ public static class CliOptions
     /// A real-valued option parsed with the invariant culture and no thousands separators (so
     /// <c>1,5</c> is an error, not 15), finite only; the range is the engine's to check.
     /// </summary>
-    public static Option<float> Real(string name, string description, float defaultValue)
+    public static Option<float> Real(string name, string description, float defaultValue, Func<float, bool>? valid = null, string? range = null)
     {
         var option = new Option<float>(name) { Description = description, DefaultValueFactory = _ => defaultValue };
         option.CustomParser = r =>
@@ -103,7 +103,12 @@ public static class CliOptions
                 return defaultValue;
             string text = r.Tokens[^1].Value;
             if (float.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out float value) && float.IsFinite(value))
-                return value;
+            {
+                if (valid is null || valid(value))
+                    return value;
+                r.AddError($"{name} must be {range}, got {Clip(text)}");
+                return defaultValue;
+            }
             r.AddError($"{name} '{Clip(text)}' is not a finite decimal number (e.g. 0.7)");
             return defaultValue;
         };

@@ -23,6 +23,8 @@ public static class CliRunner
     public const int Failure = 1;
 
     /// <summary>Exception types that are expected failures (bad input, missing files, no device, ...).</summary>
+    /// <remarks>I/O exceptions are the user's environment (a full disk, a permission, a missing file): their
+    /// messages name the path, and the places that can say more (the output-file policy, the readers) do.</remarks>
     public static bool IsExpected(Exception e) => e is ArgumentException
         or ModelConfigException
         or SafetensorsException
@@ -30,8 +32,9 @@ public static class CliRunner
         or DeviceOutOfMemoryException
         or IEngineMessage
         or InvalidOperationException
-        or FileNotFoundException
-        or DirectoryNotFoundException;
+        or IOException
+        or InvalidDataException
+        or UnauthorizedAccessException;
 
     /// <summary>True when stack traces should be shown.</summary>
     public static bool DebugFromEnvironment => Environment.GetEnvironmentVariable("ILGPU_LLAMA_DEBUG") is "1" or "true";
@@ -75,7 +78,10 @@ public static class CliRunner
             var e = Unwrap(raw);
             if (IsExpected(e))
             {
-                error.WriteLine($"error: {OneLine(CliNames.Message(e))}");
+                string message = e is UnauthorizedAccessException
+                    ? $"{e.Message.TrimEnd('.')}; check the permissions or choose another path"
+                    : CliNames.Message(e);
+                error.WriteLine($"error: {OneLine(message)}");
                 if (verbose)
                     error.WriteLine(e.ToString());
             }
