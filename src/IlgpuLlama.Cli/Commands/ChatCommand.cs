@@ -84,7 +84,7 @@ public static class ChatCommand
                 : null;
             string dir = ModelOptions.ResolveModelDir(parse.GetValue(model), io, allowDemo: true, ModelOptions.ChatModelDirs, out _);
             bool includeSpecial = parse.GetValue(special);
-            var tokenizer = LlamaTokenizer.FromDirectory(dir);
+            var tokenizer = ModelOptions.LoadTokenizer(dir);
             using var device = ComputeDevice.Create(parse.GetValue(engine.Device));
             using var llama = ModelOptions.Load(device, dir, engine.Engine(parse, io) with { MaxBatchSize = 1 }, io);
             var stops = new HashSet<int>(llama.Config.EosTokenIds.Concat(tokenizer.StopIds));

@@ -66,7 +66,7 @@ public static class GenerateCommand
             LlamaTokenizer? tokenizer = null;
             if (tokenPrompts.Length == 0)
             {
-                tokenizer = LlamaTokenizer.FromDirectory(dir);
+                tokenizer = ModelOptions.LoadTokenizer(dir, alternative: "or give the prompt as --tokens ids");
                 if (textPrompts.Length == 0)
                 {
                     textPrompts = [DefaultPrompt];
@@ -140,9 +140,9 @@ public static class GenerateCommand
     {
         try
         {
-            return LlamaTokenizer.FromDirectory(dir);
+            return ModelOptions.LoadTokenizer(dir);
         }
-        catch (TokenizerException)
+        catch (TokenizerException e) when (e.NoTokenizerFile)
         {
             return null;
         }

@@ -3,6 +3,7 @@ using IlgpuLlama.Device;
 using IlgpuLlama.Engine;
 using IlgpuLlama.Kernels;
 using IlgpuLlama.Model;
+using IlgpuLlama.Text;
 
 namespace IlgpuLlama.Cli.Infrastructure;
 
@@ -146,6 +147,27 @@ public sealed class ModelOptions
         return $"{parameters} params ({DeviceAllocator.Gb(plan.WeightBytes)} @ {plan.Format.BitsPerWeight:0.#} bits, {plan.Format.Name}), " +
             $"KV cache {DeviceAllocator.Gb(plan.KvCacheBytes)} @ fp16 for {plan.Shape.MaxBatch} x {plan.Shape.MaxSeq} tokens, " +
             $"activations {DeviceAllocator.Gb(plan.ActivationBytes)}; allocated {a.TotalLiveBytes:N0} B (formula {plan.TotalBytes:N0} B)";
+    }
+
+    /// <summary>
+    /// The tokenizer of a model directory, checked against its config.json's vocab_size at load (not
+    /// when a generated id cannot be printed). <paramref name="alternative"/> is appended when there is
+    /// no tokenizer file (generate: "or give --tokens ids"); other commands have no way around one.
+    /// </summary>
+    public static LlamaTokenizer LoadTokenizer(string dir, string? alternative = null)
+    {
+        LlamaTokenizer tokenizer;
+        try
+        {
+            tokenizer = LlamaTokenizer.FromDirectory(dir);
+        }
+        catch (TokenizerException e) when (e.NoTokenizerFile && alternative is not null)
+        {
+            throw new TokenizerException($"{e.Template}, {alternative}", e) { NoTokenizerFile = true };
+        }
+        if (File.Exists(Path.Combine(dir, "config.json")))
+            tokenizer.EnsureMatches(LlamaConfig.FromDirectory(dir).VocabSize, dir);
+        return tokenizer;
     }
 
     /// <summary>Parses a --tokens value "1,2,3".</summary>
