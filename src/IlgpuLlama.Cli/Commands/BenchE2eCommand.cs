@@ -77,7 +77,7 @@ public static class BenchE2eCommand
             }
             else
             {
-                var config = LlamaConfig.Preset(name);
+                var config = ModelOptions.ConfigOfDirOrPreset(name);
                 llama = LlamaModel.Create(device, config, options);
                 io.Err.WriteLine($"{name}: random weights on {device.Description}; {ModelOptions.MemorySummary(llama)}");
                 llama.Weights.FillRandom(1, 0.05f, device.Accelerator);

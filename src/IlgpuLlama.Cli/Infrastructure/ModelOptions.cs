@@ -80,6 +80,9 @@ public sealed class ModelOptions
         string? demoNote = null)
     {
         isDemo = false;
+        if (model is not null && string.IsNullOrWhiteSpace(model))
+            throw new ArgumentException($"--model '{model}' is empty; give a model directory, or leave --model out to use {string.Join(" or ", candidates)}" +
+                (allowDemo ? " (else the built-in demo)" : ""));
         if (!string.IsNullOrEmpty(model))
         {
             if (!Directory.Exists(model))
@@ -168,6 +171,23 @@ public sealed class ModelOptions
         if (File.Exists(Path.Combine(dir, "config.json")))
             tokenizer.EnsureMatches(LlamaConfig.FromDirectory(dir).VocabSize, dir);
         return tokenizer;
+    }
+
+    /// <summary>
+    /// The config of --model DIR|PRESET (memory, bench e2e): a directory's config.json, else a preset; a
+    /// value that looks like a path but is no directory says so instead of "unknown preset".
+    /// </summary>
+    public static LlamaConfig ConfigOfDirOrPreset(string name)
+    {
+        if (string.IsNullOrWhiteSpace(name))
+            throw new ArgumentException($"--model '{name}' is empty; give a model directory or one of the presets {string.Join(", ", LlamaConfig.PresetNames)}");
+        if (Directory.Exists(name))
+            return LlamaConfig.FromDirectory(name);
+        if (File.Exists(name))
+            throw new ArgumentException($"--model '{name}' is a file; give the model's directory (the one holding config.json) or a preset ({string.Join(", ", LlamaConfig.PresetNames)})");
+        if (name.Contains('/') || name.Contains('\\') || name.StartsWith('.') || name.StartsWith('~'))
+            throw new DirectoryNotFoundException($"--model '{name}' is not a directory (nor one of the presets {string.Join(", ", LlamaConfig.PresetNames)}); give a Hugging Face Llama 3 model directory (see weights/README.md)");
+        return LlamaConfig.Preset(name);
     }
 
     /// <summary>Parses a --tokens value "1,2,3".</summary>
