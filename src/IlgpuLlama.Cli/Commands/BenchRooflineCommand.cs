@@ -21,10 +21,10 @@ public static class BenchRooflineCommand
         {
             var io = CommandIO.From(parse);
             var file = parse.GetValue(from)!;
-            if (!file.Exists)
-                throw new FileNotFoundException($"--from '{file.FullName}' does not exist");
             if (Directory.Exists(file.FullName))
                 throw new ArgumentException($"--from '{file.FullName}' is a directory; pass the file written by bench kernels --json > FILE.json");
+            if (!file.Exists)
+                throw new FileNotFoundException($"--from '{file.FullName}' does not exist");
             string target = IlgpuLlama.IO.OutputFile.Prepare(parse.GetValue(output)!.FullName);
             var report = Read(file.FullName);
             io.Out.Write(BenchOutput.Markdown(report));

@@ -86,9 +86,9 @@ public static partial class PtxCommand
         {
             Directory.CreateDirectory(directory);
         }
-        catch (UnauthorizedAccessException e)
+        catch (Exception e) when (e is UnauthorizedAccessException or IOException)
         {
-            throw new IOException($"--out '{directory}': cannot create the directory ({e.Message.TrimEnd('.')}); choose another path", e);
+            throw new IOException($"--out '{directory}': cannot create the directory ({e.Message.TrimEnd('.')}); choose a writable path", e);
         }
         var files = new List<PtxFile>();
         foreach (var (entry, ptx) in KernelCatalog.CompilePtx(KernelCatalog.ParseArchitecture(arch), isa))

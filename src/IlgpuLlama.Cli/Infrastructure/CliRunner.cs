@@ -63,7 +63,10 @@ public static class CliRunner
         {
             // System.CommandLine's own error messages, on one line; the help only on --help.
             string command = string.Join(' ', CommandPath(parse.CommandResult.Command));
-            error.WriteLine($"error: {OneLine(string.Join("; ", parse.Errors.Select(e => e.Message).Distinct()))} (see '{command} --help')");
+            var messages = parse.Errors.Select(e => Friendly(e.Message)).Distinct().ToList();
+            if (messages.Count > 1)
+                messages.Remove("Required command was not provided.");
+            error.WriteLine($"error: {OneLine(string.Join("; ", messages))} (see '{command} --help')");
             error.Flush();
             return UsageError;
         }
@@ -119,6 +122,24 @@ public static class CliRunner
             return line;
         int keep = (MaxLineLength - 40) / 2;
         return $"{line[..keep]} ...[{line.Length - 2 * keep:N0} characters cut]... {line[^keep..]}";
+    }
+
+    /// <summary>System.CommandLine's conversion error in users' words: no CLR type names.</summary>
+    static string Friendly(string message)
+    {
+        var m = System.Text.RegularExpressions.Regex.Match(message, @"^Cannot parse argument '(.*)' for option '([^']+)' as expected type '([^']+)'\.$", System.Text.RegularExpressions.RegexOptions.Singleline);
+        if (!m.Success)
+            return message;
+        string type = m.Groups[3].Value.Replace("System.Nullable`1[", "").TrimEnd(']') switch
+        {
+            "System.UInt64" => "a whole number from 0 to 18446744073709551615",
+            "System.Int64" or "System.Int32" => "a whole number",
+            "System.Single" or "System.Double" => "a decimal number",
+            "System.IO.FileInfo" => "a file path",
+            "System.IO.DirectoryInfo" => "a directory path",
+            var t => "a value of type " + t[(t.LastIndexOf('.') + 1)..],
+        };
+        return $"{m.Groups[2].Value} '{m.Groups[1].Value}' is not {type}";
     }
 
     static IEnumerable<string> CommandPath(Command command)

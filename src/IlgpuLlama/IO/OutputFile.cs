@@ -20,7 +20,15 @@ public static class OutputFile
         var info = new FileInfo(full);
         if (info.LinkTarget is not null)
         {
-            var final = info.ResolveLinkTarget(returnFinalTarget: true);
+            FileSystemInfo? final;
+            try
+            {
+                final = info.ResolveLinkTarget(returnFinalTarget: true);
+            }
+            catch (IOException e)
+            {
+                throw new IOException($"{full}: a symbolic link that cannot be followed ({e.Message.TrimEnd('.')}); remove it or choose another file", e);
+            }
             if (final is null)
                 throw new IOException($"{full}: a symbolic link that cannot be resolved; remove it or choose another file");
             full = final.FullName;
