@@ -40,6 +40,10 @@ public struct MatVecShape
     public int YStride;
     /// <summary>1: y += W x (fused residual add); 0: y = W x.</summary>
     public int Accumulate;
+    /// <summary>Batch tiles of the kernel's width one launch runs over, re-using each group's weight rows from cache.</summary>
+    public int Tiles;
+    /// <summary>Valid batch rows (the last tile may be partial: its extra rows are read, never written).</summary>
+    public int Batch;
 }
 
 /// <summary>The RMSNorm fused into a matvec's input (unused by the plain versions).</summary>
@@ -91,6 +95,7 @@ public struct QkvRopeArgs
     public ArrayView<int> Positions;  // [batch] position of this step's token
     public KvCacheLayout Cache;
     public int K8, QDim, KvDim;
+    public int Tiles, Batch;          // batch tiles of the kernel's width and valid rows, as in MatVecShape
     public InputNorm Norm;
 }
 
@@ -637,18 +642,31 @@ public static class MatVecKernels
         // An odd last row reads itself twice rather than past the end of W; it is stored once.
         int rowB = XMath.Min(rowA + 1, s.Rows - 1);
         int chunks = ChunksPerRow<TW>(s.K8);
-        Acc8 acc = DotRowPair<TW, TN>(w.SubView(rowA * chunks, chunks), w.SubView(rowB * chunks, chunks),
-            ScalesRow<TW>(a.Scales, rowA, s.K8), ScalesRow<TW>(a.Scales, rowB, s.K8), x, a.Norm.Weight, s.K8, batch);
-
-        // One thread per batch entry (looping, in case the group is narrower than the batch).
-        for (int b = Group.IdxX; b < batch; b += Group.DimX)
+        // Batch tiles one after the other: the group's two rows come from cache after the first tile.
+        for (int t = 0; t < s.Tiles; t++)
         {
-            int ya = b * s.YStride + rowA;
+            // The reduction's shared scratch is reused by the next tile: every thread must have read it.
+            if (t > 0)
+                Group.Barrier();
+            int first = t * batch;
+            Acc8 acc = DotRowPair<TW, TN>(w.SubView(rowA * chunks, chunks), w.SubView(rowB * chunks, chunks),
+                ScalesRow<TW>(a.Scales, rowA, s.K8), ScalesRow<TW>(a.Scales, rowB, s.K8), x.SubView(first * 2 * s.K8, batch * 2 * s.K8), a.Norm.Weight, s.K8, batch);
+            MatVecStore<TN>(acc, y, s, a.Norm.Eps, first, batch, rowA, rowB);
+        }
+    }
+
+    static void MatVecStore<TN>(Acc8 acc, ArrayView<float> y, MatVecShape s, float eps, int first, int batch, int rowA, int rowB)
+        where TN : struct, IInputNorm
+    {
+        // One thread per batch entry (looping, in case the group is narrower than the batch).
+        for (int b = Group.IdxX; b < batch && first + b < s.Batch; b += Group.DimX)
+        {
+            int ya = (first + b) * s.YStride + rowA;
             float va = acc.A(b);
             float vb = acc.B(b);
             if (default(TN).Enabled)
             {
-                float inv = InverseRms(acc, b, 8 * s.K8, a.Norm.Eps);
+                float inv = InverseRms(acc, b, 8 * s.K8, eps);
                 va *= inv;
                 vb *= inv;
             }
@@ -687,20 +705,33 @@ public static class MatVecKernels
         int batch = default(TB).Count;
         int row = Grid.IdxX;
         int chunks = ChunksPerRow<TW>(s.K8);
-        Acc8 acc = DotRowPair<TW, TN>(wGate.SubView(row * chunks, chunks), wUp.SubView(row * chunks, chunks),
-            ScalesRow<TW>(a.GateScales, row, s.K8), ScalesRow<TW>(a.UpScales, row, s.K8), x, a.Norm.Weight, s.K8, batch);
+        for (int t = 0; t < s.Tiles; t++)
+        {
+            // The reduction's shared scratch is reused by the next tile: every thread must have read it.
+            if (t > 0)
+                Group.Barrier();
+            int first = t * batch;
+            Acc8 acc = DotRowPair<TW, TN>(wGate.SubView(row * chunks, chunks), wUp.SubView(row * chunks, chunks),
+                ScalesRow<TW>(a.GateScales, row, s.K8), ScalesRow<TW>(a.UpScales, row, s.K8), x.SubView(first * 2 * s.K8, batch * 2 * s.K8), a.Norm.Weight, s.K8, batch);
+            SwiGluStore<TN>(acc, h, s, a.Norm.Eps, first, batch, row);
+        }
+    }
+
+    static void SwiGluStore<TN>(Acc8 acc, ArrayView<float> h, MatVecShape s, float eps, int first, int batch, int row)
+        where TN : struct, IInputNorm
+    {
         // One thread per batch entry (looping, in case the group is narrower than the batch).
-        for (int b = Group.IdxX; b < batch; b += Group.DimX)
+        for (int b = Group.IdxX; b < batch && first + b < s.Batch; b += Group.DimX)
         {
             float gate = acc.A(b);
             float up = acc.B(b);
             if (default(TN).Enabled)
             {
-                float inv = InverseRms(acc, b, 8 * s.K8, a.Norm.Eps);
+                float inv = InverseRms(acc, b, 8 * s.K8, eps);
                 gate *= inv;
                 up *= inv;
             }
-            h[b * s.YStride + row] = DeviceMath.Silu(gate) * up;
+            h[(first + b) * s.YStride + row] = DeviceMath.Silu(gate) * up;
         }
     }
 
@@ -741,16 +772,30 @@ public static class MatVecKernels
         ArrayView<ushort> scales = kind == 0 ? a.QScales : kind == 1 ? a.KScales : a.VScales;
 
         int chunks = ChunksPerRow<TW>(a.K8);
-        Acc8 acc = DotRowPair<TW, TN>(w.SubView(rowA * chunks, chunks), w.SubView(rowB * chunks, chunks),
-            ScalesRow<TW>(scales, rowA, a.K8), ScalesRow<TW>(scales, rowB, a.K8), a.X, a.Norm.Weight, a.K8, batch);
-
-        for (int b = Group.IdxX; b < batch; b += Group.DimX)
+        for (int t = 0; t < a.Tiles; t++)
         {
-            float va = acc.A(b);
-            float vb = acc.B(b);
+            // The reduction's shared scratch is reused by the next tile: every thread must have read it.
+            if (t > 0)
+                Group.Barrier();
+            int first = t * batch;
+            Acc8 acc = DotRowPair<TW, TN>(w.SubView(rowA * chunks, chunks), w.SubView(rowB * chunks, chunks),
+                ScalesRow<TW>(scales, rowA, a.K8), ScalesRow<TW>(scales, rowB, a.K8), a.X.SubView(first * 2 * a.K8, batch * 2 * a.K8), a.Norm.Weight, a.K8, batch);
+            QkvRopeStore<TN>(acc, a, first, batch, kind, head, i, rowA);
+        }
+    }
+
+    static void QkvRopeStore<TN>(Acc8 acc, QkvRopeArgs a, int first, int batch, int kind, int head, int i, int rowA)
+        where TN : struct, IInputNorm
+    {
+        int half = a.Cache.HeadDim / 2;
+        for (int tb = Group.IdxX; tb < batch && first + tb < a.Batch; tb += Group.DimX)
+        {
+            int b = first + tb;
+            float va = acc.A(tb);
+            float vb = acc.B(tb);
             if (default(TN).Enabled)
             {
-                float inv = InverseRms(acc, b, 8 * a.K8, a.Norm.Eps);
+                float inv = InverseRms(acc, tb, 8 * a.K8, a.Norm.Eps);
                 va *= inv;
                 vb *= inv;
             }
@@ -844,21 +889,39 @@ public static class MatVecKernels
     {
         int rows = w.Rows, inDim = w.Cols;
         w.Check("matvec");
-        Require.Batch(batch);
+        var (width, tiles) = Tiling(batch);
         if (yStride < 0)
             yStride = rows;
-        Require.Length(x, (long)batch * inDim, "matvec x");
+        Require.Length(x, (long)width * tiles * inDim, batch > width ? $"matvec x (whole tiles of {width} rows)" : "matvec x");
         Require.Length(y, (long)(batch - 1) * yStride + rows, "matvec y");
         var args = new MatVecArgs
         {
             W = w.Chunks, Scales = w.Scales, X = x.Cast<F4>(), Y = y,
-            Shape = new MatVecShape { Rows = rows, K8 = inDim / 8, YStride = yStride, Accumulate = accumulate ? 1 : 0 },
+            Shape = new MatVecShape { Rows = rows, K8 = inDim / 8, YStride = yStride, Accumulate = accumulate ? 1 : 0, Tiles = tiles, Batch = batch },
             Norm = Pack(norm, w, "matvec"),
         };
         int groups = (rows + RowsPerGroup - 1) / RowsPerGroup;
         var kernel = norm is null ? MatVecKernel : MatVecNormKernel;
-        k.Launch(kernel, kernel.Variant(w.Format, batch), new KernelConfig(groups, GroupSize(k, args.Shape.K8)), args);
+        k.Launch(kernel, kernel.Variant(w.Format, width), new KernelConfig(groups, GroupSize(k, args.Shape.K8)), args);
     }
+
+    /// <summary>Most vectors one decode-matvec launch takes (tiles of <see cref="BatchWidth.Max"/>).</summary>
+    public const int MaxBatch = 64;
+
+    /// <summary>
+    /// The kernel width and the number of tiles of a batch: up to <see cref="BatchWidth.Max"/> one tile
+    /// of exactly the batch; beyond, tiles of <see cref="BatchWidth.Max"/>, the last one partial (its
+    /// input rows up to the whole tile must exist; its extra outputs are not written).
+    /// </summary>
+    public static (int Width, int Tiles) Tiling(int batch)
+    {
+        Require.That(batch >= 1 && batch <= MaxBatch, $"batch {batch} must be between 1 and {MaxBatch} for the decode kernels");
+        int width = Math.Min(batch, BatchWidth.Max);
+        return (width, (batch + width - 1) / width);
+    }
+
+    /// <summary>Input rows a decode matvec over <paramref name="batch"/> vectors reads (whole tiles).</summary>
+    public static int PaddedBatch(int batch) => batch <= BatchWidth.Max ? batch : (batch + BatchWidth.Max - 1) / BatchWidth.Max * BatchWidth.Max;
 
     /// <summary>h[b, :] = silu(Wg x[b]) * (Wu x[b]); with <paramref name="norm"/>, of rmsnorm(x) (<see cref="MatVecSwiGluNorm{TW, TB}"/>).</summary>
     public static void MatVecSwiGlu(this LlamaKernels k, WeightMatrix gate, WeightMatrix up, ArrayView<float> x, ArrayView<float> h, int batch, FusedNorm? norm = null)
@@ -866,18 +929,18 @@ public static class MatVecKernels
         int rows = gate.Rows, inDim = gate.Cols;
         gate.Check("swiglu gate");
         up.Check("swiglu up");
-        Require.Batch(batch);
+        var (width, tiles) = Tiling(batch);
         Require.That(up.Rows == rows && up.Cols == inDim && up.Format == gate.Format, $"matvec-swiglu: up [{up.Rows}, {up.Cols}] {up.Format} must match gate [{rows}, {inDim}] {gate.Format}");
-        Require.Length(x, (long)batch * inDim, "swiglu x");
+        Require.Length(x, (long)width * tiles * inDim, batch > width ? $"swiglu x (whole tiles of {width} rows)" : "swiglu x");
         Require.Length(h, (long)batch * rows, "swiglu output");
         var args = new MatVecSwiGluArgs
         {
             Gate = gate.Chunks, Up = up.Chunks, GateScales = gate.Scales, UpScales = up.Scales, X = x.Cast<F4>(), H = h,
-            Shape = new MatVecShape { Rows = rows, K8 = inDim / 8, YStride = rows },
+            Shape = new MatVecShape { Rows = rows, K8 = inDim / 8, YStride = rows, Tiles = tiles, Batch = batch },
             Norm = Pack(norm, gate, "matvec-swiglu"),
         };
         var kernel = norm is null ? SwiGluKernel : SwiGluNormKernel;
-        k.Launch(kernel, kernel.Variant(gate.Format, batch), new KernelConfig(rows, GroupSize(k, args.Shape.K8)), args);
+        k.Launch(kernel, kernel.Variant(gate.Format, width), new KernelConfig(rows, GroupSize(k, args.Shape.K8)), args);
     }
 
     /// <summary>Fused decode q/k/v projection + RoPE + KV append (see the file header); with <paramref name="norm"/>, of rmsnorm(x).</summary>
@@ -888,12 +951,12 @@ public static class MatVecKernels
         w.Q.Check("q_proj");
         w.K.Check("k_proj");
         w.V.Check("v_proj");
-        Require.Batch(batch);
+        var (width, tiles) = Tiling(batch);
         Require.That(s.HeadDim % 2 == 0, $"head_dim {s.HeadDim} must be even");
         Require.That(w.Q.Rows == s.QDim && w.K.Rows == s.KvDim && w.V.Rows == s.KvDim && w.K.Cols == hidden && w.V.Cols == hidden,
             $"matvec-qkv: q/k/v weights [{w.Q.Rows}, {w.Q.Cols}], [{w.K.Rows}, {w.K.Cols}], [{w.V.Rows}, {w.V.Cols}] do not fit {s.Heads}/{s.KvHeads} heads x {s.HeadDim}");
         Require.That(w.K.Format == w.Q.Format && w.V.Format == w.Q.Format, "matvec-qkv: q, k and v weights must share one format");
-        Require.Length(x, (long)batch * hidden, "qkv x");
+        Require.Length(x, (long)width * tiles * hidden, batch > width ? $"qkv x (whole tiles of {width} rows)" : "qkv x");
         Require.Length(q, (long)batch * s.QDim, "qkv q output");
         Require.Length(slots, batch, "qkv slots");
         Require.Length(positions, batch, "qkv positions");
@@ -902,10 +965,10 @@ public static class MatVecKernels
         {
             Wq = w.Q.Chunks, Wk = w.K.Chunks, Wv = w.V.Chunks, QScales = w.Q.Scales, KScales = w.K.Scales, VScales = w.V.Scales, X = x.Cast<F4>(), Q = q,
             KCache = kCache, VCache = vCache, Rope = ropeTable, Slots = slots, Positions = positions,
-            Cache = s.Cache, K8 = hidden / 8, QDim = s.QDim, KvDim = s.KvDim, Norm = Pack(norm, w.Q, "matvec-qkv"),
+            Cache = s.Cache, K8 = hidden / 8, QDim = s.QDim, KvDim = s.KvDim, Tiles = tiles, Batch = batch, Norm = Pack(norm, w.Q, "matvec-qkv"),
         };
         var kernel = norm is null ? QkvRopeKernel : QkvRopeNormKernel;
-        k.Launch(kernel, kernel.Variant(w.Q.Format, batch), new KernelConfig((s.QDim + 2 * s.KvDim) / 2, GroupSize(k, args.K8)), args);
+        k.Launch(kernel, kernel.Variant(w.Q.Format, width), new KernelConfig((s.QDim + 2 * s.KvDim) / 2, GroupSize(k, args.K8)), args);
     }
 
     // ---- cost ------------------------------------------------------------------------------
@@ -945,7 +1008,12 @@ sealed class MatVecFamily : KernelFamily
         [MatVecKernels.MatVecKernel, MatVecKernels.SwiGluKernel, MatVecKernels.QkvRopeKernel,
          MatVecKernels.MatVecNormKernel, MatVecKernels.SwiGluNormKernel, MatVecKernels.QkvRopeNormKernel];
 
-    public override IEnumerable<BenchCase> BenchCases(BenchShapes s, SixteenBitFormat f)
+    public override IEnumerable<BenchCase> BenchCases(BenchShapes s, SixteenBitFormat f) => Cases(s, f);
+
+    /// <summary>The same cases with Q8_0/Q4_0 matrices: bytes moved are the quants and scales actually read.</summary>
+    public override IEnumerable<BenchCase> BlockBenchCases(BenchShapes s, BlockQuantFormat f) => Cases(s.WithWholeBlocks(f.BlockSize), f);
+
+    static IEnumerable<BenchCase> Cases(BenchShapes s, WeightFormat f)
     {
         foreach (int b in new[] { 1, 4 })
         {
@@ -970,21 +1038,22 @@ sealed class MatVecFamily : KernelFamily
 
     static string Label(string label, bool norm) => norm ? label + " +rmsnorm" : label;
 
-    static BenchCase MatVec(SixteenBitFormat f, string label, int rows, int inDim, int batch, bool accumulate, bool norm) =>
+    static BenchCase MatVec(WeightFormat f, string label, int rows, int inDim, int batch, bool accumulate, bool norm) =>
         new($"{(norm ? "matvec_norm" : "matvec")}_{f.Name}", MatVecKernels.Family, $"{rows}x{inDim} {Label(label, norm)}", batch,
             MatVecKernels.BytesMoved(f, rows, inDim, batch, accumulate) + (norm ? f.VectorBytes(inDim) : 0), MatVecKernels.Flops(rows, inDim, batch), ctx =>
             {
                 int seed = ctx.SeedOf(norm ? 15 : 1, rows, inDim, batch);
-                var w = HostData.Weights(seed, (long)rows * inDim, f);
+                var nf = f.VectorFormat;
+                var w = HostData.Matrix(seed, rows, inDim, f);
                 var x = HostData.Floats(seed + 1, (long)batch * inDim, norm ? RawInputScale : 1.0);
                 var y0 = HostData.Floats(seed + 2, (long)batch * rows);
-                var g = HostData.Weights(seed + 3, inDim, f, 1.5);
+                var g = HostData.Weights(seed + 3, inDim, nf, 1.5);
                 int copies = ctx.CopiesFor(f.MatrixBytes(rows, inDim));
                 var wb = ctx.Rotated("bench.matvec.w", w, copies);
                 var xb = ctx.Upload("bench.matvec.x", x);
                 var yb = ctx.Upload("bench.matvec.y", y0);
-                FusedNorm? fused = norm ? new FusedNorm(new WeightVector(f, ctx.Upload("bench.matvec.norm", g)), Eps) : null;
-                void Launch(int i) => ctx.Kernels.MatVec(WeightMatrix.Of(f, wb.Copy(i), rows, inDim), xb, yb, batch, accumulate, norm: fused);
+                FusedNorm? fused = norm ? new FusedNorm(new WeightVector(nf, ctx.Upload("bench.matvec.norm", g)), Eps) : null;
+                void Launch(int i) => ctx.Kernels.MatVec(wb.Copy(i), xb, yb, batch, accumulate, norm: fused);
 
                 Validation Validate()
                 {
@@ -1002,30 +1071,31 @@ sealed class MatVecFamily : KernelFamily
                             actual[b * n + i] = y[(long)b * rows + ids[i]];
                         }
                     }
-                    var input = norm ? KernelReference.Normed(x, g, inDim, Eps, f) : HostData.ToDouble(x);
-                    KernelReference.MatVec(HostData.Rows(w, ids, inDim), input, expected, n, inDim, batch, accumulate, f);
+                    var input = norm ? KernelReference.Normed(x, g, inDim, Eps, nf) : HostData.ToDouble(x);
+                    KernelReference.MatVec(w.SelectRows(ids), input, expected, batch, accumulate);
                     return Validation.From(HostData.RowsMethod(n, rows), Tolerance.Matmul, Tolerance.Matmul.Check("matvec", actual, expected));
                 }
 
                 return new PreparedCase(copies, Validate, Launch);
             });
 
-    static BenchCase SwiGlu(SixteenBitFormat f, int rows, int inDim, int batch, bool norm) =>
+    static BenchCase SwiGlu(WeightFormat f, int rows, int inDim, int batch, bool norm) =>
         new($"{(norm ? "matvec_swiglu_norm" : "matvec_swiglu")}_{f.Name}", MatVecKernels.Family, $"{rows}x{inDim} {Label("gate+up", norm)}", batch,
             MatVecKernels.SwiGluBytesMoved(f, rows, inDim, batch) + (norm ? f.VectorBytes(inDim) : 0), MatVecKernels.SwiGluFlops(rows, inDim, batch), ctx =>
             {
                 int seed = ctx.SeedOf(norm ? 16 : 2, rows, inDim, batch);
-                var wg = HostData.Weights(seed, (long)rows * inDim, f);
-                var wu = HostData.Weights(seed + 1, (long)rows * inDim, f);
+                var nf = f.VectorFormat;
+                var wg = HostData.Matrix(seed, rows, inDim, f);
+                var wu = HostData.Matrix(seed + 1, rows, inDim, f);
                 var x = HostData.Floats(seed + 2, (long)batch * inDim, norm ? RawInputScale : 1.0);
-                var g = HostData.Weights(seed + 3, inDim, f, 1.5);
+                var g = HostData.Weights(seed + 3, inDim, nf, 1.5);
                 int copies = ctx.CopiesFor(2 * f.MatrixBytes(rows, inDim));
                 var wgb = ctx.Rotated("bench.matvec_swiglu.w_gate", wg, copies);
                 var wub = ctx.Rotated("bench.matvec_swiglu.w_up", wu, copies);
                 var xb = ctx.Upload("bench.matvec_swiglu.x", x);
                 var hb = ctx.Alloc<float>("bench.matvec_swiglu.h", batch, rows);
-                FusedNorm? fused = norm ? new FusedNorm(new WeightVector(f, ctx.Upload("bench.matvec_swiglu.norm", g)), Eps) : null;
-                void Launch(int i) => ctx.Kernels.MatVecSwiGlu(WeightMatrix.Of(f, wgb.Copy(i), rows, inDim), WeightMatrix.Of(f, wub.Copy(i), rows, inDim), xb, hb, batch, fused);
+                FusedNorm? fused = norm ? new FusedNorm(new WeightVector(nf, ctx.Upload("bench.matvec_swiglu.norm", g)), Eps) : null;
+                void Launch(int i) => ctx.Kernels.MatVecSwiGlu(wgb.Copy(i), wub.Copy(i), xb, hb, batch, fused);
 
                 Validation Validate()
                 {
@@ -1038,15 +1108,15 @@ sealed class MatVecFamily : KernelFamily
                     for (int b = 0; b < batch; b++)
                         for (int i = 0; i < n; i++)
                             actual[b * n + i] = hv[(long)b * rows + ids[i]];
-                    var input = norm ? KernelReference.Normed(x, g, inDim, Eps, f) : HostData.ToDouble(x);
-                    KernelReference.MatVecSwiGlu(HostData.Rows(wg, ids, inDim), HostData.Rows(wu, ids, inDim), input, expected, n, inDim, batch, f);
+                    var input = norm ? KernelReference.Normed(x, g, inDim, Eps, nf) : HostData.ToDouble(x);
+                    KernelReference.MatVecSwiGlu(wg.SelectRows(ids), wu.SelectRows(ids), input, expected, batch);
                     return Validation.From(HostData.RowsMethod(n, rows), Tolerance.Matmul, Tolerance.Matmul.Check("matvec-swiglu", actual, expected));
                 }
 
                 return new PreparedCase(copies, Validate, Launch);
             });
 
-    static BenchCase QkvRope(SixteenBitFormat f, BenchShapes s, int batch, bool norm)
+    static BenchCase QkvRope(WeightFormat f, BenchShapes s, int batch, bool norm)
     {
         const int maxSeq = 64;
         var shape = new AttentionShape(s.Heads, s.KvHeads, s.HeadDim, maxSeq);
@@ -1056,11 +1126,12 @@ sealed class MatVecFamily : KernelFamily
             {
                 int seed = ctx.SeedOf(norm ? 17 : 3, hidden, batch);
                 int qDim = shape.QDim, kvDim = shape.KvDim;
-                var wq = HostData.Weights(seed, (long)qDim * hidden, f);
-                var wk = HostData.Weights(seed + 1, (long)kvDim * hidden, f);
-                var wv = HostData.Weights(seed + 2, (long)kvDim * hidden, f);
+                var nf = f.VectorFormat;
+                var wq = HostData.Matrix(seed, qDim, hidden, f);
+                var wk = HostData.Matrix(seed + 1, kvDim, hidden, f);
+                var wv = HostData.Matrix(seed + 2, kvDim, hidden, f);
                 var x = HostData.Floats(seed + 3, (long)batch * hidden, norm ? RawInputScale : 1.0);
-                var g = HostData.Weights(seed + 6, hidden, f, 1.5);
+                var g = HostData.Weights(seed + 6, hidden, nf, 1.5);
                 int[] slots = Enumerable.Range(0, batch).ToArray();
                 int[] positions = new[] { 5, 17, 33, 63 }[..batch];
                 long cacheLen = shape.Cache.Elements(batch);
@@ -1078,10 +1149,10 @@ sealed class MatVecFamily : KernelFamily
                 var ropeb = ctx.Upload("bench.matvec_qkv_rope.rope", rope);
                 var slotb = ctx.Upload("bench.matvec_qkv_rope.slots", slots);
                 var posb = ctx.Upload("bench.matvec_qkv_rope.positions", positions);
-                FusedNorm? fused = norm ? new FusedNorm(new WeightVector(f, ctx.Upload("bench.matvec_qkv_rope.norm", g)), Eps) : null;
+                FusedNorm? fused = norm ? new FusedNorm(new WeightVector(nf, ctx.Upload("bench.matvec_qkv_rope.norm", g)), Eps) : null;
 
                 void Launch(int i) => ctx.Kernels.MatVecQkvRope(
-                    new QkvWeights(WeightMatrix.Of(f, wqb.Copy(i), qDim, hidden), WeightMatrix.Of(f, wkb.Copy(i), kvDim, hidden), WeightMatrix.Of(f, wvb.Copy(i), kvDim, hidden)),
+                    new QkvWeights(wqb.Copy(i), wkb.Copy(i), wvb.Copy(i)),
                     xb, qb, kcb, vcb, ropeb, slotb, posb, batch, shape, fused);
 
                 Validation Validate()
@@ -1090,8 +1161,8 @@ sealed class MatVecFamily : KernelFamily
                     var eq = new double[batch * qDim];
                     var ek = (ushort[])kCache.Clone();
                     var ev = (ushort[])vCache.Clone();
-                    var input = norm ? KernelReference.Normed(x, g, hidden, Eps, f) : HostData.ToDouble(x);
-                    KernelReference.MatVecQkvRope(wq, wk, wv, input, eq, ek, ev, rope, slots, positions, hidden, batch, shape, f);
+                    var input = norm ? KernelReference.Normed(x, g, hidden, Eps, nf) : HostData.ToDouble(x);
+                    KernelReference.MatVecQkvRope(wq, wk, wv, input, eq, ek, ev, rope, slots, positions, batch, shape);
                     return Validation.From($"all {qDim + 2 * kvDim} rows", Tolerance.Matmul,
                         Tolerance.Matmul.Check("q", BenchContext.Read(qb), eq),
                         Tolerance.Fp16.Check("k cache", HostData.HalfToFloat(BenchContext.Read(kcb)), HostData.HalfToDouble(ek)),

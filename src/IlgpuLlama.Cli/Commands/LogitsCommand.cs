@@ -32,7 +32,7 @@ public static class LogitsCommand
             // Checked before the model loads: a target that cannot be written fails in a second, not after the forward pass.
             string target = OutputFile.Prepare(parse.GetValue(output)!.FullName);
             // The cache must hold the whole sequence; one slot is enough.
-            var options = engine.Engine(parse, io, maxSeqOverride: Math.Max(parse.GetValue(engine.MaxSeqLen), ids.Length)) with { MaxBatchSize = 1 };
+            var options = engine.Engine(parse, io, maxSeqOverride: Math.Max(parse.GetValue(engine.MaxSeqLen) ?? 256, ids.Length)) with { MaxBatchSize = 1 };
             using var device = ComputeDevice.Create(parse.GetValue(engine.Device));
             using var llama = ModelOptions.Load(device, dir, options, io);
             int vocab = llama.Config.VocabSize;

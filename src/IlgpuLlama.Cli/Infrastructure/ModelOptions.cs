@@ -24,8 +24,9 @@ public sealed class ModelOptions
     public static IReadOnlyList<string> ChatModelDirs { get; } = [InstructModelDir, DefaultModelDir];
 
     public Option<DeviceKind> Device { get; } = CliOptions.Device();
-    public Option<int> MaxBatchSize { get; } = CliOptions.Integer("--max-batch-size", $"Sequences decoded together (KV-cache slots), 1..{BatchWidth.Max}", 4, 1, BatchWidth.Max);
-    public Option<int> MaxSeqLen { get; } = CliOptions.Integer("--max-seq-len", "Positions per sequence in the KV cache (prompt + new tokens)", 256, 1);
+    public Option<int> MaxBatchSize { get; } = CliOptions.Integer("--max-batch-size", $"Sequences decoded together (KV-cache slots), 1..{WorkspaceShape.MaxSequences}", 4, 1, WorkspaceShape.MaxSequences);
+    public Option<int?> MaxSeqLen { get; } = CliOptions.OptionalInteger("--max-seq-len",
+        $"Positions per sequence in the KV cache (prompt + new tokens), up to the model's max_position_embeddings (default: the longest that fits the device, at most {WorkspaceShape.DefaultContextCap}, {WorkspaceShape.DefaultCpuContextCap} on the CPU accelerator)", 1);
     public Option<string> DType { get; } = CliOptions.DType(followsModel: true);
     public Option<int?> PrefillChunk { get; } = CliOptions.OptionalInteger("--prefill-chunk", "Prompt tokens per prefill pass (default: min(batch x seq, 2048))", 1);
     public Option<bool> NoCudaGraph { get; } = new("--no-cuda-graph") { Description = "Launch every decode kernel from the host instead of replaying a CUDA graph" };
@@ -136,6 +137,9 @@ public sealed class ModelOptions
         if (lastDecile >= 0)
             io.Err.WriteLine();
         io.Err.WriteLine($"loaded in {(DateTime.UtcNow - started).TotalSeconds:F1} s: {MemorySummary(model)}");
+        if (options.MaxSeqLen is null)
+            io.Err.WriteLine($"context: {model.MaxSeq} positions per sequence, the longest that fits beside the weights at batch {model.MaxBatch} " +
+                $"(at most {Math.Min(model.Config.MaxPositionEmbeddings, LlamaModel.DefaultContextCap(device.Accelerator))}{(device.IsCuda ? "" : " on the CPU accelerator")}; the model allows {model.Config.MaxPositionEmbeddings}); --max-seq-len sets it");
         foreach (var w in model.Warnings)
             io.Err.WriteLine($"warning: {CliNames.Render(w)}");
         return model;

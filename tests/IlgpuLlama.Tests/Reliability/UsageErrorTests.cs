@@ -63,7 +63,7 @@ public sealed class UsageErrorTests
     [InlineData("--max-new-tokens", "99999999999")]
     [InlineData("--max-new-tokens", "0")]
     [InlineData("--max-seq-len", "-3")]
-    [InlineData("--max-batch-size", "5")]
+    [InlineData("--max-batch-size", "65")]
     [InlineData("--prefill-chunk", "0")]
     public void Integer_options_say_what_range_they_take(string option, string value)
     {
