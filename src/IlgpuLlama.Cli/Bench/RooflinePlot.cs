@@ -76,7 +76,7 @@ public static class RooflinePlot
         plot.Axes.Bottom.TickGenerator = LogTicks();
         plot.Axes.Left.TickGenerator = LogTicks();
         plot.ShowLegend(Alignment.LowerRight);
-        plot.SavePng(path, width, height);
+        IlgpuLlama.IO.OutputFile.WriteAllBytes(path, plot.GetImageBytes(width, height, ImageFormat.Png));
         return points.Count;
     }
 

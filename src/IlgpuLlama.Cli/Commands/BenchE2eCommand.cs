@@ -57,12 +57,7 @@ public static class BenchE2eCommand
         var promptTokens = new Option<string>("--prompt-tokens") { Description = "Prompt lengths of the pp tests, comma-separated", DefaultValueFactory = _ => "128", HelpName = "N[,N...]" };
         var genTokens = new Option<string>("--gen-tokens") { Description = "Generated lengths of the tg tests, comma-separated", DefaultValueFactory = _ => "64", HelpName = "N[,N...]" };
         var batches = new Option<string?>("--batches") { Description = "Batch sizes to test, comma-separated (default: 1 to --max-batch-size)", HelpName = "N[,N...]" };
-        var repeats = new Option<int>("--repeats") { Description = "Repetitions per test, reported as mean +- standard deviation", DefaultValueFactory = _ => 3 };
-        repeats.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int>() < 1)
-                r.AddError("--repeats must be at least 1");
-        });
+        var repeats = CliOptions.Integer("--repeats", "Repetitions per test, reported as mean +- standard deviation", 3, 1);
         var json = CliOptions.Json();
         var engine = new ModelOptions();
         var command = new Command("e2e", "End-to-end prefill (pp) and decode (tg) tokens/s at batch 1..max (or --batches)") { model, promptTokens, genTokens, batches, repeats, json };
@@ -86,7 +81,7 @@ public static class BenchE2eCommand
             }
             else
             {
-                var config = LlamaConfig.Preset(name);
+                var config = ModelOptions.ConfigOfDirOrPreset(name);
                 llama = LlamaModel.Create(device, config, options);
                 io.Err.WriteLine($"{name}: random weights on {device.Description}; {ModelOptions.MemorySummary(llama)}");
                 llama.Weights.FillRandom(1, 0.05f, device.Accelerator);

@@ -235,8 +235,11 @@ public sealed class LlamaModel : IDisposable
             model.Warnings.AddRange(warnings.Select(w => new EngineNotice(w)));
             var stats = model.Weights.Upload(source, device.Accelerator, progress);
             string keep = $"{EngineParameters.WeightFormat} bf16";
+            // An infinite weight makes every output it touches inf or NaN: refuse it here, not as NaN logits later.
             if (stats.Overflows > 0)
-                model.Warnings.Add(new($"{stats.Overflows:N0} weights exceed the fp16 range and became +-inf; load with {keep} to keep them"));
+                throw new EngineStateException(
+                    $"{stats.Overflows:N0} weights of {modelDir} exceed the fp16 range (|x| > 65504) and would become +-inf; load with {keep} to keep them",
+                    EngineParameter.WeightFormat);
             if (stats.FlushedToZero > 0)
                 model.Warnings.Add(new($"{stats.FlushedToZero:N0} tiny weights flushed to zero in fp16 (harmless in practice; {keep} keeps them)"));
             if (stats.Subnormals > 0)
