@@ -727,7 +727,7 @@ def summary():
         return {"variant": q["variant"], "weight_bytes": q["bench_e2e"].get("weight_bytes"), "decode": dec,
                 "speedup_vs_fp16_batch1": (dec.get("1", {}).get("tok_s") / base) if base and dec.get("1") else None,
                 "matvec_pct_of_copy": matvec,
-                "decode_logits_vs_fp32": {k: logits.get(k) for k in ("positions", "max_abs_error", "max_error_over_spread", "all_top1_agreement", "passed") if k in logits}}
+                "decode_logits_vs_fp32": {k: logits.get(k) for k in ("positions", "max_abs_error", "max_error_over_spread", "mean_kl_divergence", "all_top1_agreement", "passed") if k in logits}}
     hf = (s.get("hf_timing") or {}).get("batch1", {}).get("tokens_per_second")
     summ = {
         "gpu": (s.get("versions") or {}).get("gpu") or (bk.get("device")),

@@ -19,7 +19,7 @@ public static class CompareLogitsCommand
     public sealed record PositionReport(int Position, int Top1, int ReferenceTop1, double ReferenceMargin, double MaxAbsError);
 
     public sealed record CompareReport(long Positions, long Vocab, double MaxAbsError, double MeanAbsError, double ReferenceSpread, double MaxErrorOverSpread,
-        long DecisivePositions, long DecisiveTop1Agreement, long AllTop1Agreement, IReadOnlyList<PositionReport> Disagreements, double Tolerance,
+        double? MeanKlDivergence, long DecisivePositions, long DecisiveTop1Agreement, long AllTop1Agreement, IReadOnlyList<PositionReport> Disagreements, double Tolerance,
         long NonFiniteOurs, long NonFiniteReference, IReadOnlyList<string> Failures, bool Passed);
 
     /// <summary>Default largest max error, as a fraction of the reference's logit spread (ours on a GPU: 0.5 %).</summary>
@@ -49,6 +49,8 @@ public static class CompareLogitsCommand
                 io.Out.WriteLine($"positions {report.Positions}, vocab {report.Vocab}");
                 io.Out.WriteLine($"max |error| {report.MaxAbsError:G4} (mean {report.MeanAbsError:G3}); reference logit spread (mean per-row std) {report.ReferenceSpread:G4}; max error / spread {report.MaxErrorOverSpread:P2}");
                 io.Out.WriteLine($"top-1 agreement: {report.DecisiveTop1Agreement}/{report.DecisivePositions} decisive positions (margin > 2 x max error), {report.AllTop1Agreement}/{report.Positions} overall");
+                if (report.MeanKlDivergence is { } kl)
+                    io.Out.WriteLine($"mean KL(reference || ours): {kl:G3} nats per position");
                 foreach (var d in report.Disagreements.Take(10))
                     io.Out.WriteLine($"  position {d.Position}: top-1 {d.Top1} vs reference {d.ReferenceTop1} (reference margin {d.ReferenceMargin:G3})");
                 io.Out.WriteLine(report.Passed ? $"passed (max error within {report.Tolerance:P1} of the spread, every decisive top-1 agrees)" : "failed");
@@ -70,7 +72,7 @@ public static class CompareLogitsCommand
         if (n == 0 || v == 0)
             throw new ArgumentException($"the logits are empty (shape [{n}, {v}]); nothing to compare");
         long nonFiniteOurs = ours.Count(x => !float.IsFinite(x)), nonFiniteRef = reference.Count(x => !float.IsFinite(x));
-        double maxErr = 0, sumErr = 0, spread = 0;
+        double maxErr = 0, sumErr = 0, spread = 0, klSum = 0;
         var rowErr = new double[n];
         var top = new int[n];
         var refTop = new int[n];
@@ -95,6 +97,7 @@ public static class CompareLogitsCommand
             maxErr = Math.Max(maxErr, rowErr[t]);
             top[t] = ArgMax(x, out _);
             refTop[t] = ArgMax(r, out margin[t]);
+            klSum += KlDivergence(r, x);
         }
         spread /= n;
         var disagreements = new List<PositionReport>();
@@ -130,8 +133,32 @@ public static class CompareLogitsCommand
             else if (decisiveAgree < decisive)
                 failures.Add($"top-1 differs at {decisive - decisiveAgree} of {decisive} decisive positions (first: position {disagreements.First(d => margin[d.Position] > 2 * maxErr).Position})");
         }
-        return new CompareReport(n, v, maxErr, sumErr / ((double)n * v), spread, overSpread,
+        double? meanKl = nonFiniteOurs == 0 && nonFiniteRef == 0 ? klSum / n : null;
+        return new CompareReport(n, v, maxErr, sumErr / ((double)n * v), spread, overSpread, meanKl,
             decisive, decisiveAgree, allAgree, disagreements, tolerance, nonFiniteOurs, nonFiniteRef, failures, failures.Count == 0);
+    }
+
+    /// <summary>KL(softmax(p) || softmax(q)) in nats, in float64 (the reference's distribution first, as llama-perplexity's KL-divergence mode).</summary>
+    static double KlDivergence(ReadOnlySpan<float> p, ReadOnlySpan<float> q)
+    {
+        double lp = LogSumExp(p), lq = LogSumExp(q), kl = 0;
+        for (int i = 0; i < p.Length; i++)
+        {
+            double a = p[i] - lp;
+            kl += Math.Exp(a) * (a - (q[i] - lq));
+        }
+        return Math.Max(0, kl);
+    }
+
+    static double LogSumExp(ReadOnlySpan<float> row)
+    {
+        double max = double.NegativeInfinity;
+        foreach (float x in row)
+            max = Math.Max(max, x);
+        double sum = 0;
+        foreach (float x in row)
+            sum += Math.Exp(x - max);
+        return max + Math.Log(sum);
     }
 
     static int ArgMax(ReadOnlySpan<float> row, out double margin)
