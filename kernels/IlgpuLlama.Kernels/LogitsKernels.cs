@@ -375,7 +375,9 @@ public static class LogitsKernels
         {
             Logits = logits, PartialMax = b.PartialMax, PartialSum = b.PartialSum, PartialIdx = b.PartialIdx, Counters = b.Counters,
             Token = b.Token, Max = b.Max, SumExp = b.SumExp, Vocab = vocab, Parts = parts,
-            InvTemperature = temperature > 0 ? 1f / temperature : 1f,
+            // 1 / T overflows float for T below ~2.9e-39 (e.g. 1e-45): infinity times the max logit's
+            // zero offset is NaN; the largest float gives the same distribution (all mass on the max).
+            InvTemperature = temperature > 0 ? Math.Min(1f / temperature, float.MaxValue) : 1f,
         };
         k.Launch(ReduceKernel, KernelVariant.None, new KernelConfig(rows * parts, k.Tuning.LogitsGroup), args);
     }

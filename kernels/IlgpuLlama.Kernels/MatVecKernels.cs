@@ -40,6 +40,10 @@ public struct MatVecShape
     public int YStride;
     /// <summary>1: y += W x (fused residual add); 0: y = W x.</summary>
     public int Accumulate;
+    /// <summary>Batch tiles of the kernel's width one launch runs over, re-using each group's weight rows from cache.</summary>
+    public int Tiles;
+    /// <summary>Valid batch rows (the last tile may be partial: its extra rows are read, never written).</summary>
+    public int Batch;
 }
 
 /// <summary>The RMSNorm fused into a matvec's input (unused by the plain versions).</summary>
@@ -91,6 +95,7 @@ public struct QkvRopeArgs
     public ArrayView<int> Positions;  // [batch] position of this step's token
     public KvCacheLayout Cache;
     public int K8, QDim, KvDim;
+    public int Tiles, Batch;          // batch tiles of the kernel's width and valid rows, as in MatVecShape
     public InputNorm Norm;
 }
 
@@ -637,18 +642,31 @@ public static class MatVecKernels
         // An odd last row reads itself twice rather than past the end of W; it is stored once.
         int rowB = XMath.Min(rowA + 1, s.Rows - 1);
         int chunks = ChunksPerRow<TW>(s.K8);
-        Acc8 acc = DotRowPair<TW, TN>(w.SubView(rowA * chunks, chunks), w.SubView(rowB * chunks, chunks),
-            ScalesRow<TW>(a.Scales, rowA, s.K8), ScalesRow<TW>(a.Scales, rowB, s.K8), x, a.Norm.Weight, s.K8, batch);
-
-        // One thread per batch entry (looping, in case the group is narrower than the batch).
-        for (int b = Group.IdxX; b < batch; b += Group.DimX)
+        // Batch tiles one after the other: the group's two rows come from cache after the first tile.
+        for (int t = 0; t < s.Tiles; t++)
         {
-            int ya = b * s.YStride + rowA;
+            // The reduction's shared scratch is reused by the next tile: every thread must have read it.
+            if (t > 0)
+                Group.Barrier();
+            int first = t * batch;
+            Acc8 acc = DotRowPair<TW, TN>(w.SubView(rowA * chunks, chunks), w.SubView(rowB * chunks, chunks),
+                ScalesRow<TW>(a.Scales, rowA, s.K8), ScalesRow<TW>(a.Scales, rowB, s.K8), x.SubView(first * 2 * s.K8, batch * 2 * s.K8), a.Norm.Weight, s.K8, batch);
+            MatVecStore<TN>(acc, y, s, a.Norm.Eps, first, batch, rowA, rowB);
+        }
+    }
+
+    static void MatVecStore<TN>(Acc8 acc, ArrayView<float> y, MatVecShape s, float eps, int first, int batch, int rowA, int rowB)
+        where TN : struct, IInputNorm
+    {
+        // One thread per batch entry (looping, in case the group is narrower than the batch).
+        for (int b = Group.IdxX; b < batch && first + b < s.Batch; b += Group.DimX)
+        {
+            int ya = (first + b) * s.YStride + rowA;
             float va = acc.A(b);
             float vb = acc.B(b);
             if (default(TN).Enabled)
             {
-                float inv = InverseRms(acc, b, 8 * s.K8, a.Norm.Eps);
+                float inv = InverseRms(acc, b, 8 * s.K8, eps);
                 va *= inv;
                 vb *= inv;
             }
@@ -687,20 +705,33 @@ public static class MatVecKernels
         int batch = default(TB).Count;
         int row = Grid.IdxX;
         int chunks = ChunksPerRow<TW>(s.K8);
-        Acc8 acc = DotRowPair<TW, TN>(wGate.SubView(row * chunks, chunks), wUp.SubView(row * chunks, chunks),
-            ScalesRow<TW>(a.GateScales, row, s.K8), ScalesRow<TW>(a.UpScales, row, s.K8), x, a.Norm.Weight, s.K8, batch);
+        for (int t = 0; t < s.Tiles; t++)
+        {
+            // The reduction's shared scratch is reused by the next tile: every thread must have read it.
+            if (t > 0)
+                Group.Barrier();
+            int first = t * batch;
+            Acc8 acc = DotRowPair<TW, TN>(wGate.SubView(row * chunks, chunks), wUp.SubView(row * chunks, chunks),
+                ScalesRow<TW>(a.GateScales, row, s.K8), ScalesRow<TW>(a.UpScales, row, s.K8), x.SubView(first * 2 * s.K8, batch * 2 * s.K8), a.Norm.Weight, s.K8, batch);
+            SwiGluStore<TN>(acc, h, s, a.Norm.Eps, first, batch, row);
+        }
+    }
+
+    static void SwiGluStore<TN>(Acc8 acc, ArrayView<float> h, MatVecShape s, float eps, int first, int batch, int row)
+        where TN : struct, IInputNorm
+    {
         // One thread per batch entry (looping, in case the group is narrower than the batch).
-        for (int b = Group.IdxX; b < batch; b += Group.DimX)
+        for (int b = Group.IdxX; b < batch && first + b < s.Batch; b += Group.DimX)
         {
             float gate = acc.A(b);
             float up = acc.B(b);
             if (default(TN).Enabled)
             {
-                float inv = InverseRms(acc, b, 8 * s.K8, a.Norm.Eps);
+                float inv = InverseRms(acc, b, 8 * s.K8, eps);
                 gate *= inv;
                 up *= inv;
             }
-            h[b * s.YStride + row] = DeviceMath.Silu(gate) * up;
+            h[(first + b) * s.YStride + row] = DeviceMath.Silu(gate) * up;
         }
     }
 
@@ -741,16 +772,30 @@ public static class MatVecKernels
         ArrayView<ushort> scales = kind == 0 ? a.QScales : kind == 1 ? a.KScales : a.VScales;
 
         int chunks = ChunksPerRow<TW>(a.K8);
-        Acc8 acc = DotRowPair<TW, TN>(w.SubView(rowA * chunks, chunks), w.SubView(rowB * chunks, chunks),
-            ScalesRow<TW>(scales, rowA, a.K8), ScalesRow<TW>(scales, rowB, a.K8), a.X, a.Norm.Weight, a.K8, batch);
-
-        for (int b = Group.IdxX; b < batch; b += Group.DimX)
+        for (int t = 0; t < a.Tiles; t++)
         {
-            float va = acc.A(b);
-            float vb = acc.B(b);
+            // The reduction's shared scratch is reused by the next tile: every thread must have read it.
+            if (t > 0)
+                Group.Barrier();
+            int first = t * batch;
+            Acc8 acc = DotRowPair<TW, TN>(w.SubView(rowA * chunks, chunks), w.SubView(rowB * chunks, chunks),
+                ScalesRow<TW>(scales, rowA, a.K8), ScalesRow<TW>(scales, rowB, a.K8), a.X.SubView(first * 2 * a.K8, batch * 2 * a.K8), a.Norm.Weight, a.K8, batch);
+            QkvRopeStore<TN>(acc, a, first, batch, kind, head, i, rowA);
+        }
+    }
+
+    static void QkvRopeStore<TN>(Acc8 acc, QkvRopeArgs a, int first, int batch, int kind, int head, int i, int rowA)
+        where TN : struct, IInputNorm
+    {
+        int half = a.Cache.HeadDim / 2;
+        for (int tb = Group.IdxX; tb < batch && first + tb < a.Batch; tb += Group.DimX)
+        {
+            int b = first + tb;
+            float va = acc.A(tb);
+            float vb = acc.B(tb);
             if (default(TN).Enabled)
             {
-                float inv = InverseRms(acc, b, 8 * a.K8, a.Norm.Eps);
+                float inv = InverseRms(acc, tb, 8 * a.K8, a.Norm.Eps);
                 va *= inv;
                 vb *= inv;
             }
@@ -844,21 +889,39 @@ public static class MatVecKernels
     {
         int rows = w.Rows, inDim = w.Cols;
         w.Check("matvec");
-        Require.Batch(batch);
+        var (width, tiles) = Tiling(batch);
         if (yStride < 0)
             yStride = rows;
-        Require.Length(x, (long)batch * inDim, "matvec x");
+        Require.Length(x, (long)width * tiles * inDim, batch > width ? $"matvec x (whole tiles of {width} rows)" : "matvec x");
         Require.Length(y, (long)(batch - 1) * yStride + rows, "matvec y");
         var args = new MatVecArgs
         {
             W = w.Chunks, Scales = w.Scales, X = x.Cast<F4>(), Y = y,
-            Shape = new MatVecShape { Rows = rows, K8 = inDim / 8, YStride = yStride, Accumulate = accumulate ? 1 : 0 },
+            Shape = new MatVecShape { Rows = rows, K8 = inDim / 8, YStride = yStride, Accumulate = accumulate ? 1 : 0, Tiles = tiles, Batch = batch },
             Norm = Pack(norm, w, "matvec"),
         };
         int groups = (rows + RowsPerGroup - 1) / RowsPerGroup;
         var kernel = norm is null ? MatVecKernel : MatVecNormKernel;
-        k.Launch(kernel, kernel.Variant(w.Format, batch), new KernelConfig(groups, GroupSize(k, args.Shape.K8)), args);
+        k.Launch(kernel, kernel.Variant(w.Format, width), new KernelConfig(groups, GroupSize(k, args.Shape.K8)), args);
     }
+
+    /// <summary>Most vectors one decode-matvec launch takes (tiles of <see cref="BatchWidth.Max"/>).</summary>
+    public const int MaxBatch = 64;
+
+    /// <summary>
+    /// The kernel width and the number of tiles of a batch: up to <see cref="BatchWidth.Max"/> one tile
+    /// of exactly the batch; beyond, tiles of <see cref="BatchWidth.Max"/>, the last one partial (its
+    /// input rows up to the whole tile must exist; its extra outputs are not written).
+    /// </summary>
+    public static (int Width, int Tiles) Tiling(int batch)
+    {
+        Require.That(batch >= 1 && batch <= MaxBatch, $"batch {batch} must be between 1 and {MaxBatch} for the decode kernels");
+        int width = Math.Min(batch, BatchWidth.Max);
+        return (width, (batch + width - 1) / width);
+    }
+
+    /// <summary>Input rows a decode matvec over <paramref name="batch"/> vectors reads (whole tiles).</summary>
+    public static int PaddedBatch(int batch) => batch <= BatchWidth.Max ? batch : (batch + BatchWidth.Max - 1) / BatchWidth.Max * BatchWidth.Max;
 
     /// <summary>h[b, :] = silu(Wg x[b]) * (Wu x[b]); with <paramref name="norm"/>, of rmsnorm(x) (<see cref="MatVecSwiGluNorm{TW, TB}"/>).</summary>
     public static void MatVecSwiGlu(this LlamaKernels k, WeightMatrix gate, WeightMatrix up, ArrayView<float> x, ArrayView<float> h, int batch, FusedNorm? norm = null)
@@ -866,18 +929,18 @@ public static class MatVecKernels
         int rows = gate.Rows, inDim = gate.Cols;
         gate.Check("swiglu gate");
         up.Check("swiglu up");
-        Require.Batch(batch);
+        var (width, tiles) = Tiling(batch);
         Require.That(up.Rows == rows && up.Cols == inDim && up.Format == gate.Format, $"matvec-swiglu: up [{up.Rows}, {up.Cols}] {up.Format} must match gate [{rows}, {inDim}] {gate.Format}");
-        Require.Length(x, (long)batch * inDim, "swiglu x");
+        Require.Length(x, (long)width * tiles * inDim, batch > width ? $"swiglu x (whole tiles of {width} rows)" : "swiglu x");
         Require.Length(h, (long)batch * rows, "swiglu output");
         var args = new MatVecSwiGluArgs
         {
             Gate = gate.Chunks, Up = up.Chunks, GateScales = gate.Scales, UpScales = up.Scales, X = x.Cast<F4>(), H = h,
-            Shape = new MatVecShape { Rows = rows, K8 = inDim / 8, YStride = rows },
+            Shape = new MatVecShape { Rows = rows, K8 = inDim / 8, YStride = rows, Tiles = tiles, Batch = batch },
             Norm = Pack(norm, gate, "matvec-swiglu"),
         };
         var kernel = norm is null ? SwiGluKernel : SwiGluNormKernel;
-        k.Launch(kernel, kernel.Variant(gate.Format, batch), new KernelConfig(rows, GroupSize(k, args.Shape.K8)), args);
+        k.Launch(kernel, kernel.Variant(gate.Format, width), new KernelConfig(rows, GroupSize(k, args.Shape.K8)), args);
     }
 
     /// <summary>Fused decode q/k/v projection + RoPE + KV append (see the file header); with <paramref name="norm"/>, of rmsnorm(x).</summary>
@@ -888,12 +951,12 @@ public static class MatVecKernels
         w.Q.Check("q_proj");
         w.K.Check("k_proj");
         w.V.Check("v_proj");
-        Require.Batch(batch);
+        var (width, tiles) = Tiling(batch);
         Require.That(s.HeadDim % 2 == 0, $"head_dim {s.HeadDim} must be even");
         Require.That(w.Q.Rows == s.QDim && w.K.Rows == s.KvDim && w.V.Rows == s.KvDim && w.K.Cols == hidden && w.V.Cols == hidden,
             $"matvec-qkv: q/k/v weights [{w.Q.Rows}, {w.Q.Cols}], [{w.K.Rows}, {w.K.Cols}], [{w.V.Rows}, {w.V.Cols}] do not fit {s.Heads}/{s.KvHeads} heads x {s.HeadDim}");
         Require.That(w.K.Format == w.Q.Format && w.V.Format == w.Q.Format, "matvec-qkv: q, k and v weights must share one format");
-        Require.Length(x, (long)batch * hidden, "qkv x");
+        Require.Length(x, (long)width * tiles * hidden, batch > width ? $"qkv x (whole tiles of {width} rows)" : "qkv x");
         Require.Length(q, (long)batch * s.QDim, "qkv q output");
         Require.Length(slots, batch, "qkv slots");
         Require.Length(positions, batch, "qkv positions");
@@ -902,10 +965,10 @@ public static class MatVecKernels
         {
             Wq = w.Q.Chunks, Wk = w.K.Chunks, Wv = w.V.Chunks, QScales = w.Q.Scales, KScales = w.K.Scales, VScales = w.V.Scales, X = x.Cast<F4>(), Q = q,
             KCache = kCache, VCache = vCache, Rope = ropeTable, Slots = slots, Positions = positions,
-            Cache = s.Cache, K8 = hidden / 8, QDim = s.QDim, KvDim = s.KvDim, Norm = Pack(norm, w.Q, "matvec-qkv"),
+            Cache = s.Cache, K8 = hidden / 8, QDim = s.QDim, KvDim = s.KvDim, Tiles = tiles, Batch = batch, Norm = Pack(norm, w.Q, "matvec-qkv"),
         };
         var kernel = norm is null ? QkvRopeKernel : QkvRopeNormKernel;
-        k.Launch(kernel, kernel.Variant(w.Q.Format, batch), new KernelConfig((s.QDim + 2 * s.KvDim) / 2, GroupSize(k, args.K8)), args);
+        k.Launch(kernel, kernel.Variant(w.Q.Format, width), new KernelConfig((s.QDim + 2 * s.KvDim) / 2, GroupSize(k, args.K8)), args);
     }
 
     // ---- cost ------------------------------------------------------------------------------

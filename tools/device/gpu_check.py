@@ -583,6 +583,20 @@ def ours_quantized():
     return out
 
 
+WIDE_BATCHES = "1,4,8,16,32,64"
+
+
+def ours_wide_batches():
+    """Decode past 4 sequences (one launch per matvec loops over tiles of 4): tok/s at batch 1..64 with
+    the winning variant, to show the weights are read once per step (tok/s should grow ~linearly)."""
+    v = best_variant()
+    batches = "1,2,5" if ARGS.cpu_smoke else WIDE_BATCHES
+    r = cli("bench_e2e_wide", ["bench", "e2e", "--model", RESULTS["model_dir"], "--device", DEV, "--max-batch-size", batches.split(",")[-1], "--batches", batches,
+                               "--prompt-tokens", "16", "--gen-tokens", str(ARGS.tg), "--repeats", "1", "--decode-variant", v, "--json"], 400)
+    r["variant"] = v
+    return r
+
+
 def ours_variant_checks():
     """Correctness of every variant: decode-path logits against the fp32 reference (the prefill path
     does not depend on the variant) and greedy generation at batch 1 and 4 against transformers."""
@@ -713,7 +727,7 @@ def summary():
         return {"variant": q["variant"], "weight_bytes": q["bench_e2e"].get("weight_bytes"), "decode": dec,
                 "speedup_vs_fp16_batch1": (dec.get("1", {}).get("tok_s") / base) if base and dec.get("1") else None,
                 "matvec_pct_of_copy": matvec,
-                "decode_logits_vs_fp32": {k: logits.get(k) for k in ("positions", "max_abs_error", "max_error_over_spread", "all_top1_agreement", "passed") if k in logits}}
+                "decode_logits_vs_fp32": {k: logits.get(k) for k in ("positions", "max_abs_error", "max_error_over_spread", "mean_kl_divergence", "all_top1_agreement", "passed") if k in logits}}
     hf = (s.get("hf_timing") or {}).get("batch1", {}).get("tokens_per_second")
     summ = {
         "gpu": (s.get("versions") or {}).get("gpu") or (bk.get("device")),
@@ -731,6 +745,7 @@ def summary():
         "variant_checks": variant_checks(s.get("ours_variant_checks") or {}),
         "decode_q8_0": quant_summary("q8_0"),
         "decode_q4_0": quant_summary("q4_0"),
+        "decode_wide": {"variant": (s.get("ours_wide_batches") or {}).get("variant"), "decode": decode_of(s.get("ours_wide_batches") or {})},
     }
     (Path(ARGS.out) / "summary.json").write_text(json.dumps(summ, indent=1))
     return summ
@@ -846,7 +861,7 @@ def main():
         global DEV
         DEV = "cpu"
         for name, fn in [("info", ours_info), ("model", smoke_model), ("ours_variant_checks", ours_variant_checks), ("ours_variants", ours_variants),
-                         ("ours_quantized", ours_quantized), ("ours_bench_kernels", ours_bench_kernels), ("ours_memory", ours_memory), ("summary", summary)]:
+                         ("ours_quantized", ours_quantized), ("ours_wide_batches", ours_wide_batches), ("ours_bench_kernels", ours_bench_kernels), ("ours_memory", ours_memory), ("summary", summary)]:
             if name not in skip:
                 step(name, fn)
         save()
@@ -859,7 +874,7 @@ def main():
                                     "gpu": torch.cuda.get_device_name(0)}
     plan = [("info", ours_info), ("copy_bandwidth", copy_bandwidth), ("model", build_model), ("reference", reference),
             ("hf_timing", hf_timing), ("ours_logits", ours_logits), ("reference_variants", reference_variants), ("diagnose", diagnose), ("ours_generate", ours_generate),
-            ("ours_variant_checks", ours_variant_checks), ("ours_variants", ours_variants), ("ours_quantized", ours_quantized), ("ours_memory", ours_memory),
+            ("ours_variant_checks", ours_variant_checks), ("ours_variants", ours_variants), ("ours_quantized", ours_quantized), ("ours_wide_batches", ours_wide_batches), ("ours_memory", ours_memory),
             ("ours_bench_kernels", ours_bench_kernels), ("ncu", ncu_profile), ("bisect", bisect), ("summary", summary)]
     for name, fn in plan:
         if name in skip:

@@ -98,7 +98,8 @@ public static class RooflinePlot
     public static int Save(KernelBenchReport report, string path, int width = 1600, int height = 1000)
     {
         var (plot, labels) = Build(report, width, height);
-        plot.SavePng(path, width, height);
+        // Through the output-file policy (atomic write, clear errors naming the file).
+        IlgpuLlama.IO.OutputFile.WriteAllBytes(path, plot.GetImageBytes(width, height, ImageFormat.Png));
         return labels.Count;
     }
 

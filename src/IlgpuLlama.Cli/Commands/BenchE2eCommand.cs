@@ -56,15 +56,11 @@ public static class BenchE2eCommand
         var model = new Option<string>("--model") { Description = "Model directory or preset (random weights)", Required = true, HelpName = "DIR|PRESET" };
         var promptTokens = new Option<string>("--prompt-tokens") { Description = "Prompt lengths of the pp tests, comma-separated", DefaultValueFactory = _ => "128", HelpName = "N[,N...]" };
         var genTokens = new Option<string>("--gen-tokens") { Description = "Generated lengths of the tg tests, comma-separated", DefaultValueFactory = _ => "64", HelpName = "N[,N...]" };
-        var repeats = new Option<int>("--repeats") { Description = "Repetitions per test, reported as mean +- standard deviation", DefaultValueFactory = _ => 3 };
-        repeats.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int>() < 1)
-                r.AddError("--repeats must be at least 1");
-        });
+        var batches = new Option<string?>("--batches") { Description = "Batch sizes to test, comma-separated (default: 1 to --max-batch-size)", HelpName = "N[,N...]" };
+        var repeats = CliOptions.Integer("--repeats", "Repetitions per test, reported as mean +- standard deviation", 3, 1);
         var json = CliOptions.Json();
         var engine = new ModelOptions();
-        var command = new Command("e2e", "End-to-end prefill (pp) and decode (tg) tokens/s at batch 1..max") { model, promptTokens, genTokens, repeats, json };
+        var command = new Command("e2e", "End-to-end prefill (pp) and decode (tg) tokens/s at batch 1..max (or --batches)") { model, promptTokens, genTokens, batches, repeats, json };
         engine.AddTo(command);
         command.SetAction(parse =>
         {
@@ -74,6 +70,9 @@ public static class BenchE2eCommand
             var tgs = ParseLengths(parse.GetValue(genTokens)!, "--gen-tokens");
             int reps = parse.GetValue(repeats);
             var options = engine.Engine(parse, io, maxSeqOverride: Math.Max(parse.GetValue(engine.MaxSeqLen) ?? 256, pps.Max() + tgs.Max() + 1));
+            int[] bs = parse.GetValue(batches) is { } list ? ParseLengths(list, "--batches") : Enumerable.Range(1, options.MaxBatchSize).ToArray();
+            if (bs.Max() > options.MaxBatchSize)
+                throw new ArgumentException($"--batches {bs.Max()} exceeds --max-batch-size {options.MaxBatchSize}; raise --max-batch-size to at least {bs.Max()}");
             using var device = ComputeDevice.Create(parse.GetValue(engine.Device));
             LlamaModel llama;
             if (Directory.Exists(name))
@@ -82,14 +81,14 @@ public static class BenchE2eCommand
             }
             else
             {
-                var config = LlamaConfig.Preset(name);
+                var config = ModelOptions.ConfigOfDirOrPreset(name);
                 llama = LlamaModel.Create(device, config, options);
                 io.Err.WriteLine($"{name}: random weights on {device.Description}; {ModelOptions.MemorySummary(llama)}");
                 llama.Weights.FillRandom(1, 0.05f, device.Accelerator);
             }
             using (llama)
             {
-                var rows = Run(llama, pps, tgs, reps, io);
+                var rows = Run(llama, bs, pps, tgs, reps, io);
                 var report = new Report(name, device.Description, BuildInfo.Commit, llama.Format.Name, llama.Variant.Name, llama.UseGraphs, llama.Plan.WeightBytes,
                     pps, tgs, reps, rows);
                 if (parse.GetValue(json))
@@ -102,14 +101,14 @@ public static class BenchE2eCommand
         return command;
     }
 
-    static List<Row> Run(LlamaModel llama, int[] pps, int[] tgs, int reps, CommandIO io)
+    static List<Row> Run(LlamaModel llama, int[] batches, int[] pps, int[] tgs, int reps, CommandIO io)
     {
         var rows = new List<Row>();
         var rng = new Random(7);
         var generator = new Generator(llama);
         IReadOnlyList<int>[] Prompts(int batch, int length) =>
             Enumerable.Range(0, batch).Select(_ => (IReadOnlyList<int>)Enumerable.Range(0, length).Select(_ => rng.Next(llama.Config.VocabSize)).ToArray()).ToArray();
-        for (int b = 1; b <= llama.MaxBatch; b++)
+        foreach (int b in batches)
         {
             // Warm-up: first launches, graph capture.
             generator.Generate(Prompts(b, Math.Min(pps.Min(), 8)), new GenerationOptions { MaxNewTokens = 2 });

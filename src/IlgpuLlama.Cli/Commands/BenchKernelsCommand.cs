@@ -27,18 +27,8 @@ public static class BenchKernelsCommand
         };
         shapes.AcceptOnlyFromAmong(BenchShapes.Names);
         var dtype = CliOptions.DType("Weight format of the weight-reading kernels (q8_0 and q4_0 run the matvec and GEMM families only, the ones that read quantised matrices)");
-        var repeats = new Option<int?>("--repeats") { Description = "Timed launches per case, the median is reported (default: 20 on CUDA, 5 on the CPU accelerator)" };
-        var warmup = new Option<int?>("--warmup") { Description = "Untimed launches before timing (default: 3 on CUDA, 1 on the CPU accelerator)" };
-        repeats.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int?>() < 1)
-                r.AddError("--repeats must be at least 1");
-        });
-        warmup.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int?>() < 0)
-                r.AddError("--warmup must be at least 0");
-        });
+        var repeats = CliOptions.OptionalInteger("--repeats", "Timed launches per case, the median is reported (default: 20 on CUDA, 5 on the CPU accelerator)", 1);
+        var warmup = CliOptions.OptionalInteger("--warmup", "Untimed launches before timing (default: 3 on CUDA, 1 on the CPU accelerator)", 0);
         var filter = new Option<string[]>("--filter")
         {
             Description = "Run only the cases whose name (kernel shape bN, see --list) contains this text, or matches it as a glob with * and ?; repeat or separate with commas",

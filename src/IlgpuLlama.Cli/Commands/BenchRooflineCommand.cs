@@ -21,23 +21,56 @@ public static class BenchRooflineCommand
         {
             var io = CommandIO.From(parse);
             var file = parse.GetValue(from)!;
+            if (Directory.Exists(file.FullName))
+                throw new ArgumentException($"--from '{file.FullName}' is a directory; pass the file written by bench kernels --json > FILE.json");
             if (!file.Exists)
                 throw new FileNotFoundException($"--from '{file.FullName}' does not exist");
-            KernelBenchReport report;
-            try
-            {
-                report = JsonSerializer.Deserialize<KernelBenchReport>(File.ReadAllText(file.FullName), CommandIO.JsonOptions)
-                    ?? throw new ArgumentException($"{file.FullName} holds no benchmark report");
-            }
-            catch (JsonException e)
-            {
-                throw new ArgumentException($"{file.FullName} is not a bench kernels --json report: {e.Message}");
-            }
+            string target = IlgpuLlama.IO.OutputFile.Prepare(parse.GetValue(output)!.FullName);
+            var report = Read(file.FullName);
             io.Out.Write(BenchOutput.Markdown(report));
-            int n = RooflinePlot.Save(report, parse.GetValue(output)!.FullName);
-            io.Err.WriteLine($"wrote roofline with {n} points to {parse.GetValue(output)!.FullName}");
+            int n = RooflinePlot.Save(report, target);
+            io.Err.WriteLine($"wrote roofline with {n} points to {target}");
             return 0;
         });
         return command;
+    }
+
+    const string HowToWrite = "write one with: ilgpu-llama bench kernels --json > FILE.json";
+
+    /// <summary>Reads a saved report; a file that is not one (bad JSON, another JSON document, missing fields) is one line naming the file and the first problem.</summary>
+    public static KernelBenchReport Read(string path)
+    {
+        KernelBenchReport? report;
+        try
+        {
+            report = JsonSerializer.Deserialize<KernelBenchReport>(File.ReadAllText(path), CommandIO.JsonOptions);
+        }
+        catch (JsonException e)
+        {
+            throw new ArgumentException($"{path} is not a bench kernels --json report ({e.Message}); {HowToWrite}");
+        }
+        string? missing = report is null ? "the report" : MissingField(report);
+        if (missing is not null)
+            throw new ArgumentException($"{path} is not a bench kernels --json report: '{missing}' is missing; {HowToWrite}");
+        return report!;
+    }
+
+    static string? MissingField(KernelBenchReport r)
+    {
+        if (r.Device is null) return "device";
+        if (r.Shapes is null) return "shapes";
+        if (r.Storage is null) return "storage";
+        if (r.CopyBandwidth is null) return "copy_bandwidth";
+        if (r.Rows is null) return "rows";
+        for (int i = 0; i < r.Rows.Count; i++)
+        {
+            var row = r.Rows[i];
+            if (row is null) return $"rows[{i}]";
+            if (row.Kernel is null) return $"rows[{i}].kernel";
+            if (row.Family is null) return $"rows[{i}].family";
+            if (row.Shape is null) return $"rows[{i}].shape";
+            if (row.Validation is null) return $"rows[{i}].validation";
+        }
+        return null;
     }
 }

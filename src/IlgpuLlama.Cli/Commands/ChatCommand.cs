@@ -103,7 +103,7 @@ public static class ChatCommand
         var model = new Option<string?>("--model") { Description = "Instruct model directory (default: weights/Llama-3.2-1B-Instruct, else weights/Llama-3.2-1B, else the demo)", HelpName = "DIR" };
         var system = new Option<string?>("--system") { Description = "System prompt" };
         var date = new Option<string?>("--date") { Description = "Date for the template's 'Today Date' line, yyyy-MM-dd (default: today), for reproducible output" };
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "Reply length limit", DefaultValueFactory = _ => 256 };
+        var maxNew = CliOptions.Integer("--max-new-tokens", "Reply length limit", 256, 1);
         var special = new Option<bool>("--special") { Description = "Print special tokens by name in replies; by default they print nothing" };
         var sampling = new SamplingFlags();
         var engine = new ModelOptions();
@@ -123,7 +123,7 @@ public static class ChatCommand
             string dir = ModelOptions.ResolveModelDir(parse.GetValue(model), io, allowDemo: true, ModelOptions.ChatModelDirs, out _);
             bool includeSpecial = parse.GetValue(special);
             int maxNewFlag = parse.GetValue(maxNew);
-            var tokenizer = LlamaTokenizer.FromDirectory(dir);
+            var tokenizer = ModelOptions.LoadTokenizer(dir);
             using var device = ComputeDevice.Create(parse.GetValue(engine.Device));
             using var llama = ModelOptions.Load(device, dir, engine.Engine(parse, io) with { MaxBatchSize = 1 }, io);
             var stops = new HashSet<int>(llama.Config.EosTokenIds.Concat(tokenizer.StopIds));

@@ -35,7 +35,7 @@ public static class GenerateCommand
         var model = new Option<string?>("--model") { Description = "Hugging Face Llama 3 model directory (default: weights/Llama-3.2-1B, else the built-in demo)", HelpName = "DIR" };
         var prompt = new Option<string[]>("--prompt") { Description = "Prompt text (repeat for a batch)", AllowMultipleArgumentsPerToken = false };
         var tokens = new Option<string[]>("--tokens") { Description = "Prompt as token ids, e.g. 128000,9906 (repeat for a batch; works without tokenizer files)" };
-        var maxNew = new Option<int>("--max-new-tokens") { Description = "New tokens per sequence at most", DefaultValueFactory = _ => 64 };
+        var maxNew = CliOptions.Integer("--max-new-tokens", "New tokens per sequence at most", 64, 1);
         var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Do not stop at end-of-sequence tokens (benchmarks)" };
         var special = new Option<bool>("--special") { Description = "Print special tokens (<|eot_id|>, reserved tokens) by name; by default they print nothing" };
         var json = CliOptions.Json();
@@ -48,11 +48,6 @@ public static class GenerateCommand
         {
             if ((r.GetValue(prompt)?.Length ?? 0) > 0 && (r.GetValue(tokens)?.Length ?? 0) > 0)
                 r.AddError("give prompts either as --prompt text or as --tokens ids, not both");
-        });
-        maxNew.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int>() < 1)
-                r.AddError("--max-new-tokens must be at least 1");
         });
         command.SetAction(parse =>
         {
@@ -71,7 +66,7 @@ public static class GenerateCommand
             LlamaTokenizer? tokenizer = null;
             if (tokenPrompts.Length == 0)
             {
-                tokenizer = LlamaTokenizer.FromDirectory(dir);
+                tokenizer = ModelOptions.LoadTokenizer(dir, alternative: "or give the prompt as --tokens ids");
                 if (textPrompts.Length == 0)
                 {
                     textPrompts = [DefaultPrompt];
@@ -145,9 +140,9 @@ public static class GenerateCommand
     {
         try
         {
-            return LlamaTokenizer.FromDirectory(dir);
+            return ModelOptions.LoadTokenizer(dir);
         }
-        catch (TokenizerException)
+        catch (TokenizerException e) when (e.NoTokenizerFile)
         {
             return null;
         }

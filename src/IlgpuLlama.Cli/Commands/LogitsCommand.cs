@@ -29,9 +29,8 @@ public static class LogitsCommand
             var io = CommandIO.From(parse);
             var ids = ModelOptions.ParseTokens(parse.GetValue(tokens)!);
             string dir = ModelOptions.ResolveModelDir(parse.GetValue(model), io, allowDemo: false);
-            var file = parse.GetValue(output)!;
-            if (file.Directory is { Exists: false } d)
-                throw new DirectoryNotFoundException($"--out: directory '{d.FullName}' does not exist");
+            // Checked before the model loads: a target that cannot be written fails in a second, not after the forward pass.
+            string target = OutputFile.Prepare(parse.GetValue(output)!.FullName);
             // The cache must hold the whole sequence; one slot is enough.
             var options = engine.Engine(parse, io, maxSeqOverride: Math.Max(parse.GetValue(engine.MaxSeqLen) ?? 256, ids.Length)) with { MaxBatchSize = 1 };
             using var device = ComputeDevice.Create(parse.GetValue(engine.Device));
@@ -52,8 +51,13 @@ public static class LogitsCommand
                 }
             }
             io.Err.WriteLine($"{parse.GetValue(mode)}: {ids.Length} positions in {sw.Elapsed.TotalMilliseconds:F1} ms");
-            NpyFile.Write(file.FullName, logits, [ids.Length, vocab]);
-            io.Err.WriteLine($"wrote {file.FullName} (float32 [{ids.Length}, {vocab}])");
+            int bad = Array.FindIndex(logits, x => !float.IsFinite(x));
+            if (bad >= 0)
+                throw new InvalidOperationException(
+                    $"the logits hold NaN or infinite values (first at position {bad / vocab}, token {bad % vocab}); nothing was written to {target}. " +
+                    "The weights or the --dtype overflow; try --dtype bf16 or check the checkpoint");
+            NpyFile.Write(target, logits, [ids.Length, vocab]);
+            io.Err.WriteLine($"wrote {target} (float32 [{ids.Length}, {vocab}])");
             return 0;
         });
         return command;

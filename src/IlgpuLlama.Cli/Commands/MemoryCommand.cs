@@ -37,8 +37,8 @@ public static class MemoryCommand
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "Model directory or preset (llama-3.2-1b, llama-3.2-3b, llama-3.1-8b)", Required = true, HelpName = "DIR|PRESET" };
-        var batch = new Option<int>("--batch") { Description = "Sequences (KV-cache slots)", DefaultValueFactory = _ => 4 };
-        var seq = new Option<int>("--seq") { Description = "Positions per sequence", DefaultValueFactory = _ => 256 };
+        var batch = CliOptions.Integer("--batch", "Sequences (KV-cache slots)", 4, 1);
+        var seq = CliOptions.Integer("--seq", "Positions per sequence", 256, 1);
         var dtype = CliOptions.DType(followsModel: true);
         var allocate = new Option<bool>("--allocate") { Description = "Really allocate weights (from DIR, zero-filled for a preset), KV cache and workspace on the device" };
         var device = CliOptions.Device();
@@ -53,7 +53,7 @@ public static class MemoryCommand
             var io = CommandIO.From(parse);
             string name = parse.GetValue(model)!;
             bool isDir = Directory.Exists(name);
-            var config = isDir ? LlamaConfig.FromDirectory(name) : LlamaConfig.Preset(name);
+            var config = ModelOptions.ConfigOfDirOrPreset(name);
             var format = new EngineOptions { WeightFormat = parse.GetValue(dtype) is { } d ? WeightFormat.Parse(d) : null }.ResolveFormat(config);
             int b = parse.GetValue(batch), s = parse.GetValue(seq);
             if (s > config.MaxPositionEmbeddings)
@@ -78,7 +78,10 @@ public static class MemoryCommand
                 var allocated = new Allocated(a.LiveBytes(MemoryCategory.Weights), a.LiveBytes(MemoryCategory.KvCache), a.LiveBytes(MemoryCategory.Activations),
                     total, total - m.Plan.TotalBytes,
                     freeBefore is { } fb && freeAfter is { } fa ? fb - fa : null,
-                    freeBefore is null ? "no driver memory query on this device" :
+                    freeBefore is null
+                        ? dev.Accelerator.AcceleratorType == ILGPU.Runtime.AcceleratorType.CPU
+                            ? "CPU accelerator: these figures are reserved host memory, which the operating system commits only as it is written, not resident memory; they may exceed the machine's RAM, and a run fails later when the written part does not fit"
+                            : "no driver memory query on this device" :
                         "cuMemGetInfo free-memory drop across loading: includes the allocator's rounding of each buffer to its page granularity and the memory the driver takes for loaded kernel modules");
                 report = Build(name, config, b, s, m.Plan, allocated, dev);
             }

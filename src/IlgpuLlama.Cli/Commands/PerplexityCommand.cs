@@ -27,12 +27,8 @@ public static class PerplexityCommand
     {
         var model = new Option<string?>("--model") { Description = $"Model directory (default: {ModelOptions.DefaultModelDir})", HelpName = "DIR" };
         var file = new Option<string>("--file") { Description = "UTF-8 text to score; - reads standard input", Required = true, HelpName = "FILE|-" };
-        var ctx = new Option<int?>("--ctx") { Description = $"Tokens per window (default: {DefaultContext}, or less when --max-seq-len or the model's context is shorter)", HelpName = "N" };
-        ctx.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int?>() is < 2)
-                r.AddError("--ctx must be at least 2");
-        });
+        var ctx = CliOptions.OptionalInteger("--ctx", $"Tokens per window (default: {DefaultContext}, or less when --max-seq-len or the model's context is shorter)", 2);
+        ctx.HelpName = "N";
         var json = CliOptions.Json();
         var engine = new ModelOptions();
         var command = new Command("perplexity", "Perplexity of a text file (llama-perplexity's windows: BOS first, the second half of each window scored)")

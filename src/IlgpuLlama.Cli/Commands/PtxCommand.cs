@@ -80,12 +80,21 @@ public static partial class PtxCommand
     /// <summary>Compiles and writes every kernel.</summary>
     public static PtxReport Write(string arch, CudaInstructionSet isa, string directory)
     {
-        Directory.CreateDirectory(directory);
+        if (File.Exists(directory))
+            throw new IOException($"--out '{directory}' is a file; give a directory for the .ptx files (it is created if missing)");
+        try
+        {
+            Directory.CreateDirectory(directory);
+        }
+        catch (Exception e) when (e is UnauthorizedAccessException or IOException)
+        {
+            throw new IOException($"--out '{directory}': cannot create the directory ({e.Message.TrimEnd('.')}); choose a writable path", e);
+        }
         var files = new List<PtxFile>();
         foreach (var (entry, ptx) in KernelCatalog.CompilePtx(KernelCatalog.ParseArchitecture(arch), isa))
         {
             string path = Path.Combine(directory, entry.Name + ".ptx");
-            File.WriteAllText(path, ptx);
+            IlgpuLlama.IO.OutputFile.WriteAllText(path, ptx);
             files.Add(new PtxFile(entry.Name, entry.Family, path, new FileInfo(path).Length, CountGlobalV4Loads(ptx)));
         }
         return new PtxReport(arch, $"{isa.Major}.{isa.Minor}", files);

@@ -31,16 +31,7 @@ public static class QuantizeCommand
         };
         dtype.AcceptOnlyFromAmong([.. blockFormats.Select(f => f.Name)]);
         var output = new Option<string>("--out") { Description = "New model directory to write (must not exist)", Required = true, HelpName = "DIR2" };
-        var shardMb = new Option<int>("--max-shard-mb")
-        {
-            Description = "Largest safetensors shard in MiB (a matrix is never split)",
-            DefaultValueFactory = _ => (int)(CheckpointQuantizer.DefaultShardBytes >> 20),
-        };
-        shardMb.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int>() < 1)
-                r.AddError("--max-shard-mb must be at least 1");
-        });
+        var shardMb = CliOptions.Integer("--max-shard-mb", "Largest safetensors shard in MiB (a matrix is never split)", (int)(CheckpointQuantizer.DefaultShardBytes >> 20), 1);
         var json = CliOptions.Json();
         var command = new Command("quantize", "Write a model directory with Q8_0 or Q4_0 weights, loaded later without quantising again")
         {

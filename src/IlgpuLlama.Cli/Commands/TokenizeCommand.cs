@@ -71,7 +71,7 @@ public static class TokenizeCommand
 
     /// <summary>The tokenizer of --model, or of the default directories (the demo's random vocabulary would mean nothing here).</summary>
     internal static LlamaTokenizer LoadTokenizer(string? model, CommandIO io) =>
-        LlamaTokenizer.FromDirectory(ModelOptions.ResolveModelDir(model, io, allowDemo: false, ModelOptions.ChatModelDirs, out _));
+        ModelOptions.LoadTokenizer(ModelOptions.ResolveModelDir(model, io, allowDemo: false, ModelOptions.ChatModelDirs, out _));
 
     /// <summary>
     /// One token for a reader: a special token by name, marked; otherwise its text in double quotes

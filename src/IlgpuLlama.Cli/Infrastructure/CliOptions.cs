@@ -103,6 +103,75 @@ public static class CliOptions
             AddShortAliases(sub);
     }
 
+    /// <summary>
+    /// An integer option whose value is parsed and range-checked in one place, inside the parser: a
+    /// value that is not a whole number, overflows, or is out of [<paramref name="min"/>,
+    /// <paramref name="max"/>] becomes a parse error (one line, exit 2), never an exception thrown by
+    /// a validator reading a value that did not convert.
+    /// </summary>
+    public static Option<int> Integer(string name, string description, int defaultValue, int min, int max = int.MaxValue)
+    {
+        var option = new Option<int>(name) { Description = description, DefaultValueFactory = _ => defaultValue };
+        option.CustomParser = r => r.Tokens.Count == 0 ? defaultValue : ParseInteger(r, name, min, max) ?? defaultValue;
+        return option;
+    }
+
+    /// <summary>As <see cref="Integer"/>, without a default value (null when the option is absent).</summary>
+    public static Option<int?> OptionalInteger(string name, string description, int min, int max = int.MaxValue)
+    {
+        var option = new Option<int?>(name) { Description = description };
+        option.CustomParser = r => r.Tokens.Count == 0 ? null : ParseInteger(r, name, min, max);
+        return option;
+    }
+
+    /// <summary>
+    /// A real-valued option parsed with the invariant culture and no thousands separators (so
+    /// <c>1,5</c> is an error, not 15), finite only; the range is the engine's to check.
+    /// </summary>
+    public static Option<float> Real(string name, string description, float defaultValue, Func<float, bool>? valid = null, string? range = null)
+    {
+        var option = new Option<float>(name) { Description = description, DefaultValueFactory = _ => defaultValue };
+        option.CustomParser = r =>
+        {
+            if (r.Tokens.Count == 0)
+                return defaultValue;
+            string text = r.Tokens[^1].Value;
+            if (float.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out float value) && float.IsFinite(value))
+            {
+                if (valid is null || valid(value))
+                    return value;
+                r.AddError($"{name} must be {range}, got {Clip(text)}");
+                return defaultValue;
+            }
+            r.AddError($"{name} '{Clip(text)}' is not a finite decimal number (e.g. 0.7)");
+            return defaultValue;
+        };
+        return option;
+    }
+
+    static int? ParseInteger(System.CommandLine.Parsing.ArgumentResult r, string name, int min, int max)
+    {
+        string text = r.Tokens[^1].Value;
+        if (!long.TryParse(text, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out long value))
+        {
+            bool integral = text.TrimStart('-', '+').Length > 0 && text.TrimStart('-', '+').All(char.IsAsciiDigit);
+            r.AddError(integral
+                ? $"{name} '{Clip(text)}' is out of range ({RangeText(min, max)})"
+                : $"{name} '{Clip(text)}' is not a whole number ({RangeText(min, max)})");
+            return null;
+        }
+        if (value < min || value > max)
+        {
+            r.AddError($"{name} must be {RangeText(min, max)}, got {Clip(text)}");
+            return null;
+        }
+        return (int)value;
+    }
+
+    static string RangeText(int min, int max) => $"between {min} and {max}";
+
+    static string Clip(string text) => text.Length <= 40 ? text : text[..40] + "...";
+
     /// <summary>--json: machine-readable output on stdout.</summary>
     public static Option<bool> Json() => new("--json") { Description = "Write machine-readable JSON to stdout" };
 }

@@ -9,9 +9,9 @@ namespace IlgpuLlama.Cli.Infrastructure;
 
 /// <summary>
 /// Parses and invokes a command tree with the CLI's conventions:
-/// a usage error (unknown option, bad value) prints System.CommandLine's message and help to
-/// stderr and exits 2; an expected failure prints one line <c>error: message</c> to stderr and
-/// exits 1 (the stack trace only with <c>--verbose</c> or ILGPU_LLAMA_DEBUG=1); anything else is
+/// a usage error (unknown option, bad value) prints System.CommandLine's message as one line
+/// <c>error: message</c> to stderr, no help, and exits 2 (<c>--help</c> prints the help, exit 0); an
+/// expected failure prints one line <c>error: message</c> to stderr and exits 1 (the stack trace only with <c>--verbose</c> or ILGPU_LLAMA_DEBUG=1); anything else is
 /// a bug and is printed in full, exit 1.
 /// </summary>
 public static class CliRunner
@@ -23,6 +23,8 @@ public static class CliRunner
     public const int Failure = 1;
 
     /// <summary>Exception types that are expected failures (bad input, missing files, no device, ...).</summary>
+    /// <remarks>I/O exceptions are the user's environment (a full disk, a permission, a missing file): their
+    /// messages name the path, and the places that can say more (the output-file policy, the readers) do.</remarks>
     public static bool IsExpected(Exception e) => e is ArgumentException
         or ModelConfigException
         or SafetensorsException
@@ -30,8 +32,9 @@ public static class CliRunner
         or DeviceOutOfMemoryException
         or IEngineMessage
         or InvalidOperationException
-        or FileNotFoundException
-        or DirectoryNotFoundException;
+        or IOException
+        or InvalidDataException
+        or UnauthorizedAccessException;
 
     /// <summary>True when stack traces should be shown.</summary>
     public static bool DebugFromEnvironment => Environment.GetEnvironmentVariable("ILGPU_LLAMA_DEBUG") is "1" or "true";
@@ -39,11 +42,32 @@ public static class CliRunner
     /// <summary>Parses <paramref name="args"/> against <paramref name="root"/> and runs the chosen command.</summary>
     public static int Run(RootCommand root, string[] args, TextWriter output, TextWriter error)
     {
-        ParseResult parse = root.Parse(args);
+        ParseResult parse;
+        try
+        {
+            parse = root.Parse(args);
+        }
+        catch (Exception e)
+        {
+            // A parser or validator that throws is a bug, but the user still gets a usage error, not a crash.
+            error.WriteLine($"error: {OneLine(Unwrap(e).Message)}");
+            return UsageError;
+        }
+        if (parse.Errors.Count > 0 && args.Length == 0)
+        {
+            // A bare invocation asks what the program does: the help, on stderr, as a usage error.
+            root.Parse(["--help"]).Invoke(new InvocationConfiguration { Output = error, Error = error });
+            return UsageError;
+        }
         if (parse.Errors.Count > 0)
         {
-            // System.CommandLine's own error text and help, all on stderr; usage errors exit 2.
-            parse.Invoke(new InvocationConfiguration { Output = error, Error = error });
+            // System.CommandLine's own error messages, on one line; the help only on --help.
+            string command = string.Join(' ', CommandPath(parse.CommandResult.Command));
+            var messages = parse.Errors.Select(e => Friendly(e.Message)).Distinct().ToList();
+            if (messages.Count > 1)
+                messages.Remove("Required command was not provided.");
+            error.WriteLine($"error: {OneLine(string.Join("; ", messages))} (see '{command} --help')");
+            error.Flush();
             return UsageError;
         }
 
@@ -57,7 +81,10 @@ public static class CliRunner
             var e = Unwrap(raw);
             if (IsExpected(e))
             {
-                error.WriteLine($"error: {OneLine(CliNames.Message(e))}");
+                string message = e is UnauthorizedAccessException
+                    ? $"{e.Message.TrimEnd('.')}; check the permissions or choose another path"
+                    : CliNames.Message(e);
+                error.WriteLine($"error: {OneLine(message)}");
                 if (verbose)
                     error.WriteLine(e.ToString());
             }
@@ -84,5 +111,43 @@ public static class CliRunner
         }
     }
 
-    static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
+    /// <summary>Longest error line printed; a longer message (a 2 MB JSON literal quoted by a parser) is cut in the middle.</summary>
+    public const int MaxLineLength = 600;
+
+    /// <summary><paramref name="message"/> on one line of at most <see cref="MaxLineLength"/> characters.</summary>
+    public static string OneLine(string message)
+    {
+        string line = message.ReplaceLineEndings(" ").Trim();
+        if (line.Length <= MaxLineLength)
+            return line;
+        int keep = (MaxLineLength - 40) / 2;
+        return $"{line[..keep]} ...[{line.Length - 2 * keep:N0} characters cut]... {line[^keep..]}";
+    }
+
+    /// <summary>System.CommandLine's conversion error in users' words: no CLR type names.</summary>
+    static string Friendly(string message)
+    {
+        var m = System.Text.RegularExpressions.Regex.Match(message, @"^Cannot parse argument '(.*)' for option '([^']+)' as expected type '([^']+)'\.$", System.Text.RegularExpressions.RegexOptions.Singleline);
+        if (!m.Success)
+            return message;
+        string type = m.Groups[3].Value.Replace("System.Nullable`1[", "").TrimEnd(']') switch
+        {
+            "System.UInt64" => "a whole number from 0 to 18446744073709551615",
+            "System.Int64" or "System.Int32" => "a whole number",
+            "System.Single" or "System.Double" => "a decimal number",
+            "System.IO.FileInfo" => "a file path",
+            "System.IO.DirectoryInfo" => "a directory path",
+            var t => "a value of type " + t[(t.LastIndexOf('.') + 1)..],
+        };
+        return $"{m.Groups[2].Value} '{m.Groups[1].Value}' is not {type}";
+    }
+
+    static IEnumerable<string> CommandPath(Command command)
+    {
+        var names = new List<string>();
+        for (var c = command; c is not null; c = c.Parents.OfType<Command>().FirstOrDefault())
+            names.Add(c is RootCommand ? "ilgpu-llama" : c.Name);
+        names.Reverse();
+        return names;
+    }
 }

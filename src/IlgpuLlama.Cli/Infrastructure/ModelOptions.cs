@@ -3,6 +3,7 @@ using IlgpuLlama.Device;
 using IlgpuLlama.Engine;
 using IlgpuLlama.Kernels;
 using IlgpuLlama.Model;
+using IlgpuLlama.Text;
 
 namespace IlgpuLlama.Cli.Infrastructure;
 
@@ -23,13 +24,11 @@ public sealed class ModelOptions
     public static IReadOnlyList<string> ChatModelDirs { get; } = [InstructModelDir, DefaultModelDir];
 
     public Option<DeviceKind> Device { get; } = CliOptions.Device();
-    public Option<int> MaxBatchSize { get; } = new("--max-batch-size") { Description = $"Sequences decoded together (KV-cache slots), 1..{WorkspaceShape.MaxSequences}", DefaultValueFactory = _ => 4 };
-    public Option<int?> MaxSeqLen { get; } = new("--max-seq-len")
-    {
-        Description = $"Positions per sequence in the KV cache (prompt + new tokens), up to the model's max_position_embeddings (default: the longest that fits the device, at most {WorkspaceShape.DefaultContextCap}, {WorkspaceShape.DefaultCpuContextCap} on the CPU accelerator)",
-    };
+    public Option<int> MaxBatchSize { get; } = CliOptions.Integer("--max-batch-size", $"Sequences decoded together (KV-cache slots), 1..{WorkspaceShape.MaxSequences}", 4, 1, WorkspaceShape.MaxSequences);
+    public Option<int?> MaxSeqLen { get; } = CliOptions.OptionalInteger("--max-seq-len",
+        $"Positions per sequence in the KV cache (prompt + new tokens), up to the model's max_position_embeddings (default: the longest that fits the device, at most {WorkspaceShape.DefaultContextCap}, {WorkspaceShape.DefaultCpuContextCap} on the CPU accelerator)", 1);
     public Option<string> DType { get; } = CliOptions.DType(followsModel: true);
-    public Option<int?> PrefillChunk { get; } = new("--prefill-chunk") { Description = "Prompt tokens per prefill pass (default: min(batch x seq, 2048))" };
+    public Option<int?> PrefillChunk { get; } = CliOptions.OptionalInteger("--prefill-chunk", "Prompt tokens per prefill pass (default: min(batch x seq, 2048))", 1);
     public Option<bool> NoCudaGraph { get; } = new("--no-cuda-graph") { Description = "Launch every decode kernel from the host instead of replaying a CUDA graph" };
     public Option<bool> LogAllocations { get; } = new("--log-allocations") { Description = "Print every device allocation and free to stderr" };
     public Option<string> DecodeVariant { get; } = new("--decode-variant")
@@ -42,21 +41,6 @@ public sealed class ModelOptions
     public ModelOptions()
     {
         DecodeVariant.AcceptOnlyFromAmong([.. IlgpuLlama.Engine.DecodeVariant.All.Select(v => v.Name)]);
-        MaxBatchSize.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int>() is < 1 or > WorkspaceShape.MaxSequences)
-                r.AddError($"--max-batch-size must be between 1 and {WorkspaceShape.MaxSequences}");
-        });
-        MaxSeqLen.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int?>() is < 1)
-                r.AddError("--max-seq-len must be at least 1");
-        });
-        PrefillChunk.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int?>() is < 1)
-                r.AddError("--prefill-chunk must be at least 1");
-        });
     }
 
     /// <summary>Adds every option to <paramref name="command"/>.</summary>
@@ -97,6 +81,9 @@ public sealed class ModelOptions
         string? demoNote = null)
     {
         isDemo = false;
+        if (model is not null && string.IsNullOrWhiteSpace(model))
+            throw new ArgumentException($"--model '{model}' is empty; give a model directory, or leave --model out to use {string.Join(" or ", candidates)}" +
+                (allowDemo ? " (else the built-in demo)" : ""));
         if (!string.IsNullOrEmpty(model))
         {
             if (!Directory.Exists(model))
@@ -167,6 +154,44 @@ public sealed class ModelOptions
         return $"{parameters} params ({DeviceAllocator.Gb(plan.WeightBytes)} @ {plan.Format.BitsPerWeight:0.#} bits, {plan.Format.Name}), " +
             $"KV cache {DeviceAllocator.Gb(plan.KvCacheBytes)} @ fp16 for {plan.Shape.MaxBatch} x {plan.Shape.MaxSeq} tokens, " +
             $"activations {DeviceAllocator.Gb(plan.ActivationBytes)}; allocated {a.TotalLiveBytes:N0} B (formula {plan.TotalBytes:N0} B)";
+    }
+
+    /// <summary>
+    /// The tokenizer of a model directory, checked against its config.json's vocab_size at load (not
+    /// when a generated id cannot be printed). <paramref name="alternative"/> is appended when there is
+    /// no tokenizer file (generate: "or give --tokens ids"); other commands have no way around one.
+    /// </summary>
+    public static LlamaTokenizer LoadTokenizer(string dir, string? alternative = null)
+    {
+        LlamaTokenizer tokenizer;
+        try
+        {
+            tokenizer = LlamaTokenizer.FromDirectory(dir);
+        }
+        catch (TokenizerException e) when (e.NoTokenizerFile && alternative is not null)
+        {
+            throw new TokenizerException($"{e.Template}, {alternative}", e) { NoTokenizerFile = true };
+        }
+        if (File.Exists(Path.Combine(dir, "config.json")))
+            tokenizer.EnsureMatches(LlamaConfig.FromDirectory(dir).VocabSize, dir);
+        return tokenizer;
+    }
+
+    /// <summary>
+    /// The config of --model DIR|PRESET (memory, bench e2e): a directory's config.json, else a preset; a
+    /// value that looks like a path but is no directory says so instead of "unknown preset".
+    /// </summary>
+    public static LlamaConfig ConfigOfDirOrPreset(string name)
+    {
+        if (string.IsNullOrWhiteSpace(name))
+            throw new ArgumentException($"--model '{name}' is empty; give a model directory or one of the presets {string.Join(", ", LlamaConfig.PresetNames)}");
+        if (Directory.Exists(name))
+            return LlamaConfig.FromDirectory(name);
+        if (File.Exists(name))
+            throw new ArgumentException($"--model '{name}' is a file; give the model's directory (the one holding config.json) or a preset ({string.Join(", ", LlamaConfig.PresetNames)})");
+        if (name.Contains('/') || name.Contains('\\') || name.StartsWith('.') || name.StartsWith('~'))
+            throw new DirectoryNotFoundException($"--model '{name}' is not a directory (nor one of the presets {string.Join(", ", LlamaConfig.PresetNames)}); give a Hugging Face Llama 3 model directory (see weights/README.md)");
+        return LlamaConfig.Preset(name);
     }
 
     /// <summary>Parses a --tokens value "1,2,3".</summary>

@@ -8,11 +8,11 @@ public sealed class SamplingFlags
 {
     static readonly SamplingOptions Defaults = new();
 
-    public Option<float> Temperature { get; } = new("--temperature") { Description = "Softmax temperature; 0 = greedy", DefaultValueFactory = _ => Defaults.Temperature };
-    public Option<int> TopK { get; } = new("--top-k") { Description = "Keep the k most likely tokens; 0 = off", DefaultValueFactory = _ => Defaults.TopK };
-    public Option<float> TopP { get; } = new("--top-p") { Description = "Keep the smallest set with this probability mass; 1 = off", DefaultValueFactory = _ => Defaults.TopP };
-    public Option<float> MinP { get; } = new("--min-p") { Description = "Drop tokens below min-p x the top probability; 0 = off", DefaultValueFactory = _ => Defaults.MinP };
-    public Option<float> RepetitionPenalty { get; } = new("--repetition-penalty") { Description = "Penalty for tokens already in the sequence; 1 = off", DefaultValueFactory = _ => Defaults.RepetitionPenalty };
+    public Option<float> Temperature { get; } = CliOptions.Real("--temperature", "Softmax temperature; 0 = greedy", Defaults.Temperature);
+    public Option<int> TopK { get; } = CliOptions.Integer("--top-k", "Keep the k most likely tokens; 0 = off", Defaults.TopK, 0);
+    public Option<float> TopP { get; } = CliOptions.Real("--top-p", "Keep the smallest set with this probability mass; 1 = off", Defaults.TopP);
+    public Option<float> MinP { get; } = CliOptions.Real("--min-p", "Drop tokens below min-p x the top probability; 0 = off", Defaults.MinP);
+    public Option<float> RepetitionPenalty { get; } = CliOptions.Real("--repetition-penalty", "Penalty for tokens already in the sequence; 1 = off", Defaults.RepetitionPenalty);
     public Option<ulong?> Seed { get; } = new("--seed") { Description = "Random seed (same seed, same output); default: random, printed to stderr" };
 
     /// <summary>Adds the flags to a command.</summary>

@@ -58,8 +58,24 @@ public static class DemoModel
         string dir = Path.Combine(weightsDir, DirectoryName);
         if (IsComplete(dir))
             return dir;
+        try
+        {
+            return Build(weightsDir, dir);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new EngineStateException(
+                $"cannot build the demo model in {Path.GetFullPath(weightsDir)} ({e.Message.TrimEnd('.')}); run from a writable directory or give {EngineParameters.Model} DIR", EngineParameter.Model, e);
+        }
+    }
+
+    static string Build(string weightsDir, string dir)
+    {
         Directory.CreateDirectory(weightsDir);
+        RemoveStaleBuilds(weightsDir);
         string tmp = Path.Combine(weightsDir, $".{DirectoryName}.tmp-{Environment.ProcessId}");
+        // Ctrl-C or SIGTERM during the build removes the half-written directory (the finally below does not run then).
+        using var registration = IO.TemporaryPaths.Register(tmp);
         try
         {
             Directory.CreateDirectory(tmp);
@@ -80,12 +96,39 @@ public static class DemoModel
     {
         try
         {
-            return File.Exists(Path.Combine(dir, "tokenizer.model")) && File.Exists(Path.Combine(dir, "model.safetensors")) &&
-                LlamaConfig.FromDirectory(dir) == Config;
+            if (!File.Exists(Path.Combine(dir, "tokenizer.model")) || !File.Exists(Path.Combine(dir, "model.safetensors")) ||
+                LlamaConfig.FromDirectory(dir) != Config)
+                return false;
+            // A truncated or edited weights file is rebuilt here, so it never reaches the loader (whose
+            // advice for a real checkpoint, to download it again, would be wrong for a generated one).
+            using var weights = SafetensorsFile.Open(Path.Combine(dir, "model.safetensors"));
+            return Config.ExpectedTensors().All(e => weights.Tensors.TryGetValue(e.Name, out var t) && t.Shape.SequenceEqual(e.Shape) && t.DType == SafetensorsDType.BF16);
         }
-        catch (Exception e) when (e is ModelConfigException or IOException)
+        catch (Exception e) when (e is ModelConfigException or SafetensorsException or IOException)
         {
             return false;
+        }
+    }
+
+    /// <summary>Removes build directories left by a process that was killed outright (SIGKILL, power loss) and no longer runs.</summary>
+    static void RemoveStaleBuilds(string weightsDir)
+    {
+        foreach (string d in Directory.GetDirectories(weightsDir, $".{DirectoryName}.tmp-*"))
+        {
+            if (!int.TryParse(Path.GetFileName(d)[($".{DirectoryName}.tmp-".Length)..], out int pid) || pid == Environment.ProcessId)
+                continue;
+            bool running;
+            try
+            {
+                using var p = System.Diagnostics.Process.GetProcessById(pid);
+                running = !p.HasExited;
+            }
+            catch (ArgumentException)
+            {
+                running = false;
+            }
+            if (!running)
+                IO.TemporaryPaths.Delete(d);
         }
     }
 

@@ -85,7 +85,8 @@ public sealed class Generator(LlamaModel model)
         var sampling = options.Sampling;
         bool greedy = sampling.IsGreedy;
         int capacity = Model.Plan.Shape.TopKCapacity;
-        int candidates = greedy ? 0 : sampling.TopK > 0 ? Math.Min(sampling.TopK, capacity) : capacity;
+        // One candidate past top-k shows whether the k-th logit ties the next (transformers keeps such ties).
+        int candidates = greedy ? 0 : sampling.TopK > 0 ? Math.Min(sampling.TopK + 1, capacity) : capacity;
         var mode = new SelectMode(greedy, greedy ? 1f : sampling.Temperature, sampling.RepetitionPenalty, candidates);
         var samplers = greedy ? null : Enumerable.Range(0, n).Select(i => new TokenSampler(sampling, i)).ToArray();
         var stops = new HashSet<int>(options.StopTokens);

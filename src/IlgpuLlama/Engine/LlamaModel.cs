@@ -235,8 +235,11 @@ public sealed class LlamaModel : IDisposable
             model.Warnings.AddRange(warnings.Select(w => new EngineNotice(w)));
             var stats = model.Weights.Upload(source, device.Accelerator, progress);
             string keep = $"{EngineParameters.WeightFormat} bf16";
+            // An infinite weight makes every output it touches inf or NaN: refuse it here, not as NaN logits later.
             if (stats.Overflows > 0)
-                model.Warnings.Add(new($"{stats.Overflows:N0} weights exceed the fp16 range and became +-inf; load with {keep} to keep them"));
+                throw new EngineStateException(
+                    $"{stats.Overflows:N0} weights of {modelDir} exceed the fp16 range (|x| > 65504) and would become +-inf; load with {keep} to keep them",
+                    EngineParameter.WeightFormat);
             if (stats.FlushedToZero > 0)
                 model.Warnings.Add(new($"{stats.FlushedToZero:N0} tiny weights flushed to zero in fp16 (harmless in practice; {keep} keeps them)"));
             if (stats.Subnormals > 0)
@@ -356,7 +359,7 @@ public sealed class LlamaModel : IDisposable
                 Kernels.GatherRows(Workspace[p.X], Workspace[p.LastRows].SubView(seq, 1), Workspace[p.LastHidden].SubView((long)seq * h, h), 1, h);
         }
         Kernels.RmsNorm(Workspace[p.LastHidden], Weights.FinalNorm.Vector, Workspace[p.Xb], n, h, eps);
-        LmHead(Workspace[p.Xb], n, null);
+        LmHead(Workspace[p.Xb], n, null, inputPadded: true);
         // Row i selects for sequence i: its slot (repetition-penalty flags) and the next decode inputs.
         var rows = sequences.Select(s => new DecodeRow(s.Slot, s.StartPosition + s.Tokens.Count, 0)).ToArray();
         SetDeviceRows(rows, uploadTokens: false);
@@ -382,7 +385,7 @@ public sealed class LlamaModel : IDisposable
             for (int r = 0; r < chunk.Count; r += MaxBatch)
             {
                 int count = Math.Min(MaxBatch, chunk.Count - r);
-                LmHead(Workspace[p.Xb].SubView((long)r * h), count, null);
+                LmHead(Workspace[p.Xb].SubView((long)r * h), count, null, inputPadded: false);
                 var span = rows.AsSpan(0, count * vocab);
                 Download(Workspace[p.Logits], span);
                 for (int i = 0; i < count; i++)
@@ -392,23 +395,17 @@ public sealed class LlamaModel : IDisposable
     }
 
     /// <summary>
-    /// Runs <paramref name="launch"/>(first row, rows) over rows 0..<paramref name="rows"/>-1 in tiles
-    /// of at most <see cref="BatchWidth.Max"/>, the widest decode matvec. Every row's sums are then
-    /// computed by the same kernel in the same order whatever else shares the batch, so a
-    /// sequence's tokens do not depend on its neighbours (one tile, the same launch, up to 4 rows).
+    /// Logits rows 0..rows-1 of <paramref name="input"/> (normed, or raw with the final norm fused).
+    /// The matvec reads whole tiles of 4 input rows beyond 4; where <paramref name="input"/> may hold
+    /// fewer (last-token hidden states), the partial tile is launched on its own.
     /// </summary>
-    static void ForTiles(int rows, Action<int, int> launch)
-    {
-        for (int first = 0; first < rows; first += BatchWidth.Max)
-            launch(first, Math.Min(BatchWidth.Max, rows - first));
-    }
-
-    /// <summary>Logits rows 0..rows-1 of <paramref name="input"/> (normed, or raw with the final norm fused).</summary>
-    void LmHead(ArrayView<float> input, int rows, FusedNorm? norm)
+    void LmHead(ArrayView<float> input, int rows, FusedNorm? norm, bool inputPadded)
     {
         int h = Config.HiddenSize, vocab = Config.VocabSize;
-        ForTiles(rows, (first, n) =>
-            Kernels.MatVec(Weights.LmHead.Matrix, input.SubView((long)first * h), Workspace[p.Logits].SubView((long)first * vocab), n, false, norm: norm));
+        int whole = inputPadded || rows <= BatchWidth.Max ? rows : rows / BatchWidth.Max * BatchWidth.Max;
+        Kernels.MatVec(Weights.LmHead.Matrix, input, Workspace[p.Logits], whole, false, norm: norm);
+        if (whole < rows)
+            Kernels.MatVec(Weights.LmHead.Matrix, input.SubView((long)whole * h), Workspace[p.Logits].SubView((long)whole * vocab), rows - whole, false, norm: norm);
     }
 
     void ResetSeen(IReadOnlyList<SequenceInput> sequences)
@@ -589,21 +586,19 @@ public sealed class LlamaModel : IDisposable
 
         k.MarkSeen(tokens, slots, w[p.Seen], b, c.VocabSize);
         k.Embedding(Weights.Embedding.Matrix, tokens, w[p.X], b);
-        int q = c.QDim, inter = c.IntermediateSize;
         for (int l = 0; l < c.NumHiddenLayers; l++)
         {
             var lw = Weights.Layers[l];
             var (xn, norm) = NormedInput(lw.InputNorm, b);
-            ForTiles(b, (r, n) => k.MatVecQkvRope(lw.Qkv, xn.SubView((long)r * h), w[p.Q].SubView((long)r * q), w[p.KCache[l]], w[p.VCache[l]], w[p.RopeTable],
-                slots.SubView(r), positions.SubView(r), n, attention, norm));
+            k.MatVecQkvRope(lw.Qkv, xn, w[p.Q], w[p.KCache[l]], w[p.VCache[l]], w[p.RopeTable], slots, positions, b, attention, norm);
             k.Attention(AttentionBuffers(l, slots, positions), b, Plan.Shape.AttentionSplits, attention);
-            ForTiles(b, (r, n) => k.MatVec(lw.O.Matrix, w[p.AttentionOut].SubView((long)r * q), w[p.X].SubView((long)r * h), n, true));
+            k.MatVec(lw.O.Matrix, w[p.AttentionOut], w[p.X], b, true);
             (xn, norm) = NormedInput(lw.PostAttentionNorm, b);
-            ForTiles(b, (r, n) => k.MatVecSwiGlu(lw.Gate.Matrix, lw.Up.Matrix, xn.SubView((long)r * h), w[p.Gate].SubView((long)r * inter), n, norm));
-            ForTiles(b, (r, n) => k.MatVec(lw.Down.Matrix, w[p.Gate].SubView((long)r * inter), w[p.X].SubView((long)r * h), n, true));
+            k.MatVecSwiGlu(lw.Gate.Matrix, lw.Up.Matrix, xn, w[p.Gate], b, norm);
+            k.MatVec(lw.Down.Matrix, w[p.Gate], w[p.X], b, true);
         }
         var (xf, finalNorm) = NormedInput(Weights.FinalNorm, b);
-        LmHead(xf, b, finalNorm);
+        LmHead(xf, b, finalNorm, inputPadded: true);
         EnqueueSelect(b, mode);
         k.AddScalar(positions, b, 1);
     }

@@ -21,6 +21,8 @@ public sealed partial record LlamaConfig
         if (!Directory.Exists(directory))
             throw new ModelConfigException($"{directory}: model directory does not exist");
         string configPath = Path.Combine(directory, ConfigFileName);
+        if (Directory.Exists(configPath))
+            throw new ModelConfigException($"{configPath} is a directory, not a file; put the model's {ConfigFileName} there");
         if (!File.Exists(configPath))
         {
             throw new ModelConfigException(

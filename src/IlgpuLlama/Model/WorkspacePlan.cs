@@ -29,8 +29,8 @@ public sealed record WorkspaceShape(int MaxBatch, int MaxSeq, int PrefillTokens,
 
     /// <summary>
     /// Most sequences (KV-cache slots) one model decodes together. Up to <see cref="BatchWidth.Max"/>
-    /// a decode step runs the fused matvec kernels; wider steps run the prefill GEMMs over one row
-    /// per sequence, which read each weight tile once for up to 64 rows.
+    /// one tile of the fused decode matvecs covers a step; wider steps loop over tiles of 4 inside each
+    /// launch, so every weight row is read from memory once per step and from cache for the next tiles.
     /// </summary>
     public const int MaxSequences = 64;
 
@@ -46,7 +46,8 @@ public sealed record WorkspaceShape(int MaxBatch, int MaxSeq, int PrefillTokens,
     public const int DefaultCpuContextCap = 256;
 
     /// <summary>Default prefill capacity: every sequence's full context, at most <see cref="MaxDefaultPrefillTokens"/> tokens per pass.</summary>
-    public static int DefaultPrefillTokens(int maxBatch, int maxSeq) => (int)Math.Min((long)maxBatch * maxSeq, MaxDefaultPrefillTokens);
+    public static int DefaultPrefillTokens(int maxBatch, int maxSeq) =>
+        Math.Max((int)Math.Min((long)maxBatch * maxSeq, MaxDefaultPrefillTokens), MatVecKernels.PaddedBatch(maxBatch));
 
     /// <summary>Derives the shape from the model, the limits and the kernels' tuning.</summary>
     public static WorkspaceShape For(LlamaConfig config, int maxBatch, int maxSeq, KernelTuning tuning, int? prefillTokens = null)
@@ -59,9 +60,10 @@ public sealed record WorkspaceShape(int MaxBatch, int MaxSeq, int PrefillTokens,
         int t = prefillTokens ?? DefaultPrefillTokens(maxBatch, maxSeq);
         if (t < 1)
             throw new EngineArgumentException($"{EngineParameters.PrefillChunk} {t} must be at least 1", EngineParameter.PrefillChunk);
-        if (t < maxBatch)
+        int padded = MatVecKernels.PaddedBatch(maxBatch);
+        if (t < padded)
             throw new EngineArgumentException(
-                $"{EngineParameters.PrefillChunk} {t} is below {EngineParameters.MaxBatchSize} {maxBatch}: a decode step of every sequence uses the prefill activations, one row each; raise {EngineParameters.PrefillChunk} to at least {maxBatch}",
+                $"{EngineParameters.PrefillChunk} {t} is below {padded} for {EngineParameters.MaxBatchSize} {maxBatch}: a decode step uses the prefill activations, one row per sequence in whole tiles of {BatchWidth.Max}; raise {EngineParameters.PrefillChunk} to at least {padded}",
                 EngineParameter.PrefillChunk);
         int vocab = config.VocabSize;
         int topKCapacity = Math.Min(Math.Min(MaxSamplingCandidates, LogitsKernels.TopKMax(vocab, tuning)), vocab);

@@ -201,6 +201,16 @@ public sealed unsafe class SafetensorsFile : IDisposable
     private static (IReadOnlyDictionary<string, TensorInfo>, IReadOnlyDictionary<string, string>) ParseHeader(
         byte[] header, string path, long dataOffset, long dataLength)
     {
+        // Names are decoded lazily by JsonDocument, and a bad byte there throws without the file's name.
+        try
+        {
+            _ = new System.Text.UTF8Encoding(false, throwOnInvalidBytes: true).GetCharCount(header);
+        }
+        catch (System.Text.DecoderFallbackException e)
+        {
+            throw new SafetensorsException($"{path}: the header is not valid UTF-8 (at byte {8 + e.Index}); {Redownload}", e);
+        }
+
         JsonDocument doc;
         try
         {

@@ -54,6 +54,9 @@ public sealed unsafe class SafetensorsModel : IDisposable
 
         string indexPath = Path.Combine(directory, IndexFileName);
         string singlePath = Path.Combine(directory, SingleFileName);
+        foreach (string p in new[] { indexPath, singlePath })
+            if (System.IO.Directory.Exists(p))
+                throw new SafetensorsException($"{p} is a directory, not a file; put the model's {Path.GetFileName(p)} file there");
         if (File.Exists(indexPath)) return OpenSharded(directory, indexPath);
         if (File.Exists(singlePath))
         {

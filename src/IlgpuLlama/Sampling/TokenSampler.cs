@@ -19,11 +19,11 @@ public readonly record struct SampleResult(int TokenId, bool NeedsFullLogits, in
 /// </summary>
 /// <remarks>
 /// <para>Probabilities are exact full-vocabulary probabilities, p_i = exp((l_i - lmax) / T) / Z, with Z
-/// summed over the whole vocabulary on the device. Over tokens sorted by logit (descending, ties by
-/// lower id) the kept set is the shortest of: the first TopK tokens; the shortest prefix whose
-/// cumulative probability reaches TopP; the prefix with p_i &gt;= MinP * p_max. Note that TopP is
-/// measured in full-vocabulary mass, not in mass renormalised after top-k as Hugging Face does; the two
-/// agree whenever top-k is off or keeps at least TopP of the mass. The kept probabilities are
+/// summed over the whole vocabulary on the device. The filters are Hugging Face transformers' warpers
+/// in its order: temperature, top-k, top-p, min-p, each applied to the distribution the one before
+/// left, renormalised. Over tokens sorted by logit (descending, ties by lower id) the kept set is the
+/// shortest of: the top-k tokens (with ties at the k-th logit); the shortest prefix whose mass,
+/// renormalised over the top-k set, reaches TopP; the prefix with p_i &gt;= MinP * p_max. The kept probabilities are
 /// renormalised and exactly one uniform number is drawn per non-greedy step, whichever path decides,
 /// so <see cref="Sample"/> and <see cref="SampleFull"/> pick the same token from the same draw.</para>
 /// <para>With every filter off the kept set is the whole vocabulary and its mass is exactly 1 by
@@ -162,37 +162,110 @@ public sealed class TokenSampler
 
     /// <summary>
     /// Length of the kept prefix, or 0 when the known <paramref name="sorted"/> prefix of the
-    /// vocabulary cannot determine it. <paramref name="keptMass"/> is the kept probability mass.
+    /// vocabulary cannot determine it. <paramref name="keptMass"/> is the kept full-vocabulary mass.
     /// </summary>
+    /// <remarks>
+    /// Transformers' warpers in their order, each on the distribution the previous one left,
+    /// renormalised: top-k keeps every token whose logit is at least the k-th largest (ties at the
+    /// boundary stay, as <c>scores &lt; topk(scores)[..., -1]</c> removes only smaller ones); top-p keeps
+    /// the shortest prefix whose mass, renormalised over the top-k set, reaches TopP; min-p keeps the
+    /// tokens with p &gt;= MinP x p_max, a ratio that renormalising does not change. All three are prefixes
+    /// of the sorted order, so the kept set is the shortest of them.
+    /// </remarks>
     private int KeptCount(ReadOnlySpan<float> sorted, float maxLogit, double normalizer, int vocabSize, out double keptMass)
     {
         SamplingOptions o = Options;
         double inverseT = 1.0 / o.Temperature;
-        int topK = o.TopK > 0 ? Math.Min(o.TopK, vocabSize) : vocabSize;
-        int scan = Math.Min(topK, sorted.Length);
-        double minPThreshold = o.MinP * Probability(sorted[0], maxLogit, inverseT, normalizer);
+        int known = sorted.Length;
+        var p = new double[known];
+        for (int i = 0; i < known; i++) p[i] = Probability(sorted[i], maxLogit, inverseT, normalizer);
 
-        double cumulative = 0;
-        for (int i = 0; i < scan; i++)
+        // Top-k: its size K (with boundary ties) and mass; null where the known tokens cannot tell.
+        int? k;
+        double massK;
+        if (o.TopK == 0 || o.TopK >= vocabSize)
         {
-            double p = Probability(sorted[i], maxLogit, inverseT, normalizer);
-            // i > 0: the most likely token always survives min-p, even if rounding says otherwise.
-            if (o.MinP > 0f && i > 0 && p < minPThreshold)
+            k = vocabSize;
+            massK = 1.0; // the whole vocabulary: exactly 1 by definition of Z
+        }
+        else if (o.TopK <= known)
+        {
+            int end = o.TopK;
+            while (end < known && sorted[end] == sorted[o.TopK - 1]) end++;
+            k = end < known || known == vocabSize ? end : null;
+            massK = Sum(p, end);
+        }
+        else
+        {
+            k = null;
+            massK = double.NaN;
+        }
+
+        // Top-p on the top-k distribution: the shortest prefix with mass >= TopP x massK. pLower is a
+        // lower bound on its length when it is not determined.
+        int? topP;
+        int pLower;
+        if (o.TopP >= 1f)
+        {
+            topP = k;
+            pLower = k ?? known;
+        }
+        else if (k is int kk)
+        {
+            topP = PrefixReaching(p, o.TopP * massK, Math.Min(kk, known)) ?? (kk <= known ? kk : null);
+            pLower = topP ?? known;
+        }
+        else
+        {
+            // K lies beyond the known tokens, so massK is between their mass and 1: the cut is known
+            // only where both bounds put it at the same place.
+            int? low = PrefixReaching(p, o.TopP * Sum(p, known), known);
+            int? high = PrefixReaching(p, o.TopP * 1.0, known);
+            topP = low is not null && low == high ? low : null;
+            pLower = low ?? known;
+        }
+
+        // Min-p: the first token below MinP x p_max ends the kept set (the top token always stays).
+        int? minP = null;
+        if (o.MinP > 0f)
+        {
+            double threshold = o.MinP * p[0];
+            for (int i = 1; i < known; i++)
             {
-                keptMass = cumulative;
-                return i;
-            }
-            cumulative += p;
-            if (o.TopP < 1f && cumulative >= o.TopP)
-            {
-                keptMass = cumulative;
-                return i + 1;
+                if (p[i] < threshold)
+                {
+                    minP = i;
+                    break;
+                }
             }
         }
 
-        keptMass = cumulative;
-        // Neither filter cut inside the known tokens: only a top-k boundary inside them decides.
-        return topK <= sorted.Length ? scan : 0;
+        int kept = minP is int m && m <= pLower ? m
+            : topP is int t ? Math.Min(t, minP ?? int.MaxValue)
+            : 0;
+        if (kept > known)
+            kept = 0;
+        keptMass = Sum(p, kept);
+        return kept;
+    }
+
+    /// <summary>The smallest n &lt;= <paramref name="limit"/> whose first n probabilities sum to at least <paramref name="target"/>, or null.</summary>
+    private static int? PrefixReaching(double[] p, double target, int limit)
+    {
+        double cumulative = 0;
+        for (int i = 0; i < limit; i++)
+        {
+            cumulative += p[i];
+            if (cumulative >= target) return i + 1;
+        }
+        return null;
+    }
+
+    private static double Sum(double[] p, int count)
+    {
+        double sum = 0;
+        for (int i = 0; i < count; i++) sum += p[i];
+        return sum;
     }
 
     private bool FiltersOff(int vocabSize) =>

@@ -139,7 +139,22 @@ public sealed class LlamaTokenizer
 
         throw new TokenizerException(
             $"No tokenizer in '{modelDir}': looked for original/tokenizer.model, tokenizer.model and tokenizer.json; " +
-            $"put the model's tokenizer files there (generate {EngineParameters.Tokens} takes token ids without them).");
+            "put the model's tokenizer files there")
+        { NoTokenizerFile = true };
+    }
+
+    /// <summary>
+    /// Checks that this tokenizer belongs to a model with <paramref name="vocabSize"/> embedding rows:
+    /// its ids must be exactly 0..vocab_size-1, or prompts would index past the embedding, or the model
+    /// would produce ids this tokenizer cannot print, failing mid-stream.
+    /// </summary>
+    /// <exception cref="TokenizerException">The sizes differ (the message names the directory and both sizes).</exception>
+    public void EnsureMatches(int vocabSize, string modelDir)
+    {
+        if (VocabSize != vocabSize)
+            throw new TokenizerException(
+                $"the tokenizer in '{modelDir}' has {VocabSize} tokens but config.json says vocab_size {vocabSize}; " +
+                "the tokenizer files belong to another model: copy the ones released with these weights");
     }
 
     /// <summary>

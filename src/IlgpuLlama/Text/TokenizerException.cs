@@ -16,4 +16,7 @@ public sealed class TokenizerException : Exception, IEngineMessage
 
     /// <inheritdoc/>
     public EngineParameter? Parameter => null;
+
+    /// <summary>True when the directory has no tokenizer file at all (a front end may then name its way around one).</summary>
+    public bool NoTokenizerFile { get; init; }
 }

@@ -15,6 +15,15 @@ public static class CliHarness
         return new Result(code, o.ToString(), e.ToString());
     }
 
+    /// <summary>Runs with <paramref name="input"/> as standard input.</summary>
+    public static Result Run(string[] args, string input)
+    {
+        var o = new StringWriter();
+        var e = new StringWriter();
+        int code = Program.Run(args, new StringReader(input), o, e);
+        return new Result(code, o.ToString(), e.ToString());
+    }
+
     /// <summary>A fresh temporary directory, deleted by the caller.</summary>
     public static string TempDir()
     {

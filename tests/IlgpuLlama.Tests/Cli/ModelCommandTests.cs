@@ -82,6 +82,19 @@ public sealed class ModelCommandTests
     }
 
     [Fact]
+    public void Compare_logits_reports_the_mean_KL_divergence_of_the_reference_to_ours()
+    {
+        // Two positions over 3 tokens: identical rows (KL 0) and one whose distribution is known.
+        float[] reference = [1, 2, 3, 0, 0, 0];
+        float[] ours = [1, 2, 3, 0, (float)Math.Log(2), 0];
+        var report = CompareLogitsCommand.Compare(ours, [2, 3], reference, [2, 3], tolerance: 10);
+        // p = (1/3, 1/3, 1/3), q = (1/4, 1/2, 1/4): KL = 1/3 (ln 4/3 + ln 2/3 + ln 4/3).
+        double expected = (2 * Math.Log(4.0 / 3) + Math.Log(2.0 / 3)) / 3 / 2;
+        Assert.Equal(expected, report.MeanKlDivergence!.Value, 6);
+        Assert.Equal(0, CompareLogitsCommand.Compare(reference, [2, 3], reference, [2, 3]).MeanKlDivergence!.Value, 12);
+    }
+
+    [Fact]
     public void Bad_model_input_fails_with_one_clear_line()
     {
         var r = CliHarness.Run("generate", "--model", "/nonexistent/model", "--tokens", "1,2", "--device", "cpu");

@@ -169,10 +169,15 @@ public class TokenSamplerTests
     {
         var random = new Random(10);
         float[] row = RandomRow(random, 1000, 0.5f);
-        var sampler = new TokenSampler(new SamplingOptions { Temperature = 1f, TopK = 8, TopP = 0.9f, Seed = 7 });
-        SampleResult result = SampleCandidates(sampler, row, 8);
+        var options = new SamplingOptions { Temperature = 1f, TopK = 8, TopP = 0.9f, Seed = 7 };
+        // Nine candidates: the ninth shows that the eighth logit has no tie beyond it, so top-k is known
+        // and top-p is measured inside it (renormalised), whatever the full-vocabulary mass.
+        SampleResult result = SampleCandidates(new TokenSampler(options), row, 9);
         Assert.False(result.NeedsFullLogits);
-        Assert.Equal(8, result.KeptCount);
+        Assert.Equal(new TokenSampler(options).SampleFull(row), result);
+        Assert.InRange(result.KeptCount, 7, 8);
+        // Exactly eight cannot rule out a tie at the boundary.
+        Assert.True(SampleCandidates(new TokenSampler(options), row, 8).NeedsFullLogits);
 
         var wide = new TokenSampler(new SamplingOptions { Temperature = 1f, TopK = 9, TopP = 0.9f, Seed = 7 });
         Assert.True(SampleCandidates(wide, row, 8).NeedsFullLogits);
