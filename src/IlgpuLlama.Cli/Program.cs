@@ -21,8 +21,15 @@ public static class Program
     public static int Run(string[] args, TextReader input, TextWriter output, TextWriter error) =>
         CliRunner.Run(BuildRoot(() => input), args, output, error);
 
-    /// <summary>The command tree; <paramref name="input"/> supplies standard input (default: the console's, read when needed).</summary>
-    public static RootCommand BuildRoot(Func<TextReader>? input = null)
+    /// <summary>Runs the CLI in-process with <paramref name="input"/> as standard input and <paramref name="interrupts"/> as its Ctrl-C (chat).</summary>
+    public static int Run(string[] args, TextReader input, TextWriter output, TextWriter error, Interrupts interrupts) =>
+        CliRunner.Run(BuildRoot(() => input, () => interrupts), args, output, error);
+
+    /// <summary>
+    /// The command tree; <paramref name="input"/> supplies standard input (default: the console's, read
+    /// when needed), <paramref name="interrupts"/> Ctrl-C (default: the console's, hooked while chat runs).
+    /// </summary>
+    public static RootCommand BuildRoot(Func<TextReader>? input = null, Func<Interrupts>? interrupts = null)
     {
         input ??= () => Console.In;
         var root = new RootCommand("Llama 3.x inference on ILGPU kernels (CUDA or the CPU accelerator).");
@@ -36,15 +43,17 @@ public static class Program
         root.Subcommands.Add(LogitsCommand.Create());
         root.Subcommands.Add(CompareLogitsCommand.Create());
         root.Subcommands.Add(QuantizeCommand.Create());
-        root.Subcommands.Add(ChatCommand.Create(input));
+        root.Subcommands.Add(ChatCommand.Create(input, interrupts));
         root.Subcommands.Add(TokenizeCommand.Create(input));
         root.Subcommands.Add(DetokenizeCommand.Create());
+        root.Subcommands.Add(PerplexityCommand.Create(input));
 
         var bench = BenchCommand.Create();
         bench.Subcommands.Add(BenchKernelsCommand.Create());
         bench.Subcommands.Add(BenchE2eCommand.Create());
         bench.Subcommands.Add(BenchRooflineCommand.Create());
         root.Subcommands.Add(bench);
+        CliOptions.AddShortAliases(root);
         return root;
     }
 }

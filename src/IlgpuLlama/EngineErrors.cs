@@ -57,6 +57,9 @@ public enum EngineParameter
 
     /// <summary>A directory a command writes (a quantised model).</summary>
     OutputDirectory,
+
+    /// <summary>Tokens per perplexity window.</summary>
+    Context,
 }
 
 /// <summary>
@@ -112,6 +115,9 @@ public static partial class EngineParameters
 
     /// <summary>Placeholder of <see cref="EngineParameter.OutputDirectory"/>.</summary>
     public const string OutputDirectory = "{OutputDirectory}";
+
+    /// <summary>Placeholder of <see cref="EngineParameter.Context"/>.</summary>
+    public const string Context = "{Context}";
 
     [GeneratedRegex(@"\{([A-Za-z]+)\}")]
     private static partial Regex Placeholder();

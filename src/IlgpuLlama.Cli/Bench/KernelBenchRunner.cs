@@ -56,7 +56,49 @@ public sealed record KernelBenchReport(
 /// <summary>Options of one run.</summary>
 /// <param name="Repeats">timed launches; null: 20 on CUDA, 5 on the CPU accelerator</param>
 /// <param name="Warmup">untimed launches; null: 3 on CUDA, 1 on the CPU accelerator</param>
-public sealed record KernelBenchOptions(DeviceKind Device, string? Shapes, WeightFormat Format, int? Repeats, int? Warmup, int Seed = 1234);
+/// <param name="Filters">case-name patterns (<see cref="BenchCaseFilter"/>); empty: every case</param>
+public sealed record KernelBenchOptions(DeviceKind Device, string? Shapes, WeightFormat Format, int? Repeats, int? Warmup, int Seed = 1234,
+    IReadOnlyList<string>? Filters = null);
+
+/// <summary>
+/// Which bench cases a run keeps: each case is named <c>kernel shape bN</c> (as the progress lines
+/// and <c>bench kernels --list</c> show it); a pattern with <c>*</c> or <c>?</c> is a glob over the
+/// whole name or the kernel name, any other pattern a substring of the name; case is ignored and a
+/// case is kept when any pattern matches.
+/// </summary>
+public static class BenchCaseFilter
+{
+    /// <summary>The name a case is listed and filtered by.</summary>
+    public static string Name(BenchCase c) => $"{c.Kernel} {c.Shape} b{c.Batch}";
+
+    /// <summary>True when <paramref name="pattern"/> matches the case.</summary>
+    public static bool Matches(BenchCase c, string pattern)
+    {
+        string name = Name(c);
+        if (pattern.IndexOfAny(['*', '?']) < 0)
+            return name.Contains(pattern, StringComparison.OrdinalIgnoreCase);
+        var glob = new System.Text.RegularExpressions.Regex(
+            "^" + System.Text.RegularExpressions.Regex.Escape(pattern).Replace("\\*", ".*", StringComparison.Ordinal).Replace("\\?", ".", StringComparison.Ordinal) + "$",
+            System.Text.RegularExpressions.RegexOptions.IgnoreCase | System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+        return glob.IsMatch(name) || glob.IsMatch(c.Kernel);
+    }
+
+    /// <summary>
+    /// The cases <paramref name="filters"/> keep (all when there are none); a filter that keeps
+    /// nothing is an error naming how to see the names.
+    /// </summary>
+    public static IReadOnlyList<BenchCase> Select(IReadOnlyList<BenchCase> cases, IReadOnlyList<string>? filters)
+    {
+        var patterns = (filters ?? []).SelectMany(f => f.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToArray();
+        if (patterns.Length == 0)
+            return cases;
+        var kept = cases.Where(c => patterns.Any(p => Matches(c, p))).ToArray();
+        if (kept.Length == 0)
+            throw new ArgumentException(
+                $"--filter '{string.Join(",", patterns)}' matches none of the {cases.Count} cases; 'ilgpu-llama bench kernels --list' prints their names (with the same --shapes and --dtype)");
+        return kept;
+    }
+}
 
 /// <summary>The bench context of a run: case buffers come from the tracking allocator (category Other, names bench.*) and are freed after each case.</summary>
 sealed class TrackedBenchContext(LlamaKernels kernels, DeviceAllocator allocator, bool isGpu, int seed) : BenchContext(kernels, isGpu, seed)
@@ -107,7 +149,9 @@ public sealed class KernelBenchRunner
         if (options.Warmup < 0)
             throw new ArgumentException($"--warmup {options.Warmup.Value} must be at least 0");
         var format = options.Format;
-        var shapes = BenchShapes.Parse(options.Shapes ?? (device.IsCuda ? "llama-3.2-1b" : "tiny"));
+        var shapes = BenchShapes.Parse(options.Shapes ?? DefaultShapes(device.IsCuda));
+        // Filtered before anything is compiled or measured, so a bad filter fails at once.
+        var cases = BenchCaseFilter.Select(KernelCatalog.BenchCases(shapes, format), options.Filters);
         string description = device.IsCuda
             ? device.Description
             : $"ILGPU CPU accelerator (warp {device.Accelerator.WarpSize}, max group {device.Accelerator.MaxNumThreadsPerGroup}, {device.Accelerator.NumMultiprocessors} emulated multiprocessors)";
@@ -133,7 +177,6 @@ public sealed class KernelBenchRunner
             progress($"device-to-device copy of {copyBytes >> 20} MiB: {copy.GbPerS:F1} GB/s (bytes read + written)");
 
             var spec = device.IsCuda ? DeviceSpecs.Lookup(accelerator.Name, accelerator.MemorySize) : null;
-            var cases = KernelCatalog.BenchCases(shapes, format);
             var rows = new List<BenchRow>();
             Action flush = device.IsCuda
                 ? () => dst.View.SubView(0, Math.Min(FlushBytes, copyBytes)).CopyFrom(kernels.Stream, src.View.SubView(0, Math.Min(FlushBytes, copyBytes)))
@@ -168,6 +211,9 @@ public sealed class KernelBenchRunner
             dst.Dispose();
         }
     }
+
+    /// <summary>The shape set used when none is given: Llama 3.2 1B on CUDA, tiny on the CPU accelerator.</summary>
+    public static string DefaultShapes(bool cuda) => cuda ? "llama-3.2-1b" : "tiny";
 
     static CopyBandwidth MeasureCopy(Accelerator accelerator, bool cuda, DeviceBuffer<byte> src, DeviceBuffer<byte> dst)
     {

@@ -29,6 +29,12 @@ public static class BenchKernelsCommand
         var dtype = CliOptions.DType("Weight format of the weight-reading kernels (q8_0 and q4_0 run the matvec and GEMM families only, the ones that read quantised matrices)");
         var repeats = CliOptions.OptionalInteger("--repeats", "Timed launches per case, the median is reported (default: 20 on CUDA, 5 on the CPU accelerator)", 1);
         var warmup = CliOptions.OptionalInteger("--warmup", "Untimed launches before timing (default: 3 on CUDA, 1 on the CPU accelerator)", 0);
+        var filter = new Option<string[]>("--filter")
+        {
+            Description = "Run only the cases whose name (kernel shape bN, see --list) contains this text, or matches it as a glob with * and ?; repeat or separate with commas",
+            HelpName = "TEXT|GLOB",
+        };
+        var list = new Option<bool>("--list") { Description = "Print the case names (with --filter: those it keeps) and exit without running anything" };
         var json = CliOptions.Json();
         var csv = new Option<bool>("--csv") { Description = "Write CSV to stdout instead of the markdown table" };
         var plot = new Option<FileInfo?>("--plot")
@@ -41,7 +47,7 @@ public static class BenchKernelsCommand
 
         var command = new Command("kernels", "Validate and time every kernel family (median of --repeats launches)")
         {
-            device, shapes, dtype, repeats, warmup, json, csv, plot,
+            device, shapes, dtype, filter, list, repeats, warmup, json, csv, plot,
         };
         command.Validators.Add(r =>
         {
@@ -56,7 +62,17 @@ public static class BenchKernelsCommand
                 parse.GetValue(shapes),
                 WeightFormat.Parse(parse.GetValue(dtype)!),
                 parse.GetValue(repeats),
-                parse.GetValue(warmup));
+                parse.GetValue(warmup),
+                Filters: parse.GetValue(filter));
+            if (parse.GetValue(list))
+            {
+                // Without --shapes the device decides the default set, as a run would.
+                string shapeSet = options.Shapes ?? KernelBenchRunner.DefaultShapes(ResolvesToCuda(options.Device));
+                foreach (var c in BenchCaseFilter.Select(KernelCatalog.BenchCases(BenchShapes.Parse(shapeSet), options.Format), options.Filters))
+                    io.Out.WriteLine(BenchCaseFilter.Name(c));
+                io.Out.Flush();
+                return 0;
+            }
             var report = RunWithProgress(io, options);
 
             if (parse.GetValue(json))
@@ -81,6 +97,14 @@ public static class BenchKernelsCommand
             return 0;
         });
         return command;
+    }
+
+    static bool ResolvesToCuda(IlgpuLlama.Device.DeviceKind kind)
+    {
+        if (kind != IlgpuLlama.Device.DeviceKind.Auto)
+            return kind == IlgpuLlama.Device.DeviceKind.Cuda;
+        using var device = IlgpuLlama.Device.ComputeDevice.Create(kind);
+        return device.IsCuda;
     }
 
     static KernelBenchReport RunWithProgress(CommandIO io, KernelBenchOptions options)

@@ -111,7 +111,8 @@ public static class TokenizeCommand
         return text.Append('"').ToString();
     }
 
-    static string ReadFile(string path, Func<TextReader> input)
+    /// <summary>The text of a UTF-8 file (BOM dropped, invalid UTF-8 an error), or of <paramref name="input"/> for "-".</summary>
+    internal static string ReadFile(string path, Func<TextReader> input)
     {
         if (path == "-")
             return input().ReadToEnd();

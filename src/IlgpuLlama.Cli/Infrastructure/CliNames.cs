@@ -26,6 +26,7 @@ public static class CliNames
         EngineParameter.RepetitionPenalty => "--repetition-penalty",
         EngineParameter.Seed => "--seed",
         EngineParameter.OutputDirectory => "--out",
+        EngineParameter.Context => "--ctx",
         _ => parameter.ToString(),
     };
 

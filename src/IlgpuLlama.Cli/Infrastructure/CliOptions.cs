@@ -70,6 +70,40 @@ public static class CliOptions
     }
 
     /// <summary>
+    /// The short form of each common flag, llama.cpp's letters where it has one (-m, -p, -n, -f, -s,
+    /// -o, -c for perplexity's window). One table for the whole tree, so a letter means the same on
+    /// every command that has the flag.
+    /// </summary>
+    public static IReadOnlyDictionary<string, string> ShortAliases { get; } = new Dictionary<string, string>
+    {
+        ["--model"] = "-m",
+        ["--prompt"] = "-p",
+        ["--max-new-tokens"] = "-n",
+        ["--file"] = "-f",
+        ["--seed"] = "-s",
+        ["--out"] = "-o",
+        ["--ctx"] = "-c",
+    };
+
+    /// <summary>
+    /// Gives every option of <paramref name="command"/> and its subcommands that is named in
+    /// <see cref="ShortAliases"/> its short form, unless the command already uses that letter for
+    /// something else (a test checks that none does).
+    /// </summary>
+    public static void AddShortAliases(Command command)
+    {
+        ArgumentNullException.ThrowIfNull(command);
+        var taken = command.Options.SelectMany(o => o.Aliases.Append(o.Name)).ToHashSet();
+        foreach (var option in command.Options)
+        {
+            if (ShortAliases.TryGetValue(option.Name, out var alias) && !option.Aliases.Contains(alias) && taken.Add(alias))
+                option.Aliases.Add(alias);
+        }
+        foreach (var sub in command.Subcommands)
+            AddShortAliases(sub);
+    }
+
+    /// <summary>
     /// An integer option whose value is parsed and range-checked in one place, inside the parser: a
     /// value that is not a whole number, overflows, or is out of [<paramref name="min"/>,
     /// <paramref name="max"/>] becomes a parse error (one line, exit 2), never an exception thrown by
