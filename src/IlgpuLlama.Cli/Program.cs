@@ -32,7 +32,7 @@ public static class Program
         root.Subcommands.Add(PtxCommand.Create());
         root.Subcommands.Add(PtxasReportCommand.Create());
         root.Subcommands.Add(MemoryCommand.Create());
-        root.Subcommands.Add(GenerateCommand.Create());
+        root.Subcommands.Add(GenerateCommand.Create(input));
         root.Subcommands.Add(LogitsCommand.Create());
         root.Subcommands.Add(CompareLogitsCommand.Create());
         root.Subcommands.Add(ChatCommand.Create(input));

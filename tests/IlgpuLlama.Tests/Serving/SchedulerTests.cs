@@ -268,7 +268,7 @@ public sealed class SchedulerTests(SchedulerModelContext ctx, ITestOutputHelper 
         s.Submit(Greedy([1, 2], 2));
         Assert.Throws<QueueFullException>(() => s.Submit(Greedy([1, 2], 2)));
         var e = Assert.Throws<EngineArgumentException>(() => s.Submit(Greedy(Enumerable.Repeat(5, 120).ToArray(), 16)));
-        Assert.Contains("136 exceed MaxSeqLen 128", e.Message);
+        Assert.Contains("136 exceeds MaxSeqLen 128", e.Message);
         e = Assert.Throws<EngineArgumentException>(() => s.Submit(Greedy([1, 512], 2)));
         Assert.Contains("outside the vocabulary", e.Message);
         e = Assert.Throws<EngineArgumentException>(() => s.Submit(Greedy([1, 2], 2) with { StopStrings = ["x"] }));

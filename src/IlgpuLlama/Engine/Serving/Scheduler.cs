@@ -119,7 +119,7 @@ public sealed class Scheduler : IDisposable
             throw new EngineArgumentException($"{EngineParameters.MaxNewTokens} {r.MaxNewTokens} must be at least 1", EngineParameter.MaxNewTokens);
         if (prompt + r.MaxNewTokens > Model.MaxSeq)
             throw new EngineArgumentException(
-                $"the prompt's {prompt} tokens + {r.MaxNewTokens} new tokens = {prompt + r.MaxNewTokens} exceed {EngineParameters.MaxSeqLen} {Model.MaxSeq}; " +
+                $"the prompt's {prompt} tokens + {r.MaxNewTokens} new tokens = {prompt + r.MaxNewTokens} exceeds {EngineParameters.MaxSeqLen} {Model.MaxSeq}; " +
                 $"shorten the prompt, lower {EngineParameters.MaxNewTokens} or raise {EngineParameters.MaxSeqLen}", EngineParameter.MaxSeqLen);
         r.Sampling.Validate();
         if (r.StopStrings.Count > 0 && tokenizer is null)
