@@ -38,6 +38,7 @@ public static class Program
         root.Subcommands.Add(ChatCommand.Create(input));
         root.Subcommands.Add(TokenizeCommand.Create(input));
         root.Subcommands.Add(DetokenizeCommand.Create());
+        root.Subcommands.Add(ServeCommand.Create());
 
         var bench = BenchCommand.Create();
         bench.Subcommands.Add(BenchKernelsCommand.Create());
