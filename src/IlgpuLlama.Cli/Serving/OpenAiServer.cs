@@ -116,7 +116,7 @@ public sealed class OpenAiServer : IAsyncDisposable
     }
 
     /// <summary>Graceful shutdown: 503 for new requests, running ones finish (up to the grace period) or are cancelled.</summary>
-    public Task StopAsync() => app.StopAsync();
+    public Task StopAsync() => Task.Run(() => app.StopAsync()); // the drain blocks the stopping thread, not the caller
 
     /// <inheritdoc/>
     public async ValueTask DisposeAsync()
@@ -232,6 +232,7 @@ public sealed class OpenAiServer : IAsyncDisposable
                 MaxNewTokens = maxTokens ?? (chat ? room : Math.Min(16, room)),
                 Sampling = Sampling(body),
                 StopStrings = Stops(body),
+                IgnoreEos = Bool(body, "ignore_eos") ?? false, // vLLM's extension, for benchmarks
             };
             var cancel = CancellationTokenSource.CreateLinkedTokenSource(c.RequestAborted, stopping.Token);
             c.Response.RegisterForDispose(cancel);
