@@ -44,6 +44,7 @@ public static class Program
         bench.Subcommands.Add(BenchKernelsCommand.Create());
         bench.Subcommands.Add(BenchE2eCommand.Create());
         bench.Subcommands.Add(BenchRooflineCommand.Create());
+        bench.Subcommands.Add(BenchServeCommand.Create());
         root.Subcommands.Add(bench);
         return root;
     }

@@ -263,3 +263,36 @@ public sealed class ServerSlotTests
         await server.DisposeAsync();
     }
 }
+
+/// <summary>bench serve against an in-process server on the demo model.</summary>
+public sealed class BenchServeTests(DemoModelDir demo) : IClassFixture<DemoModelDir>
+{
+    [Fact]
+    public void Every_level_completes_its_requests_with_exactly_max_tokens_each()
+    {
+        var r = CliHarness.Run("bench", "serve", "--model", demo.Path, "--device", "cpu", "--max-batch-size", "2", "--concurrency", "1,3", "--requests", "3",
+            "--max-tokens", "4", "--json");
+        Assert.True(r.ExitCode == 0, r.Err);
+        var levels = JsonDocument.Parse(r.Out).RootElement.GetProperty("levels").EnumerateArray().ToArray();
+        Assert.Equal([1, 3], levels.Select(l => l.GetProperty("concurrency").GetInt32()));
+        foreach (var l in levels)
+        {
+            Assert.Equal(3, l.GetProperty("requests").GetInt32());
+            Assert.Equal(0, l.GetProperty("failed").GetInt32());
+            Assert.Equal(12, l.GetProperty("output_tokens").GetInt64());
+            Assert.True(l.GetProperty("ttft_p50_ms").GetDouble() > 0);
+            Assert.True(l.GetProperty("ttft_p99_ms").GetDouble() >= l.GetProperty("ttft_p50_ms").GetDouble());
+            Assert.True(l.GetProperty("output_tokens_per_second").GetDouble() > 0);
+        }
+    }
+
+    [Fact]
+    public void Percentiles_are_nearest_rank()
+    {
+        double[] values = [5, 1, 4, 2, 3];
+        Assert.Equal(3, IlgpuLlama.Cli.Commands.BenchServeCommand.Percentile(values, 50));
+        Assert.Equal(5, IlgpuLlama.Cli.Commands.BenchServeCommand.Percentile(values, 99));
+        Assert.Equal(1, IlgpuLlama.Cli.Commands.BenchServeCommand.Percentile(values, 1));
+        Assert.Equal(0, IlgpuLlama.Cli.Commands.BenchServeCommand.Percentile([], 50));
+    }
+}
