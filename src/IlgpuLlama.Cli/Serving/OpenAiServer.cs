@@ -225,7 +225,7 @@ public sealed class OpenAiServer : IAsyncDisposable
             if (maxTokens is < 1)
                 throw new ApiError(400, $"max_tokens must be at least 1, got {maxTokens}", "max_tokens");
             if (room < 1)
-                throw new ApiError(400, $"the prompt has {prompt.Count} tokens and the context holds {engine.Model.MaxSeq} (the server's --max-seq-len); shorten the prompt", "messages", "context_length_exceeded");
+                throw new ApiError(400, $"the prompt has {prompt.Count} tokens and the context holds {engine.Model.MaxSeq} (the server's --max-seq-len); shorten the prompt", chat ? "messages" : "prompt", "context_length_exceeded");
             var settings = new GenerationSettings
             {
                 // OpenAI's default for completions is 16 tokens; chat defaults to the rest of the context.

@@ -97,7 +97,8 @@ public sealed class Scheduler : IDisposable
         lock (gate)
         {
             ObjectDisposedException.ThrowIf(stopping, this);
-            if (queue.Count >= Options.MaxQueuedRequests && FreeSlot() < 0)
+            // Requests that will take a free slot at the next step do not count as waiting.
+            if (queue.Count - slots.Count(s => s is null) >= Options.MaxQueuedRequests)
                 throw new QueueFullException(Options.MaxQueuedRequests);
             handle = new ScheduledRequest(this, ++nextId, request, tokenizer);
             queue.AddLast(handle);
