@@ -23,8 +23,8 @@ public static class KernelCatalog
     public static IReadOnlyList<KernelEntry> All { get; } = Families.SelectMany(f => f.Kernels).SelectMany(k => k.Entries).ToArray();
 
     /// <summary>The benchmark cases of every family at <paramref name="shapes"/> with weights in <paramref name="format"/>.</summary>
-    public static IReadOnlyList<BenchCase> BenchCases(BenchShapes shapes, SixteenBitFormat format) =>
-        Families.SelectMany(f => f.BenchCases(shapes, format)).ToArray();
+    public static IReadOnlyList<BenchCase> BenchCases(BenchShapes shapes, WeightFormat format) =>
+        Families.SelectMany(f => format is BlockQuantFormat q ? f.BlockBenchCases(shapes, q) : f.BenchCases(shapes, (SixteenBitFormat)format)).ToArray();
 
     /// <summary>Parses "sm_60" style names.</summary>
     public static CudaArchitecture ParseArchitecture(string arch) => arch.ToLowerInvariant() switch

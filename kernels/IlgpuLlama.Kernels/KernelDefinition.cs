@@ -230,4 +230,10 @@ public abstract class KernelFamily
 
     /// <summary>Validated benchmark cases at <paramref name="shapes"/> with weights in <paramref name="format"/>.</summary>
     public abstract IEnumerable<BenchCase> BenchCases(BenchShapes shapes, SixteenBitFormat format);
+
+    /// <summary>
+    /// Validated benchmark cases with matrices in the block format <paramref name="format"/>: the
+    /// families whose kernels read quantised weights override this (the others have no such variant).
+    /// </summary>
+    public virtual IEnumerable<BenchCase> BlockBenchCases(BenchShapes shapes, BlockQuantFormat format) => [];
 }

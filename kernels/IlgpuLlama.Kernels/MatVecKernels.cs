@@ -945,7 +945,12 @@ sealed class MatVecFamily : KernelFamily
         [MatVecKernels.MatVecKernel, MatVecKernels.SwiGluKernel, MatVecKernels.QkvRopeKernel,
          MatVecKernels.MatVecNormKernel, MatVecKernels.SwiGluNormKernel, MatVecKernels.QkvRopeNormKernel];
 
-    public override IEnumerable<BenchCase> BenchCases(BenchShapes s, SixteenBitFormat f)
+    public override IEnumerable<BenchCase> BenchCases(BenchShapes s, SixteenBitFormat f) => Cases(s, f);
+
+    /// <summary>The same cases with Q8_0/Q4_0 matrices: bytes moved are the quants and scales actually read.</summary>
+    public override IEnumerable<BenchCase> BlockBenchCases(BenchShapes s, BlockQuantFormat f) => Cases(s.WithWholeBlocks(f.BlockSize), f);
+
+    static IEnumerable<BenchCase> Cases(BenchShapes s, WeightFormat f)
     {
         foreach (int b in new[] { 1, 4 })
         {
@@ -970,21 +975,22 @@ sealed class MatVecFamily : KernelFamily
 
     static string Label(string label, bool norm) => norm ? label + " +rmsnorm" : label;
 
-    static BenchCase MatVec(SixteenBitFormat f, string label, int rows, int inDim, int batch, bool accumulate, bool norm) =>
+    static BenchCase MatVec(WeightFormat f, string label, int rows, int inDim, int batch, bool accumulate, bool norm) =>
         new($"{(norm ? "matvec_norm" : "matvec")}_{f.Name}", MatVecKernels.Family, $"{rows}x{inDim} {Label(label, norm)}", batch,
             MatVecKernels.BytesMoved(f, rows, inDim, batch, accumulate) + (norm ? f.VectorBytes(inDim) : 0), MatVecKernels.Flops(rows, inDim, batch), ctx =>
             {
                 int seed = ctx.SeedOf(norm ? 15 : 1, rows, inDim, batch);
-                var w = HostData.Weights(seed, (long)rows * inDim, f);
+                var nf = f.VectorFormat;
+                var w = HostData.Matrix(seed, rows, inDim, f);
                 var x = HostData.Floats(seed + 1, (long)batch * inDim, norm ? RawInputScale : 1.0);
                 var y0 = HostData.Floats(seed + 2, (long)batch * rows);
-                var g = HostData.Weights(seed + 3, inDim, f, 1.5);
+                var g = HostData.Weights(seed + 3, inDim, nf, 1.5);
                 int copies = ctx.CopiesFor(f.MatrixBytes(rows, inDim));
                 var wb = ctx.Rotated("bench.matvec.w", w, copies);
                 var xb = ctx.Upload("bench.matvec.x", x);
                 var yb = ctx.Upload("bench.matvec.y", y0);
-                FusedNorm? fused = norm ? new FusedNorm(new WeightVector(f, ctx.Upload("bench.matvec.norm", g)), Eps) : null;
-                void Launch(int i) => ctx.Kernels.MatVec(WeightMatrix.Of(f, wb.Copy(i), rows, inDim), xb, yb, batch, accumulate, norm: fused);
+                FusedNorm? fused = norm ? new FusedNorm(new WeightVector(nf, ctx.Upload("bench.matvec.norm", g)), Eps) : null;
+                void Launch(int i) => ctx.Kernels.MatVec(wb.Copy(i), xb, yb, batch, accumulate, norm: fused);
 
                 Validation Validate()
                 {
@@ -1002,30 +1008,31 @@ sealed class MatVecFamily : KernelFamily
                             actual[b * n + i] = y[(long)b * rows + ids[i]];
                         }
                     }
-                    var input = norm ? KernelReference.Normed(x, g, inDim, Eps, f) : HostData.ToDouble(x);
-                    KernelReference.MatVec(HostData.Rows(w, ids, inDim), input, expected, n, inDim, batch, accumulate, f);
+                    var input = norm ? KernelReference.Normed(x, g, inDim, Eps, nf) : HostData.ToDouble(x);
+                    KernelReference.MatVec(w.SelectRows(ids), input, expected, batch, accumulate);
                     return Validation.From(HostData.RowsMethod(n, rows), Tolerance.Matmul, Tolerance.Matmul.Check("matvec", actual, expected));
                 }
 
                 return new PreparedCase(copies, Validate, Launch);
             });
 
-    static BenchCase SwiGlu(SixteenBitFormat f, int rows, int inDim, int batch, bool norm) =>
+    static BenchCase SwiGlu(WeightFormat f, int rows, int inDim, int batch, bool norm) =>
         new($"{(norm ? "matvec_swiglu_norm" : "matvec_swiglu")}_{f.Name}", MatVecKernels.Family, $"{rows}x{inDim} {Label("gate+up", norm)}", batch,
             MatVecKernels.SwiGluBytesMoved(f, rows, inDim, batch) + (norm ? f.VectorBytes(inDim) : 0), MatVecKernels.SwiGluFlops(rows, inDim, batch), ctx =>
             {
                 int seed = ctx.SeedOf(norm ? 16 : 2, rows, inDim, batch);
-                var wg = HostData.Weights(seed, (long)rows * inDim, f);
-                var wu = HostData.Weights(seed + 1, (long)rows * inDim, f);
+                var nf = f.VectorFormat;
+                var wg = HostData.Matrix(seed, rows, inDim, f);
+                var wu = HostData.Matrix(seed + 1, rows, inDim, f);
                 var x = HostData.Floats(seed + 2, (long)batch * inDim, norm ? RawInputScale : 1.0);
-                var g = HostData.Weights(seed + 3, inDim, f, 1.5);
+                var g = HostData.Weights(seed + 3, inDim, nf, 1.5);
                 int copies = ctx.CopiesFor(2 * f.MatrixBytes(rows, inDim));
                 var wgb = ctx.Rotated("bench.matvec_swiglu.w_gate", wg, copies);
                 var wub = ctx.Rotated("bench.matvec_swiglu.w_up", wu, copies);
                 var xb = ctx.Upload("bench.matvec_swiglu.x", x);
                 var hb = ctx.Alloc<float>("bench.matvec_swiglu.h", batch, rows);
-                FusedNorm? fused = norm ? new FusedNorm(new WeightVector(f, ctx.Upload("bench.matvec_swiglu.norm", g)), Eps) : null;
-                void Launch(int i) => ctx.Kernels.MatVecSwiGlu(WeightMatrix.Of(f, wgb.Copy(i), rows, inDim), WeightMatrix.Of(f, wub.Copy(i), rows, inDim), xb, hb, batch, fused);
+                FusedNorm? fused = norm ? new FusedNorm(new WeightVector(nf, ctx.Upload("bench.matvec_swiglu.norm", g)), Eps) : null;
+                void Launch(int i) => ctx.Kernels.MatVecSwiGlu(wgb.Copy(i), wub.Copy(i), xb, hb, batch, fused);
 
                 Validation Validate()
                 {
@@ -1038,15 +1045,15 @@ sealed class MatVecFamily : KernelFamily
                     for (int b = 0; b < batch; b++)
                         for (int i = 0; i < n; i++)
                             actual[b * n + i] = hv[(long)b * rows + ids[i]];
-                    var input = norm ? KernelReference.Normed(x, g, inDim, Eps, f) : HostData.ToDouble(x);
-                    KernelReference.MatVecSwiGlu(HostData.Rows(wg, ids, inDim), HostData.Rows(wu, ids, inDim), input, expected, n, inDim, batch, f);
+                    var input = norm ? KernelReference.Normed(x, g, inDim, Eps, nf) : HostData.ToDouble(x);
+                    KernelReference.MatVecSwiGlu(wg.SelectRows(ids), wu.SelectRows(ids), input, expected, batch);
                     return Validation.From(HostData.RowsMethod(n, rows), Tolerance.Matmul, Tolerance.Matmul.Check("matvec-swiglu", actual, expected));
                 }
 
                 return new PreparedCase(copies, Validate, Launch);
             });
 
-    static BenchCase QkvRope(SixteenBitFormat f, BenchShapes s, int batch, bool norm)
+    static BenchCase QkvRope(WeightFormat f, BenchShapes s, int batch, bool norm)
     {
         const int maxSeq = 64;
         var shape = new AttentionShape(s.Heads, s.KvHeads, s.HeadDim, maxSeq);
@@ -1056,11 +1063,12 @@ sealed class MatVecFamily : KernelFamily
             {
                 int seed = ctx.SeedOf(norm ? 17 : 3, hidden, batch);
                 int qDim = shape.QDim, kvDim = shape.KvDim;
-                var wq = HostData.Weights(seed, (long)qDim * hidden, f);
-                var wk = HostData.Weights(seed + 1, (long)kvDim * hidden, f);
-                var wv = HostData.Weights(seed + 2, (long)kvDim * hidden, f);
+                var nf = f.VectorFormat;
+                var wq = HostData.Matrix(seed, qDim, hidden, f);
+                var wk = HostData.Matrix(seed + 1, kvDim, hidden, f);
+                var wv = HostData.Matrix(seed + 2, kvDim, hidden, f);
                 var x = HostData.Floats(seed + 3, (long)batch * hidden, norm ? RawInputScale : 1.0);
-                var g = HostData.Weights(seed + 6, hidden, f, 1.5);
+                var g = HostData.Weights(seed + 6, hidden, nf, 1.5);
                 int[] slots = Enumerable.Range(0, batch).ToArray();
                 int[] positions = new[] { 5, 17, 33, 63 }[..batch];
                 long cacheLen = shape.Cache.Elements(batch);
@@ -1078,10 +1086,10 @@ sealed class MatVecFamily : KernelFamily
                 var ropeb = ctx.Upload("bench.matvec_qkv_rope.rope", rope);
                 var slotb = ctx.Upload("bench.matvec_qkv_rope.slots", slots);
                 var posb = ctx.Upload("bench.matvec_qkv_rope.positions", positions);
-                FusedNorm? fused = norm ? new FusedNorm(new WeightVector(f, ctx.Upload("bench.matvec_qkv_rope.norm", g)), Eps) : null;
+                FusedNorm? fused = norm ? new FusedNorm(new WeightVector(nf, ctx.Upload("bench.matvec_qkv_rope.norm", g)), Eps) : null;
 
                 void Launch(int i) => ctx.Kernels.MatVecQkvRope(
-                    new QkvWeights(WeightMatrix.Of(f, wqb.Copy(i), qDim, hidden), WeightMatrix.Of(f, wkb.Copy(i), kvDim, hidden), WeightMatrix.Of(f, wvb.Copy(i), kvDim, hidden)),
+                    new QkvWeights(wqb.Copy(i), wkb.Copy(i), wvb.Copy(i)),
                     xb, qb, kcb, vcb, ropeb, slotb, posb, batch, shape, fused);
 
                 Validation Validate()
@@ -1090,8 +1098,8 @@ sealed class MatVecFamily : KernelFamily
                     var eq = new double[batch * qDim];
                     var ek = (ushort[])kCache.Clone();
                     var ev = (ushort[])vCache.Clone();
-                    var input = norm ? KernelReference.Normed(x, g, hidden, Eps, f) : HostData.ToDouble(x);
-                    KernelReference.MatVecQkvRope(wq, wk, wv, input, eq, ek, ev, rope, slots, positions, hidden, batch, shape, f);
+                    var input = norm ? KernelReference.Normed(x, g, hidden, Eps, nf) : HostData.ToDouble(x);
+                    KernelReference.MatVecQkvRope(wq, wk, wv, input, eq, ek, ev, rope, slots, positions, batch, shape);
                     return Validation.From($"all {qDim + 2 * kvDim} rows", Tolerance.Matmul,
                         Tolerance.Matmul.Check("q", BenchContext.Read(qb), eq),
                         Tolerance.Fp16.Check("k cache", HostData.HalfToFloat(BenchContext.Read(kcb)), HostData.HalfToDouble(ek)),

@@ -35,6 +35,7 @@ public static class Program
         root.Subcommands.Add(GenerateCommand.Create(input));
         root.Subcommands.Add(LogitsCommand.Create());
         root.Subcommands.Add(CompareLogitsCommand.Create());
+        root.Subcommands.Add(QuantizeCommand.Create());
         root.Subcommands.Add(ChatCommand.Create(input));
         root.Subcommands.Add(TokenizeCommand.Create(input));
         root.Subcommands.Add(DetokenizeCommand.Create());

@@ -54,6 +54,9 @@ public enum EngineParameter
 
     /// <summary>Random seed.</summary>
     Seed,
+
+    /// <summary>A directory a command writes (a quantised model).</summary>
+    OutputDirectory,
 }
 
 /// <summary>
@@ -107,6 +110,9 @@ public static partial class EngineParameters
     /// <summary>Placeholder of <see cref="EngineParameter.Seed"/>.</summary>
     public const string Seed = "{Seed}";
 
+    /// <summary>Placeholder of <see cref="EngineParameter.OutputDirectory"/>.</summary>
+    public const string OutputDirectory = "{OutputDirectory}";
+
     [GeneratedRegex(@"\{([A-Za-z]+)\}")]
     private static partial Regex Placeholder();
 
@@ -116,6 +122,7 @@ public static partial class EngineParameters
         EngineParameter.Model => "the model directory",
         EngineParameter.DirectLaunch => "DecodeLaunch.Direct",
         EngineParameter.Device => "DeviceKind",
+        EngineParameter.OutputDirectory => "the output directory",
         _ => p.ToString(),
     };
 

@@ -545,6 +545,44 @@ def ours_variants():
     return out
 
 
+QUANT_FORMATS = ("q8_0", "q4_0")
+
+
+def best_variant():
+    """The decode variant with the highest batch-1 tok/s in ours_variants (baseline if that step did not run)."""
+    per = {v: next((r["tokens_per_second"] for r in rep.get("rows", []) if r["test"].startswith("tg") and r["batch"] == 1), 0)
+           for v, rep in (RESULTS["steps"].get("ours_variants") or {}).items()}
+    return max(per, key=per.get) if per else "baseline"
+
+
+def ours_quantized():
+    """Q8_0 and Q4_0 (quantised at load) beside fp16 in the same run: bench e2e with the winning decode
+    variant, the quantised matvec/GEMM kernels' bandwidth on their own bytes, and decode-path logits
+    against the fp32 reference (quality on this random-weight model)."""
+    out = {}
+    v = best_variant()
+    ref = RESULTS.get("ref")
+    for f in QUANT_FORMATS:
+        res = {"variant": v}
+        res["bench_e2e"] = cli(f"bench_e2e_{f}", ["bench", "e2e", "--model", RESULTS["model_dir"], "--device", DEV, "--dtype", f, "--prompt-tokens", str(ARGS.pp),
+                                                  "--gen-tokens", str(ARGS.tg), "--repeats", str(ARGS.repeats), "--decode-variant", v, "--json"], 300)
+        args = ["bench", "kernels", "--device", DEV, "--dtype", f, "--json"]
+        args += ["--shapes", "tiny", "--repeats", "1", "--warmup", "0"] if ARGS.cpu_smoke else ["--shapes", "llama-3.2-1b"]
+        res["bench_kernels"] = cli(f"bench_kernels_{f}", args, ARGS.bench_timeout)
+        if ref:
+            toks = ",".join(map(str, ref["logits_tokens"]))
+            npy = Path(ARGS.work) / f"ours_decode_{f}.npy"
+            cli(f"logits_decode_{f}", ["logits", "--model", RESULTS["model_dir"], "--tokens", toks, "--out", str(npy), "--mode", "decode",
+                                      "--device", DEV, "--max-seq-len", "512", "--dtype", f, "--decode-variant", v], 240, parse_json=False)
+            r = cli(f"compare_decode_{f}", ["compare-logits", "--ours", str(npy), "--reference", str(Path(ARGS.work) / "ref_logits.npy"), "--json"], 240)
+            r.pop("disagreements", None)
+            res["decode_logits_vs_fp32"] = r
+        tg = {r["batch"]: r for r in res["bench_e2e"]["rows"] if r["test"].startswith("tg")}
+        log(f"  {f}: " + ", ".join(f"b{b} {r['tokens_per_second']:.1f} tok/s" for b, r in sorted(tg.items())))
+        out[f] = res
+    return out
+
+
 def ours_variant_checks():
     """Correctness of every variant: decode-path logits against the fp32 reference (the prefill path
     does not depend on the variant) and greedy generation at batch 1 and 4 against transformers."""
@@ -657,6 +695,25 @@ def summary():
     if winner:
         prefill = next((r["tokens_per_second"] for r in variants[winner]["rows"] if r["test"].startswith("pp") and r["batch"] == 1), None)
     weight_bytes = next(iter(variants.values()))["weight_bytes"] if variants else None
+    quant = s.get("ours_quantized") or {}
+
+    def quant_summary(f):
+        q = quant.get(f)
+        if not q:
+            return None
+        dec = decode_of(q["bench_e2e"])
+        base = per_variant.get(q["variant"], {}).get("1", {}).get("tok_s")
+        rows = q["bench_kernels"].get("rows", [])
+        matvec = {}
+        for key, (plain, normed, label) in MATVEC_ROWS.items():
+            name = (normed if q["variant"] != "baseline" else plain).replace("_fp16", "_" + f)
+            row = next((r for r in rows if r["kernel"] == name and r["batch"] == 1 and (label is None or label in r["shape"])), None)
+            matvec[key] = row["pct_copy_bandwidth"] if row else None
+        logits = q.get("decode_logits_vs_fp32") or {}
+        return {"variant": q["variant"], "weight_bytes": q["bench_e2e"].get("weight_bytes"), "decode": dec,
+                "speedup_vs_fp16_batch1": (dec.get("1", {}).get("tok_s") / base) if base and dec.get("1") else None,
+                "matvec_pct_of_copy": matvec,
+                "decode_logits_vs_fp32": {k: logits.get(k) for k in ("positions", "max_abs_error", "max_error_over_spread", "all_top1_agreement", "passed") if k in logits}}
     hf = (s.get("hf_timing") or {}).get("batch1", {}).get("tokens_per_second")
     summ = {
         "gpu": (s.get("versions") or {}).get("gpu") or (bk.get("device")),
@@ -672,6 +729,8 @@ def summary():
         "prefill_tok_s": prefill,
         "hf_decode_tok_s_batch1": hf,
         "variant_checks": variant_checks(s.get("ours_variant_checks") or {}),
+        "decode_q8_0": quant_summary("q8_0"),
+        "decode_q4_0": quant_summary("q4_0"),
     }
     (Path(ARGS.out) / "summary.json").write_text(json.dumps(summ, indent=1))
     return summ
@@ -733,6 +792,14 @@ def write_markdown():
             for r in rep["rows"]:
                 lines.append(f"| {v} | {r['test']} | {r['batch']} | {r['tokens_per_second']:.1f} +- {r['tokens_per_second_std_dev']:.1f} | {r['ms_per_step']:.3f} | "
                              f"{fmt(r.get('weight_gb_per_second'))} | {r.get('launches_per_step') or ''} | {fmt(r.get('host_us_per_step'), 0) if r.get('host_us_per_step') is not None else ''} |")
+    q = s.get("ours_quantized") or {}
+    if q:
+        lines += ["", "## Quantised weights (same run, quantised at load)", "", "| format | variant | batch | tok/s | ms/step | decode logits max err vs fp32 | top-1 vs fp32 |", "|---|---|---|---|---|---|---|"]
+        for f, res in q.items():
+            lg = res.get("decode_logits_vs_fp32") or {}
+            for r in res["bench_e2e"]["rows"]:
+                if r["test"].startswith("tg"):
+                    lines.append(f"| {f} | {res['variant']} | {r['batch']} | {fmt(r['tokens_per_second'])} | {fmt(r['ms_per_step'], 3)} | {fmt(lg.get('max_abs_error'), 4)} | {lg.get('all_top1_agreement', 'n/a')}/{lg.get('positions', 'n/a')} |")
     checks = s.get("ours_variant_checks")
     if checks:
         lines += ["", "## Decode variants: correctness", "", "| variant | decode logits max err | top-1 | greedy b1 identical | greedy b4 identical |", "|---|---|---|---|---|"]
@@ -779,7 +846,7 @@ def main():
         global DEV
         DEV = "cpu"
         for name, fn in [("info", ours_info), ("model", smoke_model), ("ours_variant_checks", ours_variant_checks), ("ours_variants", ours_variants),
-                         ("ours_bench_kernels", ours_bench_kernels), ("ours_memory", ours_memory), ("summary", summary)]:
+                         ("ours_quantized", ours_quantized), ("ours_bench_kernels", ours_bench_kernels), ("ours_memory", ours_memory), ("summary", summary)]:
             if name not in skip:
                 step(name, fn)
         save()
@@ -792,7 +859,7 @@ def main():
                                     "gpu": torch.cuda.get_device_name(0)}
     plan = [("info", ours_info), ("copy_bandwidth", copy_bandwidth), ("model", build_model), ("reference", reference),
             ("hf_timing", hf_timing), ("ours_logits", ours_logits), ("reference_variants", reference_variants), ("diagnose", diagnose), ("ours_generate", ours_generate),
-            ("ours_variant_checks", ours_variant_checks), ("ours_variants", ours_variants), ("ours_memory", ours_memory),
+            ("ours_variant_checks", ours_variant_checks), ("ours_variants", ours_variants), ("ours_quantized", ours_quantized), ("ours_memory", ours_memory),
             ("ours_bench_kernels", ours_bench_kernels), ("ncu", ncu_profile), ("bisect", bisect), ("summary", summary)]
     for name, fn in plan:
         if name in skip:

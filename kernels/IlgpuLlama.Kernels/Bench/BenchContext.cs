@@ -1,3 +1,4 @@
+using IlgpuLlama.Kernels.Reference;
 namespace IlgpuLlama.Kernels.Bench;
 
 /// <summary>
@@ -50,6 +51,14 @@ public abstract class BenchContext(LlamaKernels kernels, bool isGpu, int seed)
         return new RotatedBuffer<T>(b, data.LongLength, copies);
     }
 
+    /// <summary>
+    /// Allocates <paramref name="copies"/> back-to-back copies of a weight matrix in its format's
+    /// planes (16-bit values, or quants and scales), as <see cref="Rotated{T}"/> does for one buffer.
+    /// </summary>
+    public RotatedMatrix Rotated(string name, HostMatrix host, int copies) => host.Format is BlockQuantFormat
+        ? new RotatedMatrix(host, null, Rotated(name, host.Quants!, copies), Rotated(name + BlockQuantFormat.ScalesSuffix, host.Scales!, copies))
+        : new RotatedMatrix(host, Rotated(name, host.Values!, copies), null, null);
+
     /// <summary>Allocates and uploads one buffer.</summary>
     public ArrayView<T> Upload<T>(string name, T[] data)
         where T : unmanaged
@@ -90,4 +99,16 @@ public sealed class RotatedBuffer<T>(ArrayView<T> buffer, long length, int copie
 
     /// <summary>Copy <c>i % Copies</c>.</summary>
     public ArrayView<T> Copy(int i) => buffer.SubView(i % Copies * Length, Length);
+}
+
+/// <summary>Copies of one weight matrix on the device (see <see cref="BenchContext.Rotated(string, HostMatrix, int)"/>).</summary>
+public sealed class RotatedMatrix(HostMatrix host, RotatedBuffer<ushort>? values, RotatedBuffer<byte>? quants, RotatedBuffer<ushort>? scales)
+{
+    /// <summary>The matrix on the host (the reference computes with it).</summary>
+    public HostMatrix Host { get; } = host;
+
+    /// <summary>Copy <paramref name="i"/> mod copies, as the matrix launchers take it.</summary>
+    public WeightMatrix Copy(int i) => Host.Format is BlockQuantFormat q
+        ? WeightMatrix.Quantized(q, quants!.Copy(i), scales!.Copy(i), Host.Rows, Host.Cols)
+        : WeightMatrix.Of((SixteenBitFormat)Host.Format, values!.Copy(i), Host.Rows, Host.Cols);
 }

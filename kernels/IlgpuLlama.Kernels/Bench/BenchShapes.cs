@@ -33,6 +33,17 @@ public sealed record BenchShapes(string Name, int Hidden, int Intermediate, int 
         _ => throw new ArgumentException($"--shapes '{name}' is not one of {string.Join(", ", Names)}"),
     };
 
+    /// <summary>
+    /// These shapes with the input lengths of the matrices (hidden, intermediate) rounded up to whole
+    /// blocks of <paramref name="block"/>, as a block format needs (the real models' already are; the
+    /// tiny set's odd intermediate size is not).
+    /// </summary>
+    public BenchShapes WithWholeBlocks(int block) => this with
+    {
+        Hidden = (Hidden + block - 1) / block * block,
+        Intermediate = (Intermediate + block - 1) / block * block,
+    };
+
     /// <summary>q projection rows.</summary>
     public int QDim => Heads * HeadDim;
 

@@ -1,3 +1,5 @@
+using IlgpuLlama.Kernels.Reference;
+
 namespace IlgpuLlama.Kernels.Bench;
 
 /// <summary>Deterministic random host data (never zeros), generated in parallel chunks.</summary>
@@ -31,6 +33,23 @@ public static class HostData
         var a = new ushort[n];
         Fill(a, seed, r => format.Encode((r.NextDouble() * 2 - 1) * scale));
         return a;
+    }
+
+    /// <summary>
+    /// A random [rows, cols] weight matrix in <paramref name="format"/>: the 16-bit values of
+    /// <see cref="Weights"/>, or uniform fp32 values in [-scale, scale] quantised row by row (in parallel).
+    /// </summary>
+    public static HostMatrix Matrix(int seed, int rows, int cols, WeightFormat format, double scale = 0.05)
+    {
+        if (format is SixteenBitFormat f)
+            return HostMatrix.Of(f, Weights(seed, (long)rows * cols, f, scale), rows, cols);
+        var q = (BlockQuantFormat)format;
+        var values = Floats(seed, (long)rows * cols, scale);
+        int rowBytes = (int)q.RowQuantBytes(cols), blocks = cols / BlockQuantFormat.Block;
+        var quants = new byte[(long)rows * rowBytes];
+        var scales = new ushort[(long)rows * blocks];
+        Parallel.For(0, rows, r => q.QuantizeRow(values.AsSpan((int)((long)r * cols), cols), quants.AsSpan(r * rowBytes, rowBytes), scales.AsSpan(r * blocks, blocks)));
+        return HostMatrix.Of(q, quants, scales, rows, cols);
     }
 
     /// <summary>Uniform fp16 bits in [-scale, scale] (KV cache contents).</summary>

@@ -56,7 +56,7 @@ public sealed record KernelBenchReport(
 /// <summary>Options of one run.</summary>
 /// <param name="Repeats">timed launches; null: 20 on CUDA, 5 on the CPU accelerator</param>
 /// <param name="Warmup">untimed launches; null: 3 on CUDA, 1 on the CPU accelerator</param>
-public sealed record KernelBenchOptions(DeviceKind Device, string? Shapes, SixteenBitFormat Format, int? Repeats, int? Warmup, int Seed = 1234);
+public sealed record KernelBenchOptions(DeviceKind Device, string? Shapes, WeightFormat Format, int? Repeats, int? Warmup, int Seed = 1234);
 
 /// <summary>The bench context of a run: case buffers come from the tracking allocator (category Other, names bench.*) and are freed after each case.</summary>
 sealed class TrackedBenchContext(LlamaKernels kernels, DeviceAllocator allocator, bool isGpu, int seed) : BenchContext(kernels, isGpu, seed)

@@ -73,7 +73,7 @@ public static class BenchE2eCommand
             var pps = ParseLengths(parse.GetValue(promptTokens)!, "--prompt-tokens");
             var tgs = ParseLengths(parse.GetValue(genTokens)!, "--gen-tokens");
             int reps = parse.GetValue(repeats);
-            var options = engine.Engine(parse, io, maxSeqOverride: Math.Max(parse.GetValue(engine.MaxSeqLen), pps.Max() + tgs.Max() + 1));
+            var options = engine.Engine(parse, io, maxSeqOverride: Math.Max(parse.GetValue(engine.MaxSeqLen) ?? 256, pps.Max() + tgs.Max() + 1));
             using var device = ComputeDevice.Create(parse.GetValue(engine.Device));
             LlamaModel llama;
             if (Directory.Exists(name))

@@ -26,7 +26,7 @@ public static class BenchKernelsCommand
             HelpName = "llama-3.2-1b|tiny",
         };
         shapes.AcceptOnlyFromAmong(BenchShapes.Names);
-        var dtype = CliOptions.DType("Weight format of the weight-reading kernels");
+        var dtype = CliOptions.DType("Weight format of the weight-reading kernels (q8_0 and q4_0 run the matvec and GEMM families only, the ones that read quantised matrices)");
         var repeats = new Option<int?>("--repeats") { Description = "Timed launches per case, the median is reported (default: 20 on CUDA, 5 on the CPU accelerator)" };
         var warmup = new Option<int?>("--warmup") { Description = "Untimed launches before timing (default: 3 on CUDA, 1 on the CPU accelerator)" };
         repeats.Validators.Add(r =>
@@ -64,7 +64,7 @@ public static class BenchKernelsCommand
             var options = new KernelBenchOptions(
                 parse.GetValue(device),
                 parse.GetValue(shapes),
-                (SixteenBitFormat)WeightFormat.Parse(parse.GetValue(dtype)!),
+                WeightFormat.Parse(parse.GetValue(dtype)!),
                 parse.GetValue(repeats),
                 parse.GetValue(warmup));
             var report = RunWithProgress(io, options);

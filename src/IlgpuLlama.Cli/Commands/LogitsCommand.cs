@@ -33,7 +33,7 @@ public static class LogitsCommand
             if (file.Directory is { Exists: false } d)
                 throw new DirectoryNotFoundException($"--out: directory '{d.FullName}' does not exist");
             // The cache must hold the whole sequence; one slot is enough.
-            var options = engine.Engine(parse, io, maxSeqOverride: Math.Max(parse.GetValue(engine.MaxSeqLen), ids.Length)) with { MaxBatchSize = 1 };
+            var options = engine.Engine(parse, io, maxSeqOverride: Math.Max(parse.GetValue(engine.MaxSeqLen) ?? 256, ids.Length)) with { MaxBatchSize = 1 };
             using var device = ComputeDevice.Create(parse.GetValue(engine.Device));
             using var llama = ModelOptions.Load(device, dir, options, io);
             int vocab = llama.Config.VocabSize;

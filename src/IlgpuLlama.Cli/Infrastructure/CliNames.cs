@@ -25,6 +25,7 @@ public static class CliNames
         EngineParameter.MinP => "--min-p",
         EngineParameter.RepetitionPenalty => "--repetition-penalty",
         EngineParameter.Seed => "--seed",
+        EngineParameter.OutputDirectory => "--out",
         _ => parameter.ToString(),
     };
 

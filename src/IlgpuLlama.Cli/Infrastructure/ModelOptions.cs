@@ -23,8 +23,11 @@ public sealed class ModelOptions
     public static IReadOnlyList<string> ChatModelDirs { get; } = [InstructModelDir, DefaultModelDir];
 
     public Option<DeviceKind> Device { get; } = CliOptions.Device();
-    public Option<int> MaxBatchSize { get; } = new("--max-batch-size") { Description = $"Sequences decoded together (KV-cache slots), 1..{BatchWidth.Max}", DefaultValueFactory = _ => 4 };
-    public Option<int> MaxSeqLen { get; } = new("--max-seq-len") { Description = "Positions per sequence in the KV cache (prompt + new tokens)", DefaultValueFactory = _ => 256 };
+    public Option<int> MaxBatchSize { get; } = new("--max-batch-size") { Description = $"Sequences decoded together (KV-cache slots), 1..{WorkspaceShape.MaxSequences}", DefaultValueFactory = _ => 4 };
+    public Option<int?> MaxSeqLen { get; } = new("--max-seq-len")
+    {
+        Description = $"Positions per sequence in the KV cache (prompt + new tokens), up to the model's max_position_embeddings (default: the longest that fits the device, at most {WorkspaceShape.DefaultContextCap}, {WorkspaceShape.DefaultCpuContextCap} on the CPU accelerator)",
+    };
     public Option<string> DType { get; } = CliOptions.DType(followsModel: true);
     public Option<int?> PrefillChunk { get; } = new("--prefill-chunk") { Description = "Prompt tokens per prefill pass (default: min(batch x seq, 2048))" };
     public Option<bool> NoCudaGraph { get; } = new("--no-cuda-graph") { Description = "Launch every decode kernel from the host instead of replaying a CUDA graph" };
@@ -41,12 +44,12 @@ public sealed class ModelOptions
         DecodeVariant.AcceptOnlyFromAmong([.. IlgpuLlama.Engine.DecodeVariant.All.Select(v => v.Name)]);
         MaxBatchSize.Validators.Add(r =>
         {
-            if (r.GetValueOrDefault<int>() is < 1 or > BatchWidth.Max)
-                r.AddError($"--max-batch-size must be between 1 and {BatchWidth.Max}");
+            if (r.GetValueOrDefault<int>() is < 1 or > WorkspaceShape.MaxSequences)
+                r.AddError($"--max-batch-size must be between 1 and {WorkspaceShape.MaxSequences}");
         });
         MaxSeqLen.Validators.Add(r =>
         {
-            if (r.GetValueOrDefault<int>() < 1)
+            if (r.GetValueOrDefault<int?>() is < 1)
                 r.AddError("--max-seq-len must be at least 1");
         });
         PrefillChunk.Validators.Add(r =>
@@ -147,6 +150,9 @@ public sealed class ModelOptions
         if (lastDecile >= 0)
             io.Err.WriteLine();
         io.Err.WriteLine($"loaded in {(DateTime.UtcNow - started).TotalSeconds:F1} s: {MemorySummary(model)}");
+        if (options.MaxSeqLen is null)
+            io.Err.WriteLine($"context: {model.MaxSeq} positions per sequence, the longest that fits beside the weights at batch {model.MaxBatch} " +
+                $"(at most {Math.Min(model.Config.MaxPositionEmbeddings, LlamaModel.DefaultContextCap(device.Accelerator))}{(device.IsCuda ? "" : " on the CPU accelerator")}; the model allows {model.Config.MaxPositionEmbeddings}); --max-seq-len sets it");
         foreach (var w in model.Warnings)
             io.Err.WriteLine($"warning: {CliNames.Render(w)}");
         return model;

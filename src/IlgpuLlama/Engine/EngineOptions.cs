@@ -21,11 +21,17 @@ public enum DecodeLaunch
 /// <summary>Engine limits and choices, fixed when a model is loaded.</summary>
 public sealed record EngineOptions
 {
-    /// <summary>Sequences decoded together (KV-cache slots), 1..<see cref="BatchWidth.Max"/>.</summary>
+    /// <summary>Sequences decoded together (KV-cache slots), 1..<see cref="Model.WorkspaceShape.MaxSequences"/>.</summary>
     public int MaxBatchSize { get; init; } = 4;
 
-    /// <summary>Positions per sequence in the KV cache (prompt + generated tokens).</summary>
-    public int MaxSeqLen { get; init; } = 256;
+    /// <summary>
+    /// Positions per sequence in the KV cache (prompt + generated tokens); null: the longest context
+    /// that fits the device beside the weights and workspace at <see cref="MaxBatchSize"/>, at most the
+    /// model's max_position_embeddings and <see cref="Model.WorkspaceShape.DefaultContextCap"/>
+    /// (<see cref="Model.WorkspaceShape.DefaultCpuContextCap"/> on the CPU accelerator)
+    /// (<see cref="LlamaModel.MaxSeq"/> tells what was chosen).
+    /// </summary>
+    public int? MaxSeqLen { get; init; }
 
     /// <summary>
     /// Format of the weights on the device; null: the format a quantised checkpoint is stored in, else

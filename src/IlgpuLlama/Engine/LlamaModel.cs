@@ -132,7 +132,8 @@ public sealed class LlamaModel : IDisposable
         ModelWeights.CheckFormat(config, Format);
         Variant = options.DecodeVariant;
         var tuning = Variant.Apply((options.Tuning ?? KernelTuning.For(accelerator)).ClampTo(accelerator));
-        Plan = new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, options.MaxSeqLen, tuning, options.PrefillChunk), Format);
+        int maxSeq = options.MaxSeqLen ?? LongestContext(accelerator, config, options, tuning, Format);
+        Plan = new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, maxSeq, tuning, options.PrefillChunk), Format);
         p = Plan.Workspace;
         CheckFits(accelerator, Plan);
         eps = (float)config.RmsNormEps;
@@ -249,9 +250,48 @@ public sealed class LlamaModel : IDisposable
         return model;
     }
 
+    /// <summary>Device memory kept free beside the model when the context length is chosen automatically (CUDA context, graphs, fragmentation).</summary>
+    static long Headroom(long free) => Math.Max(256L << 20, free / 50);
+
+    static long FreeBytes(Accelerator accelerator) => accelerator is ILGPU.Runtime.Cuda.CudaAccelerator cuda ? cuda.GetFreeMemory() : accelerator.MemorySize;
+
+    /// <summary>
+    /// The longest context (positions per sequence) whose KV cache fits the device beside the
+    /// weights and workspace at the options' batch, at most the model's maximum and
+    /// <see cref="DefaultContextCap(Accelerator)"/>; a multiple of 256 when it is shorter than that.
+    /// When not even one position fits, the cap is returned and loading fails with the out-of-memory message.
+    /// </summary>
+    public static int LongestContext(Accelerator accelerator, LlamaConfig config, EngineOptions options, KernelTuning tuning, WeightFormat format)
+    {
+        long free = FreeBytes(accelerator);
+        return LongestContext(free - Headroom(free), Math.Min(config.MaxPositionEmbeddings, DefaultContextCap(accelerator)), config, options, tuning, format);
+    }
+
+    /// <summary>The longest context up to <paramref name="cap"/> whose memory plan fits <paramref name="availableBytes"/> (see the accelerator overload).</summary>
+    public static int LongestContext(long availableBytes, int cap, LlamaConfig config, EngineOptions options, KernelTuning tuning, WeightFormat format)
+    {
+        bool Fits(int seq) => new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, seq, tuning, options.PrefillChunk), format).TotalBytes <= availableBytes;
+        if (Fits(cap) || !Fits(1))
+            return cap;
+        int lo = 1, hi = cap;
+        while (lo < hi)
+        {
+            int mid = lo + (hi - lo + 1) / 2;
+            if (Fits(mid))
+                lo = mid;
+            else
+                hi = mid - 1;
+        }
+        return lo >= 256 ? lo / 256 * 256 : lo;
+    }
+
+    /// <summary>The longest context chosen automatically on <paramref name="accelerator"/>.</summary>
+    public static int DefaultContextCap(Accelerator accelerator) =>
+        accelerator is ILGPU.Runtime.CPU.CPUAccelerator ? WorkspaceShape.DefaultCpuContextCap : WorkspaceShape.DefaultContextCap;
+
     static void CheckFits(Accelerator accelerator, MemoryPlan plan)
     {
-        long free = accelerator is ILGPU.Runtime.Cuda.CudaAccelerator cuda ? cuda.GetFreeMemory() : accelerator.MemorySize;
+        long free = FreeBytes(accelerator);
         if (plan.TotalBytes > free)
             throw new DeviceOutOfMemoryException(
                 $"the model needs {DeviceAllocator.Gb(plan.TotalBytes)} (weights {DeviceAllocator.Gb(plan.WeightBytes)} + KV cache {DeviceAllocator.Gb(plan.KvCacheBytes)} + activations {DeviceAllocator.Gb(plan.ActivationBytes)}), " +
@@ -316,7 +356,7 @@ public sealed class LlamaModel : IDisposable
                 Kernels.GatherRows(Workspace[p.X], Workspace[p.LastRows].SubView(seq, 1), Workspace[p.LastHidden].SubView((long)seq * h, h), 1, h);
         }
         Kernels.RmsNorm(Workspace[p.LastHidden], Weights.FinalNorm.Vector, Workspace[p.Xb], n, h, eps);
-        Kernels.MatVec(Weights.LmHead.Matrix, Workspace[p.Xb], Workspace[p.Logits], n, false);
+        LmHead(Workspace[p.Xb], n, null);
         // Row i selects for sequence i: its slot (repetition-penalty flags) and the next decode inputs.
         var rows = sequences.Select(s => new DecodeRow(s.Slot, s.StartPosition + s.Tokens.Count, 0)).ToArray();
         SetDeviceRows(rows, uploadTokens: false);
@@ -342,13 +382,33 @@ public sealed class LlamaModel : IDisposable
             for (int r = 0; r < chunk.Count; r += MaxBatch)
             {
                 int count = Math.Min(MaxBatch, chunk.Count - r);
-                Kernels.MatVec(Weights.LmHead.Matrix, Workspace[p.Xb].SubView((long)r * h), Workspace[p.Logits], count, false);
+                LmHead(Workspace[p.Xb].SubView((long)r * h), count, null);
                 var span = rows.AsSpan(0, count * vocab);
                 Download(Workspace[p.Logits], span);
                 for (int i = 0; i < count; i++)
                     onLogits(chunk.Sequences[r + i], chunk.Positions[r + i], span.Slice(i * vocab, vocab));
             }
         }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="launch"/>(first row, rows) over rows 0..<paramref name="rows"/>-1 in tiles
+    /// of at most <see cref="BatchWidth.Max"/>, the widest decode matvec. Every row's sums are then
+    /// computed by the same kernel in the same order whatever else shares the batch, so a
+    /// sequence's tokens do not depend on its neighbours (one tile, the same launch, up to 4 rows).
+    /// </summary>
+    static void ForTiles(int rows, Action<int, int> launch)
+    {
+        for (int first = 0; first < rows; first += BatchWidth.Max)
+            launch(first, Math.Min(BatchWidth.Max, rows - first));
+    }
+
+    /// <summary>Logits rows 0..rows-1 of <paramref name="input"/> (normed, or raw with the final norm fused).</summary>
+    void LmHead(ArrayView<float> input, int rows, FusedNorm? norm)
+    {
+        int h = Config.HiddenSize, vocab = Config.VocabSize;
+        ForTiles(rows, (first, n) =>
+            Kernels.MatVec(Weights.LmHead.Matrix, input.SubView((long)first * h), Workspace[p.Logits].SubView((long)first * vocab), n, false, norm: norm));
     }
 
     void ResetSeen(IReadOnlyList<SequenceInput> sequences)
@@ -529,19 +589,21 @@ public sealed class LlamaModel : IDisposable
 
         k.MarkSeen(tokens, slots, w[p.Seen], b, c.VocabSize);
         k.Embedding(Weights.Embedding.Matrix, tokens, w[p.X], b);
+        int q = c.QDim, inter = c.IntermediateSize;
         for (int l = 0; l < c.NumHiddenLayers; l++)
         {
             var lw = Weights.Layers[l];
             var (xn, norm) = NormedInput(lw.InputNorm, b);
-            k.MatVecQkvRope(lw.Qkv, xn, w[p.Q], w[p.KCache[l]], w[p.VCache[l]], w[p.RopeTable], slots, positions, b, attention, norm);
+            ForTiles(b, (r, n) => k.MatVecQkvRope(lw.Qkv, xn.SubView((long)r * h), w[p.Q].SubView((long)r * q), w[p.KCache[l]], w[p.VCache[l]], w[p.RopeTable],
+                slots.SubView(r), positions.SubView(r), n, attention, norm));
             k.Attention(AttentionBuffers(l, slots, positions), b, Plan.Shape.AttentionSplits, attention);
-            k.MatVec(lw.O.Matrix, w[p.AttentionOut], w[p.X], b, true);
+            ForTiles(b, (r, n) => k.MatVec(lw.O.Matrix, w[p.AttentionOut].SubView((long)r * q), w[p.X].SubView((long)r * h), n, true));
             (xn, norm) = NormedInput(lw.PostAttentionNorm, b);
-            k.MatVecSwiGlu(lw.Gate.Matrix, lw.Up.Matrix, xn, w[p.Gate], b, norm);
-            k.MatVec(lw.Down.Matrix, w[p.Gate], w[p.X], b, true);
+            ForTiles(b, (r, n) => k.MatVecSwiGlu(lw.Gate.Matrix, lw.Up.Matrix, xn.SubView((long)r * h), w[p.Gate].SubView((long)r * inter), n, norm));
+            ForTiles(b, (r, n) => k.MatVec(lw.Down.Matrix, w[p.Gate].SubView((long)r * inter), w[p.X].SubView((long)r * h), n, true));
         }
         var (xf, finalNorm) = NormedInput(Weights.FinalNorm, b);
-        k.MatVec(Weights.LmHead.Matrix, xf, w[p.Logits], b, false, norm: finalNorm);
+        LmHead(xf, b, finalNorm);
         EnqueueSelect(b, mode);
         k.AddScalar(positions, b, 1);
     }

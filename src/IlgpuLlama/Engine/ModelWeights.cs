@@ -204,17 +204,28 @@ public sealed class ModelWeights : IDisposable
     /// <returns>conversion statistics (values that overflowed fp16, flushed to zero or became subnormal)</returns>
     public ConversionStats Upload(SafetensorsModel source, Accelerator accelerator, IProgress<UploadProgress>? progress = null)
     {
-        var work = new List<(DeviceWeight Weight, TensorInfo Tensor, long Offset, int Count)>();
+        var work = new List<UploadItem>();
         long totalBytes = 0;
         foreach (var w in Stored)
         {
             var t = source.GetTensor(w.Name);
+            if (w.Format is BlockQuantFormat q && t.DType is SafetensorsDType.I8 or SafetensorsDType.U8)
+            {
+                // A quantised checkpoint (ilgpu-llama quantize): its quants and scales are the device planes.
+                var scales = source.GetTensor(w.Name + BlockQuantFormat.ScalesSuffix);
+                totalBytes += t.ByteLength + scales.ByteLength;
+                long rowBytes = q.RowQuantBytes(w.Shape[1]);
+                long rowsPerItem = Math.Max(1, UploadChunkElements / rowBytes);
+                for (long r = 0; r < w.Shape[0]; r += rowsPerItem)
+                    work.Add(new(w, t, scales, r, (int)Math.Min(rowsPerItem, w.Shape[0] - r)));
+                continue;
+            }
             totalBytes += t.ByteLength;
             // Whole rows per work item, so a block format quantises complete blocks.
             long rowLength = w.Shape[^1];
             long step = Math.Max(1, UploadChunkElements / rowLength) * rowLength;
             for (long o = 0; o < t.ElementCount; o += step)
-                work.Add((w, t, o, (int)Math.Min(step, t.ElementCount - o)));
+                work.Add(new(w, t, null, o, (int)Math.Min(step, t.ElementCount - o)));
         }
         object deviceLock = new();
         object statsLock = new();
@@ -224,6 +235,12 @@ public sealed class ModelWeights : IDisposable
         {
             Parallel.ForEach(work, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, Math.Min(MaxUploadThreads, Environment.ProcessorCount)) }, item =>
             {
+                if (item.Scales is { } scaleTensor)
+                {
+                    long bytes = CopyStored(item.Weight, (BlockQuantFormat)item.Weight.Format, source, item.Tensor, scaleTensor, item.Offset, item.Count, deviceLock);
+                    progress?.Report(new UploadProgress(Interlocked.Add(ref done, bytes), totalBytes));
+                    return;
+                }
                 int srcSize = SafetensorsDTypes.SizeOf(item.Tensor.DType);
                 var src = source.GetSpan(item.Tensor, item.Offset * srcSize, item.Count * srcSize);
                 long bad = DTypeConversion.FirstNonFinite(src, item.Tensor.DType);
@@ -246,6 +263,37 @@ public sealed class ModelWeights : IDisposable
         }
         accelerator.Synchronize();
         return stats;
+    }
+
+    /// <summary>
+    /// One work item of an upload: <see cref="Count"/> source values from element <see cref="Offset"/>,
+    /// or, for a quantised checkpoint (<see cref="Scales"/> set), <see cref="Count"/> rows from row <see cref="Offset"/>.
+    /// </summary>
+    readonly record struct UploadItem(DeviceWeight Weight, TensorInfo Tensor, TensorInfo? Scales, long Offset, int Count);
+
+    /// <summary>
+    /// Copies rows of a quantised checkpoint's quants and scales to the device as they are (the file
+    /// layout is the device layout), after checking that every scale is a finite fp16 value.
+    /// </summary>
+    /// <returns>source bytes copied</returns>
+    static long CopyStored(DeviceWeight w, BlockQuantFormat q, SafetensorsModel source, TensorInfo quantTensor, TensorInfo scaleTensor,
+        long firstRow, int rows, object deviceLock)
+    {
+        long rowBytes = q.RowQuantBytes(w.Shape[1]), blocks = w.Shape[1] / BlockQuantFormat.Block;
+        var quants = source.GetSpan(quantTensor, firstRow * rowBytes, checked((int)(rows * rowBytes)));
+        var scales = MemoryMarshal.Cast<byte, ushort>(source.GetSpan(scaleTensor, firstRow * blocks * 2, checked((int)(rows * blocks * 2))));
+        for (int i = 0; i < scales.Length; i++)
+        {
+            if ((scales[i] & 0x7C00) == 0x7C00)
+                throw new SafetensorsException(
+                    $"tensor '{scaleTensor.Name}' holds a NaN or infinite scale (block {firstRow * blocks + i:N0}); the quantized checkpoint is corrupt: quantize the original model again");
+        }
+        lock (deviceLock)
+        {
+            w.Quants!.View.SubView(firstRow * rowBytes, rows * rowBytes).CopyFromCPU(ref MemoryMarshal.GetReference(quants), rows * rowBytes);
+            w.Scales!.View.SubView(firstRow * blocks, rows * blocks).CopyFromCPU(ref MemoryMarshal.GetReference(scales), rows * blocks);
+        }
+        return rows * (rowBytes + blocks * 2);
     }
 
     static ConversionStats Upload16(DeviceWeight w, ReadOnlySpan<byte> src, SafetensorsDType dtype, long offset, int count, object deviceLock)
@@ -275,15 +323,7 @@ public sealed class ModelWeights : IDisposable
         var scales = ArrayPool<ushort>.Shared.Rent(rows * blocks);
         try
         {
-            DTypeConversion.ToF32(src, dtype, values.AsSpan(0, count));
-            for (int r = 0; r < rows; r++)
-                q.QuantizeRow(values.AsSpan(r * (int)cols, (int)cols), quants.AsSpan(r * rowBytes, rowBytes), scales.AsSpan(r * blocks, blocks));
-            int overflow = 0;
-            foreach (ushort bits in scales.AsSpan(0, rows * blocks))
-                overflow += (bits & 0x7C00) == 0x7C00 ? 1 : 0;
-            if (overflow > 0)
-                throw new SafetensorsException(
-                    $"tensor '{w.Name}' has {overflow} blocks whose {q.Name} scale exceeds the fp16 range (values beyond {65504f * (q == WeightFormat.Q8_0 ? 127 : 8):G3}); load it with {EngineParameters.WeightFormat} bf16");
+            BlockQuantizer.QuantizeRows(q, w.Name, src, dtype, (int)cols, rows, values, quants, scales);
             lock (deviceLock)
             {
                 w.Quants!.View.SubView(firstRow * rowBytes, (long)rows * rowBytes).CopyFromCPU(ref MemoryMarshal.GetArrayDataReference(quants), (long)rows * rowBytes);

@@ -180,7 +180,7 @@ public sealed partial record LlamaConfig
                 w.WriteString("format", quant.Name);
                 w.WriteNumber("block_size", quant.BlockSize);
                 w.WriteString("quants", quant == Kernels.WeightFormat.Q8_0 ? "I8 [rows, in]" : "U8 [rows, in / 2], byte j = q_j | q_{j+16} << 4 per block");
-                w.WriteString("scales", "F16 [rows, in / 32] in <name>.scales");
+                w.WriteString("scales", "F16 [rows, in / 32] as NAME.scales");
                 w.WriteString("tool", "ilgpu-llama quantize");
                 w.WriteEndObject();
             }

@@ -27,22 +27,42 @@ public sealed record WorkspaceShape(int MaxBatch, int MaxSeq, int PrefillTokens,
     /// </summary>
     public const int MaxSamplingCandidates = 64;
 
+    /// <summary>
+    /// Most sequences (KV-cache slots) one model decodes together. Up to <see cref="BatchWidth.Max"/>
+    /// a decode step runs the fused matvec kernels; wider steps run the prefill GEMMs over one row
+    /// per sequence, which read each weight tile once for up to 64 rows.
+    /// </summary>
+    public const int MaxSequences = 64;
+
+    /// <summary>Longest context chosen when none is asked for (a longer one must be asked for: it costs KV-cache memory and attention time).</summary>
+    public const int DefaultContextCap = 8192;
+
+    /// <summary>
+    /// The cap on the CPU accelerator, where memory is not what limits a context: every attention
+    /// split of a longer cache is a group of OS threads, which makes each decode step several times
+    /// slower (the demo at 2048 positions: 660 ms/step against 145 at 256). Longer contexts work
+    /// there when asked for.
+    /// </summary>
+    public const int DefaultCpuContextCap = 256;
+
     /// <summary>Default prefill capacity: every sequence's full context, at most <see cref="MaxDefaultPrefillTokens"/> tokens per pass.</summary>
     public static int DefaultPrefillTokens(int maxBatch, int maxSeq) => (int)Math.Min((long)maxBatch * maxSeq, MaxDefaultPrefillTokens);
 
     /// <summary>Derives the shape from the model, the limits and the kernels' tuning.</summary>
     public static WorkspaceShape For(LlamaConfig config, int maxBatch, int maxSeq, KernelTuning tuning, int? prefillTokens = null)
     {
-        if (maxBatch < 1 || maxBatch > BatchWidth.Max)
-            throw new EngineArgumentException(
-                $"{EngineParameters.MaxBatchSize} {maxBatch} must be between 1 and {BatchWidth.Max} (the decode kernels process up to {BatchWidth.Max} sequences per pass)",
-                EngineParameter.MaxBatchSize);
+        if (maxBatch < 1 || maxBatch > MaxSequences)
+            throw new EngineArgumentException($"{EngineParameters.MaxBatchSize} {maxBatch} must be between 1 and {MaxSequences}", EngineParameter.MaxBatchSize);
         if (maxSeq < 1 || maxSeq > config.MaxPositionEmbeddings)
             throw new EngineArgumentException(
                 $"{EngineParameters.MaxSeqLen} {maxSeq} must be between 1 and the model's max_position_embeddings {config.MaxPositionEmbeddings}", EngineParameter.MaxSeqLen);
         int t = prefillTokens ?? DefaultPrefillTokens(maxBatch, maxSeq);
         if (t < 1)
             throw new EngineArgumentException($"{EngineParameters.PrefillChunk} {t} must be at least 1", EngineParameter.PrefillChunk);
+        if (t < maxBatch)
+            throw new EngineArgumentException(
+                $"{EngineParameters.PrefillChunk} {t} is below {EngineParameters.MaxBatchSize} {maxBatch}: a decode step of every sequence uses the prefill activations, one row each; raise {EngineParameters.PrefillChunk} to at least {maxBatch}",
+                EngineParameter.PrefillChunk);
         int vocab = config.VocabSize;
         int topKCapacity = Math.Min(Math.Min(MaxSamplingCandidates, LogitsKernels.TopKMax(vocab, tuning)), vocab);
         return new WorkspaceShape(maxBatch, maxSeq, t, AttentionKernels.Splits(maxSeq, tuning),

@@ -68,20 +68,9 @@ public static class SafetensorsWriter
             foreach (var t in shards[i]) weightMap[t.Name] = name;
         }
 
-        var buffer = new ArrayBufferWriter<byte>();
-        using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
-        {
-            json.WriteStartObject();
-            json.WriteStartObject("metadata");
-            json.WriteNumber("total_size", list.Sum(t => (long)t.Data.Length));
-            json.WriteEndObject();
-            json.WriteStartObject("weight_map");
-            foreach (var (tensor, shard) in weightMap) json.WriteString(tensor, shard);
-            json.WriteEndObject();
-            json.WriteEndObject();
-        }
+        var index = Index(weightMap, list.Sum(t => (long)t.Data.Length));
         string indexPath = Path.Combine(directory, SafetensorsModel.IndexFileName);
-        WriteAtomically(indexPath, s => s.Write(buffer.WrittenSpan));
+        WriteAtomically(indexPath, s => s.Write(index));
         written.Add(indexPath);
         return written;
     }
@@ -97,7 +86,7 @@ public static class SafetensorsWriter
             if (!names.Add(t.Name))
                 throw new ArgumentException($"tensor '{t.Name}' is given twice", "tensors");
             if (t.DType == SafetensorsDType.Other)
-                throw new ArgumentException($"tensor '{t.Name}': only BF16, F16 and F32 can be written", "tensors");
+                throw new ArgumentException($"tensor '{t.Name}': only BF16, F16, F32, I8 and U8 can be written", "tensors");
             ArgumentNullException.ThrowIfNull(t.Shape);
             long elements = 1;
             foreach (var d in t.Shape)
@@ -117,6 +106,22 @@ public static class SafetensorsWriter
 
     private static void WriteChecked(string path, List<TensorToWrite> list, IReadOnlyDictionary<string, string>? metadata)
     {
+        var header = Header(list.Select(t => (t.Name, t.DType, t.Shape, (long)t.Data.Length)).ToList(), metadata);
+        WriteAtomically(path, s =>
+        {
+            s.Write(header);
+            foreach (var t in list) s.Write(t.Data.Span);
+        });
+    }
+
+    /// <summary>
+    /// The bytes before the data area of a safetensors file holding <paramref name="tensors"/> laid out
+    /// in order (the 8-byte length, the JSON header padded with spaces to a multiple of 8), for writers
+    /// that stream the data themselves; the data of tensor i starts at header length + the sum of the
+    /// lengths before it.
+    /// </summary>
+    public static byte[] Header(IReadOnlyList<(string Name, SafetensorsDType DType, long[] Shape, long Bytes)> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
         var buffer = new ArrayBufferWriter<byte>();
         using (var json = new Utf8JsonWriter(buffer))
         {
@@ -128,7 +133,7 @@ public static class SafetensorsWriter
                 json.WriteEndObject();
             }
             long offset = 0;
-            foreach (var t in list)
+            foreach (var t in tensors)
             {
                 json.WriteStartObject(t.Name);
                 json.WriteString("dtype", t.DType.ToName());
@@ -137,10 +142,10 @@ public static class SafetensorsWriter
                 json.WriteEndArray();
                 json.WriteStartArray("data_offsets");
                 json.WriteNumberValue(offset);
-                json.WriteNumberValue(offset + t.Data.Length);
+                json.WriteNumberValue(offset + t.Bytes);
                 json.WriteEndArray();
                 json.WriteEndObject();
-                offset += t.Data.Length;
+                offset += t.Bytes;
             }
             json.WriteEndObject();
         }
@@ -150,12 +155,25 @@ public static class SafetensorsWriter
         BinaryPrimitives.WriteUInt64LittleEndian(header, (ulong)padded);
         buffer.WrittenSpan.CopyTo(header.AsSpan(8));
         header.AsSpan(8 + buffer.WrittenCount).Fill((byte)' ');
+        return header;
+    }
 
-        WriteAtomically(path, s =>
+    /// <summary>The JSON of a model.safetensors.index.json mapping each tensor to its shard file.</summary>
+    public static byte[] Index(IReadOnlyDictionary<string, string> weightMap, long totalSize)
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
         {
-            s.Write(header);
-            foreach (var t in list) s.Write(t.Data.Span);
-        });
+            json.WriteStartObject();
+            json.WriteStartObject("metadata");
+            json.WriteNumber("total_size", totalSize);
+            json.WriteEndObject();
+            json.WriteStartObject("weight_map");
+            foreach (var (tensor, shard) in weightMap.OrderBy(kv => kv.Key, StringComparer.Ordinal)) json.WriteString(tensor, shard);
+            json.WriteEndObject();
+            json.WriteEndObject();
+        }
+        return buffer.WrittenSpan.ToArray();
     }
 
     private static void WriteAtomically(string path, Action<FileStream> write)

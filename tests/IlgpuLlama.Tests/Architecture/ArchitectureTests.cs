@@ -45,6 +45,24 @@ public sealed class ArchitectureTests
         Assert.All(cases, c => Assert.True(c.Bytes > 0, c.Kernel));
     }
 
+    [Theory]
+    [InlineData("q8_0")]
+    [InlineData("q4_0")]
+    public void Block_formats_bench_the_matvec_and_gemm_families_with_their_own_bytes(string dtype)
+    {
+        var f = (BlockQuantFormat)WeightFormat.Parse(dtype);
+        var cases = KernelCatalog.BenchCases(BenchShapes.Llama32_1B, f);
+        Assert.Equal(["gemm", "matvec"], cases.Select(c => c.Family).Distinct().Order());
+        var names = KernelCatalog.All.Select(e => e.Name).ToHashSet();
+        Assert.All(cases, c => Assert.EndsWith("_" + dtype, c.Kernel));
+        Assert.All(cases, c => Assert.Contains(names, n => n == c.Kernel || n.StartsWith(c.Kernel + "_b", StringComparison.Ordinal)));
+        // The LM head at batch 1 moves its quants and scales (rows x in/32 x 34 or 18 B), the input and the output.
+        var lmHead = Assert.Single(cases, c => c.Kernel == "matvec_" + dtype && c.Shape.EndsWith("lm head") && c.Batch == 1);
+        Assert.Equal(128256L * (2048 / 32) * f.BytesPerBlock + 4 * 2048 + 4 * 128256, lmHead.Bytes);
+        // The tiny shapes' odd intermediate size is rounded up to whole blocks.
+        Assert.All(KernelCatalog.BenchCases(BenchShapes.Tiny, f), c => Assert.DoesNotContain("344", c.Shape));
+    }
+
     [Fact]
     public void A_declaration_rejects_specialisations_it_does_not_have()
     {
@@ -128,9 +146,9 @@ public sealed class ArchitectureTests
         Assert.Equal("MaxSeqLen 0 must be at least 1; or raise MaxBatchSize", e.Message);
         Assert.Equal("--max-seq-len 0 must be at least 1; or raise --max-batch-size", CliNames.Message(e));
         Assert.Equal(EngineParameter.MaxSeqLen, e.Parameter);
-        var shapeError = Assert.Throws<EngineArgumentException>(() => WorkspaceShape.For(LlamaConfig.Preset("llama-3.2-1b"), 9, 256, new KernelTuning()));
+        var shapeError = Assert.Throws<EngineArgumentException>(() => WorkspaceShape.For(LlamaConfig.Preset("llama-3.2-1b"), 65, 256, new KernelTuning()));
         Assert.Equal(EngineParameter.MaxBatchSize, shapeError.Parameter);
-        Assert.StartsWith("--max-batch-size 9 must be between 1 and 4", CliNames.Message(shapeError));
+        Assert.StartsWith("--max-batch-size 65 must be between 1 and 64", CliNames.Message(shapeError));
         Assert.Equal("{Unknown} stays", EngineParameters.Render("{Unknown} stays", CliNames.Flag));
         Assert.All(Enum.GetValues<EngineParameter>(), p => Assert.StartsWith("--", CliNames.Flag(p)));
     }

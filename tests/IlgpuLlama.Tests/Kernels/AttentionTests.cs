@@ -76,6 +76,22 @@ public sealed class AttentionTests(KernelTestContext ctx)
     }
 
     [Theory]
+    [InlineData(4, 4096, 8)]
+    [InlineData(32, 3001, 16)]
+    public void Decode_at_thousands_of_positions_matches_reference(int warp, int maxSeq, int splits)
+    {
+        // Long contexts: rows near the end of a few-thousand-position cache, one at the very last position,
+        // so every split holds many chunks of keys and the softmax spans thousands of scores.
+        var k = ctx.Kernels(warp);
+        int[] slots = [0, 1];
+        int[] positions = [maxSeq - 1, maxSeq * 2 / 3];
+        var c = Make(maxSeq + splits, 2, 1, 16, maxSeq, 2, slots, positions);
+        var got = Run(k, c, 2, 1, 16, maxSeq, splits, out var counters);
+        TestData.AssertClose($"attention decode at {maxSeq} positions", got, c.Expected, Abs, Rel);
+        Assert.All(counters, v => Assert.Equal(0, v));
+    }
+
+    [Theory]
     [InlineData(4, 6, 2, 16)]
     [InlineData(4, 8, 2, 8)]
     [InlineData(2, 6, 2, 16)]

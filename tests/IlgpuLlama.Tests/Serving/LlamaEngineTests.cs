@@ -121,7 +121,7 @@ public sealed class LlamaEngineTests(DemoEngine demo) : IClassFixture<DemoEngine
         Assert.False(settings.IgnoreEos);
         var engine = new LlamaEngineOptions().Engine;
         Assert.Equal(parse.GetValue<int>("--max-batch-size"), engine.MaxBatchSize);
-        Assert.Equal(parse.GetValue<int>("--max-seq-len"), engine.MaxSeqLen);
+        Assert.Equal(parse.GetValue<int?>("--max-seq-len"), engine.MaxSeqLen); // both: the longest context that fits
         // The stop set: the model's end-of-sequence ids and the tokenizer's end-of-turn ids.
         Assert.Superset(new HashSet<int>(demo.Engine.Model.Config.EosTokenIds.Concat(demo.Engine.Tokenizer!.StopIds)), new HashSet<int>(demo.Engine.EndOfSequenceTokens));
         Assert.Subset(new HashSet<int>(demo.Engine.Model.Config.EosTokenIds.Concat(demo.Engine.Tokenizer!.StopIds)), new HashSet<int>(demo.Engine.EndOfSequenceTokens));

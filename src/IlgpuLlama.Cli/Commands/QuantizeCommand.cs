@@ -1,0 +1,102 @@
+using System.CommandLine;
+using IlgpuLlama.Cli.Infrastructure;
+using IlgpuLlama.Device;
+using IlgpuLlama.Kernels;
+using IlgpuLlama.Model;
+
+namespace IlgpuLlama.Cli.Commands;
+
+/// <summary>
+/// <c>ilgpu-llama quantize --model DIR --dtype q8_0|q4_0 --out DIR2</c>: writes a model directory
+/// whose matrices are stored in a ggml block format (quants as I8/U8 tensors, fp16 scales as
+/// "name.scales"), which every model command then loads without quantising again. The output
+/// appears only when complete: it is written beside it under a temporary name and renamed; any
+/// failure or Ctrl-C removes the temporary directory.
+/// </summary>
+public static class QuantizeCommand
+{
+    /// <summary>The JSON shape of <c>quantize --json</c>.</summary>
+    public sealed record QuantizeJson(string Directory, string Format, IReadOnlyList<string> Files, long SourceBytes, long WeightBytes, double Seconds);
+
+    /// <summary>Builds the command.</summary>
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "Hugging Face Llama 3 model directory (BF16, F16 or F32 safetensors)", Required = true, HelpName = "DIR" };
+        var blockFormats = WeightFormat.All.OfType<BlockQuantFormat>().ToArray();
+        var dtype = new Option<string>("--dtype")
+        {
+            Description = "Block format: " + string.Join("; ", blockFormats.Select(f => $"{f.Name} = {f.Description}")),
+            Required = true,
+            HelpName = string.Join("|", blockFormats.Select(f => f.Name)),
+        };
+        dtype.AcceptOnlyFromAmong([.. blockFormats.Select(f => f.Name)]);
+        var output = new Option<string>("--out") { Description = "New model directory to write (must not exist)", Required = true, HelpName = "DIR2" };
+        var shardMb = new Option<int>("--max-shard-mb")
+        {
+            Description = "Largest safetensors shard in MiB (a matrix is never split)",
+            DefaultValueFactory = _ => (int)(CheckpointQuantizer.DefaultShardBytes >> 20),
+        };
+        shardMb.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int>() < 1)
+                r.AddError("--max-shard-mb must be at least 1");
+        });
+        var json = CliOptions.Json();
+        var command = new Command("quantize", "Write a model directory with Q8_0 or Q4_0 weights, loaded later without quantising again")
+        {
+            model, dtype, output, shardMb, json,
+        };
+        command.SetAction(parse =>
+        {
+            var io = CommandIO.From(parse);
+            var format = (BlockQuantFormat)WeightFormat.Parse(parse.GetValue(dtype)!);
+            string source = parse.GetValue(model)!, target = parse.GetValue(output)!;
+            using var cancel = new CancellationTokenSource();
+            ConsoleCancelEventHandler onCancel = (_, e) =>
+            {
+                e.Cancel = true;
+                cancel.Cancel();
+            };
+            Console.CancelKeyPress += onCancel;
+            var started = DateTime.UtcNow;
+            int lastPercent = -1;
+            var progress = new Progress<(long Done, long Total)>(p =>
+            {
+                int percent = p.Total == 0 ? 100 : (int)(p.Done * 100 / p.Total);
+                if (p.Total > (64 << 20) && (percent / 10 > lastPercent / 10 || (io.ErrIsTerminal && percent > lastPercent)))
+                {
+                    lastPercent = percent;
+                    double seconds = Math.Max(1e-3, (DateTime.UtcNow - started).TotalSeconds);
+                    io.Err.Write($"\r  quantizing {DeviceAllocator.Gb(p.Done)} / {DeviceAllocator.Gb(p.Total)} [{new string('#', percent / 10)}{new string('.', 10 - percent / 10)}] {p.Done / seconds / 1e6:F0} MB/s");
+                }
+            });
+            QuantizeResult result;
+            try
+            {
+                result = CheckpointQuantizer.Quantize(source, format, target, progress, cancel.Token, (long)parse.GetValue(shardMb) << 20);
+            }
+            catch (OperationCanceledException)
+            {
+                io.Err.WriteLine();
+                io.Err.WriteLine($"error: quantize interrupted; nothing was written to {target}");
+                return 130;
+            }
+            finally
+            {
+                Console.CancelKeyPress -= onCancel;
+            }
+            if (lastPercent >= 0)
+                io.Err.WriteLine();
+            foreach (string w in result.Warnings)
+                io.Err.WriteLine($"warning: {w}");
+            double elapsed = (DateTime.UtcNow - started).TotalSeconds;
+            if (parse.GetValue(json))
+                io.WriteJson(new QuantizeJson(result.Directory, format.Name, result.Files, result.SourceBytes, result.WeightBytes, Math.Round(elapsed, 3)));
+            else
+                io.Out.WriteLine($"wrote {target}: {format.Name}, {result.WeightBytes:N0} B of weights ({DeviceAllocator.Gb(result.WeightBytes)}, from {DeviceAllocator.Gb(result.SourceBytes)}) in {result.Files.Count} files, {elapsed:F1} s; " +
+                    $"run it with --model {target}");
+            return 0;
+        });
+        return command;
+    }
+}
