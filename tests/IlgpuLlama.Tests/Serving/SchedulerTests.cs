@@ -341,7 +341,7 @@ public sealed class StopStringMatcherTests
 }
 
 /// <summary>The scheduler at other KV-slot counts (its own model per width).</summary>
-public sealed class SchedulerWidthTests
+public sealed class SchedulerWidthTests(ITestOutputHelper output)
 {
     static RequestResult Result(ScheduledRequest r) => r.Completion.GetAwaiter().GetResult();
 
@@ -365,6 +365,33 @@ public sealed class SchedulerWidthTests
             Assert.True(handles[i].Completion.IsCompletedSuccessfully);
             var alone = new Generator(model).Generate([prompts[i]], new GenerationOptions { MaxNewTokens = 6 + i }).Sequences[0].GeneratedTokens;
             Assert.Equal(alone, Result(handles[i]).GeneratedTokens);
+        }
+    }
+
+    [Theory]
+    [InlineData(5)]
+    [InlineData(8)]
+    [InlineData(13)]
+    public void Full_batches_of_5_8_and_13_give_the_reference_tokens_and_each_prompt_its_output_alone(int slots)
+    {
+        using var device = ComputeDevice.Create(DeviceKind.Cpu);
+        using var model = LlamaModel.Load(device, GoldenFixture.Directory, new EngineOptions { MaxBatchSize = slots, MaxSeqLen = 96 });
+        var c = GoldenFixture.Cases;
+        // The four golden prompts first, then prefixes of their token streams, until every slot is full.
+        var prompts = Enumerable.Range(0, slots).Select(i => i < 4 ? c[i].Prompt : c[i % 4].AllTokens[..(3 + i)]).ToArray();
+        using var s = new Scheduler(model);
+        var handles = prompts.Select(p => s.Submit(new GenerationRequest { PromptTokens = p, MaxNewTokens = 8, Sampling = SamplingOptions.Greedy })).ToArray();
+        int widest = 0;
+        while (s.Step())
+            widest = Math.Max(widest, s.RunningCount);
+        Assert.Equal(slots, widest);
+        var gen = new Generator(model);
+        for (int i = 0; i < slots; i++)
+        {
+            var tokens = Result(handles[i]).GeneratedTokens;
+            if (i < 4)
+                GoldenModelTests.AssertGreedyMatches(c[i] with { Greedy16 = c[i].Greedy16[..8], Margins = c[i].Margins[..8] }, tokens, output);
+            Assert.Equal(gen.Generate([prompts[i]], new GenerationOptions { MaxNewTokens = 8 }).Sequences[0].GeneratedTokens, tokens);
         }
     }
 }
