@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command: build, run every test on the CPU accelerator, then the P100 static
+# The project's test command: build, run every test on the CPU accelerator and the library example, then the P100 static
 # check (ptxas for sm_60 on every kernel; downloads CUDA 11.8's ptxas once into .tools/). It leaves
 # tracked files alone: a ptxas table in docs/kernels.md that no longer matches is reported as a
 # warning; `bash tools/ptxas-check.sh --update-doc` rewrites it.
@@ -7,4 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dotnet build IlgpuLlama.sln -c Release
 dotnet test IlgpuLlama.sln -c Release --no-build --logger "console;verbosity=minimal"
+# The library example, run as a user would (on the demo model without weights).
+dotnet run --project examples/IlgpuLlama.Example -c Release --no-build
 bash tools/ptxas-check.sh --arch sm_60

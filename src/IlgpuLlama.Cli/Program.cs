@@ -39,7 +39,7 @@ public static class Program
         root.Subcommands.Add(PtxCommand.Create());
         root.Subcommands.Add(PtxasReportCommand.Create());
         root.Subcommands.Add(MemoryCommand.Create());
-        root.Subcommands.Add(GenerateCommand.Create());
+        root.Subcommands.Add(GenerateCommand.Create(input));
         root.Subcommands.Add(LogitsCommand.Create());
         root.Subcommands.Add(CompareLogitsCommand.Create());
         root.Subcommands.Add(QuantizeCommand.Create());
@@ -47,11 +47,13 @@ public static class Program
         root.Subcommands.Add(TokenizeCommand.Create(input));
         root.Subcommands.Add(DetokenizeCommand.Create());
         root.Subcommands.Add(PerplexityCommand.Create(input));
+        root.Subcommands.Add(ServeCommand.Create());
 
         var bench = BenchCommand.Create();
         bench.Subcommands.Add(BenchKernelsCommand.Create());
         bench.Subcommands.Add(BenchE2eCommand.Create());
         bench.Subcommands.Add(BenchRooflineCommand.Create());
+        bench.Subcommands.Add(BenchServeCommand.Create());
         root.Subcommands.Add(bench);
         CliOptions.AddShortAliases(root);
         return root;

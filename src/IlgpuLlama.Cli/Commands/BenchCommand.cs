@@ -9,5 +9,5 @@ namespace IlgpuLlama.Cli.Commands;
 public static class BenchCommand
 {
     /// <summary>Builds the parent command; subcommands are added by Program.</summary>
-    public static Command Create() => new("bench", "Benchmarks: kernels, end-to-end (e2e), roofline of a saved run");
+    public static Command Create() => new("bench", "Benchmarks: kernels, end-to-end (e2e), roofline of a saved run, serve (load test of the HTTP server)");
 }

@@ -1,7 +1,10 @@
 using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
 using IlgpuLlama.Cli.Infrastructure;
 using IlgpuLlama.Device;
 using IlgpuLlama.Engine;
+using IlgpuLlama.Engine.Serving;
 using IlgpuLlama.Text;
 
 namespace IlgpuLlama.Cli.Commands;
@@ -9,8 +12,10 @@ namespace IlgpuLlama.Cli.Commands;
 /// <summary>
 /// <c>ilgpu-llama generate</c>: text (or token ids) in, text out. With no --model and no
 /// weights/Llama-3.2-1B it runs the built-in demo model end to end, greedily unless a sampling flag
-/// is given, so a first run is reproducible. Special tokens print only with --special. One prompt streams; several
-/// are printed as each finishes. Speed and memory go to stderr; --json puts everything on stdout.
+/// is given, so a first run is reproducible. Special tokens print only with --special. One prompt streams; any
+/// number of prompts (more than the KV slots wait in the scheduler's queue) are printed in input order,
+/// with a progress bar on stderr; --prompts-file FILE.jsonl writes one JSON result per input line, in
+/// order. Speed and memory go to stderr; --json puts everything on stdout. Runs on <see cref="LlamaEngine"/>.
 /// </summary>
 public static class GenerateCommand
 {
@@ -29,25 +34,45 @@ public static class GenerateCommand
         double PrefillTokensPerSecond, int DecodeTokens, double DecodeSeconds, double DecodeTokensPerSecond, double DecodeMsPerStep,
         bool CudaGraph, ulong? Seed, MemoryJson Memory);
 
-    /// <summary>Builds the command.</summary>
-    public static Command Create()
+    /// <summary>One line of --prompts-file output.</summary>
+    public sealed record PromptResultJson(int Index, string? Text, string FinishReason, int PromptTokens, int CompletionTokens, IReadOnlyList<int> Tokens);
+
+    /// <summary>A prompt to run: its tokens and the text printed before the continuation.</summary>
+    sealed record PromptInput(IReadOnlyList<int> Tokens, string? Echo);
+
+    /// <summary>Builds the command; <paramref name="input"/> is standard input (for --prompt-file -).</summary>
+    public static Command Create(Func<TextReader>? input = null)
     {
+        input ??= () => Console.In;
         var model = new Option<string?>("--model") { Description = "Hugging Face Llama 3 model directory (default: weights/Llama-3.2-1B, else the built-in demo)", HelpName = "DIR" };
-        var prompt = new Option<string[]>("--prompt") { Description = "Prompt text (repeat for a batch)", AllowMultipleArgumentsPerToken = false };
-        var tokens = new Option<string[]>("--tokens") { Description = "Prompt as token ids, e.g. 128000,9906 (repeat for a batch; works without tokenizer files)" };
-        var maxNew = CliOptions.Integer("--max-new-tokens", "New tokens per sequence at most", 64, 1);
+        var prompt = new Option<string[]>("--prompt") { Description = "Prompt text (repeat for several; more than the KV slots are queued)", AllowMultipleArgumentsPerToken = false };
+        var tokens = new Option<string[]>("--tokens") { Description = "Prompt as token ids, e.g. 128000,9906 (repeat for several; works without tokenizer files)" };
+        var promptFile = new Option<string[]>("--prompt-file") { Description = "A file whose whole text is one prompt (- reads stdin; repeatable)", HelpName = "FILE" };
+        var promptsFile = new Option<string?>("--prompts-file")
+        {
+            Description = "JSONL, one {\"prompt\": \"...\"} or {\"messages\": [{\"role\": ..., \"content\": ...}]} per line; writes one JSON result per line to stdout, in input order",
+            HelpName = "FILE.jsonl",
+        };
+        var stop = new Option<string[]>("--stop") { Description = "Stop when the text contains TEXT; the output ends before it (repeatable)", HelpName = "TEXT" };
+        var maxNew = CliOptions.Integer("--max-new-tokens", "New tokens per sequence at most", GenerationDefaults.MaxNewTokens, 1);
         var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Do not stop at end-of-sequence tokens (benchmarks)" };
         var special = new Option<bool>("--special") { Description = "Print special tokens (<|eot_id|>, reserved tokens) by name; by default they print nothing" };
         var json = CliOptions.Json();
         var sampling = new SamplingFlags();
         var engine = new ModelOptions();
-        var command = new Command("generate", "Generate text for one or more prompts") { model, prompt, tokens, maxNew, ignoreEos, special, json };
+        var command = new Command("generate", "Generate text for one or more prompts") { model, prompt, tokens, promptFile, promptsFile, stop, maxNew, ignoreEos, special, json };
         sampling.AddTo(command);
         engine.AddTo(command);
         command.Validators.Add(r =>
         {
-            if ((r.GetValue(prompt)?.Length ?? 0) > 0 && (r.GetValue(tokens)?.Length ?? 0) > 0)
-                r.AddError("give prompts either as --prompt text or as --tokens ids, not both");
+            bool text = (r.GetValue(prompt)?.Length ?? 0) > 0 || (r.GetValue(promptFile)?.Length ?? 0) > 0;
+            bool ids = (r.GetValue(tokens)?.Length ?? 0) > 0;
+            if (text && ids)
+                r.AddError("give prompts either as text (--prompt, --prompt-file) or as --tokens ids, not both");
+            if (r.GetValue(promptsFile) is not null && (text || ids))
+                r.AddError("--prompts-file holds every prompt; leave out --prompt, --prompt-file and --tokens");
+            if (r.GetValue(promptsFile) is not null && r.GetValue(json))
+                r.AddError("--prompts-file already writes JSON lines to stdout; leave out --json");
         });
         command.SetAction(parse =>
         {
@@ -61,79 +86,212 @@ public static class GenerateCommand
             if (isDemo && !userSampling)
                 samplingOptions = samplingOptions with { Temperature = 0f, Seed = DemoSeed };
             bool includeSpecial = parse.GetValue(special);
-            var textPrompts = parse.GetValue(prompt) ?? [];
+            string? jsonl = parse.GetValue(promptsFile);
+            var textPrompts = (parse.GetValue(prompt) ?? []).Concat((parse.GetValue(promptFile) ?? []).Select(f => ReadPromptFile(f, input))).ToArray();
             var tokenPrompts = (parse.GetValue(tokens) ?? []).Select(ModelOptions.ParseTokens).ToArray();
-            LlamaTokenizer? tokenizer = null;
-            if (tokenPrompts.Length == 0)
+            var stopStrings = parse.GetValue(stop) ?? [];
+            LlamaTokenizer? tokenizer = tokenPrompts.Length == 0 ? ModelOptions.LoadTokenizer(dir, alternative: "or give the prompt as --tokens ids") : TryTokenizer(dir);
+            if (stopStrings.Length > 0 && tokenizer is null)
+                throw new ArgumentException($"--stop needs the model's tokenizer, and {dir} has none; stop on token ids with a tokenizer-less model is not supported");
+            PromptInput[] prompts;
+            if (jsonl is not null)
+                prompts = ReadPromptsFile(jsonl, tokenizer!);
+            else if (tokenPrompts.Length > 0)
+                prompts = tokenPrompts.Select(t => new PromptInput(t, null)).ToArray();
+            else
             {
-                tokenizer = ModelOptions.LoadTokenizer(dir, alternative: "or give the prompt as --tokens ids");
                 if (textPrompts.Length == 0)
                 {
                     textPrompts = [DefaultPrompt];
                     io.Err.WriteLine($"no --prompt given: using \"{DefaultPrompt}\"");
                 }
+                prompts = textPrompts.Select(t => new PromptInput(tokenizer!.Encode(t, addBos: true), t)).ToArray();
             }
-            else
-            {
-                tokenizer = TryTokenizer(dir);
-            }
-            IReadOnlyList<int>[] prompts = tokenPrompts.Length > 0
-                ? tokenPrompts
-                : textPrompts.Select(t => tokenizer!.Encode(t, addBos: true)).ToArray();
 
             using var device = ComputeDevice.Create(parse.GetValue(engine.Device));
             using var llama = ModelOptions.Load(device, dir, engine.Engine(parse, io), io);
-            var stops = new HashSet<int>();
-            if (!parse.GetValue(ignoreEos))
+            // Every prompt is known up front, so the queue holds them all.
+            using var llamaEngine = LlamaEngine.FromModel(llama, tokenizer, new SchedulerOptions { MaxQueuedRequests = int.MaxValue });
+            var handles = Submit(llamaEngine, prompts, i => new GenerationSettings
             {
-                stops.UnionWith(llama.Config.EosTokenIds);
-                if (tokenizer is not null)
-                    stops.UnionWith(tokenizer.StopIds);
-            }
-            var options = new GenerationOptions { MaxNewTokens = parse.GetValue(maxNew), Sampling = samplingOptions, StopTokens = stops };
-            bool asJson = parse.GetValue(json);
-            bool stream = !asJson && prompts.Length == 1 && tokenizer is not null;
-            var decoder = stream ? new StreamingDecoder(tokenizer!, includeSpecial) : null;
-            if (stream)
-            {
-                io.Out.Write(textPrompts.Length == 1 ? textPrompts[0] : "");
-                io.Out.Flush();
-            }
-
-            var result = new Generator(llama).Generate(prompts, options, (seq, token) =>
-            {
-                if (decoder is null || stops.Contains(token))
-                    return;
-                io.Out.Write(decoder.Push(token));
-                io.Out.Flush();
+                MaxNewTokens = parse.GetValue(maxNew),
+                Sampling = samplingOptions,
+                StopStrings = stopStrings,
+                IgnoreEos = parse.GetValue(ignoreEos),
+                IncludeSpecial = includeSpecial,
+                SamplingStream = i,
             });
 
-            string? Text(IReadOnlyList<int> ids) => tokenizer?.Decode(ids.Where(t => !stops.Contains(t)), includeSpecial);
-            if (decoder is not null)
+            bool asJson = parse.GetValue(json);
+            var started = Stopwatch.StartNew();
+            var results = new RequestResult[handles.Length];
+            if (!asJson && jsonl is null && prompts.Length == 1 && tokenizer is not null)
             {
-                io.Out.WriteLine(decoder.Flush());
-            }
-            else if (!asJson)
-            {
-                for (int i = 0; i < prompts.Length; i++)
+                // One prompt streams: each token's text as soon as it is certain.
+                io.Out.Write(prompts[0].Echo ?? "");
+                io.Out.Flush();
+                foreach (var t in handles[0].Tokens.ReadAllAsync().ToBlockingEnumerable())
                 {
-                    var s = result.Sequences[i];
-                    io.Out.WriteLine($"=== sequence {i + 1} ({s.GeneratedTokens.Count} tokens, {s.FinishReason.ToString().ToLowerInvariant()}) ===");
-                    io.Out.WriteLine(tokenizer is null
-                        ? string.Join(",", s.GeneratedTokens)
-                        : (textPrompts.Length > i ? textPrompts[i] : tokenizer.Decode(prompts[i], includeSpecial)) + Text(s.GeneratedTokens));
+                    io.Out.Write(t.Text);
+                    io.Out.Flush();
                 }
+                io.Out.WriteLine();
+                results[0] = handles[0].Completion.GetAwaiter().GetResult();
+            }
+            else
+            {
+                var progress = new ProgressLine(io, handles.Length);
+                for (int i = 0; i < handles.Length; i++)
+                {
+                    // Printed in input order; later prompts keep running meanwhile.
+                    while (!handles[i].Completion.Wait(TimeSpan.FromMilliseconds(250)))
+                        progress.Draw(handles.Count(h => h.Completion.IsCompleted), llamaEngine.Scheduler.Stats, started.Elapsed);
+                    var r = results[i] = handles[i].Completion.GetAwaiter().GetResult();
+                    progress.Draw(handles.Count(h => h.Completion.IsCompleted), llamaEngine.Scheduler.Stats, started.Elapsed);
+                    if (jsonl is not null)
+                    {
+                        io.Out.WriteLine(JsonSerializer.Serialize(new PromptResultJson(i, r.Text, Finish(r.FinishReason), r.PromptTokens.Count, r.GeneratedTokens.Count, r.GeneratedTokens), JsonLines));
+                        io.Out.Flush();
+                    }
+                    else if (!asJson)
+                    {
+                        io.Out.WriteLine($"=== sequence {i + 1} ({r.GeneratedTokens.Count} tokens, {Finish(r.FinishReason)}) ===");
+                        io.Out.WriteLine(r.Text is null
+                            ? string.Join(",", r.GeneratedTokens)
+                            : (prompts[i].Echo ?? tokenizer!.Decode(prompts[i].Tokens, includeSpecial)) + r.Text);
+                        io.Out.Flush();
+                    }
+                }
+                progress.End();
             }
 
             foreach (var w in llama.Warnings.Where(w => w.Template.StartsWith("CUDA graph", StringComparison.Ordinal)))
                 io.Err.WriteLine($"warning: {CliNames.Render(w)}");
-            var report = BuildJson(dir, device, llama, result, samplingOptions.IsGreedy ? null : samplingOptions.Seed, Text);
+            // The JSON report's text of each sequence is the engine's (stop strings cut), found by its token list.
+            var texts = new Dictionary<object, string?>(ReferenceEqualityComparer.Instance);
+            foreach (var r in results)
+                texts[r.GeneratedTokens] = r.Text;
+            var report = BuildJson(dir, device, llama, ToGenerationResult(results, llamaEngine.Scheduler.Stats), samplingOptions.IsGreedy ? null : samplingOptions.Seed,
+                ids => texts.TryGetValue(ids, out var text) ? text : tokenizer?.Decode(ids, includeSpecial));
             if (asJson)
                 io.WriteJson(report);
             WriteStats(io, report, llama);
             return 0;
         });
         return command;
+    }
+
+    static readonly JsonSerializerOptions JsonLines = new(CommandIO.JsonOptions) { WriteIndented = false };
+
+    static string Finish(FinishReason reason) => reason.ToString().ToLowerInvariant();
+
+    /// <summary>Queues every prompt; a prompt that cannot run fails the command before any output, naming it.</summary>
+    static ScheduledRequest[] Submit(LlamaEngine engine, PromptInput[] prompts, Func<int, GenerationSettings> settings)
+    {
+        var handles = new List<ScheduledRequest>();
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            try
+            {
+                handles.Add(engine.Submit(prompts[i].Tokens, settings(i)));
+            }
+            catch (EngineArgumentException e)
+            {
+                foreach (var h in handles)
+                    h.Cancel();
+                throw prompts.Length == 1 ? e : new EngineArgumentException($"prompt {i + 1}: {e.Template}", e.Parameter, e);
+            }
+        }
+        return [.. handles];
+    }
+
+    /// <summary>The old one-call result shape (sequences + speed), for the JSON report and the stats lines.</summary>
+    static GenerationResult ToGenerationResult(RequestResult[] results, SchedulerStats stats) =>
+        new(results.Select(r => new GeneratedSequence(r.PromptTokens, r.GeneratedTokens, r.FinishReason)).ToArray(), (int)stats.PrefillTokens, stats.PrefillSeconds,
+            (int)stats.DecodeTokens, stats.DecodeSeconds, (int)stats.DecodeSteps, stats.DecodeHostSeconds);
+
+    static string ReadPromptFile(string path, Func<TextReader> input)
+    {
+        if (path == "-")
+            return input().ReadToEnd();
+        if (!File.Exists(path))
+            throw new FileNotFoundException($"--prompt-file '{path}' does not exist; give a text file, or - for stdin");
+        return File.ReadAllText(path);
+    }
+
+    /// <summary>Reads --prompts-file: one {"prompt": text} or {"messages": [...]} object per non-empty line.</summary>
+    static PromptInput[] ReadPromptsFile(string path, LlamaTokenizer tokenizer)
+    {
+        if (!File.Exists(path))
+            throw new FileNotFoundException($"--prompts-file '{path}' does not exist; give a JSONL file with one {{\"prompt\": ...}} or {{\"messages\": [...]}} per line");
+        var prompts = new List<PromptInput>();
+        int lineNumber = 0;
+        foreach (string line in File.ReadLines(path))
+        {
+            lineNumber++;
+            if (string.IsNullOrWhiteSpace(line))
+                continue;
+            string where = $"--prompts-file {path} line {lineNumber}";
+            try
+            {
+                using var doc = JsonDocument.Parse(line);
+                var root = doc.RootElement;
+                if (root.ValueKind == JsonValueKind.Object && root.TryGetProperty("prompt", out var p) && p.ValueKind == JsonValueKind.String)
+                    prompts.Add(new PromptInput(tokenizer.Encode(p.GetString()!, addBos: true), p.GetString()));
+                else if (root.ValueKind == JsonValueKind.Object && root.TryGetProperty("messages", out var m) && m.ValueKind == JsonValueKind.Array)
+                {
+                    var messages = m.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.Object
+                        && e.TryGetProperty("role", out var role) && role.ValueKind == JsonValueKind.String
+                        && e.TryGetProperty("content", out var content) && content.ValueKind == JsonValueKind.String
+                            ? new ChatMessage(role.GetString()!, content.GetString()!)
+                            : throw new ArgumentException($"{where}: every message needs a string \"role\" and \"content\"")).ToList();
+                    if (messages.Count == 0)
+                        throw new ArgumentException($"{where}: \"messages\" is empty; give at least one message");
+                    prompts.Add(new PromptInput(ChatTemplate.Encode(tokenizer, messages, addGenerationPrompt: true), null));
+                }
+                else
+                    throw new ArgumentException($"{where}: expected {{\"prompt\": \"...\"}} or {{\"messages\": [...]}}");
+            }
+            catch (JsonException e)
+            {
+                throw new ArgumentException($"{where} is not JSON ({e.Message.Split('.')[0]}); each line must be one object such as {{\"prompt\": \"Hello\"}}");
+            }
+        }
+        if (prompts.Count == 0)
+            throw new ArgumentException($"--prompts-file '{path}' has no prompts; give one JSON object per line");
+        return [.. prompts];
+    }
+
+    /// <summary>Progress of many prompts on stderr: redrawn in place on a terminal, a line per tenth otherwise.</summary>
+    sealed class ProgressLine(CommandIO io, int total)
+    {
+        int lastTenth = -1;
+        bool drawn;
+
+        public void Draw(int done, SchedulerStats stats, TimeSpan elapsed)
+        {
+            if (total < 2)
+                return;
+            int tenth = done * 10 / total;
+            if (!io.ErrIsTerminal && tenth == lastTenth)
+                return;
+            lastTenth = tenth;
+            double seconds = Math.Max(elapsed.TotalSeconds, 1e-9);
+            long generated = stats.DecodeTokens + done; // each prompt's first token comes from its prefill
+            string line = $"[{new string('#', tenth * 2)}{new string('.', 20 - tenth * 2)}] {done}/{total} prompts, {generated} tokens, {generated / seconds:F1} tok/s, " +
+                $"prefill {stats.PrefillTokens / seconds:F1} tok/s";
+            if (io.ErrIsTerminal)
+                io.Err.Write($"\r{line}");
+            else
+                io.Err.WriteLine(line);
+            drawn = true;
+        }
+
+        public void End()
+        {
+            if (drawn && io.ErrIsTerminal)
+                io.Err.WriteLine();
+        }
     }
 
     static LlamaTokenizer? TryTokenizer(string dir)

@@ -1,0 +1,72 @@
+using System.CommandLine;
+using IlgpuLlama.Cli.Infrastructure;
+using IlgpuLlama.Cli.Serving;
+using IlgpuLlama.Device;
+using IlgpuLlama.Engine.Serving;
+using IlgpuLlama.Text;
+
+namespace IlgpuLlama.Cli.Commands;
+
+/// <summary>
+/// <c>ilgpu-llama serve</c>: an OpenAI-compatible HTTP server (see <see cref="OpenAiServer"/>) over the
+/// continuous-batching scheduler. Binds 127.0.0.1 unless --host says otherwise; SIGINT/SIGTERM stop
+/// it gracefully (new requests get 503, running ones finish or are cancelled after the grace period)
+/// and it exits 0.
+/// </summary>
+public static class ServeCommand
+{
+    /// <summary>Builds the command.</summary>
+    public static Command Create()
+    {
+        var model = new Option<string?>("--model") { Description = "Hugging Face Llama 3 model directory (default: weights/Llama-3.2-1B-Instruct, then weights/Llama-3.2-1B, else the demo)", HelpName = "DIR" };
+        var host = new Option<string>("--host") { Description = "Address to bind (0.0.0.0 for every interface)", DefaultValueFactory = _ => "127.0.0.1" };
+        var port = new Option<int>("--port") { Description = "TCP port (0 = any free port)", DefaultValueFactory = _ => 8080 };
+        var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on /v1 requests", HelpName = "KEY" };
+        var modelId = new Option<string?>("--model-id") { Description = "Model id in /v1/models and responses (default: the directory name)", HelpName = "ID" };
+        var maxQueue = new Option<int>("--max-queue") { Description = "Requests that may wait for a KV slot; more get 429", DefaultValueFactory = _ => 256 };
+        var grace = new Option<double>("--shutdown-grace") { Description = "Seconds a shutdown waits for running requests before cancelling them", DefaultValueFactory = _ => 30 };
+        var engine = new ModelOptions();
+        var command = new Command("serve", "OpenAI-compatible HTTP server: /v1/completions, /v1/chat/completions (streaming), /v1/models, /health")
+            { model, host, port, apiKey, modelId, maxQueue, grace };
+        engine.AddTo(command);
+        port.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int>() is < 0 or > 65535)
+                r.AddError("--port must be between 0 and 65535");
+        });
+        maxQueue.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int>() < 0)
+                r.AddError("--max-queue must be at least 0");
+        });
+        command.SetAction(parse =>
+        {
+            var io = CommandIO.From(parse);
+            string dir = ModelOptions.ResolveModelDir(parse.GetValue(model), io, allowDemo: true, ModelOptions.ChatModelDirs, out _);
+            var tokenizer = LlamaTokenizer.FromDirectory(dir);
+            using var device = ComputeDevice.Create(parse.GetValue(engine.Device));
+            using var llama = ModelOptions.Load(device, dir, engine.Engine(parse, io), io);
+            using var llamaEngine = LlamaEngine.FromModel(llama, tokenizer, new SchedulerOptions { MaxQueuedRequests = parse.GetValue(maxQueue) });
+            string id = parse.GetValue(modelId) ?? Path.GetFileName(Path.GetFullPath(dir).TrimEnd(Path.DirectorySeparatorChar));
+            var options = new ServerOptions
+            {
+                Host = parse.GetValue(host)!,
+                Port = parse.GetValue(port),
+                ApiKey = parse.GetValue(apiKey),
+                ModelId = id,
+                ShutdownGrace = TimeSpan.FromSeconds(parse.GetValue(grace)),
+                Log = line => io.Err.WriteLine($"[serve] {line}"),
+            };
+            var server = OpenAiServer.StartAsync(llamaEngine, options).GetAwaiter().GetResult();
+            io.Err.WriteLine($"serving '{id}' at {server.Address} ({llama.MaxBatch} slots x {llama.MaxSeq} positions{(options.ApiKey is null ? "" : ", API key required")}); Ctrl-C stops");
+            io.Out.WriteLine(server.Address);
+            io.Out.Flush();
+            // SIGINT and SIGTERM reach the host's console lifetime, which runs the graceful shutdown.
+            server.Stopped.GetAwaiter().GetResult();
+            server.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            io.Err.WriteLine("[serve] stopped");
+            return 0;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,480 @@
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using IlgpuLlama.Engine;
+using IlgpuLlama.Engine.Serving;
+using IlgpuLlama.Sampling;
+using IlgpuLlama.Text;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace IlgpuLlama.Cli.Serving;
+
+/// <summary>Settings of <see cref="OpenAiServer"/>.</summary>
+public sealed record ServerOptions
+{
+    /// <summary>Address to bind (loopback unless told otherwise).</summary>
+    public string Host { get; init; } = "127.0.0.1";
+
+    /// <summary>Port; 0 picks a free one (see <see cref="OpenAiServer.Address"/>).</summary>
+    public int Port { get; init; } = 8080;
+
+    /// <summary>When set, every /v1 request needs "Authorization: Bearer KEY".</summary>
+    public string? ApiKey { get; init; }
+
+    /// <summary>The model id in /v1/models and in responses.</summary>
+    public string ModelId { get; init; } = "llama";
+
+    /// <summary>Largest request body; larger ones get 413.</summary>
+    public long MaxBodyBytes { get; init; } = 4 << 20;
+
+    /// <summary>How long shutdown waits for running requests before cancelling them.</summary>
+    public TimeSpan ShutdownGrace { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Receives one line per request and per lifecycle event (null: silent).</summary>
+    public Action<string>? Log { get; init; }
+}
+
+/// <summary>
+/// An OpenAI-compatible HTTP server over a <see cref="LlamaEngine"/> (ASP.NET Core, Kestrel):
+/// GET /health, GET /v1/models, POST /v1/completions and /v1/chat/completions, with server-sent
+/// events for <c>stream: true</c>. Errors have OpenAI's shape. A client that disconnects cancels its
+/// request, which frees its KV slot; <see cref="StopAsync"/> (SIGINT/SIGTERM in <c>serve</c>) answers
+/// new requests with 503, lets running ones finish for <see cref="ServerOptions.ShutdownGrace"/>, then
+/// cancels what is left.
+/// </summary>
+public sealed class OpenAiServer : IAsyncDisposable
+{
+    static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
+
+    readonly WebApplication app;
+    readonly LlamaEngine engine;
+    readonly ServerOptions options;
+    readonly CancellationTokenSource stopping = new();
+    int inFlight;
+    volatile bool shuttingDown;
+
+    OpenAiServer(WebApplication app, LlamaEngine engine, ServerOptions options)
+    {
+        this.app = app;
+        this.engine = engine;
+        this.options = options;
+    }
+
+    /// <summary>Where the server listens (the real port when <see cref="ServerOptions.Port"/> was 0).</summary>
+    public Uri Address { get; private set; } = new("http://127.0.0.1/");
+
+    /// <summary>Whether shutdown has begun (new requests get 503).</summary>
+    public bool IsShuttingDown => shuttingDown;
+
+    /// <summary>Requests being answered now.</summary>
+    public int InFlight => Volatile.Read(ref inFlight);
+
+    /// <summary>Completes when the server has stopped.</summary>
+    public Task Stopped => app.WaitForShutdownAsync();
+
+    /// <summary>Starts listening.</summary>
+    public static async Task<OpenAiServer> StartAsync(LlamaEngine engine, ServerOptions options)
+    {
+        if (engine.Tokenizer is null)
+            throw new ArgumentException("the server needs the model's tokenizer (text prompts and chat); the model directory has no tokenizer files");
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownGrace + TimeSpan.FromSeconds(5));
+        builder.Services.Configure<Microsoft.Extensions.Hosting.ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Limits.MaxRequestBodySize = null; // checked per request, so an oversized body gets OpenAI's error shape
+            if (IPAddress.TryParse(options.Host, out var ip))
+                k.Listen(ip, options.Port);
+            else if (options.Host == "localhost")
+                k.ListenLocalhost(options.Port);
+            else
+                throw new ArgumentException($"--host '{options.Host}' is not an IP address; give one such as 127.0.0.1 or 0.0.0.0");
+        });
+        var app = builder.Build();
+        var server = new OpenAiServer(app, engine, options);
+        server.Map(app);
+        app.Lifetime.ApplicationStopping.Register(server.Drain);
+        await app.StartAsync().ConfigureAwait(false);
+        string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        server.Address = new Uri(address.Replace("[::]", "127.0.0.1").Replace("0.0.0.0", "127.0.0.1") + "/");
+        options.Log?.Invoke($"listening on {address}");
+        return server;
+    }
+
+    /// <summary>Graceful shutdown: 503 for new requests, running ones finish (up to the grace period) or are cancelled.</summary>
+    public Task StopAsync() => Task.Run(() => app.StopAsync()); // the drain blocks the stopping thread, not the caller
+
+    /// <inheritdoc/>
+    public async ValueTask DisposeAsync()
+    {
+        await app.StopAsync().ConfigureAwait(false);
+        await app.DisposeAsync().ConfigureAwait(false);
+        stopping.Dispose();
+    }
+
+    /// <summary>Runs when the host begins stopping, before Kestrel closes connections.</summary>
+    void Drain()
+    {
+        shuttingDown = true;
+        options.Log?.Invoke($"shutting down: {InFlight} requests running, new requests get 503");
+        var deadline = DateTime.UtcNow + options.ShutdownGrace;
+        while (InFlight > 0 && DateTime.UtcNow < deadline)
+            Thread.Sleep(20);
+        if (InFlight > 0)
+        {
+            options.Log?.Invoke($"cancelling {InFlight} requests still running after {options.ShutdownGrace.TotalSeconds:F0} s");
+            stopping.Cancel();
+            var cancelDeadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
+            while (InFlight > 0 && DateTime.UtcNow < cancelDeadline)
+                Thread.Sleep(20);
+        }
+    }
+
+    // ---- routing ---------------------------------------------------------------------------------
+
+    void Map(WebApplication web)
+    {
+        web.Use(async (context, next) =>
+        {
+            Interlocked.Increment(ref inFlight);
+            try
+            {
+                if (shuttingDown)
+                    await Error(context, 503, "the server is shutting down; retry on another instance or after the restart", "server_error", null, "shutting_down");
+                else if (options.ApiKey is { } key && context.Request.Path.StartsWithSegments("/v1") && !Authorized(context, key))
+                    await Error(context, 401, "invalid or missing API key; send the header 'Authorization: Bearer KEY' with the key the server was started with",
+                        "invalid_request_error", null, "invalid_api_key");
+                else
+                    await next(context);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref inFlight);
+            }
+        });
+        web.MapGet("/health", (HttpContext c) => Write(c, 200, new { status = "ok", model = options.ModelId, running = engine.Scheduler.RunningCount, queued = engine.Scheduler.QueuedCount }));
+        web.MapGet("/v1/models", (HttpContext c) => Write(c, 200, new
+        {
+            @object = "list",
+            data = new[] { new { id = options.ModelId, @object = "model", created = Created, owned_by = "ilgpu-llama" } },
+        }));
+        web.MapGet("/v1/models/{id}", (HttpContext c, string id) => id == options.ModelId
+            ? Write(c, 200, new { id, @object = "model", created = Created, owned_by = "ilgpu-llama" })
+            : Error(c, 404, $"the model '{id}' does not exist; this server serves '{options.ModelId}'", "invalid_request_error", "model", "model_not_found"));
+        web.MapPost("/v1/completions", c => Generate(c, chat: false));
+        web.MapPost("/v1/chat/completions", c => Generate(c, chat: true));
+        web.MapFallback((HttpContext c) => Error(c, 404, $"no route {c.Request.Method} {c.Request.Path}; the endpoints are GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions",
+            "invalid_request_error", null, "not_found"));
+    }
+
+    static readonly long Created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+
+    static bool Authorized(HttpContext c, string key)
+    {
+        string header = c.Request.Headers.Authorization.ToString();
+        return header.StartsWith("Bearer ", StringComparison.Ordinal)
+            && System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(header[7..].Trim()), Encoding.UTF8.GetBytes(key));
+    }
+
+    // ---- generation ------------------------------------------------------------------------------
+
+    /// <summary>A request error that becomes an OpenAI error response.</summary>
+    sealed class ApiError(int status, string message, string? param, string? code = null, string type = "invalid_request_error") : Exception(message)
+    {
+        public int Status { get; } = status;
+        public string? Param { get; } = param;
+        public string? Code { get; } = code;
+        public string Type { get; } = type;
+    }
+
+    async Task Generate(HttpContext c, bool chat)
+    {
+        ScheduledRequest handle;
+        bool stream;
+        bool includeUsage;
+        string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N")[..24];
+        try
+        {
+            using var doc = await ReadBody(c);
+            var body = doc.RootElement;
+            if (body.ValueKind != JsonValueKind.Object)
+                throw new ApiError(400, "the request body must be a JSON object", null);
+            if (Optional(body, "model") is { } m && m.ValueKind == JsonValueKind.String && m.GetString() != options.ModelId)
+                throw new ApiError(404, $"the model '{m.GetString()}' does not exist; this server serves '{options.ModelId}' (GET /v1/models)", "model", "model_not_found");
+            if (Optional(body, "n") is { } n && !(n.ValueKind == JsonValueKind.Number && n.TryGetInt32(out int count) && count == 1))
+                throw new ApiError(400, "only n = 1 is supported; send one request per completion", "n");
+            stream = Bool(body, "stream") ?? false;
+            includeUsage = Optional(body, "stream_options") is { ValueKind: JsonValueKind.Object } so && Bool(so, "include_usage") == true;
+            var prompt = chat ? ChatPrompt(body) : CompletionPrompt(body);
+            int room = engine.Model.MaxSeq - prompt.Count;
+            int? maxTokens = Int(body, chat && Optional(body, "max_completion_tokens") is not null ? "max_completion_tokens" : "max_tokens");
+            if (maxTokens is < 1)
+                throw new ApiError(400, $"max_tokens must be at least 1, got {maxTokens}", "max_tokens");
+            if (room < 1)
+                throw new ApiError(400, $"the prompt has {prompt.Count} tokens and the context holds {engine.Model.MaxSeq} (the server's --max-seq-len); shorten the prompt", chat ? "messages" : "prompt", "context_length_exceeded");
+            var settings = new GenerationSettings
+            {
+                // OpenAI's default for completions is 16 tokens; chat defaults to the rest of the context.
+                MaxNewTokens = maxTokens ?? (chat ? room : Math.Min(16, room)),
+                Sampling = Sampling(body),
+                StopStrings = Stops(body),
+                IgnoreEos = Bool(body, "ignore_eos") ?? false, // vLLM's extension, for benchmarks
+            };
+            var cancel = CancellationTokenSource.CreateLinkedTokenSource(c.RequestAborted, stopping.Token);
+            c.Response.RegisterForDispose(cancel);
+            handle = engine.Submit(prompt, settings, cancel.Token);
+        }
+        catch (ApiError e)
+        {
+            await Error(c, e.Status, e.Message, e.Type, e.Param, e.Code);
+            return;
+        }
+        catch (EngineArgumentException e)
+        {
+            var (param, code) = e.Parameter switch
+            {
+                EngineParameter.MaxSeqLen => ("max_tokens", "context_length_exceeded"),
+                { } p => (Field(p), (string?)null),
+                null => (null, null),
+            };
+            await Error(c, 400, EngineParameters.Render(e.Template, Field), "invalid_request_error", param, code);
+            return;
+        }
+        catch (QueueFullException e)
+        {
+            c.Response.Headers.RetryAfter = "1";
+            await Error(c, 429, e.Message, "rate_limit_error", null, "queue_full");
+            return;
+        }
+
+        options.Log?.Invoke($"{c.Request.Method} {c.Request.Path} request {handle.Id}: {handle.Request.PromptTokens.Count} prompt tokens, max {handle.Request.MaxNewTokens}{(stream ? ", stream" : "")}");
+        try
+        {
+            if (stream)
+                await Stream(c, handle, id, chat, includeUsage);
+            else
+            {
+                var r = await handle.Completion;
+                await Write(c, 200, Response(r, id, chat));
+            }
+        }
+        catch (OperationCanceledException) when (c.RequestAborted.IsCancellationRequested || stopping.IsCancellationRequested)
+        {
+            // The client left (its request is cancelled and its slot free) or shutdown cancelled it.
+            handle.Cancel();
+            options.Log?.Invoke($"request {handle.Id} cancelled");
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException)
+        {
+            handle.Cancel();
+        }
+        catch (Exception e) when (!c.Response.HasStarted)
+        {
+            await Error(c, 500, $"generation failed: {e.Message}", "server_error", null);
+        }
+    }
+
+    object Response(RequestResult r, string id, bool chat)
+    {
+        var usage = new { prompt_tokens = r.PromptTokens.Count, completion_tokens = r.GeneratedTokens.Count, total_tokens = r.PromptTokens.Count + r.GeneratedTokens.Count };
+        string finish = Finish(r.FinishReason);
+        long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        return chat
+            ? new { id, @object = "chat.completion", created, model = options.ModelId, choices = new[] { new { index = 0, message = new { role = "assistant", content = r.Text }, logprobs = (object?)null, finish_reason = finish } }, usage }
+            : new { id, @object = "text_completion", created, model = options.ModelId, choices = new[] { new { index = 0, text = r.Text, logprobs = (object?)null, finish_reason = finish } }, usage };
+    }
+
+    static string Finish(FinishReason reason) => reason == FinishReason.Length ? "length" : "stop";
+
+    async Task Stream(HttpContext c, ScheduledRequest handle, string id, bool chat, bool includeUsage)
+    {
+        c.Response.StatusCode = 200;
+        c.Response.ContentType = "text/event-stream";
+        c.Response.Headers.CacheControl = "no-cache";
+        long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        object Chunk(object? delta, string? text, string? finish) => chat
+            ? new { id, @object = "chat.completion.chunk", created, model = options.ModelId, choices = new[] { new { index = 0, delta, logprobs = (object?)null, finish_reason = finish } } }
+            : new { id, @object = "text_completion", created, model = options.ModelId, choices = new[] { new { index = 0, text, logprobs = (object?)null, finish_reason = finish } } };
+        var ct = c.RequestAborted;
+        if (chat)
+            await Event(c, Chunk(new { role = "assistant", content = "" }, null, null), ct);
+        else
+            await c.Response.Body.FlushAsync(ct);
+        await foreach (var token in handle.Tokens.ReadAllAsync(ct))
+        {
+            if (token.Text.Length > 0)
+                await Event(c, chat ? Chunk(new { content = token.Text }, null, null) : Chunk(null, token.Text, null), ct);
+            if (token.FinishReason is { } reason)
+                await Event(c, chat ? Chunk(new { }, null, Finish(reason)) : Chunk(null, "", Finish(reason)), ct);
+        }
+        if (includeUsage)
+        {
+            var r = await handle.Completion;
+            await Event(c, new
+            {
+                id, @object = chat ? "chat.completion.chunk" : "text_completion", created, model = options.ModelId, choices = Array.Empty<object>(),
+                usage = new { prompt_tokens = r.PromptTokens.Count, completion_tokens = r.GeneratedTokens.Count, total_tokens = r.PromptTokens.Count + r.GeneratedTokens.Count },
+            }, ct);
+        }
+        await c.Response.WriteAsync("data: [DONE]\n\n", ct);
+        await c.Response.Body.FlushAsync(ct);
+    }
+
+    static async Task Event(HttpContext c, object chunk, CancellationToken ct)
+    {
+        await c.Response.WriteAsync("data: " + JsonSerializer.Serialize(chunk, Json) + "\n\n", ct);
+        await c.Response.Body.FlushAsync(ct);
+    }
+
+    // ---- request parsing -------------------------------------------------------------------------
+
+    async Task<JsonDocument> ReadBody(HttpContext c)
+    {
+        if (c.Request.ContentLength is long declared && declared > options.MaxBodyBytes)
+            throw new ApiError(413, $"the request body has {declared} bytes, more than the limit of {options.MaxBodyBytes}; send a shorter prompt", null, "request_too_large");
+        using var buffer = new MemoryStream();
+        var chunk = new byte[81920];
+        int read;
+        while ((read = await c.Request.Body.ReadAsync(chunk, c.RequestAborted)) > 0)
+        {
+            buffer.Write(chunk, 0, read);
+            if (buffer.Length > options.MaxBodyBytes)
+                throw new ApiError(413, $"the request body is over the limit of {options.MaxBodyBytes} bytes; send a shorter prompt", null, "request_too_large");
+        }
+        try
+        {
+            return JsonDocument.Parse(buffer.ToArray());
+        }
+        catch (JsonException e)
+        {
+            throw new ApiError(400, $"the request body is not valid JSON: {e.Message}", null);
+        }
+    }
+
+    static JsonElement? Optional(JsonElement body, string name) =>
+        body.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
+
+    static double? Number(JsonElement body, string name) => Optional(body, name) is not { } v ? null
+        : v.ValueKind == JsonValueKind.Number ? v.GetDouble() : throw new ApiError(400, $"{name} must be a number, got {v.ValueKind.ToString().ToLowerInvariant()}", name);
+
+    static int? Int(JsonElement body, string name) => Optional(body, name) is not { } v ? null
+        : v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) ? i : throw new ApiError(400, $"{name} must be an integer", name);
+
+    static bool? Bool(JsonElement body, string name) => Optional(body, name) is not { } v ? null
+        : v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : throw new ApiError(400, $"{name} must be true or false", name);
+
+    static SamplingOptions Sampling(JsonElement body)
+    {
+        var d = new SamplingOptions();
+        var s = new SamplingOptions
+        {
+            Temperature = (float)(Number(body, "temperature") ?? d.Temperature),
+            TopP = (float)(Number(body, "top_p") ?? d.TopP),
+            TopK = Int(body, "top_k") ?? d.TopK,
+            MinP = (float)(Number(body, "min_p") ?? d.MinP),
+            RepetitionPenalty = (float)(Number(body, "repetition_penalty") ?? d.RepetitionPenalty),
+            Seed = Optional(body, "seed") is { } seed
+                ? seed.ValueKind == JsonValueKind.Number && seed.TryGetInt64(out long v) ? unchecked((ulong)v) : throw new ApiError(400, "seed must be an integer", "seed")
+                : null,
+        };
+        if (s.Temperature > 2f)
+            throw new ApiError(400, $"temperature must be between 0 and 2, got {s.Temperature}", "temperature");
+        return s;
+    }
+
+    static IReadOnlyList<string> Stops(JsonElement body)
+    {
+        if (Optional(body, "stop") is not { } stop)
+            return [];
+        if (stop.ValueKind == JsonValueKind.String)
+            return [stop.GetString()!];
+        if (stop.ValueKind == JsonValueKind.Array && stop.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String))
+            return stop.EnumerateArray().Select(e => e.GetString()!).Where(x => x.Length > 0).ToArray();
+        throw new ApiError(400, "stop must be a string or a list of strings", "stop");
+    }
+
+    IReadOnlyList<int> CompletionPrompt(JsonElement body)
+    {
+        if (Optional(body, "prompt") is not { } p)
+            throw new ApiError(400, "prompt is required: a string (or a list of token ids)", "prompt");
+        if (p.ValueKind == JsonValueKind.String)
+            return engine.Encode(p.GetString()!);
+        if (p.ValueKind == JsonValueKind.Array)
+        {
+            var items = p.EnumerateArray().ToArray();
+            if (items.Length == 1 && items[0].ValueKind == JsonValueKind.String)
+                return engine.Encode(items[0].GetString()!);
+            if (items.Length > 0 && items.All(e => e.ValueKind == JsonValueKind.Number))
+                return items.Select(e => e.TryGetInt32(out int t) ? t : throw new ApiError(400, "prompt token ids must be integers", "prompt")).ToArray();
+            throw new ApiError(400, "prompt must be one string or one list of token ids; send one request per prompt", "prompt");
+        }
+        throw new ApiError(400, "prompt must be a string or a list of token ids", "prompt");
+    }
+
+    IReadOnlyList<int> ChatPrompt(JsonElement body)
+    {
+        if (Optional(body, "messages") is not { ValueKind: JsonValueKind.Array } list || list.GetArrayLength() == 0)
+            throw new ApiError(400, "messages is required: a non-empty list of {\"role\", \"content\"}", "messages");
+        var messages = new List<ChatMessage>();
+        foreach (var m in list.EnumerateArray())
+        {
+            if (m.ValueKind != JsonValueKind.Object || Optional(m, "role") is not { ValueKind: JsonValueKind.String } role)
+                throw new ApiError(400, "every message needs a string role (system, user, assistant, tool)", "messages");
+            string content = Optional(m, "content") switch
+            {
+                { ValueKind: JsonValueKind.String } s => s.GetString()!,
+                { ValueKind: JsonValueKind.Array } parts => string.Concat(parts.EnumerateArray().Select(part =>
+                    part.ValueKind == JsonValueKind.Object && Optional(part, "type")?.GetString() == "text" && Optional(part, "text") is { ValueKind: JsonValueKind.String } t
+                        ? t.GetString()
+                        : throw new ApiError(400, "only text content parts are supported", "messages"))),
+                null => "",
+                _ => throw new ApiError(400, "message content must be a string or a list of text parts", "messages"),
+            };
+            string r = role.GetString()!;
+            if (r is not ("system" or "user" or "assistant" or "tool" or "ipython"))
+                throw new ApiError(400, $"unknown message role '{r}'; use system, user, assistant or tool", "messages");
+            messages.Add(new ChatMessage(r, content));
+        }
+        return engine.EncodeChat(messages);
+    }
+
+    /// <summary>The request field that sets an engine parameter, for error messages.</summary>
+    static string Field(EngineParameter p) => p switch
+    {
+        EngineParameter.MaxNewTokens => "max_tokens",
+        EngineParameter.Temperature => "temperature",
+        EngineParameter.TopK => "top_k",
+        EngineParameter.TopP => "top_p",
+        EngineParameter.MinP => "min_p",
+        EngineParameter.RepetitionPenalty => "repetition_penalty",
+        EngineParameter.Seed => "seed",
+        EngineParameter.Tokens => "prompt",
+        _ => "the server's " + Infrastructure.CliNames.Flag(p),
+    };
+
+    // ---- responses ---------------------------------------------------------------------------------
+
+    static Task Write(HttpContext c, int status, object value)
+    {
+        c.Response.StatusCode = status;
+        c.Response.ContentType = "application/json";
+        return c.Response.WriteAsync(JsonSerializer.Serialize(value, Json));
+    }
+
+    static Task Error(HttpContext c, int status, string message, string type, string? param, string? code = null) =>
+        Write(c, status, new { error = new { message, type, param, code } });
+}

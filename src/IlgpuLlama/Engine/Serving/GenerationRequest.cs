@@ -1,0 +1,81 @@
+using IlgpuLlama.Sampling;
+
+namespace IlgpuLlama.Engine.Serving;
+
+/// <summary>Defaults shared by the library and the command line, so both behave the same when nothing is set.</summary>
+public static class GenerationDefaults
+{
+    /// <summary>New tokens per request when none is given.</summary>
+    public const int MaxNewTokens = 64;
+}
+
+/// <summary>
+/// One request to the <see cref="Scheduler"/>: a prompt and how to continue it. The stop set is used
+/// as given (the facade <c>LlamaEngine</c> adds the model's end-of-sequence tokens).
+/// </summary>
+public sealed record GenerationRequest
+{
+    /// <summary>Prompt token ids (with BOS if the model expects one).</summary>
+    public required IReadOnlyList<int> PromptTokens { get; init; }
+
+    /// <summary>New tokens at most.</summary>
+    public int MaxNewTokens { get; init; } = GenerationDefaults.MaxNewTokens;
+
+    /// <summary>How the next token is chosen (greedy when the temperature is 0).</summary>
+    public SamplingOptions Sampling { get; init; } = new();
+
+    /// <summary>
+    /// Which random stream of <see cref="SamplingOptions.Seed"/> this request draws from, so several
+    /// requests with one seed differ yet each is reproducible (the CLI numbers its prompts).
+    /// </summary>
+    public int SamplingStream { get; init; }
+
+    /// <summary>Token ids that end the request (kept in <see cref="RequestResult.GeneratedTokens"/>, never in the text).</summary>
+    public IReadOnlyCollection<int> StopTokens { get; init; } = [];
+
+    /// <summary>Texts that end the request; the text stops before the first one (needs a tokenizer).</summary>
+    public IReadOnlyList<string> StopStrings { get; init; } = [];
+
+    /// <summary>Write special tokens by name in the text; by default they produce no text.</summary>
+    public bool IncludeSpecial { get; init; }
+}
+
+/// <summary>One generated token as it streams out of the scheduler.</summary>
+/// <param name="Id">the token id</param>
+/// <param name="Text">the text it releases: empty while a UTF-8 character or a possible stop string is incomplete, and for stop and special tokens; the last token also carries whatever was held back</param>
+/// <param name="Index">0 for the first generated token</param>
+/// <param name="FinishReason">set on the last token of the request</param>
+public sealed record GeneratedToken(int Id, string Text, int Index, FinishReason? FinishReason);
+
+/// <summary>A finished request.</summary>
+/// <param name="PromptTokens">the prompt</param>
+/// <param name="GeneratedTokens">every generated token, the stop token included</param>
+/// <param name="Text">the generated text (null without a tokenizer), cut before a stop string</param>
+/// <param name="FinishReason">stop token or stop string, or the token limit</param>
+/// <param name="QueueTime">from submission until it took a KV slot</param>
+/// <param name="TimeToFirstToken">from submission until its first token</param>
+/// <param name="TotalTime">from submission until it finished</param>
+public sealed record RequestResult(IReadOnlyList<int> PromptTokens, IReadOnlyList<int> GeneratedTokens, string? Text, FinishReason FinishReason,
+    TimeSpan QueueTime, TimeSpan TimeToFirstToken, TimeSpan TotalTime);
+
+/// <summary>The scheduler's queue is full; retry later.</summary>
+public sealed class QueueFullException(int capacity)
+    : InvalidOperationException($"the request queue is full ({capacity} waiting); retry when a request has finished")
+{
+    /// <summary>Requests that may wait.</summary>
+    public int Capacity { get; } = capacity;
+}
+
+/// <summary>Limits of a <see cref="Scheduler"/>.</summary>
+public sealed record SchedulerOptions
+{
+    /// <summary>Requests that may wait for a KV slot; more are refused with <see cref="QueueFullException"/>.</summary>
+    public int MaxQueuedRequests { get; init; } = 1024;
+
+    /// <summary>
+    /// Prompt tokens prefilled per scheduler step (null: the model's prefill workspace). Between
+    /// steps every running sequence decodes one token, so a long prompt delays running streams by
+    /// one such chunk at a time, never by its whole prefill.
+    /// </summary>
+    public int? PrefillTokensPerStep { get; init; }
+}

@@ -1,0 +1,163 @@
+using System.Diagnostics;
+using System.Threading.Channels;
+using IlgpuLlama.Sampling;
+using IlgpuLlama.Text;
+
+namespace IlgpuLlama.Engine.Serving;
+
+/// <summary>Where a request is in the scheduler.</summary>
+public enum RequestState
+{
+    /// <summary>Waiting for a KV slot.</summary>
+    Queued,
+
+    /// <summary>In a slot, its prompt being prefilled chunk by chunk.</summary>
+    Prefilling,
+
+    /// <summary>In a slot, one token per scheduler step.</summary>
+    Decoding,
+
+    /// <summary>Done (finished, cancelled or failed); its slot is free.</summary>
+    Finished,
+}
+
+/// <summary>
+/// A submitted request: its tokens stream through <see cref="Tokens"/> as they are chosen and its
+/// result completes <see cref="Completion"/>. <see cref="Cancel"/> (or the cancellation token given
+/// at submission) ends it and frees its KV slot before the scheduler's next step; the stream and
+/// the task then end with <see cref="OperationCanceledException"/>.
+/// </summary>
+public sealed class ScheduledRequest
+{
+    readonly Channel<GeneratedToken> channel = Channel.CreateUnbounded<GeneratedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    readonly TaskCompletionSource<RequestResult> completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    readonly Scheduler scheduler;
+    readonly List<int> generated = [];
+    readonly StreamingDecoder? decoder;
+    readonly StopStringMatcher? stopStrings;
+    readonly System.Text.StringBuilder? text;
+    readonly HashSet<int> stopTokens;
+    readonly long submitted = Stopwatch.GetTimestamp();
+    long admitted, firstToken;
+    CancellationTokenRegistration registration;
+
+    internal ScheduledRequest(Scheduler scheduler, long id, GenerationRequest request, LlamaTokenizer? tokenizer)
+    {
+        this.scheduler = scheduler;
+        Id = id;
+        Request = request;
+        stopTokens = [.. request.StopTokens];
+        if (tokenizer is not null)
+        {
+            decoder = new StreamingDecoder(tokenizer, request.IncludeSpecial);
+            stopStrings = new StopStringMatcher(request.StopStrings);
+            text = new();
+        }
+        var s = request.Sampling;
+        Mode = s.IsGreedy
+            ? new SelectMode(true, 1f, s.RepetitionPenalty, 0)
+            : new SelectMode(false, s.Temperature, s.RepetitionPenalty, s.TopK > 0 ? Math.Min(s.TopK, scheduler.Model.Plan.Shape.TopKCapacity) : scheduler.Model.Plan.Shape.TopKCapacity);
+        Sampler = s.IsGreedy ? null : new TokenSampler(s, request.SamplingStream);
+    }
+
+    /// <summary>Submission number (1, 2, ...).</summary>
+    public long Id { get; }
+
+    /// <summary>What was asked.</summary>
+    public GenerationRequest Request { get; }
+
+    /// <summary>Where the request is.</summary>
+    public RequestState State { get; internal set; } = RequestState.Queued;
+
+    /// <summary>The seed its sampler uses (drawn when the options had none); null when greedy.</summary>
+    public ulong? Seed => Sampler?.Seed;
+
+    /// <summary>Generated tokens, as they are chosen.</summary>
+    public ChannelReader<GeneratedToken> Tokens => channel.Reader;
+
+    /// <summary>The result, once the request has finished.</summary>
+    public Task<RequestResult> Completion => completion.Task;
+
+    /// <summary>Ends the request; its slot is free before the next scheduler step.</summary>
+    public void Cancel() => scheduler.Cancel(this);
+
+    // ---- used by the scheduler (on its thread) --------------------------------------------------
+
+    internal SelectMode Mode { get; }
+    internal TokenSampler? Sampler { get; }
+    internal int Slot { get; set; } = -1;
+    internal int Prefilled { get; set; }
+    internal bool CancelRequested { get; set; }
+    internal IReadOnlyList<int> Generated => generated;
+
+    /// <summary>Position of the next token to feed (prompt and generated tokens so far, minus the one not yet fed).</summary>
+    internal int NextPosition => Request.PromptTokens.Count + generated.Count - 1;
+
+    internal void Watch(CancellationToken token)
+    {
+        if (token.CanBeCanceled)
+            registration = token.Register(Cancel);
+    }
+
+    internal void Admit(int slot)
+    {
+        Slot = slot;
+        State = RequestState.Prefilling;
+        admitted = Stopwatch.GetTimestamp();
+    }
+
+    /// <summary>Takes a chosen token: streams it, applies the stop rules; returns true when the request finished.</summary>
+    internal bool Accept(int token)
+    {
+        if (generated.Count == 0)
+            firstToken = Stopwatch.GetTimestamp();
+        generated.Add(token);
+        FinishReason? finish = null;
+        string piece = "";
+        bool isStop = stopTokens.Contains(token);
+        if (decoder is not null && !isStop)
+        {
+            piece = stopStrings!.Push(decoder.Push(token));
+            if (stopStrings.Stopped)
+                finish = FinishReason.Stop;
+        }
+        if (isStop)
+            finish = FinishReason.Stop;
+        else if (finish is null && generated.Count >= Request.MaxNewTokens)
+            finish = FinishReason.Length;
+        if (finish is not null && decoder is not null && !stopStrings!.Stopped)
+            piece += stopStrings.Push(decoder.Flush()) + stopStrings.Flush();
+        text?.Append(piece);
+        channel.Writer.TryWrite(new GeneratedToken(token, piece, generated.Count - 1, finish));
+        if (finish is { } reason)
+            Complete(reason);
+        return finish is not null;
+    }
+
+    void Complete(FinishReason reason)
+    {
+        State = RequestState.Finished;
+        long now = Stopwatch.GetTimestamp();
+        var result = new RequestResult(Request.PromptTokens, generated.ToArray(), text?.ToString(), reason,
+            Stopwatch.GetElapsedTime(submitted, admitted), Stopwatch.GetElapsedTime(submitted, firstToken), Stopwatch.GetElapsedTime(submitted, now));
+        channel.Writer.TryComplete();
+        completion.TrySetResult(result);
+        registration.Dispose();
+    }
+
+    internal void Fail(Exception e)
+    {
+        State = RequestState.Finished;
+        if (e is OperationCanceledException)
+        {
+            channel.Writer.TryComplete(new OperationCanceledException("the request was cancelled"));
+            completion.TrySetCanceled();
+        }
+        else
+        {
+            channel.Writer.TryComplete(e);
+            completion.TrySetException(e);
+        }
+        registration.Dispose();
+    }
+}

@@ -1,0 +1,414 @@
+using System.Diagnostics;
+using IlgpuLlama.Text;
+
+namespace IlgpuLlama.Engine.Serving;
+
+/// <summary>Totals of a scheduler's work, for tokens/s lines.</summary>
+/// <param name="PrefillTokens">prompt tokens prefilled</param>
+/// <param name="PrefillSeconds">wall time of the prefill passes (with their selection)</param>
+/// <param name="DecodeTokens">tokens produced by decode steps</param>
+/// <param name="DecodeSeconds">wall time of the decode steps</param>
+/// <param name="DecodeSteps">decode steps run</param>
+/// <param name="DecodeHostSeconds">host time of the decode steps before each waited for the device</param>
+public sealed record SchedulerStats(long PrefillTokens, double PrefillSeconds, long DecodeTokens, double DecodeSeconds, long DecodeSteps, double DecodeHostSeconds);
+
+/// <summary>
+/// Continuous batching over the model's KV-cache slots. Requests wait in a queue and take a slot as
+/// soon as one is free. Each <see cref="Step"/> prefills at most
+/// <see cref="SchedulerOptions.PrefillTokensPerStep"/> prompt tokens (a long prompt spans steps) and
+/// then decodes one token for every sequence past its prompt, so running streams keep going while
+/// new prompts come in. A finished or cancelled request frees its slot at once.
+/// <para>A request's tokens do not depend on what shares the batch: each row of a pass is computed
+/// on its own, and rows whose selection differs (temperature, repetition penalty) run in separate
+/// passes rather than share another request's settings.</para>
+/// <para><see cref="Step"/> runs on one thread: the one started by <see cref="Start"/>, or the
+/// caller's (tests drive it step by step). <see cref="Submit"/> and cancellation are thread-safe.</para>
+/// </summary>
+public sealed class Scheduler : IDisposable
+{
+    readonly object gate = new();
+    readonly LinkedList<ScheduledRequest> queue = new();
+    readonly ScheduledRequest?[] slots;
+    readonly List<ScheduledRequest> running = []; // admission order
+    readonly LlamaTokenizer? tokenizer;
+    readonly SemaphoreSlim wake = new(0);
+    readonly int prefillPerStep;
+    Thread? loop;
+    volatile bool stopping;
+    long nextId;
+    long prefillTokens, decodeTokens, decodeSteps;
+    double prefillSeconds, decodeSeconds, decodeHostSeconds;
+
+    /// <param name="model">the model whose KV slots are scheduled</param>
+    /// <param name="tokenizer">for text and stop strings (null: token ids only)</param>
+    /// <param name="options">limits (null: defaults)</param>
+    public Scheduler(LlamaModel model, LlamaTokenizer? tokenizer = null, SchedulerOptions? options = null)
+    {
+        Model = model;
+        this.tokenizer = tokenizer;
+        Options = options ?? new SchedulerOptions();
+        if (Options.MaxQueuedRequests < 0)
+            throw new ArgumentOutOfRangeException(nameof(options), Options.MaxQueuedRequests, "MaxQueuedRequests must be >= 0");
+        if (Options.PrefillTokensPerStep is < 1)
+            throw new ArgumentOutOfRangeException(nameof(options), Options.PrefillTokensPerStep, "PrefillTokensPerStep must be >= 1");
+        slots = new ScheduledRequest?[model.MaxBatch];
+        prefillPerStep = Math.Min(Options.PrefillTokensPerStep ?? int.MaxValue, model.Plan.Shape.PrefillTokens);
+    }
+
+    /// <summary>The model.</summary>
+    public LlamaModel Model { get; }
+
+    /// <summary>The limits.</summary>
+    public SchedulerOptions Options { get; }
+
+    /// <summary>Requests waiting for a slot.</summary>
+    public int QueuedCount
+    {
+        get { lock (gate) return queue.Count; }
+    }
+
+    /// <summary>Requests holding a slot.</summary>
+    public int RunningCount
+    {
+        get { lock (gate) return running.Count; }
+    }
+
+    /// <summary>Whether any request is queued or running.</summary>
+    public bool HasWork
+    {
+        get { lock (gate) return queue.Count > 0 || running.Count > 0; }
+    }
+
+    /// <summary>Work done so far.</summary>
+    public SchedulerStats Stats
+    {
+        get { lock (gate) return new(prefillTokens, prefillSeconds, decodeTokens, decodeSeconds, decodeSteps, decodeHostSeconds); }
+    }
+
+    /// <summary>
+    /// Queues a request. Throws <see cref="EngineArgumentException"/> for a request that can never
+    /// run (bad tokens, prompt + new tokens over the context, bad sampling options) and
+    /// <see cref="QueueFullException"/> when the queue is full.
+    /// </summary>
+    public ScheduledRequest Submit(GenerationRequest request, CancellationToken cancellation = default)
+    {
+        Validate(request);
+        ScheduledRequest handle;
+        lock (gate)
+        {
+            ObjectDisposedException.ThrowIf(stopping, this);
+            // Requests that will take a free slot at the next step do not count as waiting.
+            if (queue.Count - slots.Count(s => s is null) >= Options.MaxQueuedRequests)
+                throw new QueueFullException(Options.MaxQueuedRequests);
+            handle = new ScheduledRequest(this, ++nextId, request, tokenizer);
+            queue.AddLast(handle);
+        }
+        handle.Watch(cancellation);
+        wake.Release();
+        return handle;
+    }
+
+    void Validate(GenerationRequest r)
+    {
+        int prompt = r.PromptTokens.Count;
+        if (prompt == 0)
+            throw new EngineArgumentException("the prompt has no tokens; give at least one token", EngineParameter.Tokens);
+        foreach (int t in r.PromptTokens)
+            if (t < 0 || t >= Model.Config.VocabSize)
+                throw new EngineArgumentException($"token id {t} is outside the vocabulary (0..{Model.Config.VocabSize - 1})", EngineParameter.Tokens);
+        if (r.MaxNewTokens < 1)
+            throw new EngineArgumentException($"{EngineParameters.MaxNewTokens} {r.MaxNewTokens} must be at least 1", EngineParameter.MaxNewTokens);
+        if (prompt + r.MaxNewTokens > Model.MaxSeq)
+            throw new EngineArgumentException(
+                $"the prompt's {prompt} tokens + {r.MaxNewTokens} new tokens = {prompt + r.MaxNewTokens} exceeds {EngineParameters.MaxSeqLen} {Model.MaxSeq}; " +
+                $"shorten the prompt, lower {EngineParameters.MaxNewTokens} or raise {EngineParameters.MaxSeqLen}", EngineParameter.MaxSeqLen);
+        r.Sampling.Validate();
+        if (r.StopStrings.Count > 0 && tokenizer is null)
+            throw new EngineArgumentException("stop strings need the model's tokenizer, and none was loaded; give stop token ids instead");
+    }
+
+    internal void Cancel(ScheduledRequest r)
+    {
+        lock (gate)
+        {
+            if (r.State == RequestState.Finished)
+                return;
+            if (r.State == RequestState.Queued)
+            {
+                queue.Remove(r);
+                r.Fail(new OperationCanceledException());
+                return;
+            }
+            r.CancelRequested = true;
+        }
+        wake.Release();
+    }
+
+    int FreeSlot() => Array.IndexOf(slots, null);
+
+    /// <summary>Frees finished and cancelled requests' slots and gives free slots to queued requests, in order.</summary>
+    void Admit()
+    {
+        lock (gate)
+        {
+            foreach (var r in running.Where(r => r.CancelRequested && r.State != RequestState.Finished).ToArray())
+                r.Fail(new OperationCanceledException());
+            foreach (var r in running.Where(r => r.State == RequestState.Finished).ToArray())
+                Release(r);
+            while (queue.Count > 0 && FreeSlot() is int slot and >= 0)
+            {
+                var r = queue.First!.Value;
+                queue.RemoveFirst();
+                r.Admit(slot);
+                slots[slot] = r;
+                running.Add(r);
+            }
+        }
+    }
+
+    void Release(ScheduledRequest r)
+    {
+        lock (gate)
+        {
+            if (r.Slot >= 0 && slots[r.Slot] == r)
+                slots[r.Slot] = null;
+            running.Remove(r);
+        }
+    }
+
+    /// <summary>
+    /// One scheduler step: admit queued requests into free slots, prefill up to one chunk of
+    /// prompt tokens, then decode one token for every sequence past its prompt. Returns whether
+    /// work remains.
+    /// </summary>
+    public bool Step()
+    {
+        Admit();
+        List<ScheduledRequest> active;
+        lock (gate)
+            active = running.Where(r => r.State != RequestState.Finished && !r.CancelRequested).ToList();
+        Prefill(active.Where(r => r.State == RequestState.Prefilling).ToList());
+        Decode(active.Where(r => r.State == RequestState.Decoding).ToList());
+        Admit();
+        return HasWork;
+    }
+
+    /// <summary>Prefills the next prompt pieces, at most one chunk in all, oldest requests first.</summary>
+    void Prefill(List<ScheduledRequest> waiting)
+    {
+        if (waiting.Count == 0)
+            return;
+        int budget = prefillPerStep;
+        var pieces = new List<(ScheduledRequest Request, SequenceInput Input, bool Last)>();
+        foreach (var r in waiting)
+        {
+            if (budget == 0)
+                break;
+            var prompt = r.Request.PromptTokens;
+            int take = Math.Min(prompt.Count - r.Prefilled, budget);
+            int[] tokens = prompt.Skip(r.Prefilled).Take(take).ToArray();
+            pieces.Add((r, new SequenceInput(r.Slot, r.Prefilled, tokens), r.Prefilled + take == prompt.Count));
+            budget -= take;
+        }
+        // A pass selects with one mode: pieces that end a prompt run with their request's mode,
+        // grouped; pieces in the middle of a prompt ride along with the first group.
+        var groups = Group(pieces.Where(p => p.Last).ToList(), p => p.Request.Mode);
+        if (groups.Count == 0)
+            groups.Add((SelectMode.ArgMax, []));
+        groups[0].Members.InsertRange(0, pieces.Where(p => !p.Last));
+        foreach (var (mode, members) in groups)
+        {
+            var sw = Stopwatch.StartNew();
+            try
+            {
+                var step = Model.Prefill(members.Select(m => m.Input).ToArray(), mode);
+                var chosen = new int[members.Count];
+                for (int i = 0; i < members.Count; i++)
+                    chosen[i] = members[i].Last ? Choose(step, i, members[i].Request) : -1;
+                lock (gate)
+                {
+                    prefillTokens += members.Sum(m => m.Input.Tokens.Count);
+                    prefillSeconds += sw.Elapsed.TotalSeconds;
+                }
+                for (int i = 0; i < members.Count; i++)
+                {
+                    var (r, input, last) = members[i];
+                    r.Prefilled += input.Tokens.Count;
+                    if (!last)
+                        continue;
+                    r.State = RequestState.Decoding;
+                    Take(r, chosen[i]);
+                }
+            }
+            catch (Exception e)
+            {
+                foreach (var m in members)
+                    Finish(m.Request, e);
+            }
+        }
+    }
+
+    /// <summary>One decode step per selection mode for every sequence past its prompt.</summary>
+    void Decode(List<ScheduledRequest> decoding)
+    {
+        if (decoding.Count == 0)
+            return;
+        foreach (var (mode, members) in Group(decoding, r => r.Mode))
+        {
+            var sw = Stopwatch.StartNew();
+            try
+            {
+                var rows = members.Select(r => new DecodeRow(r.Slot, r.NextPosition, r.Generated[^1])).ToArray();
+                var step = Model.Decode(rows, mode);
+                var chosen = members.Select((r, i) => Choose(step, i, r)).ToArray();
+                lock (gate)
+                {
+                    decodeTokens += rows.Length;
+                    decodeSteps++;
+                    decodeSeconds += sw.Elapsed.TotalSeconds;
+                    decodeHostSeconds += Model.LastStepHostTime.TotalSeconds;
+                }
+                for (int i = 0; i < members.Count; i++)
+                    Take(members[i], chosen[i]);
+            }
+            catch (Exception e)
+            {
+                foreach (var r in members)
+                    Finish(r, e);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Groups items by selection mode. Greedy rows need only the argmax, which every mode computes,
+    /// so they join a sampling group with the same repetition penalty; sampling groups need equal
+    /// temperature and penalty, and take the largest candidate count among them (a sampler reads only
+    /// as many candidates as its top-k, so extra candidates change nothing).
+    /// </summary>
+    static List<(SelectMode Mode, List<T> Members)> Group<T>(List<T> items, Func<T, SelectMode> modeOf)
+    {
+        var groups = new List<(SelectMode Mode, List<T> Members)>();
+        foreach (var item in items.Where(i => !modeOf(i).Greedy))
+        {
+            var m = modeOf(item);
+            int g = groups.FindIndex(x => x.Mode.Temperature == m.Temperature && x.Mode.RepetitionPenalty == m.RepetitionPenalty);
+            if (g < 0)
+                groups.Add((m, [item]));
+            else
+            {
+                groups[g].Members.Add(item);
+                if (m.Candidates > groups[g].Mode.Candidates)
+                    groups[g] = (groups[g].Mode with { Candidates = m.Candidates }, groups[g].Members);
+            }
+        }
+        foreach (var item in items.Where(i => modeOf(i).Greedy))
+        {
+            var m = modeOf(item);
+            int g = groups.FindIndex(x => x.Mode.RepetitionPenalty == m.RepetitionPenalty);
+            if (g < 0)
+                groups.Add((m, [item]));
+            else
+                groups[g].Members.Add(item);
+        }
+        return groups;
+    }
+
+    /// <summary>The token row <paramref name="row"/> of a step selects for <paramref name="r"/>.</summary>
+    int Choose(StepResult step, int row, ScheduledRequest r)
+    {
+        if (step.ArgMax[row] < 0)
+            throw new EngineStateException(
+                $"the logits of request {r.Id} contain NaN; the weights or activations overflowed (try {EngineParameters.WeightFormat} bf16)", EngineParameter.WeightFormat);
+        if (r.Sampler is null)
+            return step.ArgMax[row];
+        var result = r.Sampler.Sample(step.Logits(row), step.Ids(row), step.MaxLogit![row], step.SumExp![row], Model.Config.VocabSize);
+        if (result.NeedsFullLogits)
+        {
+            var full = new float[Model.Config.VocabSize];
+            Model.ReadLogitsRow(row, full);
+            result = r.Sampler.SampleFull(full);
+        }
+        return result.TokenId;
+    }
+
+    void Take(ScheduledRequest r, int token)
+    {
+        if (r.State == RequestState.Finished)
+            return;
+        bool done;
+        lock (gate)
+            done = r.Accept(token);
+        if (done)
+            Release(r);
+    }
+
+    void Finish(ScheduledRequest r, Exception e)
+    {
+        lock (gate)
+        {
+            if (r.State != RequestState.Finished)
+                r.Fail(e);
+        }
+        Release(r);
+    }
+
+    // ---- the background loop --------------------------------------------------------------------
+
+    /// <summary>Runs <see cref="Step"/> on a background thread whenever there is work.</summary>
+    public void Start()
+    {
+        lock (gate)
+        {
+            ObjectDisposedException.ThrowIf(stopping, this);
+            if (loop is not null)
+                return;
+            loop = new Thread(Run) { IsBackground = true, Name = "ilgpu-llama scheduler" };
+            loop.Start();
+        }
+    }
+
+    void Run()
+    {
+        while (!stopping)
+        {
+            if (!HasWork)
+            {
+                wake.Wait(TimeSpan.FromMilliseconds(200));
+                continue;
+            }
+            Step();
+            // Drain wake-ups that arrived while stepping; the next HasWork check sees their work.
+            while (wake.CurrentCount > 0 && wake.Wait(0)) { }
+        }
+    }
+
+    /// <summary>Waits until no request is queued or running (new ones may still arrive), or the token fires.</summary>
+    public async Task WhenIdleAsync(CancellationToken cancellation = default)
+    {
+        while (HasWork)
+            await Task.Delay(10, cancellation).ConfigureAwait(false);
+    }
+
+    /// <summary>Stops the loop and cancels every queued and running request.</summary>
+    public void Dispose()
+    {
+        lock (gate)
+        {
+            if (stopping)
+                return;
+            stopping = true;
+        }
+        wake.Release();
+        if (loop is not null && loop != Thread.CurrentThread)
+            loop.Join();
+        lock (gate)
+        {
+            foreach (var r in queue.Concat(running).ToArray())
+                if (r.State != RequestState.Finished)
+                    r.Fail(new OperationCanceledException());
+            queue.Clear();
+            running.Clear();
+            Array.Clear(slots);
+        }
+    }
+}

@@ -1,0 +1,198 @@
+using System.Runtime.CompilerServices;
+using IlgpuLlama.Device;
+using IlgpuLlama.Engine;
+using IlgpuLlama.Engine.Serving;
+using IlgpuLlama.Sampling;
+using IlgpuLlama.Text;
+
+namespace IlgpuLlama;
+
+/// <summary>How <see cref="LlamaEngine.Load"/> sets up the engine.</summary>
+public sealed record LlamaEngineOptions
+{
+    /// <summary>Which accelerator (CUDA if present by default).</summary>
+    public DeviceKind Device { get; init; } = DeviceKind.Auto;
+
+    /// <summary>Engine limits: KV-cache slots, context length, weight format.</summary>
+    public EngineOptions Engine { get; init; } = new();
+
+    /// <summary>Queue length and prefill chunk of the scheduler.</summary>
+    public SchedulerOptions Scheduler { get; init; } = new();
+}
+
+/// <summary>
+/// How one generation continues its prompt. The defaults are the command line's: 64 new tokens,
+/// temperature 0.6 with top-k 50 and top-p 0.9 (Meta's settings for Llama 3 Instruct), a fresh
+/// random seed, stopping at the model's end-of-sequence tokens.
+/// </summary>
+public sealed record GenerationSettings
+{
+    /// <summary>New tokens at most.</summary>
+    public int MaxNewTokens { get; init; } = GenerationDefaults.MaxNewTokens;
+
+    /// <summary>How the next token is chosen (<see cref="SamplingOptions.Greedy"/> for the argmax).</summary>
+    public SamplingOptions Sampling { get; init; } = new();
+
+    /// <summary>Texts that end the generation; the text stops before the first one.</summary>
+    public IReadOnlyList<string> StopStrings { get; init; } = [];
+
+    /// <summary>Token ids that end the generation, besides the model's end-of-sequence tokens.</summary>
+    public IReadOnlyCollection<int> StopTokens { get; init; } = [];
+
+    /// <summary>Do not stop at the model's end-of-sequence tokens (benchmarks).</summary>
+    public bool IgnoreEos { get; init; }
+
+    /// <summary>Write special tokens by name in the text; by default they produce no text.</summary>
+    public bool IncludeSpecial { get; init; }
+
+    /// <summary>Which random stream of the seed to draw from (give each of several requests with one seed its own).</summary>
+    public int SamplingStream { get; init; }
+}
+
+/// <summary>
+/// The library's front door: a model, its tokenizer and a continuous-batching scheduler running
+/// on a background thread. Many generations may run at once from any thread; each streams its
+/// tokens as an <see cref="IAsyncEnumerable{T}"/> with text already decoded (UTF-8 held back until
+/// a character completes, special tokens hidden, stop strings cut), and cancelling its token ends
+/// it and frees its KV slot.
+/// <code>
+/// using var engine = LlamaEngine.Load("weights/Llama-3.2-1B-Instruct");
+/// await foreach (var token in engine.GenerateAsync([new ChatMessage("user", "Hi!")]))
+///     Console.Write(token.Text);
+/// </code>
+/// </summary>
+public sealed class LlamaEngine : IDisposable
+{
+    readonly ComputeDevice? ownedDevice;
+    readonly bool ownsModel;
+    readonly HashSet<int> endOfSequence;
+
+    LlamaEngine(LlamaModel model, LlamaTokenizer? tokenizer, SchedulerOptions? scheduler, bool ownsModel, ComputeDevice? ownedDevice)
+    {
+        Model = model;
+        Tokenizer = tokenizer;
+        this.ownsModel = ownsModel;
+        this.ownedDevice = ownedDevice;
+        endOfSequence = [.. model.Config.EosTokenIds];
+        if (tokenizer is not null)
+            endOfSequence.UnionWith(tokenizer.StopIds);
+        Scheduler = new Scheduler(model, tokenizer, scheduler);
+        Scheduler.Start();
+    }
+
+    /// <summary>Loads a Hugging Face Llama 3 model directory (config.json, safetensors, tokenizer) onto a device.</summary>
+    public static LlamaEngine Load(string modelDir, LlamaEngineOptions? options = null)
+    {
+        options ??= new LlamaEngineOptions();
+        if (!Directory.Exists(modelDir))
+            throw new EngineArgumentException($"{EngineParameters.Model} '{modelDir}' does not exist; give a Hugging Face Llama 3 model directory (see weights/README.md)", EngineParameter.Model);
+        var tokenizer = LlamaTokenizer.FromDirectory(modelDir);
+        var device = ComputeDevice.Create(options.Device);
+        try
+        {
+            var model = LlamaModel.Load(device, modelDir, options.Engine);
+            return new LlamaEngine(model, tokenizer, options.Scheduler, ownsModel: true, device);
+        }
+        catch
+        {
+            device.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// An engine over a model already loaded (the caller keeps ownership of it and its device);
+    /// without a tokenizer only token-id prompts and stop token ids work.
+    /// </summary>
+    public static LlamaEngine FromModel(LlamaModel model, LlamaTokenizer? tokenizer, SchedulerOptions? scheduler = null) =>
+        new(model, tokenizer, scheduler, ownsModel: false, null);
+
+    /// <summary>The model on its device.</summary>
+    public LlamaModel Model { get; }
+
+    /// <summary>The model's tokenizer (null when the engine was made from token ids only).</summary>
+    public LlamaTokenizer? Tokenizer { get; }
+
+    /// <summary>The scheduler every generation goes through.</summary>
+    public Scheduler Scheduler { get; }
+
+    /// <summary>The tokens that end a generation unless <see cref="GenerationSettings.IgnoreEos"/>: the model's end-of-sequence ids and the tokenizer's end-of-turn ids.</summary>
+    public IReadOnlyCollection<int> EndOfSequenceTokens => endOfSequence;
+
+    /// <summary>Token ids of a text prompt, beginning with BOS.</summary>
+    public IReadOnlyList<int> Encode(string prompt) => RequireTokenizer().Encode(prompt, addBos: true);
+
+    /// <summary>Token ids of a conversation in the Llama 3 chat format, ending with the assistant header.</summary>
+    public IReadOnlyList<int> EncodeChat(IReadOnlyList<ChatMessage> messages, DateOnly? date = null) =>
+        ChatTemplate.Encode(RequireTokenizer(), messages, addGenerationPrompt: true, date);
+
+    LlamaTokenizer RequireTokenizer() => Tokenizer
+        ?? throw new EngineArgumentException("this engine has no tokenizer, so it takes token ids only; load the model directory with its tokenizer files", EngineParameter.Tokens);
+
+    /// <summary>The scheduler request for a prompt and settings: the stop set completed with the end-of-sequence tokens.</summary>
+    public GenerationRequest Request(IReadOnlyList<int> promptTokens, GenerationSettings? settings = null)
+    {
+        settings ??= new GenerationSettings();
+        var stops = new HashSet<int>(settings.StopTokens);
+        if (!settings.IgnoreEos)
+            stops.UnionWith(endOfSequence);
+        return new GenerationRequest
+        {
+            PromptTokens = promptTokens,
+            MaxNewTokens = settings.MaxNewTokens,
+            Sampling = settings.Sampling,
+            SamplingStream = settings.SamplingStream,
+            StopTokens = stops,
+            StopStrings = settings.StopStrings,
+            IncludeSpecial = settings.IncludeSpecial,
+        };
+    }
+
+    /// <summary>Queues a generation and returns its handle (tokens as they come, the result at the end).</summary>
+    public ScheduledRequest Submit(IReadOnlyList<int> promptTokens, GenerationSettings? settings = null, CancellationToken cancellation = default) =>
+        Scheduler.Submit(Request(promptTokens, settings), cancellation);
+
+    /// <summary>Continues a text prompt (BOS is added), streaming each token with its text.</summary>
+    public IAsyncEnumerable<GeneratedToken> GenerateAsync(string prompt, GenerationSettings? settings = null, CancellationToken cancellation = default) =>
+        GenerateAsync(Encode(prompt), settings, cancellation);
+
+    /// <summary>Answers a conversation as the assistant (Llama 3 chat format), streaming each token with its text.</summary>
+    public IAsyncEnumerable<GeneratedToken> GenerateAsync(IReadOnlyList<ChatMessage> messages, GenerationSettings? settings = null, CancellationToken cancellation = default) =>
+        GenerateAsync(EncodeChat(messages), settings, cancellation);
+
+    /// <summary>Continues a prompt of token ids, streaming each token (with its text when there is a tokenizer).</summary>
+    public IAsyncEnumerable<GeneratedToken> GenerateAsync(IReadOnlyList<int> promptTokens, GenerationSettings? settings = null, CancellationToken cancellation = default)
+    {
+        // Submitted now, so a bad request throws here rather than at the first MoveNextAsync.
+        var handle = Submit(promptTokens, settings, cancellation);
+        return Stream(handle, cancellation);
+    }
+
+    static async IAsyncEnumerable<GeneratedToken> Stream(ScheduledRequest handle, [EnumeratorCancellation] CancellationToken cancellation = default)
+    {
+        try
+        {
+            await foreach (var token in handle.Tokens.ReadAllAsync(cancellation).ConfigureAwait(false))
+                yield return token;
+        }
+        finally
+        {
+            // A consumer that stops early (break, an exception) gives the slot back.
+            if (handle.State != RequestState.Finished)
+                handle.Cancel();
+        }
+    }
+
+    /// <summary>Generates to the end and returns the whole result (text, tokens, finish reason, timings).</summary>
+    public Task<RequestResult> GenerateTextAsync(string prompt, GenerationSettings? settings = null, CancellationToken cancellation = default) =>
+        Submit(Encode(prompt), settings, cancellation).Completion;
+
+    /// <summary>Stops the scheduler (cancelling what is still running), then frees the model if the engine loaded it.</summary>
+    public void Dispose()
+    {
+        Scheduler.Dispose();
+        if (ownsModel)
+            Model.Dispose();
+        ownedDevice?.Dispose();
+    }
+}
