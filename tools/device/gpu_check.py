@@ -597,6 +597,14 @@ def ours_wide_batches():
     return r
 
 
+def ours_serve():
+    """bench serve against an in-process server (64 KV slots, the winning variant): output tok/s, time to
+    first token and inter-token latency at concurrency 1, 4, 16 and 64."""
+    levels, slots = ("1,2", "2") if ARGS.cpu_smoke else ("1,4,16,64", "64")
+    return cli("bench_serve", ["bench", "serve", "--model", RESULTS["model_dir"], "--device", DEV, "--max-batch-size", slots, "--concurrency", levels,
+                               "--max-tokens", str(ARGS.tg if not ARGS.cpu_smoke else 4), "--decode-variant", best_variant(), "--json"], 500)
+
+
 def ours_variant_checks():
     """Correctness of every variant: decode-path logits against the fp32 reference (the prefill path
     does not depend on the variant) and greedy generation at batch 1 and 4 against transformers."""
@@ -678,6 +686,25 @@ def variant_checks(checks):
     return out
 
 
+def serve_summary(report):
+    """Per concurrency level of bench serve, and the serving goals' ratios to batch-1 decode."""
+    levels = {str(l["concurrency"]): {k: l[k] for k in ("output_tokens_per_second", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "failed")}
+              for l in report.get("levels", [])}
+    wide = decode_rows(RESULTS["steps"].get("ours_wide_batches") or {})
+    b1 = wide.get("1")
+    out = {"levels": levels}
+    if b1:
+        if "16" in wide:
+            out["decode_batch16_over_batch1"] = wide["16"] / b1
+        if "64" in levels:
+            out["concurrency64_over_batch1"] = levels["64"]["output_tokens_per_second"] / b1
+    return out
+
+
+def decode_rows(report):
+    return {str(r["batch"]): r["tokens_per_second"] for r in report.get("rows", []) if r["test"].startswith("tg")}
+
+
 def summary():
     s = RESULTS["steps"]
     bk = s.get("ours_bench_kernels") or {}
@@ -746,6 +773,7 @@ def summary():
         "decode_q8_0": quant_summary("q8_0"),
         "decode_q4_0": quant_summary("q4_0"),
         "decode_wide": {"variant": (s.get("ours_wide_batches") or {}).get("variant"), "decode": decode_of(s.get("ours_wide_batches") or {})},
+        "serve": serve_summary(s.get("ours_serve") or {}),
     }
     (Path(ARGS.out) / "summary.json").write_text(json.dumps(summ, indent=1))
     return summ
@@ -861,7 +889,7 @@ def main():
         global DEV
         DEV = "cpu"
         for name, fn in [("info", ours_info), ("model", smoke_model), ("ours_variant_checks", ours_variant_checks), ("ours_variants", ours_variants),
-                         ("ours_quantized", ours_quantized), ("ours_wide_batches", ours_wide_batches), ("ours_bench_kernels", ours_bench_kernels), ("ours_memory", ours_memory), ("summary", summary)]:
+                         ("ours_quantized", ours_quantized), ("ours_wide_batches", ours_wide_batches), ("ours_serve", ours_serve), ("ours_bench_kernels", ours_bench_kernels), ("ours_memory", ours_memory), ("summary", summary)]:
             if name not in skip:
                 step(name, fn)
         save()
@@ -874,7 +902,7 @@ def main():
                                     "gpu": torch.cuda.get_device_name(0)}
     plan = [("info", ours_info), ("copy_bandwidth", copy_bandwidth), ("model", build_model), ("reference", reference),
             ("hf_timing", hf_timing), ("ours_logits", ours_logits), ("reference_variants", reference_variants), ("diagnose", diagnose), ("ours_generate", ours_generate),
-            ("ours_variant_checks", ours_variant_checks), ("ours_variants", ours_variants), ("ours_quantized", ours_quantized), ("ours_wide_batches", ours_wide_batches), ("ours_memory", ours_memory),
+            ("ours_variant_checks", ours_variant_checks), ("ours_variants", ours_variants), ("ours_quantized", ours_quantized), ("ours_wide_batches", ours_wide_batches), ("ours_serve", ours_serve), ("ours_memory", ours_memory),
             ("ours_bench_kernels", ours_bench_kernels), ("ncu", ncu_profile), ("bisect", bisect), ("summary", summary)]
     for name, fn in plan:
         if name in skip:
