@@ -6,7 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dotnet build IlgpuLlama.sln -c Release
-dotnet test IlgpuLlama.sln -c Release --no-build --logger "console;verbosity=minimal"
+# A test that hangs (a command that should have failed but serves forever) is killed after 10 minutes
+# of silence and named, instead of holding CI to its time limit.
+dotnet test IlgpuLlama.sln -c Release --no-build --logger "console;verbosity=minimal" \
+    --blame-hang-timeout 10m --blame-hang-dump-type none
 # The library example, run as a user would (on the demo model without weights).
 dotnet run --project examples/IlgpuLlama.Example -c Release --no-build
 bash tools/ptxas-check.sh --arch sm_60

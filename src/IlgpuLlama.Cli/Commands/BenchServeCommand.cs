@@ -31,26 +31,19 @@ public static class BenchServeCommand
         var url = new Option<string?>("--url") { Description = "A running server (e.g. http://127.0.0.1:8080); default: start one in-process on --model", HelpName = "URL" };
         var model = new Option<string?>("--model") { Description = "Model directory for the in-process server (default: as serve)", HelpName = "DIR" };
         var concurrency = new Option<string>("--concurrency") { Description = "Concurrent clients per level, comma-separated", DefaultValueFactory = _ => "1,4,16,64", HelpName = "N[,N...]" };
-        var requests = new Option<int?>("--requests") { Description = "Requests per level (default: 4 x concurrency, at least 8)" };
+        var requests = CliOptions.OptionalInteger("--requests", "Requests per level (default: 4 x concurrency, at least 8)", 1);
         var prompt = new Option<string>("--prompt") { Description = "Prompt of every request", DefaultValueFactory = _ => "The quick brown fox jumps over the lazy dog. Once upon a time" };
-        var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens generated per request", DefaultValueFactory = _ => 64 };
+        var maxTokens = CliOptions.Integer("--max-tokens", "Tokens generated per request", 64, 1);
         var apiKey = new Option<string?>("--api-key") { Description = "Bearer key for --url", HelpName = "KEY" };
         var json = CliOptions.Json();
         var engine = new ModelOptions();
         var command = new Command("serve", "Load test of the OpenAI-compatible server: output tok/s, time to first token and inter-token latency at several concurrencies")
             { url, model, concurrency, requests, prompt, maxTokens, apiKey, json };
         engine.AddTo(command);
-        maxTokens.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int>() < 1)
-                r.AddError("--max-tokens must be at least 1");
-        });
         command.SetAction(parse =>
         {
             var io = CommandIO.From(parse);
             int[] levels = ParseLevels(parse.GetValue(concurrency)!);
-            if (parse.GetValue(requests) is < 1)
-                throw new ArgumentException("--requests must be at least 1");
             string text = parse.GetValue(prompt)!;
             int max = parse.GetValue(maxTokens);
 

@@ -20,25 +20,18 @@ public static class ServeCommand
     {
         var model = new Option<string?>("--model") { Description = "Hugging Face Llama 3 model directory (default: weights/Llama-3.2-1B-Instruct, then weights/Llama-3.2-1B, else the demo)", HelpName = "DIR" };
         var host = new Option<string>("--host") { Description = "Address to bind (0.0.0.0 for every interface)", DefaultValueFactory = _ => "127.0.0.1" };
-        var port = new Option<int>("--port") { Description = "TCP port (0 = any free port)", DefaultValueFactory = _ => 8080 };
+        var port = CliOptions.Integer("--port", "TCP port (0 = any free port)", 8080, 0, 65535);
         var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on /v1 requests", HelpName = "KEY" };
         var modelId = new Option<string?>("--model-id") { Description = "Model id in /v1/models and responses (default: the directory name)", HelpName = "ID" };
-        var maxQueue = new Option<int>("--max-queue") { Description = "Requests that may wait for a KV slot; more get 429", DefaultValueFactory = _ => 256 };
-        var grace = new Option<double>("--shutdown-grace") { Description = "Seconds a shutdown waits for running requests before cancelling them", DefaultValueFactory = _ => 30 };
+        var maxQueue = CliOptions.Integer("--max-queue", "Requests that may wait for a KV slot; more get 429", 256, 0);
+        // Parsed like every real option (invariant culture, no thousands separators, finite): "1,5" is
+        // an error, not 15 seconds, and NaN or 1e39 never reach TimeSpan.FromSeconds after the load.
+        var grace = CliOptions.Real("--shutdown-grace", "Seconds a shutdown waits for running requests before cancelling them", 30f,
+            v => v is >= 0 and <= 86_400, "between 0 and 86400 seconds");
         var engine = new ModelOptions();
         var command = new Command("serve", "OpenAI-compatible HTTP server: /v1/completions, /v1/chat/completions (streaming), /v1/models, /health")
             { model, host, port, apiKey, modelId, maxQueue, grace };
         engine.AddTo(command);
-        port.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int>() is < 0 or > 65535)
-                r.AddError("--port must be between 0 and 65535");
-        });
-        maxQueue.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int>() < 0)
-                r.AddError("--max-queue must be at least 0");
-        });
         command.SetAction(parse =>
         {
             var io = CommandIO.From(parse);
