@@ -29,7 +29,18 @@ public sealed class DeviceAllocator : IDisposable
     {
         Accelerator = accelerator;
         Log = log;
+        Poison = Environment.GetEnvironmentVariable(PoisonVariable) is "1";
     }
+
+    /// <summary>
+    /// The environment variable that fills every new buffer with 0xFF bytes (NaN as fp32 and fp16, -1 as
+    /// int), so a kernel that reads memory nothing wrote gives NaN every time instead of only when the
+    /// allocation happens to reuse dirty memory (compute-sanitizer's initcheck, by other means).
+    /// </summary>
+    public const string PoisonVariable = "ILGPU_LLAMA_POISON_ALLOCATIONS";
+
+    /// <summary>Whether new buffers are filled with 0xFF bytes (see <see cref="PoisonVariable"/>).</summary>
+    public bool Poison { get; set; }
 
     /// <summary>The device.</summary>
     public Accelerator Accelerator { get; }
@@ -100,6 +111,11 @@ public sealed class DeviceAllocator : IDisposable
         {
             // A zero-length request still gets a real (1-element) buffer so its view is valid; it is counted as 0 bytes.
             buffer = Accelerator.Allocate1D<T>(Math.Max(1, length));
+            if (Poison)
+            {
+                buffer.View.MemSet(0xFF);
+                Accelerator.Synchronize();
+            }
         }
         catch (Exception e) when (IsOutOfMemory(e))
         {
