@@ -40,7 +40,7 @@ public sealed class DeviceAllocator : IDisposable
     public const string PoisonVariable = "ILGPU_LLAMA_POISON_ALLOCATIONS";
 
     /// <summary>Whether new buffers are filled with 0xFF bytes (see <see cref="PoisonVariable"/>).</summary>
-    public bool Poison { get; set; }
+    public bool Poison { get; }
 
     /// <summary>The device.</summary>
     public Accelerator Accelerator { get; }
