@@ -45,7 +45,7 @@ public abstract class BenchContext(LlamaKernels kernels, bool isGpu, int seed)
     {
         var b = Alloc<T>(name, copies, data.LongLength);
         var first = b.SubView(0, data.LongLength);
-        first.CopyFromCPU(data);
+        HostCopy.Upload(first, data);
         for (int c = 1; c < copies; c++)
             b.SubView(c * data.LongLength, data.LongLength).CopyFrom(first);
         return new RotatedBuffer<T>(b, data.LongLength, copies);
@@ -64,7 +64,7 @@ public abstract class BenchContext(LlamaKernels kernels, bool isGpu, int seed)
         where T : unmanaged
     {
         var b = Alloc<T>(name, data.LongLength);
-        b.CopyFromCPU(data);
+        HostCopy.Upload(b, data);
         return b;
     }
 
@@ -73,7 +73,7 @@ public abstract class BenchContext(LlamaKernels kernels, bool isGpu, int seed)
         where T : unmanaged
     {
         var a = new T[view.Length];
-        view.CopyToCPU(a);
+        HostCopy.Download(view, a);
         return a;
     }
 

@@ -1,5 +1,6 @@
 using ILGPU.Runtime;
 using ILGPU;
+using IlgpuLlama.Kernels;
 
 namespace IlgpuLlama.Device;
 
@@ -51,7 +52,7 @@ public sealed class DeviceBuffer<T> : IDisposable
     public T[] ToArray()
     {
         var a = new T[Length];
-        View.CopyToCPU(a);
+        HostCopy.Download(View, a);
         return a;
     }
 

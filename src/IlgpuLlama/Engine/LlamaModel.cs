@@ -150,7 +150,7 @@ public sealed class LlamaModel : IDisposable
             Weights = ModelWeights.Allocate(Allocator, config, Format);
             Workspace = new Workspace(Allocator, p);
             var rope = RopeTable.Build(config.RopeInverseFrequencies(), Plan.Shape.MaxSeq);
-            Workspace[p.RopeTable].CopyFromCPU(ref rope[0], rope.Length);
+            HostCopy.Upload(stream, Workspace[p.RopeTable], rope);
             CompileKernels();
             DecodeLaunchesPerStep = Kernels.RecordLaunches(() => EnqueueDecodeStep(1, SelectMode.ArgMax)).Count;
             accelerator.Synchronize();
@@ -318,8 +318,7 @@ public sealed class LlamaModel : IDisposable
     void Upload<T>(ArrayView<T> view, ReadOnlySpan<T> data)
         where T : unmanaged
     {
-        if (data.Length > 0)
-            view.SubView(0, data.Length).CopyFromCPU(stream, ref MemoryMarshal.GetReference(data), data.Length);
+        HostCopy.Upload(stream, view, data);
     }
 
     T[] Download<T>(ArrayView<T> view, long count, long offset = 0)
@@ -333,8 +332,7 @@ public sealed class LlamaModel : IDisposable
     void Download<T>(ArrayView<T> view, Span<T> data, long offset = 0)
         where T : unmanaged
     {
-        view.SubView(offset, data.Length).CopyToCPU(stream, ref MemoryMarshal.GetReference(data), data.Length);
-        stream.Synchronize();
+        HostCopy.Download(stream, view.SubView(offset, data.Length), data);
     }
 
     /// <summary>Waits for all queued work.</summary>

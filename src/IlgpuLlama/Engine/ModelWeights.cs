@@ -290,8 +290,8 @@ public sealed class ModelWeights : IDisposable
         }
         lock (deviceLock)
         {
-            w.Quants!.View.SubView(firstRow * rowBytes, rows * rowBytes).CopyFromCPU(ref MemoryMarshal.GetReference(quants), rows * rowBytes);
-            w.Scales!.View.SubView(firstRow * blocks, rows * blocks).CopyFromCPU(ref MemoryMarshal.GetReference(scales), rows * blocks);
+            HostCopy.Upload(w.Quants!.View.SubView(firstRow * rowBytes, rows * rowBytes), quants);
+            HostCopy.Upload(w.Scales!.View.SubView(firstRow * blocks, rows * blocks), scales);
         }
         return rows * (rowBytes + blocks * 2);
     }
@@ -303,7 +303,7 @@ public sealed class ModelWeights : IDisposable
         {
             var s = DTypeConversion.Convert(src, dtype, chunk.AsSpan(0, count), (SixteenBitFormat)w.Format);
             lock (deviceLock)
-                w.Values!.View.SubView(offset, count).CopyFromCPU(ref MemoryMarshal.GetArrayDataReference(chunk), count);
+                HostCopy.Upload(w.Values!.View.SubView(offset, count), chunk.AsSpan(0, count));
             return s;
         }
         finally
@@ -326,8 +326,8 @@ public sealed class ModelWeights : IDisposable
             BlockQuantizer.QuantizeRows(q, w.Name, src, dtype, (int)cols, rows, values, quants, scales);
             lock (deviceLock)
             {
-                w.Quants!.View.SubView(firstRow * rowBytes, (long)rows * rowBytes).CopyFromCPU(ref MemoryMarshal.GetArrayDataReference(quants), (long)rows * rowBytes);
-                w.Scales!.View.SubView(firstRow * blocks, (long)rows * blocks).CopyFromCPU(ref MemoryMarshal.GetArrayDataReference(scales), (long)rows * blocks);
+                HostCopy.Upload(w.Quants!.View.SubView(firstRow * rowBytes, (long)rows * rowBytes), quants.AsSpan(0, rows * rowBytes));
+                HostCopy.Upload(w.Scales!.View.SubView(firstRow * blocks, (long)rows * blocks), scales.AsSpan(0, rows * blocks));
             }
             return default;
         }
@@ -362,8 +362,8 @@ public sealed class ModelWeights : IDisposable
                     for (int i = 0; i < cols; i++)
                         row[i] = (float)(noise.NextSymmetric() * scale);
                     q.QuantizeRow(row, rowQuants, rowScales);
-                    w.Quants!.View.SubView(r * rowBytes, rowBytes).CopyFromCPU(rowQuants);
-                    w.Scales!.View.SubView(r * blocks, blocks).CopyFromCPU(rowScales);
+                    HostCopy.Upload(w.Quants!.View.SubView(r * rowBytes, rowBytes), rowQuants);
+                    HostCopy.Upload(w.Scales!.View.SubView(r * blocks, blocks), rowScales);
                 }
                 continue;
             }
@@ -378,7 +378,7 @@ public sealed class ModelWeights : IDisposable
                     double u = noise.NextSymmetric();
                     host[i] = format.Encode(norm ? 1 + u * scale / 4 : u * scale);
                 }
-                buffer.View.SubView(o, n).CopyFromCPU(ref host[0], n);
+                HostCopy.Upload(buffer.View.SubView(o, n), host.AsSpan(0, n));
             }
         }
         accelerator.Synchronize();

@@ -177,4 +177,33 @@ public sealed class ArchitectureTests
         foreach (var file in SourceFiles("src/IlgpuLlama/Device"))
             Assert.DoesNotContain("LlamaKernels", File.ReadAllText(file));
     }
+    /// <summary>
+    /// Every host-device copy goes through <see cref="HostCopy"/>, which pins the host memory for the
+    /// whole copy. ILGPU's <c>ref T</c> overloads take an unpinned reference and allocate before
+    /// copying, so a garbage collection in between moves the array under the copy (issue 17); the
+    /// array and span overloads are routed through HostCopy too, so one rule covers every call.
+    /// </summary>
+    [Fact]
+    public void Host_device_copies_go_through_HostCopy_which_pins_the_host_memory()
+    {
+        var direct = new Regex(@"\.Copy(From|To)CPU(UnsafeAsync)?\s*[<(]");
+        var offenders = new List<string>();
+        foreach (var root in new[] { "src", "kernels", "examples", "tests" })
+        {
+            foreach (var file in SourceFiles(root))
+            {
+                if (Path.GetFileName(file) == "HostCopy.cs")
+                    continue;
+                var lines = File.ReadAllLines(file);
+                for (int i = 0; i < lines.Length; i++)
+                {
+                    string code = lines[i].TrimStart();
+                    if (!code.StartsWith("//", StringComparison.Ordinal) && direct.IsMatch(code))
+                        offenders.Add($"{Path.GetRelativePath(RepoRoot, file)}:{i + 1}: {code}");
+                }
+            }
+        }
+        Assert.True(offenders.Count == 0, "copy through HostCopy.Upload/Download instead:\n" + string.Join("\n", offenders));
+        Assert.Contains("fixed (T* pinned", File.ReadAllText(Path.Combine(RepoRoot, "kernels", "IlgpuLlama.Kernels", "HostCopy.cs")));
+    }
 }
