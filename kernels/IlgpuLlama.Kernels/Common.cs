@@ -65,6 +65,22 @@ public static class DeviceMath
         return (ushort)(sign | (abs >> 13));
     }
 
+    /// <summary>
+    /// fp32 to fp16 bits for the KV cache: as <see cref="ToHalfBits"/>, except that a finite value
+    /// beyond the fp16 range saturates to +-65504 instead of becoming +-inf. An infinite key gives
+    /// a score of inf - inf = NaN in attention's softmax, and an infinite value NaN in its weighted
+    /// sum; a saturated one is only large. NaN and infinite inputs pass through unchanged (they
+    /// are already wrong upstream, and hiding them would hide that).
+    /// </summary>
+    public static ushort ToKvHalfBits(float value)
+    {
+        uint f = Interop.FloatAsInt(value);
+        uint abs = f & 0x7FFFFFFFu;
+        if (abs >= 0x477FF000u && abs < 0x7F800000u)
+            return (ushort)(((f >> 16) & 0x8000u) | 0x7BFFu); // finite, rounds past 65504
+        return ToHalfBits(value);
+    }
+
     /// <summary>SiLU in fp32: x * sigmoid(x).</summary>
     public static float Silu(float x) => x / (1.0f + XMath.Exp(-x));
 }

@@ -34,8 +34,8 @@ public static class KvCacheKernels
         int head = e / headDim;
         int d = e - head * headDim;
         int o = a.Cache.Offset(a.Slots[t], head, a.Positions[t], d);
-        a.KCache[o] = DeviceMath.ToHalfBits(a.K[index]);
-        a.VCache[o] = DeviceMath.ToHalfBits(a.V[index]);
+        a.KCache[o] = DeviceMath.ToKvHalfBits(a.K[index]);
+        a.VCache[o] = DeviceMath.ToKvHalfBits(a.V[index]);
     }
 
     // ---- declaration, launcher, cost ------------------------------------------------------

@@ -820,8 +820,8 @@ public static class MatVecKernels
             {
                 int o = a.Cache.Offset(a.Slots[b], head, pos, i);
                 ArrayView<ushort> cache = kind == 1 ? a.KCache : a.VCache;
-                cache[o] = DeviceMath.ToHalfBits(va);
-                cache[o + half] = DeviceMath.ToHalfBits(vb);
+                cache[o] = DeviceMath.ToKvHalfBits(va);
+                cache[o + half] = DeviceMath.ToKvHalfBits(vb);
             }
         }
     }

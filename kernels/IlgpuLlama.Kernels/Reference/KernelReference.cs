@@ -13,6 +13,10 @@ public static class KernelReference
     /// <summary>fp32 to fp16 bits, as the KV append does (the value is rounded to fp32 first, as on the device).</summary>
     public static ushort ToHalfBits(double value) => WeightFormat.Fp16.Encode((float)value);
 
+    /// <summary>fp16 bits of a KV-cache value: finite values beyond +-65504 saturate there (DeviceMath.ToKvHalfBits).</summary>
+    public static ushort ToKvHalfBits(double value) =>
+        double.IsFinite(value) ? ToHalfBits(Math.Clamp((double)(float)value, -65504.0, 65504.0)) : ToHalfBits(value);
+
     /// <summary>x[t, :] = table[tokens[t], :].</summary>
     public static void Embedding(ushort[] table, int[] tokens, double[] x, int hidden, SixteenBitFormat format) =>
         Embedding(HostMatrix.Of(format, table, table.Length / hidden, hidden), tokens, x);
@@ -139,8 +143,8 @@ public static class KernelReference
                 int head = e / cache.HeadDim;
                 int d = e % cache.HeadDim;
                 int o = cache.Offset(slots[t], head, positions[t], d);
-                kCache[o] = ToHalfBits(k[t * kvDim + e]);
-                vCache[o] = ToHalfBits(v[t * kvDim + e]);
+                kCache[o] = ToKvHalfBits(k[t * kvDim + e]);
+                vCache[o] = ToKvHalfBits(v[t * kvDim + e]);
             }
         }
     }

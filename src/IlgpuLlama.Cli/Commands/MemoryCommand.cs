@@ -87,7 +87,22 @@ public static class MemoryCommand
             }
             else
             {
-                var plan = new MemoryPlan(config, WorkspaceShape.For(config, b, s, new KernelTuning()), format);
+                WorkspaceShape shape;
+                try
+                {
+                    shape = WorkspaceShape.For(config, b, s, new KernelTuning());
+                }
+                catch (EngineArgumentException e)
+                {
+                    // This command names the engine's batch and context --batch and --seq.
+                    throw new ArgumentException(EngineParameters.Render(e.Template, p => p switch
+                    {
+                        EngineParameter.MaxBatchSize => "--batch",
+                        EngineParameter.MaxSeqLen => "--seq",
+                        _ => CliNames.Flag(p),
+                    }));
+                }
+                var plan = new MemoryPlan(config, shape, format);
                 report = Build(name, config, b, s, plan, null, null);
             }
 

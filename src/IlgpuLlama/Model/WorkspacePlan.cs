@@ -57,6 +57,16 @@ public sealed record WorkspaceShape(int MaxBatch, int MaxSeq, int PrefillTokens,
         if (maxSeq < 1 || maxSeq > config.MaxPositionEmbeddings)
             throw new EngineArgumentException(
                 $"{EngineParameters.MaxSeqLen} {maxSeq} must be between 1 and the model's max_position_embeddings {config.MaxPositionEmbeddings}", EngineParameter.MaxSeqLen);
+        // The kernels address one layer's K or V cache with 32-bit offsets (KvCacheLayout.Offset):
+        // slots x kv_heads x max_seq x head_dim values must stay below 2^31, or the offsets wrap
+        // and one sequence writes over another's keys (64 slots x 131072 positions x 8 x 128 would).
+        long layerValues = new KvCacheLayout(config.NumKeyValueHeads, maxSeq, config.HeadDim).Elements(maxBatch);
+        if (layerValues > int.MaxValue)
+            throw new EngineArgumentException(
+                $"{EngineParameters.MaxBatchSize} {maxBatch} x {EngineParameters.MaxSeqLen} {maxSeq} gives one layer's KV cache {layerValues:N0} values " +
+                $"({maxBatch} x {maxSeq} x {config.NumKeyValueHeads} kv heads x {config.HeadDim}), beyond the 2,147,483,647 the kernels' 32-bit offsets address; " +
+                $"lower {EngineParameters.MaxBatchSize} or {EngineParameters.MaxSeqLen} (at most {int.MaxValue / ((long)maxBatch * config.NumKeyValueHeads * config.HeadDim):N0} positions at this batch)",
+                EngineParameter.MaxSeqLen);
         int t = prefillTokens ?? DefaultPrefillTokens(maxBatch, maxSeq);
         if (t < 1)
             throw new EngineArgumentException($"{EngineParameters.PrefillChunk} {t} must be at least 1", EngineParameter.PrefillChunk);

@@ -98,6 +98,61 @@ public sealed class LayerKernelTests(KernelTestContext ctx)
             Assert.True(evc[i] == gotV[i], $"v cache [{i}]: got 0x{gotV[i]:X4}, expected 0x{evc[i]:X4}");
     }
 
+    /// <summary>
+    /// K and V beyond the fp16 range saturate at +-65504 in the cache (issue 17): an infinite key
+    /// made attention's softmax inf - inf = NaN. Both writers (the prefill append and the fused
+    /// decode projection) convert through DeviceMath.ToKvHalfBits; the reference does the same.
+    /// </summary>
+    [Fact]
+    public void KvAppend_saturates_values_beyond_fp16_and_attention_stays_finite()
+    {
+        var k = ctx.Kernels(4);
+        const int heads = 2, kvHeads = 1, headDim = 8, maxSeq = 5;
+        float[] row = [70000f, -1e6f, 65504f, 65519f, 65520f, -65520f, 1e30f, 1.5f];
+        ushort[] expectedBits = [0x7BFF, 0xFBFF, 0x7BFF, 0x7BFF, 0x7BFF, 0xFBFF, 0x7BFF, 0x3E00];
+        var shape = new AttentionShape(heads, kvHeads, headDim, maxSeq);
+        int[] slots = [0, 0], positions = [0, 1];
+        float[] keys = [.. row, .. Enumerable.Repeat(1f, headDim)];
+        float[] values = [.. Enumerable.Repeat(1f, headDim), .. row];
+        var refK = new ushort[maxSeq * headDim];
+        var refV = new ushort[maxSeq * headDim];
+        KernelReference.KvAppend(keys, values, refK, refV, slots, positions, shape.Cache);
+        Assert.Equal(expectedBits, refK[..headDim]);
+        Assert.Equal(expectedBits, refV[headDim..(2 * headDim)]);
+
+        var a = k.Accelerator;
+        using var kb = a.Allocate1D(keys);
+        using var vb = a.Allocate1D(values);
+        using var sb = a.Allocate1D(slots);
+        using var pb = a.Allocate1D(positions);
+        using var kcb = a.Allocate1D<ushort>(maxSeq * headDim);
+        using var vcb = a.Allocate1D<ushort>(maxSeq * headDim);
+        kcb.MemSetToZero();
+        vcb.MemSetToZero();
+        k.KvAppend(kb.View, vb.View, kcb.View, vcb.View, sb.View, pb.View, 2, shape.Cache);
+        Assert.Equal(refK, kcb.GetAsArray1D());
+        Assert.Equal(refV, vcb.GetAsArray1D());
+
+        // Attention of one query (position 1) over both cached positions: finite, and equal to the reference.
+        var q = Enumerable.Range(0, heads * headDim).Select(i => i % 3 == 0 ? 0.5f : -0.25f).ToArray();
+        int[] qSlots = [0], qPositions = [1];
+        var expected = new double[heads * headDim];
+        KernelReference.Attention(q, refK, refV, qSlots, qPositions, expected, shape);
+        Assert.All(expected, e => Assert.True(double.IsFinite(e)));
+        using var qb = a.Allocate1D(q);
+        using var qsb = a.Allocate1D(qSlots);
+        using var qpb = a.Allocate1D(qPositions);
+        using var ob = a.Allocate1D<float>(heads * headDim);
+        using var accb = a.Allocate1D<float>(heads * 2 * headDim);
+        using var mlb = a.Allocate1D<float>(heads * 2 * 2);
+        using var cb = a.Allocate1D<int>(kvHeads);
+        cb.MemSetToZero();
+        k.Attention(new AttentionBuffers(qb.View, kcb.View, vcb.View, qsb.View, qpb.View, ob.View, accb.View, mlb.View, cb.View), 1, 2, shape);
+        var got = ob.GetAsArray1D();
+        Assert.All(got, g => Assert.True(float.IsFinite(g), $"attention output {g}"));
+        TestData.AssertClose("attention over saturated keys and values", got, expected, 1e-2, 1e-4);
+    }
+
     [Fact]
     public void SwiGlu_and_GatherRows_match_reference()
     {

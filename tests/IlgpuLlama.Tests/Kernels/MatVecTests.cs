@@ -111,6 +111,46 @@ public sealed class MatVecTests(KernelTestContext ctx)
         TestData.AssertClose("v cache", Array.ConvertAll(vcb.GetAsArray1D(), b => (float)KernelReference.HalfToDouble(b)), TestData.HalfToDouble(expectedV), 1e-4, 1e-3);
     }
 
+    /// <summary>
+    /// The fused decode projection writes K and V beyond the fp16 range as +-65504, not +-inf
+    /// (issue 17). Weights of 1 and inputs of 1000 give k = v = 96,000 at position 0 (no rotation).
+    /// </summary>
+    [Theory]
+    [InlineData(4)]
+    [InlineData(2)]
+    public void MatVecQkvRope_saturates_k_and_v_beyond_fp16(int warp)
+    {
+        var k = ctx.Kernels(warp);
+        const int heads = 2, kvHeads = 1, headDim = 8, hidden = 96, maxSeq = 3;
+        var storage = TestData.Format("fp16");
+        int qDim = heads * headDim, kvDim = kvHeads * headDim;
+        var one = storage.Encode(1f);
+        var minusOne = storage.Encode(-1f);
+        var wq = Enumerable.Repeat(storage.Encode(0f), qDim * hidden).ToArray();
+        var wk = Enumerable.Repeat(one, kvDim * hidden).ToArray();
+        var wv = Enumerable.Range(0, kvDim * hidden).Select(i => i / hidden % 2 == 0 ? minusOne : one).ToArray();
+        var x = Enumerable.Repeat(1000f, hidden).ToArray();
+        var rope = RopeTable.Build(TestData.Llama3InverseFrequencies(headDim, 500000, 32, 1, 4, 64), maxSeq);
+        var shape = new AttentionShape(heads, kvHeads, headDim, maxSeq);
+        var a = k.Accelerator;
+        using var wqb = a.Allocate1D(wq);
+        using var wkb = a.Allocate1D(wk);
+        using var wvb = a.Allocate1D(wv);
+        using var xb = a.Allocate1D(x);
+        using var qb = a.Allocate1D<float>(qDim);
+        using var kcb = a.Allocate1D<ushort>(maxSeq * kvDim);
+        using var vcb = a.Allocate1D<ushort>(maxSeq * kvDim);
+        using var ropeb = a.Allocate1D(rope);
+        using var slotb = a.Allocate1D(new[] { 0 });
+        using var posb = a.Allocate1D(new[] { 0 });
+        kcb.MemSetToZero();
+        vcb.MemSetToZero();
+        var qkv = new QkvWeights(WeightMatrix.Of(storage, wqb.View, qDim, hidden), WeightMatrix.Of(storage, wkb.View, kvDim, hidden), WeightMatrix.Of(storage, wvb.View, kvDim, hidden));
+        k.MatVecQkvRope(qkv, xb.View, qb.View, kcb.View, vcb.View, ropeb.View, slotb.View, posb.View, 1, shape);
+        Assert.Equal(Enumerable.Repeat((ushort)0x7BFF, kvDim), kcb.GetAsArray1D()[..kvDim]);
+        Assert.Equal(Enumerable.Range(0, kvDim).Select(i => (ushort)(i % 2 == 0 ? 0xFBFF : 0x7BFF)), vcb.GetAsArray1D()[..kvDim]);
+    }
+
     [Fact]
     public void MatVec_rejects_bad_shapes_with_clear_errors()
     {

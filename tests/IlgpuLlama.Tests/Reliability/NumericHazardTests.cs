@@ -1,0 +1,40 @@
+using IlgpuLlama.Kernels;
+using IlgpuLlama.Model;
+using IlgpuLlama.Tests.Cli;
+
+namespace IlgpuLlama.Tests.Reliability;
+
+/// <summary>
+/// Deterministic numeric hazards (issue 17, defect 7). The kernels address one layer's KV cache
+/// with 32-bit offsets, so a plan whose layer cache holds 2^31 values or more is refused before
+/// anything is allocated, naming both parameters and the longest context that fits. (K/V values
+/// beyond fp16 saturate: LayerKernelTests and MatVecTests.)
+/// </summary>
+public sealed class NumericHazardTests
+{
+    [Fact]
+    public void A_kv_cache_beyond_32_bit_offsets_is_refused_at_plan_time()
+    {
+        var config = LlamaConfig.Preset("llama-3.1-8b");
+        var e = Assert.Throws<EngineArgumentException>(() => WorkspaceShape.For(config, 64, 131072, new KernelTuning()));
+        Assert.Equal(EngineParameter.MaxSeqLen, e.Parameter);
+        Assert.Contains("8,589,934,592 values", e.Message);
+        Assert.Contains("32-bit offsets", e.Message);
+        Assert.Contains("at most 32,767 positions", e.Message);
+        // The largest plan at batch 64 is accepted, as are long contexts at small batches.
+        WorkspaceShape.For(config, 64, 32767, new KernelTuning());
+        WorkspaceShape.For(config, 4, 131072, new KernelTuning());
+        Assert.Throws<EngineArgumentException>(() => WorkspaceShape.For(config, 64, 32768, new KernelTuning()));
+    }
+
+    [Fact]
+    public void The_memory_command_names_its_own_flags_for_the_offset_limit()
+    {
+        var r = CliHarness.Run("memory", "--model", "llama-3.1-8b", "--batch", "64", "--seq", "131072");
+        Assert.Equal(1, r.ExitCode);
+        var line = Assert.Single(r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("error: --batch 64 x --seq 131072 gives one layer's KV cache", line);
+        Assert.Contains("lower --batch or --seq", line);
+        Assert.Equal("", r.Out);
+    }
+}
