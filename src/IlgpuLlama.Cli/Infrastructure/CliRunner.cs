@@ -42,6 +42,9 @@ public static class CliRunner
     /// <summary>Parses <paramref name="args"/> against <paramref name="root"/> and runs the chosen command.</summary>
     public static int Run(RootCommand root, string[] args, TextWriter output, TextWriter error)
     {
+        // Remembers whether a progress bar left its line open, so an error never follows it on the same line.
+        var tracked = error as LineTrackingWriter ?? new LineTrackingWriter(error);
+        error = tracked;
         ParseResult parse;
         try
         {
@@ -79,6 +82,7 @@ public static class CliRunner
         catch (Exception raw)
         {
             var e = Unwrap(raw);
+            tracked.EndPartialLine();
             if (IsExpected(e))
             {
                 string message = e is UnauthorizedAccessException

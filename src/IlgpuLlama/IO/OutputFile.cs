@@ -55,7 +55,7 @@ public static class OutputFile
         using var registration = TemporaryPaths.Register(temp);
         try
         {
-            using (new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1))
+            using (TemporaryPaths.CreateFile(temp, FileAccess.Write, 1))
             {
             }
         }
@@ -85,7 +85,7 @@ public static class OutputFile
         using var registration = TemporaryPaths.Register(temp);
         try
         {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+            using (var stream = TemporaryPaths.CreateFile(temp, FileAccess.Write, 1 << 16))
             {
                 write(stream);
                 stream.Flush(flushToDisk: true);
