@@ -59,6 +59,10 @@ public static class CheckpointQuantizer
         var config = LlamaConfig.FromDirectory(modelDir);
         if (config.Quantization is { } already)
             throw new EngineArgumentException($"{EngineParameters.Model} '{modelDir}' is already quantized ({already.Name}); quantize the original BF16/F16/F32 checkpoint instead", EngineParameter.Model);
+        // The weights first: a config that does not match them (num_hidden_layers 1000000 against 2 layers) is
+        // refused at once, before the per-tensor checks list millions of tensors.
+        using var source = SafetensorsModel.Open(modelDir);
+        var warnings = LlamaConfig.ValidateWeights(config, source.Tensors, modelDir);
         foreach (var (name, shape) in config.ExpectedTensors())
         {
             if (shape.Length == 2 && shape[1] % format.BlockSize != 0)
@@ -66,9 +70,6 @@ public static class CheckpointQuantizer
                     $"tensor '{name}' [{shape[0]}, {shape[1]}] has {shape[1]} inputs per row, not a multiple of {format.BlockSize}, so this model cannot be stored as {format.Name}; run it in fp16 or bf16",
                     EngineParameter.WeightFormat);
         }
-
-        using var source = SafetensorsModel.Open(modelDir);
-        var warnings = LlamaConfig.ValidateWeights(config, source.Tensors, modelDir);
         var quantized = config with { Quantization = format, TorchDtype = "float16" };
         var shards = PlanShards(quantized, maxShardBytes);
 
