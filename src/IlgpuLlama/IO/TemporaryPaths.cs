@@ -76,7 +76,7 @@ public static class TemporaryPaths
     }
 
     /// <summary>Deletes a file or directory tree if it exists, ignoring failures (it is a best effort on the way out).</summary>
-    /// <remarks>A directory another thread is still writing into is deleted again until it is gone (for up to a second).</remarks>
+    /// <remarks>A directory another thread is still writing into is deleted again until it is gone (for up to half a second).</remarks>
     public static void Delete(string path)
     {
         for (int attempt = 0; ; attempt++)
@@ -93,10 +93,11 @@ public static class TemporaryPaths
             {
                 return;
             }
-            catch (IOException) when (attempt < 100 && Directory.Exists(path))
+            catch (IOException) when (attempt < 200 && Directory.Exists(path))
             {
-                // "Directory not empty": a file appeared while the tree was being deleted.
-                Thread.Sleep(10);
+                // "Directory not empty": a file appeared while the tree was being deleted. Try again at once
+                // (waiting would let a busy writer add more), then more slowly.
+                Thread.Sleep(attempt < 100 ? 0 : 5);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
