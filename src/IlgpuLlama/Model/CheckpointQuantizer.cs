@@ -144,7 +144,7 @@ public static class CheckpointQuantizer
 
     /// <summary>
     /// Fault injection for the tests that run quantize as its own process: <c>ILGPU_LLAMA_QUANTIZE_TEST=slow</c>
-    /// pauses 200 ms per chunk (so a signal can arrive mid-write), <c>enospc</c> fails the first chunk's write
+    /// pauses 500 ms per chunk (so a signal can arrive mid-write), <c>enospc</c> fails the first chunk's write
     /// as a full disk does. Unset in normal use.
     /// </summary>
     sealed record TestSeam(bool Slow, bool DiskFull)
@@ -226,7 +226,7 @@ public static class CheckpointQuantizer
             {
                 var (t, src, firstRow, rows) = item;
                 if (seam.Slow)
-                    Thread.Sleep(200);
+                    Thread.Sleep(500);
                 if (seam.DiskFull)
                     throw new IOException($"No space left on device : '{path}'", 28);
                 int srcSize = src.DType.SizeOf();

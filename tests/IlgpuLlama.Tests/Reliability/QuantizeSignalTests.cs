@@ -40,6 +40,10 @@ public sealed class QuantizeSignalTests(QuantizableModel model) : IClassFixture<
     {
         if (!OperatingSystem.IsLinux())
             return;
+        // A shell that starts this test host in the background ignores SIGQUIT (and SIGINT), and so does
+        // every child: the signal never reaches quantize (the runtime keeps an inherited SIG_IGN).
+        if (signal == "QUIT" && SignalIgnored(3))
+            return;
         string parent = Path.Combine(_dir, signal);
         Directory.CreateDirectory(parent);
         using var process = StartCli("slow", parent, "quantize", "--model", model.Directory, "--dtype", "q8_0", "--out", Path.Combine(parent, "q"));
@@ -62,6 +66,12 @@ public sealed class QuantizeSignalTests(QuantizableModel model) : IClassFixture<
         string line = Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => l.StartsWith("error:", StringComparison.Ordinal));
         Assert.Contains($"quantize interrupted by SIG{signal}; nothing was written to", line);
         Assert.Equal("", await stdout);
+    }
+
+    static bool SignalIgnored(int signal)
+    {
+        string? line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("SigIgn:", StringComparison.Ordinal));
+        return line is not null && (Convert.ToUInt64(line[7..].Trim(), 16) & (1UL << (signal - 1))) != 0;
     }
 
     [Fact]
