@@ -34,7 +34,9 @@ public static class CliRunner
         or InvalidOperationException
         or IOException
         or InvalidDataException
-        or UnauthorizedAccessException;
+        or UnauthorizedAccessException
+        // A temporary refused while the process ends after SIGTERM/SIGHUP (TemporaryPaths): not a bug.
+        or OperationCanceledException;
 
     /// <summary>True when stack traces should be shown.</summary>
     public static bool DebugFromEnvironment => Environment.GetEnvironmentVariable("ILGPU_LLAMA_DEBUG") is "1" or "true";
