@@ -114,6 +114,35 @@ public sealed class QuantizeSignalTests(QuantizableModel model) : IClassFixture<
     }
 
     [Fact]
+    public void A_real_full_disk_gives_the_same_line_where_a_tmpfs_can_be_mounted()
+    {
+        // Without the seam: a 200 KB tmpfs (root on Linux only; elsewhere the seam test above stands alone).
+        if (!OperatingSystem.IsLinux() || Environment.UserName != "root")
+            return;
+        string mount = Path.Combine(_dir, "tmpfs");
+        Directory.CreateDirectory(mount);
+        using (var m = Process.Start("mount", ["-t", "tmpfs", "-o", "size=200k", "tmpfs", mount])!)
+        {
+            m.WaitForExit();
+            if (m.ExitCode != 0)
+                return; // a container without CAP_SYS_ADMIN
+        }
+        try
+        {
+            string outDir = Path.Combine(mount, "q");
+            var r = CliHarness.Run("quantize", "--model", model.Directory, "--dtype", "q8_0", "--out", outDir);
+            Assert.True(r.ExitCode == 1, r.Err);
+            Assert.Equal($"error: no space left on the device holding {outDir}; free space or choose another --out (nothing was written)", r.Err.Trim());
+            Assert.Empty(Directory.GetFileSystemEntries(mount));
+        }
+        finally
+        {
+            using var u = Process.Start("umount", [mount])!;
+            u.WaitForExit();
+        }
+    }
+
+    [Fact]
     public void An_error_after_a_progress_bar_starts_on_its_own_line()
     {
         var command = new Command("fail");
