@@ -80,7 +80,7 @@ public static partial class PtxasReport
         return new PtxasReportResult(arch, toolVersion, rows);
     }
 
-    static string? ReadOptional(string path) => File.Exists(path) ? File.ReadAllText(path) : null;
+    static string? ReadOptional(string path) => File.Exists(path) ? IlgpuLlama.IO.InputFile.ReadAllText(path) : null;
 
     static PtxasRow Row(KernelEntry entry, string directory, GpuSpec spec)
     {

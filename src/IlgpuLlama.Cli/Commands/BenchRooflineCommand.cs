@@ -43,7 +43,7 @@ public static class BenchRooflineCommand
         KernelBenchReport? report;
         try
         {
-            report = JsonSerializer.Deserialize<KernelBenchReport>(File.ReadAllText(path), CommandIO.JsonOptions);
+            report = JsonSerializer.Deserialize<KernelBenchReport>(IlgpuLlama.IO.InputFile.ReadAllText(path), CommandIO.JsonOptions);
         }
         catch (JsonException e)
         {

@@ -216,7 +216,7 @@ public static class GenerateCommand
             return input().ReadToEnd();
         if (!File.Exists(path))
             throw new FileNotFoundException($"--prompt-file '{path}' does not exist; give a text file, or - for stdin");
-        return File.ReadAllText(path);
+        return IlgpuLlama.IO.InputFile.ReadAllText(path);
     }
 
     /// <summary>Reads --prompts-file: one {"prompt": text} or {"messages": [...]} object per non-empty line.</summary>
@@ -226,7 +226,7 @@ public static class GenerateCommand
             throw new FileNotFoundException($"--prompts-file '{path}' does not exist; give a JSONL file with one {{\"prompt\": ...}} or {{\"messages\": [...]}} per line");
         var prompts = new List<PromptInput>();
         int lineNumber = 0;
-        foreach (string line in File.ReadLines(path))
+        foreach (string line in IlgpuLlama.IO.InputFile.ReadLines(path))
         {
             lineNumber++;
             if (string.IsNullOrWhiteSpace(line))

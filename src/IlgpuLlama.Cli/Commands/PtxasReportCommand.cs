@@ -43,7 +43,7 @@ public static class PtxasReportCommand
             {
                 if (!file.Exists)
                     throw new FileNotFoundException($"--doc {file.FullName} does not exist");
-                string text = File.ReadAllText(file.FullName);
+                string text = IlgpuLlama.IO.InputFile.ReadAllText(file.FullName);
                 string updated = PtxasReport.ReplaceBetweenMarkers(text, table);
                 if (updated != text)
                     File.WriteAllText(file.FullName, updated);

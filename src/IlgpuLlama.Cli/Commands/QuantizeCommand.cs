@@ -43,22 +43,28 @@ public static class QuantizeCommand
             var format = (BlockQuantFormat)WeightFormat.Parse(parse.GetValue(dtype)!);
             string source = parse.GetValue(model)!, target = parse.GetValue(output)!;
             using var cancel = new CancellationTokenSource();
-            ConsoleCancelEventHandler onCancel = (_, e) =>
-            {
-                e.Cancel = true;
-                cancel.Cancel();
-            };
-            Console.CancelKeyPress += onCancel;
+            // Ctrl-C, SIGTERM, SIGHUP and SIGQUIT cancel the work, whose failure path removes the temporary
+            // directory; only SIGINT and SIGQUIT did (through the console), so the others left it behind.
+            using var signals = IlgpuLlama.IO.TemporaryPaths.CancelOnSignals(cancel);
             var started = DateTime.UtcNow;
             int lastPercent = -1;
-            var progress = new Progress<(long Done, long Total)>(p =>
+            var progress = new SyncProgress<(long Done, long Total)>(p =>
             {
-                int percent = p.Total == 0 ? 100 : (int)(p.Done * 100 / p.Total);
-                if (p.Total > (64 << 20) && (percent / 10 > lastPercent / 10 || (io.ErrIsTerminal && percent > lastPercent)))
+                // Reported by the worker threads as chunks finish.
+                lock (io.Err)
                 {
-                    lastPercent = percent;
-                    double seconds = Math.Max(1e-3, (DateTime.UtcNow - started).TotalSeconds);
-                    io.Err.Write($"\r  quantizing {DeviceAllocator.Gb(p.Done)} / {DeviceAllocator.Gb(p.Total)} [{new string('#', percent / 10)}{new string('.', 10 - percent / 10)}] {p.Done / seconds / 1e6:F0} MB/s");
+                    int percent = p.Total == 0 ? 100 : (int)(p.Done * 100 / p.Total);
+                    if (p.Total > (64 << 20) && (percent / 10 > lastPercent / 10 || (io.ErrIsTerminal && percent > lastPercent)))
+                    {
+                        lastPercent = percent;
+                        double seconds = Math.Max(1e-3, (DateTime.UtcNow - started).TotalSeconds);
+                        string line = $"  quantizing {DeviceAllocator.Gb(p.Done)} / {DeviceAllocator.Gb(p.Total)} [{new string('#', percent / 10)}{new string('.', 10 - percent / 10)}] {p.Done / seconds / 1e6:F0} MB/s";
+                        // Redrawn in place on a terminal; redirected, one line per tenth (no carriage returns in a log).
+                        if (io.ErrIsTerminal)
+                            io.Err.Write($"\r{line}");
+                        else
+                            io.Err.WriteLine(line);
+                    }
                 }
             });
             QuantizeResult result;
@@ -66,17 +72,14 @@ public static class QuantizeCommand
             {
                 result = CheckpointQuantizer.Quantize(source, format, target, progress, cancel.Token, (long)parse.GetValue(shardMb) << 20);
             }
-            catch (OperationCanceledException)
+            catch (OperationCanceledException) when (cancel.IsCancellationRequested)
             {
-                io.Err.WriteLine();
-                io.Err.WriteLine($"error: quantize interrupted; nothing was written to {target}");
-                return 130;
+                io.EndPartialLine();
+                string by = signals.SignalName is { } name && name != "SIGINT" ? $" by {name}" : "";
+                io.Err.WriteLine($"error: quantize interrupted{by}; nothing was written to {target}");
+                return signals.ExitCode;
             }
-            finally
-            {
-                Console.CancelKeyPress -= onCancel;
-            }
-            if (lastPercent >= 0)
+            if (lastPercent >= 0 && io.ErrIsTerminal)
                 io.Err.WriteLine();
             foreach (string w in result.Warnings)
                 io.Err.WriteLine($"warning: {w}");

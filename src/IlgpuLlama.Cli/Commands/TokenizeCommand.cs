@@ -120,7 +120,7 @@ public static class TokenizeCommand
             throw new ArgumentException($"--file '{path}' is a directory; pass a text file, or - for standard input");
         if (!File.Exists(path))
             throw new FileNotFoundException($"--file '{path}' does not exist; pass a text file, or - for standard input");
-        byte[] bytes = File.ReadAllBytes(path);
+        byte[] bytes = IlgpuLlama.IO.InputFile.ReadAllBytes(path);
         // A byte-order mark says how the file is encoded; it is not part of the text.
         ReadOnlySpan<byte> body = bytes.AsSpan().StartsWith(Utf8Bom) ? bytes.AsSpan(Utf8Bom.Length) : bytes;
         try

@@ -34,7 +34,9 @@ public static class CliRunner
         or InvalidOperationException
         or IOException
         or InvalidDataException
-        or UnauthorizedAccessException;
+        or UnauthorizedAccessException
+        // A temporary refused while the process ends after SIGTERM/SIGHUP (TemporaryPaths): not a bug.
+        or OperationCanceledException;
 
     /// <summary>True when stack traces should be shown.</summary>
     public static bool DebugFromEnvironment => Environment.GetEnvironmentVariable("ILGPU_LLAMA_DEBUG") is "1" or "true";
@@ -42,6 +44,9 @@ public static class CliRunner
     /// <summary>Parses <paramref name="args"/> against <paramref name="root"/> and runs the chosen command.</summary>
     public static int Run(RootCommand root, string[] args, TextWriter output, TextWriter error)
     {
+        // Remembers whether a progress bar left its line open, so an error never follows it on the same line.
+        var tracked = error as LineTrackingWriter ?? new LineTrackingWriter(error);
+        error = tracked;
         ParseResult parse;
         try
         {
@@ -79,6 +84,7 @@ public static class CliRunner
         catch (Exception raw)
         {
             var e = Unwrap(raw);
+            tracked.EndPartialLine();
             if (IsExpected(e))
             {
                 string message = e is UnauthorizedAccessException

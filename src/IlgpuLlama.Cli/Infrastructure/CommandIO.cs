@@ -26,7 +26,10 @@ public sealed class CommandIO
     public TextWriter Err { get; }
 
     /// <summary>True when stderr is an interactive terminal (live progress is drawn only then).</summary>
-    public bool ErrIsTerminal => ReferenceEquals(Err, System.Console.Error) && !System.Console.IsErrorRedirected;
+    public bool ErrIsTerminal => ReferenceEquals(LineTrackingWriter.Unwrap(Err), System.Console.Error) && !System.Console.IsErrorRedirected;
+
+    /// <summary>Ends a line a progress bar left open on stderr, so the next line (an error) starts on its own.</summary>
+    public void EndPartialLine() => (Err as LineTrackingWriter)?.EndPartialLine();
 
     /// <summary>The writers of this invocation.</summary>
     public static CommandIO From(ParseResult parse) =>
@@ -55,6 +58,7 @@ public sealed class CommandIO
     /// <summary>A Spectre console over <paramref name="writer"/>: colours only on a real terminal.</summary>
     public static IAnsiConsole Console(TextWriter writer)
     {
+        writer = LineTrackingWriter.Unwrap(writer);
         bool terminal = (ReferenceEquals(writer, System.Console.Out) && !System.Console.IsOutputRedirected)
             || (ReferenceEquals(writer, System.Console.Error) && !System.Console.IsErrorRedirected);
         var console = AnsiConsole.Create(new AnsiConsoleSettings

@@ -164,16 +164,18 @@ public sealed class ModelOptions
     public static LlamaTokenizer LoadTokenizer(string dir, string? alternative = null)
     {
         LlamaTokenizer tokenizer;
+        // vocab_size bounds the ids tokenizer.json may give its added tokens.
+        int? vocabSize = File.Exists(Path.Combine(dir, "config.json")) ? LlamaConfig.FromDirectory(dir).VocabSize : null;
         try
         {
-            tokenizer = LlamaTokenizer.FromDirectory(dir);
+            tokenizer = LlamaTokenizer.FromDirectory(dir, vocabSize);
         }
         catch (TokenizerException e) when (e.NoTokenizerFile && alternative is not null)
         {
             throw new TokenizerException($"{e.Template}, {alternative}", e) { NoTokenizerFile = true };
         }
-        if (File.Exists(Path.Combine(dir, "config.json")))
-            tokenizer.EnsureMatches(LlamaConfig.FromDirectory(dir).VocabSize, dir);
+        if (vocabSize is int v)
+            tokenizer.EnsureMatches(v, dir);
         return tokenizer;
     }
 
@@ -197,12 +199,16 @@ public sealed class ModelOptions
     /// <summary>Parses a --tokens value "1,2,3".</summary>
     public static int[] ParseTokens(string text)
     {
+        if (string.IsNullOrWhiteSpace(text))
+            throw new ArgumentException($"--tokens '{text}' is not a comma-separated list of token ids, e.g. --tokens 128000,9906,4435");
+        string[] fields = text.Split(',', StringSplitOptions.TrimEntries);
+        // An empty field (1,,2 or a trailing comma) is refused, not skipped: it is a typo or a lost id.
+        int empty = Array.FindIndex(fields, f => f.Length == 0);
+        if (empty >= 0)
+            throw new ArgumentException($"--tokens '{text}' has an empty field (number {empty + 1} of {fields.Length}); separate the ids by single commas, e.g. --tokens 128000,9906,4435");
         try
         {
-            var ids = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
-            if (ids.Length == 0)
-                throw new FormatException();
-            return ids;
+            return fields.Select(f => int.Parse(f, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
         }
         catch (FormatException)
         {

@@ -78,7 +78,8 @@ public static class DemoModel
         using var registration = IO.TemporaryPaths.Register(tmp);
         try
         {
-            Directory.CreateDirectory(tmp);
+            // Refused once a signal has arrived, so the handler's deletion cannot be followed by a new directory.
+            IO.TemporaryPaths.CreateDirectory(tmp);
             Write(tmp);
             if (Directory.Exists(dir))
                 Directory.Delete(dir, recursive: true);
@@ -86,8 +87,7 @@ public static class DemoModel
         }
         finally
         {
-            if (Directory.Exists(tmp))
-                Directory.Delete(tmp, recursive: true);
+            IO.TemporaryPaths.Delete(tmp);
         }
         return dir;
     }
@@ -111,26 +111,8 @@ public static class DemoModel
     }
 
     /// <summary>Removes build directories left by a process that was killed outright (SIGKILL, power loss) and no longer runs.</summary>
-    static void RemoveStaleBuilds(string weightsDir)
-    {
-        foreach (string d in Directory.GetDirectories(weightsDir, $".{DirectoryName}.tmp-*"))
-        {
-            if (!int.TryParse(Path.GetFileName(d)[($".{DirectoryName}.tmp-".Length)..], out int pid) || pid == Environment.ProcessId)
-                continue;
-            bool running;
-            try
-            {
-                using var p = System.Diagnostics.Process.GetProcessById(pid);
-                running = !p.HasExited;
-            }
-            catch (ArgumentException)
-            {
-                running = false;
-            }
-            if (!running)
-                IO.TemporaryPaths.Delete(d);
-        }
-    }
+    static void RemoveStaleBuilds(string weightsDir) =>
+        IO.TemporaryPaths.RemoveStale(weightsDir, new System.Text.RegularExpressions.Regex($@"^\.{System.Text.RegularExpressions.Regex.Escape(DirectoryName)}\.tmp-(?<pid>\d+)$"));
 
     /// <summary>Writes config.json, model.safetensors and tokenizer.model into <paramref name="dir"/>.</summary>
     public static void Write(string dir)

@@ -52,7 +52,7 @@ public static partial class NpyFile
         byte[] bytes;
         try
         {
-            bytes = File.ReadAllBytes(path);
+            bytes = InputFile.ReadAllBytes(path);
         }
         catch (UnauthorizedAccessException e)
         {

@@ -55,7 +55,7 @@ public static class OutputFile
         using var registration = TemporaryPaths.Register(temp);
         try
         {
-            using (new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1))
+            using (TemporaryPaths.CreateFile(temp, FileAccess.Write, 1))
             {
             }
         }
@@ -85,7 +85,7 @@ public static class OutputFile
         using var registration = TemporaryPaths.Register(temp);
         try
         {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+            using (var stream = TemporaryPaths.CreateFile(temp, FileAccess.Write, 1 << 16))
             {
                 write(stream);
                 stream.Flush(flushToDisk: true);
@@ -125,46 +125,5 @@ public static class OutputFile
         // .NET reports a FIFO, socket or device node as an ordinary file and opening one to look could
         // block (a FIFO waits for a reader), so ask stat(2) for the file type.
         return UnixFileType.Of(info.FullName) is null or UnixFileType.Regular;
-    }
-
-    /// <summary>The S_IFMT bits of stat(2).</summary>
-    static class UnixFileType
-    {
-        public const int Regular = 0x8000;
-
-        [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "stat", SetLastError = true)]
-        static extern int Stat(string path, byte[] buffer);
-
-        [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "__xstat", SetLastError = true)]
-        static extern int XStat(int version, string path, byte[] buffer);
-
-        /// <summary>The file type of <paramref name="path"/>, or null when stat cannot tell (the write then proceeds as for a regular file).</summary>
-        public static int? Of(string path)
-        {
-            if (!OperatingSystem.IsLinux())
-                return null;
-            var buffer = new byte[256];
-            int rc;
-            try
-            {
-                try
-                {
-                    rc = Stat(path, buffer);
-                }
-                catch (EntryPointNotFoundException)
-                {
-                    rc = XStat(1, path, buffer); // glibc before 2.33 exports stat only as __xstat
-                }
-            }
-            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
-            {
-                return null;
-            }
-            if (rc != 0)
-                return null;
-            // struct stat: st_mode is at offset 24 on x86-64 (after st_dev, st_ino, st_nlink) and 16 on arm64.
-            int offset = System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture == System.Runtime.InteropServices.Architecture.X64 ? 24 : 16;
-            return BitConverter.ToInt32(buffer, offset) & 0xF000;
-        }
     }
 }

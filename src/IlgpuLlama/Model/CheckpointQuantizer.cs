@@ -59,6 +59,10 @@ public static class CheckpointQuantizer
         var config = LlamaConfig.FromDirectory(modelDir);
         if (config.Quantization is { } already)
             throw new EngineArgumentException($"{EngineParameters.Model} '{modelDir}' is already quantized ({already.Name}); quantize the original BF16/F16/F32 checkpoint instead", EngineParameter.Model);
+        // The weights first: a config that does not match them (num_hidden_layers 1000000 against 2 layers) is
+        // refused at once, before the per-tensor checks list millions of tensors.
+        using var source = SafetensorsModel.Open(modelDir);
+        var warnings = LlamaConfig.ValidateWeights(config, source.Tensors, modelDir);
         foreach (var (name, shape) in config.ExpectedTensors())
         {
             if (shape.Length == 2 && shape[1] % format.BlockSize != 0)
@@ -66,24 +70,26 @@ public static class CheckpointQuantizer
                     $"tensor '{name}' [{shape[0]}, {shape[1]}] has {shape[1]} inputs per row, not a multiple of {format.BlockSize}, so this model cannot be stored as {format.Name}; run it in fp16 or bf16",
                     EngineParameter.WeightFormat);
         }
-
-        using var source = SafetensorsModel.Open(modelDir);
-        var warnings = LlamaConfig.ValidateWeights(config, source.Tensors, modelDir);
         var quantized = config with { Quantization = format, TorchDtype = "float16" };
         var shards = PlanShards(quantized, maxShardBytes);
 
+        // Temporaries of quantize runs killed outright (SIGKILL, power loss) are removed by the next run beside them.
+        IO.TemporaryPaths.RemoveStale(parent, StaleTemporary);
         string temp = Path.Combine(parent, $".{Path.GetFileName(target)}.tmp-{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..8]}");
+        var seam = TestSeam.FromEnvironment();
         bool done = false;
+        // Registered, so a signal that ends the process (SIGTERM, SIGHUP) deletes it: it was not, and was left behind.
+        using var registration = IO.TemporaryPaths.Register(temp);
         try
         {
-            System.IO.Directory.CreateDirectory(temp);
+            IO.TemporaryPaths.CreateDirectory(temp);
             long total = config.ExpectedTensors().Sum(t => source.GetTensor(t.Name).ByteLength), read = 0;
             var files = new List<string>();
             var weightMap = new Dictionary<string, string>(StringComparer.Ordinal);
             for (int i = 0; i < shards.Count; i++)
             {
                 string name = shards.Count == 1 ? SafetensorsModel.SingleFileName : $"model-{i + 1:D5}-of-{shards.Count:D5}.safetensors";
-                WriteShard(Path.Combine(temp, name), shards[i], format, source, cancellation, bytes => progress?.Report((Interlocked.Add(ref read, bytes), total)));
+                WriteShard(Path.Combine(temp, name), shards[i], format, source, cancellation, bytes => progress?.Report((Interlocked.Add(ref read, bytes), total)), seam);
                 files.Add(name);
                 foreach (var t in shards[i])
                     weightMap[t.Name] = name;
@@ -113,15 +119,42 @@ public static class CheckpointQuantizer
         {
             throw new EngineArgumentException($"{EngineParameters.OutputDirectory} '{outDir}' appeared while quantizing; nothing was written to it", EngineParameter.OutputDirectory, e);
         }
+        catch (IOException e) when (!done && IsDiskFull(e))
+        {
+            // The runtime's message names a file in the temporary directory, which is deleted below.
+            throw new EngineStateException($"no space left on the device holding {outDir}; free space or choose another {EngineParameters.OutputDirectory} (nothing was written)", EngineParameter.OutputDirectory, e);
+        }
+        catch (IOException e) when (!done && e is not FileNotFoundException && e.Message.Contains(temp, StringComparison.Ordinal))
+        {
+            throw new EngineStateException($"cannot write {outDir} ({e.Message.Replace(temp, target, StringComparison.Ordinal).TrimEnd('.')}); check the free space and permissions there, or choose another {EngineParameters.OutputDirectory} (nothing was written)", EngineParameter.OutputDirectory, e);
+        }
         finally
         {
-            if (!done && System.IO.Directory.Exists(temp))
-            {
-                try { System.IO.Directory.Delete(temp, recursive: true); }
-                catch (IOException) { }
-                catch (UnauthorizedAccessException) { }
-            }
+            if (!done)
+                IO.TemporaryPaths.Delete(temp);
         }
+    }
+
+    /// <summary>The temporary directory of a quantize run: <c>.NAME.tmp-PID-XXXXXXXX</c> (PID the process that wrote it).</summary>
+    static readonly System.Text.RegularExpressions.Regex StaleTemporary = new(@"^\..+\.tmp-(?<pid>\d+)-[0-9a-f]{8}$", System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+
+    /// <summary>ENOSPC (errno 28, which .NET on Unix puts in HResult) or Windows' disk-full codes.</summary>
+    public static bool IsDiskFull(IOException e) =>
+        e.HResult == 28 || e.HResult == unchecked((int)0x80070070) || e.HResult == unchecked((int)0x80070027);
+
+    /// <summary>
+    /// Fault injection for the tests that run quantize as its own process: <c>ILGPU_LLAMA_QUANTIZE_TEST=slow</c>
+    /// pauses 500 ms per chunk (so a signal can arrive mid-write), <c>enospc</c> fails the first chunk's write
+    /// as a full disk does. Unset in normal use.
+    /// </summary>
+    sealed record TestSeam(bool Slow, bool DiskFull)
+    {
+        public static TestSeam FromEnvironment() => Environment.GetEnvironmentVariable("ILGPU_LLAMA_QUANTIZE_TEST") switch
+        {
+            "slow" => new(true, false),
+            "enospc" => new(false, true),
+            _ => new(false, false),
+        };
     }
 
     static bool IsLink(string path) => new FileInfo(path).LinkTarget is not null;
@@ -161,7 +194,7 @@ public static class CheckpointQuantizer
     }
 
     /// <summary>Writes one shard: its header, then each tensor's rows converted in parallel and written at their offsets.</summary>
-    static void WriteShard(string path, List<Planned> tensors, BlockQuantFormat format, SafetensorsModel source, CancellationToken cancellation, Action<long> read)
+    static void WriteShard(string path, List<Planned> tensors, BlockQuantFormat format, SafetensorsModel source, CancellationToken cancellation, Action<long> read, TestSeam seam)
     {
         byte[] header = SafetensorsWriter.Header(tensors.Select(t => (t.Name, t.DType, t.Shape, t.Bytes)).ToList());
         var offsets = new Dictionary<string, long>(StringComparer.Ordinal);
@@ -192,6 +225,10 @@ public static class CheckpointQuantizer
             Parallel.ForEach(work, options, item =>
             {
                 var (t, src, firstRow, rows) = item;
+                if (seam.Slow)
+                    Thread.Sleep(500);
+                if (seam.DiskFull)
+                    throw new IOException($"No space left on device : '{path}'", 28);
                 int srcSize = src.DType.SizeOf();
                 long cols = src.Shape[^1];
                 var span = source.GetSpan(src, firstRow * cols * srcSize, checked((int)(rows * cols * srcSize)));

@@ -230,9 +230,9 @@ public sealed partial record LlamaConfig
     {
         try
         {
-            return File.ReadAllText(path);
+            return IO.InputFile.ReadAllText(path);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is (IOException and not IO.NotARegularFileException) or UnauthorizedAccessException)
         {
             throw new ModelConfigException($"{path}: cannot read the file ({e.Message.ReplaceLineEndings(" ")})", e);
         }

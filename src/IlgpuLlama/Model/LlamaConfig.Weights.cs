@@ -91,6 +91,16 @@ public sealed partial record LlamaConfig
         ArgumentNullException.ThrowIfNull(tensors);
         ArgumentNullException.ThrowIfNull(modelDir);
 
+        // Before listing what a config expects (9 tensors a layer): num_hidden_layers 1000000 against
+        // 2-layer weights listed 9 million missing tensors, taking half a minute to say so.
+        int stored = StoredLayerCount(tensors.Keys);
+        if (config.NumHiddenLayers > stored)
+        {
+            throw new ModelConfigException(
+                $"{modelDir}: config.json says num_hidden_layers {config.NumHiddenLayers:N0} but the weights hold {stored:N0} layer{(stored == 1 ? "" : "s")}" +
+                (stored > 0 ? $" (model.layers.0 to model.layers.{stored - 1})" : "") + "; the config and weights are from different models: fix num_hidden_layers or use the matching weights");
+        }
+
         var problems = new List<string>();
         var expected = config.StoredTensors();
         var expectedNames = new HashSet<string>(expected.Select(e => e.Name), StringComparer.Ordinal);
@@ -150,5 +160,24 @@ public sealed partial record LlamaConfig
             throw new ModelConfigException(message, problems);
         }
         return warnings;
+    }
+
+    /// <summary>Layers stored: the number of consecutive indexes i from 0 with some tensor named model.layers.i.*.</summary>
+    static int StoredLayerCount(IEnumerable<string> names)
+    {
+        const string prefix = "model.layers.";
+        var indexes = new HashSet<int>();
+        foreach (string name in names)
+        {
+            if (!name.StartsWith(prefix, StringComparison.Ordinal))
+                continue;
+            int dot = name.IndexOf('.', prefix.Length);
+            if (dot > prefix.Length && int.TryParse(name.AsSpan(prefix.Length, dot - prefix.Length), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int i))
+                indexes.Add(i);
+        }
+        int count = 0;
+        while (indexes.Contains(count))
+            count++;
+        return count;
     }
 }

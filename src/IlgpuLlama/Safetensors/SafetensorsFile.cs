@@ -59,6 +59,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         FileStream stream;
+        IO.InputFile.Check(path);
         try
         {
             stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete,

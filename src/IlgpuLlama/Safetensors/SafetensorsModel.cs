@@ -153,9 +153,9 @@ public sealed unsafe class SafetensorsModel : IDisposable
         byte[] bytes;
         try
         {
-            bytes = File.ReadAllBytes(indexPath);
+            bytes = IO.InputFile.ReadAllBytes(indexPath);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is (IOException and not IO.NotARegularFileException) or UnauthorizedAccessException)
         {
             throw new SafetensorsException($"{indexPath}: cannot read the index ({e.Message.ReplaceLineEndings(" ")})", e);
         }

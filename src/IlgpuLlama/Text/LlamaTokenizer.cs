@@ -32,6 +32,9 @@ public sealed class LlamaTokenizer
     // Special names grouped by first character, longest first, for Encode(..., parseSpecial: true).
     private readonly Dictionary<char, string[]> _specialsByFirstChar;
 
+    /// <summary>How far past the BPE ranks a special token's id may lie (Llama 3 uses 256 slots).</summary>
+    public const int MaxSpecialIdsBeyondRanks = 1 << 20;
+
     private LlamaTokenizer(TiktokenTokenizer bpe, IReadOnlyList<(byte[] Bytes, int Rank)> ranks, IReadOnlyDictionary<string, int> specialTokens)
     {
         _bpe = bpe;
@@ -45,6 +48,9 @@ public sealed class LlamaTokenizer
             maxId = Math.Max(maxId, id);
         }
 
+        // Ids are table indexes: one far beyond the ranks (2147483647 overflowed maxId + 1) is refused, not allocated.
+        if ((long)maxId - ranks.Count >= MaxSpecialIdsBeyondRanks)
+            throw new TokenizerException($"Special token id {maxId:N0} lies {(long)maxId - ranks.Count + 1:N0} ids beyond the {ranks.Count:N0} BPE ranks (at most {MaxSpecialIdsBeyondRanks:N0}); correct the id in tokenizer.json.");
         VocabSize = maxId + 1;
         _bytesById = new byte[VocabSize][];
         _isSpecial = new bool[VocabSize];
@@ -105,8 +111,11 @@ public sealed class LlamaTokenizer
     /// Loads the tokenizer of a model directory, trying <c>original/tokenizer.model</c>, then
     /// <c>tokenizer.model</c> (both tiktoken format), then <c>tokenizer.json</c> (Hugging Face byte-level BPE).
     /// </summary>
-    /// <exception cref="TokenizerException">No tokenizer file exists or the file cannot be read.</exception>
-    public static LlamaTokenizer FromDirectory(string modelDir)
+    /// <param name="modelDir">The model directory.</param>
+    /// <param name="vocabSize">The model's vocab_size: an added token's id must be below it (without it, within the
+    /// <see cref="Llama3Vocabulary.SpecialTokenCount"/> slots after the ranks).</param>
+    /// <exception cref="TokenizerException">No tokenizer file exists, the file cannot be read, or an added token's id is outside the vocabulary.</exception>
+    public static LlamaTokenizer FromDirectory(string modelDir, int? vocabSize = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(modelDir);
         string jsonPath = Path.Combine(modelDir, "tokenizer.json");
@@ -122,7 +131,7 @@ public sealed class LlamaTokenizer
                 // A tokenizer.json beside the rank file names the special tokens of this exact release
                 // (3.0 and 3.1 differ in slots 4, 5, 8 and 10), so its names win over the defaults.
                 List<(int Id, string Name)> added = File.Exists(jsonPath)
-                    ? LoadFile(jsonPath, stream => { using var doc = ParseJson(stream); return ReadAddedTokens(doc.RootElement); })
+                    ? LoadFile(jsonPath, stream => { using var doc = ParseJson(stream); return ReadAddedTokens(doc.RootElement, vocabSize); })
                     : [];
                 return LoadFile(path, stream =>
                 {
@@ -134,7 +143,7 @@ public sealed class LlamaTokenizer
 
         if (File.Exists(jsonPath))
         {
-            return LoadFile(jsonPath, FromHuggingFaceJson);
+            return LoadFile(jsonPath, stream => FromHuggingFaceJson(stream, vocabSize));
         }
 
         throw new TokenizerException(
@@ -387,14 +396,14 @@ public sealed class LlamaTokenizer
     {
         try
         {
-            using var stream = File.OpenRead(path);
+            using var stream = IO.InputFile.OpenRead(path);
             return load(stream);
         }
         catch (TokenizerException ex)
         {
             throw new TokenizerException($"Cannot load tokenizer '{path}': {ex.Message}", ex);
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or JsonException)
+        catch (Exception ex) when (ex is (IOException and not IO.NotARegularFileException) or UnauthorizedAccessException or JsonException)
         {
             throw new TokenizerException($"Cannot load tokenizer '{path}': {ex.Message}", ex);
         }
@@ -405,7 +414,7 @@ public sealed class LlamaTokenizer
     /// for Llama 3 because its tokenizer.json was converted from the tiktoken ranks (merges are implied
     /// by the ranks and are therefore not read). Added tokens name the special ids.
     /// </summary>
-    private static LlamaTokenizer FromHuggingFaceJson(Stream stream)
+    private static LlamaTokenizer FromHuggingFaceJson(Stream stream, int? vocabSize)
     {
         using JsonDocument doc = ParseJson(stream);
         JsonElement root = doc.RootElement;
@@ -431,27 +440,45 @@ public sealed class LlamaTokenizer
         }
 
         byte[] data = TiktokenModelWriter.Serialize(entries);
-        return Create(ParseRanks(data, out _), data, SpecialTokensWithOverrides(entries.Count, ReadAddedTokens(root)));
+        return Create(ParseRanks(data, out _), data, SpecialTokensWithOverrides(entries.Count, ReadAddedTokens(root, vocabSize)));
     }
 
     private static JsonDocument ParseJson(Stream stream) => JsonDocument.Parse(stream, new JsonDocumentOptions { MaxDepth = 256 });
 
-    private static List<(int Id, string Name)> ReadAddedTokens(JsonElement root)
+    /// <summary>
+    /// The added tokens of a tokenizer.json. Each id must lie in the model's vocabulary: 0 to
+    /// <paramref name="vocabSize"/> - 1 (vocab_size of config.json), or without one within the special
+    /// slots after the ranks; an id of 2147483647 overflowed the vocabulary's size (an internal error),
+    /// and a large one sized the id table by it.
+    /// </summary>
+    private static List<(int Id, string Name)> ReadAddedTokens(JsonElement root, int? vocabSize)
     {
         var added = new List<(int, string)>();
+        int rankCount = root.TryGetProperty("model", out JsonElement model) && model.ValueKind == JsonValueKind.Object
+            && model.TryGetProperty("vocab", out JsonElement vocab) && vocab.ValueKind == JsonValueKind.Object ? vocab.EnumerateObject().Count() : -1;
         if (root.TryGetProperty("added_tokens", out JsonElement tokens) && tokens.ValueKind == JsonValueKind.Array)
         {
             foreach (JsonElement token in tokens.EnumerateArray())
             {
-                if (token.TryGetProperty("id", out JsonElement id) && token.TryGetProperty("content", out JsonElement content)
-                    && content.GetString() is string name)
+                if (token.ValueKind == JsonValueKind.Object && token.TryGetProperty("id", out JsonElement id) && token.TryGetProperty("content", out JsonElement content)
+                    && content.ValueKind == JsonValueKind.String && content.GetString() is string name)
                 {
-                    added.Add((id.GetInt32(), name));
+                    string vocabulary = vocabSize is int v
+                        ? $"the model's vocabulary of {v:N0} ids (0 to {v - 1:N0}, vocab_size in config.json)"
+                        : "the tokenizer's vocabulary";
+                    if (id.ValueKind != JsonValueKind.Number || !id.TryGetInt64(out long value))
+                        throw new TokenizerException($"added token '{name}' has id {OneLine(id.GetRawText())}, not a whole number inside {vocabulary}; correct its id or use the model's own tokenizer.json");
+                    long limit = vocabSize ?? (rankCount >= 0 ? rankCount + Llama3Vocabulary.SpecialTokenCount : int.MaxValue);
+                    if (value < 0 || value >= limit || value > int.MaxValue)
+                        throw new TokenizerException($"added token '{name}' has id {value}, outside {vocabulary}; correct its id or use the model's own tokenizer.json");
+                    added.Add(((int)value, name));
                 }
             }
         }
         return added;
     }
+
+    private static string OneLine(string text) => text.Length > 40 ? text[..40] + "..." : text.ReplaceLineEndings(" ");
 
     /// <summary>The Llama 3 defaults at <paramref name="rankCount"/>, with tokenizer.json's added tokens renaming or adding ids.</summary>
     private static Dictionary<string, int> SpecialTokensWithOverrides(int rankCount, List<(int Id, string Name)> added)

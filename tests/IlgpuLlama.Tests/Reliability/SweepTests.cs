@@ -33,6 +33,47 @@ public sealed class SweepFixture : IDisposable
         NpyFile.Write(System.IO.Path.Combine(Path, "zero.npy"), [], [0, 5]);
         Raw("huge.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4611686018427387904), }\n", 8, 1);
         Raw("v3bad.npy", "{'descr': '<f4', \u00ff 'shape': (2, 3), }\n", 24, 3, latin1: true);
+
+        // Issue 17: FIFOs where files are read (they blocked forever), added token ids outside the
+        // vocabulary, and a config with far more layers than its weights.
+        if (OperatingSystem.IsLinux())
+        {
+            MkFifo(System.IO.Path.Combine(Path, "fifo"));
+            MkFifo(System.IO.Path.Combine(Path, "fifo.npy"));
+            MkFifo(System.IO.Path.Combine(Dir("fifocfg"), "config.json"));
+            File.Copy(System.IO.Path.Combine(g, "config.json"), System.IO.Path.Combine(Dir("fifost"), "config.json"));
+            MkFifo(System.IO.Path.Combine(Path, "fifost", "model.safetensors"));
+            File.Copy(System.IO.Path.Combine(g, "config.json"), System.IO.Path.Combine(Dir("fifotok"), "config.json"));
+            MkFifo(System.IO.Path.Combine(Path, "fifotok", "tokenizer.model"));
+        }
+        string demo = Dir("demo");
+        Engine.DemoModel.Write(demo);
+        foreach (var (name, id) in new[] { ("bigid", "2147483647"), ("negid", "-3"), ("hugeid", "99999999999"), ("edgeid", "768"), ("strid", "\"7\"") })
+        {
+            string d = Dir(name);
+            File.Copy(System.IO.Path.Combine(demo, "config.json"), System.IO.Path.Combine(d, "config.json"));
+            File.Copy(System.IO.Path.Combine(demo, "tokenizer.model"), System.IO.Path.Combine(d, "tokenizer.model"));
+            File.WriteAllText(System.IO.Path.Combine(d, "tokenizer.json"), $"{{\"added_tokens\": [{{\"id\": {id}, \"content\": \"<x>\", \"special\": true}}]}}");
+        }
+        if (OperatingSystem.IsLinux())
+        {
+            string d = Dir("fifojson");
+            File.Copy(System.IO.Path.Combine(demo, "config.json"), System.IO.Path.Combine(d, "config.json"));
+            File.Copy(System.IO.Path.Combine(demo, "tokenizer.model"), System.IO.Path.Combine(d, "tokenizer.model"));
+            MkFifo(System.IO.Path.Combine(d, "tokenizer.json"));
+        }
+        File.Copy(System.IO.Path.Combine(g, "model.safetensors"), System.IO.Path.Combine(Dir("million"), "model.safetensors"));
+        File.WriteAllText(System.IO.Path.Combine(Path, "million", "config.json"),
+            System.Text.RegularExpressions.Regex.Replace(File.ReadAllText(System.IO.Path.Combine(g, "config.json")), "\"num_hidden_layers\"\\s*:\\s*\\d+", "\"num_hidden_layers\": 1000000"));
+    }
+
+    /// <summary>Makes a named pipe (nothing ever writes to it: opening it to read would wait forever).</summary>
+    internal static void MkFifo(string path)
+    {
+        using var p = System.Diagnostics.Process.Start("mkfifo", [path])!;
+        p.WaitForExit();
+        if (p.ExitCode != 0)
+            throw new InvalidOperationException($"mkfifo {path} failed");
     }
 
     void Raw(string name, string header, int dataBytes, byte major, bool latin1 = false)
@@ -133,13 +174,38 @@ public sealed class SweepTests(SweepFixture fixture) : IClassFixture<SweepFixtur
         { "S70", "info --json extra", 2, "Unrecognized command or argument 'extra'" },
         { "S71", "bench roofline --from {S}/a23.npy --out /dev/null", 1, "is not a regular file" },
         { "S72", "memory --model llama-3.2-1b --batch 99999999999", 2, "--batch must be between 1 and" },
+        { "S73", "logits --model {S}/fifocfg --tokens 1 --out {S}/x.npy --device cpu", 1, "config.json is a FIFO, not a regular file" },
+        { "S74", "logits --model {S}/fifost --tokens 1 --out {S}/x.npy --device cpu", 1, "model.safetensors is a FIFO, not a regular file" },
+        { "S75", "tokenize --model {S}/fifotok --text hi", 1, "tokenizer.model is a FIFO, not a regular file" },
+        { "S76", "tokenize --model {S}/fifojson --text hi", 1, "tokenizer.json is a FIFO, not a regular file" },
+        { "S77", "tokenize --model {S}/badtok --file {S}/fifo", 1, "fifo is a FIFO, not a regular file" },
+        { "S78", "perplexity --model {G} --file {S}/fifo --device cpu", 1, "fifo is a FIFO, not a regular file" },
+        { "S79", "generate --model {G} --prompt-file {S}/fifo --device cpu", 1, "fifo is a FIFO, not a regular file" },
+        { "S80", "generate --model {S}/demo --prompts-file {S}/fifo --device cpu", 1, "fifo is a FIFO, not a regular file" },
+        { "S81", "compare-logits --ours {S}/fifo.npy --reference {S}/a23.npy", 1, "fifo.npy is a FIFO, not a regular file" },
+        { "S82", "compare-logits --ours {S}/a23.npy --reference {S}/fifo.npy", 1, "fifo.npy is a FIFO, not a regular file" },
+        { "S83", "bench roofline --from {S}/fifo --out {S}/r.png", 1, "fifo is a FIFO, not a regular file" },
+        { "S84", "quantize --model {S}/fifocfg --dtype q8_0 --out {S}/q", 1, "config.json is a FIFO, not a regular file" },
+        { "S85", "quantize --model {S}/fifost --dtype q8_0 --out {S}/q", 1, "model.safetensors is a FIFO, not a regular file" },
+        { "S86", "memory --model {S}/fifocfg", 1, "config.json is a FIFO, not a regular file" },
+        { "S87", "generate --model {G} --tokens 1,,2 --device cpu", 1, "--tokens '1,,2' has an empty field (number 2 of 3)" },
+        { "S88", "generate --model {G} --tokens 1,2, --device cpu", 1, "--tokens '1,2,' has an empty field (number 3 of 3)" },
+        { "S89", "logits --model {G} --tokens ,1 --out {S}/x.npy --device cpu", 1, "has an empty field (number 1 of 2)" },
+        { "S90", "tokenize --model {S}/bigid --text hi", 1, "tokenizer.json': added token '<x>' has id 2147483647, outside the model's vocabulary of 768 ids" },
+        { "S91", "tokenize --model {S}/negid --text hi", 1, "added token '<x>' has id -3, outside the model's vocabulary of 768 ids" },
+        { "S92", "tokenize --model {S}/hugeid --text hi", 1, "added token '<x>' has id 99999999999, outside the model's vocabulary of 768 ids" },
+        { "S93", "tokenize --model {S}/edgeid --text hi", 1, "added token '<x>' has id 768, outside the model's vocabulary of 768 ids (0 to 767" },
+        { "S94", "tokenize --model {S}/strid --text hi", 1, "added token '<x>' has id \"7\", not a whole number" },
+        { "S95", "detokenize --model {S}/bigid --ids 1", 1, "has id 2147483647, outside the model's vocabulary" },
+        { "S96", "logits --model {S}/million --tokens 1 --out {S}/x.npy --device cpu", 1, "num_hidden_layers 1,000,000 but the weights hold 2 layers" },
+        { "S97", "quantize --model {S}/million --dtype q8_0 --out {S}/q", 1, "num_hidden_layers 1,000,000 but the weights hold 2 layers" },
     };
 
     [Theory]
     [MemberData(nameof(Cases))]
     public void A_bad_input_gives_one_clear_line_and_leaves_nothing_behind(string id, string commandLine, int exitCode, string fragment)
     {
-        if (!OperatingSystem.IsLinux() && commandLine.Contains("/dev/", StringComparison.Ordinal))
+        if (!OperatingSystem.IsLinux() && (commandLine.Contains("/dev/", StringComparison.Ordinal) || commandLine.Contains("fifo", StringComparison.Ordinal)))
             return;
         string[] args = Split(commandLine.Replace("{G}", GoldenFixture.Directory).Replace("{S}", fixture.Path));
         var before = Directory.GetFileSystemEntries(fixture.Path).ToHashSet();
