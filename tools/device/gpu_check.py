@@ -739,34 +739,57 @@ def find_tool(name):
                                        for p in sorted(Path("/").glob(pat.lstrip("/")))), None)
 
 
+AT = re.compile(r"\bat\s+(?:(0x[0-9a-f]+)\s+in\s+)?(.+?)(\+0x[0-9a-f]+)?(?:\s+in\s+(\S+))?(?:\s+\[.*\])?\s*$")
+
+
+def at_fields(m):
+    """(kernel, location) of an "at" match: FILE:LINE when the PTX carried line information, else the SASS offset."""
+    return m.group(2).strip(), m.group(4) or (m.group(3) or "").lstrip("+") or m.group(1)
+
+
 def parse_sanitizer(text):
-    """compute-sanitizer output -> {"errors": N or None, "findings": [{message, kernel, location, count}]} (same finding counted once)."""
+    """compute-sanitizer output -> {"errors": N or None, "findings": [{message, kernel, location, count}]}, one entry per
+    distinct (message, kernel, location) with how often it was reported. The kernel and location come from the first
+    "at KERNEL+0xOFF in FILE:LINE" (or "at 0xOFF in KERNEL") line of a report, or from the report's own line (racecheck)."""
     findings, current, errors = {}, None, None
+
+    def close():
+        if current is not None:
+            k = (re.sub(r"0x[0-9a-f]+", "0x?", current["message"]), current["kernel"], current["location"])
+            if k in findings:
+                findings[k]["count"] += 1
+            else:
+                findings[k] = dict(current, count=1)
+
     for raw in text.splitlines():
         if not raw.startswith("========="):
             continue
-        line = raw[9:]
-        m = re.search(r"(ERROR SUMMARY|RACECHECK SUMMARY):\s*(\d+)", line)
+        line = raw[10:] if raw.startswith("========= ") else raw[9:]
+        m = re.search(r"(ERROR SUMMARY):\s*(\d+)", line)
         if m:
-            errors = (errors or 0) + int(m.group(2))
+            close()
             current = None
+            errors = (errors or 0) + int(m.group(2))
             continue
         if not line.strip():
+            close()
             current = None
             continue
-        if not line.startswith(" "):  # a new report
+        if not line.startswith(" "):  # the first line of a report
+            close()
+            if line.startswith(("COMPUTE-SANITIZER", "Program hit", "Saved host backtrace", "Target application returned", "RACECHECK SUMMARY", "LEAK SUMMARY")):
+                current = None
+                continue
             current = {"message": line.strip(), "kernel": None, "location": None}
+            at = AT.search(line)
+            if at and ("access at" in line or " at " in line):
+                current["kernel"], current["location"] = at_fields(at)
             continue
         if current is not None and current["kernel"] is None:
-            m = re.match(r"\s+at\s+(?:0x[0-9a-f]+\s+in\s+)?(\S+?)(?:\+0x[0-9a-f]+)?(?:\s+in\s+(\S+))?\s*$", line)
-            if m:
-                current["kernel"] = m.group(1)
-                current["location"] = m.group(2)
-                k = (re.sub(r"0x[0-9a-f]+", "0x?", current["message"]), current["kernel"], current["location"])
-                if k in findings:
-                    findings[k]["count"] += 1
-                else:
-                    findings[k] = dict(current, count=1)
+            at = AT.match(line.strip()) if line.strip().startswith("at ") else None
+            if at:
+                current["kernel"], current["location"] = at_fields(at)
+    close()
     return {"errors": errors, "findings": list(findings.values())}
 
 
