@@ -1246,7 +1246,9 @@ def main():
     ap.add_argument("--work", default="/tmp/ilgpu-work", help="models, logits files, the demo model (CLI working directory)")
     ap.add_argument("--deadline-at", type=float, default=None, help="absolute Unix time by which everything is written (run.sh passes its start + --deadline)")
     ap.add_argument("--deadline", type=float, default=540, help="seconds from now, when --deadline-at is not given")
-    ap.add_argument("--only", default=None, help="comma-separated steps to (re)run into the results already in --out")
+    ap.add_argument("--only", default=None, help="comma-separated steps to (re)run into the results already in --out (or --from)")
+    ap.add_argument("--from", dest="from_", default=None,
+                    help="results.json (or its folder) of an earlier call to continue from, e.g. carried to a fresh machine whose OUT is empty")
     ap.add_argument("--skip", default="", help="comma-separated steps to leave out")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--prompt-len", type=int, default=32)
@@ -1277,7 +1279,11 @@ def main():
     signal.signal(signal.SIGINT, on_term)
 
     prev = Path(ARGS.out) / "results.json"
-    if ARGS.only and prev.exists():
+    if ARGS.from_:
+        prev = Path(ARGS.from_) / "results.json" if Path(ARGS.from_).is_dir() else Path(ARGS.from_)
+        if not prev.exists():
+            sys.exit(f"--from: {prev} does not exist")
+    if (ARGS.only or ARGS.from_) and prev.exists():
         old = json.loads(prev.read_text())
         for k, v in old.items():
             RESULTS[k] = v
