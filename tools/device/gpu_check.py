@@ -933,10 +933,38 @@ def decode_wide(res):
     res.update(r)
 
 
+def write_tokenizer(d, ranks=128000):
+    """A tiktoken rank file with `ranks` byte tokens (256 single bytes, then every byte pair, then pair + byte), so that
+    with Llama 3's 256 special tokens after them the tokenizer has exactly vocab_size 128256 ids and can print every id
+    the random 1B model generates. Every multi-byte token is a lower-ranked token plus one byte (a valid BPE table)."""
+    import base64
+    lines, rank = [], 0
+    for b in range(256):
+        lines.append(base64.b64encode(bytes([b])).decode() + f" {rank}")
+        rank += 1
+    pairs = [bytes([a, b]) for a in range(256) for b in range(256)]
+    for t in pairs:
+        if rank >= ranks:
+            break
+        lines.append(base64.b64encode(t).decode() + f" {rank}")
+        rank += 1
+    for t in pairs:
+        for b in range(256):
+            if rank >= ranks:
+                break
+            lines.append(base64.b64encode(t + bytes([b])).decode() + f" {rank}")
+            rank += 1
+        if rank >= ranks:
+            break
+    (Path(d) / "tokenizer.model").write_text("\n".join(lines) + "\n")
+
+
 def with_tokenizer(d):
-    """serve needs a tokenizer; the random 1B model has none, so the demo's byte-level one is copied beside it (ids < 1000)."""
+    """serve needs a tokenizer that can print every id the model generates; the random 1B model has none, so a synthetic
+    byte-level one of its exact size is written beside it (config vocab_size - 256 special tokens)."""
     if not any((Path(d) / n).exists() for n in ("tokenizer.json", "tokenizer.model", "original/tokenizer.model")):
-        shutil.copy(Path(demo_dir()) / "tokenizer.model", Path(d) / "tokenizer.model")
+        vocab = json.loads((Path(d) / "config.json").read_text())["vocab_size"]
+        write_tokenizer(d, vocab - 256)
     return d
 
 
