@@ -684,7 +684,8 @@ def kernels_matvec(res):
     shapes = ["--shapes", "tiny", "--repeats", "2", "--warmup", "0", "--filter", "matvec* b1"] if ARGS.cpu_smoke else \
         ["--shapes", "llama-3.2-1b", "--repeats", "50", "--warmup", "5", "--filter", "matvec*"]
     for f in (("fp16",) if ARGS.cpu_smoke else ("fp16",) + QUANT_FORMATS):
-        res[f] = cli(f"bench_kernels_matvec_{f}", ["bench", "kernels", "--device", DEV, "--dtype", f, "--back-to-back", "--json"] + shapes, 200)
+        plot = ["--plot", str(Path(ARGS.out) / "roofline.png")] if f == "fp16" and not ARGS.cpu_smoke else []
+        res[f] = cli(f"bench_kernels_matvec_{f}", ["bench", "kernels", "--device", DEV, "--dtype", f, "--back-to-back", "--json"] + shapes + plot, 200)
 
 
 def decode_quant(res):
