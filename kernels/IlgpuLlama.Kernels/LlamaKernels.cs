@@ -30,6 +30,7 @@ public sealed class LlamaKernels : ILaunchRecorder
 {
     readonly ConcurrentDictionary<(IKernelDefinition Kernel, KernelVariant Variant), Lazy<Delegate>> loaded = new();
     List<Action>? recording;
+    long directLaunches;
 
     /// <summary>Prepares kernels for <paramref name="accelerator"/> (each is compiled on first launch).</summary>
     public LlamaKernels(Accelerator accelerator, KernelTuning? tuning = null)
@@ -50,6 +51,12 @@ public sealed class LlamaKernels : ILaunchRecorder
 
     /// <summary>Number of kernel specialisations compiled so far.</summary>
     public int CompiledCount => loaded.Count;
+
+    /// <summary>
+    /// Kernel launches enqueued on the stream so far (recorded launches, and their replays from a
+    /// graph, are not counted): with graphs off, the launch index a profiler sees (ncu --launch-skip).
+    /// </summary>
+    public long DirectLaunches => Interlocked.Read(ref directLaunches);
 
     /// <summary>
     /// Runs <paramref name="enqueue"/> with launches not enqueued but appended to a list as closures
@@ -80,7 +87,10 @@ public sealed class LlamaKernels : ILaunchRecorder
         if (recording is { } r)
             r.Add(launch);
         else
+        {
+            Interlocked.Increment(ref directLaunches);
             launch();
+        }
     }
 
     /// <summary>Enqueues (or records) an explicitly grouped kernel.</summary>

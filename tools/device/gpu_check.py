@@ -1,84 +1,270 @@
 #!/usr/bin/env python3
 """GPU check of ilgpu-llama against Hugging Face transformers at full Llama 3.2 1B size.
 
-Runs on the device machine (PyTorch + transformers, no .NET SDK) via tools/device/run.sh:
-  1. builds LlamaForCausalLM with the real Llama 3.2 1B config and seeded random weights (bf16),
-     with the embedding scaled so the next-token distribution is peaked like a trained model's
-     (random init gives near-uniform logits where every argmax is a near-tie), and saves it;
-  2. transformers reference: fp32 greedy generation (batch 1 and 4) and fp32 logits of every
-     position, plus bf16 eager generate timing at batch 1 and 4;
-  3. ilgpu-llama on CUDA: logits (prefill and decode paths) compared with the fp32 reference,
-     greedy generate --json at batch 1 and 4 (CUDA graph on and off) compared token by token;
-  4. every decode variant (--decode-variant): decode-path logits and greedy batch 1/4 against the
-     reference, and bench e2e (pp512 at batch 1..4, tg128 at batch 1..4) side by side;
-  5. ilgpu-llama bench kernels (per-kernel % of copy bandwidth, attention at 64..32768 keys) /
-     memory --allocate, and a torch copy-bandwidth figure;
-  6. writes results.json, results.md and summary.json (the figures docs/performance.md quotes) to --out.
-Every step is time-limited and isolated: a failure is recorded and the rest still runs.
+Runs on the device machine (PyTorch + transformers, no .NET SDK) via tools/device/run.sh, which
+gives it an absolute deadline. Steps run decisive first (see PLAN): copy bandwidth and the model;
+decode tg128 of every decode variant at batch 1 and 4; the matvec kernels timed back to back;
+Q8_0/Q4_0 decode; logits of every variant and format against transformers; compute-sanitizer;
+the CUDA-graph cache under 50 mixed requests; wide batches, serve, attention, pp512; greedy
+token-by-token checks, memory, transformers timing; ncu last on the winning variant.
 
---cpu-smoke runs the ilgpu-llama half on this machine's CPU accelerator with the built-in demo
-model and tiny kernel shapes (no torch needed), to check the script and the CLI flags it uses
-before GPU time is spent.
+Nothing is lost to a timeout: every step has a cap (CAPS) and the deadline caps it further (a
+step that cannot start in the time left is recorded `skipped (deadline)`); results.json,
+summary.json and results.md in --out are rewritten (atomically) after every CLI call and step,
+with each step's status (ok / failed / skipped / timeout / running) and seconds, and figures not
+measured yet as null. A step's CLI children run in their own process group, killed when the step
+runs out of time, and die with this script (PR_SET_PDEATHSIG) if it is killed.
+
+--cpu-smoke runs the ilgpu-llama half on the CPU accelerator with the built-in demo model and its
+own tiny sizes (4 new tokens, pp16, tg4, 1 repeat, tiny kernel shapes, no torch): tools/test.sh
+runs it so CI fails when this script or a CLI flag it uses breaks.
+--only STEP,... reruns the named steps into the results already in --out (a second GPU call).
+Standard library only, except the steps that need torch (imported inside them).
 """
 import argparse
+import ctypes
+import inspect
 import json
 import math
 import os
+import re
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
+import urllib.request
 from pathlib import Path
 
 T0 = time.time()
-RESULTS = {"steps": {}, "errors": {}, "timings_s": {}}
+RESULTS = {"steps": {}, "status": {}, "errors": {}}
 ARGS = None
 DEV = "cuda"
 VARIANTS = ["baseline", "fused-norm", "fused-norm-short-attn"]
+QUANT_FORMATS = ("q8_0", "q4_0")
+SANITIZER_FORMATS = ("fp16", "bf16", "q8_0", "q4_0")
+DEADLINE = None          # absolute time.time() by which the script must have written everything
+MARGIN = 20              # seconds kept back from the deadline for the last writes and the log archive
+STEP_END = None          # absolute end of the running step (its cap or the deadline, whichever is first)
+CHILDREN = set()
+
+# The order of the run (decisive first) and each step's cap in seconds on a GPU / in the CPU smoke.
+PLAN = ["info", "copy_bandwidth", "model", "decode_variants", "kernels_matvec", "decode_quant", "reference", "logits",
+        "sanitizer", "graph_cache", "decode_wide", "serve", "attention", "prefill", "greedy", "memory", "hf_timing", "ncu"]
+CAPS = {"info": 40, "copy_bandwidth": 30, "model": 180, "decode_variants": 150, "kernels_matvec": 120, "decode_quant": 100,
+        "reference": 90, "logits": 160, "sanitizer": 180, "graph_cache": 90, "decode_wide": 120, "serve": 150, "attention": 90,
+        "prefill": 90, "greedy": 150, "memory": 60, "hf_timing": 60, "ncu": 150,
+        "reference_variants": 150, "diagnose": 400, "bisect": 400}
+# Left out of the CPU smoke: the steps that need torch, and two plain CLI calls with no logic of their own here
+# (prefill is bench e2e as in decode_quant; memory --allocate has its own tests), to keep the smoke short.
+SMOKE_SKIP = {"copy_bandwidth", "reference", "hf_timing", "reference_variants", "diagnose", "bisect", "prefill", "memory"}
+MIN_START = 15           # a step is not started with less time left than this
+
+
+class StepTimeout(Exception):
+    pass
+
+
+class Skip(Exception):
+    """A step that cannot run here (no ncu, no compute-sanitizer): recorded as skipped with the reason."""
+
+
+class Terminated(BaseException):
+    pass
 
 
 def log(msg):
     print(f"[{time.time() - T0:6.1f}s] {msg}", flush=True)
 
 
+def atomic_write(path, text):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def save():
+    """results.json, summary.json and results.md as they stand now (called after every CLI call and step)."""
     out = Path(ARGS.out)
-    (out / "results.json").write_text(json.dumps(RESULTS, indent=1, default=str))
-
-
-def step(name, fn, *a, **kw):
-    t = time.time()
-    log(f"--- {name}")
+    atomic_write(out / "results.json", json.dumps(RESULTS, indent=1, default=str))
     try:
-        RESULTS["steps"][name] = fn(*a, **kw)
-        log(f"{name}: ok in {time.time() - t:.1f}s")
-    except Exception as e:  # record and go on
-        RESULTS["errors"][name] = f"{type(e).__name__}: {e}"
-        log(f"{name}: FAILED {type(e).__name__}: {e}")
-        traceback.print_exc()
-    RESULTS["timings_s"][name] = round(time.time() - t, 2)
+        summ = summary()
+    except Exception as e:  # a summary bug must not lose the run
+        summ = {"summary_error": f"{type(e).__name__}: {e}", "steps": step_table()}
+    atomic_write(out / "summary.json", json.dumps(summ, indent=1, default=str))
+    try:
+        atomic_write(out / "results.md", markdown(summ))
+    except Exception as e:
+        log(f"results.md not written: {type(e).__name__}: {e}")
+
+
+def on_alarm(signum, frame):
+    raise StepTimeout("step cap reached")
+
+
+def on_term(signum, frame):
+    raise Terminated(f"signal {signum}")
+
+
+def step(name, fn):
+    global STEP_END
+    now = time.time()
+    cap = CAPS.get(name, 120) if not ARGS.cpu_smoke else ARGS.smoke_cap
+    left = DEADLINE - now - MARGIN
+    min_start = MIN_START if not ARGS.cpu_smoke else 3
+    if left < min(min_start, cap):
+        RESULTS["status"][name] = {"status": "skipped (deadline)", "seconds": 0, "cap_s": cap}
+        log(f"--- {name}: skipped (deadline, {left:.0f}s left)")
+        save()
+        return
+    budget = min(cap, left)
+    STEP_END = now + budget
+    res = {}
+    RESULTS["steps"][name] = res  # steps fill it as they go, so a timeout keeps what finished
+    RESULTS["errors"].pop(name, None)
+    RESULTS["status"][name] = {"status": "running", "seconds": None, "cap_s": round(budget)}
     save()
-    return RESULTS["steps"].get(name)
+    log(f"--- {name} (cap {budget:.0f}s)")
+    status, err = "ok", None
+    signal.setitimer(signal.ITIMER_REAL, budget + 10)  # Python-side work (torch); CLI calls time out first
+    try:
+        r = fn(res) if len(inspect.signature(fn).parameters) == 1 else fn()
+        if isinstance(r, dict):
+            res.update(r)
+    except StepTimeout as e:
+        status, err = "timeout", str(e)
+    except Skip as e:
+        status, err = "skipped", str(e)
+    except Terminated as e:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        RESULTS["status"][name] = {"status": "killed", "seconds": round(time.time() - now, 1), "cap_s": round(budget)}
+        RESULTS["errors"][name] = f"killed by {e}"
+        raise
+    except Exception as e:  # record and go on
+        status, err = "failed", f"{type(e).__name__}: {e}"
+        traceback.print_exc()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        STEP_END = None
+    RESULTS["status"][name] = {"status": status, "seconds": round(time.time() - now, 1), "cap_s": round(budget)}
+    if err:
+        RESULTS["errors"][name] = err
+    log(f"{name}: {status} in {time.time() - now:.1f}s" + (f" ({err})" if err else ""))
+    save()
 
 
-def cli(name, args, timeout, parse_json=True):
-    """Runs ilgpu-llama, keeps its stdout/stderr in the output folder, returns parsed JSON stdout."""
-    out = Path(ARGS.out)
+def die_with_parent():
+    """In the child: SIGKILL when this script dies (even by SIGKILL), so no CLI outlives a killed run."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def kill_group(p):
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            p.wait(timeout=3)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def spawn(cmd, name, cwd=None):
+    """Starts cmd in its own process group with stdout/stderr in the log folder."""
+    logs = Path(ARGS.logs)
+    so = open(logs / f"{name}.stdout.txt", "w")
+    se = open(logs / f"{name}.stderr.txt", "w")
+    p = subprocess.Popen(cmd, stdout=so, stderr=se, stdin=subprocess.DEVNULL, cwd=cwd or ARGS.work, env=dict(os.environ, **ARGS.child_env),
+                         start_new_session=True, preexec_fn=die_with_parent)
+    so.close()
+    se.close()
+    CHILDREN.add(p)
+    return p
+
+
+def time_left(timeout):
+    limit = timeout
+    if STEP_END is not None:
+        limit = min(limit, STEP_END - time.time())
+    return limit
+
+
+def run_cmd(name, cmd, timeout):
+    """Runs cmd (its own process group) for at most timeout seconds or what the step has left; returns (exit, stdout, stderr)."""
+    limit = time_left(timeout)
+    if limit < 1:
+        raise StepTimeout(f"{name}: no time left in the step")
     t = time.time()
-    p = subprocess.run([ARGS.cli] + args, capture_output=True, text=True, timeout=timeout)
-    (out / f"{name}.stderr.txt").write_text(p.stderr)
-    (out / f"{name}.stdout.txt").write_text(p.stdout[-200000:])
-    log(f"  ilgpu-llama {' '.join(a if len(a) < 60 else a[:57] + '...' for a in args)} -> exit {p.returncode} in {time.time() - t:.1f}s")
-    tail = "\n".join(p.stderr.strip().splitlines()[-6:])
+    p = spawn(cmd, name)
+    try:
+        rc = p.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise StepTimeout(f"{name} killed after {limit:.0f}s")
+    finally:
+        if p.poll() is None:
+            kill_group(p)
+        CHILDREN.discard(p)
+    logs = Path(ARGS.logs)
+    out = (logs / f"{name}.stdout.txt").read_text(errors="replace")
+    err = (logs / f"{name}.stderr.txt").read_text(errors="replace")
+    shown = " ".join(a if len(a) < 60 else a[:57] + "..." for a in cmd)[-300:]
+    log(f"  {name}: {shown} -> exit {rc} in {time.time() - t:.1f}s")
+    tail = "\n".join(err.strip().splitlines()[-6:])
     if tail:
         print("    " + tail.replace("\n", "\n    "), flush=True)
-    if p.returncode not in (0,) and not (parse_json and p.stdout.strip().startswith("{")):
-        raise RuntimeError(f"exit {p.returncode}: {tail}")
+    return rc, out, err
+
+
+def cli(name, args, timeout=600, parse_json=True, prefix=(), check=True):
+    """Runs ilgpu-llama (logs kept in the log folder), returns parsed JSON stdout."""
+    rc, out, err = run_cmd(name, list(prefix) + ARGS.cli_cmd + list(args), timeout)
+    tail = "\n".join(err.strip().splitlines()[-6:])
+    if check and rc != 0 and not (parse_json and out.strip().startswith("{")):
+        raise RuntimeError(f"{name}: exit {rc}: {tail}")
+    try:
+        save()
+    except Exception:
+        pass
     if not parse_json:
-        return {"exit": p.returncode, "stdout": p.stdout[-4000:]}
-    return json.loads(p.stdout)
+        return {"exit": rc, "stdout": out[-4000:]}
+    return json.loads(out)
 
 
+def model_dir():
+    d = RESULTS.get("model_dir")
+    if not d or not Path(d).exists():
+        raise RuntimeError("no model: the model step has not run (or its directory is gone)")
+    return d
+
+
+def demo_dir():
+    """The built-in demo model, written by a first generate into the work folder's weights/."""
+    d = Path(ARGS.work) / "weights" / "demo-tiny-llama3"
+    if not (d / "config.json").exists():
+        cli("demo_model", ["generate", "--max-new-tokens", "1", "--device", "cpu", "--temperature", "0"], 300, parse_json=False)
+    return str(d)
+
+
+def tokens_arg(rows):
+    out = []
+    for row in rows:
+        out += ["--tokens", ",".join(map(str, row))]
+    return out
+
+
+def smoke_tokens(n, seed=0):
+    return [(37 * i + 11 * seed + 5) % 500 + 1 for i in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------
 # ---------------------------------------------------------------------------------------------
 # 1. model
 
@@ -404,30 +590,6 @@ def bisect():
     return out
 
 
-def ncu_profile():
-    """Nsight Compute on a few decode-step kernels (direct launches), if ncu is present."""
-    import shutil
-    ncu = shutil.which("ncu") or next((str(p) for p in Path("/opt/nvidia").glob("nsight-compute/*/ncu")), None) or next((str(p) for p in Path("/usr/local").glob("cuda*/bin/ncu")), None)
-    if not ncu:
-        return {"skipped": "ncu not found"}
-    p = RESULTS["ref"]["prompts"][0]
-    cmd = [ncu, "--clock-control", "none", "--launch-skip", "420", "--launch-count", "12", "--section", "SpeedOfLight",
-           "--section", "Occupancy", "--section", "LaunchStats", "--csv", ARGS.cli, "generate", "--model", RESULTS["model_dir"],
-           "--temperature", "0", "--ignore-eos", "--max-new-tokens", "8", "--device", "cuda", "--no-cuda-graph", "--json",
-           "--tokens", ",".join(map(str, p))]
-    t = time.time()
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
-    (Path(ARGS.out) / "ncu.csv").write_text(r.stdout)
-    (Path(ARGS.out) / "ncu.stderr.txt").write_text(r.stderr)
-    log(f"  ncu exit {r.returncode} in {time.time() - t:.1f}s")
-    keep = {}
-    for line in r.stdout.splitlines():
-        cols = [c.strip('"') for c in line.split('","')]
-        if len(cols) > 14 and cols[-3] in ("Duration", "Memory Throughput", "DRAM Throughput", "Achieved Occupancy", "Registers Per Thread", "Block Size", "Grid Size", "Compute (SM) Throughput"):
-            keep.setdefault(f"{cols[0]}:{cols[4][:60]}", {})[cols[-3]] = f"{cols[-1]} {cols[-2]}"
-    return {"exit": r.returncode, "kernels": keep}
-
-
 def hf_timing():
     import torch
     model = globals()["MODEL"]
@@ -481,183 +643,424 @@ def first_divergence(ours, ref, margins, tol):
     return None
 
 
-def ours_logits():
-    ref = RESULTS["ref"]
-    toks = ",".join(map(str, ref["logits_tokens"]))
-    out = {}
-    for mode in ("prefill", "decode"):
-        f = Path(ARGS.work) / f"ours_{mode}.npy"
-        cli(f"logits_{mode}", ["logits", "--model", RESULTS["model_dir"], "--tokens", toks, "--out", str(f), "--mode", mode,
-                               "--device", DEV, "--max-seq-len", "512"], 240, parse_json=False)
-        out[mode] = cli(f"compare_{mode}", ["compare-logits", "--ours", str(f), "--reference", str(Path(ARGS.work) / "ref_logits.npy"), "--json"], 240)
-    a, b = Path(ARGS.work) / "ours_prefill.npy", Path(ARGS.work) / "ours_decode.npy"
-    out["prefill_vs_decode"] = cli("compare_prefill_decode", ["compare-logits", "--ours", str(a), "--reference", str(b), "--json"], 240)
-    for v in out.values():
-        v.pop("disagreements", None) if len(v.get("disagreements", [])) > 20 else None
-    RESULTS["logit_tolerance"] = max(out["prefill"]["max_abs_error"], out["decode"]["max_abs_error"])
-    return out
 
-
-def ours_generate():
-    ref = RESULTS["ref"]
-    tol = RESULTS.get("logit_tolerance")
-    p = ref["prompts"]
-    common = ["generate", "--model", RESULTS["model_dir"], "--temperature", "0", "--ignore-eos", "--max-new-tokens",
-              str(ARGS.new_tokens), "--json", "--device", "cuda", "--max-seq-len", "512"]
-    out = {}
-    runs = [("b1_graph", p[:1], []), ("b1_nograph", p[:1], ["--no-cuda-graph"]), ("b4_graph", p, []), ("b4_nograph", p, ["--no-cuda-graph"])]
-    for name, ps, extra in runs:
-        args = list(common) + extra
-        for row in ps:
-            args += ["--tokens", ",".join(map(str, row))]
-        j = cli(f"generate_{name}", args, 300)
-        seqs = j["sequences"]
-        refs = [ref["greedy_b1"]] if len(ps) == 1 else ref["greedy_b4"]
-        margins = [ref["margins_b1"]] if len(ps) == 1 else ref["margins_b4"]
-        out[name] = {
-            "decode_tokens_per_second": j["decode_tokens_per_second"], "decode_ms_per_step": j["decode_ms_per_step"],
-            "prefill_tokens_per_second": j["prefill_tokens_per_second"], "cuda_graph": j["cuda_graph"],
-            "identical": [s["generated_tokens"] == r for s, r in zip(seqs, refs)],
-            "first_divergence": [first_divergence(s["generated_tokens"], r, m, tol) for s, r, m in zip(seqs, refs, margins)],
-            "memory": j["memory"],
-        }
-    return out
-
-
-def ours_bench_kernels():
-    shapes = "tiny" if ARGS.cpu_smoke else "llama-3.2-1b"
-    args = ["bench", "kernels", "--device", DEV, "--shapes", shapes, "--json"]
-    if not ARGS.cpu_smoke:
-        args += ["--plot", str(Path(ARGS.out) / "roofline.png")]
-    else:
-        args += ["--repeats", "1", "--warmup", "0"]
-    return cli("bench_kernels", args, ARGS.bench_timeout)
-
-
-def ours_variants():
-    """bench e2e for every decode variant, side by side: pp at batch 1..4 and tg at batch 1..4."""
-    out = {}
-    for v in VARIANTS:
-        out[v] = cli(f"bench_e2e_{v}", ["bench", "e2e", "--model", RESULTS["model_dir"], "--device", DEV, "--prompt-tokens", str(ARGS.pp),
-                                        "--gen-tokens", str(ARGS.tg), "--repeats", str(ARGS.repeats), "--decode-variant", v, "--json"], 300)
-        tg = {r["batch"]: r for r in out[v]["rows"] if r["test"].startswith("tg")}
-        log(f"  {v}: " + ", ".join(f"b{b} {r['tokens_per_second']:.1f} tok/s ({r['ms_per_step']:.3f} ms/step, {r['launches_per_step']} launches, host {r['host_us_per_step']:.0f} us)" for b, r in sorted(tg.items())))
-    return out
-
-
-QUANT_FORMATS = ("q8_0", "q4_0")
-
+# ---------------------------------------------------------------------------------------------
+# 3. ilgpu-llama (every step takes the dict it fills as it goes)
 
 def best_variant():
-    """The decode variant with the highest batch-1 tok/s in ours_variants (baseline if that step did not run)."""
+    """The decode variant with the highest batch-1 tok/s in decode_variants (baseline if that step has no figure)."""
     per = {v: next((r["tokens_per_second"] for r in rep.get("rows", []) if r["test"].startswith("tg") and r["batch"] == 1), 0)
-           for v, rep in (RESULTS["steps"].get("ours_variants") or {}).items()}
+           for v, rep in (RESULTS["steps"].get("decode_variants") or {}).items() if isinstance(rep, dict)}
     return max(per, key=per.get) if per else "baseline"
 
 
-def ours_quantized():
-    """Q8_0 and Q4_0 (quantised at load) beside fp16 in the same run: bench e2e with the winning decode
-    variant, the quantised matvec/GEMM kernels' bandwidth on their own bytes, and decode-path logits
-    against the fp32 reference (quality on this random-weight model)."""
-    out = {}
+def e2e(name, extra, timeout=200):
+    return cli(name, ["bench", "e2e", "--model", model_dir(), "--device", DEV, "--json"] + extra, timeout)
+
+
+def info(res):
+    res.update(cli("info", ["info", "--json"], 60))
+
+
+def smoke_model(res):
+    """--cpu-smoke: the built-in demo model stands in for the 1B model."""
+    RESULTS["model_dir"] = demo_dir()
+    res["model_dir"] = RESULTS["model_dir"]
+
+
+def decode_variants(res):
+    """tg128 after a 16-token prompt at batch 1 and 4, every decode variant, 2 repeats: the decisive numbers."""
+    for v in (VARIANTS if not ARGS.cpu_smoke else VARIANTS[-1:]):
+        r = e2e(f"bench_e2e_{v}", ["--prompt-tokens", "16", "--gen-tokens", str(ARGS.tg), "--batches", "1,4" if not ARGS.cpu_smoke else "1",
+                                   "--max-batch-size", "4" if not ARGS.cpu_smoke else "1",
+                                   "--repeats", str(ARGS.decode_repeats), "--decode-variant", v])
+        res[v] = r
+        tg = {x["batch"]: x for x in r["rows"] if x["test"].startswith("tg")}
+        log(f"  {v}: " + ", ".join(f"b{b} {x['tokens_per_second']:.1f} tok/s ({x['ms_per_step']:.3f} ms/step, {x['launches_per_step']} launches)" for b, x in sorted(tg.items())))
+
+
+def kernels_matvec(res):
+    """The matvec kernels (fp16 and the quantised formats), launches timed back to back so the launch floor does not hide bandwidth."""
+    shapes = ["--shapes", "tiny", "--repeats", "2", "--warmup", "0", "--filter", "matvec* b1"] if ARGS.cpu_smoke else \
+        ["--shapes", "llama-3.2-1b", "--repeats", "50", "--warmup", "5", "--filter", "matvec*"]
+    for f in (("fp16",) if ARGS.cpu_smoke else ("fp16",) + QUANT_FORMATS):
+        plot = ["--plot", str(Path(ARGS.out) / "roofline.png")] if f == "fp16" and not ARGS.cpu_smoke else []
+        res[f] = cli(f"bench_kernels_matvec_{f}", ["bench", "kernels", "--device", DEV, "--dtype", f, "--back-to-back", "--json"] + shapes + plot, 200)
+
+
+def decode_quant(res):
+    """Q8_0 and Q4_0 (quantised at load) decode at batch 1 with the winning variant."""
     v = best_variant()
+    for f in (QUANT_FORMATS if not ARGS.cpu_smoke else QUANT_FORMATS[-1:]):
+        r = e2e(f"bench_e2e_{f}", ["--dtype", f, "--prompt-tokens", "16", "--gen-tokens", str(ARGS.tg), "--batches", "1", "--max-batch-size", "1",
+                                   "--repeats", str(ARGS.decode_repeats), "--decode-variant", v])
+        r["variant"] = v
+        res[f] = r
+
+
+def logits(res):
+    """Logits of every variant (decode path) and format (winning variant) against transformers fp32, and prefill vs decode.
+    In the CPU smoke (no transformers) the reference is our own prefill logits, which checks the commands and flags only."""
+    w = Path(ARGS.work)
     ref = RESULTS.get("ref")
-    for f in QUANT_FORMATS:
-        res = {"variant": v}
-        res["bench_e2e"] = cli(f"bench_e2e_{f}", ["bench", "e2e", "--model", RESULTS["model_dir"], "--device", DEV, "--dtype", f, "--prompt-tokens", str(ARGS.pp),
-                                                  "--gen-tokens", str(ARGS.tg), "--repeats", str(ARGS.repeats), "--decode-variant", v, "--json"], 300)
-        args = ["bench", "kernels", "--device", DEV, "--dtype", f, "--json"]
-        args += ["--shapes", "tiny", "--repeats", "1", "--warmup", "0"] if ARGS.cpu_smoke else ["--shapes", "llama-3.2-1b"]
-        res["bench_kernels"] = cli(f"bench_kernels_{f}", args, ARGS.bench_timeout)
-        if ref:
-            toks = ",".join(map(str, ref["logits_tokens"]))
-            npy = Path(ARGS.work) / f"ours_decode_{f}.npy"
-            cli(f"logits_decode_{f}", ["logits", "--model", RESULTS["model_dir"], "--tokens", toks, "--out", str(npy), "--mode", "decode",
-                                      "--device", DEV, "--max-seq-len", "512", "--dtype", f, "--decode-variant", v], 240, parse_json=False)
-            r = cli(f"compare_decode_{f}", ["compare-logits", "--ours", str(npy), "--reference", str(Path(ARGS.work) / "ref_logits.npy"), "--json"], 240)
-            r.pop("disagreements", None)
-            res["decode_logits_vs_fp32"] = r
-        tg = {r["batch"]: r for r in res["bench_e2e"]["rows"] if r["test"].startswith("tg")}
-        log(f"  {f}: " + ", ".join(f"b{b} {r['tokens_per_second']:.1f} tok/s" for b, r in sorted(tg.items())))
-        out[f] = res
-    return out
+    toks = ",".join(map(str, ref["logits_tokens"] if ref else smoke_tokens(24)))
+    common = ["logits", "--model", model_dir(), "--tokens", toks, "--device", DEV, "--max-seq-len", "512"]
+    prefill = w / "ours_prefill.npy"
+    cli("logits_prefill", common + ["--out", str(prefill), "--mode", "prefill"], 240, parse_json=False)
+    reference = w / "ref_logits.npy" if ref else prefill
+
+    def compare(key, a, b):
+        r = cli(f"compare_{key}", ["compare-logits", "--ours", str(a), "--reference", str(b), "--json"], 120)
+        if len(r.get("disagreements", [])) > 20:
+            r.pop("disagreements")
+        res[key] = r
+
+    if ref:
+        compare("prefill", prefill, reference)
+    runs = [(v, "fp16") for v in (VARIANTS if not ARGS.cpu_smoke else [])]
+    win = best_variant()
+    runs += [(win, f) for f in (("bf16",) + QUANT_FORMATS if not ARGS.cpu_smoke else ("q4_0",))]
+    for v, f in runs:
+        key = f"decode_{v}" if f == "fp16" else f"decode_{f}"
+        npy = w / f"ours_{key}.npy"
+        cli(f"logits_{key}", common + ["--out", str(npy), "--mode", "decode", "--decode-variant", v, "--dtype", f], 240, parse_json=False)
+        compare(key, npy, reference)
+        if (v == "baseline" and f == "fp16") or (ARGS.cpu_smoke and "prefill_vs_decode" not in res):
+            compare("prefill_vs_decode", prefill, npy)
+    errs = [res[k]["max_abs_error"] for k in ("prefill", "decode_baseline") if k in res]
+    if errs and ref:
+        RESULTS["logit_tolerance"] = max(errs)
 
 
-WIDE_BATCHES = "1,4,8,16,32,64"
+SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck")
 
 
-def ours_wide_batches():
-    """Decode past 4 sequences (one launch per matvec loops over tiles of 4): tok/s at batch 1..64 with
-    the winning variant, to show the weights are read once per step (tok/s should grow ~linearly)."""
-    v = best_variant()
-    batches = "1,2,5" if ARGS.cpu_smoke else WIDE_BATCHES
-    r = cli("bench_e2e_wide", ["bench", "e2e", "--model", RESULTS["model_dir"], "--device", DEV, "--max-batch-size", batches.split(",")[-1], "--batches", batches,
-                               "--prompt-tokens", "16", "--gen-tokens", str(ARGS.tg), "--repeats", "1", "--decode-variant", v, "--json"], 400)
-    r["variant"] = v
-    return r
+def find_tool(name):
+    return shutil.which(name) or next((str(p) for pat in (f"/usr/local/cuda*/bin/{name}", f"/opt/nvidia/*/{name}", f"/opt/nvidia/*/*/{name}")
+                                       for p in sorted(Path("/").glob(pat.lstrip("/")))), None)
 
 
-def ours_serve():
-    """bench serve against an in-process server (64 KV slots, the winning variant): output tok/s, time to
-    first token and inter-token latency at concurrency 1, 4, 16 and 64."""
-    levels, slots = ("1,2", "2") if ARGS.cpu_smoke else ("1,4,16,64", "64")
-    return cli("bench_serve", ["bench", "serve", "--model", RESULTS["model_dir"], "--device", DEV, "--max-batch-size", slots, "--concurrency", levels,
-                               "--max-tokens", str(ARGS.tg if not ARGS.cpu_smoke else 4), "--decode-variant", best_variant(), "--json"], 500)
+AT = re.compile(r"\bat\s+(?:(0x[0-9a-f]+)\s+in\s+)?(.+?)(\+0x[0-9a-f]+)?(?:\s+in\s+(\S+))?(?:\s+\[.*\])?\s*$")
 
 
-def ours_variant_checks():
-    """Correctness of every variant: decode-path logits against the fp32 reference (the prefill path
-    does not depend on the variant) and greedy generation at batch 1 and 4 against transformers."""
-    ref = RESULTS.get("ref")
-    out = {}
-    for v in VARIANTS:
-        res = {}
-        if ref:
-            toks = ",".join(map(str, ref["logits_tokens"]))
-            f = Path(ARGS.work) / f"ours_decode_{v}.npy"
-            cli(f"logits_decode_{v}", ["logits", "--model", RESULTS["model_dir"], "--tokens", toks, "--out", str(f), "--mode", "decode",
-                                      "--device", DEV, "--max-seq-len", "512", "--decode-variant", v], 240, parse_json=False)
-            r = cli(f"compare_decode_{v}", ["compare-logits", "--ours", str(f), "--reference", str(Path(ARGS.work) / "ref_logits.npy"), "--json"], 240)
-            r.pop("disagreements", None)
-            res["decode_logits"] = r
-        prompts_ = ref["prompts"] if ref else [[1, 2, 3, 4, 5, 6, 7, 8]] * 4
-        for b in (1, 4):
-            args = ["generate", "--model", RESULTS["model_dir"], "--temperature", "0", "--ignore-eos", "--max-new-tokens", str(ARGS.new_tokens),
-                    "--json", "--device", DEV, "--max-seq-len", "512", "--decode-variant", v]
-            for row in prompts_[:b]:
-                args += ["--tokens", ",".join(map(str, row))]
-            j = cli(f"generate_{v}_b{b}", args, 300)
-            seqs = [s_["generated_tokens"] for s_ in j["sequences"]]
-            entry = {"decode_tokens_per_second": j["decode_tokens_per_second"], "decode_ms_per_step": j["decode_ms_per_step"]}
-            if ref:
-                refs = [ref["greedy_b1"]] if b == 1 else ref["greedy_b4"]
-                margins = [ref["margins_b1"]] if b == 1 else ref["margins_b4"]
-                entry["identical"] = [a == r for a, r in zip(seqs, refs)]
-                entry["first_divergence"] = [first_divergence(a, r, m, RESULTS.get("logit_tolerance")) for a, r, m in zip(seqs, refs, margins)]
+def at_fields(m):
+    """(kernel, location) of an "at" match: FILE:LINE when the PTX carried line information, else the SASS offset."""
+    return m.group(2).strip(), m.group(4) or (m.group(3) or "").lstrip("+") or m.group(1)
+
+
+def parse_sanitizer(text):
+    """compute-sanitizer output -> {"errors": N or None, "findings": [{message, kernel, location, count}]}, one entry per
+    distinct (message, kernel, location) with how often it was reported. The kernel and location come from the first
+    "at KERNEL+0xOFF in FILE:LINE" (or "at 0xOFF in KERNEL") line of a report, or from the report's own line (racecheck)."""
+    findings, current, errors = {}, None, None
+
+    def close():
+        if current is not None:
+            k = (re.sub(r"0x[0-9a-f]+", "0x?", current["message"]), current["kernel"], current["location"])
+            if k in findings:
+                findings[k]["count"] += 1
             else:
-                entry["tokens"] = seqs
-            res[f"greedy_b{b}"] = entry
-        out[v] = res
-    return out
+                findings[k] = dict(current, count=1)
+
+    for raw in text.splitlines():
+        if not raw.startswith("========="):
+            continue
+        line = raw[10:] if raw.startswith("========= ") else raw[9:]
+        m = re.search(r"(ERROR SUMMARY):\s*(\d+)", line)
+        if m:
+            close()
+            current = None
+            errors = (errors or 0) + int(m.group(2))
+            continue
+        if not line.strip():
+            close()
+            current = None
+            continue
+        if not line.startswith(" "):  # the first line of a report
+            close()
+            if line.startswith(("COMPUTE-SANITIZER", "Program hit", "Saved host backtrace", "Target application returned", "RACECHECK SUMMARY", "LEAK SUMMARY")):
+                current = None
+                continue
+            current = {"message": line.strip(), "kernel": None, "location": None}
+            at = AT.search(line)
+            if at and ("access at" in line or " at " in line):
+                current["kernel"], current["location"] = at_fields(at)
+            continue
+        if current is not None and current["kernel"] is None:
+            at = AT.match(line.strip()) if line.strip().startswith("at ") else None
+            if at:
+                current["kernel"], current["location"] = at_fields(at)
+    close()
+    return {"errors": errors, "findings": list(findings.values())}
 
 
-def ours_memory():
-    return cli("memory_allocate", ["memory", "--model", RESULTS["model_dir"], "--allocate", "--device", DEV, "--json"], 180)
+def sanitizer(res):
+    """compute-sanitizer memcheck, racecheck, synccheck (initcheck if time is left) over prefill and two decode steps
+    of the demo model, batch 5 (one full tile of 4 and a partial one), every weight format, the winning variant.
+    Without compute-sanitizer (CPU smoke) the same commands run unwrapped, to check them."""
+    tool = find_tool("compute-sanitizer")
+    demo = demo_dir()
+    v = best_variant()
+    res["variant"] = v
+    res["tool_path"] = tool
+    lengths = [5 + 3 * i for i in range(5)] if not ARGS.cpu_smoke else [3] * 5
+    args = ["generate", "--model", demo, "--device", DEV, "--max-batch-size", "6", "--max-seq-len", "64", "--temperature", "0",
+            "--ignore-eos", "--max-new-tokens", "3" if not ARGS.cpu_smoke else "2", "--json", "--decode-variant", v] + \
+        tokens_arg([smoke_tokens(n, i) for i, n in enumerate(lengths)])
+    if tool is None:
+        for f in (("q4_0",) if ARGS.cpu_smoke else SANITIZER_FORMATS):
+            j = cli(f"sanitizer_plain_{f}", args + ["--dtype", f], 120)
+            res.setdefault("unwrapped", {})[f] = {"sequences": len(j["sequences"]), "kernel_launches": j.get("kernel_launches")}
+        raise Skip("compute-sanitizer not found; the commands ran without it")
+    tools = list(SANITIZER_TOOLS)
+    for t in tools + ["initcheck"]:
+        if t == "initcheck" and time_left(1e9) < 60:
+            res["initcheck"] = {"skipped": "not enough time left in the step"}
+            break
+        for f in SANITIZER_FORMATS:
+            logf = Path(ARGS.logs) / f"sanitizer_{t}_{f}.log"
+            prefix = [tool, "--tool", t, "--log-file", str(logf), "--print-limit", "30"]
+            rc, _, err = run_cmd(f"sanitizer_{t}_{f}", prefix + ARGS.cli_cmd + args + ["--dtype", f], 90)
+            parsed = parse_sanitizer(logf.read_text(errors="replace") if logf.exists() else "")
+            parsed["exit"] = rc
+            if rc != 0:
+                parsed["stderr_tail"] = "\n".join(err.strip().splitlines()[-4:])
+            res.setdefault(t, {})[f] = parsed
+            save()
 
 
-def ours_info():
-    return cli("info", ["info", "--json"], 60)
+def http_json(url, body=None, timeout=60):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read().decode())
 
 
-def smoke_model():
-    """--cpu-smoke: the built-in demo model (written by a first generate) stands in for the 1B model."""
-    cli("smoke_demo", ["generate", "--max-new-tokens", "2", "--device", "cpu", "--temperature", "0"], 300, parse_json=False)
-    RESULTS["model_dir"] = str(Path.cwd() / "weights" / "demo-tiny-llama3")
-    return {"model_dir": RESULTS["model_dir"]}
+def process_memory_mib(pid):
+    """Device memory nvidia-smi attributes to pid (MiB), or None."""
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20).stdout
+        return sum(int(b) for a, b in (l.split(",") for l in out.strip().splitlines() if "," in l) if int(a) == pid) or None
+    except Exception:
+        return None
+
+
+def graph_cache(res):
+    """serve with 8 slots: recorded CUDA graphs and device memory before and after 50 requests with different
+    temperatures, top-k and batch shapes (waves of 1..8 concurrent requests). The cache must stay bounded."""
+    slots = 8
+    max_tokens = 6 if not ARGS.cpu_smoke else 2
+    demo = demo_dir()
+    p = spawn(ARGS.cli_cmd + ["serve", "--model", demo, "--device", DEV, "--port", "0", "--max-batch-size", str(slots),
+                              "--max-seq-len", "128", "--decode-variant", best_variant()], "graph_cache_serve")
+    try:
+        errf = Path(ARGS.logs) / "graph_cache_serve.stderr.txt"
+        url = None
+        while url is None:
+            if p.poll() is not None:
+                raise RuntimeError(f"serve exited {p.returncode}: {errf.read_text()[-500:]}")
+            if time_left(1e9) < 5:
+                raise StepTimeout("serve did not start in the step's time")
+            m = re.search(r"listening on (http://\S+)", errf.read_text(errors="replace"))
+            url = m.group(1).rstrip("/") if m else None
+            time.sleep(0.3)
+        res["url"] = url
+
+        def one(i, temperature, top_k):
+            try:
+                body = {"prompt": f"Request {i}: the quick brown fox", "max_tokens": max_tokens, "temperature": temperature, "ignore_eos": True, "seed": i}
+                if top_k is not None:
+                    body["top_k"] = top_k
+                r = http_json(url + "/v1/completions", body, timeout=max(5, time_left(120)))
+                return r["usage"]["completion_tokens"] == max_tokens
+            except Exception as e:
+                log(f"  request {i}: {e}")
+                return False
+
+        one(-1, 0, None)  # warm-up: compile, greedy batch 1
+        before = http_json(url + "/health")
+        mem_before = process_memory_mib(p.pid)
+        plan, i, modes = ([1, 2, 3, 5, 8, 4, 6, 7, 8, 1, 5], 0, set()) if not ARGS.cpu_smoke else ([1, 3, 8], 0, set())
+        total = sum(plan)
+        ok = 0
+        for width in plan:
+            if i >= total:
+                break
+            batch = []
+            for _ in range(width):
+                temperature = 0.0 if i % 7 == 0 else round(0.05 + 0.037 * i, 3)
+                top_k = None if i % 5 == 0 else 1 + (i * 7) % 60
+                modes.add((temperature, top_k))
+                batch.append((i, temperature, top_k))
+                i += 1
+            results = [None] * len(batch)
+            threads = [threading.Thread(target=lambda k=k, a=a: results.__setitem__(k, one(*a))) for k, a in enumerate(batch)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            ok += sum(bool(x) for x in results)
+        after = http_json(url + "/health")
+        res.update({"requests": total, "ok": ok, "distinct_modes": len(modes), "slots": slots,
+                    "graphs_before": before.get("graphs"), "graphs_after": after.get("graphs"),
+                    "device_free_bytes_before": before.get("device_free_bytes"), "device_free_bytes_after": after.get("device_free_bytes"),
+                    "allocated_bytes_before": before.get("allocated_bytes"), "allocated_bytes_after": after.get("allocated_bytes"),
+                    "process_mib_before": mem_before, "process_mib_after": process_memory_mib(p.pid)})
+        g = res["graphs_after"]
+        # one greedy and one sampling graph per batch width is the most a bounded cache should hold
+        res["bounded"] = None if g is None else g <= 2 * slots
+        log(f"  graphs {res['graphs_before']} -> {g}, device free {res['device_free_bytes_before']} -> {res['device_free_bytes_after']}")
+    finally:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGINT)
+                p.wait(timeout=10)
+            except Exception:
+                pass
+            kill_group(p)
+        CHILDREN.discard(p)
+
+
+def decode_wide(res):
+    """Decode past 4 sequences with the winning variant: tok/s at batch 8, 16 and 64 (the weights read once per step)."""
+    v = best_variant()
+    batches = "5" if ARGS.cpu_smoke else "8,16,64"
+    r = e2e("bench_e2e_wide", ["--max-batch-size", batches.split(",")[-1], "--batches", batches, "--prompt-tokens", "16" if not ARGS.cpu_smoke else "4",
+                               "--gen-tokens", str(ARGS.tg) if not ARGS.cpu_smoke else "2", "--repeats", "1", "--decode-variant", v], 300)
+    r["variant"] = v
+    res.update(r)
+
+
+def write_tokenizer(d, ranks=128000):
+    """A tiktoken rank file with `ranks` byte tokens (256 single bytes, then every byte pair, then pair + byte), so that
+    with Llama 3's 256 special tokens after them the tokenizer has exactly vocab_size 128256 ids and can print every id
+    the random 1B model generates. Every multi-byte token is a lower-ranked token plus one byte (a valid BPE table)."""
+    import base64
+    lines, rank = [], 0
+    for b in range(256):
+        lines.append(base64.b64encode(bytes([b])).decode() + f" {rank}")
+        rank += 1
+    pairs = [bytes([a, b]) for a in range(256) for b in range(256)]
+    for t in pairs:
+        if rank >= ranks:
+            break
+        lines.append(base64.b64encode(t).decode() + f" {rank}")
+        rank += 1
+    for t in pairs:
+        for b in range(256):
+            if rank >= ranks:
+                break
+            lines.append(base64.b64encode(t + bytes([b])).decode() + f" {rank}")
+            rank += 1
+        if rank >= ranks:
+            break
+    (Path(d) / "tokenizer.model").write_text("\n".join(lines) + "\n")
+
+
+def with_tokenizer(d):
+    """serve needs a tokenizer that can print every id the model generates; the random 1B model has none, so a synthetic
+    byte-level one of its exact size is written beside it (config vocab_size - 256 special tokens)."""
+    if not any((Path(d) / n).exists() for n in ("tokenizer.json", "tokenizer.model", "original/tokenizer.model")):
+        vocab = json.loads((Path(d) / "config.json").read_text())["vocab_size"]
+        write_tokenizer(d, vocab - 256)
+    return d
+
+
+def serve(res):
+    """bench serve against an in-process server (64 KV slots, the winning variant) at concurrency 1, 16 and 64."""
+    levels, slots, extra = ("2", "2", ["--requests", "2"]) if ARGS.cpu_smoke else ("1,16,64", "64", [])
+    res.update(cli("bench_serve", ["bench", "serve", "--model", with_tokenizer(model_dir()), "--device", DEV, "--max-batch-size", slots,
+                                   "--concurrency", levels, "--max-tokens", str(ARGS.tg), "--decode-variant", best_variant(), "--json"] + extra, 300))
+
+
+def attention(res):
+    """The attention kernel at 64, 1024, 8192 and 32768 keys (the shape set's decode cases)."""
+    shapes = ["--shapes", "tiny", "--repeats", "1", "--warmup", "0"] if ARGS.cpu_smoke else ["--shapes", "llama-3.2-1b"]
+    res.update(cli("bench_kernels_attention", ["bench", "kernels", "--device", DEV, "--filter", "attention*", "--json"] + shapes, 200))
+
+
+def prefill(res):
+    """pp512 at batch 1 with the winning variant."""
+    r = e2e("bench_e2e_prefill", ["--prompt-tokens", str(ARGS.pp), "--gen-tokens", "1", "--batches", "1", "--max-batch-size", "1",
+                                  "--repeats", str(ARGS.repeats), "--decode-variant", best_variant()], 200)
+    r["variant"] = best_variant()
+    res.update(r)
+
+
+def greedy(res):
+    """Greedy generation token by token against transformers fp32 at batch 1 and 4 for every variant (CUDA graph on),
+    and the winner without graphs; in the CPU smoke, each variant against the baseline's tokens."""
+    ref = RESULTS.get("ref")
+    tol = RESULTS.get("logit_tolerance")
+    p = ref["prompts"] if ref else [smoke_tokens(8, i) for i in range(4)]
+    runs = [(v, b, []) for v in VARIANTS for b in (1, 4)]
+    if not ARGS.cpu_smoke:
+        runs += [(best_variant(), b, ["--no-cuda-graph"]) for b in (1, 4)]
+    else:
+        runs = [(best_variant(), 2, [])]
+    for v, b, extra in runs:
+        key = f"{v}_b{b}" + ("_nograph" if extra else "")
+        j = cli(f"generate_{key}", ["generate", "--model", model_dir(), "--temperature", "0", "--ignore-eos", "--max-new-tokens", str(ARGS.new_tokens),
+                                    "--json", "--device", DEV, "--max-seq-len", "512", "--decode-variant", v] + extra + tokens_arg(p[:b]), 300)
+        seqs = [s["generated_tokens"] for s in j["sequences"]]
+        entry = {"variant": v, "batch": b, "cuda_graph": j["cuda_graph"], "decode_tokens_per_second": j["decode_tokens_per_second"],
+                 "decode_ms_per_step": j["decode_ms_per_step"]}
+        if ref:
+            refs = [ref["greedy_b1"]] if b == 1 else ref["greedy_b4"]
+            margins = [ref["margins_b1"]] if b == 1 else ref["margins_b4"]
+            entry["identical"] = [a == r for a, r in zip(seqs, refs)]
+            entry["first_divergence"] = [first_divergence(a, r, m, tol) for a, r, m in zip(seqs, refs, margins)]
+        else:
+            entry["tokens"] = seqs
+            base = res.get("baseline_b4", {}).get("tokens")
+            if base is not None:
+                entry["same_as_baseline"] = seqs == base
+        res[key] = entry
+
+
+def memory(res):
+    res.update(cli("memory_allocate", ["memory", "--model", model_dir(), "--allocate", "--device", DEV, "--json"], 180))
+
+
+def ncu(res):
+    """Nsight Compute over one whole decode step of the winning variant (kernels launched one by one). The launch offset
+    comes from the CLI's own counts: generate --json reports the kernel launches so far and the launches per decode step,
+    so prefill's launches P = total - (steps x per step), and the third decode step starts at P + 2 x per step."""
+    v = best_variant()
+    prompt = RESULTS["ref"]["prompts"][0] if RESULTS.get("ref") else smoke_tokens(16)
+    args = ["generate", "--model", model_dir(), "--temperature", "0", "--ignore-eos", "--device", DEV, "--no-cuda-graph", "--json",
+            "--max-seq-len", "512", "--decode-variant", v, "--tokens", ",".join(map(str, prompt))]
+    counts = {}
+    for n in ((4, 6) if not ARGS.cpu_smoke else (4,)):
+        j = cli(f"ncu_count_{n}", args + ["--max-new-tokens", str(n)], 120)
+        counts[n] = (j["kernel_launches"], j["decode_launches_per_step"])
+    per_step = counts[4][1]
+    measured = (counts[6][0] - counts[4][0]) / 2 if 6 in counts else per_step  # one count in the smoke
+    prefill_launches = counts[4][0] - 3 * per_step  # 4 new tokens: 1 from prefill, 3 decode steps
+    res.update({"variant": v, "launches_per_step": per_step, "measured_launches_per_step": measured, "prefill_and_setup_launches": prefill_launches,
+                "launch_skip": prefill_launches + 2 * per_step, "launch_count": per_step, "counts_agree": measured == per_step})
+    if measured != per_step:
+        raise RuntimeError(f"launch counts disagree: {measured} per step measured, {per_step} reported; the launch offset would be wrong")
+    tool = find_tool("ncu")
+    if not tool:
+        raise Skip(f"ncu not found (launch skip {res['launch_skip']}, count {per_step} computed)")
+    cmd = [tool, "--clock-control", "none", "--launch-skip", str(res["launch_skip"]), "--launch-count", str(per_step), "--section", "SpeedOfLight",
+           "--section", "Occupancy", "--section", "LaunchStats", "--csv"] + ARGS.cli_cmd + args + ["--max-new-tokens", "4"]
+    rc, out, _ = run_cmd("ncu", cmd, 150)
+    keep = {}
+    for line in out.splitlines():
+        cols = [c.strip('"') for c in line.split('","')]
+        if len(cols) > 14 and cols[-3] in ("Duration", "Memory Throughput", "DRAM Throughput", "Achieved Occupancy", "Registers Per Thread", "Block Size", "Grid Size", "Compute (SM) Throughput"):
+            keep.setdefault(f"{cols[0]}:{cols[4][:60]}", {})[cols[-3]] = f"{cols[-1]} {cols[-2]}"
+    res.update({"exit": rc, "kernels": keep})
+
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. summary.json: the figures docs/performance.md quotes, from the steps above
+# 4. summary.json: the figures docs/performance.md quotes, from whatever steps have run (missing: null)
 
 MATVEC_ROWS = {  # summary key -> (plain kernel, fused-norm kernel, shape label start) at batch 1
     "qkv": ("matvec_qkv_rope_fp16", "matvec_qkv_rope_norm_fp16", None),
@@ -668,259 +1071,287 @@ MATVEC_ROWS = {  # summary key -> (plain kernel, fused-norm kernel, shape label 
 }
 
 
-def variant_checks(checks):
-    """Per variant: greedy tokens identical to transformers (GPU run), or to the baseline variant's (CPU smoke, no reference)."""
+def step_table():
+    return {k: dict(v, error=RESULTS["errors"].get(k)) for k, v in RESULTS["status"].items()}
+
+
+def decode_of(report):
     out = {}
-    base = checks.get("baseline", {})
-    for v, c in checks.items():
-        entry = {}
-        for k in ("greedy_b1", "greedy_b4"):
-            g = c.get(k) or {}
-            if "identical" in g:
-                entry[k] = g["identical"]
-            elif "tokens" in g:
-                entry[k + "_same_as_baseline"] = g["tokens"] == (base.get(k) or {}).get("tokens")
-        if c.get("decode_logits"):
-            entry["decode_logits_max_abs_error"] = c["decode_logits"].get("max_abs_error")
-        out[v] = entry
+    for r in (report or {}).get("rows", []):
+        if r["test"].startswith("tg"):
+            out[str(r["batch"])] = {"tok_s": r["tokens_per_second"], "tok_s_stddev": r["tokens_per_second_std_dev"], "ms_per_step": r["ms_per_step"],
+                                    "launches_per_step": r["launches_per_step"], "host_us_per_step": r["host_us_per_step"]}
     return out
 
 
-def serve_summary(report):
-    """Per concurrency level of bench serve, and the serving goals' ratios to batch-1 decode."""
-    levels = {str(l["concurrency"]): {k: l[k] for k in ("output_tokens_per_second", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "failed")}
-              for l in report.get("levels", [])}
-    wide = decode_rows(RESULTS["steps"].get("ours_wide_batches") or {})
-    b1 = wide.get("1")
-    out = {"levels": levels}
-    if b1:
-        if "16" in wide:
-            out["decode_batch16_over_batch1"] = wide["16"] / b1
-        if "64" in levels:
-            out["concurrency64_over_batch1"] = levels["64"]["output_tokens_per_second"] / b1
+def matvec_pct(report, fmt, fused):
+    if not report:
+        return None
+    out = {}
+    for key, (plain, normed, label) in MATVEC_ROWS.items():
+        name = (normed if fused else plain).replace("_fp16", "_" + fmt)
+        row = next((r for r in report.get("rows", []) if r["kernel"] == name and r["batch"] == 1 and (label is None or label in r["shape"])), None)
+        out[key] = row["pct_copy_bandwidth"] if row else None
     return out
 
 
-def decode_rows(report):
-    return {str(r["batch"]): r["tokens_per_second"] for r in report.get("rows", []) if r["test"].startswith("tg")}
+def logits_entry(r):
+    return {k: r.get(k) for k in ("positions", "max_abs_error", "max_error_over_spread", "mean_kl_divergence", "all_top1_agreement", "passed") if k in r} if r else None
 
 
 def summary():
     s = RESULTS["steps"]
-    bk = s.get("ours_bench_kernels") or {}
-    variants = s.get("ours_variants") or {}
-    copy = (bk.get("copy_bandwidth") or {}).get("gb_per_s")
-
-    def decode_of(report):
-        out = {}
-        for r in report.get("rows", []):
-            if r["test"].startswith("tg"):
-                out[str(r["batch"])] = {"tok_s": r["tokens_per_second"], "tok_s_stddev": r["tokens_per_second_std_dev"], "ms_per_step": r["ms_per_step"],
-                                        "launches_per_step": r["launches_per_step"], "host_us_per_step": r["host_us_per_step"]}
-        return out
-
-    per_variant = {v: decode_of(rep) for v, rep in variants.items()}
-    winner = max(per_variant, key=lambda v: per_variant[v].get("1", {}).get("tok_s", 0)) if per_variant else None
-    fused = winner is not None and winner != "baseline"
-    pct = {}
-    for key, (plain, normed, label) in MATVEC_ROWS.items():
-        name = normed if fused else plain
-        row = next((r for r in bk.get("rows", []) if r["kernel"] == name and r["batch"] == 1 and (label is None or label in r["shape"])), None)
-        pct[key] = row["pct_copy_bandwidth"] if row else None
+    variants = {v: r for v, r in (s.get("decode_variants") or {}).items() if isinstance(r, dict) and "rows" in r}
+    per_variant = {v: decode_of(r) for v, r in variants.items()}
+    winner = best_variant() if per_variant else None
+    fused = winner not in (None, "baseline")
+    km = s.get("kernels_matvec") or {}
+    copy = ((km.get("fp16") or {}).get("copy_bandwidth") or {}).get("gb_per_s") or ((s.get("attention") or {}).get("copy_bandwidth") or {}).get("gb_per_s")
+    weight_bytes = next(iter(variants.values()))["weight_bytes"] if variants else None
     attention = {}
-    for r in bk.get("rows", []):
+    for r in (s.get("attention") or {}).get("rows", []):
         if r["kernel"] == "attention" and r["shape"].startswith("decode seq"):
             keys = r["shape"].split()[2].rstrip(",")
             attention.setdefault(keys, {})[f"batch{r['batch']}"] = {"us": r["time_us"], "pct_copy_bandwidth": r["pct_copy_bandwidth"]}
-    prefill = None
-    if winner:
-        prefill = next((r["tokens_per_second"] for r in variants[winner]["rows"] if r["test"].startswith("pp") and r["batch"] == 1), None)
-    weight_bytes = next(iter(variants.values()))["weight_bytes"] if variants else None
-    quant = s.get("ours_quantized") or {}
+    pre = s.get("prefill") or {}
+    prefill_tok_s = next((r["tokens_per_second"] for r in pre.get("rows", []) if r["test"].startswith("pp")), None)
+    quant = s.get("decode_quant") or {}
+    lg = s.get("logits") or {}
 
     def quant_summary(f):
         q = quant.get(f)
-        if not q:
+        if not isinstance(q, dict) or "rows" not in q:
             return None
-        dec = decode_of(q["bench_e2e"])
+        dec = decode_of(q)
         base = per_variant.get(q["variant"], {}).get("1", {}).get("tok_s")
-        rows = q["bench_kernels"].get("rows", [])
-        matvec = {}
-        for key, (plain, normed, label) in MATVEC_ROWS.items():
-            name = (normed if q["variant"] != "baseline" else plain).replace("_fp16", "_" + f)
-            row = next((r for r in rows if r["kernel"] == name and r["batch"] == 1 and (label is None or label in r["shape"])), None)
-            matvec[key] = row["pct_copy_bandwidth"] if row else None
-        logits = q.get("decode_logits_vs_fp32") or {}
-        return {"variant": q["variant"], "weight_bytes": q["bench_e2e"].get("weight_bytes"), "decode": dec,
-                "speedup_vs_fp16_batch1": (dec.get("1", {}).get("tok_s") / base) if base and dec.get("1") else None,
-                "matvec_pct_of_copy": matvec,
-                "decode_logits_vs_fp32": {k: logits.get(k) for k in ("positions", "max_abs_error", "max_error_over_spread", "mean_kl_divergence", "all_top1_agreement", "passed") if k in logits}}
-    hf = (s.get("hf_timing") or {}).get("batch1", {}).get("tokens_per_second")
-    summ = {
-        "gpu": (s.get("versions") or {}).get("gpu") or (bk.get("device")),
+        return {"variant": q["variant"], "weight_bytes": q.get("weight_bytes"), "decode": dec,
+                "speedup_vs_fp16_batch1": (dec["1"]["tok_s"] / base) if base and dec.get("1") else None,
+                "matvec_pct_of_copy": matvec_pct(km.get(f), f, fused), "decode_logits_vs_fp32": logits_entry(lg.get(f"decode_{f}"))}
+
+    checks = {}
+    for v in VARIANTS:
+        g = s.get("greedy") or {}
+        entry = {"decode_logits": logits_entry(lg.get(f"decode_{v}"))}
+        for b in (1, 4):
+            e = g.get(f"{v}_b{b}") or {}
+            entry[f"greedy_b{b}_identical"] = e.get("identical", e.get("same_as_baseline"))
+        checks[v] = entry
+    wide = s.get("decode_wide") or {}
+    sv = s.get("serve") or {}
+    levels = {str(l["concurrency"]): {k: l[k] for k in ("output_tokens_per_second", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "failed")}
+              for l in sv.get("levels", [])}
+    wdec = decode_of(wide)
+    b1 = per_variant.get(winner, {}).get("1", {}).get("tok_s") if winner else None
+    san = s.get("sanitizer") or {}
+    sanitizer = {}
+    for t in SANITIZER_TOOLS + ("initcheck",):
+        runs = san.get(t)
+        if isinstance(runs, dict) and any(isinstance(x, dict) and "findings" in x for x in runs.values()):
+            sanitizer[t] = {"runs": {f: {"exit": x.get("exit"), "errors": x.get("errors")} for f, x in runs.items()},
+                            "errors": sum(x.get("errors") or 0 for x in runs.values()),
+                            "findings": [dict(fd, format=f) for f, x in runs.items() for fd in x.get("findings", [])]}
+        else:
+            sanitizer[t] = None
+    gc = s.get("graph_cache") or {}
+    nc = s.get("ncu") or {}
+    hf = ((s.get("hf_timing") or {}).get("batch1") or {}).get("tokens_per_second")
+    return {
+        "gpu": next((a.get("name") for a in (s.get("info") or {}).get("accelerators", []) if a.get("kind") == "cuda"), None),
+        "versions": RESULTS.get("versions"),
+        "device": next(iter(variants.values()))["device"] if variants else None,
         "commit": next(iter(variants.values()))["commit"] if variants else None,
+        "cpu_smoke": bool(ARGS.cpu_smoke),
+        "elapsed_s": round(time.time() - T0, 1),
+        "deadline_left_s": round(DEADLINE - time.time(), 1) if DEADLINE else None,
+        "steps": step_table(),
         "copy_gb_per_s": copy,
+        "torch_copy_gb_per_s": (s.get("copy_bandwidth") or {}).get("gb_per_s_read_plus_write"),
         "weight_bytes_per_token": weight_bytes,
         "bound_tok_s_batch1": (copy * 1e9 / weight_bytes) if copy and weight_bytes else None,
         "winning_variant": winner,
-        "decode": per_variant.get(winner, {}),
-        "variants": per_variant,
-        "matvec_pct_of_copy": pct,
-        "attention_us": attention,
-        "prefill_tok_s": prefill,
+        "decode": per_variant.get(winner, {}) if winner else None,
+        "variants": per_variant or None,
+        "matvec_pct_of_copy": matvec_pct(km.get("fp16"), "fp16", fused),
+        "matvec_timing": (km.get("fp16") or {}).get("timing"),
+        "attention_us": attention or None,
+        "prefill_tok_s": prefill_tok_s,
         "hf_decode_tok_s_batch1": hf,
-        "variant_checks": variant_checks(s.get("ours_variant_checks") or {}),
+        "logits_prefill_vs_fp32": logits_entry(lg.get("prefill")),
+        "logits_bf16_vs_fp32": logits_entry(lg.get("decode_bf16")),
+        "variant_checks": checks,
         "decode_q8_0": quant_summary("q8_0"),
         "decode_q4_0": quant_summary("q4_0"),
-        "decode_wide": {"variant": (s.get("ours_wide_batches") or {}).get("variant"), "decode": decode_of(s.get("ours_wide_batches") or {})},
-        "serve": serve_summary(s.get("ours_serve") or {}),
+        "decode_wide": {"variant": wide.get("variant"), "decode": wdec} if wdec else None,
+        "serve": {"levels": levels, "decode_batch16_over_batch1": (wdec["16"]["tok_s"] / b1) if b1 and "16" in wdec else None,
+                  "concurrency64_over_batch1": (levels["64"]["output_tokens_per_second"] / b1) if b1 and "64" in levels else None} if levels else None,
+        "sanitizer": sanitizer,
+        "graph_cache": {k: gc.get(k) for k in ("requests", "ok", "distinct_modes", "slots", "graphs_before", "graphs_after", "device_free_bytes_before",
+                                               "device_free_bytes_after", "allocated_bytes_before", "allocated_bytes_after", "process_mib_before",
+                                               "process_mib_after", "bounded")} if "requests" in gc else None,
+        "ncu": {k: nc.get(k) for k in ("variant", "launches_per_step", "launch_skip", "launch_count", "counts_agree", "exit")} if "launch_skip" in nc else None,
     }
-    (Path(ARGS.out) / "summary.json").write_text(json.dumps(summ, indent=1))
-    return summ
 
 
 # ---------------------------------------------------------------------------------------------
-# 5. report
+# 5. results.md
 
 def fmt(x, d=1):
     return "n/a" if x is None else f"{x:.{d}f}"
 
 
-def write_markdown():
-    s, e = RESULTS["steps"], RESULTS["errors"]
-    lines = ["# GPU check results", ""]
-    gpu = (Path(ARGS.out) / "nvidia-smi.csv").read_text().strip().splitlines()[-1] if (Path(ARGS.out) / "nvidia-smi.csv").exists() else "?"
-    lines.append(f"Device: {gpu}")
-    if "versions" in s:
-        lines.append(f"Versions: {s['versions']}")
-    cb = s.get("copy_bandwidth")
-    if cb:
-        lines.append(f"Device-to-device copy (torch, 1 GiB, read + write): {cb['gb_per_s_read_plus_write']:.0f} GB/s")
-    m = s.get("model")
-    if m:
-        lines.append(f"Model: Llama 3.2 1B config, random weights, embedding scaled: logit std {m['logit_std']:.2f}, median top-1/top-2 margin {m['median_margin']:.3f}")
-    lg = s.get("ours_logits")
+def markdown(summ):
+    s = RESULTS["steps"]
+    lines = ["# GPU check results" + (" (CPU smoke)" if ARGS.cpu_smoke else ""), ""]
+    smi = Path(ARGS.logs) / "nvidia-smi.csv"
+    if smi.exists():
+        lines.append(f"Device: {smi.read_text().strip().splitlines()[-1]}")
+    lines += [f"Elapsed {summ.get('elapsed_s')} s; deadline left {summ.get('deadline_left_s')} s", "",
+              "| step | status | seconds | cap | error |", "|---|---|---|---|---|"]
+    for k, v in summ.get("steps", {}).items():
+        lines.append(f"| {k} | {v.get('status')} | {v.get('seconds')} | {v.get('cap_s')} | {(v.get('error') or '')[:200]} |")
+    lines += ["", f"Copy bandwidth {fmt(summ.get('copy_gb_per_s'))} GB/s; weight bytes/token {summ.get('weight_bytes_per_token')}; "
+              f"batch-1 bound {fmt(summ.get('bound_tok_s_batch1'))} tok/s; winning variant **{summ.get('winning_variant')}**"]
+    if summ.get("variants"):
+        lines += ["", "## Decode per variant (tg after a 16-token prompt)", "", "| variant | batch | tok/s | ms/step | launches/step | host us/step |", "|---|---|---|---|---|---|"]
+        for v, rows in summ["variants"].items():
+            for b, r in rows.items():
+                lines.append(f"| {v} | {b} | {fmt(r['tok_s'])} +- {fmt(r['tok_s_stddev'])} | {fmt(r['ms_per_step'], 3)} | {r['launches_per_step']} | {fmt(r['host_us_per_step'], 0)} |")
+    for f in QUANT_FORMATS:
+        q = summ.get(f"decode_{f}")
+        if q:
+            d = q["decode"].get("1", {})
+            lines.append(f"- {f} ({q['variant']}): batch 1 {fmt(d.get('tok_s'))} tok/s, x{fmt(q.get('speedup_vs_fp16_batch1'), 2)} vs fp16; logits {json.dumps(q.get('decode_logits_vs_fp32'))}")
+    if summ.get("matvec_pct_of_copy"):
+        lines += ["", f"Matvec % of copy bandwidth at batch 1 ({summ.get('matvec_timing')}): {json.dumps(summ['matvec_pct_of_copy'])}"]
+    lg = s.get("logits") or {}
     if lg:
-        lines += ["", "## Logits vs transformers fp32", "", "| path | max abs err | logit spread (std) | err/spread | top-1 decisive | top-1 all |", "|---|---|---|---|---|---|"]
-        for k in ("prefill", "decode", "prefill_vs_decode"):
-            v = lg[k]
-            lines.append(f"| {k} | {v['max_abs_error']:.4f} | {v['reference_spread']:.3f} | {v['max_error_over_spread'] * 100:.2f}% | {v['decisive_top1_agreement']}/{v['decisive_positions']} | {v['all_top1_agreement']}/{v['positions']} |")
-    rv = s.get("reference_variants")
-    if rv:
-        lines += ["", "## Where the difference comes from", "", "| comparison | max abs err | err/spread | top-1 decisive | top-1 all |", "|---|---|---|---|---|"]
-        for k, v in rv.items():
-            if isinstance(v, dict):
-                lines.append(f"| {k} | {v['max_abs_error']:.4f} | {v['max_error_over_spread'] * 100:.2f}% | {v['decisive_top1_agreement']}/{v['decisive_positions']} | {v['all_top1_agreement']}/{v['positions']} |")
-    bs = s.get("bisect")
-    if bs:
-        lines += ["", "## Bisection (max |error| per position vs transformers with fp16 KV)", ""] + [f"- {k}: {json.dumps(v)}" for k, v in bs.items()]
-    dg = s.get("diagnose")
-    if dg:
-        lines += ["", "## Diagnosis (max |error| per position)", ""] + [f"- {k}: {json.dumps(v)}" for k, v in dg.items()]
-    g = s.get("ours_generate")
-    hf = s.get("hf_timing")
-    if g:
-        lines += ["", "## Greedy generation (128 new tokens)", "", "| run | decode tok/s | ms/step | identical to transformers fp32 | first divergence (step, ref margin, near-tie) |", "|---|---|---|---|---|"]
-        for k, v in g.items():
-            div = "; ".join("-" if d is None else f"{d['step']}, {fmt(d['reference_margin'], 3)}, {d['near_tie']}" for d in v["first_divergence"])
-            lines.append(f"| {k} | {v['decode_tokens_per_second']:.1f} | {v['decode_ms_per_step']:.3f} | {v['identical']} | {div} |")
-    if hf:
-        lines.append("")
-        for k, v in hf.items():
-            lines.append(f"transformers bf16 eager generate {k}: {v['tokens_per_second']:.1f} tok/s ({v['ms_per_step']:.2f} ms/step)")
-    variants = s.get("ours_variants")
-    if variants:
-        lines += ["", "## bench e2e per decode variant", "", "| variant | test | batch | tok/s | ms/step | weight GB/s | launches/step | host us/step |", "|---|---|---|---|---|---|---|---|"]
-        for v, rep in variants.items():
-            for r in rep["rows"]:
-                lines.append(f"| {v} | {r['test']} | {r['batch']} | {r['tokens_per_second']:.1f} +- {r['tokens_per_second_std_dev']:.1f} | {r['ms_per_step']:.3f} | "
-                             f"{fmt(r.get('weight_gb_per_second'))} | {r.get('launches_per_step') or ''} | {fmt(r.get('host_us_per_step'), 0) if r.get('host_us_per_step') is not None else ''} |")
-    q = s.get("ours_quantized") or {}
-    if q:
-        lines += ["", "## Quantised weights (same run, quantised at load)", "", "| format | variant | batch | tok/s | ms/step | decode logits max err vs fp32 | top-1 vs fp32 |", "|---|---|---|---|---|---|---|"]
-        for f, res in q.items():
-            lg = res.get("decode_logits_vs_fp32") or {}
-            for r in res["bench_e2e"]["rows"]:
-                if r["test"].startswith("tg"):
-                    lines.append(f"| {f} | {res['variant']} | {r['batch']} | {fmt(r['tokens_per_second'])} | {fmt(r['ms_per_step'], 3)} | {fmt(lg.get('max_abs_error'), 4)} | {lg.get('all_top1_agreement', 'n/a')}/{lg.get('positions', 'n/a')} |")
-    checks = s.get("ours_variant_checks")
-    if checks:
-        lines += ["", "## Decode variants: correctness", "", "| variant | decode logits max err | top-1 | greedy b1 identical | greedy b4 identical |", "|---|---|---|---|---|"]
-        for v, c in checks.items():
-            d = c.get("decode_logits") or {}
-            lines.append(f"| {v} | {fmt(d.get('max_abs_error'), 4)} | {d.get('all_top1_agreement', '')}/{d.get('positions', '')} | "
-                         f"{c.get('greedy_b1', {}).get('identical')} | {c.get('greedy_b4', {}).get('identical')} |")
-    summ = s.get("summary")
-    if summ:
-        lines += ["", "## summary.json", "", "```json", json.dumps({k: v for k, v in summ.items() if k != "variants"}, indent=1), "```"]
-    mem = s.get("ours_memory")
-    if mem and mem.get("allocated"):
-        a = mem["allocated"]
-        lines += ["", "## memory --allocate", "", f"formula total {mem['total_bytes']:,} B; allocator total {a['total']:,} B (difference {a['difference_from_formula']} B); "
-                  f"cuMemGetInfo drop {a.get('device_measured_bytes')} B"]
-    if e:
-        lines += ["", "## Errors", ""] + [f"- {k}: {v}" for k, v in e.items()]
-    (Path(ARGS.out) / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines), flush=True)
+        lines += ["", "## Logits", "", "| comparison | max abs err | err/spread | top-1 all |", "|---|---|---|---|"]
+        for k, v in lg.items():
+            if isinstance(v, dict) and "max_abs_error" in v:
+                lines.append(f"| {k} | {fmt(v['max_abs_error'], 4)} | {fmt(100 * v['max_error_over_spread'], 2) if v.get('max_error_over_spread') is not None else 'n/a'}% | {v.get('all_top1_agreement')}/{v.get('positions')} |")
+    lines += ["", "## GPU-only defects", "", f"sanitizer: {json.dumps({t: (v and {'errors': v['errors'], 'findings': v['findings'][:10]}) for t, v in (summ.get('sanitizer') or {}).items()})}",
+              "", f"graph cache: {json.dumps(summ.get('graph_cache'))}", "", f"ncu: {json.dumps(summ.get('ncu'))}"]
+    lines += ["", "## summary.json", "", "```json", json.dumps({k: v for k, v in summ.items() if k not in ("variants", "steps")}, indent=1, default=str), "```"]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+
+def model_step():
+    import torch
+    import transformers
+    RESULTS["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda,
+                           "gpu": torch.cuda.get_device_name(0)}
+    return build_model()
+
+
+STEPS = {"info": info, "copy_bandwidth": copy_bandwidth, "model": model_step, "decode_variants": decode_variants, "kernels_matvec": kernels_matvec,
+         "decode_quant": decode_quant, "reference": reference, "logits": logits, "sanitizer": sanitizer, "graph_cache": graph_cache,
+         "decode_wide": decode_wide, "serve": serve, "attention": attention, "prefill": prefill, "greedy": greedy, "memory": memory,
+         "hf_timing": hf_timing, "ncu": ncu, "reference_variants": reference_variants, "diagnose": diagnose, "bisect": bisect}
+
+
+def needs(name):
+    """Steps a named step needs in this process (an --only rerun on a fresh machine rebuilds the model first)."""
+    if ARGS.cpu_smoke:
+        return ["model"] if name not in ("info", "model") and not (RESULTS.get("model_dir") and Path(RESULTS["model_dir"]).exists()) else []
+    torch_steps = ("reference", "hf_timing", "reference_variants")
+    out = []
+    if name in torch_steps and "MODEL" not in globals():
+        out.append("model")
+    elif name not in ("info", "copy_bandwidth", "model") and not (RESULTS.get("model_dir") and Path(RESULTS["model_dir"]).exists()):
+        out.append("model")
+    if name in ("logits", "greedy", "reference_variants", "diagnose") and not (Path(ARGS.work) / "ref_logits.npy").exists():
+        out += ["model", "reference"] if "MODEL" not in globals() else ["reference"]
+    return list(dict.fromkeys(out))
 
 
 def main():
-    global ARGS
+    global ARGS, DEV, DEADLINE
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cli", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--work", default="/tmp/ilgpu-work")
+    ap.add_argument("--cli", required=True, help="the ilgpu-llama command (may be 'dotnet path/ilgpu-llama.dll')")
+    ap.add_argument("--out", required=True, help="results.json, summary.json, results.md (rewritten after every step)")
+    ap.add_argument("--logs", default=None, help="every CLI log (run.sh packs it into OUT/logs.tar.gz); default OUT/../ilgpu-logs")
+    ap.add_argument("--work", default="/tmp/ilgpu-work", help="models, logits files, the demo model (CLI working directory)")
+    ap.add_argument("--deadline-at", type=float, default=None, help="absolute Unix time by which everything is written (run.sh passes its start + --deadline)")
+    ap.add_argument("--deadline", type=float, default=540, help="seconds from now, when --deadline-at is not given")
+    ap.add_argument("--only", default=None, help="comma-separated steps to (re)run into the results already in --out (or --from)")
+    ap.add_argument("--from", dest="from_", default=None,
+                    help="results.json (or its folder) of an earlier call to continue from, e.g. carried to a fresh machine whose OUT is empty")
+    ap.add_argument("--skip", default="", help="comma-separated steps to leave out")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--prompt-len", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--target-logit-std", type=float, default=4.0)
-    ap.add_argument("--bench-timeout", type=int, default=240)
-    ap.add_argument("--pp", type=int, default=512, help="prompt length of the bench e2e pp test")
-    ap.add_argument("--tg", type=int, default=128, help="generated length of the bench e2e tg test")
+    ap.add_argument("--pp", type=int, default=512, help="prompt length of the prefill test")
+    ap.add_argument("--tg", type=int, default=128, help="generated length of the decode tests")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--skip", default="reference_variants,diagnose,bisect", help="comma-separated steps to skip (the diagnosis steps of the first run by default)")
-    ap.add_argument("--cpu-smoke", action="store_true", help="check the script on the CPU accelerator with the demo model (no torch)")
+    ap.add_argument("--decode-repeats", type=int, default=2)
+    ap.add_argument("--cpu-smoke", action="store_true", help="check the script on the CPU accelerator with the demo model and tiny sizes (no torch)")
+    ap.add_argument("--smoke-cap", type=int, default=90, help="per-step cap in the CPU smoke")
     ARGS = ap.parse_args()
-    Path(ARGS.out).mkdir(parents=True, exist_ok=True)
-    Path(ARGS.work).mkdir(parents=True, exist_ok=True)
-    skip = set(filter(None, ARGS.skip.split(",")))
-
+    ARGS.cli_cmd = shlex.split(ARGS.cli)
+    # The smoke's CLI calls are short: JIT-compiling once at full optimisation (no tiering) costs ~25 % less CPU
+    # than tiered compilation there. The GPU run keeps the runtime's defaults (its timings are compared across runs).
+    ARGS.child_env = {"DOTNET_TieredCompilation": "0"} if ARGS.cpu_smoke else {}
     if ARGS.cpu_smoke:
-        global DEV
         DEV = "cpu"
-        for name, fn in [("info", ours_info), ("model", smoke_model), ("ours_variant_checks", ours_variant_checks), ("ours_variants", ours_variants),
-                         ("ours_quantized", ours_quantized), ("ours_wide_batches", ours_wide_batches), ("ours_serve", ours_serve), ("ours_bench_kernels", ours_bench_kernels), ("ours_memory", ours_memory), ("summary", summary)]:
-            if name not in skip:
-                step(name, fn)
-        save()
-        log("done (cpu smoke)")
-        return
+        ARGS.new_tokens, ARGS.pp, ARGS.tg, ARGS.repeats, ARGS.decode_repeats = 4, 16, 4, 1, 1
+    for a in ("out", "work"):
+        setattr(ARGS, a, str(Path(getattr(ARGS, a)).resolve()))
+    ARGS.logs = str(Path(ARGS.logs).resolve()) if ARGS.logs else str(Path(ARGS.out).parent / "ilgpu-logs")
+    for d in (ARGS.out, ARGS.work, ARGS.logs):
+        Path(d).mkdir(parents=True, exist_ok=True)
+    DEADLINE = ARGS.deadline_at if ARGS.deadline_at else T0 + ARGS.deadline
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
 
-    import torch
-    import transformers
-    RESULTS["steps"]["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda,
-                                    "gpu": torch.cuda.get_device_name(0)}
-    plan = [("info", ours_info), ("copy_bandwidth", copy_bandwidth), ("model", build_model), ("reference", reference),
-            ("hf_timing", hf_timing), ("ours_logits", ours_logits), ("reference_variants", reference_variants), ("diagnose", diagnose), ("ours_generate", ours_generate),
-            ("ours_variant_checks", ours_variant_checks), ("ours_variants", ours_variants), ("ours_quantized", ours_quantized), ("ours_wide_batches", ours_wide_batches), ("ours_serve", ours_serve), ("ours_memory", ours_memory),
-            ("ours_bench_kernels", ours_bench_kernels), ("ncu", ncu_profile), ("bisect", bisect), ("summary", summary)]
-    for name, fn in plan:
-        if name in skip:
-            continue
-        if name in ("bisect", "summary"):
-            step(name, fn)
-            continue
-        if name in ("reference", "hf_timing") and "model" not in RESULTS["steps"]:
-            continue
-        if name.startswith("ours_") and name not in ("ours_info",) and "model_dir" not in RESULTS:
-            continue
-        if name in ("ours_logits", "ours_generate", "ours_variant_checks", "reference_variants", "diagnose", "ncu") and "ref" not in RESULTS:
-            continue
-        step(name, fn)
-    write_markdown()
-    save()
-    log("done")
+    prev = Path(ARGS.out) / "results.json"
+    if ARGS.from_:
+        prev = Path(ARGS.from_) / "results.json" if Path(ARGS.from_).is_dir() else Path(ARGS.from_)
+        if not prev.exists():
+            sys.exit(f"--from: {prev} does not exist")
+    if (ARGS.only or ARGS.from_) and prev.exists():
+        old = json.loads(prev.read_text())
+        for k, v in old.items():
+            RESULTS[k] = v
+        log(f"--only: read {len(RESULTS.get('status', {}))} steps from {prev}")
+    if ARGS.only:
+        wanted = [x for x in ARGS.only.split(",") if x]
+        unknown = [x for x in wanted if x not in STEPS]
+        if unknown:
+            sys.exit(f"--only: unknown steps {unknown}; the steps are {', '.join(STEPS)}")
+    else:
+        wanted = PLAN
+    skip = set(filter(None, ARGS.skip.split(",")))
+    if ARGS.cpu_smoke:
+        STEPS["model"] = smoke_model
+        skip |= SMOKE_SKIP
+    plan = []
+    for name in wanted:
+        for dep in needs(name):
+            if dep not in plan and dep not in wanted:
+                plan.append(dep)
+        plan.append(name)
+    plan = [n for n in plan if n not in skip]
+    log(f"plan: {', '.join(plan)}; deadline in {DEADLINE - time.time():.0f}s")
+    rc = 0
+    try:
+        for name in plan:
+            step(name, STEPS[name])
+    except Terminated as e:
+        log(f"terminated ({e}); results so far are in {ARGS.out}")
+        rc = 143
+    finally:
+        for p in list(CHILDREN):
+            kill_group(p)
+        save()
+    bad = ("failed", "timeout", "killed") + (("skipped (deadline)",) if ARGS.cpu_smoke else ())  # the smoke must check every step
+    failed = [k for k in plan if RESULTS["status"].get(k, {}).get("status") in bad]
+    log(f"done{' (cpu smoke)' if ARGS.cpu_smoke else ''}: {len(plan)} steps, failed or timed out: {failed or 'none'}")
+    return rc or (1 if failed else 0)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -34,6 +34,10 @@ public static class BenchKernelsCommand
             Description = "Run only the cases whose name (kernel shape bN, see --list) contains this text, or matches it as a glob with * and ?; repeat or separate with commas",
             HelpName = "TEXT|GLOB",
         };
+        var backToBack = new Option<bool>("--back-to-back")
+        {
+            Description = "Time the --repeats launches of each case back to back (mean per launch, no L2 flush or event between them) instead of one by one, so a short kernel is not hidden behind the launch overhead",
+        };
         var list = new Option<bool>("--list") { Description = "Print the case names (with --filter: those it keeps) and exit without running anything" };
         var json = CliOptions.Json();
         var csv = new Option<bool>("--csv") { Description = "Write CSV to stdout instead of the markdown table" };
@@ -47,7 +51,7 @@ public static class BenchKernelsCommand
 
         var command = new Command("kernels", "Validate and time every kernel family (median of --repeats launches)")
         {
-            device, shapes, dtype, filter, list, repeats, warmup, json, csv, plot,
+            device, shapes, dtype, filter, list, repeats, warmup, backToBack, json, csv, plot,
         };
         command.Validators.Add(r =>
         {
@@ -63,7 +67,8 @@ public static class BenchKernelsCommand
                 WeightFormat.Parse(parse.GetValue(dtype)!),
                 parse.GetValue(repeats),
                 parse.GetValue(warmup),
-                Filters: parse.GetValue(filter));
+                Filters: parse.GetValue(filter),
+                BackToBack: parse.GetValue(backToBack));
             if (parse.GetValue(list))
             {
                 // Without --shapes the device decides the default set, as a run would.

@@ -32,7 +32,7 @@ public static class GenerateCommand
 
     public sealed record GenerateJson(string Model, string Device, IReadOnlyList<SequenceJson> Sequences, int PrefillTokens, double PrefillSeconds,
         double PrefillTokensPerSecond, int DecodeTokens, double DecodeSeconds, double DecodeTokensPerSecond, double DecodeMsPerStep,
-        bool CudaGraph, ulong? Seed, MemoryJson Memory);
+        bool CudaGraph, ulong? Seed, MemoryJson Memory, long KernelLaunches, int DecodeLaunchesPerStep, int RecordedGraphs);
 
     /// <summary>One line of --prompts-file output.</summary>
     public sealed record PromptResultJson(int Index, string? Text, string FinishReason, int PromptTokens, int CompletionTokens, IReadOnlyList<int> Tokens);
@@ -316,7 +316,8 @@ public static class GenerateCommand
         var sequences = result.Sequences.Select(s => new SequenceJson(s.PromptTokens, s.GeneratedTokens, text(s.GeneratedTokens), s.FinishReason.ToString().ToLowerInvariant())).ToList();
         return new GenerateJson(dir, device.Description, sequences, result.PrefillTokens, result.PrefillSeconds, result.PrefillTokensPerSecond,
             result.DecodeTokens, result.DecodeSeconds, result.DecodeTokensPerSecond,
-            result.DecodeSteps > 0 ? result.DecodeSeconds * 1000 / result.DecodeSteps : 0, llama.UseGraphs, seed, memory);
+            result.DecodeSteps > 0 ? result.DecodeSeconds * 1000 / result.DecodeSteps : 0, llama.UseGraphs, seed, memory,
+            llama.Kernels.DirectLaunches, llama.DecodeLaunchesPerStep, llama.RecordedGraphs);
     }
 
     /// <summary>Speed and memory lines on stderr.</summary>

@@ -166,7 +166,8 @@ public sealed class OpenAiServer : IAsyncDisposable
                 Interlocked.Decrement(ref inFlight);
             }
         });
-        web.MapGet("/health", (HttpContext c) => Write(c, 200, new { status = "ok", model = options.ModelId, running = engine.Scheduler.RunningCount, queued = engine.Scheduler.QueuedCount }));
+        web.MapGet("/health", (HttpContext c) => Write(c, 200, new { status = "ok", model = options.ModelId, running = engine.Scheduler.RunningCount, queued = engine.Scheduler.QueuedCount,
+            graphs = engine.Model.RecordedGraphs, device_free_bytes = engine.Model.Allocator.QueryDeviceMemory()?.FreeBytes, allocated_bytes = engine.Model.Allocator.TotalLiveBytes }));
         web.MapGet("/v1/models", (HttpContext c) => Write(c, 200, new
         {
             @object = "list",

@@ -200,6 +200,9 @@ public sealed class LlamaModel : IDisposable
     /// <summary>Kernel launches of one greedy decode step (the same at every batch width).</summary>
     public int DecodeLaunchesPerStep { get; }
 
+    /// <summary>Decode steps recorded as graphs so far, one per (batch width, selection mode) seen; the device check watches it stay bounded.</summary>
+    public int RecordedGraphs => graphs.Count;
+
     /// <summary>
     /// Host time of the last <see cref="Decode"/> before it waited for the device: validation,
     /// uploads and enqueueing (one graph launch, or every kernel launch without graphs).
