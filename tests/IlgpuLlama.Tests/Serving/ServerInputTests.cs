@@ -7,6 +7,7 @@ using IlgpuLlama.Device;
 using IlgpuLlama.Engine;
 using IlgpuLlama.Engine.Serving;
 using IlgpuLlama.Tests.Cli;
+using IlgpuLlama.Tests.Model;
 
 namespace IlgpuLlama.Tests.Serving;
 
@@ -218,6 +219,33 @@ public sealed class ServerInputTests(DemoServer demo) : IClassFixture<DemoServer
         var lines = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.True(lines.Length == 1 && lines[0].StartsWith("error: --api-key is empty", StringComparison.Ordinal), id + ": " + r.Err);
         Assert.Equal("", r.Out);
+    }
+}
+
+/// <summary>docs/reliability.md's issue 17 table lists every row of the tests above, each naming its test.</summary>
+public sealed class ServerInputDocsTests
+{
+    [Fact]
+    public void The_reliability_table_has_one_row_per_test_case_naming_its_test()
+    {
+        string root = Path.GetFullPath(Path.Combine(GoldenFixture.Directory, "..", "..", ".."));
+        string doc = File.ReadAllText(Path.Combine(root, "docs", "reliability.md"));
+        string section = doc[doc.IndexOf("## Issue 17: the server", StringComparison.Ordinal)..];
+        var rows = System.Text.RegularExpressions.Regex.Matches(section, @"^\| (R\d+) \|.*\| ([A-Za-z_.]+) \|$", System.Text.RegularExpressions.RegexOptions.Multiline)
+            .ToDictionary(m => m.Groups[1].Value, m => m.Groups[2].Value);
+        var cases = new List<(string Id, string Test)>();
+        cases.AddRange(ServerInputTests.Rows.Select(r => ((string)r[0], "ServerInputTests." + nameof(ServerInputTests.A_hostile_input_gets_its_status_and_names_its_field))));
+        cases.AddRange(ServerInputTests.HostRows.Select(r => ((string)r[0], "ServerInputTests." + nameof(ServerInputTests.A_host_header_outside_the_allow_list_is_refused))));
+        cases.AddRange(ServerInputTests.AuthRows.Select(r => ((string)r[0], "ServerInputTests." + nameof(ServerInputTests.The_bearer_scheme_is_case_insensitive_and_the_key_is_not))));
+        cases.Add(("R59", "ServerInputTests." + nameof(ServerInputTests.An_empty_api_key_is_refused_at_startup)));
+        cases.Add(("R60", "ServerInputTests." + nameof(ServerInputTests.An_empty_api_key_is_refused_at_startup)));
+        foreach (var (id, test) in cases)
+        {
+            Assert.True(rows.TryGetValue(id, out var named), $"{id} has no row in docs/reliability.md");
+            Assert.Equal(test, named);
+        }
+        Assert.True(rows.Count >= 60, $"{rows.Count} rows");
+        Assert.Equal(rows.Count, rows.Keys.Distinct().Count());
     }
 }
 
