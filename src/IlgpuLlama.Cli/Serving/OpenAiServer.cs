@@ -101,7 +101,9 @@ public sealed class OpenAiServer : IAsyncDisposable
             throw new ArgumentException("the server needs the model's tokenizer (text prompts and chat); the model directory has no tokenizer files");
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownGrace + TimeSpan.FromSeconds(5));
+        // The host's clock starts before the drain (grace, then up to 5 s for cancelled requests to say
+        // so); what is left is Kestrel's time to finish those responses before it aborts connections.
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownGrace + TimeSpan.FromSeconds(15));
         builder.Services.Configure<Microsoft.Extensions.Hosting.ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
         builder.WebHost.ConfigureKestrel(k =>
         {
@@ -265,6 +267,7 @@ public sealed class OpenAiServer : IAsyncDisposable
     async Task Generate(HttpContext c, bool chat)
     {
         ScheduledRequest handle;
+        CancellationToken cancelled; // the client left or shutdown cancelled the request
         bool stream;
         bool includeUsage;
         string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N")[..24];
@@ -308,7 +311,8 @@ public sealed class OpenAiServer : IAsyncDisposable
             };
             var cancel = CancellationTokenSource.CreateLinkedTokenSource(c.RequestAborted, stopping.Token);
             c.Response.RegisterForDispose(cancel);
-            handle = engine.Submit(prompt, settings, cancel.Token);
+            cancelled = cancel.Token;
+            handle = engine.Submit(prompt, settings, cancelled);
         }
         catch (ApiError e)
         {
@@ -336,11 +340,13 @@ public sealed class OpenAiServer : IAsyncDisposable
         options.Log?.Invoke($"{c.Request.Method} {c.Request.Path} request {handle.Id}: {handle.Request.PromptTokens.Count} prompt tokens, max {handle.Request.MaxNewTokens}{(stream ? ", stream" : "")}");
         try
         {
+            // Waiting on `cancelled` too: a cancelled request answers at once, not after the
+            // scheduler's current step (tens of seconds per step on a loaded CPU).
             if (stream)
-                await Stream(c, handle, id, chat, includeUsage);
+                await Stream(c, handle, id, chat, includeUsage, cancelled);
             else
             {
-                var r = await handle.Completion;
+                var r = await handle.Completion.WaitAsync(cancelled);
                 await Write(c, 200, Response(r, id, chat));
             }
         }
@@ -393,7 +399,7 @@ public sealed class OpenAiServer : IAsyncDisposable
 
     static string Finish(FinishReason reason) => reason == FinishReason.Length ? "length" : "stop";
 
-    async Task Stream(HttpContext c, ScheduledRequest handle, string id, bool chat, bool includeUsage)
+    async Task Stream(HttpContext c, ScheduledRequest handle, string id, bool chat, bool includeUsage, CancellationToken cancelled)
     {
         c.Response.StatusCode = 200;
         c.Response.ContentType = "text/event-stream";
@@ -407,7 +413,7 @@ public sealed class OpenAiServer : IAsyncDisposable
             await Event(c, Chunk(new { role = "assistant", content = "" }, null, null), ct);
         else
             await c.Response.Body.FlushAsync(ct);
-        await foreach (var token in handle.Tokens.ReadAllAsync(ct))
+        await foreach (var token in handle.Tokens.ReadAllAsync(cancelled))
         {
             if (token.Text.Length > 0)
                 await Event(c, chat ? Chunk(new { content = token.Text }, null, null) : Chunk(null, token.Text, null), ct);
@@ -416,7 +422,7 @@ public sealed class OpenAiServer : IAsyncDisposable
         }
         if (includeUsage)
         {
-            var r = await handle.Completion;
+            var r = await handle.Completion.WaitAsync(cancelled);
             await Event(c, new
             {
                 id, @object = chat ? "chat.completion.chunk" : "text_completion", created, model = options.ModelId, choices = Array.Empty<object>(),
