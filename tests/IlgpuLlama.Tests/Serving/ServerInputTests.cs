@@ -72,46 +72,46 @@ public sealed class ServerInputTests(DemoServer demo) : IClassFixture<DemoServer
     public static TheoryData<string, string, string, string?, string?, int, string?> Rows => new()
     {
         // Text that is not Unicode (a lone surrogate escape, raw bytes that are not UTF-8): 400 naming the field.
-        { "R01", "POST", C, Json, """{"prompt": "a\ud800b", "max_tokens": 2}""", 400, "prompt" },
-        { "R02", "POST", C, Json, """{"prompt": "a<FF>b", "max_tokens": 2}""", 400, "prompt" },
-        { "R03", "POST", C, Json, """{"prompt": ["\udc00"], "max_tokens": 2}""", 400, "prompt" },
-        { "R04", "POST", C, Json, """{"model": "\ud800", "prompt": "x", "max_tokens": 2}""", 400, "model" },
-        { "R05", "POST", C, Json, """{"model": "de<FF>mo", "prompt": "x", "max_tokens": 2}""", 400, "model" },
-        { "R06", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi \ud800"}], "max_tokens": 2}""", 400, "messages[0].content" },
-        { "R07", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi <FF>"}], "max_tokens": 2}""", 400, "messages[0].content" },
-        { "R08", "POST", Chat, Json, """{"messages": [{"role": "\ud800", "content": "hi"}], "max_tokens": 2}""", 400, "messages[0].role" },
-        { "R09", "POST", Chat, Json, """{"messages": [{"role": "us<FF>er", "content": "hi"}], "max_tokens": 2}""", 400, "messages[0].role" },
-        { "R10", "POST", Chat, Json, """{"messages": [{"role": "user", "content": [{"type": 5, "text": "hi"}]}], "max_tokens": 2}""", 400, "messages[0].content[0]" },
-        { "R11", "POST", Chat, Json, """{"messages": [{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}], "max_tokens": 2}""", 400, "messages[0].content[0].text" },
-        { "R12", "POST", C, Json, """{"prompt": "x", "max_tokens": 2, "stop": ["ok", "\ud800"]}""", 400, "stop" },
+        { "R01", "POST", C, Json, """{"prompt": "a\ud800b", "max_tokens": 1}""", 400, "prompt" },
+        { "R02", "POST", C, Json, """{"prompt": "a<FF>b", "max_tokens": 1}""", 400, "prompt" },
+        { "R03", "POST", C, Json, """{"prompt": ["\udc00"], "max_tokens": 1}""", 400, "prompt" },
+        { "R04", "POST", C, Json, """{"model": "\ud800", "prompt": "x", "max_tokens": 1}""", 400, "model" },
+        { "R05", "POST", C, Json, """{"model": "de<FF>mo", "prompt": "x", "max_tokens": 1}""", 400, "model" },
+        { "R06", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi \ud800"}], "max_tokens": 1}""", 400, "messages[0].content" },
+        { "R07", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi <FF>"}], "max_tokens": 1}""", 400, "messages[0].content" },
+        { "R08", "POST", Chat, Json, """{"messages": [{"role": "\ud800", "content": "hi"}], "max_tokens": 1}""", 400, "messages[0].role" },
+        { "R09", "POST", Chat, Json, """{"messages": [{"role": "us<FF>er", "content": "hi"}], "max_tokens": 1}""", 400, "messages[0].role" },
+        { "R10", "POST", Chat, Json, """{"messages": [{"role": "user", "content": [{"type": 5, "text": "hi"}]}], "max_tokens": 1}""", 400, "messages[0].content[0]" },
+        { "R11", "POST", Chat, Json, """{"messages": [{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}], "max_tokens": 1}""", 400, "messages[0].content[0].text" },
+        { "R12", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "stop": ["ok", "\ud800"]}""", 400, "stop" },
         // A model that is not a string.
-        { "R13", "POST", C, Json, """{"model": 5, "prompt": "x", "max_tokens": 2}""", 400, "model" },
-        { "R14", "POST", C, Json, """{"model": ["demo"], "prompt": "x", "max_tokens": 2}""", 400, "model" },
+        { "R13", "POST", C, Json, """{"model": 5, "prompt": "x", "max_tokens": 1}""", 400, "model" },
+        { "R14", "POST", C, Json, """{"model": ["demo"], "prompt": "x", "max_tokens": 1}""", 400, "model" },
         // max_tokens near 2^31: prompt + max_tokens computed in long.
         { "R15", "POST", C, Json, """{"prompt": "x", "max_tokens": 2147483647}""", 400, "max_tokens" },
         { "R16", "POST", C, Json, """{"prompt": "Hello world", "max_tokens": 2147483645, "stream": true}""", 400, "max_tokens" },
         { "R17", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 2147483600}""", 400, "max_completion_tokens" },
         // Parameters the server does not implement: 400 naming them unless the value is the no-op.
-        { "R18", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "logprobs": true}""", 400, "logprobs" },
-        { "R19", "POST", C, Json, """{"prompt": "x", "max_tokens": 2, "logprobs": 5}""", 400, "logprobs" },
-        { "R20", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "top_logprobs": 3}""", 400, "top_logprobs" },
-        { "R21", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "tools": [{"type": "function", "function": {"name": "f"}}]}""", 400, "tools" },
-        { "R22", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "tool_choice": "required"}""", 400, "tool_choice" },
-        { "R23", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "response_format": {"type": "json_object"}}""", 400, "response_format" },
-        { "R24", "POST", C, Json, """{"prompt": "x", "max_tokens": 2, "logit_bias": {"50": 100}}""", 400, "logit_bias" },
-        { "R25", "POST", C, Json, """{"prompt": "x", "max_tokens": 2, "echo": true}""", 400, "echo" },
-        { "R26", "POST", C, Json, """{"prompt": "x", "max_tokens": 2, "best_of": 3}""", 400, "best_of" },
-        { "R27", "POST", C, Json, """{"prompt": "x", "max_tokens": 2, "suffix": "the end"}""", 400, "suffix" },
-        { "R28", "POST", C, Json, """{"prompt": "x", "max_tokens": 2, "n": 2}""", 400, "n" },
-        { "R29", "POST", C, Json, """{"prompt": "x", "max_tokens": 2, "presence_penalty": 0.5}""", 400, "presence_penalty" },
-        { "R30", "POST", C, Json, """{"prompt": "x", "max_tokens": 2, "n": 1, "best_of": 1, "logprobs": null, "echo": false, "suffix": null, "logit_bias": {}, "top_logprobs": 0, "presence_penalty": 0, "frequency_penalty": 0.0}""", 200, null },
-        { "R31", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "logprobs": false, "tools": [], "tool_choice": "none", "response_format": {"type": "text"}, "logit_bias": null}""", 200, null },
+        { "R18", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "logprobs": true}""", 400, "logprobs" },
+        { "R19", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "logprobs": 5}""", 400, "logprobs" },
+        { "R20", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "top_logprobs": 3}""", 400, "top_logprobs" },
+        { "R21", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "tools": [{"type": "function", "function": {"name": "f"}}]}""", 400, "tools" },
+        { "R22", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "tool_choice": "required"}""", 400, "tool_choice" },
+        { "R23", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "response_format": {"type": "json_object"}}""", 400, "response_format" },
+        { "R24", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "logit_bias": {"50": 100}}""", 400, "logit_bias" },
+        { "R25", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "echo": true}""", 400, "echo" },
+        { "R26", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "best_of": 3}""", 400, "best_of" },
+        { "R27", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "suffix": "the end"}""", 400, "suffix" },
+        { "R28", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "n": 2}""", 400, "n" },
+        { "R29", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "presence_penalty": 0.5}""", 400, "presence_penalty" },
+        { "R30", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "n": 1, "best_of": 1, "logprobs": null, "echo": false, "suffix": null, "logit_bias": {}, "top_logprobs": 0, "presence_penalty": 0, "frequency_penalty": 0.0}""", 200, null },
+        { "R31", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "logprobs": false, "tools": [], "tool_choice": "none", "response_format": {"type": "text"}, "logit_bias": null}""", 200, null },
         // Cross-site simple POSTs (CSRF): only application/json bodies are read.
-        { "R32", "POST", C, "text/plain", """{"prompt": "x", "max_tokens": 2}""", 415, null },
-        { "R33", "POST", C, "application/x-www-form-urlencoded", """{"prompt": "x", "max_tokens": 2}""", 415, null },
+        { "R32", "POST", C, "text/plain", """{"prompt": "x", "max_tokens": 1}""", 415, null },
+        { "R33", "POST", C, "application/x-www-form-urlencoded", """{"prompt": "x", "max_tokens": 1}""", 415, null },
         { "R34", "POST", Chat, "multipart/form-data; boundary=x", """{"messages": [{"role": "user", "content": "hi"}]}""", 415, null },
-        { "R35", "POST", C, null, """{"prompt": "x", "max_tokens": 2}""", 415, null },
-        { "R36", "POST", C, "application/json; charset=utf-8", """{"prompt": "x", "max_tokens": 2}""", 200, null },
+        { "R35", "POST", C, null, """{"prompt": "x", "max_tokens": 1}""", 415, null },
+        { "R36", "POST", C, "application/json; charset=utf-8", """{"prompt": "x", "max_tokens": 1}""", 200, null },
         // Methods: the generation endpoints take POST (405 with Allow), /health answers HEAD.
         { "R37", "GET", C, null, null, 405, null },
         { "R38", "GET", Chat, null, null, 405, null },
@@ -141,7 +141,7 @@ public sealed class ServerInputTests(DemoServer demo) : IClassFixture<DemoServer
                 Assert.Contains("the context length of 128", text);
         }
         // The server is still fine.
-        var (after, afterText, r2) = await Send(demo.Http, "POST", C, Json, """{"prompt": "still fine", "max_tokens": 2}""");
+        var (after, afterText, r2) = await Send(demo.Http, "POST", C, Json, """{"prompt": "still fine", "max_tokens": 1}""");
         r2.Dispose();
         Assert.True(after == HttpStatusCode.OK, afterText);
     }
@@ -167,7 +167,7 @@ public sealed class ServerInputTests(DemoServer demo) : IClassFixture<DemoServer
     {
         await using var server = await OpenAiServer.StartAsync(demo.Engine, new ServerOptions { Port = 0, ModelId = "demo", AllowedHosts = ["my-llama.test"] });
         using var http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromMinutes(5) };
-        foreach (var (method, path, body) in new[] { ("GET", "health", (string?)null), ("POST", C, """{"prompt": "x", "max_tokens": 2}""") })
+        foreach (var (method, path, body) in new[] { ("GET", "health", (string?)null), ("POST", C, """{"prompt": "x", "max_tokens": 1}""") })
         {
             var (actual, text, response) = await Send(http, method, path, body is null ? null : Json, body, r => r.Headers.Host = host);
             response.Dispose();
@@ -199,7 +199,7 @@ public sealed class ServerInputTests(DemoServer demo) : IClassFixture<DemoServer
     {
         await using var server = await OpenAiServer.StartAsync(demo.Engine, new ServerOptions { Port = 0, ModelId = "demo", ApiKey = "sekrit" });
         using var http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromMinutes(5) };
-        var (actual, text, response) = await Send(http, "POST", C, Json, """{"prompt": "x", "max_tokens": 2}""",
+        var (actual, text, response) = await Send(http, "POST", C, Json, """{"prompt": "x", "max_tokens": 1}""",
             r => { if (authorization is not null) r.Headers.TryAddWithoutValidation("Authorization", authorization); });
         response.Dispose();
         Assert.True(status == (int)actual, $"{id}: {(int)actual} {text}");
