@@ -22,6 +22,12 @@ public static class ServeCommand
         var host = new Option<string>("--host") { Description = "Address to bind (0.0.0.0 for every interface)", DefaultValueFactory = _ => "127.0.0.1" };
         var port = CliOptions.Integer("--port", "TCP port (0 = any free port)", 8080, 0, 65535);
         var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on /v1 requests", HelpName = "KEY" };
+        var allowedHosts = new Option<string[]>("--allowed-host")
+        {
+            Description = "A host name clients may use in the Host header besides localhost and IP addresses (repeatable; '*' allows any). Others get 400, which stops DNS rebinding",
+            HelpName = "NAME",
+            AllowMultipleArgumentsPerToken = false,
+        };
         var modelId = new Option<string?>("--model-id") { Description = "Model id in /v1/models and responses (default: the directory name)", HelpName = "ID" };
         var maxQueue = CliOptions.Integer("--max-queue", "Requests that may wait for a KV slot; more get 429", 256, 0);
         // Parsed like every real option (invariant culture, no thousands separators, finite): "1,5" is
@@ -30,11 +36,17 @@ public static class ServeCommand
             v => v is >= 0 and <= 86_400, "between 0 and 86400 seconds");
         var engine = new ModelOptions();
         var command = new Command("serve", "OpenAI-compatible HTTP server: /v1/completions, /v1/chat/completions (streaming), /v1/models, /health")
-            { model, host, port, apiKey, modelId, maxQueue, grace };
+            { model, host, port, apiKey, allowedHosts, modelId, maxQueue, grace };
         engine.AddTo(command);
         command.SetAction(parse =>
         {
             var io = CommandIO.From(parse);
+            // Before the model loads: a server nobody can authenticate to is a mistake, not a choice.
+            if (parse.GetValue(apiKey) is { } key && string.IsNullOrWhiteSpace(key))
+                throw new ArgumentException($"--api-key is empty; give a key (clients send 'Authorization: Bearer KEY'), or leave --api-key out to serve without one");
+            string[] hosts = parse.GetValue(allowedHosts) ?? [];
+            if (hosts.FirstOrDefault(h => string.IsNullOrWhiteSpace(h) || h.Contains('/') || h.Contains(':') && !h.StartsWith('[')) is { } badHost)
+                throw new ArgumentException($"--allowed-host '{badHost}' is not a host name; give a name such as myserver.example.com (no scheme, port or path)");
             string dir = ModelOptions.ResolveModelDir(parse.GetValue(model), io, allowDemo: true, ModelOptions.ChatModelDirs, out _);
             var tokenizer = LlamaTokenizer.FromDirectory(dir);
             using var device = ComputeDevice.Create(parse.GetValue(engine.Device));
@@ -46,6 +58,7 @@ public static class ServeCommand
                 Host = parse.GetValue(host)!,
                 Port = parse.GetValue(port),
                 ApiKey = parse.GetValue(apiKey),
+                AllowedHosts = hosts,
                 ModelId = id,
                 ShutdownGrace = TimeSpan.FromSeconds(parse.GetValue(grace)),
                 Log = line => io.Err.WriteLine($"[serve] {line}"),

@@ -38,6 +38,13 @@ public sealed record ServerOptions
     /// <summary>How long shutdown waits for running requests before cancelling them.</summary>
     public TimeSpan ShutdownGrace { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// Host names (besides <c>localhost</c> and IP address literals) that requests may carry in their
+    /// Host header; others get 400, so a web page cannot reach the server through a DNS name that it
+    /// rebinds to this machine. <c>*</c> allows any.
+    /// </summary>
+    public IReadOnlyList<string> AllowedHosts { get; init; } = [];
+
     /// <summary>Receives one line per request and per lifecycle event (null: silent).</summary>
     public Action<string>? Log { get; init; }
 }
@@ -88,11 +95,15 @@ public sealed class OpenAiServer : IAsyncDisposable
     /// <summary>Starts listening.</summary>
     public static async Task<OpenAiServer> StartAsync(LlamaEngine engine, ServerOptions options)
     {
+        if (options.ApiKey is { } apiKey && string.IsNullOrWhiteSpace(apiKey))
+            throw new ArgumentException("--api-key is empty; give a key (clients send 'Authorization: Bearer KEY'), or leave --api-key out to serve without one");
         if (engine.Tokenizer is null)
             throw new ArgumentException("the server needs the model's tokenizer (text prompts and chat); the model directory has no tokenizer files");
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownGrace + TimeSpan.FromSeconds(5));
+        // The host's clock starts before the drain (grace, then up to 5 s for cancelled requests to say
+        // so); what is left is Kestrel's time to finish those responses before it aborts connections.
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownGrace + TimeSpan.FromSeconds(15));
         builder.Services.Configure<Microsoft.Extensions.Hosting.ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
         builder.WebHost.ConfigureKestrel(k =>
         {
@@ -153,27 +164,42 @@ public sealed class OpenAiServer : IAsyncDisposable
             Interlocked.Increment(ref inFlight);
             try
             {
-                if (shuttingDown)
+                string? allow = AllowedMethods(context.Request.Path);
+                if (!HostAllowed(context.Request.Host))
+                    await Error(context, 400, $"the Host header '{Printable(context.Request.Host.Value)}' is not one this server answers to (localhost, an IP address, or a name given with --allowed-host); " +
+                        "start the server with --allowed-host NAME to reach it by that name", "invalid_request_error", null, "invalid_host");
+                else if (shuttingDown)
                     await Error(context, 503, "the server is shutting down; retry on another instance or after the restart", "server_error", null, "shutting_down");
+                else if (allow is not null && !allow.Split(", ").Contains(context.Request.Method, StringComparer.OrdinalIgnoreCase))
+                {
+                    context.Response.Headers.Allow = allow;
+                    await Error(context, 405, $"{context.Request.Path} takes {allow.Replace(", ", " or ")}, not {Printable(context.Request.Method)}", "invalid_request_error", null, "method_not_allowed");
+                }
                 else if (options.ApiKey is { } key && context.Request.Path.StartsWithSegments("/v1") && !Authorized(context, key))
                     await Error(context, 401, "invalid or missing API key; send the header 'Authorization: Bearer KEY' with the key the server was started with",
                         "invalid_request_error", null, "invalid_api_key");
                 else
                     await next(context);
             }
+            catch (Exception e) when (!context.Response.HasStarted && !context.RequestAborted.IsCancellationRequested)
+            {
+                // Nothing unexpected leaves as an empty 500 or a stack trace.
+                options.Log?.Invoke($"{context.Request.Method} {context.Request.Path} failed: {e.GetType().Name}: {e.Message}");
+                await Error(context, 500, "the server failed to answer this request (an internal error; its log has the details)", "server_error", null, "internal_error");
+            }
             finally
             {
                 Interlocked.Decrement(ref inFlight);
             }
         });
-        web.MapGet("/health", (HttpContext c) => Write(c, 200, new { status = "ok", model = options.ModelId, running = engine.Scheduler.RunningCount, queued = engine.Scheduler.QueuedCount,
+        web.MapMethods("/health", ["GET", "HEAD"], (HttpContext c) => Write(c, 200, new { status = "ok", model = options.ModelId, running = engine.Scheduler.RunningCount, queued = engine.Scheduler.QueuedCount,
             graphs = engine.Model.RecordedGraphs, device_free_bytes = engine.Model.Allocator.QueryDeviceMemory()?.FreeBytes, allocated_bytes = engine.Model.Allocator.TotalLiveBytes }));
-        web.MapGet("/v1/models", (HttpContext c) => Write(c, 200, new
+        web.MapMethods("/v1/models", ["GET", "HEAD"], (HttpContext c) => Write(c, 200, new
         {
             @object = "list",
             data = new[] { new { id = options.ModelId, @object = "model", created = Created, owned_by = "ilgpu-llama" } },
         }));
-        web.MapGet("/v1/models/{id}", (HttpContext c, string id) => id == options.ModelId
+        web.MapMethods("/v1/models/{id}", ["GET", "HEAD"], (HttpContext c, string id) => id == options.ModelId
             ? Write(c, 200, new { id, @object = "model", created = Created, owned_by = "ilgpu-llama" })
             : Error(c, 404, $"the model '{id}' does not exist; this server serves '{options.ModelId}'", "invalid_request_error", "model", "model_not_found"));
         web.MapPost("/v1/completions", c => Generate(c, chat: false));
@@ -184,11 +210,48 @@ public sealed class OpenAiServer : IAsyncDisposable
 
     static readonly long Created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
+    /// <summary>The methods a known path takes (its Allow header), or null for a path with no route.</summary>
+    static string? AllowedMethods(PathString path)
+    {
+        string p = (path.Value ?? "").TrimEnd('/');
+        if (p is "/v1/completions" or "/v1/chat/completions")
+            return "POST";
+        if (p is "/health" or "/v1/models" || p.StartsWith("/v1/models/", StringComparison.Ordinal))
+            return "GET, HEAD";
+        return null;
+    }
+
+    /// <summary>
+    /// DNS-rebinding guard: a Host header must be localhost, an IP address literal (a rebinding attack
+    /// needs a name it controls), or a name given with --allowed-host. A request without one (HTTP/1.0)
+    /// cannot come from a browser and passes.
+    /// </summary>
+    bool HostAllowed(HostString host)
+    {
+        if (!host.HasValue)
+            return true;
+        string name = host.Host.TrimEnd('.');
+        if (name.Length == 0 || name.Equals("localhost", StringComparison.OrdinalIgnoreCase) || name.EndsWith(".localhost", StringComparison.OrdinalIgnoreCase))
+            return true;
+        if (IPAddress.TryParse(name.Trim('[', ']'), out _) && (name.Contains(':') || name.Count(ch => ch == '.') == 3))
+            return true;
+        return options.AllowedHosts.Any(a => a == "*" || a.TrimEnd('.').Equals(name, StringComparison.OrdinalIgnoreCase));
+    }
+
+    /// <summary>A header value fit for a message: control and non-ASCII characters replaced, at most 100 characters.</summary>
+    static string Printable(string? value)
+    {
+        var s = new string((value ?? "").Select(ch => ch is >= ' ' and <= '~' ? ch : '?').ToArray());
+        return s.Length > 100 ? s[..100] + "..." : s;
+    }
+
     static bool Authorized(HttpContext c, string key)
     {
-        string header = c.Request.Headers.Authorization.ToString();
-        return header.StartsWith("Bearer ", StringComparison.Ordinal)
-            && System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(header[7..].Trim()), Encoding.UTF8.GetBytes(key));
+        // The scheme is case-insensitive (RFC 9110); the key is compared in constant time.
+        string header = c.Request.Headers.Authorization.ToString().Trim();
+        int space = header.IndexOf(' ');
+        return space > 0 && header[..space].Equals("Bearer", StringComparison.OrdinalIgnoreCase)
+            && System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(header[(space + 1)..].Trim()), Encoding.UTF8.GetBytes(key));
     }
 
     // ---- generation ------------------------------------------------------------------------------
@@ -205,28 +268,40 @@ public sealed class OpenAiServer : IAsyncDisposable
     async Task Generate(HttpContext c, bool chat)
     {
         ScheduledRequest handle;
+        CancellationToken cancelled; // the client left or shutdown cancelled the request
         bool stream;
         bool includeUsage;
         string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N")[..24];
         try
         {
+            CheckContentType(c);
             using var doc = await ReadBody(c);
             var body = doc.RootElement;
             if (body.ValueKind != JsonValueKind.Object)
                 throw new ApiError(400, "the request body must be a JSON object", null);
-            if (Optional(body, "model") is { } m && m.ValueKind == JsonValueKind.String && m.GetString() != options.ModelId)
-                throw new ApiError(404, $"the model '{m.GetString()}' does not exist; this server serves '{options.ModelId}' (GET /v1/models)", "model", "model_not_found");
-            if (Optional(body, "n") is { } n && !(n.ValueKind == JsonValueKind.Number && n.TryGetInt32(out int count) && count == 1))
-                throw new ApiError(400, "only n = 1 is supported; send one request per completion", "n");
+            if (Optional(body, "model") is { } m)
+            {
+                if (m.ValueKind != JsonValueKind.String)
+                    throw new ApiError(400, $"model must be a string, got {Kind(m)}; this server serves '{options.ModelId}'", "model");
+                string model = Text(m, "model");
+                if (model != options.ModelId)
+                    throw new ApiError(404, $"the model '{Printable(model)}' does not exist; this server serves '{options.ModelId}' (GET /v1/models)", "model", "model_not_found");
+            }
+            RefuseUnsupported(body);
             stream = Bool(body, "stream") ?? false;
             includeUsage = Optional(body, "stream_options") is { ValueKind: JsonValueKind.Object } so && Bool(so, "include_usage") == true;
             var prompt = chat ? ChatPrompt(body) : CompletionPrompt(body);
             int room = engine.Model.MaxSeq - prompt.Count;
-            int? maxTokens = Int(body, chat && Optional(body, "max_completion_tokens") is not null ? "max_completion_tokens" : "max_tokens");
+            string maxField = chat && Optional(body, "max_completion_tokens") is not null ? "max_completion_tokens" : "max_tokens";
+            int? maxTokens = Int(body, maxField);
             if (maxTokens is < 1)
-                throw new ApiError(400, $"max_tokens must be at least 1, got {maxTokens}", "max_tokens");
+                throw new ApiError(400, $"{maxField} must be at least 1, got {maxTokens}", maxField);
             if (room < 1)
                 throw new ApiError(400, $"the prompt has {prompt.Count} tokens and the context holds {engine.Model.MaxSeq} (the server's --max-seq-len); shorten the prompt", chat ? "messages" : "prompt", "context_length_exceeded");
+            // In long: a max_tokens near 2^31 would wrap the sum negative and pass.
+            if (maxTokens is int asked && (long)prompt.Count + asked > engine.Model.MaxSeq)
+                throw new ApiError(400, $"the prompt's {prompt.Count} tokens + {maxField} {asked} = {(long)prompt.Count + asked} exceeds the context length of {engine.Model.MaxSeq} " +
+                    $"(the server's --max-seq-len {engine.Model.MaxSeq}); lower {maxField} to at most {room} or shorten the prompt", maxField, "context_length_exceeded");
             var settings = new GenerationSettings
             {
                 // OpenAI's default for completions is 16 tokens; chat defaults to the rest of the context.
@@ -237,7 +312,8 @@ public sealed class OpenAiServer : IAsyncDisposable
             };
             var cancel = CancellationTokenSource.CreateLinkedTokenSource(c.RequestAborted, stopping.Token);
             c.Response.RegisterForDispose(cancel);
-            handle = engine.Submit(prompt, settings, cancel.Token);
+            cancelled = cancel.Token;
+            handle = engine.Submit(prompt, settings, cancelled);
         }
         catch (ApiError e)
         {
@@ -265,27 +341,50 @@ public sealed class OpenAiServer : IAsyncDisposable
         options.Log?.Invoke($"{c.Request.Method} {c.Request.Path} request {handle.Id}: {handle.Request.PromptTokens.Count} prompt tokens, max {handle.Request.MaxNewTokens}{(stream ? ", stream" : "")}");
         try
         {
+            // Waiting on `cancelled` too: a cancelled request answers at once, not after the
+            // scheduler's current step (tens of seconds per step on a loaded CPU).
             if (stream)
-                await Stream(c, handle, id, chat, includeUsage);
+                await Stream(c, handle, id, chat, includeUsage, cancelled);
             else
             {
-                var r = await handle.Completion;
+                var r = await handle.Completion.WaitAsync(cancelled);
                 await Write(c, 200, Response(r, id, chat));
             }
         }
-        catch (OperationCanceledException) when (c.RequestAborted.IsCancellationRequested || stopping.IsCancellationRequested)
+        catch (Exception) when (c.RequestAborted.IsCancellationRequested)
         {
-            // The client left (its request is cancelled and its slot free) or shutdown cancelled it.
+            // The client left: its request is cancelled and its slot free.
             handle.Cancel();
-            options.Log?.Invoke($"request {handle.Id} cancelled");
+            options.Log?.Invoke($"request {handle.Id} cancelled: the client left");
         }
-        catch (Exception e) when (e is IOException or ObjectDisposedException)
+        catch (Exception e)
         {
+            // Shutdown cancelled it after the grace period, or generation failed: the client learns
+            // why, as a JSON error before the first byte, else as an error event ending the stream.
             handle.Cancel();
-        }
-        catch (Exception e) when (!c.Response.HasStarted)
-        {
-            await Error(c, 500, $"generation failed: {e.Message}", "server_error", null);
+            var (status, message, type, param, code) = stopping.IsCancellationRequested && e is OperationCanceledException
+                ? (503, $"the server is shutting down and cancelled this request after its grace period of {options.ShutdownGrace.TotalSeconds:0.###} s; retry after the restart",
+                    "server_error", (string?)null, "shutting_down")
+                : (500, "generation failed: " + (e is IEngineMessage em ? EngineParameters.Render(em.Template, Field) : "an internal error (the server's log has the details)"),
+                    "server_error", null, "generation_failed");
+            options.Log?.Invoke($"request {handle.Id} failed: {e.GetType().Name}: {e.Message}");
+            try
+            {
+                if (!c.Response.HasStarted)
+                    await Error(c, status, message, type, param, code);
+                else if (stream)
+                {
+                    await c.Response.WriteAsync("data: " + JsonSerializer.Serialize(new { error = new { message, type, param, code } }, Json) + "\n\ndata: [DONE]\n\n", c.RequestAborted);
+                    await c.Response.Body.FlushAsync(c.RequestAborted);
+                }
+            }
+            catch (Exception) when (c.RequestAborted.IsCancellationRequested)
+            {
+            }
+            catch (Exception e2) when (e2 is IOException or ObjectDisposedException or InvalidOperationException)
+            {
+                // The connection is gone; nothing more can be said.
+            }
         }
     }
 
@@ -301,7 +400,7 @@ public sealed class OpenAiServer : IAsyncDisposable
 
     static string Finish(FinishReason reason) => reason == FinishReason.Length ? "length" : "stop";
 
-    async Task Stream(HttpContext c, ScheduledRequest handle, string id, bool chat, bool includeUsage)
+    async Task Stream(HttpContext c, ScheduledRequest handle, string id, bool chat, bool includeUsage, CancellationToken cancelled)
     {
         c.Response.StatusCode = 200;
         c.Response.ContentType = "text/event-stream";
@@ -315,7 +414,7 @@ public sealed class OpenAiServer : IAsyncDisposable
             await Event(c, Chunk(new { role = "assistant", content = "" }, null, null), ct);
         else
             await c.Response.Body.FlushAsync(ct);
-        await foreach (var token in handle.Tokens.ReadAllAsync(ct))
+        await foreach (var token in handle.Tokens.ReadAllAsync(cancelled))
         {
             if (token.Text.Length > 0)
                 await Event(c, chat ? Chunk(new { content = token.Text }, null, null) : Chunk(null, token.Text, null), ct);
@@ -324,7 +423,7 @@ public sealed class OpenAiServer : IAsyncDisposable
         }
         if (includeUsage)
         {
-            var r = await handle.Completion;
+            var r = await handle.Completion.WaitAsync(cancelled);
             await Event(c, new
             {
                 id, @object = chat ? "chat.completion.chunk" : "text_completion", created, model = options.ModelId, choices = Array.Empty<object>(),
@@ -366,6 +465,71 @@ public sealed class OpenAiServer : IAsyncDisposable
         }
     }
 
+    /// <summary>Refuses a body that a browser could send cross-site without a preflight (CSRF): only application/json is read.</summary>
+    static void CheckContentType(HttpContext c)
+    {
+        string? type = c.Request.ContentType;
+        if (type is null || !Microsoft.Net.Http.Headers.MediaTypeHeaderValue.TryParse(type, out var media)
+            || !(media.MediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase) || media.MediaType.Value!.EndsWith("+json", StringComparison.OrdinalIgnoreCase)))
+            throw new ApiError(415, $"the request body must be JSON with the header 'Content-Type: application/json'; got {(type is null ? "no Content-Type" : $"'{Printable(type)}'")}",
+                null, "unsupported_media_type");
+    }
+
+    /// <summary>
+    /// OpenAI parameters this server does not implement, and the values that mean "not used". A request
+    /// giving one any other value gets 400 naming it, never a silently different answer.
+    /// </summary>
+    static readonly (string Name, string NoOp, Func<JsonElement, bool> IsNoOp)[] Unsupported =
+    [
+        ("n", "1", v => v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) && i == 1),
+        ("best_of", "1", v => v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) && i == 1),
+        ("logprobs", "false or null", v => v.ValueKind == JsonValueKind.False),
+        ("top_logprobs", "0 or null", v => v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) && i == 0),
+        ("echo", "false", v => v.ValueKind == JsonValueKind.False),
+        ("suffix", "null or \"\"", v => v.ValueKind == JsonValueKind.String && v.GetRawText() == "\"\""),
+        ("logit_bias", "{} or null", v => v.ValueKind == JsonValueKind.Object && !v.EnumerateObject().Any()),
+        ("tools", "[] or null", v => v.ValueKind == JsonValueKind.Array && v.GetArrayLength() == 0),
+        ("tool_choice", "\"none\" or null", v => v.ValueKind == JsonValueKind.String && v.GetRawText() == "\"none\""),
+        ("functions", "[] or null", v => v.ValueKind == JsonValueKind.Array && v.GetArrayLength() == 0),
+        ("function_call", "\"none\" or null", v => v.ValueKind == JsonValueKind.String && v.GetRawText() == "\"none\""),
+        ("response_format", "{\"type\": \"text\"} or null", v => v.ValueKind == JsonValueKind.Object && v.EnumerateObject().Count() == 1
+            && v.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String && t.GetRawText() == "\"text\""),
+        ("presence_penalty", "0", v => v.ValueKind == JsonValueKind.Number && v.GetDouble() == 0),
+        ("frequency_penalty", "0", v => v.ValueKind == JsonValueKind.Number && v.GetDouble() == 0),
+    ];
+
+    static void RefuseUnsupported(JsonElement body)
+    {
+        foreach (var (name, noOp, isNoOp) in Unsupported)
+            if (Optional(body, name) is { } v && !isNoOp(v))
+                throw new ApiError(400, name == "n"
+                    ? $"only n = 1 is supported; send one request per completion"
+                    : $"{name} is not supported by this server (got {Kind(v)}); leave it out or send {noOp}", name, "unsupported_parameter");
+    }
+
+    static string Kind(JsonElement v) => v.ValueKind switch
+    {
+        JsonValueKind.True or JsonValueKind.False => "a boolean",
+        JsonValueKind.Number => $"the number {v.GetRawText()}",
+        JsonValueKind.String => "a string",
+        JsonValueKind.Array => "a list",
+        JsonValueKind.Object => "an object",
+        _ => v.ValueKind.ToString().ToLowerInvariant(),
+    };
+
+    /// <summary>A JSON string's text; a lone surrogate escape or bytes that are not UTF-8 are a 400 naming <paramref name="field"/>.</summary>
+    static string Text(JsonElement v, string field)
+    {
+        try
+        {
+            return v.GetString()!;
+        }
+        catch (InvalidOperationException)
+        {
+            throw new ApiError(400, $"{field} is not valid Unicode text (it holds a lone surrogate escape such as \\ud800 or bytes that are not UTF-8); send UTF-8 text", field, "invalid_unicode");
+        }
+    }
+
     static JsonElement? Optional(JsonElement body, string name) =>
         body.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
 
@@ -402,9 +566,9 @@ public sealed class OpenAiServer : IAsyncDisposable
         if (Optional(body, "stop") is not { } stop)
             return [];
         if (stop.ValueKind == JsonValueKind.String)
-            return [stop.GetString()!];
+            return [Text(stop, "stop")];
         if (stop.ValueKind == JsonValueKind.Array && stop.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String))
-            return stop.EnumerateArray().Select(e => e.GetString()!).Where(x => x.Length > 0).ToArray();
+            return stop.EnumerateArray().Select(e => Text(e, "stop")).Where(x => x.Length > 0).ToArray();
         throw new ApiError(400, "stop must be a string or a list of strings", "stop");
     }
 
@@ -413,12 +577,12 @@ public sealed class OpenAiServer : IAsyncDisposable
         if (Optional(body, "prompt") is not { } p)
             throw new ApiError(400, "prompt is required: a string (or a list of token ids)", "prompt");
         if (p.ValueKind == JsonValueKind.String)
-            return engine.Encode(p.GetString()!);
+            return engine.Encode(Text(p, "prompt"));
         if (p.ValueKind == JsonValueKind.Array)
         {
             var items = p.EnumerateArray().ToArray();
             if (items.Length == 1 && items[0].ValueKind == JsonValueKind.String)
-                return engine.Encode(items[0].GetString()!);
+                return engine.Encode(Text(items[0], "prompt"));
             if (items.Length > 0 && items.All(e => e.ValueKind == JsonValueKind.Number))
                 return items.Select(e => e.TryGetInt32(out int t) ? t : throw new ApiError(400, "prompt token ids must be integers", "prompt")).ToArray();
             throw new ApiError(400, "prompt must be one string or one list of token ids; send one request per prompt", "prompt");
@@ -431,23 +595,26 @@ public sealed class OpenAiServer : IAsyncDisposable
         if (Optional(body, "messages") is not { ValueKind: JsonValueKind.Array } list || list.GetArrayLength() == 0)
             throw new ApiError(400, "messages is required: a non-empty list of {\"role\", \"content\"}", "messages");
         var messages = new List<ChatMessage>();
+        int index = 0;
         foreach (var m in list.EnumerateArray())
         {
+            string at = $"messages[{index++}]";
             if (m.ValueKind != JsonValueKind.Object || Optional(m, "role") is not { ValueKind: JsonValueKind.String } role)
                 throw new ApiError(400, "every message needs a string role (system, user, assistant, tool)", "messages");
+            string r = Text(role, at + ".role");
             string content = Optional(m, "content") switch
             {
-                { ValueKind: JsonValueKind.String } s => s.GetString()!,
-                { ValueKind: JsonValueKind.Array } parts => string.Concat(parts.EnumerateArray().Select(part =>
-                    part.ValueKind == JsonValueKind.Object && Optional(part, "type")?.GetString() == "text" && Optional(part, "text") is { ValueKind: JsonValueKind.String } t
-                        ? t.GetString()
-                        : throw new ApiError(400, "only text content parts are supported", "messages"))),
+                { ValueKind: JsonValueKind.String } s => Text(s, at + ".content"),
+                { ValueKind: JsonValueKind.Array } parts => string.Concat(parts.EnumerateArray().Select((part, i) =>
+                    part.ValueKind == JsonValueKind.Object && Optional(part, "type") is { ValueKind: JsonValueKind.String } type && Text(type, $"{at}.content[{i}].type") == "text"
+                        && Optional(part, "text") is { ValueKind: JsonValueKind.String } t
+                        ? Text(t, $"{at}.content[{i}].text")
+                        : throw new ApiError(400, "only text content parts are supported: {\"type\": \"text\", \"text\": \"...\"}", $"{at}.content[{i}]"))),
                 null => "",
-                _ => throw new ApiError(400, "message content must be a string or a list of text parts", "messages"),
+                _ => throw new ApiError(400, "message content must be a string or a list of text parts", at + ".content"),
             };
-            string r = role.GetString()!;
             if (r is not ("system" or "user" or "assistant" or "tool" or "ipython"))
-                throw new ApiError(400, $"unknown message role '{r}'; use system, user, assistant or tool", "messages");
+                throw new ApiError(400, $"unknown message role '{Printable(r)}'; use system, user, assistant or tool", at + ".role");
             messages.Add(new ChatMessage(r, content));
         }
         return engine.EncodeChat(messages);
@@ -473,7 +640,7 @@ public sealed class OpenAiServer : IAsyncDisposable
     {
         c.Response.StatusCode = status;
         c.Response.ContentType = "application/json";
-        return c.Response.WriteAsync(JsonSerializer.Serialize(value, Json));
+        return HttpMethods.IsHead(c.Request.Method) ? Task.CompletedTask : c.Response.WriteAsync(JsonSerializer.Serialize(value, Json));
     }
 
     static Task Error(HttpContext c, int status, string message, string type, string? param, string? code = null) =>

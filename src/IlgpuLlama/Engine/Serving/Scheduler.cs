@@ -118,9 +118,11 @@ public sealed class Scheduler : IDisposable
                 throw new EngineArgumentException($"token id {t} is outside the vocabulary (0..{Model.Config.VocabSize - 1})", EngineParameter.Tokens);
         if (r.MaxNewTokens < 1)
             throw new EngineArgumentException($"{EngineParameters.MaxNewTokens} {r.MaxNewTokens} must be at least 1", EngineParameter.MaxNewTokens);
-        if (prompt + r.MaxNewTokens > Model.MaxSeq)
+        // In long: MaxNewTokens near int.MaxValue would wrap the sum negative and pass the check.
+        long need = (long)prompt + r.MaxNewTokens;
+        if (need > Model.MaxSeq)
             throw new EngineArgumentException(
-                $"the prompt's {prompt} tokens + {r.MaxNewTokens} new tokens = {prompt + r.MaxNewTokens} exceeds {EngineParameters.MaxSeqLen} {Model.MaxSeq}; " +
+                $"the prompt's {prompt} tokens + {r.MaxNewTokens} new tokens = {need} exceeds {EngineParameters.MaxSeqLen} {Model.MaxSeq}; " +
                 $"shorten the prompt, lower {EngineParameters.MaxNewTokens} or raise {EngineParameters.MaxSeqLen}", EngineParameter.MaxSeqLen);
         r.Sampling.Validate();
         if (r.StopStrings.Count > 0 && tokenizer is null)
