@@ -75,7 +75,7 @@ public sealed class Generator(LlamaModel model)
         var starts = options.StartPositions ?? new int[n];
         for (int i = 0; i < n; i++)
         {
-            int need = starts[i] + prompts[i].Count + options.MaxNewTokens;
+            long need = (long)starts[i] + prompts[i].Count + options.MaxNewTokens; // 64-bit: MaxNewTokens near 2^31 wrapped negative and passed
             if (need > Model.MaxSeq)
                 throw new EngineArgumentException(
                     $"prompt {i + 1}: {starts[i] + prompts[i].Count} tokens + {options.MaxNewTokens} new tokens = {need} exceeds {EngineParameters.MaxSeqLen} {Model.MaxSeq}; " +

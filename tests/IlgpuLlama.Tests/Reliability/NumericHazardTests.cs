@@ -1,6 +1,8 @@
 using IlgpuLlama.Kernels;
 using IlgpuLlama.Model;
+using IlgpuLlama.Engine;
 using IlgpuLlama.Tests.Cli;
+using IlgpuLlama.Tests.Model;
 
 namespace IlgpuLlama.Tests.Reliability;
 
@@ -36,5 +38,21 @@ public sealed class NumericHazardTests
         Assert.StartsWith("error: --batch 64 x --seq 131072 gives one layer's KV cache", line);
         Assert.Contains("lower --batch or --seq", line);
         Assert.Equal("", r.Out);
+    }
+}
+
+/// <summary>The generation loop's context check in 64 bits: prompt + max new tokens near 2^31 wrapped negative and passed.</summary>
+[Collection(GoldenCollection.Name)]
+public sealed class GenerationLengthOverflowTests(GoldenModelContext ctx)
+{
+    [Theory]
+    [InlineData(int.MaxValue)]
+    [InlineData(int.MaxValue - 3)]
+    public void Max_new_tokens_near_2_to_the_31_is_refused_before_decoding(int maxNewTokens)
+    {
+        var gen = new Generator(ctx.Model);
+        var e = Assert.Throws<EngineArgumentException>(() => gen.Generate([GoldenFixture.Cases[0].Prompt], new GenerationOptions { MaxNewTokens = maxNewTokens }));
+        Assert.Equal(EngineParameter.MaxSeqLen, e.Parameter);
+        Assert.Contains($"{maxNewTokens} new tokens", e.Message);
     }
 }
