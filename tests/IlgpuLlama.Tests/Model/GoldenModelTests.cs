@@ -63,14 +63,17 @@ public sealed class GoldenModelTests(GoldenModelContext ctx, ITestOutputHelper o
         return rows;
     }
 
-    float[][] DecodeLogits(int[] tokens)
+    float[][] DecodeLogits(int[] tokens) => DecodeLogits(Model, tokens, slot: 1);
+
+    /// <summary>Decodes <paramref name="tokens"/> one at a time in <paramref name="slot"/> from position 0; the logits of every step.</summary>
+    internal static float[][] DecodeLogits(LlamaModel model, int[] tokens, int slot)
     {
         var rows = new float[tokens.Length][];
         for (int t = 0; t < tokens.Length; t++)
         {
-            Model.Decode([new DecodeRow(1, t, tokens[t])], SelectMode.ArgMax);
-            rows[t] = new float[Model.Config.VocabSize];
-            Model.ReadLogitsRow(0, rows[t]);
+            model.Decode([new DecodeRow(slot, t, tokens[t])], SelectMode.ArgMax);
+            rows[t] = new float[model.Config.VocabSize];
+            model.ReadLogitsRow(0, rows[t]);
         }
         return rows;
     }

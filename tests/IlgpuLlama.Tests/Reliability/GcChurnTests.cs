@@ -103,13 +103,13 @@ public sealed class GcChurnTests(GoldenModelContext ctx, ITestOutputHelper outpu
     {
         var model = ctx.Model;
         var tokens = GoldenFixture.Cases[0].AllTokens[..8];
-        var quiet = DecodeLogits(model, tokens);
+        var quiet = GoldenModelTests.DecodeLogits(model, tokens, slot: 2);
         float[][] churned;
         long collections;
         // Fewer forced collections than the round-trip test: each one suspends the CPU accelerator's many threads.
         using (var churn = new AllocationChurn(collectEvery: 8192))
         {
-            churned = DecodeLogits(model, tokens);
+            churned = GoldenModelTests.DecodeLogits(model, tokens, slot: 2);
             collections = churn.Collections;
         }
         output.WriteLine($"{tokens.Length} decode steps beside {collections:N0} forced compacting collections");
@@ -123,18 +123,5 @@ public sealed class GcChurnTests(GoldenModelContext ctx, ITestOutputHelper outpu
             }
             Assert.True(differing == 0, $"decode step {t}: {differing} of {quiet[t].Length} logits differ from the run without an allocating thread");
         }
-    }
-
-    static float[][] DecodeLogits(LlamaModel model, int[] tokens)
-    {
-        var rows = new float[tokens.Length][];
-        for (int t = 0; t < tokens.Length; t++)
-        {
-            // Slot 2 at growing positions: the token, position and slot uploads and the logits download are all exercised.
-            model.Decode([new DecodeRow(2, t, tokens[t])], SelectMode.ArgMax);
-            rows[t] = new float[model.Config.VocabSize];
-            model.ReadLogitsRow(0, rows[t]);
-        }
-        return rows;
     }
 }
