@@ -6,7 +6,8 @@ namespace IlgpuLlama.Kernels;
 // Logits helpers, so that only a few numbers per sequence cross to the host each step.
 //
 //   Reduce   per row: argmax (first index on ties, -1 if any NaN), max logit, and the softmax
-//            normaliser Z = sum_v exp((l_v - max) / T). Grid = rows * parts groups; each group
+//            normaliser Z = sum_v exp((l_v - max) / T_row), T_row read from device memory (so a
+//            recorded step serves every temperature). Grid = rows * parts groups; each group
 //            scans a contiguous slice keeping (max, Z, argmax) online, reduces with shuffles and
 //            shared memory, writes a partial; the last group of the row (atomic counter +
 //            device fence) merges the partials and resets the counter. One launch.
@@ -15,7 +16,8 @@ namespace IlgpuLlama.Kernels;
 //            keeps K; the last group of the row sorts the parts * K survivors and writes K.
 //            Dynamic shared memory: 2 * SliceSize floats (values, then ids as bits).
 //   RepetitionPenalty  per element: a token already seen in the row's sequence gets
-//            l > 0 ? l / p : l * p (Hugging Face semantics). Implicitly grouped, rows * vocab.
+//            l > 0 ? l / p_row : l * p_row (Hugging Face semantics), p_row read from device memory
+//            (1 leaves the row unchanged, bit for bit). Implicitly grouped, rows * vocab.
 
 /// <summary>Arguments of <see cref="LogitsKernels.Reduce(LogitsReduceArgs)"/>.</summary>
 public struct LogitsReduceArgs
@@ -27,9 +29,9 @@ public struct LogitsReduceArgs
     public ArrayView<int> Counters;     // [rows], zero between launches
     public ArrayView<int> Token;        // [rows] argmax, -1 when the row has a NaN
     public ArrayView<float> Max;        // [rows]
-    public ArrayView<float> SumExp;     // [rows] Z at InvTemperature
+    public ArrayView<float> SumExp;     // [rows] Z at the row's temperature
+    public ArrayView<float> InvTemperature; // [rows] 1 / T of each row
     public int Vocab, Parts;
-    public float InvTemperature;
 }
 
 /// <summary>Arguments of <see cref="LogitsKernels.TopK(TopKArgs)"/>.</summary>
@@ -50,8 +52,8 @@ public struct RepetitionPenaltyArgs
     public ArrayView<float> Logits;     // [rows, vocab], in place
     public ArrayView<int> Slots;        // [rows] sequence slot of each row
     public ArrayView<byte> Seen;        // [slots, vocab] 1 where the token already appeared
+    public ArrayView<float> Penalty;    // [rows] penalty of each row (1 = off)
     public int Vocab;
-    public float Penalty;
 }
 
 /// <summary>The workspace and outputs of one logits reduction.</summary>
@@ -189,11 +191,12 @@ public static class LogitsKernels
         int begin = part * slice;
         int end = XMath.Min(begin + slice, a.Vocab);
         int rowBase = row * a.Vocab;
+        float invT = a.InvTemperature[row];
 
         SoftmaxState s = SoftmaxState.Empty;
         for (int i = begin + Group.IdxX; i < end; i += Group.DimX)
-            s = Push(s, a.Logits[rowBase + i], i, a.InvTemperature);
-        s = GroupReduce(s, a.InvTemperature, mShared, zShared, iShared, nShared);
+            s = Push(s, a.Logits[rowBase + i], i, invT);
+        s = GroupReduce(s, invT, mShared, zShared, iShared, nShared);
 
         int p = row * a.Parts + part;
         if (Group.IdxX == 0)
@@ -218,9 +221,9 @@ public static class LogitsKernels
             int idx = a.PartialIdx[row * a.Parts + q];
             o.Idx = idx < 0 ? int.MaxValue : idx;
             o.Nan = idx < 0 ? 1 : 0;
-            r = Merge(r, o, a.InvTemperature);
+            r = Merge(r, o, invT);
         }
-        r = GroupReduce(r, a.InvTemperature, mShared, zShared, iShared, nShared);
+        r = GroupReduce(r, invT, mShared, zShared, iShared, nShared);
         if (Group.IdxX == 0)
         {
             a.Token[row] = r.Nan != 0 || r.Idx == int.MaxValue ? -1 : r.Idx;
@@ -323,7 +326,7 @@ public static class LogitsKernels
     }
 
     /// <param name="index">flat index over [rows, vocab]</param>
-    /// <param name="a">logits, slots, seen flags, vocabulary and penalty</param>
+    /// <param name="a">logits, slots, seen flags, vocabulary and per-row penalties</param>
     public static void RepetitionPenalty(Index1D index, RepetitionPenaltyArgs a)
     {
         int row = index / a.Vocab;
@@ -331,7 +334,8 @@ public static class LogitsKernels
         if (a.Seen[a.Slots[row] * a.Vocab + v] != 0)
         {
             float l = a.Logits[index];
-            a.Logits[index] = l > 0f ? l / a.Penalty : l * a.Penalty;
+            float p = a.Penalty[row];
+            a.Logits[index] = l > 0f ? l / p : l * p;
         }
     }
 
@@ -361,8 +365,19 @@ public static class LogitsKernels
     /// <summary>Largest k top-k supports for <paramref name="vocab"/> (each part keeps k of its slice).</summary>
     public static int TopKMax(int vocab, KernelTuning t) => t.TopKSlice / TopKParts(vocab, t);
 
-    /// <summary>Per row: argmax token (-1 on NaN), max logit and sum of exp((l - max) / T).</summary>
-    public static void LogitsReduce(this LlamaKernels k, ArrayView<float> logits, LogitsReduceBuffers b, int rows, int vocab, float temperature)
+    /// <summary>
+    /// The value the logits reduction reads per row for temperature <paramref name="temperature"/>:
+    /// 1 / T, where 1 / T overflows float for T below ~2.9e-39 (e.g. 1e-45) infinity times the max
+    /// logit's zero offset is NaN, so the largest float stands in (the same distribution: all mass on
+    /// the max); T = 0 (greedy) reads 1 (the argmax does not depend on it).
+    /// </summary>
+    public static float InverseTemperature(float temperature) => temperature > 0 ? Math.Min(1f / temperature, float.MaxValue) : 1f;
+
+    /// <summary>
+    /// Per row: argmax token (-1 on NaN), max logit and sum of exp((l - max) / T_row), with
+    /// <paramref name="invTemperature"/>[row] = <see cref="InverseTemperature(float)"/> of the row's T.
+    /// </summary>
+    public static void LogitsReduce(this LlamaKernels k, ArrayView<float> logits, LogitsReduceBuffers b, ArrayView<float> invTemperature, int rows, int vocab)
     {
         int parts = ReduceParts(vocab, k.Tuning);
         Require.Length(logits, (long)rows * vocab, "logits");
@@ -371,13 +386,11 @@ public static class LogitsKernels
         Require.Length(b.PartialIdx, (long)rows * parts, "logits partial index");
         Require.Length(b.Counters, rows, "logits counters");
         Require.Length(b.Token, rows, "argmax output");
+        Require.Length(invTemperature, rows, "inverse temperatures");
         var args = new LogitsReduceArgs
         {
             Logits = logits, PartialMax = b.PartialMax, PartialSum = b.PartialSum, PartialIdx = b.PartialIdx, Counters = b.Counters,
-            Token = b.Token, Max = b.Max, SumExp = b.SumExp, Vocab = vocab, Parts = parts,
-            // 1 / T overflows float for T below ~2.9e-39 (e.g. 1e-45): infinity times the max logit's
-            // zero offset is NaN; the largest float gives the same distribution (all mass on the max).
-            InvTemperature = temperature > 0 ? Math.Min(1f / temperature, float.MaxValue) : 1f,
+            Token = b.Token, Max = b.Max, SumExp = b.SumExp, InvTemperature = invTemperature, Vocab = vocab, Parts = parts,
         };
         k.Launch(ReduceKernel, KernelVariant.None, new KernelConfig(rows * parts, k.Tuning.LogitsGroup), args);
     }
@@ -402,13 +415,17 @@ public static class LogitsKernels
         k.Launch(TopKKernel, KernelVariant.None, new KernelConfig(rows * parts, t.LogitsGroup, SharedMemoryConfig.RequestDynamic<float>(2 * t.TopKSlice)), args);
     }
 
-    /// <summary>Applies the repetition penalty in place to every row's seen tokens.</summary>
-    public static void RepetitionPenalty(this LlamaKernels k, ArrayView<float> logits, ArrayView<int> slots, ArrayView<byte> seen, int rows, int vocab, float penalty)
+    /// <summary>
+    /// Applies each row's repetition penalty (<paramref name="penalties"/>[row], &gt; 0; 1 = off) in
+    /// place to the row's seen tokens. The values live on the device, so the host checks them where it
+    /// writes them.
+    /// </summary>
+    public static void RepetitionPenalty(this LlamaKernels k, ArrayView<float> logits, ArrayView<int> slots, ArrayView<byte> seen, ArrayView<float> penalties, int rows, int vocab)
     {
-        Require.That(penalty > 0, $"repetition penalty {penalty} must be > 0");
         Require.Length(logits, (long)rows * vocab, "logits");
         Require.Length(slots, rows, "penalty slots");
-        var args = new RepetitionPenaltyArgs { Logits = logits, Slots = slots, Seen = seen, Vocab = vocab, Penalty = penalty };
+        Require.Length(penalties, rows, "penalties");
+        var args = new RepetitionPenaltyArgs { Logits = logits, Slots = slots, Seen = seen, Penalty = penalties, Vocab = vocab };
         k.Launch(RepetitionPenaltyKernel, KernelVariant.None, rows * vocab, args);
     }
 
@@ -454,13 +471,15 @@ sealed class LogitsFamily : KernelFamily
                 ctx.Alloc<float>("bench.logits_reduce.partial_max", rows, parts), ctx.Alloc<float>("bench.logits_reduce.partial_sum", rows, parts),
                 ctx.Alloc<int>("bench.logits_reduce.partial_idx", rows, parts), ctx.Upload("bench.logits_reduce.counters", new int[rows]),
                 ctx.Alloc<int>("bench.logits_reduce.token", rows), ctx.Alloc<float>("bench.logits_reduce.max", rows), ctx.Alloc<float>("bench.logits_reduce.sum_exp", rows));
-            const float temperature = 0.8f;
-            void Launch(int i) => ctx.Kernels.LogitsReduce(lb.Copy(i), buffers, rows, vocab, temperature);
+            // A different temperature per row, as a mixed decode step has.
+            var temperatures = Enumerable.Range(0, rows).Select(r => 0.8f + 0.1f * r).ToArray();
+            var invT = ctx.Upload("bench.logits_reduce.inv_temperature", Array.ConvertAll(temperatures, LogitsKernels.InverseTemperature));
+            void Launch(int i) => ctx.Kernels.LogitsReduce(lb.Copy(i), buffers, invT, rows, vocab);
 
             Validation Validate()
             {
                 Launch(0);
-                var (eTok, eMax, eSum) = KernelReference.LogitsReduce(logits, rows, vocab, 1.0 / temperature);
+                var (eTok, eMax, eSum) = KernelReference.LogitsReduce(logits, rows, vocab, Array.ConvertAll(temperatures, t => 1.0 / t));
                 return Validation.From($"all {rows} rows x {vocab}", Tolerance.Normaliser,
                     Tolerance.Exact.Check("argmax", HostData.IntsAsFloats(BenchContext.Read(buffers.Token)), Array.ConvertAll(eTok, v => (double)v)),
                     Tolerance.Exact.Check("max", BenchContext.Read(buffers.Max), eMax),
@@ -513,14 +532,15 @@ sealed class LogitsFamily : KernelFamily
                 var lb = ctx.Rotated("bench.repetition_penalty.logits", logits, copies);
                 var seenb = ctx.Rotated("bench.repetition_penalty.seen", seen, copies);
                 var sb = ctx.Upload("bench.repetition_penalty.slots", slots);
-                const float penalty = 1.3f;
-                void Launch(int i) => ctx.Kernels.RepetitionPenalty(lb.Copy(i), sb, seenb.Copy(i), rows, vocab, penalty);
+                var penalties = Enumerable.Range(0, rows).Select(r => 1.3f - 0.1f * r).ToArray();
+                var pb = ctx.Upload("bench.repetition_penalty.penalties", penalties);
+                void Launch(int i) => ctx.Kernels.RepetitionPenalty(lb.Copy(i), sb, seenb.Copy(i), pb, rows, vocab);
 
                 Validation Validate()
                 {
                     Launch(0);
                     var expected = (float[])logits.Clone();
-                    KernelReference.RepetitionPenalty(expected, slots, seen, vocab, penalty);
+                    KernelReference.RepetitionPenalty(expected, slots, seen, vocab, penalties);
                     return Validation.From($"all {rows} rows x {vocab}", Tolerance.Exact,
                         Tolerance.Exact.Check("repetition penalty", BenchContext.Read(lb.Copy(0)), HostData.ToDouble(expected)));
                 }

@@ -246,8 +246,12 @@ public static class KernelReference
         }
     }
 
-    /// <summary>Per row: argmax (first on ties, -1 on NaN), max, and sum exp((l - max) * invT).</summary>
-    public static (int[] Token, double[] Max, double[] SumExp) LogitsReduce(float[] logits, int rows, int vocab, double invTemperature)
+    /// <summary>Per row: argmax (first on ties, -1 on NaN), max, and sum exp((l - max) * invT) at one temperature for all rows.</summary>
+    public static (int[] Token, double[] Max, double[] SumExp) LogitsReduce(float[] logits, int rows, int vocab, double invTemperature) =>
+        LogitsReduce(logits, rows, vocab, Enumerable.Repeat(invTemperature, rows).ToArray());
+
+    /// <summary>Per row: argmax (first on ties, -1 on NaN), max, and sum exp((l - max) * invTemperature[row]).</summary>
+    public static (int[] Token, double[] Max, double[] SumExp) LogitsReduce(float[] logits, int rows, int vocab, double[] invTemperature)
     {
         var token = new int[rows];
         var max = new double[rows];
@@ -273,7 +277,7 @@ public static class KernelReference
             {
                 float l = logits[r * vocab + v];
                 if (!float.IsNaN(l) && !float.IsNegativeInfinity(l))
-                    z += Math.Exp((l - m) * invTemperature);
+                    z += Math.Exp((l - m) * invTemperature[r]);
             }
             token[r] = nan ? -1 : idx;
             max[r] = m;
@@ -303,8 +307,12 @@ public static class KernelReference
         return (values, ids);
     }
 
-    /// <summary>Hugging Face repetition penalty over the seen flags of each row's slot.</summary>
-    public static void RepetitionPenalty(float[] logits, int[] slots, byte[] seen, int vocab, float penalty)
+    /// <summary>Hugging Face repetition penalty over the seen flags of each row's slot, one penalty for every row.</summary>
+    public static void RepetitionPenalty(float[] logits, int[] slots, byte[] seen, int vocab, float penalty) =>
+        RepetitionPenalty(logits, slots, seen, vocab, Enumerable.Repeat(penalty, slots.Length).ToArray());
+
+    /// <summary>Hugging Face repetition penalty over the seen flags of each row's slot, <paramref name="penalties"/>[row] per row.</summary>
+    public static void RepetitionPenalty(float[] logits, int[] slots, byte[] seen, int vocab, float[] penalties)
     {
         for (int r = 0; r < slots.Length; r++)
         {
@@ -313,7 +321,7 @@ public static class KernelReference
                 if (seen[slots[r] * vocab + v] == 0)
                     continue;
                 float l = logits[r * vocab + v];
-                logits[r * vocab + v] = l > 0 ? l / penalty : l * penalty;
+                logits[r * vocab + v] = l > 0 ? l / penalties[r] : l * penalties[r];
             }
         }
     }

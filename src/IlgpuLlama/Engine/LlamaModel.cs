@@ -17,15 +17,28 @@ public sealed record SequenceInput(int Slot, int StartPosition, IReadOnlyList<in
 /// <summary>One row of a decode step: the sequence in cache slot <paramref name="Slot"/> takes <paramref name="Token"/> at <paramref name="Position"/>.</summary>
 public readonly record struct DecodeRow(int Slot, int Position, int Token);
 
-/// <summary>What the logits-selection kernels compute at the end of a step.</summary>
-/// <param name="Greedy">argmax only (the token stays on the device for the next step)</param>
-/// <param name="Temperature">softmax temperature for the normaliser (sampling)</param>
-/// <param name="RepetitionPenalty">1 = off</param>
-/// <param name="Candidates">top-k candidates returned per row when sampling</param>
+/// <summary>What the logits selection computes for one row (one sequence) at the end of a step.</summary>
+/// <param name="Greedy">argmax only</param>
+/// <param name="Temperature">softmax temperature for the normaliser (sampling; &gt; 0)</param>
+/// <param name="RepetitionPenalty">&gt; 0; 1 = off</param>
+/// <param name="Candidates">top-k candidates returned when sampling (1..the workspace's top-k capacity)</param>
 public sealed record SelectMode(bool Greedy, float Temperature, float RepetitionPenalty, int Candidates)
 {
     /// <summary>Plain argmax.</summary>
     public static SelectMode ArgMax { get; } = new(true, 1f, 1f, 0);
+}
+
+/// <summary>
+/// The shape of one step's selection over all its rows: all a recorded step depends on. The rows'
+/// temperatures and penalties are data in device memory, so a new temperature never records a graph.
+/// </summary>
+/// <param name="Greedy">every row takes its argmax, which stays on the device as the next step's input</param>
+/// <param name="Penalty">the repetition-penalty kernel runs (rows whose penalty is 1 come out unchanged)</param>
+/// <param name="Candidates">top-k candidates returned per row (0 when greedy): the largest any row asked for</param>
+public readonly record struct SelectShape(bool Greedy, bool Penalty, int Candidates)
+{
+    /// <summary>Plain argmax, no penalty.</summary>
+    public static SelectShape ArgMax => new(true, false, 0);
 }
 
 /// <summary>
@@ -35,9 +48,9 @@ public sealed record SelectMode(bool Greedy, float Temperature, float Repetition
 /// </summary>
 public sealed class StepResult
 {
-    internal StepResult(SelectMode mode, int[] argmax, float[]? values, int[]? ids, float[]? maxLogit, float[]? sumExp)
+    internal StepResult(SelectShape shape, int[] argmax, float[]? values, int[]? ids, float[]? maxLogit, float[]? sumExp)
     {
-        Mode = mode;
+        Shape = shape;
         ArgMax = argmax;
         CandidateLogits = values;
         CandidateIds = ids;
@@ -45,8 +58,8 @@ public sealed class StepResult
         SumExp = sumExp;
     }
 
-    /// <summary>The selection that ran.</summary>
-    public SelectMode Mode { get; }
+    /// <summary>The selection that ran (its candidates per row).</summary>
+    public SelectShape Shape { get; }
 
     /// <summary>Rows of the step.</summary>
     public int Rows => ArgMax.Count;
@@ -63,14 +76,14 @@ public sealed class StepResult
     /// <summary>[rows] largest logit (sampling only).</summary>
     public float[]? MaxLogit { get; }
 
-    /// <summary>[rows] sum of exp((l - max) / T) over the vocabulary (sampling only).</summary>
+    /// <summary>[rows] sum of exp((l - max) / T) over the vocabulary at each row's temperature (sampling only).</summary>
     public float[]? SumExp { get; }
 
     /// <summary>Candidate logits of row <paramref name="row"/>.</summary>
-    public ReadOnlySpan<float> Logits(int row) => CandidateLogits.AsSpan(row * Mode.Candidates, Mode.Candidates);
+    public ReadOnlySpan<float> Logits(int row) => CandidateLogits.AsSpan(row * Shape.Candidates, Shape.Candidates);
 
     /// <summary>Candidate ids of row <paramref name="row"/>.</summary>
-    public ReadOnlySpan<int> Ids(int row) => CandidateIds.AsSpan(row * Mode.Candidates, Mode.Candidates);
+    public ReadOnlySpan<int> Ids(int row) => CandidateIds.AsSpan(row * Shape.Candidates, Shape.Candidates);
 }
 
 /// <summary>One prefill pass: up to T prompt tokens of one or more sequences, flattened.</summary>
@@ -109,11 +122,14 @@ public sealed record PrefillChunk(int[] Tokens, int[] Positions, int[] Slots, in
 /// pass as a readable list of kernel launches. Prefill runs whole prompts (GEMM + causal
 /// attention); decode runs one token per sequence (GEMV + split attention). Nothing is allocated
 /// on the device after construction. Each call takes all of its inputs and returns its outputs:
-/// <see cref="Prefill"/> and <see cref="Decode"/> select the next token of every sequence.
+/// <see cref="Prefill(IReadOnlyList{SequenceInput}, SelectMode)"/> and <see cref="Decode(IReadOnlyList{DecodeRow}, SelectMode)"/> select the next token of every sequence.
 /// </summary>
 public sealed class LlamaModel : IDisposable
 {
-    readonly Dictionary<(int Batch, SelectMode Mode), ILaunchGraph> graphs = new();
+    /// <summary>Decode graphs held at most (least recently used out); see <see cref="RecordedGraphs"/>.</summary>
+    public const int GraphCacheCapacity = 32;
+
+    readonly LaunchGraphCache<(int Batch, SelectShape Shape)> graphs = new(GraphCacheCapacity);
     readonly AcceleratorStream stream;
     readonly bool ownsStream;
     readonly float eps;
@@ -121,6 +137,9 @@ public sealed class LlamaModel : IDisposable
     readonly WorkspacePlan p;
     // What the decode inputs on the device hold (rows, slots, positions, tokens), so a step uploads only what changed.
     DecodeRow[] deviceRows = [];
+    // What the per-row selection inputs on the device hold (rows 0..selectRowsValid-1 are current).
+    readonly float[] deviceInvTemperature, devicePenalty;
+    int selectRowsValid;
 
     LlamaModel(ComputeDevice device, LlamaConfig config, EngineOptions options)
     {
@@ -138,6 +157,8 @@ public sealed class LlamaModel : IDisposable
         CheckFits(accelerator, Plan);
         eps = (float)config.RmsNormEps;
         attention = new AttentionShape(config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim, Plan.Shape.MaxSeq);
+        deviceInvTemperature = new float[Plan.Shape.MaxBatch];
+        devicePenalty = new float[Plan.Shape.MaxBatch];
 
         Allocator = new DeviceAllocator(accelerator, options.AllocationLog);
         try
@@ -152,7 +173,7 @@ public sealed class LlamaModel : IDisposable
             var rope = RopeTable.Build(config.RopeInverseFrequencies(), Plan.Shape.MaxSeq);
             HostCopy.Upload(stream, Workspace[p.RopeTable], rope);
             CompileKernels();
-            DecodeLaunchesPerStep = Kernels.RecordLaunches(() => EnqueueDecodeStep(1, SelectMode.ArgMax)).Count;
+            DecodeLaunchesPerStep = Kernels.RecordLaunches(() => EnqueueDecodeStep(1, SelectShape.ArgMax)).Count;
             accelerator.Synchronize();
         }
         catch
@@ -200,11 +221,15 @@ public sealed class LlamaModel : IDisposable
     /// <summary>Kernel launches of one greedy decode step (the same at every batch width).</summary>
     public int DecodeLaunchesPerStep { get; }
 
-    /// <summary>Decode steps recorded as graphs so far, one per (batch width, selection mode) seen; the device check watches it stay bounded.</summary>
+    /// <summary>
+    /// Decode graphs held now: one per (batch width, <see cref="SelectShape"/>) met, at most
+    /// <see cref="GraphCacheCapacity"/> (temperatures and penalties are data, not part of the key);
+    /// the device check and /health watch it stay bounded.
+    /// </summary>
     public int RecordedGraphs => graphs.Count;
 
     /// <summary>
-    /// Host time of the last <see cref="Decode"/> before it waited for the device: validation,
+    /// Host time of the last <see cref="Decode(IReadOnlyList{DecodeRow}, SelectMode)"/> before it waited for the device: validation,
     /// uploads and enqueueing (one graph launch, or every kernel launch without graphs).
     /// </summary>
     public TimeSpan LastStepHostTime { get; private set; }
@@ -312,8 +337,8 @@ public sealed class LlamaModel : IDisposable
     {
         EnqueuePrefillLayers(1);
         for (int b = 1; b <= MaxBatch; b++)
-            EnqueueDecodeStep(b, SelectMode.ArgMax);
-        EnqueueSelect(1, new SelectMode(false, 1f, 1.1f, Plan.Shape.TopKCapacity));
+            EnqueueDecodeStep(b, SelectShape.ArgMax);
+        EnqueueSelect(1, new SelectShape(false, true, Plan.Shape.TopKCapacity));
     });
 
     // ---- host <-> device helpers -------------------------------------------------------------
@@ -348,9 +373,13 @@ public sealed class LlamaModel : IDisposable
     /// selects each sequence's next token from its last token's logits (row i = sequence i).
     /// Prompts longer than the prefill workspace are processed in chunks.
     /// </summary>
-    public StepResult Prefill(IReadOnlyList<SequenceInput> sequences, SelectMode mode)
+    public StepResult Prefill(IReadOnlyList<SequenceInput> sequences, SelectMode mode) => Prefill(sequences, Uniform(mode, sequences.Count));
+
+    /// <summary><see cref="Prefill(IReadOnlyList{SequenceInput}, SelectMode)"/> with a selection per sequence (one pass for all).</summary>
+    public StepResult Prefill(IReadOnlyList<SequenceInput> sequences, IReadOnlyList<SelectMode> modes)
     {
         ValidateInputs(sequences);
+        CheckModes(modes, sequences.Count);
         int h = Config.HiddenSize, n = sequences.Count;
         ResetSeen(sequences);
         foreach (var chunk in PrefillChunk.Plan(sequences, Plan.Shape.PrefillTokens))
@@ -364,11 +393,11 @@ public sealed class LlamaModel : IDisposable
         // Row i selects for sequence i: its slot (repetition-penalty flags) and the next decode inputs.
         var rows = sequences.Select(s => new DecodeRow(s.Slot, s.StartPosition + s.Tokens.Count, 0)).ToArray();
         SetDeviceRows(rows, uploadTokens: false);
-        return SelectAndRead(n, mode);
+        return SelectAndRead(n, SetSelection(modes));
     }
 
     /// <summary>
-    /// Runs prompts through the model like <see cref="Prefill"/> but hands the logits of every
+    /// Runs prompts through the model like <see cref="Prefill(IReadOnlyList{SequenceInput}, SelectMode)"/> but hands the logits of every
     /// token to <paramref name="onLogits"/> (sequence index, position, row; row t predicts token
     /// t + 1) instead of selecting a next token.
     /// </summary>
@@ -504,12 +533,19 @@ public sealed class LlamaModel : IDisposable
     /// greedy step the chosen tokens and advanced positions are already there). Replayed from a
     /// recorded graph when <see cref="UseGraphs"/>.
     /// </summary>
-    public StepResult Decode(IReadOnlyList<DecodeRow> rows, SelectMode mode)
+    public StepResult Decode(IReadOnlyList<DecodeRow> rows, SelectMode mode) => Decode(rows, Uniform(mode, rows.Count));
+
+    /// <summary>
+    /// <see cref="Decode(IReadOnlyList{DecodeRow}, SelectMode)"/> with a selection per row: one pass
+    /// for all of them (each row's temperature and penalty are its own; greedy rows read their argmax).
+    /// </summary>
+    public StepResult Decode(IReadOnlyList<DecodeRow> rows, IReadOnlyList<SelectMode> modes)
     {
         long started = System.Diagnostics.Stopwatch.GetTimestamp();
         int b = rows.Count;
         if (b < 1 || b > MaxBatch)
             throw new EngineArgumentException($"decode batch {b} must be between 1 and {EngineParameters.MaxBatchSize} {MaxBatch}", EngineParameter.MaxBatchSize);
+        CheckModes(modes, b);
         var slots = new HashSet<int>();
         foreach (var r in rows)
         {
@@ -521,15 +557,61 @@ public sealed class LlamaModel : IDisposable
             CheckToken(r.Token);
         }
         SetDeviceRows(rows, uploadTokens: true);
-        LaunchDecodeStep(b, mode);
+        var shape = SetSelection(modes);
+        LaunchDecodeStep(b, shape);
         LastStepHostTime = System.Diagnostics.Stopwatch.GetElapsedTime(started);
         // The step advanced the positions on the device; greedy selection wrote the chosen tokens into the inputs.
-        var result = ReadSelection(b, mode);
-        deviceRows = rows.Select((r, i) => new DecodeRow(r.Slot, r.Position + 1, mode.Greedy ? result.ArgMax[i] : r.Token)).ToArray();
+        var result = ReadSelection(b, shape);
+        deviceRows = rows.Select((r, i) => new DecodeRow(r.Slot, r.Position + 1, shape.Greedy ? result.ArgMax[i] : r.Token)).ToArray();
         return result;
     }
 
-    /// <summary>The logits of row <paramref name="row"/> of the most recent <see cref="Prefill"/> or <see cref="Decode"/> (after any repetition penalty).</summary>
+    static SelectMode[] Uniform(SelectMode mode, int rows)
+    {
+        ArgumentNullException.ThrowIfNull(mode);
+        return Enumerable.Repeat(mode, Math.Max(rows, 0)).ToArray();
+    }
+
+    void CheckModes(IReadOnlyList<SelectMode> modes, int rows)
+    {
+        ArgumentNullException.ThrowIfNull(modes);
+        if (modes.Count != rows)
+            throw new EngineArgumentException($"{modes.Count} selection modes given for {rows} rows; give one per row");
+        foreach (var m in modes)
+        {
+            ArgumentNullException.ThrowIfNull(m, nameof(modes));
+            if (!(m.RepetitionPenalty > 0) || !float.IsFinite(m.RepetitionPenalty))
+                throw new EngineArgumentException($"repetition penalty {m.RepetitionPenalty} must be a finite number > 0 (1 = off)");
+            if (!m.Greedy && (!(m.Temperature > 0) || !float.IsFinite(m.Temperature)))
+                throw new EngineArgumentException($"temperature {m.Temperature} must be a finite number > 0 when sampling");
+            if (!m.Greedy && (m.Candidates < 1 || m.Candidates > Plan.Shape.TopKCapacity))
+                throw new EngineArgumentException($"{m.Candidates} sampling candidates must be between 1 and {Plan.Shape.TopKCapacity}");
+        }
+    }
+
+    /// <summary>
+    /// Makes the device's per-row selection inputs (1 / temperature, repetition penalty) equal
+    /// <paramref name="modes"/>, uploading only when they differ, and returns the step's shape.
+    /// </summary>
+    SelectShape SetSelection(IReadOnlyList<SelectMode> modes)
+    {
+        int n = modes.Count;
+        var invT = modes.Select(m => m.Greedy ? 1f : LogitsKernels.InverseTemperature(m.Temperature)).ToArray();
+        var penalty = modes.Select(m => m.RepetitionPenalty).ToArray();
+        bool Same(float[] device, float[] wanted) => n <= selectRowsValid && device.AsSpan(0, n).SequenceEqual(wanted);
+        if (!Same(deviceInvTemperature, invT) || !Same(devicePenalty, penalty))
+        {
+            Upload(Workspace[p.SelectInvTemperature].SubView(0, n), invT);
+            Upload(Workspace[p.SelectPenalty].SubView(0, n), penalty);
+            invT.CopyTo(deviceInvTemperature, 0);
+            penalty.CopyTo(devicePenalty, 0);
+            selectRowsValid = Math.Max(selectRowsValid, n);
+        }
+        bool greedy = modes.All(m => m.Greedy);
+        return new SelectShape(greedy, penalty.Any(v => v != 1f), greedy ? 0 : modes.Where(m => !m.Greedy).Max(m => m.Candidates));
+    }
+
+    /// <summary>The logits of row <paramref name="row"/> of the most recent <see cref="Prefill(IReadOnlyList{SequenceInput}, SelectMode)"/> or <see cref="Decode(IReadOnlyList{DecodeRow}, SelectMode)"/> (after any repetition penalty).</summary>
     public void ReadLogitsRow(int row, Span<float> logits) => Download(Workspace[p.Logits], logits[..Config.VocabSize], (long)row * Config.VocabSize);
 
     /// <summary>Makes the device's decode inputs equal <paramref name="rows"/>, uploading only the arrays that differ.</summary>
@@ -547,35 +629,32 @@ public sealed class LlamaModel : IDisposable
         deviceRows = uploadTokens ? [.. rows] : rows.Select(r => r with { Token = -1 }).ToArray();
     }
 
-    void LaunchDecodeStep(int batch, SelectMode mode)
+    void LaunchDecodeStep(int batch, SelectShape shape)
     {
         if (!UseGraphs)
         {
-            EnqueueDecodeStep(batch, mode);
+            EnqueueDecodeStep(batch, shape);
             return;
         }
-        if (!graphs.TryGetValue((batch, mode), out var graph))
+        ILaunchGraph graph;
+        try
         {
-            try
-            {
-                graph = LaunchGraphs.Record(Kernels, () => EnqueueDecodeStep(batch, mode));
-            }
-            catch (Exception e) when (Device.IsCuda && e is not ArgumentException)
-            {
-                // A driver that refuses the capture must not stop generation: launch directly from now on.
-                UseGraphs = false;
-                Warnings.Add(new($"CUDA graph capture failed ({e.Message}); decode kernels are launched one by one"));
-                stream.Synchronize();
-                EnqueueDecodeStep(batch, mode);
-                return;
-            }
-            graphs[(batch, mode)] = graph;
+            graph = graphs.GetOrRecord((batch, shape), () => LaunchGraphs.Record(Kernels, () => EnqueueDecodeStep(batch, shape)));
+        }
+        catch (Exception e) when (Device.IsCuda && e is not ArgumentException)
+        {
+            // A driver that refuses the capture must not stop generation: launch directly from now on.
+            UseGraphs = false;
+            Warnings.Add(new($"CUDA graph capture failed ({e.Message}); decode kernels are launched one by one"));
+            stream.Synchronize();
+            EnqueueDecodeStep(batch, shape);
+            return;
         }
         graph.Launch();
     }
 
     /// <summary>The decode forward pass: a readable list of launches, every per-step value read from device memory.</summary>
-    void EnqueueDecodeStep(int b, SelectMode mode)
+    void EnqueueDecodeStep(int b, SelectShape shape)
     {
         var c = Config;
         var w = Workspace;
@@ -600,7 +679,7 @@ public sealed class LlamaModel : IDisposable
         }
         var (xf, finalNorm) = NormedInput(Weights.FinalNorm, b);
         LmHead(xf, b, finalNorm, inputPadded: true);
-        EnqueueSelect(b, mode);
+        EnqueueSelect(b, shape);
         k.AddScalar(positions, b, 1);
     }
 
@@ -617,47 +696,49 @@ public sealed class LlamaModel : IDisposable
         return (Workspace[p.Xb], null);
     }
 
-    /// <summary>Selection kernels over logits rows 0..rows-1 (rows map to cache slots through the decode slots).</summary>
-    void EnqueueSelect(int rows, SelectMode mode)
+    /// <summary>
+    /// Selection kernels over logits rows 0..rows-1 (rows map to cache slots through the decode
+    /// slots); each row's temperature and penalty are read from the device (<see cref="SetSelection"/>).
+    /// </summary>
+    void EnqueueSelect(int rows, SelectShape shape)
     {
         var w = Workspace;
         int vocab = Config.VocabSize;
-        if (mode.RepetitionPenalty != 1f)
-            Kernels.RepetitionPenalty(w[p.Logits], w[p.StepSlots], w[p.Seen], rows, vocab, mode.RepetitionPenalty);
+        var invTemperature = w[p.SelectInvTemperature].SubView(0, rows);
+        if (shape.Penalty)
+            Kernels.RepetitionPenalty(w[p.Logits], w[p.StepSlots], w[p.Seen], w[p.SelectPenalty].SubView(0, rows), rows, vocab);
         // Greedy writes the argmax straight into the next step's input tokens.
         var reduce = new LogitsReduceBuffers(w[p.ReducePartialMax], w[p.ReducePartialSum], w[p.ReducePartialIdx], w[p.ReduceCounters],
-            mode.Greedy ? w[p.StepTokens] : w[p.Argmax], w[p.MaxLogit], w[p.SumExp]);
-        Kernels.LogitsReduce(w[p.Logits], reduce, rows, vocab, mode.Greedy ? 1f : mode.Temperature);
-        if (!mode.Greedy)
-            Kernels.TopK(w[p.Logits], new TopKBuffers(w[p.TopKPartialVal], w[p.TopKPartialIdx], w[p.TopKCounters], w[p.TopKVal], w[p.TopKIdx]), rows, vocab, mode.Candidates);
+            shape.Greedy ? w[p.StepTokens] : w[p.Argmax], w[p.MaxLogit], w[p.SumExp]);
+        Kernels.LogitsReduce(w[p.Logits], reduce, invTemperature, rows, vocab);
+        if (!shape.Greedy)
+            Kernels.TopK(w[p.Logits], new TopKBuffers(w[p.TopKPartialVal], w[p.TopKPartialIdx], w[p.TopKCounters], w[p.TopKVal], w[p.TopKIdx]), rows, vocab, shape.Candidates);
     }
 
-    StepResult SelectAndRead(int rows, SelectMode mode)
+    StepResult SelectAndRead(int rows, SelectShape shape)
     {
-        EnqueueSelect(rows, mode);
-        var result = ReadSelection(rows, mode);
-        if (mode.Greedy)
+        EnqueueSelect(rows, shape);
+        var result = ReadSelection(rows, shape);
+        if (shape.Greedy)
             deviceRows = deviceRows.Select((r, i) => r with { Token = result.ArgMax[i] }).ToArray();
         return result;
     }
 
     /// <summary>Reads the selection of rows 0..rows-1 (the one read-back of a step; waits for the device).</summary>
-    StepResult ReadSelection(int rows, SelectMode mode)
+    StepResult ReadSelection(int rows, SelectShape shape)
     {
         var w = Workspace;
-        if (mode.Greedy)
-            return new StepResult(mode, Download(w[p.StepTokens], rows), null, null, null, null);
-        int c = mode.Candidates;
-        return new StepResult(mode, Download(w[p.Argmax], rows), Download(w[p.TopKVal], rows * c), Download(w[p.TopKIdx], rows * c),
+        if (shape.Greedy)
+            return new StepResult(shape, Download(w[p.StepTokens], rows), null, null, null, null);
+        int c = shape.Candidates;
+        return new StepResult(shape, Download(w[p.Argmax], rows), Download(w[p.TopKVal], rows * c), Download(w[p.TopKIdx], rows * c),
             Download(w[p.MaxLogit], rows), Download(w[p.SumExp], rows));
     }
 
     /// <inheritdoc/>
     public void Dispose()
     {
-        foreach (var g in graphs.Values)
-            g.Dispose();
-        graphs.Clear();
+        graphs.Dispose();
         Workspace?.Dispose();
         Weights?.Dispose();
         if (ownsStream)

@@ -179,6 +179,8 @@ public sealed class WorkspacePlan
         Argmax = Act<int>("act.argmax", Sampling, "B", b);
         MaxLogit = Act<float>("act.max_logit", Sampling, "B", b);
         SumExp = Act<float>("act.sum_exp", Sampling, "B", b);
+        SelectInvTemperature = Act<float>("act.select_inv_temperature", Sampling, "B", b);
+        SelectPenalty = Act<float>("act.select_penalty", Sampling, "B", b);
         TopKPartialVal = Act<float>("act.topk_partial_val", Sampling, "B x parts_k x C", b, partsK, c);
         TopKPartialIdx = Act<int>("act.topk_partial_idx", Sampling, "B x parts_k x C", b, partsK, c);
         TopKCounters = Act<int>("act.topk_counters", Sampling, "B", b);
@@ -273,6 +275,10 @@ public sealed class WorkspacePlan
     public BufferSpec<float> MaxLogit { get; }
     /// <summary>Softmax normaliser per row [B].</summary>
     public BufferSpec<float> SumExp { get; }
+    /// <summary>1 / temperature of each selection row [B] (data, so recorded steps serve every temperature).</summary>
+    public BufferSpec<float> SelectInvTemperature { get; }
+    /// <summary>Repetition penalty of each selection row [B] (1 = off).</summary>
+    public BufferSpec<float> SelectPenalty { get; }
     /// <summary>Top-k partial values [B, parts_k, C].</summary>
     public BufferSpec<float> TopKPartialVal { get; }
     /// <summary>Top-k partial ids [B, parts_k, C].</summary>

@@ -26,7 +26,9 @@ public sealed class LogitsTests(KernelTestContext ctx)
         logits[2 * vocab + vocab / 2] = float.NaN;
         // Row 3: -inf entries are ignored by the normaliser.
         logits[3 * vocab + 1] = float.NegativeInfinity;
-        var (eTok, eMax, eSum) = KernelReference.LogitsReduce(logits, rows, vocab, 1.0 / temperature);
+        // Each row has its own temperature, read from device memory (a decode step mixes requests).
+        var temperatures = Enumerable.Range(0, rows).Select(r => temperature * (1f + 0.5f * r)).ToArray();
+        var (eTok, eMax, eSum) = KernelReference.LogitsReduce(logits, rows, vocab, Array.ConvertAll(temperatures, t => 1.0 / t));
 
         var a = k.Accelerator;
         int parts = LogitsKernels.ReduceParts(vocab, k.Tuning);
@@ -38,8 +40,9 @@ public sealed class LogitsTests(KernelTestContext ctx)
         using var tok = a.Allocate1D<int>(rows);
         using var max = a.Allocate1D<float>(rows);
         using var sum = a.Allocate1D<float>(rows);
+        using var invT = a.Allocate1D(Array.ConvertAll(temperatures, LogitsKernels.InverseTemperature));
         cnt.MemSetToZero();
-        k.LogitsReduce(lb.View, new LogitsReduceBuffers(pm.View, ps.View, pi.View, cnt.View, tok.View, max.View, sum.View), rows, vocab, temperature);
+        k.LogitsReduce(lb.View, new LogitsReduceBuffers(pm.View, ps.View, pi.View, cnt.View, tok.View, max.View, sum.View), invT.View, rows, vocab);
         Assert.Equal(eTok, tok.GetAsArray1D());
         Assert.Equal(10, eTok[1]);
         Assert.Equal(-1, eTok[2]);
@@ -87,32 +90,38 @@ public sealed class LogitsTests(KernelTestContext ctx)
     }
 
     [Fact]
-    public void RepetitionPenalty_applies_to_seen_tokens_only()
+    public void RepetitionPenalty_applies_each_rows_penalty_to_its_seen_tokens_only()
     {
         var k = ctx.Kernels(4);
         var rng = new Random(5);
-        int rows = 2, vocab = 50, slotCount = 3;
+        int rows = 3, vocab = 50, slotCount = 3;
         var logits = TestData.Floats(rng, rows * vocab, 3);
-        int[] slots = [2, 0];
-        int[] history = [3, 7, 7, 49, 0];
-        int[] historySlots = [2, 2, 2, 0, 0];
+        int[] slots = [2, 0, 1];
+        float[] penalties = [1.3f, 0.7f, 1f];
+        int[] history = [3, 7, 7, 49, 0, 5];
+        int[] historySlots = [2, 2, 2, 0, 0, 1];
         var seen = new byte[slotCount * vocab];
         for (int i = 0; i < history.Length; i++)
             seen[historySlots[i] * vocab + history[i]] = 1;
         var expected = (float[])logits.Clone();
-        KernelReference.RepetitionPenalty(expected, slots, seen, vocab, 1.3f);
+        KernelReference.RepetitionPenalty(expected, slots, seen, vocab, penalties);
 
         var a = k.Accelerator;
         using var lb = a.Allocate1D(logits);
         using var sb = a.Allocate1D(slots);
         using var hb = a.Allocate1D(history);
         using var hsb = a.Allocate1D(historySlots);
+        using var pb = a.Allocate1D(penalties);
         using var seenb = a.Allocate1D<byte>(slotCount * vocab);
         seenb.MemSetToZero();
         k.MarkSeen(hb.View, hsb.View, seenb.View, history.Length, vocab);
         Assert.Equal(seen, seenb.GetAsArray1D());
-        k.RepetitionPenalty(lb.View, sb.View, seenb.View, rows, vocab, 1.3f);
-        Assert.Equal(expected, lb.GetAsArray1D());
-        Assert.NotEqual(logits[3], expected[3]);
+        k.RepetitionPenalty(lb.View, sb.View, seenb.View, pb.View, rows, vocab);
+        var got = lb.GetAsArray1D();
+        Assert.Equal(expected, got);
+        Assert.NotEqual(logits[3], expected[3]);          // row 0 (slot 2) saw token 3: penalised by 1.3
+        Assert.NotEqual(logits[vocab + 49], expected[vocab + 49]); // row 1 (slot 0) saw 49: by 0.7
+        // Row 2's penalty is 1: its seen token keeps its logit bit for bit.
+        Assert.Equal(logits.AsSpan(2 * vocab, vocab).ToArray(), got.AsSpan(2 * vocab, vocab).ToArray());
     }
 }

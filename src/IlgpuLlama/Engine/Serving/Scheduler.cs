@@ -212,107 +212,70 @@ public sealed class Scheduler : IDisposable
             pieces.Add((r, new SequenceInput(r.Slot, r.Prefilled, tokens), r.Prefilled + take == prompt.Count));
             budget -= take;
         }
-        // A pass selects with one mode: pieces that end a prompt run with their request's mode,
-        // grouped; pieces in the middle of a prompt ride along with the first group.
-        var groups = Group(pieces.Where(p => p.Last).ToList(), p => p.Request.Mode);
-        if (groups.Count == 0)
-            groups.Add((SelectMode.ArgMax, []));
-        groups[0].Members.InsertRange(0, pieces.Where(p => !p.Last));
-        foreach (var (mode, members) in groups)
+        // One pass for all pieces: a piece that ends its prompt selects with its request's mode
+        // (each row's temperature and penalty are data on the device); a piece in the middle of a
+        // prompt takes the argmax, which is not used.
+        var modes = pieces.Select(p => p.Last ? p.Request.Mode : SelectMode.ArgMax).ToArray();
+        var sw = Stopwatch.StartNew();
+        try
         {
-            var sw = Stopwatch.StartNew();
-            try
+            var step = Model.Prefill(pieces.Select(m => m.Input).ToArray(), modes);
+            var chosen = new int[pieces.Count];
+            for (int i = 0; i < pieces.Count; i++)
+                chosen[i] = pieces[i].Last ? Choose(step, i, pieces[i].Request) : -1;
+            lock (gate)
             {
-                var step = Model.Prefill(members.Select(m => m.Input).ToArray(), mode);
-                var chosen = new int[members.Count];
-                for (int i = 0; i < members.Count; i++)
-                    chosen[i] = members[i].Last ? Choose(step, i, members[i].Request) : -1;
-                lock (gate)
-                {
-                    prefillTokens += members.Sum(m => m.Input.Tokens.Count);
-                    prefillSeconds += sw.Elapsed.TotalSeconds;
-                }
-                for (int i = 0; i < members.Count; i++)
-                {
-                    var (r, input, last) = members[i];
-                    r.Prefilled += input.Tokens.Count;
-                    if (!last)
-                        continue;
-                    r.State = RequestState.Decoding;
-                    Take(r, chosen[i]);
-                }
+                prefillTokens += pieces.Sum(m => m.Input.Tokens.Count);
+                prefillSeconds += sw.Elapsed.TotalSeconds;
             }
-            catch (Exception e)
+            for (int i = 0; i < pieces.Count; i++)
             {
-                foreach (var m in members)
-                    Finish(m.Request, e);
+                var (r, input, last) = pieces[i];
+                r.Prefilled += input.Tokens.Count;
+                if (!last)
+                    continue;
+                r.State = RequestState.Decoding;
+                Take(r, chosen[i]);
             }
         }
-    }
-
-    /// <summary>One decode step per selection mode for every sequence past its prompt.</summary>
-    void Decode(List<ScheduledRequest> decoding)
-    {
-        if (decoding.Count == 0)
-            return;
-        foreach (var (mode, members) in Group(decoding, r => r.Mode))
+        catch (Exception e)
         {
-            var sw = Stopwatch.StartNew();
-            try
-            {
-                var rows = members.Select(r => new DecodeRow(r.Slot, r.NextPosition, r.Generated[^1])).ToArray();
-                var step = Model.Decode(rows, mode);
-                var chosen = members.Select((r, i) => Choose(step, i, r)).ToArray();
-                lock (gate)
-                {
-                    decodeTokens += rows.Length;
-                    decodeSteps++;
-                    decodeSeconds += sw.Elapsed.TotalSeconds;
-                    decodeHostSeconds += Model.LastStepHostTime.TotalSeconds;
-                }
-                for (int i = 0; i < members.Count; i++)
-                    Take(members[i], chosen[i]);
-            }
-            catch (Exception e)
-            {
-                foreach (var r in members)
-                    Finish(r, e);
-            }
+            foreach (var m in pieces)
+                Finish(m.Request, e);
         }
     }
 
     /// <summary>
-    /// Groups items by selection mode. Greedy rows need only the argmax, which every mode computes,
-    /// so they join a sampling group with the same repetition penalty; sampling groups need equal
-    /// temperature and penalty, and take the largest candidate count among them (a sampler reads only
-    /// as many candidates as its top-k, so extra candidates change nothing).
+    /// One decode step for every sequence past its prompt, in one pass: each row selects with its
+    /// request's temperature and penalty (data on the device), greedy rows read their argmax, and
+    /// the pass returns the most candidates any row asked for (a sampler reads only as many as its
+    /// top-k), so a request's tokens never depend on its neighbours.
     /// </summary>
-    static List<(SelectMode Mode, List<T> Members)> Group<T>(List<T> items, Func<T, SelectMode> modeOf)
+    void Decode(List<ScheduledRequest> members)
     {
-        var groups = new List<(SelectMode Mode, List<T> Members)>();
-        foreach (var item in items.Where(i => !modeOf(i).Greedy))
+        if (members.Count == 0)
+            return;
+        var sw = Stopwatch.StartNew();
+        try
         {
-            var m = modeOf(item);
-            int g = groups.FindIndex(x => x.Mode.Temperature == m.Temperature && x.Mode.RepetitionPenalty == m.RepetitionPenalty);
-            if (g < 0)
-                groups.Add((m, [item]));
-            else
+            var rows = members.Select(r => new DecodeRow(r.Slot, r.NextPosition, r.Generated[^1])).ToArray();
+            var step = Model.Decode(rows, members.Select(r => r.Mode).ToArray());
+            var chosen = members.Select((r, i) => Choose(step, i, r)).ToArray();
+            lock (gate)
             {
-                groups[g].Members.Add(item);
-                if (m.Candidates > groups[g].Mode.Candidates)
-                    groups[g] = (groups[g].Mode with { Candidates = m.Candidates }, groups[g].Members);
+                decodeTokens += rows.Length;
+                decodeSteps++;
+                decodeSeconds += sw.Elapsed.TotalSeconds;
+                decodeHostSeconds += Model.LastStepHostTime.TotalSeconds;
             }
+            for (int i = 0; i < members.Count; i++)
+                Take(members[i], chosen[i]);
         }
-        foreach (var item in items.Where(i => modeOf(i).Greedy))
+        catch (Exception e)
         {
-            var m = modeOf(item);
-            int g = groups.FindIndex(x => x.Mode.RepetitionPenalty == m.RepetitionPenalty);
-            if (g < 0)
-                groups.Add((m, [item]));
-            else
-                groups[g].Members.Add(item);
+            foreach (var r in members)
+                Finish(r, e);
         }
-        return groups;
     }
 
     /// <summary>The token row <paramref name="row"/> of a step selects for <paramref name="r"/>.</summary>
