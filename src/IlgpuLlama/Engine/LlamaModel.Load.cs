@@ -1,0 +1,235 @@
+using ILGPU;
+using ILGPU.Runtime;
+using IlgpuLlama.Device;
+using IlgpuLlama.Kernels;
+using IlgpuLlama.Model;
+using IlgpuLlama.Safetensors;
+
+namespace IlgpuLlama.Engine;
+
+// Loading: the memory plan, the allocation of weights and workspace, kernel compilation, the
+// longest context that fits, and disposal. The forward pass is in LlamaModel.cs.
+public sealed partial class LlamaModel
+{
+    /// <summary>Decode graphs held at most (least recently used out); see <see cref="RecordedGraphs"/>.</summary>
+    public const int GraphCacheCapacity = 32;
+
+    readonly LaunchGraphCache<(int Batch, SelectShape Shape)> graphs = new(GraphCacheCapacity);
+    readonly AcceleratorStream stream;
+    readonly bool ownsStream;
+    readonly float eps;
+    readonly AttentionShape attention;
+    // The workspace's buffers: act[buf.X] is the view of buffer X (act = Workspace in the forward pass).
+    readonly WorkspacePlan buf;
+    readonly DeviceInputs inputs;
+
+    LlamaModel(ComputeDevice device, LlamaConfig config, EngineOptions options)
+    {
+        Device = device;
+        Config = config;
+        Options = options;
+        var accelerator = device.Accelerator;
+        Format = options.ResolveFormat(config);
+        ModelWeights.CheckFormat(config, Format);
+        Variant = options.DecodeVariant;
+        var tuning = Variant.Apply((options.Tuning ?? KernelTuning.For(accelerator)).ClampTo(accelerator));
+        int maxSeq = options.MaxSeqLen ?? LongestContext(accelerator, config, options, tuning, Format);
+        Plan = new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, maxSeq, tuning, options.PrefillChunk), Format);
+        buf = Plan.Workspace;
+        CheckFits(accelerator, Plan);
+        eps = (float)config.RmsNormEps;
+        attention = new AttentionShape(config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim, Plan.Shape.MaxSeq);
+
+        Allocator = new DeviceAllocator(accelerator, options.AllocationLog);
+        try
+        {
+            Kernels = new LlamaKernels(accelerator, tuning);
+            // CUDA graphs cannot capture the legacy default stream, so the engine owns a stream.
+            ownsStream = device.IsCuda;
+            stream = ownsStream ? accelerator.CreateStream() : accelerator.DefaultStream;
+            Kernels.Stream = stream;
+            Weights = ModelWeights.Allocate(Allocator, config, Format);
+            Workspace = new Workspace(Allocator, buf);
+            inputs = new DeviceInputs(stream, Workspace, buf);
+            var rope = RopeTable.Build(config.RopeInverseFrequencies(), Plan.Shape.MaxSeq);
+            HostCopy.Upload(stream, Workspace[buf.RopeTable], rope);
+            CompileKernels();
+            DecodeLaunchesPerStep = Kernels.RecordLaunches(() => EnqueueDecodeStep(1, SelectShape.ArgMax)).Count;
+            accelerator.Synchronize();
+        }
+        catch
+        {
+            Workspace?.Dispose();
+            Weights?.Dispose();
+            if (ownsStream)
+                stream?.Dispose();
+            Allocator.Dispose();
+            throw;
+        }
+        UseGraphs = options.DecodeLaunch == DecodeLaunch.Graph || (options.DecodeLaunch == DecodeLaunch.Auto && device.IsCuda);
+    }
+
+    /// <summary>The device.</summary>
+    public ComputeDevice Device { get; }
+
+    /// <summary>Model hyper-parameters.</summary>
+    public LlamaConfig Config { get; }
+
+    /// <summary>Options the model was loaded with.</summary>
+    public EngineOptions Options { get; }
+
+    /// <summary>The memory formula for this model and these limits.</summary>
+    public MemoryPlan Plan { get; }
+
+    /// <summary>The tracking allocator every buffer came from.</summary>
+    public DeviceAllocator Allocator { get; }
+
+    /// <summary>The loaded kernels.</summary>
+    public LlamaKernels Kernels { get; }
+
+    /// <summary>Weights on the device.</summary>
+    public ModelWeights Weights { get; }
+
+    /// <summary>Activations and KV cache.</summary>
+    public Workspace Workspace { get; }
+
+    /// <summary>How the decode step runs.</summary>
+    public DecodeVariant Variant { get; }
+
+    /// <summary>Format of the weights on the device.</summary>
+    public WeightFormat Format { get; }
+
+    /// <summary>Kernel launches of one greedy decode step (the same at every batch width).</summary>
+    public int DecodeLaunchesPerStep { get; }
+
+    /// <summary>
+    /// Decode graphs held now: one per (batch width, <see cref="SelectShape"/>) met, at most
+    /// <see cref="GraphCacheCapacity"/> (temperatures and penalties are data, not part of the key);
+    /// the device check and /health watch it stay bounded.
+    /// </summary>
+    public int RecordedGraphs => graphs.Count;
+
+    /// <summary>
+    /// Host time of the last <see cref="Decode(IReadOnlyList{DecodeRow}, SelectMode)"/> before it waited for the device: validation,
+    /// uploads and enqueueing (one graph launch, or every kernel launch without graphs).
+    /// </summary>
+    public TimeSpan LastStepHostTime { get; private set; }
+
+    /// <summary>Whether decode steps are replayed from recorded graphs (turned off if a capture fails).</summary>
+    public bool UseGraphs { get; private set; }
+
+    /// <summary>Sequences decoded together.</summary>
+    public int MaxBatch => Plan.Shape.MaxBatch;
+
+    /// <summary>Positions per sequence.</summary>
+    public int MaxSeq => Plan.Shape.MaxSeq;
+
+    /// <summary>Warnings from loading and running (unused tensors, fp16 overflow, a fallback), for the caller to show.</summary>
+    public List<EngineNotice> Warnings { get; } = [];
+
+    /// <summary>Allocates a model with undefined weights (fill them with <see cref="ModelWeights"/> methods).</summary>
+    public static LlamaModel Create(ComputeDevice device, LlamaConfig config, EngineOptions options) => new(device, config, options);
+
+    /// <summary>Loads a Hugging Face model directory (config.json + safetensors, single or sharded).</summary>
+    public static LlamaModel Load(ComputeDevice device, string modelDir, EngineOptions options, IProgress<UploadProgress>? progress = null)
+    {
+        if (!System.IO.Directory.Exists(modelDir))
+            throw new EngineArgumentException($"{EngineParameters.Model} '{modelDir}' does not exist; give a Hugging Face Llama 3 model directory (see weights/README.md)", EngineParameter.Model);
+        var config = LlamaConfig.FromDirectory(modelDir);
+        using var source = SafetensorsModel.Open(modelDir);
+        var warnings = LlamaConfig.ValidateWeights(config, source.Tensors, modelDir);
+        var model = new LlamaModel(device, config, options);
+        try
+        {
+            model.Warnings.AddRange(warnings.Select(w => new EngineNotice(w)));
+            var stats = model.Weights.Upload(source, device.Accelerator, progress);
+            string keep = $"{EngineParameters.WeightFormat} bf16";
+            // An infinite weight makes every output it touches inf or NaN: refuse it here, not as NaN logits later.
+            if (stats.Overflows > 0)
+                throw new EngineStateException(
+                    $"{stats.Overflows:N0} weights of {modelDir} exceed the fp16 range (|x| > 65504) and would become +-inf; load with {keep} to keep them",
+                    EngineParameter.WeightFormat);
+            if (stats.FlushedToZero > 0)
+                model.Warnings.Add(new($"{stats.FlushedToZero:N0} tiny weights flushed to zero in fp16 (harmless in practice; {keep} keeps them)"));
+            if (stats.Subnormals > 0)
+                model.Warnings.Add(new($"{stats.Subnormals:N0} weights became fp16 subnormals and keep fewer significant bits (harmless in practice; {keep} keeps them exact)"));
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        return model;
+    }
+
+    /// <summary>Device memory kept free beside the model when the context length is chosen automatically (CUDA context, graphs, fragmentation).</summary>
+    static long Headroom(long free) => Math.Max(256L << 20, free / 50);
+
+    static long FreeBytes(Accelerator accelerator) => accelerator is ILGPU.Runtime.Cuda.CudaAccelerator cuda ? cuda.GetFreeMemory() : accelerator.MemorySize;
+
+    /// <summary>
+    /// The longest context (positions per sequence) whose KV cache fits the device beside the
+    /// weights and workspace at the options' batch, at most the model's maximum and
+    /// <see cref="DefaultContextCap(Accelerator)"/>; a multiple of 256 when it is shorter than that.
+    /// When not even one position fits, the cap is returned and loading fails with the out-of-memory message.
+    /// </summary>
+    public static int LongestContext(Accelerator accelerator, LlamaConfig config, EngineOptions options, KernelTuning tuning, WeightFormat format)
+    {
+        long free = FreeBytes(accelerator);
+        return LongestContext(free - Headroom(free), Math.Min(config.MaxPositionEmbeddings, DefaultContextCap(accelerator)), config, options, tuning, format);
+    }
+
+    /// <summary>The longest context up to <paramref name="cap"/> whose memory plan fits <paramref name="availableBytes"/> (see the accelerator overload).</summary>
+    public static int LongestContext(long availableBytes, int cap, LlamaConfig config, EngineOptions options, KernelTuning tuning, WeightFormat format)
+    {
+        bool Fits(int seq) => new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, seq, tuning, options.PrefillChunk), format).TotalBytes <= availableBytes;
+        if (Fits(cap) || !Fits(1))
+            return cap;
+        int lo = 1, hi = cap;
+        while (lo < hi)
+        {
+            int mid = lo + (hi - lo + 1) / 2;
+            if (Fits(mid))
+                lo = mid;
+            else
+                hi = mid - 1;
+        }
+        return lo >= 256 ? lo / 256 * 256 : lo;
+    }
+
+    /// <summary>The longest context chosen automatically on <paramref name="accelerator"/>.</summary>
+    public static int DefaultContextCap(Accelerator accelerator) =>
+        accelerator is ILGPU.Runtime.CPU.CPUAccelerator ? WorkspaceShape.DefaultCpuContextCap : WorkspaceShape.DefaultContextCap;
+
+    static void CheckFits(Accelerator accelerator, MemoryPlan plan)
+    {
+        long free = FreeBytes(accelerator);
+        if (plan.TotalBytes > free)
+            throw new DeviceOutOfMemoryException(
+                $"the model needs {DeviceAllocator.Gb(plan.TotalBytes)} (weights {DeviceAllocator.Gb(plan.WeightBytes)} + KV cache {DeviceAllocator.Gb(plan.KvCacheBytes)} + activations {DeviceAllocator.Gb(plan.ActivationBytes)}), " +
+                $"the device has {DeviceAllocator.Gb(free)} free; lower {EngineParameters.MaxBatchSize} or {EngineParameters.MaxSeqLen}");
+    }
+
+    /// <summary>
+    /// Compiles every kernel the forward passes launch, at every decode batch width, by recording
+    /// (not running) each pass once, so no compilation happens while generating.
+    /// </summary>
+    void CompileKernels() => Kernels.RecordLaunches(() =>
+    {
+        EnqueuePrefillLayers(1);
+        for (int b = 1; b <= MaxBatch; b++)
+            EnqueueDecodeStep(b, SelectShape.ArgMax);
+        EnqueueSelect(1, new SelectShape(false, true, Plan.Shape.TopKCapacity));
+    });
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        graphs.Dispose();
+        Workspace?.Dispose();
+        Weights?.Dispose();
+        if (ownsStream)
+            stream.Dispose();
+        Allocator.Dispose();
+    }
+}
