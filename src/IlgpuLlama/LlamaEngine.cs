@@ -21,35 +21,6 @@ public sealed record LlamaEngineOptions
 }
 
 /// <summary>
-/// How one generation continues its prompt. The defaults are the command line's: 64 new tokens,
-/// temperature 0.6 with top-k 50 and top-p 0.9 (Meta's settings for Llama 3 Instruct), a fresh
-/// random seed, stopping at the model's end-of-sequence tokens.
-/// </summary>
-public sealed record GenerationSettings
-{
-    /// <summary>New tokens at most.</summary>
-    public int MaxNewTokens { get; init; } = GenerationDefaults.MaxNewTokens;
-
-    /// <summary>How the next token is chosen (<see cref="SamplingOptions.Greedy"/> for the argmax).</summary>
-    public SamplingOptions Sampling { get; init; } = new();
-
-    /// <summary>Texts that end the generation; the text stops before the first one.</summary>
-    public IReadOnlyList<string> StopStrings { get; init; } = [];
-
-    /// <summary>Token ids that end the generation, besides the model's end-of-sequence tokens.</summary>
-    public IReadOnlyCollection<int> StopTokens { get; init; } = [];
-
-    /// <summary>Do not stop at the model's end-of-sequence tokens (benchmarks).</summary>
-    public bool IgnoreEos { get; init; }
-
-    /// <summary>Write special tokens by name in the text; by default they produce no text.</summary>
-    public bool IncludeSpecial { get; init; }
-
-    /// <summary>Which random stream of the seed to draw from (give each of several requests with one seed its own).</summary>
-    public int SamplingStream { get; init; }
-}
-
-/// <summary>
 /// The library's front door: a model, its tokenizer and a continuous-batching scheduler running
 /// on a background thread. Many generations may run at once from any thread; each streams its
 /// tokens as an <see cref="IAsyncEnumerable{T}"/> with text already decoded (UTF-8 held back until
@@ -65,7 +36,6 @@ public sealed class LlamaEngine : IDisposable
 {
     readonly ComputeDevice? ownedDevice;
     readonly bool ownsModel;
-    readonly HashSet<int> endOfSequence;
 
     LlamaEngine(LlamaModel model, LlamaTokenizer? tokenizer, SchedulerOptions? scheduler, bool ownsModel, ComputeDevice? ownedDevice)
     {
@@ -73,9 +43,6 @@ public sealed class LlamaEngine : IDisposable
         Tokenizer = tokenizer;
         this.ownsModel = ownsModel;
         this.ownedDevice = ownedDevice;
-        endOfSequence = [.. model.Config.EosTokenIds];
-        if (tokenizer is not null)
-            endOfSequence.UnionWith(tokenizer.StopIds);
         Scheduler = new Scheduler(model, tokenizer, scheduler);
         Scheduler.Start();
     }
@@ -117,7 +84,7 @@ public sealed class LlamaEngine : IDisposable
     public Scheduler Scheduler { get; }
 
     /// <summary>The tokens that end a generation unless <see cref="GenerationSettings.IgnoreEos"/>: the model's end-of-sequence ids and the tokenizer's end-of-turn ids.</summary>
-    public IReadOnlyCollection<int> EndOfSequenceTokens => endOfSequence;
+    public IReadOnlyCollection<int> EndOfSequenceTokens => Scheduler.EndOfSequenceTokens;
 
     /// <summary>Token ids of a text prompt, beginning with BOS.</summary>
     public IReadOnlyList<int> Encode(string prompt) => RequireTokenizer().Encode(prompt, addBos: true);
@@ -129,24 +96,9 @@ public sealed class LlamaEngine : IDisposable
     LlamaTokenizer RequireTokenizer() => Tokenizer
         ?? throw new EngineArgumentException("this engine has no tokenizer, so it takes token ids only; load the model directory with its tokenizer files", EngineParameter.Tokens);
 
-    /// <summary>The scheduler request for a prompt and settings: the stop set completed with the end-of-sequence tokens.</summary>
-    public GenerationRequest Request(IReadOnlyList<int> promptTokens, GenerationSettings? settings = null)
-    {
-        settings ??= new GenerationSettings();
-        var stops = new HashSet<int>(settings.StopTokens);
-        if (!settings.IgnoreEos)
-            stops.UnionWith(endOfSequence);
-        return new GenerationRequest
-        {
-            PromptTokens = promptTokens,
-            MaxNewTokens = settings.MaxNewTokens,
-            Sampling = settings.Sampling,
-            SamplingStream = settings.SamplingStream,
-            StopTokens = stops,
-            StopStrings = settings.StopStrings,
-            IncludeSpecial = settings.IncludeSpecial,
-        };
-    }
+    /// <summary>The scheduler request for a prompt and settings (the scheduler adds the end-of-sequence tokens to the stop set unless the settings ignore them).</summary>
+    public GenerationRequest Request(IReadOnlyList<int> promptTokens, GenerationSettings? settings = null) =>
+        new() { PromptTokens = promptTokens, Settings = settings ?? new GenerationSettings() };
 
     /// <summary>Queues a generation and returns its handle (tokens as they come, the result at the end).</summary>
     public ScheduledRequest Submit(IReadOnlyList<int> promptTokens, GenerationSettings? settings = null, CancellationToken cancellation = default) =>

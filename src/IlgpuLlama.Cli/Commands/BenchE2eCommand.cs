@@ -4,6 +4,7 @@ using IlgpuLlama.Cli.Infrastructure;
 using IlgpuLlama.Device;
 using IlgpuLlama.Engine;
 using IlgpuLlama.Model;
+using IlgpuLlama.Sampling;
 using Spectre.Console;
 
 namespace IlgpuLlama.Cli.Commands;
@@ -106,16 +107,18 @@ public static class BenchE2eCommand
         var rows = new List<Row>();
         var rng = new Random(7);
         var generator = new Generator(llama);
+        // Greedy, and never cut short by an end-of-sequence token: every run makes exactly the tokens asked for.
+        GenerationSettings Settings(int newTokens) => new() { MaxNewTokens = newTokens, Sampling = SamplingOptions.Greedy, IgnoreEos = true };
         IReadOnlyList<int>[] Prompts(int batch, int length) =>
             Enumerable.Range(0, batch).Select(_ => (IReadOnlyList<int>)Enumerable.Range(0, length).Select(_ => rng.Next(llama.Config.VocabSize)).ToArray()).ToArray();
         foreach (int b in batches)
         {
             // Warm-up: first launches, graph capture.
-            generator.Generate(Prompts(b, Math.Min(pps.Min(), 8)), new GenerationOptions { MaxNewTokens = 2 });
+            generator.Generate(Prompts(b, Math.Min(pps.Min(), 8)), Settings(2));
             foreach (int pp in pps)
             {
                 var prompts = Prompts(b, pp);
-                var runs = Enumerable.Range(0, reps).Select(_ => generator.Generate(prompts, new GenerationOptions { MaxNewTokens = 1 })).ToList();
+                var runs = Enumerable.Range(0, reps).Select(_ => generator.Generate(prompts, Settings(1))).ToList();
                 var rates = runs.Select(r => b * pp / r.PrefillSeconds).ToList();
                 rows.Add(new Row($"pp{pp}", b, b * pp, Statistics.Mean(rates), Statistics.StdDev(rates), 1000 * runs.Average(r => r.PrefillSeconds), null, null, null, rates));
                 io.Err.WriteLine($"batch {b}: pp{pp} {Statistics.Mean(rates):F1} +- {Statistics.StdDev(rates):F1} tok/s");
@@ -124,7 +127,7 @@ public static class BenchE2eCommand
             {
                 // A short prompt; tg + 1 new tokens give tg decode steps (the first token comes from prefill).
                 var prompts = Prompts(b, Math.Min(pps.Min(), 16));
-                var runs = Enumerable.Range(0, reps).Select(_ => generator.Generate(prompts, new GenerationOptions { MaxNewTokens = tg + 1 })).ToList();
+                var runs = Enumerable.Range(0, reps).Select(_ => generator.Generate(prompts, Settings(tg + 1))).ToList();
                 var rates = runs.Select(r => r.DecodeTokensPerSecond).ToList();
                 double step = runs.Average(r => r.DecodeSeconds / r.DecodeSteps);
                 double hostUs = 1e6 * runs.Average(r => r.DecodeHostSeconds / r.DecodeSteps);

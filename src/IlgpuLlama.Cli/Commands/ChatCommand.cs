@@ -188,7 +188,7 @@ public static class ChatCommand
                 try
                 {
                     result = generator.Generate([full.Skip(keep).ToArray()],
-                        new GenerationOptions { MaxNewTokens = maxNewTokens, Sampling = samplingOptions, StopTokens = stops, StartPositions = [keep] },
+                        new GenerationSettings { MaxNewTokens = maxNewTokens, Sampling = samplingOptions, StopTokens = stops },
                         (_, token) =>
                         {
                             // Checked before the token is shown: a stopped reply ends with the last token printed.

@@ -338,7 +338,7 @@ public sealed class OpenAiServer : IAsyncDisposable
             return;
         }
 
-        options.Log?.Invoke($"{c.Request.Method} {c.Request.Path} request {handle.Id}: {handle.Request.PromptTokens.Count} prompt tokens, max {handle.Request.MaxNewTokens}{(stream ? ", stream" : "")}");
+        options.Log?.Invoke($"{c.Request.Method} {c.Request.Path} request {handle.Id}: {handle.Request.PromptTokens.Count} prompt tokens, max {handle.Request.Settings.MaxNewTokens}{(stream ? ", stream" : "")}");
         try
         {
             // Waiting on `cancelled` too: a cancelled request answers at once, not after the

@@ -1,5 +1,4 @@
-using System.Diagnostics;
-using IlgpuLlama.Sampling;
+using IlgpuLlama.Engine.Serving;
 
 namespace IlgpuLlama.Engine;
 
@@ -11,25 +10,6 @@ public enum FinishReason
 
     /// <summary>It reached the new-token limit (prompt + new tokens are checked against the context up front).</summary>
     Length,
-}
-
-/// <summary>Options of one generation call.</summary>
-public sealed record GenerationOptions
-{
-    /// <summary>New tokens per sequence at most.</summary>
-    public int MaxNewTokens { get; init; } = 128;
-
-    /// <summary>Sampling settings (greedy when temperature is 0).</summary>
-    public SamplingOptions Sampling { get; init; } = SamplingOptions.Greedy;
-
-    /// <summary>Token ids that end a sequence (the stop token is kept in the output).</summary>
-    public IReadOnlyCollection<int> StopTokens { get; init; } = [];
-
-    /// <summary>
-    /// Positions already in each sequence's cache slot before its prompt (multi-turn chat continues
-    /// a sequence); null: every prompt starts a new sequence at position 0.
-    /// </summary>
-    public IReadOnlyList<int>? StartPositions { get; init; }
 }
 
 /// <summary>One finished sequence.</summary>
@@ -53,121 +33,60 @@ public sealed record GenerationResult(IReadOnlyList<GeneratedSequence> Sequences
 }
 
 /// <summary>
-/// The generation loop: prefill all prompts together, then decode one token per live sequence
-/// per step until each stops. A finished sequence leaves the batch (rows are compacted) while the
-/// others go on. Greedy decoding keeps the token on the device (argmax feeds the next step);
-/// sampling brings back only the top candidates, the max logit and the normaliser per sequence.
+/// Generates for a fixed set of prompts and waits for all of them: a thin helper over the one
+/// generation loop, the <see cref="Scheduler"/>, run on the calling thread (chat, <c>bench e2e</c>
+/// and tests use it). Sequence i runs in cache slot i, continuing from its start position when given;
+/// its sampler draws from random stream <see cref="GenerationSettings.SamplingStream"/> + i.
 /// </summary>
 public sealed class Generator(LlamaModel model)
 {
     /// <summary>The model.</summary>
     public LlamaModel Model { get; } = model;
 
-    /// <summary>Generates for up to max-batch prompts; <paramref name="onToken"/> sees each new token as it is chosen.</summary>
-    public GenerationResult Generate(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions options, Action<int, int>? onToken = null)
+    /// <summary>
+    /// Generates for up to max-batch prompts with one set of <paramref name="settings"/> (the stop set
+    /// includes the model's end-of-sequence tokens unless the settings ignore them);
+    /// <paramref name="onToken"/> sees each new token (sequence, token) after the step that chose it.
+    /// </summary>
+    /// <param name="prompts">token ids of each sequence's prompt</param>
+    /// <param name="settings">how every sequence continues</param>
+    /// <param name="onToken">called with (sequence index, token id) as tokens are chosen</param>
+    /// <param name="startPositions">
+    /// positions already in each sequence's cache slot before its prompt (multi-turn chat continues a
+    /// sequence); null: every prompt starts a new sequence at position 0
+    /// </param>
+    public GenerationResult Generate(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationSettings settings, Action<int, int>? onToken = null,
+        IReadOnlyList<int>? startPositions = null)
     {
+        ArgumentNullException.ThrowIfNull(settings);
         int n = prompts.Count;
         if (n == 0 || n > Model.MaxBatch)
             throw new EngineArgumentException($"{n} prompts given; between 1 and {EngineParameters.MaxBatchSize} {Model.MaxBatch} can be generated together", EngineParameter.MaxBatchSize);
-        if (options.MaxNewTokens < 1)
-            throw new EngineArgumentException($"{EngineParameters.MaxNewTokens} {options.MaxNewTokens} must be at least 1", EngineParameter.MaxNewTokens);
-        options.Sampling.Validate();
-        var starts = options.StartPositions ?? new int[n];
-        for (int i = 0; i < n; i++)
+        if (startPositions is not null && startPositions.Count != n)
+            throw new EngineArgumentException($"{startPositions.Count} start positions given for {n} prompts; give one per prompt");
+        using var scheduler = new Scheduler(Model, tokenizer: null, new SchedulerOptions { MaxQueuedRequests = n });
+        // Submit validates each request (the scheduler's one validation); the slots are pinned so a
+        // continued sequence finds its earlier tokens.
+        var handles = prompts.Select((prompt, i) => scheduler.Submit(new GenerationRequest
         {
-            long need = (long)starts[i] + prompts[i].Count + options.MaxNewTokens; // 64-bit: MaxNewTokens near 2^31 wrapped negative and passed
-            if (need > Model.MaxSeq)
-                throw new EngineArgumentException(
-                    $"prompt {i + 1}: {starts[i] + prompts[i].Count} tokens + {options.MaxNewTokens} new tokens = {need} exceeds {EngineParameters.MaxSeqLen} {Model.MaxSeq}; " +
-                    $"shorten the prompt, lower {EngineParameters.MaxNewTokens} or raise {EngineParameters.MaxSeqLen}", EngineParameter.MaxSeqLen);
-        }
-
-        var sampling = options.Sampling;
-        bool greedy = sampling.IsGreedy;
-        int capacity = Model.Plan.Shape.TopKCapacity;
-        // One candidate past top-k shows whether the k-th logit ties the next (transformers keeps such ties).
-        int candidates = greedy ? 0 : sampling.TopK > 0 ? Math.Min(sampling.TopK + 1, capacity) : capacity;
-        var mode = new SelectMode(greedy, greedy ? 1f : sampling.Temperature, sampling.RepetitionPenalty, candidates);
-        var samplers = greedy ? null : Enumerable.Range(0, n).Select(i => new TokenSampler(sampling, i)).ToArray();
-        var stops = new HashSet<int>(options.StopTokens);
-
-        var generated = Enumerable.Range(0, n).Select(_ => new List<int>()).ToArray();
-        var finish = new FinishReason?[n];
-        var position = new int[n];      // position of each sequence's next input token
-        var rowSeq = Enumerable.Range(0, n).ToArray(); // step row -> sequence (= slot)
-
-        // Prefill every prompt; its selection gives each sequence's first token.
-        var sw = Stopwatch.StartNew();
-        var step = Model.Prefill(Enumerable.Range(0, n).Select(i => new SequenceInput(i, starts[i], prompts[i])).ToArray(), mode);
-        for (int i = 0; i < n; i++)
-            position[i] = starts[i] + prompts[i].Count;
-        var next = new int[n];
-        Choose(step, rowSeq, samplers, next);
-        double prefillSeconds = sw.Elapsed.TotalSeconds;
-        int live = Accept(n, rowSeq, next, generated, finish, position, stops, options, onToken);
-
-        // Decode: one token per live sequence per step; finished sequences leave the batch.
-        sw.Restart();
-        int steps = 0, decodeTokens = 0;
-        double hostSeconds = 0;
-        while (live > 0)
+            PromptTokens = prompt,
+            Settings = settings with { SamplingStream = settings.SamplingStream + i },
+            Slot = i,
+            StartPosition = startPositions?[i] ?? 0,
+        })).ToArray();
+        scheduler.RunUntilIdle(onToken is null ? null : () =>
         {
-            rowSeq = Enumerable.Range(0, n).Where(i => finish[i] is null).ToArray();
-            var rows = rowSeq.Select(i => new DecodeRow(i, position[i] - 1, generated[i][^1])).ToArray();
-            step = Model.Decode(rows, mode);
-            hostSeconds += Model.LastStepHostTime.TotalSeconds;
-            steps++;
-            Choose(step, rowSeq, samplers, next);
-            decodeTokens += rows.Length;
-            live = Accept(rows.Length, rowSeq, next, generated, finish, position, stops, options, onToken);
-        }
-        double decodeSeconds = sw.Elapsed.TotalSeconds;
-
-        var sequences = Enumerable.Range(0, n).Select(i => new GeneratedSequence(prompts[i], generated[i], finish[i]!.Value)).ToArray();
-        return new GenerationResult(sequences, prompts.Sum(p => p.Count), prefillSeconds, decodeTokens, decodeSeconds, steps, hostSeconds);
-    }
-
-    /// <summary>Picks the next token of every row of a step (the device argmax, or host sampling from the device's candidates).</summary>
-    void Choose(StepResult step, int[] rowSeq, TokenSampler[]? samplers, int[] next)
-    {
-        float[]? full = null;
-        for (int r = 0; r < step.Rows; r++)
-        {
-            if (step.ArgMax[r] < 0)
-                throw new EngineStateException(
-                    $"the logits of sequence {rowSeq[r] + 1} contain NaN; the weights or activations overflowed (try {EngineParameters.WeightFormat} bf16)", EngineParameter.WeightFormat);
-            if (samplers is null)
-            {
-                next[r] = step.ArgMax[r];
-                continue;
-            }
-            var sampler = samplers[rowSeq[r]];
-            var result = sampler.Sample(step.Logits(r), step.Ids(r), step.MaxLogit![r], step.SumExp![r], Model.Config.VocabSize);
-            if (result.NeedsFullLogits)
-            {
-                full ??= new float[Model.Config.VocabSize];
-                Model.ReadLogitsRow(r, full);
-                result = sampler.SampleFull(full);
-            }
-            next[r] = result.TokenId;
-        }
-    }
-
-    /// <summary>Appends each row's token to its sequence and applies the stop rules; returns how many sequences are still live.</summary>
-    static int Accept(int rows, int[] rowSeq, int[] next, List<int>[] generated, FinishReason?[] finish, int[] position, HashSet<int> stops,
-        GenerationOptions options, Action<int, int>? onToken)
-    {
-        for (int r = 0; r < rows; r++)
-        {
-            int s = rowSeq[r];
-            generated[s].Add(next[r]);
-            position[s]++;
-            onToken?.Invoke(s, next[r]);
-            if (stops.Contains(next[r]))
-                finish[s] = FinishReason.Stop;
-            else if (generated[s].Count >= options.MaxNewTokens)
-                finish[s] = FinishReason.Length;
-        }
-        return finish.Count(f => f is null);
+            for (int i = 0; i < n; i++)
+                while (handles[i].Tokens.TryRead(out var token))
+                    onToken(i, token.Id);
+        });
+        var failed = handles.FirstOrDefault(h => h.Completion.IsFaulted);
+        if (failed is not null)
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failed.Completion.Exception!.InnerException!);
+        var results = handles.Select(h => h.Completion.Result).ToArray();
+        var stats = scheduler.Stats;
+        var sequences = results.Select(r => new GeneratedSequence(r.PromptTokens, r.GeneratedTokens, r.FinishReason)).ToArray();
+        return new GenerationResult(sequences, (int)stats.PrefillTokens, stats.PrefillSeconds, (int)stats.DecodeTokens, stats.DecodeSeconds, (int)stats.DecodeSteps,
+            stats.DecodeHostSeconds);
     }
 }

@@ -126,7 +126,7 @@ public sealed class GoldenModelTests(GoldenModelContext ctx, ITestOutputHelper o
         var gen = new Generator(Model);
         foreach (var c in GoldenFixture.Cases)
         {
-            var result = gen.Generate([c.Prompt], new GenerationOptions { MaxNewTokens = 16 });
+            var result = gen.Generate([c.Prompt], new GenerationSettings { Sampling = SamplingOptions.Greedy, MaxNewTokens = 16 });
             Assert.Equal(FinishReason.Length, result.Sequences[0].FinishReason);
             AssertGreedyMatches(c, result.Sequences[0].GeneratedTokens, output);
         }
@@ -138,8 +138,8 @@ public sealed class GoldenModelTests(GoldenModelContext ctx, ITestOutputHelper o
         var gen = new Generator(Model);
         var cases = GoldenFixture.Cases;
         // Three prompts of lengths 9, 72 and 2 decode together; the short one is in the middle.
-        var batch = gen.Generate([cases[0].Prompt, cases[2].Prompt, cases[1].Prompt], new GenerationOptions { MaxNewTokens = 16 });
-        var alone = gen.Generate([cases[2].Prompt], new GenerationOptions { MaxNewTokens = 16 });
+        var batch = gen.Generate([cases[0].Prompt, cases[2].Prompt, cases[1].Prompt], new GenerationSettings { Sampling = SamplingOptions.Greedy, MaxNewTokens = 16 });
+        var alone = gen.Generate([cases[2].Prompt], new GenerationSettings { Sampling = SamplingOptions.Greedy, MaxNewTokens = 16 });
         Assert.Equal(alone.Sequences[0].GeneratedTokens, batch.Sequences[1].GeneratedTokens);
         AssertGreedyMatches(cases[0], batch.Sequences[0].GeneratedTokens, output);
         AssertGreedyMatches(cases[2], batch.Sequences[1].GeneratedTokens, output);
@@ -153,7 +153,7 @@ public sealed class GoldenModelTests(GoldenModelContext ctx, ITestOutputHelper o
         var c0 = GoldenFixture.Cases[0];
         // Stop on case 0's third greedy token: sequence 0 ends after 3 tokens, sequence 1 runs to 16.
         var result = gen.Generate([c0.Prompt, GoldenFixture.Cases[3].Prompt],
-            new GenerationOptions { MaxNewTokens = 16, StopTokens = [c0.Greedy16[2]] });
+            new GenerationSettings { Sampling = SamplingOptions.Greedy, MaxNewTokens = 16, StopTokens = [c0.Greedy16[2]] });
         Assert.Equal(c0.Greedy16[..3], result.Sequences[0].GeneratedTokens);
         Assert.Equal(FinishReason.Stop, result.Sequences[0].FinishReason);
         if (!GoldenFixture.Cases[3].Greedy16.Contains(c0.Greedy16[2]))
@@ -168,7 +168,7 @@ public sealed class GoldenModelTests(GoldenModelContext ctx, ITestOutputHelper o
     {
         var gen = new Generator(Model);
         var prompts = new IReadOnlyList<int>[] { GoldenFixture.Cases[0].Prompt, GoldenFixture.Cases[1].Prompt };
-        GenerationOptions Opts(ulong seed) => new()
+        GenerationSettings Opts(ulong seed) => new()
         {
             MaxNewTokens = 12,
             Sampling = new SamplingOptions { Temperature = 1.2f, TopK = 20, TopP = 0.95f, MinP = 0.01f, RepetitionPenalty = 1.1f, Seed = seed },
@@ -185,11 +185,11 @@ public sealed class GoldenModelTests(GoldenModelContext ctx, ITestOutputHelper o
     public void Generation_after_warm_up_allocates_nothing_on_the_device()
     {
         var gen = new Generator(Model);
-        var options = new GenerationOptions { MaxNewTokens = 6, Sampling = new SamplingOptions { Temperature = 0.8f, Seed = 1 } };
+        var options = new GenerationSettings { MaxNewTokens = 6, Sampling = new SamplingOptions { Temperature = 0.8f, Seed = 1 } };
         gen.Generate([GoldenFixture.Cases[1].Prompt], options);
         long allocations = Model.Allocator.AllocationCount, frees = Model.Allocator.FreeCount, live = Model.Allocator.TotalLiveBytes;
         gen.Generate([GoldenFixture.Cases[0].Prompt, GoldenFixture.Cases[1].Prompt], options);
-        gen.Generate([GoldenFixture.Cases[3].Prompt], new GenerationOptions { MaxNewTokens = 6 });
+        gen.Generate([GoldenFixture.Cases[3].Prompt], new GenerationSettings { Sampling = SamplingOptions.Greedy, MaxNewTokens = 6 });
         Assert.Equal(allocations, Model.Allocator.AllocationCount);
         Assert.Equal(frees, Model.Allocator.FreeCount);
         Assert.Equal(live, Model.Allocator.TotalLiveBytes);
@@ -213,16 +213,16 @@ public sealed class GoldenModelTests(GoldenModelContext ctx, ITestOutputHelper o
     {
         var gen = new Generator(Model);
         var tooLong = Enumerable.Repeat(5, 120).ToArray();
-        var e = Assert.Throws<EngineArgumentException>(() => gen.Generate([tooLong], new GenerationOptions { MaxNewTokens = 16 }));
+        var e = Assert.Throws<EngineArgumentException>(() => gen.Generate([tooLong], new GenerationSettings { Sampling = SamplingOptions.Greedy, MaxNewTokens = 16 }));
         Assert.Contains("exceeds --max-seq-len 128", CliNames.Message(e));
-        e = Assert.Throws<EngineArgumentException>(() => gen.Generate(Enumerable.Repeat<IReadOnlyList<int>>([1, 2], 5).ToArray(), new GenerationOptions()));
+        e = Assert.Throws<EngineArgumentException>(() => gen.Generate(Enumerable.Repeat<IReadOnlyList<int>>([1, 2], 5).ToArray(), new GenerationSettings { Sampling = SamplingOptions.Greedy }));
         Assert.Contains("--max-batch-size 4", CliNames.Message(e));
-        e = Assert.Throws<EngineArgumentException>(() => gen.Generate([[1, 512]], new GenerationOptions { MaxNewTokens = 4 }));
+        e = Assert.Throws<EngineArgumentException>(() => gen.Generate([[1, 512]], new GenerationSettings { Sampling = SamplingOptions.Greedy, MaxNewTokens = 4 }));
         Assert.Contains("outside the vocabulary", e.Message);
-        e = Assert.Throws<EngineArgumentException>(() => gen.Generate([[1, 2]], new GenerationOptions { MaxNewTokens = 4, Sampling = new SamplingOptions { TopP = 0 } }));
+        e = Assert.Throws<EngineArgumentException>(() => gen.Generate([[1, 2]], new GenerationSettings { MaxNewTokens = 4, Sampling = new SamplingOptions { TopP = 0 } }));
         Assert.Contains("--top-p", CliNames.Message(e));
         // The model still works after rejected requests.
-        var ok = gen.Generate([GoldenFixture.Cases[1].Prompt], new GenerationOptions { MaxNewTokens = 4 });
+        var ok = gen.Generate([GoldenFixture.Cases[1].Prompt], new GenerationSettings { Sampling = SamplingOptions.Greedy, MaxNewTokens = 4 });
         Assert.Equal(GoldenFixture.Cases[1].Greedy16[..4], ok.Sequences[0].GeneratedTokens);
     }
 }
@@ -241,13 +241,13 @@ public sealed class GoldenModelVariantTests(ITestOutputHelper output)
         var prompts = new IReadOnlyList<int>[] { GoldenFixture.Cases[0].Prompt, GoldenFixture.Cases[3].Prompt };
         foreach (var sampling in new[] { SamplingOptions.Greedy, new SamplingOptions { Temperature = 0.9f, TopK = 10, RepetitionPenalty = 1.2f, Seed = 3 } })
         {
-            var options = new GenerationOptions { MaxNewTokens = 10, Sampling = sampling };
+            var options = new GenerationSettings { MaxNewTokens = 10, Sampling = sampling };
             var a = new Generator(direct).Generate(prompts, options);
             var b = new Generator(graph).Generate(prompts, options);
             for (int i = 0; i < prompts.Length; i++)
                 Assert.Equal(a.Sequences[i].GeneratedTokens, b.Sequences[i].GeneratedTokens);
         }
-        GoldenModelTests.AssertGreedyMatches(GoldenFixture.Cases[0], new Generator(graph).Generate([GoldenFixture.Cases[0].Prompt], new GenerationOptions { MaxNewTokens = 16 }).Sequences[0].GeneratedTokens, output);
+        GoldenModelTests.AssertGreedyMatches(GoldenFixture.Cases[0], new Generator(graph).Generate([GoldenFixture.Cases[0].Prompt], new GenerationSettings { Sampling = SamplingOptions.Greedy, MaxNewTokens = 16 }).Sequences[0].GeneratedTokens, output);
     }
 
     /// <summary>
@@ -286,7 +286,7 @@ public sealed class GoldenModelVariantTests(ITestOutputHelper output)
         Assert.Equal(2 + 5 * model.Config.NumHiddenLayers + 1 + 2, model.DecodeLaunchesPerStep);
         if (v.ShortAttention)
             return;
-        var result = new Generator(model).Generate([c.Prompt, GoldenFixture.Cases[1].Prompt], new GenerationOptions { MaxNewTokens = 16 });
+        var result = new Generator(model).Generate([c.Prompt, GoldenFixture.Cases[1].Prompt], new GenerationSettings { Sampling = SamplingOptions.Greedy, MaxNewTokens = 16 });
         GoldenModelTests.AssertGreedyMatches(c, result.Sequences[0].GeneratedTokens, output);
         GoldenModelTests.AssertGreedyMatches(GoldenFixture.Cases[1], result.Sequences[1].GeneratedTokens, output);
     }
@@ -299,7 +299,7 @@ public sealed class GoldenModelVariantTests(ITestOutputHelper output)
         using var device = ComputeDevice.CreateCpu(new CPUDevice(4, 4, 2));
         using var model = LlamaModel.Load(device, GoldenFixture.Directory, new EngineOptions { MaxSeqLen = 64, WeightFormat = WeightFormat.Bf16, PrefillChunk = 5 });
         var c = GoldenFixture.Cases[0];
-        var result = new Generator(model).Generate([c.Prompt], new GenerationOptions { MaxNewTokens = 16 });
+        var result = new Generator(model).Generate([c.Prompt], new GenerationSettings { Sampling = SamplingOptions.Greedy, MaxNewTokens = 16 });
         GoldenModelTests.AssertGreedyMatches(c, result.Sequences[0].GeneratedTokens, output);
     }
 }

@@ -1,6 +1,7 @@
+using IlgpuLlama.Engine;
 using IlgpuLlama.Kernels;
 using IlgpuLlama.Model;
-using IlgpuLlama.Engine;
+using IlgpuLlama.Sampling;
 using IlgpuLlama.Tests.Cli;
 using IlgpuLlama.Tests.Model;
 
@@ -51,7 +52,7 @@ public sealed class GenerationLengthOverflowTests(GoldenModelContext ctx)
     public void Max_new_tokens_near_2_to_the_31_is_refused_before_decoding(int maxNewTokens)
     {
         var gen = new Generator(ctx.Model);
-        var e = Assert.Throws<EngineArgumentException>(() => gen.Generate([GoldenFixture.Cases[0].Prompt], new GenerationOptions { MaxNewTokens = maxNewTokens }));
+        var e = Assert.Throws<EngineArgumentException>(() => gen.Generate([GoldenFixture.Cases[0].Prompt], new GenerationSettings { Sampling = SamplingOptions.Greedy, MaxNewTokens = maxNewTokens }));
         Assert.Equal(EngineParameter.MaxSeqLen, e.Parameter);
         Assert.Contains($"{maxNewTokens} new tokens", e.Message);
     }

@@ -25,7 +25,7 @@ public sealed class SchedulerModelContext : IDisposable
     {
         string key = string.Join(",", prompt) + "/" + maxNew;
         if (!alone.TryGetValue(key, out var tokens))
-            alone[key] = tokens = new Generator(Model).Generate([prompt], new GenerationOptions { MaxNewTokens = maxNew }).Sequences[0].GeneratedTokens;
+            alone[key] = tokens = new Generator(Model).Generate([prompt], new GenerationSettings { Sampling = SamplingOptions.Greedy, MaxNewTokens = maxNew }).Sequences[0].GeneratedTokens;
         return tokens;
     }
 
@@ -45,7 +45,7 @@ public sealed class SchedulerCollection : ICollectionFixture<SchedulerModelConte
 [Collection(SchedulerCollection.Name)]
 public sealed class SchedulerTests(SchedulerModelContext ctx, ITestOutputHelper output)
 {
-    static GenerationRequest Greedy(IReadOnlyList<int> prompt, int maxNew = 16) => new() { PromptTokens = prompt, MaxNewTokens = maxNew, Sampling = SamplingOptions.Greedy };
+    static GenerationRequest Greedy(IReadOnlyList<int> prompt, int maxNew = 16) => new() { PromptTokens = prompt, Settings = new GenerationSettings { MaxNewTokens = maxNew, Sampling = SamplingOptions.Greedy } };
 
     /// <summary>The result of a request that has finished.</summary>
     static RequestResult Done(ScheduledRequest r)
@@ -216,7 +216,8 @@ public sealed class SchedulerTests(SchedulerModelContext ctx, ITestOutputHelper 
     {
         var c0 = GoldenFixture.Cases[0];
         using var s = new Scheduler(ctx.Model);
-        var stopped = s.Submit(Greedy(c0.Prompt) with { StopTokens = [ctx.Alone(c0.Prompt, 16)[2]] });
+        var greedy = Greedy(c0.Prompt);
+        var stopped = s.Submit(greedy with { Settings = greedy.Settings with { StopTokens = [ctx.Alone(c0.Prompt, 16)[2]] } });
         var other = s.Submit(Greedy(GoldenFixture.Cases[1].Prompt));
         RunAll(s);
         var r = Done(stopped);
@@ -232,7 +233,7 @@ public sealed class SchedulerTests(SchedulerModelContext ctx, ITestOutputHelper 
     public void A_sampled_request_gives_the_same_tokens_alone_and_beside_others_with_other_settings()
     {
         var sampling = new SamplingOptions { Temperature = 0.9f, TopK = 20, TopP = 0.95f, RepetitionPenalty = 1.1f, Seed = 42 };
-        var request = new GenerationRequest { PromptTokens = GoldenFixture.Cases[0].Prompt, MaxNewTokens = 12, Sampling = sampling };
+        var request = new GenerationRequest { PromptTokens = GoldenFixture.Cases[0].Prompt, Settings = new GenerationSettings { MaxNewTokens = 12, Sampling = sampling } };
         IReadOnlyList<int> Run(params GenerationRequest[] others)
         {
             using var s = new Scheduler(ctx.Model);
@@ -243,15 +244,15 @@ public sealed class SchedulerTests(SchedulerModelContext ctx, ITestOutputHelper 
             return Done(mine).GeneratedTokens;
         }
         var alone = Run();
-        var mixed = Run(Greedy(GoldenFixture.Cases[1].Prompt), request with { Sampling = sampling with { Temperature = 1.3f, Seed = 7 } },
-            request with { PromptTokens = GoldenFixture.Cases[3].Prompt, Sampling = sampling with { TopK = 0, RepetitionPenalty = 1f } });
+        var mixed = Run(Greedy(GoldenFixture.Cases[1].Prompt), request with { Settings = request.Settings with { Sampling = sampling with { Temperature = 1.3f, Seed = 7 } } },
+            request with { PromptTokens = GoldenFixture.Cases[3].Prompt, Settings = request.Settings with { Sampling = sampling with { TopK = 0, RepetitionPenalty = 1f } } });
         Assert.Equal(alone, mixed);
-        var otherSeed = Run(request with { Sampling = sampling with { Seed = 43 } });
+        var otherSeed = Run(request with { Settings = request.Settings with { Sampling = sampling with { Seed = 43 } } });
         Assert.Equal(alone, otherSeed);
         Assert.NotEqual(alone, new Func<IReadOnlyList<int>>(() =>
         {
             using var s = new Scheduler(ctx.Model);
-            var h = s.Submit(request with { Sampling = sampling with { Seed = 43 } });
+            var h = s.Submit(request with { Settings = request.Settings with { Sampling = sampling with { Seed = 43 } } });
             RunAll(s);
             return Done(h).GeneratedTokens;
         })());
@@ -271,7 +272,7 @@ public sealed class SchedulerTests(SchedulerModelContext ctx, ITestOutputHelper 
         Assert.Contains("136 exceeds MaxSeqLen 128", e.Message);
         e = Assert.Throws<EngineArgumentException>(() => s.Submit(Greedy([1, 512], 2)));
         Assert.Contains("outside the vocabulary", e.Message);
-        e = Assert.Throws<EngineArgumentException>(() => s.Submit(Greedy([1, 2], 2) with { StopStrings = ["x"] }));
+        e = Assert.Throws<EngineArgumentException>(() => s.Submit(Greedy([1, 2], 2) with { Settings = new GenerationSettings { MaxNewTokens = 2, Sampling = SamplingOptions.Greedy, StopStrings = ["x"] } }));
         Assert.Contains("stop strings need the model's tokenizer", e.Message);
         e = Assert.Throws<EngineArgumentException>(() => s.Submit(Greedy([1, 2], 0)));
         Assert.Contains("MaxNewTokens 0 must be at least 1", e.Message);
@@ -295,6 +296,57 @@ public sealed class SchedulerTests(SchedulerModelContext ctx, ITestOutputHelper 
         var results = await Task.WhenAll(tasks).WaitAsync(TimeSpan.FromMinutes(5));
         for (int i = 0; i < prompts.Length; i++)
             Assert.Equal(ctx.Alone(prompts[i].Prompt, prompts[i].MaxNew), results[i]);
+    }
+
+    [Fact]
+    public void A_request_pinned_to_its_slot_continues_the_sequence_that_slot_holds()
+    {
+        // A conversation's second turn: the first request leaves its prompt's keys and values in slot 2,
+        // the second feeds only the rest of the text from there, as chat does.
+        var full = GoldenFixture.Cases[0].Prompt;
+        int cut = full.Length / 2;
+        using var s = new Scheduler(ctx.Model);
+        var first = s.Submit(Greedy(full[..cut], 1) with { Slot = 2 });
+        s.RunUntilIdle();
+        Assert.Single(Done(first).GeneratedTokens);
+        var second = s.Submit(Greedy(full[cut..], 12) with { Slot = 2, StartPosition = cut });
+        var unpinned = s.Submit(Greedy(GoldenFixture.Cases[1].Prompt, 3));
+        s.RunUntilIdle();
+        Assert.Equal(ctx.Alone(full, 12), Done(second).GeneratedTokens);
+        Assert.Equal(ctx.Alone(GoldenFixture.Cases[1].Prompt, 3), Done(unpinned).GeneratedTokens);
+    }
+
+    [Fact]
+    public void A_pinned_request_waits_for_its_slot_without_holding_back_the_others()
+    {
+        using var s = new Scheduler(ctx.Model);
+        var holder = s.Submit(Greedy(GoldenFixture.Cases[0].Prompt, 6) with { Slot = 0 });
+        var waiting = s.Submit(Greedy(GoldenFixture.Cases[1].Prompt, 2) with { Slot = 0 });
+        var free = s.Submit(Greedy(GoldenFixture.Cases[2].Prompt, 2));
+        s.Step();
+        Assert.Equal(RequestState.Queued, waiting.State);
+        Assert.NotEqual(RequestState.Queued, free.State); // behind the pinned one in the queue, yet admitted
+        s.RunUntilIdle();
+        Assert.Equal(ctx.Alone(GoldenFixture.Cases[0].Prompt, 6), Done(holder).GeneratedTokens);
+        Assert.Equal(ctx.Alone(GoldenFixture.Cases[1].Prompt, 2), Done(waiting).GeneratedTokens);
+        Assert.Equal(ctx.Alone(GoldenFixture.Cases[2].Prompt, 2), Done(free).GeneratedTokens);
+    }
+
+    [Fact]
+    public void Slots_and_start_positions_the_model_cannot_honour_are_refused_at_submission()
+    {
+        using var s = new Scheduler(ctx.Model);
+        var e = Assert.Throws<EngineArgumentException>(() => s.Submit(Greedy([1, 2], 2) with { Slot = 4 }));
+        Assert.Contains("cache slot 4 does not exist (slots are 0..3)", e.Message);
+        e = Assert.Throws<EngineArgumentException>(() => s.Submit(Greedy([1, 2], 2) with { StartPosition = 5 }));
+        Assert.Contains("set the slot", e.Message);
+        e = Assert.Throws<EngineArgumentException>(() => s.Submit(Greedy([1, 2], 2) with { Slot = 1, StartPosition = -1 }));
+        Assert.Contains("start position -1", e.Message);
+        e = Assert.Throws<EngineArgumentException>(() => s.Submit(Greedy([1, 2], 10) with { Slot = 1, StartPosition = 120 }));
+        Assert.Contains("120 earlier tokens + the prompt's 2 tokens + 10 new tokens = 132 exceeds MaxSeqLen 128", e.Message);
+        Assert.False(s.HasWork);
+        s.Start();
+        Assert.Throws<InvalidOperationException>(() => s.RunUntilIdle());
     }
 }
 
@@ -355,7 +407,7 @@ public sealed class SchedulerWidthTests(ITestOutputHelper output)
         var c = GoldenFixture.Cases;
         var prompts = new[] { c[0].Prompt, c[1].Prompt, c[2].Prompt, c[3].Prompt, c[0].AllTokens[..12] };
         using var s = new Scheduler(model, options: new SchedulerOptions { PrefillTokensPerStep = 16 });
-        var handles = prompts.Select((p, i) => s.Submit(new GenerationRequest { PromptTokens = p, MaxNewTokens = 6 + i, Sampling = SamplingOptions.Greedy })).ToArray();
+        var handles = prompts.Select((p, i) => s.Submit(new GenerationRequest { PromptTokens = p, Settings = new GenerationSettings { MaxNewTokens = 6 + i, Sampling = SamplingOptions.Greedy } })).ToArray();
         int widest = 0;
         while (s.Step())
             widest = Math.Max(widest, s.RunningCount);
@@ -363,7 +415,7 @@ public sealed class SchedulerWidthTests(ITestOutputHelper output)
         for (int i = 0; i < prompts.Length; i++)
         {
             Assert.True(handles[i].Completion.IsCompletedSuccessfully);
-            var alone = new Generator(model).Generate([prompts[i]], new GenerationOptions { MaxNewTokens = 6 + i }).Sequences[0].GeneratedTokens;
+            var alone = new Generator(model).Generate([prompts[i]], new GenerationSettings { Sampling = SamplingOptions.Greedy, MaxNewTokens = 6 + i }).Sequences[0].GeneratedTokens;
             Assert.Equal(alone, Result(handles[i]).GeneratedTokens);
         }
     }
@@ -380,7 +432,7 @@ public sealed class SchedulerWidthTests(ITestOutputHelper output)
         // The four golden prompts first, then prefixes of their token streams, until every slot is full.
         var prompts = Enumerable.Range(0, slots).Select(i => i < 4 ? c[i].Prompt : c[i % 4].AllTokens[..(3 + i)]).ToArray();
         using var s = new Scheduler(model);
-        var handles = prompts.Select(p => s.Submit(new GenerationRequest { PromptTokens = p, MaxNewTokens = 8, Sampling = SamplingOptions.Greedy })).ToArray();
+        var handles = prompts.Select(p => s.Submit(new GenerationRequest { PromptTokens = p, Settings = new GenerationSettings { MaxNewTokens = 8, Sampling = SamplingOptions.Greedy } })).ToArray();
         int widest = 0;
         while (s.Step())
             widest = Math.Max(widest, s.RunningCount);
@@ -391,7 +443,7 @@ public sealed class SchedulerWidthTests(ITestOutputHelper output)
             var tokens = Result(handles[i]).GeneratedTokens;
             if (i < 4)
                 GoldenModelTests.AssertGreedyMatches(c[i] with { Greedy16 = c[i].Greedy16[..8], Margins = c[i].Margins[..8] }, tokens, output);
-            Assert.Equal(gen.Generate([prompts[i]], new GenerationOptions { MaxNewTokens = 8 }).Sequences[0].GeneratedTokens, tokens);
+            Assert.Equal(gen.Generate([prompts[i]], new GenerationSettings { Sampling = SamplingOptions.Greedy, MaxNewTokens = 8 }).Sequences[0].GeneratedTokens, tokens);
         }
     }
 }

@@ -10,34 +10,35 @@ public static class GenerationDefaults
 }
 
 /// <summary>
-/// One request to the <see cref="Scheduler"/>: a prompt and how to continue it. The stop set is used
-/// as given (the facade <c>LlamaEngine</c> adds the model's end-of-sequence tokens).
+/// One request to the <see cref="Scheduler"/>: a prompt, how to continue it (<see cref="Settings"/>,
+/// the one settings record the facade, the CLI, the server and <see cref="Generator"/> share), and
+/// where it runs.
 /// </summary>
 public sealed record GenerationRequest
 {
     /// <summary>Prompt token ids (with BOS if the model expects one).</summary>
     public required IReadOnlyList<int> PromptTokens { get; init; }
 
-    /// <summary>New tokens at most.</summary>
-    public int MaxNewTokens { get; init; } = GenerationDefaults.MaxNewTokens;
-
-    /// <summary>How the next token is chosen (greedy when the temperature is 0).</summary>
-    public SamplingOptions Sampling { get; init; } = new();
+    /// <summary>
+    /// New tokens, sampling, stop tokens and strings. The scheduler stops at the model's
+    /// end-of-sequence tokens besides <see cref="GenerationSettings.StopTokens"/> unless
+    /// <see cref="GenerationSettings.IgnoreEos"/>.
+    /// </summary>
+    public GenerationSettings Settings { get; init; } = new();
 
     /// <summary>
-    /// Which random stream of <see cref="SamplingOptions.Seed"/> this request draws from, so several
-    /// requests with one seed differ yet each is reproducible (the CLI numbers its prompts).
+    /// The KV-cache slot the request must run in (null: the first free one). A pinned request waits
+    /// for its slot while others take free ones.
     /// </summary>
-    public int SamplingStream { get; init; }
+    public int? Slot { get; init; }
 
-    /// <summary>Token ids that end the request (kept in <see cref="RequestResult.GeneratedTokens"/>, never in the text).</summary>
-    public IReadOnlyCollection<int> StopTokens { get; init; } = [];
-
-    /// <summary>Texts that end the request; the text stops before the first one (needs a tokenizer).</summary>
-    public IReadOnlyList<string> StopStrings { get; init; } = [];
-
-    /// <summary>Write special tokens by name in the text; by default they produce no text.</summary>
-    public bool IncludeSpecial { get; init; }
+    /// <summary>
+    /// Positions of <see cref="Slot"/> already holding this sequence's earlier tokens (a chat's
+    /// previous turns), so the prompt continues them instead of starting at 0; needs <see cref="Slot"/>.
+    /// The caller owns what the slot holds: the scheduler does not keep another request from
+    /// overwriting it between two requests.
+    /// </summary>
+    public int StartPosition { get; init; }
 }
 
 /// <summary>One generated token as it streams out of the scheduler.</summary>

@@ -46,18 +46,24 @@ public sealed class ScheduledRequest
         this.scheduler = scheduler;
         Id = id;
         Request = request;
-        stopTokens = [.. request.StopTokens];
+        var settings = request.Settings;
+        stopTokens = [.. settings.StopTokens];
+        if (!settings.IgnoreEos)
+            stopTokens.UnionWith(scheduler.EndOfSequenceTokens);
         if (tokenizer is not null)
         {
-            decoder = new StreamingDecoder(tokenizer, request.IncludeSpecial);
-            stopStrings = new StopStringMatcher(request.StopStrings);
+            decoder = new StreamingDecoder(tokenizer, settings.IncludeSpecial);
+            stopStrings = new StopStringMatcher(settings.StopStrings);
             text = new();
         }
-        var s = request.Sampling;
+        var s = settings.Sampling;
+        int capacity = scheduler.Model.Plan.Shape.TopKCapacity;
+        // One candidate past top-k shows whether the k-th logit ties the next (transformers keeps such
+        // ties); without it the sampler must read the whole row whenever top-k is set.
         Mode = s.IsGreedy
             ? new SelectMode(true, 1f, s.RepetitionPenalty, 0)
-            : new SelectMode(false, s.Temperature, s.RepetitionPenalty, s.TopK > 0 ? Math.Min(s.TopK, scheduler.Model.Plan.Shape.TopKCapacity) : scheduler.Model.Plan.Shape.TopKCapacity);
-        Sampler = s.IsGreedy ? null : new TokenSampler(s, request.SamplingStream);
+            : new SelectMode(false, s.Temperature, s.RepetitionPenalty, s.TopK > 0 ? Math.Min(s.TopK + 1, capacity) : capacity);
+        Sampler = s.IsGreedy ? null : new TokenSampler(s, settings.SamplingStream);
     }
 
     /// <summary>Submission number (1, 2, ...).</summary>
@@ -90,8 +96,8 @@ public sealed class ScheduledRequest
     internal bool CancelRequested { get; set; }
     internal IReadOnlyList<int> Generated => generated;
 
-    /// <summary>Position of the next token to feed (prompt and generated tokens so far, minus the one not yet fed).</summary>
-    internal int NextPosition => Request.PromptTokens.Count + generated.Count - 1;
+    /// <summary>Position of the next token to feed (earlier turns, prompt and generated tokens so far, minus the one not yet fed).</summary>
+    internal int NextPosition => Request.StartPosition + Request.PromptTokens.Count + generated.Count - 1;
 
     internal void Watch(CancellationToken token)
     {
@@ -123,7 +129,7 @@ public sealed class ScheduledRequest
         }
         if (isStop)
             finish = FinishReason.Stop;
-        else if (finish is null && generated.Count >= Request.MaxNewTokens)
+        else if (finish is null && generated.Count >= Request.Settings.MaxNewTokens)
             finish = FinishReason.Length;
         if (finish is not null && decoder is not null && !stopStrings!.Stopped)
             piece += stopStrings.Push(decoder.Flush()) + stopStrings.Flush();

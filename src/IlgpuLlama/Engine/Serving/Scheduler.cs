@@ -19,8 +19,9 @@ public sealed record SchedulerStats(long PrefillTokens, double PrefillSeconds, l
 /// then decodes one token for every sequence past its prompt, so running streams keep going while
 /// new prompts come in. A finished or cancelled request frees its slot at once.
 /// <para>A request's tokens do not depend on what shares the batch: each row of a pass is computed
-/// on its own, and rows whose selection differs (temperature, repetition penalty) run in separate
-/// passes rather than share another request's settings.</para>
+/// on its own with its own temperature and repetition penalty (data on the device).</para>
+/// <para>This is the engine's one generation loop: the facade, the CLI, the server and
+/// <see cref="Generator"/> all submit <see cref="GenerationRequest"/>s here.</para>
 /// <para><see cref="Step"/> runs on one thread: the one started by <see cref="Start"/>, or the
 /// caller's (tests drive it step by step). <see cref="Submit"/> and cancellation are thread-safe.</para>
 /// </summary>
@@ -31,6 +32,7 @@ public sealed class Scheduler : IDisposable
     readonly ScheduledRequest?[] slots;
     readonly List<ScheduledRequest> running = []; // admission order
     readonly LlamaTokenizer? tokenizer;
+    readonly HashSet<int> endOfSequence;
     readonly SemaphoreSlim wake = new(0);
     readonly int prefillPerStep;
     Thread? loop;
@@ -52,11 +54,17 @@ public sealed class Scheduler : IDisposable
         if (Options.PrefillTokensPerStep is < 1)
             throw new ArgumentOutOfRangeException(nameof(options), Options.PrefillTokensPerStep, "PrefillTokensPerStep must be >= 1");
         slots = new ScheduledRequest?[model.MaxBatch];
+        endOfSequence = [.. model.Config.EosTokenIds];
+        if (tokenizer is not null)
+            endOfSequence.UnionWith(tokenizer.StopIds);
         prefillPerStep = Math.Min(Options.PrefillTokensPerStep ?? int.MaxValue, model.Plan.Shape.PrefillTokens);
     }
 
     /// <summary>The model.</summary>
     public LlamaModel Model { get; }
+
+    /// <summary>The model's end-of-sequence tokens (config and tokenizer): every request stops at them unless its settings ignore them.</summary>
+    public IReadOnlyCollection<int> EndOfSequenceTokens => endOfSequence;
 
     /// <summary>The limits.</summary>
     public SchedulerOptions Options { get; }
@@ -108,21 +116,29 @@ public sealed class Scheduler : IDisposable
         return handle;
     }
 
-    void Validate(GenerationRequest r)
+    void Validate(GenerationRequest request)
     {
-        int prompt = r.PromptTokens.Count;
+        ArgumentNullException.ThrowIfNull(request);
+        var r = request.Settings ?? throw new EngineArgumentException("the request has no settings; give GenerationSettings (new() for the defaults)");
+        int prompt = request.PromptTokens.Count;
         if (prompt == 0)
             throw new EngineArgumentException("the prompt has no tokens; give at least one token", EngineParameter.Tokens);
-        foreach (int t in r.PromptTokens)
+        foreach (int t in request.PromptTokens)
             if (t < 0 || t >= Model.Config.VocabSize)
                 throw new EngineArgumentException($"token id {t} is outside the vocabulary (0..{Model.Config.VocabSize - 1})", EngineParameter.Tokens);
         if (r.MaxNewTokens < 1)
             throw new EngineArgumentException($"{EngineParameters.MaxNewTokens} {r.MaxNewTokens} must be at least 1", EngineParameter.MaxNewTokens);
+        if (request.Slot is int slot && (slot < 0 || slot >= Model.MaxBatch))
+            throw new EngineArgumentException($"cache slot {slot} does not exist (slots are 0..{Model.MaxBatch - 1}); raise {EngineParameters.MaxBatchSize}", EngineParameter.MaxBatchSize);
+        int start = request.StartPosition;
+        if (start < 0 || (start > 0 && request.Slot is null))
+            throw new EngineArgumentException($"start position {start} must be 0, or continue a sequence in a given cache slot (set the slot)");
         // In long: MaxNewTokens near int.MaxValue would wrap the sum negative and pass the check.
-        long need = (long)prompt + r.MaxNewTokens;
+        long need = (long)start + prompt + r.MaxNewTokens;
+        string earlier = start > 0 ? $"{start} earlier tokens + " : "";
         if (need > Model.MaxSeq)
             throw new EngineArgumentException(
-                $"the prompt's {prompt} tokens + {r.MaxNewTokens} new tokens = {need} exceeds {EngineParameters.MaxSeqLen} {Model.MaxSeq}; " +
+                $"{earlier}the prompt's {prompt} tokens + {r.MaxNewTokens} new tokens = {need} exceeds {EngineParameters.MaxSeqLen} {Model.MaxSeq}; " +
                 $"shorten the prompt, lower {EngineParameters.MaxNewTokens} or raise {EngineParameters.MaxSeqLen}", EngineParameter.MaxSeqLen);
         r.Sampling.Validate();
         if (r.StopStrings.Count > 0 && tokenizer is null)
@@ -157,13 +173,22 @@ public sealed class Scheduler : IDisposable
                 r.Fail(new OperationCanceledException());
             foreach (var r in running.Where(r => r.State == RequestState.Finished).ToArray())
                 Release(r);
-            while (queue.Count > 0 && FreeSlot() is int slot and >= 0)
+            // In order; a request pinned to a busy slot waits without holding back the others.
+            for (var node = queue.First; node is not null;)
             {
-                var r = queue.First!.Value;
-                queue.RemoveFirst();
-                r.Admit(slot);
-                slots[slot] = r;
-                running.Add(r);
+                var next = node.Next;
+                var r = node.Value;
+                int slot = r.Request.Slot ?? FreeSlot();
+                if (slot >= 0 && slots[slot] is null)
+                {
+                    queue.Remove(node);
+                    r.Admit(slot);
+                    slots[slot] = r;
+                    running.Add(r);
+                }
+                else if (r.Request.Slot is null)
+                    break; // no free slot is left for unpinned requests
+                node = next;
             }
         }
     }
@@ -209,7 +234,7 @@ public sealed class Scheduler : IDisposable
             var prompt = r.Request.PromptTokens;
             int take = Math.Min(prompt.Count - r.Prefilled, budget);
             int[] tokens = prompt.Skip(r.Prefilled).Take(take).ToArray();
-            pieces.Add((r, new SequenceInput(r.Slot, r.Prefilled, tokens), r.Prefilled + take == prompt.Count));
+            pieces.Add((r, new SequenceInput(r.Slot, r.Request.StartPosition + r.Prefilled, tokens), r.Prefilled + take == prompt.Count));
             budget -= take;
         }
         // One pass for all pieces: a piece that ends its prompt selects with its request's mode
@@ -315,6 +340,24 @@ public sealed class Scheduler : IDisposable
                 r.Fail(e);
         }
         Release(r);
+    }
+
+    /// <summary>
+    /// Runs <see cref="Step"/> on the calling thread until no request is queued or running, calling
+    /// <paramref name="afterStep"/> after each step (to stream what the step produced). For a caller
+    /// that owns the scheduler and does not <see cref="Start"/> its thread (<see cref="Generator"/>).
+    /// </summary>
+    public void RunUntilIdle(Action? afterStep = null)
+    {
+        lock (gate)
+        {
+            ObjectDisposedException.ThrowIf(stopping, this);
+            if (loop is not null)
+                throw new InvalidOperationException("the scheduler's own thread is running; wait for requests with their Completion instead");
+        }
+        while (Step())
+            afterStep?.Invoke();
+        afterStep?.Invoke();
     }
 
     // ---- the background loop --------------------------------------------------------------------

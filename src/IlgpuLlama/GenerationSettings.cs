@@ -1,0 +1,33 @@
+using IlgpuLlama.Engine.Serving;
+using IlgpuLlama.Sampling;
+
+namespace IlgpuLlama;
+
+/// <summary>
+/// How one generation continues its prompt. The defaults are the command line's: 64 new tokens,
+/// temperature 0.6 with top-k 50 and top-p 0.9 (Meta's settings for Llama 3 Instruct), a fresh
+/// random seed, stopping at the model's end-of-sequence tokens.
+/// </summary>
+public sealed record GenerationSettings
+{
+    /// <summary>New tokens at most.</summary>
+    public int MaxNewTokens { get; init; } = GenerationDefaults.MaxNewTokens;
+
+    /// <summary>How the next token is chosen (<see cref="SamplingOptions.Greedy"/> for the argmax).</summary>
+    public SamplingOptions Sampling { get; init; } = new();
+
+    /// <summary>Texts that end the generation; the text stops before the first one.</summary>
+    public IReadOnlyList<string> StopStrings { get; init; } = [];
+
+    /// <summary>Token ids that end the generation, besides the model's end-of-sequence tokens.</summary>
+    public IReadOnlyCollection<int> StopTokens { get; init; } = [];
+
+    /// <summary>Do not stop at the model's end-of-sequence tokens (benchmarks).</summary>
+    public bool IgnoreEos { get; init; }
+
+    /// <summary>Write special tokens by name in the text; by default they produce no text.</summary>
+    public bool IncludeSpecial { get; init; }
+
+    /// <summary>Which random stream of the seed to draw from (give each of several requests with one seed its own).</summary>
+    public int SamplingStream { get; init; }
+}
