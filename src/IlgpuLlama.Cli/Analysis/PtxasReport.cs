@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
-using IlgpuLlama.Cli.Commands;
 using IlgpuLlama.Kernels;
 
 namespace IlgpuLlama.Cli.Analysis;
@@ -105,7 +104,7 @@ public static partial class PtxasReport
             problems.Add($"local memory in {f.Name}: {f.StackFrameBytes} bytes stack frame, {f.SpillStoreBytes} bytes spill stores, {f.SpillLoadBytes} bytes spill loads");
         }
 
-        int v4 = ptx is null ? 0 : PtxCommand.CountGlobalV4Loads(ptx);
+        int v4 = ptx is null ? 0 : PtxText.CountGlobalV4Loads(ptx);
         int? ldg128 = sass is null ? null : CountLdg128(sass);
         int? local = sass is null ? null : CountLocalAccesses(sass);
         if (local > 0)

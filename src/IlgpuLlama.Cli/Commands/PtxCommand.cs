@@ -1,5 +1,5 @@
 using System.CommandLine;
-using System.Text.RegularExpressions;
+using IlgpuLlama.Cli.Analysis;
 using IlgpuLlama.Cli.Infrastructure;
 using IlgpuLlama.Kernels;
 using ILGPU.Runtime.Cuda;
@@ -10,7 +10,7 @@ namespace IlgpuLlama.Cli.Commands;
 /// <c>ilgpu-llama ptx --arch sm_60 --out DIR</c>: compiles every kernel of <see cref="KernelCatalog.All"/>
 /// to PTX with ILGPU's backend (no GPU needed) and writes DIR/&lt;kernel&gt;.ptx.
 /// </summary>
-public static partial class PtxCommand
+public static class PtxCommand
 {
     /// <summary>Architectures accepted by --arch.</summary>
     public static readonly string[] Architectures = ["sm_60", "sm_61", "sm_70", "sm_75", "sm_80", "sm_86", "sm_89", "sm_90"];
@@ -20,12 +20,6 @@ public static partial class PtxCommand
 
     /// <summary>The JSON shape of <c>ptx --json</c>.</summary>
     public sealed record PtxReport(string Arch, string Isa, IReadOnlyList<PtxFile> Kernels);
-
-    [GeneratedRegex(@"\bld\.global(\.nc)?\.v4\.")]
-    private static partial Regex GlobalV4Load();
-
-    /// <summary>Number of 128-bit global loads (<c>ld.global.v4.*</c> or <c>ld.global.nc.v4.*</c>) in a PTX text.</summary>
-    public static int CountGlobalV4Loads(string ptx) => GlobalV4Load().Count(ptx);
 
     /// <summary>Builds the command.</summary>
     public static Command Create()
@@ -95,7 +89,7 @@ public static partial class PtxCommand
         {
             string path = Path.Combine(directory, entry.Name + ".ptx");
             IlgpuLlama.IO.OutputFile.WriteAllText(path, ptx);
-            files.Add(new PtxFile(entry.Name, entry.Family, path, new FileInfo(path).Length, CountGlobalV4Loads(ptx)));
+            files.Add(new PtxFile(entry.Name, entry.Family, path, new FileInfo(path).Length, PtxText.CountGlobalV4Loads(ptx)));
         }
         return new PtxReport(arch, $"{isa.Major}.{isa.Minor}", files);
     }

@@ -3,7 +3,6 @@ using System.Runtime.InteropServices;
 using ILGPU.Runtime.Cuda;
 using ILGPU.Runtime;
 using ILGPU;
-using IlgpuLlama.Kernels;
 
 namespace IlgpuLlama.Device;
 
@@ -22,15 +21,17 @@ public interface ILaunchGraph : IDisposable
 public static class LaunchGraphs
 {
     /// <summary>
-    /// Records what <paramref name="enqueue"/> launches through <paramref name="recorder"/>.
+    /// Records what <paramref name="enqueue"/> launches on <paramref name="stream"/>:
+    /// <paramref name="recordLaunches"/> runs it with the launches recorded, not enqueued, and returns
+    /// them with their arguments frozen (the kernels' recorder; this layer does not know the kernels).
     /// On CUDA the stream is captured into a CUDA graph (cuStreamBeginCapture / cuGraphInstantiate)
     /// so a replay costs one cuGraphLaunch instead of one host-side launch per kernel.
     /// </summary>
-    public static ILaunchGraph Record(ILaunchRecorder recorder, Action enqueue)
+    public static ILaunchGraph Record(AcceleratorStream stream, Func<Action, List<Action>> recordLaunches, Action enqueue)
     {
-        if (recorder.Stream is CudaStream cuda)
-            return CudaLaunchGraph.Capture(recorder, cuda, enqueue);
-        return new RecordedLaunchGraph(recorder.RecordLaunches(enqueue));
+        if (stream is CudaStream cuda)
+            return CudaLaunchGraph.Capture(recordLaunches, cuda, enqueue);
+        return new RecordedLaunchGraph(recordLaunches(enqueue));
     }
 
     sealed class RecordedLaunchGraph(List<Action> launches) : ILaunchGraph
@@ -61,14 +62,14 @@ public sealed class CudaLaunchGraph : ILaunchGraph
         this.exec = exec;
     }
 
-    internal static CudaLaunchGraph Capture(ILaunchRecorder recorder, CudaStream stream, Action enqueue)
+    internal static CudaLaunchGraph Capture(Func<Action, List<Action>> recordLaunches, CudaStream stream, Action enqueue)
     {
         if (stream.StreamPtr == IntPtr.Zero)
             throw new InvalidOperationException("CUDA graphs cannot capture the legacy default stream; give the kernels a stream from Accelerator.CreateStream()");
-        recorder.Accelerator.Bind();
+        stream.Accelerator.Bind();
         // Record the launches first (cheap), then replay them inside the capture: a failure in
         // the engine's own code cannot leave the stream stuck in capture mode.
-        var launches = recorder.RecordLaunches(enqueue);
+        var launches = recordLaunches(enqueue);
         Check(CuDriver.cuStreamBeginCapture_v2(stream.StreamPtr, CuDriver.CaptureModeRelaxed), "cuStreamBeginCapture");
         IntPtr graph = IntPtr.Zero;
         try

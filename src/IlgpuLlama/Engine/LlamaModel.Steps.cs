@@ -188,7 +188,7 @@ public sealed partial class LlamaModel
         ILaunchGraph graph;
         try
         {
-            graph = graphs.GetOrRecord((batch, shape), () => LaunchGraphs.Record(Kernels, () => EnqueueDecodeStep(batch, shape)));
+            graph = graphs.GetOrRecord((batch, shape), () => LaunchGraphs.Record(stream, Kernels.RecordLaunches, () => EnqueueDecodeStep(batch, shape)));
         }
         catch (Exception e) when (Device.IsCuda && e is not ArgumentException)
         {
