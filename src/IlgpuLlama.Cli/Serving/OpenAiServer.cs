@@ -202,8 +202,8 @@ public sealed class OpenAiServer : IAsyncDisposable
         web.MapMethods("/v1/models/{id}", ["GET", "HEAD"], (HttpContext c, string id) => id == options.ModelId
             ? Write(c, 200, new { id, @object = "model", created = Created, owned_by = "ilgpu-llama" })
             : Error(c, 404, $"the model '{id}' does not exist; this server serves '{options.ModelId}'", "invalid_request_error", "model", "model_not_found"));
-        web.MapPost("/v1/completions", c => Generate(c, chat: false));
-        web.MapPost("/v1/chat/completions", c => Generate(c, chat: true));
+        foreach (var endpoint in new[] { OpenAiEndpoint.Completions, OpenAiEndpoint.Chat })
+            web.MapPost(endpoint.Path, c => Generate(c, endpoint));
         web.MapFallback((HttpContext c) => Error(c, 404, $"no route {c.Request.Method} {c.Request.Path}; the endpoints are GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions",
             "invalid_request_error", null, "not_found"));
     }
@@ -265,55 +265,65 @@ public sealed class OpenAiServer : IAsyncDisposable
         public string Type { get; } = type;
     }
 
-    async Task Generate(HttpContext c, bool chat)
+    /// <summary>A request as parsed and checked, before submission.</summary>
+    sealed record ParsedRequest(IReadOnlyList<int> Prompt, GenerationSettings Settings, bool Stream, bool IncludeUsage);
+
+    /// <summary>Reads and checks the body of a generation request (an <see cref="ApiError"/> names the field at fault).</summary>
+    async Task<ParsedRequest> Parse(HttpContext c, OpenAiEndpoint endpoint)
+    {
+        CheckContentType(c);
+        using var doc = await ReadBody(c);
+        var body = doc.RootElement;
+        if (body.ValueKind != JsonValueKind.Object)
+            throw new ApiError(400, "the request body must be a JSON object", null);
+        if (Optional(body, "model") is { } m)
+        {
+            if (m.ValueKind != JsonValueKind.String)
+                throw new ApiError(400, $"model must be a string, got {Kind(m)}; this server serves '{options.ModelId}'", "model");
+            string model = Text(m, "model");
+            if (model != options.ModelId)
+                throw new ApiError(404, $"the model '{Printable(model)}' does not exist; this server serves '{options.ModelId}' (GET /v1/models)", "model", "model_not_found");
+        }
+        RefuseUnsupported(body);
+        bool stream = Bool(body, "stream") ?? false;
+        bool includeUsage = Optional(body, "stream_options") is { ValueKind: JsonValueKind.Object } so && Bool(so, "include_usage") == true;
+        var prompt = endpoint == OpenAiEndpoint.Chat ? ChatPrompt(body) : CompletionPrompt(body);
+        int room = engine.Model.MaxSeq - prompt.Count;
+        string maxField = endpoint.MaxTokensField(body);
+        int? maxTokens = Int(body, maxField);
+        if (maxTokens is < 1)
+            throw new ApiError(400, $"{maxField} must be at least 1, got {maxTokens}", maxField);
+        if (room < 1)
+            throw new ApiError(400, $"the prompt has {prompt.Count} tokens and the context holds {engine.Model.MaxSeq} (the server's --max-seq-len); shorten the prompt", endpoint.PromptField, "context_length_exceeded");
+        // In long: a max_tokens near 2^31 would wrap the sum negative and pass.
+        if (maxTokens is int asked && (long)prompt.Count + asked > engine.Model.MaxSeq)
+            throw new ApiError(400, $"the prompt's {prompt.Count} tokens + {maxField} {asked} = {(long)prompt.Count + asked} exceeds the context length of {engine.Model.MaxSeq} " +
+                $"(the server's --max-seq-len {engine.Model.MaxSeq}); lower {maxField} to at most {room} or shorten the prompt", maxField, "context_length_exceeded");
+        var settings = new GenerationSettings
+        {
+            MaxNewTokens = maxTokens ?? endpoint.DefaultMaxTokens(room),
+            Sampling = Sampling(body),
+            StopStrings = Stops(body),
+            IgnoreEos = Bool(body, "ignore_eos") ?? false, // vLLM's extension, for benchmarks
+        };
+        return new ParsedRequest(prompt, settings, stream, includeUsage);
+    }
+
+    async Task Generate(HttpContext c, OpenAiEndpoint endpoint)
     {
         ScheduledRequest handle;
         CancellationToken cancelled; // the client left or shutdown cancelled the request
         bool stream;
         bool includeUsage;
-        string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N")[..24];
+        string id = endpoint.IdPrefix + Guid.NewGuid().ToString("N")[..24];
         try
         {
-            CheckContentType(c);
-            using var doc = await ReadBody(c);
-            var body = doc.RootElement;
-            if (body.ValueKind != JsonValueKind.Object)
-                throw new ApiError(400, "the request body must be a JSON object", null);
-            if (Optional(body, "model") is { } m)
-            {
-                if (m.ValueKind != JsonValueKind.String)
-                    throw new ApiError(400, $"model must be a string, got {Kind(m)}; this server serves '{options.ModelId}'", "model");
-                string model = Text(m, "model");
-                if (model != options.ModelId)
-                    throw new ApiError(404, $"the model '{Printable(model)}' does not exist; this server serves '{options.ModelId}' (GET /v1/models)", "model", "model_not_found");
-            }
-            RefuseUnsupported(body);
-            stream = Bool(body, "stream") ?? false;
-            includeUsage = Optional(body, "stream_options") is { ValueKind: JsonValueKind.Object } so && Bool(so, "include_usage") == true;
-            var prompt = chat ? ChatPrompt(body) : CompletionPrompt(body);
-            int room = engine.Model.MaxSeq - prompt.Count;
-            string maxField = chat && Optional(body, "max_completion_tokens") is not null ? "max_completion_tokens" : "max_tokens";
-            int? maxTokens = Int(body, maxField);
-            if (maxTokens is < 1)
-                throw new ApiError(400, $"{maxField} must be at least 1, got {maxTokens}", maxField);
-            if (room < 1)
-                throw new ApiError(400, $"the prompt has {prompt.Count} tokens and the context holds {engine.Model.MaxSeq} (the server's --max-seq-len); shorten the prompt", chat ? "messages" : "prompt", "context_length_exceeded");
-            // In long: a max_tokens near 2^31 would wrap the sum negative and pass.
-            if (maxTokens is int asked && (long)prompt.Count + asked > engine.Model.MaxSeq)
-                throw new ApiError(400, $"the prompt's {prompt.Count} tokens + {maxField} {asked} = {(long)prompt.Count + asked} exceeds the context length of {engine.Model.MaxSeq} " +
-                    $"(the server's --max-seq-len {engine.Model.MaxSeq}); lower {maxField} to at most {room} or shorten the prompt", maxField, "context_length_exceeded");
-            var settings = new GenerationSettings
-            {
-                // OpenAI's default for completions is 16 tokens; chat defaults to the rest of the context.
-                MaxNewTokens = maxTokens ?? (chat ? room : Math.Min(16, room)),
-                Sampling = Sampling(body),
-                StopStrings = Stops(body),
-                IgnoreEos = Bool(body, "ignore_eos") ?? false, // vLLM's extension, for benchmarks
-            };
+            var parsed = await Parse(c, endpoint);
+            (stream, includeUsage) = (parsed.Stream, parsed.IncludeUsage);
             var cancel = CancellationTokenSource.CreateLinkedTokenSource(c.RequestAborted, stopping.Token);
             c.Response.RegisterForDispose(cancel);
             cancelled = cancel.Token;
-            handle = engine.Submit(prompt, settings, cancelled);
+            handle = engine.Submit(parsed.Prompt, parsed.Settings, cancelled);
         }
         catch (ApiError e)
         {
@@ -344,11 +354,11 @@ public sealed class OpenAiServer : IAsyncDisposable
             // Waiting on `cancelled` too: a cancelled request answers at once, not after the
             // scheduler's current step (tens of seconds per step on a loaded CPU).
             if (stream)
-                await Stream(c, handle, id, chat, includeUsage, cancelled);
+                await Stream(c, handle, endpoint, id, includeUsage, cancelled);
             else
             {
                 var r = await handle.Completion.WaitAsync(cancelled);
-                await Write(c, 200, Response(r, id, chat));
+                await Write(c, 200, endpoint.Response(id, DateTimeOffset.UtcNow.ToUnixTimeSeconds(), options.ModelId, r, Finish(r.FinishReason), Usage(r)));
             }
         }
         catch (Exception) when (c.RequestAborted.IsCancellationRequested)
@@ -388,47 +398,34 @@ public sealed class OpenAiServer : IAsyncDisposable
         }
     }
 
-    object Response(RequestResult r, string id, bool chat)
-    {
-        var usage = new { prompt_tokens = r.PromptTokens.Count, completion_tokens = r.GeneratedTokens.Count, total_tokens = r.PromptTokens.Count + r.GeneratedTokens.Count };
-        string finish = Finish(r.FinishReason);
-        long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        return chat
-            ? new { id, @object = "chat.completion", created, model = options.ModelId, choices = new[] { new { index = 0, message = new { role = "assistant", content = r.Text }, logprobs = (object?)null, finish_reason = finish } }, usage }
-            : new { id, @object = "text_completion", created, model = options.ModelId, choices = new[] { new { index = 0, text = r.Text, logprobs = (object?)null, finish_reason = finish } }, usage };
-    }
+    static object Usage(RequestResult r) =>
+        new { prompt_tokens = r.PromptTokens.Count, completion_tokens = r.GeneratedTokens.Count, total_tokens = r.PromptTokens.Count + r.GeneratedTokens.Count };
 
     static string Finish(FinishReason reason) => reason == FinishReason.Length ? "length" : "stop";
 
-    async Task Stream(HttpContext c, ScheduledRequest handle, string id, bool chat, bool includeUsage, CancellationToken cancelled)
+    async Task Stream(HttpContext c, ScheduledRequest handle, OpenAiEndpoint endpoint, string id, bool includeUsage, CancellationToken cancelled)
     {
         c.Response.StatusCode = 200;
         c.Response.ContentType = "text/event-stream";
         c.Response.Headers.CacheControl = "no-cache";
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        object Chunk(object? delta, string? text, string? finish) => chat
-            ? new { id, @object = "chat.completion.chunk", created, model = options.ModelId, choices = new[] { new { index = 0, delta, logprobs = (object?)null, finish_reason = finish } } }
-            : new { id, @object = "text_completion", created, model = options.ModelId, choices = new[] { new { index = 0, text, logprobs = (object?)null, finish_reason = finish } } };
+        string model = options.ModelId;
         var ct = c.RequestAborted;
-        if (chat)
-            await Event(c, Chunk(new { role = "assistant", content = "" }, null, null), ct);
+        if (endpoint.OpensStream)
+            await Event(c, endpoint.Chunk(id, created, model, null, null), ct);
         else
             await c.Response.Body.FlushAsync(ct);
         await foreach (var token in handle.Tokens.ReadAllAsync(cancelled))
         {
             if (token.Text.Length > 0)
-                await Event(c, chat ? Chunk(new { content = token.Text }, null, null) : Chunk(null, token.Text, null), ct);
+                await Event(c, endpoint.Chunk(id, created, model, token.Text, null), ct);
             if (token.FinishReason is { } reason)
-                await Event(c, chat ? Chunk(new { }, null, Finish(reason)) : Chunk(null, "", Finish(reason)), ct);
+                await Event(c, endpoint.Chunk(id, created, model, null, Finish(reason)), ct);
         }
         if (includeUsage)
         {
             var r = await handle.Completion.WaitAsync(cancelled);
-            await Event(c, new
-            {
-                id, @object = chat ? "chat.completion.chunk" : "text_completion", created, model = options.ModelId, choices = Array.Empty<object>(),
-                usage = new { prompt_tokens = r.PromptTokens.Count, completion_tokens = r.GeneratedTokens.Count, total_tokens = r.PromptTokens.Count + r.GeneratedTokens.Count },
-            }, ct);
+            await Event(c, new { id, @object = endpoint.ChunkObject, created, model, choices = Array.Empty<object>(), usage = Usage(r) }, ct);
         }
         await c.Response.WriteAsync("data: [DONE]\n\n", ct);
         await c.Response.Body.FlushAsync(ct);
