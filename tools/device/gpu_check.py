@@ -2,18 +2,22 @@
 """GPU check of ilgpu-llama against Hugging Face transformers at full Llama 3.2 1B size.
 
 Runs on the device machine (PyTorch + transformers, no .NET SDK) via tools/device/run.sh, which
-gives it an absolute deadline. Steps run decisive first (see PLAN): copy bandwidth and the model;
+gives it an absolute deadline. Steps run decisive first (see STEPS): copy bandwidth and the model;
 decode tg128 of every decode variant at batch 1 and 4; the matvec kernels timed back to back;
 Q8_0/Q4_0 decode; logits of every variant and format against transformers; compute-sanitizer;
 the CUDA-graph cache under 50 mixed requests; wide batches, serve, attention, pp512; greedy
 token-by-token checks, memory, transformers timing; ncu last on the winning variant.
 
-Nothing is lost to a timeout: every step has a cap (CAPS) and the deadline caps it further (a
-step that cannot start in the time left is recorded `skipped (deadline)`); results.json,
-summary.json and results.md in --out are rewritten (atomically) after every CLI call and step,
-with each step's status (ok / failed / skipped / timeout / running) and seconds, and figures not
-measured yet as null. A step's CLI children run in their own process group, killed when the step
-runs out of time, and die with this script (PR_SET_PDEATHSIG) if it is killed.
+The script is steps over one Run: a Run holds the arguments, the results, the deadline, the running
+step's end and the CLI children; every step is a function step(run, res) that fills res (its entry in
+the results) as it goes. STEPS declares each step once, in the order of the run, with its caps.
+
+Nothing is lost to a timeout: every step has a cap and the deadline caps it further (a step that
+cannot start in the time left is recorded `skipped (deadline)`); results.json, summary.json and
+results.md in --out are rewritten (atomically) after every CLI call and step, with each step's
+status (ok / failed / skipped / timeout / running) and seconds, and figures not measured yet as
+null. A step's CLI children run in their own process group, killed when the step runs out of time,
+and die with this script (PR_SET_PDEATHSIG) if it is killed.
 
 --cpu-smoke runs the ilgpu-llama half on the CPU accelerator with the built-in demo model and its
 own tiny sizes (4 new tokens, pp16, tg4, 1 repeat, tiny kernel shapes, no torch): tools/test.sh
@@ -23,7 +27,6 @@ Standard library only, except the steps that need torch (imported inside them).
 """
 import argparse
 import ctypes
-import inspect
 import json
 import math
 import os
@@ -37,31 +40,15 @@ import threading
 import time
 import traceback
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
-T0 = time.time()
-RESULTS = {"steps": {}, "status": {}, "errors": {}}
-ARGS = None
-DEV = "cuda"
-VARIANTS = ["baseline", "fused-norm", "fused-norm-short-attn"]
+VARIANTS = ("baseline", "fused-norm", "fused-norm-short-attn")
 QUANT_FORMATS = ("q8_0", "q4_0")
 SANITIZER_FORMATS = ("fp16", "bf16", "q8_0", "q4_0")
-DEADLINE = None          # absolute time.time() by which the script must have written everything
 MARGIN = 20              # seconds kept back from the deadline for the last writes and the log archive
-STEP_END = None          # absolute end of the running step (its cap or the deadline, whichever is first)
-CHILDREN = set()
-
-# The order of the run (decisive first) and each step's cap in seconds on a GPU / in the CPU smoke.
-PLAN = ["info", "copy_bandwidth", "model", "decode_variants", "kernels_matvec", "decode_quant", "reference", "logits",
-        "sanitizer", "graph_cache", "decode_wide", "serve", "attention", "prefill", "greedy", "memory", "hf_timing", "ncu"]
-CAPS = {"info": 40, "copy_bandwidth": 30, "model": 180, "decode_variants": 150, "kernels_matvec": 120, "decode_quant": 100,
-        "reference": 90, "logits": 160, "sanitizer": 180, "graph_cache": 90, "decode_wide": 120, "serve": 150, "attention": 90,
-        "prefill": 90, "greedy": 150, "memory": 60, "hf_timing": 60, "ncu": 150,
-        "reference_variants": 150, "diagnose": 400, "bisect": 400}
-# Left out of the CPU smoke: the steps that need torch, and two plain CLI calls with no logic of their own here
-# (prefill is bench e2e as in decode_quant; memory --allocate has its own tests), to keep the smoke short.
-SMOKE_SKIP = {"copy_bandwidth", "reference", "hf_timing", "reference_variants", "diagnose", "bisect", "prefill", "memory"}
-MIN_START = 15           # a step is not started with less time left than this
+MIN_START = 15           # a step is not started with less time left than this (3 s in the CPU smoke)
 
 
 class StepTimeout(Exception):
@@ -76,29 +63,10 @@ class Terminated(BaseException):
     pass
 
 
-def log(msg):
-    print(f"[{time.time() - T0:6.1f}s] {msg}", flush=True)
-
-
 def atomic_write(path, text):
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def save():
-    """results.json, summary.json and results.md as they stand now (called after every CLI call and step)."""
-    out = Path(ARGS.out)
-    atomic_write(out / "results.json", json.dumps(RESULTS, indent=1, default=str))
-    try:
-        summ = summary()
-    except Exception as e:  # a summary bug must not lose the run
-        summ = {"summary_error": f"{type(e).__name__}: {e}", "steps": step_table()}
-    atomic_write(out / "summary.json", json.dumps(summ, indent=1, default=str))
-    try:
-        atomic_write(out / "results.md", markdown(summ))
-    except Exception as e:
-        log(f"results.md not written: {type(e).__name__}: {e}")
 
 
 def on_alarm(signum, frame):
@@ -107,53 +75,6 @@ def on_alarm(signum, frame):
 
 def on_term(signum, frame):
     raise Terminated(f"signal {signum}")
-
-
-def step(name, fn):
-    global STEP_END
-    now = time.time()
-    cap = CAPS.get(name, 120) if not ARGS.cpu_smoke else ARGS.smoke_cap
-    left = DEADLINE - now - MARGIN
-    min_start = MIN_START if not ARGS.cpu_smoke else 3
-    if left < min(min_start, cap):
-        RESULTS["status"][name] = {"status": "skipped (deadline)", "seconds": 0, "cap_s": cap}
-        log(f"--- {name}: skipped (deadline, {left:.0f}s left)")
-        save()
-        return
-    budget = min(cap, left)
-    STEP_END = now + budget
-    res = {}
-    RESULTS["steps"][name] = res  # steps fill it as they go, so a timeout keeps what finished
-    RESULTS["errors"].pop(name, None)
-    RESULTS["status"][name] = {"status": "running", "seconds": None, "cap_s": round(budget)}
-    save()
-    log(f"--- {name} (cap {budget:.0f}s)")
-    status, err = "ok", None
-    signal.setitimer(signal.ITIMER_REAL, budget + 10)  # Python-side work (torch); CLI calls time out first
-    try:
-        r = fn(res) if len(inspect.signature(fn).parameters) == 1 else fn()
-        if isinstance(r, dict):
-            res.update(r)
-    except StepTimeout as e:
-        status, err = "timeout", str(e)
-    except Skip as e:
-        status, err = "skipped", str(e)
-    except Terminated as e:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        RESULTS["status"][name] = {"status": "killed", "seconds": round(time.time() - now, 1), "cap_s": round(budget)}
-        RESULTS["errors"][name] = f"killed by {e}"
-        raise
-    except Exception as e:  # record and go on
-        status, err = "failed", f"{type(e).__name__}: {e}"
-        traceback.print_exc()
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        STEP_END = None
-    RESULTS["status"][name] = {"status": status, "seconds": round(time.time() - now, 1), "cap_s": round(budget)}
-    if err:
-        RESULTS["errors"][name] = err
-    log(f"{name}: {status} in {time.time() - now:.1f}s" + (f" ({err})" if err else ""))
-    save()
 
 
 def die_with_parent():
@@ -177,80 +98,227 @@ def kill_group(p):
             pass
 
 
-def spawn(cmd, name, cwd=None):
-    """Starts cmd in its own process group with stdout/stderr in the log folder."""
-    logs = Path(ARGS.logs)
-    so = open(logs / f"{name}.stdout.txt", "w")
-    se = open(logs / f"{name}.stderr.txt", "w")
-    p = subprocess.Popen(cmd, stdout=so, stderr=se, stdin=subprocess.DEVNULL, cwd=cwd or ARGS.work, env=dict(os.environ, **ARGS.child_env),
-                         start_new_session=True, preexec_fn=die_with_parent)
-    so.close()
-    se.close()
-    CHILDREN.add(p)
-    return p
+# What a step needs to have run before it in this process (Step.model); an --only plan adds the model step when it is missing.
+MODEL_DIR = "dir"        # the saved model directory (results' model_dir; the demo model in the CPU smoke)
+TORCH_MODEL = "torch"    # the transformers model in this process's memory
 
 
-def time_left(timeout):
-    limit = timeout
-    if STEP_END is not None:
-        limit = min(limit, STEP_END - time.time())
-    return limit
+@dataclass(frozen=True)
+class Step:
+    """One step of the run, declared once in STEPS. fn(run, res) fills res, the step's entry in results.json, as it goes
+    (a dict it returns is added to res), raises Skip when it cannot run here, StepTimeout when its time is up."""
+    name: str
+    cap: int                          # seconds on a GPU
+    smoke_cap: Optional[int]          # seconds in the CPU smoke (--smoke-cap overrides); None: left out of the smoke
+    fn: Callable
+    torch: bool = False               # imports torch (needs a GPU machine); in the smoke only with a smoke_fn
+    smoke_fn: Optional[Callable] = None  # what runs instead of fn in the CPU smoke
+    model: Optional[str] = MODEL_DIR  # MODEL_DIR, TORCH_MODEL or None: what must exist first (see Run.needs)
+    reference: bool = False           # needs the transformers reference logits (work/ref_logits.npy)
+    planned: bool = True              # in the default run; False: only when named in --only (the diagnosis steps)
+
+    @property
+    def in_smoke(self):
+        return self.smoke_cap is not None and (not self.torch or self.smoke_fn is not None)
 
 
-def run_cmd(name, cmd, timeout):
-    """Runs cmd (its own process group) for at most timeout seconds or what the step has left; returns (exit, stdout, stderr)."""
-    limit = time_left(timeout)
-    if limit < 1:
-        raise StepTimeout(f"{name}: no time left in the step")
-    t = time.time()
-    p = spawn(cmd, name)
-    try:
-        rc = p.wait(timeout=limit)
-    except subprocess.TimeoutExpired:
-        raise StepTimeout(f"{name} killed after {limit:.0f}s")
-    finally:
-        if p.poll() is None:
+class Run:
+    """One run of the check: its arguments, its results (what results.json holds), the deadline, the running step's
+    end and the CLI children still alive. Every step gets it; nothing else carries state between steps."""
+
+    def __init__(self, args, t0):
+        self.args = args
+        self.t0 = t0                 # the script's start (log times, elapsed_s)
+        self.smoke = bool(args.cpu_smoke)
+        self.dev = "cpu" if self.smoke else "cuda"
+        self.results = {"steps": {}, "status": {}, "errors": {}}
+        self.deadline = args.deadline_at if args.deadline_at else t0 + args.deadline  # absolute time by which everything is written
+        self.step_end = None         # absolute end of the running step (its cap or the deadline, whichever is first)
+        self.children = set()        # CLI processes (each the leader of its own process group) still running
+        self.model = None            # the bf16 transformers model (GPU, once the model step has run in this process)
+        self.ref32 = None            # its fp32 reference, loaded from the saved directory
+
+    def log(self, msg):
+        print(f"[{time.time() - self.t0:6.1f}s] {msg}", flush=True)
+
+    def save(self):
+        """results.json, summary.json and results.md as they stand now (called after every CLI call and step)."""
+        out = Path(self.args.out)
+        atomic_write(out / "results.json", json.dumps(self.results, indent=1, default=str))
+        try:
+            summ = summary(self)
+        except Exception as e:  # a summary bug must not lose the run
+            summ = {"summary_error": f"{type(e).__name__}: {e}", "steps": step_table(self.results)}
+        atomic_write(out / "summary.json", json.dumps(summ, indent=1, default=str))
+        try:
+            atomic_write(out / "results.md", markdown(self, summ))
+        except Exception as e:
+            self.log(f"results.md not written: {type(e).__name__}: {e}")
+
+    def cap(self, step):
+        """The step's cap in seconds here: on a GPU, or in the CPU smoke (--smoke-cap when given)."""
+        if not self.smoke:
+            return step.cap
+        return self.args.smoke_cap if self.args.smoke_cap is not None else step.smoke_cap
+
+    def run_step(self, step):
+        """Runs one step within min(its cap, the time to the deadline - MARGIN) and records its status, seconds and error."""
+        name = step.name
+        status_of = self.results["status"]
+        now = time.time()
+        cap = self.cap(step)
+        left = self.deadline - now - MARGIN
+        min_start = MIN_START if not self.smoke else 3
+        if left < min(min_start, cap):
+            status_of[name] = {"status": "skipped (deadline)", "seconds": 0, "cap_s": cap}
+            self.log(f"--- {name}: skipped (deadline, {left:.0f}s left)")
+            self.save()
+            return
+        budget = min(cap, left)
+        self.step_end = now + budget
+        res = {}
+        self.results["steps"][name] = res  # steps fill it as they go, so a timeout keeps what finished
+        self.results["errors"].pop(name, None)
+        status_of[name] = {"status": "running", "seconds": None, "cap_s": round(budget)}
+        self.save()
+        self.log(f"--- {name} (cap {budget:.0f}s)")
+        status, err = "ok", None
+        signal.setitimer(signal.ITIMER_REAL, budget + 10)  # Python-side work (torch); CLI calls time out first
+        try:
+            r = (step.smoke_fn if self.smoke and step.smoke_fn else step.fn)(self, res)
+            if isinstance(r, dict):
+                res.update(r)
+        except StepTimeout as e:
+            status, err = "timeout", str(e)
+        except Skip as e:
+            status, err = "skipped", str(e)
+        except Terminated as e:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            status_of[name] = {"status": "killed", "seconds": round(time.time() - now, 1), "cap_s": round(budget)}
+            self.results["errors"][name] = f"killed by {e}"
+            raise
+        except Exception as e:  # record and go on
+            status, err = "failed", f"{type(e).__name__}: {e}"
+            traceback.print_exc()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            self.step_end = None
+        status_of[name] = {"status": status, "seconds": round(time.time() - now, 1), "cap_s": round(budget)}
+        if err:
+            self.results["errors"][name] = err
+        self.log(f"{name}: {status} in {time.time() - now:.1f}s" + (f" ({err})" if err else ""))
+        self.save()
+
+    def spawn(self, cmd, name, cwd=None):
+        """Starts cmd in its own process group with stdout/stderr in the log folder."""
+        logs = Path(self.args.logs)
+        so = open(logs / f"{name}.stdout.txt", "w")
+        se = open(logs / f"{name}.stderr.txt", "w")
+        p = subprocess.Popen(cmd, stdout=so, stderr=se, stdin=subprocess.DEVNULL, cwd=cwd or self.args.work,
+                             env=dict(os.environ, **self.args.child_env), start_new_session=True, preexec_fn=die_with_parent)
+        so.close()
+        se.close()
+        self.children.add(p)
+        return p
+
+    def kill_children(self):
+        for p in list(self.children):
             kill_group(p)
-        CHILDREN.discard(p)
-    logs = Path(ARGS.logs)
-    out = (logs / f"{name}.stdout.txt").read_text(errors="replace")
-    err = (logs / f"{name}.stderr.txt").read_text(errors="replace")
-    shown = " ".join(a if len(a) < 60 else a[:57] + "..." for a in cmd)[-300:]
-    log(f"  {name}: {shown} -> exit {rc} in {time.time() - t:.1f}s")
-    tail = "\n".join(err.strip().splitlines()[-6:])
-    if tail:
-        print("    " + tail.replace("\n", "\n    "), flush=True)
-    return rc, out, err
 
+    def time_left(self, timeout):
+        """timeout, or less when the running step ends sooner."""
+        limit = timeout
+        if self.step_end is not None:
+            limit = min(limit, self.step_end - time.time())
+        return limit
 
-def cli(name, args, timeout=600, parse_json=True, prefix=(), check=True):
-    """Runs ilgpu-llama (logs kept in the log folder), returns parsed JSON stdout."""
-    rc, out, err = run_cmd(name, list(prefix) + ARGS.cli_cmd + list(args), timeout)
-    tail = "\n".join(err.strip().splitlines()[-6:])
-    if check and rc != 0 and not (parse_json and out.strip().startswith("{")):
-        raise RuntimeError(f"{name}: exit {rc}: {tail}")
-    try:
-        save()
-    except Exception:
-        pass
-    if not parse_json:
-        return {"exit": rc, "stdout": out[-4000:]}
-    return json.loads(out)
+    def run_cmd(self, name, cmd, timeout):
+        """Runs cmd (its own process group) for at most timeout seconds or what the step has left; returns (exit, stdout, stderr)."""
+        limit = self.time_left(timeout)
+        if limit < 1:
+            raise StepTimeout(f"{name}: no time left in the step")
+        t = time.time()
+        p = self.spawn(cmd, name)
+        try:
+            rc = p.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            raise StepTimeout(f"{name} killed after {limit:.0f}s")
+        finally:
+            if p.poll() is None:
+                kill_group(p)
+            self.children.discard(p)
+        logs = Path(self.args.logs)
+        out = (logs / f"{name}.stdout.txt").read_text(errors="replace")
+        err = (logs / f"{name}.stderr.txt").read_text(errors="replace")
+        shown = " ".join(a if len(a) < 60 else a[:57] + "..." for a in cmd)[-300:]
+        self.log(f"  {name}: {shown} -> exit {rc} in {time.time() - t:.1f}s")
+        tail = "\n".join(err.strip().splitlines()[-6:])
+        if tail:
+            print("    " + tail.replace("\n", "\n    "), flush=True)
+        return rc, out, err
 
+    def cli(self, name, args, timeout=600, parse_json=True, prefix=(), check=True):
+        """Runs ilgpu-llama (logs kept in the log folder), returns parsed JSON stdout."""
+        rc, out, err = self.run_cmd(name, list(prefix) + self.args.cli_cmd + list(args), timeout)
+        tail = "\n".join(err.strip().splitlines()[-6:])
+        if check and rc != 0 and not (parse_json and out.strip().startswith("{")):
+            raise RuntimeError(f"{name}: exit {rc}: {tail}")
+        try:
+            self.save()
+        except Exception:
+            pass
+        if not parse_json:
+            return {"exit": rc, "stdout": out[-4000:]}
+        return json.loads(out)
 
-def model_dir():
-    d = RESULTS.get("model_dir")
-    if not d or not Path(d).exists():
-        raise RuntimeError("no model: the model step has not run (or its directory is gone)")
-    return d
+    def has_model_dir(self):
+        d = self.results.get("model_dir")
+        return bool(d) and Path(d).exists()
 
+    def model_dir(self):
+        if not self.has_model_dir():
+            raise RuntimeError("no model: the model step has not run (or its directory is gone)")
+        return self.results["model_dir"]
 
-def demo_dir():
-    """The built-in demo model, written by a first generate into the work folder's weights/."""
-    d = Path(ARGS.work) / "weights" / "demo-tiny-llama3"
-    if not (d / "config.json").exists():
-        cli("demo_model", ["generate", "--max-new-tokens", "1", "--device", "cpu", "--temperature", "0"], 300, parse_json=False)
-    return str(d)
+    def demo_dir(self):
+        """The built-in demo model, written by a first generate into the work folder's weights/."""
+        d = Path(self.args.work) / "weights" / "demo-tiny-llama3"
+        if not (d / "config.json").exists():
+            self.cli("demo_model", ["generate", "--max-new-tokens", "1", "--device", "cpu", "--temperature", "0"], 300, parse_json=False)
+        return str(d)
+
+    def best_variant(self):
+        """The decode variant with the highest batch-1 tok/s in decode_variants (baseline if that step has no figure)."""
+        per = {v: next((r["tokens_per_second"] for r in rep.get("rows", []) if r["test"].startswith("tg") and r["batch"] == 1), 0)
+               for v, rep in (self.results["steps"].get("decode_variants") or {}).items() if isinstance(rep, dict)}
+        return max(per, key=per.get) if per else "baseline"
+
+    def e2e(self, name, extra, timeout=200):
+        return self.cli(name, ["bench", "e2e", "--model", self.model_dir(), "--device", self.dev, "--json"] + extra, timeout)
+
+    def needs(self, step):
+        """Steps a step needs in this process (an --only rerun on a fresh machine rebuilds the model first)."""
+        if step.model is None:
+            return []
+        if self.smoke:
+            return ["model"] if not self.has_model_dir() else []
+        out = []
+        if (step.model == TORCH_MODEL and self.model is None) or not self.has_model_dir():
+            out.append("model")
+        if step.reference and not (Path(self.args.work) / "ref_logits.npy").exists():
+            out += ["model", "reference"] if self.model is None else ["reference"]
+        return list(dict.fromkeys(out))
+
+    def plan(self, wanted, skip):
+        """wanted in order, each after the steps it needs that are not wanted themselves, less skip and (in the CPU smoke)
+        the steps left out of it."""
+        plan = []
+        for name in wanted:
+            for dep in self.needs(STEP[name]):
+                if dep not in plan and dep not in wanted:
+                    plan.append(dep)
+            plan.append(name)
+        return [n for n in plan if n not in skip and (not self.smoke or STEP[n].in_smoke)]
 
 
 def tokens_arg(rows):
@@ -299,11 +367,11 @@ def make_config(variant, **overrides):
     return LlamaConfig(rope_parameters=dict(ROPE, rope_theta=500000.0), **base)
 
 
-def build_model():
+def build_model(run):
     import numpy as np
     import torch
     from transformers import LlamaForCausalLM
-    torch.manual_seed(ARGS.seed)
+    torch.manual_seed(run.args.seed)
     model, used = None, None
     for variant in ("rope_scaling", "rope_parameters"):
         try:
@@ -312,13 +380,13 @@ def build_model():
                 m = LlamaForCausalLM(cfg)
             inv = m.model.rotary_emb.inv_freq.detach().double().cpu().numpy()
             err = float(np.max(np.abs(inv - expected_inv_freq()) / expected_inv_freq()))
-            log(f"config via {variant}: llama3 inv_freq max rel error {err:.2e}")
+            run.log(f"config via {variant}: llama3 inv_freq max rel error {err:.2e}")
             if err < 1e-5:
                 model, used = m, variant
                 break
             del m
         except Exception as e:
-            log(f"config via {variant} failed: {e}")
+            run.log(f"config via {variant} failed: {e}")
     if model is None:
         raise RuntimeError("could not build a config whose RoPE matches llama3 scaling")
     model = model.to(torch.bfloat16).eval()
@@ -327,7 +395,7 @@ def build_model():
 
     # Peak the distribution: with tied embeddings, logit scale is proportional to the embedding
     # scale (the final RMSNorm removes the hidden state's own scale). Measure, rescale once, measure.
-    prompt = torch.randint(0, 128256, (1, ARGS.prompt_len), generator=torch.Generator().manual_seed(ARGS.seed + 1)).cuda()
+    prompt = torch.randint(0, 128256, (1, run.args.prompt_len), generator=torch.Generator().manual_seed(run.args.seed + 1)).cuda()
 
     def spread():
         with torch.no_grad():
@@ -337,11 +405,11 @@ def build_model():
 
     std0, margin0 = spread()
     with torch.no_grad():
-        model.model.embed_tokens.weight.mul_(ARGS.target_logit_std / std0)
+        model.model.embed_tokens.weight.mul_(run.args.target_logit_std / std0)
     std1, margin1 = spread()
-    log(f"logit std {std0:.3f} -> {std1:.3f}, median top-1/top-2 margin {margin0:.3f} -> {margin1:.3f}")
+    run.log(f"logit std {std0:.3f} -> {std1:.3f}, median top-1/top-2 margin {margin0:.3f} -> {margin1:.3f}")
 
-    model_dir = Path(ARGS.work) / "llama-3.2-1b-random"
+    model_dir = Path(run.args.work) / "llama-3.2-1b-random"
     model.save_pretrained(model_dir, safe_serialization=True)
     # The fp32 reference is loaded from the saved directory, as a user would load it. Converting
     # the bf16 model in place with .float() would not do: nn.Module.to(bfloat16) also rounds the
@@ -360,12 +428,12 @@ def build_model():
     inv_bf16 = model.model.rotary_emb.inv_freq.detach().double().cpu().numpy()
     inv_check = {"reference_fp32_max_rel_error": float(np.max(np.abs(inv_ref - exp_inv) / exp_inv)),
                  "bf16_converted_model_max_rel_error": float(np.max(np.abs(inv_bf16 - exp_inv) / exp_inv))}
-    log(f"rotary inv_freq vs llama3 formula: {inv_check}")
-    globals()["REF32"] = ref
+    run.log(f"rotary inv_freq vs llama3 formula: {inv_check}")
+    run.ref32 = ref
     cfg_json = json.loads((model_dir / "config.json").read_text())
     files = sorted(p.name for p in model_dir.iterdir())
-    RESULTS["model_dir"] = str(model_dir)
-    globals()["MODEL"] = model
+    run.results["model_dir"] = str(model_dir)
+    run.model = model
     return {"config_variant": used, "inv_freq_check": inv_check, "logit_std_before": std0, "logit_std": std1, "median_margin_before": margin0,
             "median_margin": margin1, "files": files, "config_json": cfg_json,
             "params": sum(p.numel() for p in model.parameters())}
@@ -374,10 +442,10 @@ def build_model():
 # ---------------------------------------------------------------------------------------------
 # 2. transformers reference
 
-def prompts():
+def prompts(run):
     import torch
-    g = torch.Generator().manual_seed(ARGS.seed + 2)
-    body = torch.randint(0, 128000, (4, ARGS.prompt_len - 1), generator=g)
+    g = torch.Generator().manual_seed(run.args.seed + 2)
+    body = torch.randint(0, 128000, (4, run.args.prompt_len - 1), generator=g)
     bos = torch.full((4, 1), 128000, dtype=torch.long)
     return torch.cat([bos, body], dim=1)
 
@@ -391,61 +459,63 @@ def hf_generate(model, ids, new_tokens):
     return out[:, ids.shape[1]:].cpu().tolist()
 
 
-def reference():
+def reference(run, res):
+    """transformers fp32 greedy tokens (batch 1 and 4), logits and margins, kept in results' ref; res gets them only at the
+    end, so a timeout leaves no half reference."""
     import numpy as np
     import torch
-    p = prompts()
-    ref = globals()["REF32"]  # fp32 reference loaded from the saved model (weights are exactly the bf16 values)
-    res = {"prompts": p.tolist()}
-    res["greedy_b1"] = hf_generate(ref, p[:1], ARGS.new_tokens)[0]
-    res["greedy_b4"] = hf_generate(ref, p, ARGS.new_tokens)
+    p = prompts(run)
+    ref = run.ref32  # fp32 reference loaded from the saved model (weights are exactly the bf16 values)
+    ref_out = {"prompts": p.tolist()}
+    ref_out["greedy_b1"] = hf_generate(ref, p[:1], run.args.new_tokens)[0]
+    ref_out["greedy_b4"] = hf_generate(ref, p, run.args.new_tokens)
     # fp32 logits of every position of prompt + greedy tokens, and the per-step margins
     margins = []
     for i in range(4):
-        seq = p[i].tolist() + res["greedy_b4"][i]
+        seq = p[i].tolist() + ref_out["greedy_b4"][i]
         with torch.no_grad():
             logits = ref(torch.tensor([seq], device="cuda")).logits[0].float()
         top2 = torch.topk(logits, 2, dim=-1).values
         m = (top2[:, 0] - top2[:, 1]).cpu().numpy()
-        margins.append([float(x) for x in m[ARGS.prompt_len - 1: ARGS.prompt_len - 1 + ARGS.new_tokens]])
+        margins.append([float(x) for x in m[run.args.prompt_len - 1: run.args.prompt_len - 1 + run.args.new_tokens]])
         if i == 0:
-            full = p[0].tolist() + res["greedy_b1"]
+            full = p[0].tolist() + ref_out["greedy_b1"]
             with torch.no_grad():
                 l1 = ref(torch.tensor([full], device="cuda")).logits[0].float().cpu().numpy()
-            np.save(Path(ARGS.work) / "ref_logits.npy", l1.astype(np.float32))
-            res["logits_tokens"] = full
+            np.save(Path(run.args.work) / "ref_logits.npy", l1.astype(np.float32))
+            ref_out["logits_tokens"] = full
             top2b = np.sort(l1, axis=-1)[:, -2:]
-            res["margins_b1"] = [float(x) for x in (top2b[:, 1] - top2b[:, 0])[ARGS.prompt_len - 1: ARGS.prompt_len - 1 + ARGS.new_tokens]]
-    res["margins_b4"] = margins
-    res["b1_equals_b4_row0"] = res["greedy_b1"] == res["greedy_b4"][0]
+            ref_out["margins_b1"] = [float(x) for x in (top2b[:, 1] - top2b[:, 0])[run.args.prompt_len - 1: run.args.prompt_len - 1 + run.args.new_tokens]]
+    ref_out["margins_b4"] = margins
+    ref_out["b1_equals_b4_row0"] = ref_out["greedy_b1"] == ref_out["greedy_b4"][0]
     torch.cuda.empty_cache()
-    RESULTS["ref"] = res
-    return {k: v for k, v in res.items() if k not in ("logits_tokens",)}
+    run.results["ref"] = ref_out
+    return {k: v for k, v in ref_out.items() if k not in ("logits_tokens",)}
 
 
-def reference_variants():
+def reference_variants(run, res):
     """Two more references for the same tokens, to separate our error from the reference's own:
     float64 (what fp32 itself deviates from), and fp32 with K and V rounded to fp16 after RoPE
     exactly where ilgpu-llama's cache rounds them (isolates the fp16 KV cache's effect)."""
     import numpy as np
     import torch
-    ref = globals()["REF32"]
-    toks = torch.tensor([RESULTS["ref"]["logits_tokens"]], device="cuda")
+    ref = run.ref32
+    toks = torch.tensor([run.results["ref"]["logits_tokens"]], device="cuda")
     out = {}
     m64 = ref.double()
     with torch.no_grad():
-        np.save(Path(ARGS.work) / "ref64_logits.npy", m64(toks).logits[0].float().cpu().numpy())
+        np.save(Path(run.args.work) / "ref64_logits.npy", m64(toks).logits[0].float().cpu().numpy())
     out["fp64"] = "ok"
     m32 = ref.float()
-    np.save(Path(ARGS.work) / "ref_fp16kv_logits.npy", fp16kv_logits(m32, toks))
+    np.save(Path(run.args.work) / "ref_fp16kv_logits.npy", fp16kv_logits(m32, toks))
     out["fp16kv"] = "ok"
     torch.cuda.empty_cache()
-    w = Path(ARGS.work)
+    w = Path(run.args.work)
     pairs = [("hf_fp32_vs_fp64", "ref_logits.npy", "ref64_logits.npy"), ("ours_vs_fp64", "ours_prefill.npy", "ref64_logits.npy"),
              ("ours_vs_hf_fp16kv", "ours_prefill.npy", "ref_fp16kv_logits.npy"), ("hf_fp16kv_vs_fp32", "ref_fp16kv_logits.npy", "ref_logits.npy")]
     for name, a, b in pairs:
         if (w / a).exists() and (w / b).exists():
-            r = cli(f"compare_{name}", ["compare-logits", "--ours", str(w / a), "--reference", str(w / b), "--json"], 120)
+            r = run.cli(f"compare_{name}", ["compare-logits", "--ours", str(w / a), "--reference", str(w / b), "--json"], 120)
             r.pop("disagreements", None)
             out[name] = r
     return out
@@ -475,20 +545,20 @@ def fp16kv_logits(model, toks):
     return out
 
 
-def random_variant(name, cfg):
+def random_variant(run, name, cfg):
     """A 160-token random sequence and a random model for cfg (embedding scaled to the target logit
     std), saved to work/name; returns (directory, tokens, fp32-with-fp16-KV logits, fp32 logits)."""
     import torch
     from transformers import LlamaForCausalLM
-    torch.manual_seed(ARGS.seed)
+    torch.manual_seed(run.args.seed)
     with torch.device("cuda"):
         m = LlamaForCausalLM(cfg)
     m = m.to(torch.bfloat16).eval()
-    toks = torch.randint(0, cfg.vocab_size, (1, 160), generator=torch.Generator().manual_seed(ARGS.seed + 5)).cuda()
+    toks = torch.randint(0, cfg.vocab_size, (1, 160), generator=torch.Generator().manual_seed(run.args.seed + 5)).cuda()
     with torch.no_grad():
         std0 = float(m(toks).logits[0].float().std(dim=-1).mean())
-        m.model.embed_tokens.weight.mul_(ARGS.target_logit_std / std0)
-    d = Path(ARGS.work) / name
+        m.model.embed_tokens.weight.mul_(run.args.target_logit_std / std0)
+    d = Path(run.args.work) / name
     m.save_pretrained(d, safe_serialization=True)
     del m
     torch.cuda.empty_cache()
@@ -509,14 +579,14 @@ def per_position(a, b):
     return {str(i): round(float(e[i]), 4) for i in idx}
 
 
-def diagnose():
+def diagnose(run, res):
     """Bisects the difference to transformers: the golden tiny model on CUDA and on the CPU
     accelerator; small random models that each change one dimension of the 1B config, on both
     devices, against transformers fp32 with the same fp16 KV rounding; per-position error."""
     import numpy as np
     import torch
     from transformers import LlamaForCausalLM
-    w = Path(ARGS.work)
+    w = Path(run.args.work)
     out = {}
     # golden tiny model on CUDA vs its float64 reference (the tests check the CPU accelerator)
     golden = Path.cwd() / "tests" / "fixtures" / "tiny-llama3"
@@ -524,16 +594,16 @@ def diagnose():
     gt = ",".join(map(str, case["prompt"] + case["greedy_16"]))
     for dev in ("cuda", "cpu"):
         f = w / f"golden_{dev}.npy"
-        cli(f"golden_logits_{dev}", ["logits", "--model", str(golden), "--tokens", gt, "--out", str(f), "--device", dev], 180, parse_json=False)
-        r = cli(f"golden_compare_{dev}", ["compare-logits", "--ours", str(f), "--reference", str(golden / case["logits_file"]), "--json"], 60)
+        run.cli(f"golden_logits_{dev}", ["logits", "--model", str(golden), "--tokens", gt, "--out", str(f), "--device", dev], 180, parse_json=False)
+        r = run.cli(f"golden_compare_{dev}", ["compare-logits", "--ours", str(f), "--reference", str(golden / case["logits_file"]), "--json"], 60)
         out[f"golden_{dev}"] = {"max_abs_error": r["max_abs_error"], "top1": f"{r['all_top1_agreement']}/{r['positions']}"}
     # 1B: error per position, ours vs transformers with fp16 KV
     if (w / "ours_prefill.npy").exists() and (w / "ref_fp16kv_logits.npy").exists():
         out["1b_per_position"] = per_position(np.load(w / "ours_prefill.npy"), np.load(w / "ref_fp16kv_logits.npy"))
     # 1B with bf16 weights on the device (no fp16 conversion at all)
     f = w / "ours_bf16.npy"
-    cli("logits_bf16", ["logits", "--model", RESULTS["model_dir"], "--tokens", ",".join(map(str, RESULTS["ref"]["logits_tokens"])), "--out", str(f),
-                        "--device", "cuda", "--dtype", "bf16", "--max-seq-len", "512"], 120, parse_json=False)
+    run.cli("logits_bf16", ["logits", "--model", run.results["model_dir"], "--tokens", ",".join(map(str, run.results["ref"]["logits_tokens"])), "--out", str(f),
+                            "--device", "cuda", "--dtype", "bf16", "--max-seq-len", "512"], 120, parse_json=False)
     if (w / "ref_fp16kv_logits.npy").exists():
         out["1b_bf16_weights"] = per_position(np.load(f), np.load(w / "ref_fp16kv_logits.npy"))
     variants = {
@@ -544,25 +614,25 @@ def diagnose():
     }
     for name, ov in variants.items():
         t = time.time()
-        d, toks, ref, ref32 = random_variant(f"variant_{name}", make_config(RESULTS["steps"]["model"]["config_variant"], **ov))
-        res = {"fp16kv_vs_fp32": per_position(ref, ref32)}
+        d, toks, ref, ref32 = random_variant(run, f"variant_{name}", make_config(run.results["steps"]["model"]["config_variant"], **ov))
+        entry = {"fp16kv_vs_fp32": per_position(ref, ref32)}
         for dev in (("cuda", "cpu") if name.startswith("small") else ("cuda",)):
             f = w / f"variant_{name}_{dev}.npy"
-            cli(f"variant_{name}_{dev}", ["logits", "--model", str(d), "--tokens", ",".join(map(str, toks)), "--out", str(f),
-                                         "--device", dev, "--max-seq-len", "512"], 240, parse_json=False)
-            res[dev] = per_position(np.load(f), ref)
-        out[name] = res
-        log(f"  variant {name}: {json.dumps(res)} ({time.time() - t:.1f}s)")
+            run.cli(f"variant_{name}_{dev}", ["logits", "--model", str(d), "--tokens", ",".join(map(str, toks)), "--out", str(f),
+                                              "--device", dev, "--max-seq-len", "512"], 240, parse_json=False)
+            entry[dev] = per_position(np.load(f), ref)
+        out[name] = entry
+        run.log(f"  variant {name}: {json.dumps(entry)} ({time.time() - t:.1f}s)")
     return out
 
 
-def bisect():
+def bisect(run, res):
     """Variants between a small model that matches transformers and the 1B shape that does not,
     changing one dimension at a time (CUDA only, 2 layers, fp16-KV transformers reference)."""
     import numpy as np
     import torch
     from transformers import LlamaForCausalLM
-    w = Path(ARGS.work)
+    w = Path(run.args.work)
     out = {}
     small = dict(bos_token_id=1, eos_token_id=[2])
     variants = {
@@ -582,34 +652,34 @@ def bisect():
             cfg = LlamaConfig(rope_theta=500000.0, **dict(BASE, num_hidden_layers=2))
         else:
             cfg = make_config("rope_scaling", **ov)
-        d, toks, ref, _ = random_variant(f"bisect_{name}", cfg)
+        d, toks, ref, _ = random_variant(run, f"bisect_{name}", cfg)
         f = w / f"bisect_{name}.npy"
-        cli(f"bisect_{name}", ["logits", "--model", str(d), "--tokens", ",".join(map(str, toks)), "--out", str(f), "--device", "cuda", "--max-seq-len", "512"], 120, parse_json=False)
+        run.cli(f"bisect_{name}", ["logits", "--model", str(d), "--tokens", ",".join(map(str, toks)), "--out", str(f), "--device", "cuda", "--max-seq-len", "512"], 120, parse_json=False)
         out[name] = per_position(np.load(f), ref)
-        log(f"  {name}: {json.dumps(out[name])} ({time.time() - t:.1f}s)")
+        run.log(f"  {name}: {json.dumps(out[name])} ({time.time() - t:.1f}s)")
     return out
 
 
-def hf_timing():
+def hf_timing(run, res):
     import torch
-    model = globals()["MODEL"]
-    p = prompts()
+    model = run.model
+    p = prompts(run)
     out = {}
     for b in (1, 4):
         ids = p[:b].cuda()
         hf_generate(model, ids, 8)  # warm-up
         torch.cuda.synchronize()
         t = time.time()
-        hf_generate(model, ids, ARGS.new_tokens)
+        hf_generate(model, ids, run.args.new_tokens)
         torch.cuda.synchronize()
         dt = time.time() - t
-        out[f"batch{b}"] = {"seconds": dt, "new_tokens": b * ARGS.new_tokens, "tokens_per_second": b * ARGS.new_tokens / dt,
-                            "ms_per_step": dt * 1000 / ARGS.new_tokens}
-        log(f"transformers bf16 eager generate batch {b}: {b * ARGS.new_tokens / dt:.1f} tok/s ({dt * 1000 / ARGS.new_tokens:.2f} ms/step)")
+        out[f"batch{b}"] = {"seconds": dt, "new_tokens": b * run.args.new_tokens, "tokens_per_second": b * run.args.new_tokens / dt,
+                            "ms_per_step": dt * 1000 / run.args.new_tokens}
+        run.log(f"transformers bf16 eager generate batch {b}: {b * run.args.new_tokens / dt:.1f} tok/s ({dt * 1000 / run.args.new_tokens:.2f} ms/step)")
     return out
 
 
-def copy_bandwidth():
+def copy_bandwidth(run, res):
     import torch
     n = 1 << 30
     a = torch.empty(n, dtype=torch.uint8, device="cuda")
@@ -645,91 +715,80 @@ def first_divergence(ours, ref, margins, tol):
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. ilgpu-llama (every step takes the dict it fills as it goes)
+# 3. ilgpu-llama (every step takes the run and the dict it fills as it goes)
 
-def best_variant():
-    """The decode variant with the highest batch-1 tok/s in decode_variants (baseline if that step has no figure)."""
-    per = {v: next((r["tokens_per_second"] for r in rep.get("rows", []) if r["test"].startswith("tg") and r["batch"] == 1), 0)
-           for v, rep in (RESULTS["steps"].get("decode_variants") or {}).items() if isinstance(rep, dict)}
-    return max(per, key=per.get) if per else "baseline"
+def info(run, res):
+    res.update(run.cli("info", ["info", "--json"], 60))
 
 
-def e2e(name, extra, timeout=200):
-    return cli(name, ["bench", "e2e", "--model", model_dir(), "--device", DEV, "--json"] + extra, timeout)
-
-
-def info(res):
-    res.update(cli("info", ["info", "--json"], 60))
-
-
-def smoke_model(res):
+def smoke_model(run, res):
     """--cpu-smoke: the built-in demo model stands in for the 1B model."""
-    RESULTS["model_dir"] = demo_dir()
-    res["model_dir"] = RESULTS["model_dir"]
+    run.results["model_dir"] = run.demo_dir()
+    res["model_dir"] = run.results["model_dir"]
 
 
-def decode_variants(res):
+def decode_variants(run, res):
     """tg128 after a 16-token prompt at batch 1 and 4, every decode variant, 2 repeats: the decisive numbers."""
-    for v in (VARIANTS if not ARGS.cpu_smoke else VARIANTS[-1:]):
-        r = e2e(f"bench_e2e_{v}", ["--prompt-tokens", "16", "--gen-tokens", str(ARGS.tg), "--batches", "1,4" if not ARGS.cpu_smoke else "1",
-                                   "--max-batch-size", "4" if not ARGS.cpu_smoke else "1",
-                                   "--repeats", str(ARGS.decode_repeats), "--decode-variant", v])
+    for v in (VARIANTS if not run.smoke else VARIANTS[-1:]):
+        r = run.e2e(f"bench_e2e_{v}", ["--prompt-tokens", "16", "--gen-tokens", str(run.args.tg), "--batches", "1,4" if not run.smoke else "1",
+                                       "--max-batch-size", "4" if not run.smoke else "1",
+                                       "--repeats", str(run.args.decode_repeats), "--decode-variant", v])
         res[v] = r
         tg = {x["batch"]: x for x in r["rows"] if x["test"].startswith("tg")}
-        log(f"  {v}: " + ", ".join(f"b{b} {x['tokens_per_second']:.1f} tok/s ({x['ms_per_step']:.3f} ms/step, {x['launches_per_step']} launches)" for b, x in sorted(tg.items())))
+        run.log(f"  {v}: " + ", ".join(f"b{b} {x['tokens_per_second']:.1f} tok/s ({x['ms_per_step']:.3f} ms/step, {x['launches_per_step']} launches)" for b, x in sorted(tg.items())))
 
 
-def kernels_matvec(res):
+def kernels_matvec(run, res):
     """The matvec kernels (fp16 and the quantised formats), launches timed back to back so the launch floor does not hide bandwidth."""
-    shapes = ["--shapes", "tiny", "--repeats", "2", "--warmup", "0", "--filter", "matvec* b1"] if ARGS.cpu_smoke else \
+    shapes = ["--shapes", "tiny", "--repeats", "2", "--warmup", "0", "--filter", "matvec* b1"] if run.smoke else \
         ["--shapes", "llama-3.2-1b", "--repeats", "50", "--warmup", "5", "--filter", "matvec*"]
-    for f in (("fp16",) if ARGS.cpu_smoke else ("fp16",) + QUANT_FORMATS):
-        plot = ["--plot", str(Path(ARGS.out) / "roofline.png")] if f == "fp16" and not ARGS.cpu_smoke else []
-        res[f] = cli(f"bench_kernels_matvec_{f}", ["bench", "kernels", "--device", DEV, "--dtype", f, "--back-to-back", "--json"] + shapes + plot, 200)
+    for f in (("fp16",) if run.smoke else ("fp16",) + QUANT_FORMATS):
+        plot = ["--plot", str(Path(run.args.out) / "roofline.png")] if f == "fp16" and not run.smoke else []
+        res[f] = run.cli(f"bench_kernels_matvec_{f}", ["bench", "kernels", "--device", run.dev, "--dtype", f, "--back-to-back", "--json"] + shapes + plot, 200)
 
 
-def decode_quant(res):
+def decode_quant(run, res):
     """Q8_0 and Q4_0 (quantised at load) decode at batch 1 with the winning variant."""
-    v = best_variant()
-    for f in (QUANT_FORMATS if not ARGS.cpu_smoke else QUANT_FORMATS[-1:]):
-        r = e2e(f"bench_e2e_{f}", ["--dtype", f, "--prompt-tokens", "16", "--gen-tokens", str(ARGS.tg), "--batches", "1", "--max-batch-size", "1",
-                                   "--repeats", str(ARGS.decode_repeats), "--decode-variant", v])
+    v = run.best_variant()
+    for f in (QUANT_FORMATS if not run.smoke else QUANT_FORMATS[-1:]):
+        r = run.e2e(f"bench_e2e_{f}", ["--dtype", f, "--prompt-tokens", "16", "--gen-tokens", str(run.args.tg), "--batches", "1", "--max-batch-size", "1",
+                                       "--repeats", str(run.args.decode_repeats), "--decode-variant", v])
         r["variant"] = v
         res[f] = r
 
 
-def logits(res):
+def logits(run, res):
     """Logits of every variant (decode path) and format (winning variant) against transformers fp32, and prefill vs decode.
     In the CPU smoke (no transformers) the reference is our own prefill logits, which checks the commands and flags only."""
-    w = Path(ARGS.work)
-    ref = RESULTS.get("ref")
+    w = Path(run.args.work)
+    ref = run.results.get("ref")
     toks = ",".join(map(str, ref["logits_tokens"] if ref else smoke_tokens(24)))
-    common = ["logits", "--model", model_dir(), "--tokens", toks, "--device", DEV, "--max-seq-len", "512"]
+    common = ["logits", "--model", run.model_dir(), "--tokens", toks, "--device", run.dev, "--max-seq-len", "512"]
     prefill = w / "ours_prefill.npy"
-    cli("logits_prefill", common + ["--out", str(prefill), "--mode", "prefill"], 240, parse_json=False)
+    run.cli("logits_prefill", common + ["--out", str(prefill), "--mode", "prefill"], 240, parse_json=False)
     reference = w / "ref_logits.npy" if ref else prefill
 
     def compare(key, a, b):
-        r = cli(f"compare_{key}", ["compare-logits", "--ours", str(a), "--reference", str(b), "--json"], 120)
+        r = run.cli(f"compare_{key}", ["compare-logits", "--ours", str(a), "--reference", str(b), "--json"], 120)
         if len(r.get("disagreements", [])) > 20:
             r.pop("disagreements")
         res[key] = r
 
     if ref:
         compare("prefill", prefill, reference)
-    runs = [(v, "fp16") for v in (VARIANTS if not ARGS.cpu_smoke else [])]
-    win = best_variant()
-    runs += [(win, f) for f in (("bf16",) + QUANT_FORMATS if not ARGS.cpu_smoke else ("q4_0",))]
+    runs = [(v, "fp16") for v in (VARIANTS if not run.smoke else [])]
+    win = run.best_variant()
+    runs += [(win, f) for f in (("bf16",) + QUANT_FORMATS if not run.smoke else ("q4_0",))]
     for v, f in runs:
         key = f"decode_{v}" if f == "fp16" else f"decode_{f}"
         npy = w / f"ours_{key}.npy"
-        cli(f"logits_{key}", common + ["--out", str(npy), "--mode", "decode", "--decode-variant", v, "--dtype", f], 240, parse_json=False)
+        run.cli(f"logits_{key}", common + ["--out", str(npy), "--mode", "decode", "--decode-variant", v, "--dtype", f], 240, parse_json=False)
         compare(key, npy, reference)
-        if (v == "baseline" and f == "fp16") or (ARGS.cpu_smoke and "prefill_vs_decode" not in res):
+        if (v == "baseline" and f == "fp16") or (run.smoke and "prefill_vs_decode" not in res):
             compare("prefill_vs_decode", prefill, npy)
     errs = [res[k]["max_abs_error"] for k in ("prefill", "decode_baseline") if k in res]
     if errs and ref:
-        RESULTS["logit_tolerance"] = max(errs)
+        run.results["logit_tolerance"] = max(errs)
 
 
 SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck")
@@ -794,39 +853,39 @@ def parse_sanitizer(text):
     return {"errors": errors, "findings": list(findings.values())}
 
 
-def sanitizer(res):
+def sanitizer(run, res):
     """compute-sanitizer memcheck, racecheck, synccheck (initcheck if time is left) over prefill and two decode steps
     of the demo model, batch 5 (one full tile of 4 and a partial one), every weight format, the winning variant.
     Without compute-sanitizer (CPU smoke) the same commands run unwrapped, to check them."""
     tool = find_tool("compute-sanitizer")
-    demo = demo_dir()
-    v = best_variant()
+    demo = run.demo_dir()
+    v = run.best_variant()
     res["variant"] = v
     res["tool_path"] = tool
-    lengths = [5 + 3 * i for i in range(5)] if not ARGS.cpu_smoke else [3] * 5
-    args = ["generate", "--model", demo, "--device", DEV, "--max-batch-size", "6", "--max-seq-len", "64", "--temperature", "0",
-            "--ignore-eos", "--max-new-tokens", "3" if not ARGS.cpu_smoke else "2", "--json", "--decode-variant", v] + \
+    lengths = [5 + 3 * i for i in range(5)] if not run.smoke else [3] * 5
+    args = ["generate", "--model", demo, "--device", run.dev, "--max-batch-size", "6", "--max-seq-len", "64", "--temperature", "0",
+            "--ignore-eos", "--max-new-tokens", "3" if not run.smoke else "2", "--json", "--decode-variant", v] + \
         tokens_arg([smoke_tokens(n, i) for i, n in enumerate(lengths)])
     if tool is None:
-        for f in (("q4_0",) if ARGS.cpu_smoke else SANITIZER_FORMATS):
-            j = cli(f"sanitizer_plain_{f}", args + ["--dtype", f], 120)
+        for f in (("q4_0",) if run.smoke else SANITIZER_FORMATS):
+            j = run.cli(f"sanitizer_plain_{f}", args + ["--dtype", f], 120)
             res.setdefault("unwrapped", {})[f] = {"sequences": len(j["sequences"]), "kernel_launches": j.get("kernel_launches")}
         raise Skip("compute-sanitizer not found; the commands ran without it")
     tools = list(SANITIZER_TOOLS)
     for t in tools + ["initcheck"]:
-        if t == "initcheck" and time_left(1e9) < 60:
+        if t == "initcheck" and run.time_left(1e9) < 60:
             res["initcheck"] = {"skipped": "not enough time left in the step"}
             break
         for f in SANITIZER_FORMATS:
-            logf = Path(ARGS.logs) / f"sanitizer_{t}_{f}.log"
+            logf = Path(run.args.logs) / f"sanitizer_{t}_{f}.log"
             prefix = [tool, "--tool", t, "--log-file", str(logf), "--print-limit", "30"]
-            rc, _, err = run_cmd(f"sanitizer_{t}_{f}", prefix + ARGS.cli_cmd + args + ["--dtype", f], 90)
+            rc, _, err = run.run_cmd(f"sanitizer_{t}_{f}", prefix + run.args.cli_cmd + args + ["--dtype", f], 90)
             parsed = parse_sanitizer(logf.read_text(errors="replace") if logf.exists() else "")
             parsed["exit"] = rc
             if rc != 0:
                 parsed["stderr_tail"] = "\n".join(err.strip().splitlines()[-4:])
             res.setdefault(t, {})[f] = parsed
-            save()
+            run.save()
 
 
 def http_json(url, body=None, timeout=60):
@@ -848,21 +907,21 @@ def process_memory_mib(pid):
         return None
 
 
-def graph_cache(res):
+def graph_cache(run, res):
     """serve with 8 slots: recorded CUDA graphs and device memory before and after 50 requests with different
     temperatures, top-k and batch shapes (waves of 1..8 concurrent requests). The cache must stay bounded."""
     slots = 8
-    max_tokens = 6 if not ARGS.cpu_smoke else 2
-    demo = demo_dir()
-    p = spawn(ARGS.cli_cmd + ["serve", "--model", demo, "--device", DEV, "--port", "0", "--max-batch-size", str(slots),
-                              "--max-seq-len", "128", "--decode-variant", best_variant()], "graph_cache_serve")
+    max_tokens = 6 if not run.smoke else 2
+    demo = run.demo_dir()
+    p = run.spawn(run.args.cli_cmd + ["serve", "--model", demo, "--device", run.dev, "--port", "0", "--max-batch-size", str(slots),
+                                      "--max-seq-len", "128", "--decode-variant", run.best_variant()], "graph_cache_serve")
     try:
-        errf = Path(ARGS.logs) / "graph_cache_serve.stderr.txt"
+        errf = Path(run.args.logs) / "graph_cache_serve.stderr.txt"
         url = None
         while url is None:
             if p.poll() is not None:
                 raise RuntimeError(f"serve exited {p.returncode}: {errf.read_text()[-500:]}")
-            if time_left(1e9) < 5:
+            if run.time_left(1e9) < 5:
                 raise StepTimeout("serve did not start in the step's time")
             m = re.search(r"listening on (http://\S+)", errf.read_text(errors="replace"))
             url = m.group(1).rstrip("/") if m else None
@@ -874,16 +933,16 @@ def graph_cache(res):
                 body = {"prompt": f"Request {i}: the quick brown fox", "max_tokens": max_tokens, "temperature": temperature, "ignore_eos": True, "seed": i}
                 if top_k is not None:
                     body["top_k"] = top_k
-                r = http_json(url + "/v1/completions", body, timeout=max(5, time_left(120)))
+                r = http_json(url + "/v1/completions", body, timeout=max(5, run.time_left(120)))
                 return r["usage"]["completion_tokens"] == max_tokens
             except Exception as e:
-                log(f"  request {i}: {e}")
+                run.log(f"  request {i}: {e}")
                 return False
 
         one(-1, 0, None)  # warm-up: compile, greedy batch 1
         before = http_json(url + "/health")
         mem_before = process_memory_mib(p.pid)
-        plan, i, modes = ([1, 2, 3, 5, 8, 4, 6, 7, 8, 1, 5], 0, set()) if not ARGS.cpu_smoke else ([1, 3, 8], 0, set())
+        plan, i, modes = ([1, 2, 3, 5, 8, 4, 6, 7, 8, 1, 5], 0, set()) if not run.smoke else ([1, 3, 8], 0, set())
         total = sum(plan)
         ok = 0
         for width in plan:
@@ -912,7 +971,7 @@ def graph_cache(res):
         g = res["graphs_after"]
         # one greedy and one sampling graph per batch width is the most a bounded cache should hold
         res["bounded"] = None if g is None else g <= 2 * slots
-        log(f"  graphs {res['graphs_before']} -> {g}, device free {res['device_free_bytes_before']} -> {res['device_free_bytes_after']}")
+        run.log(f"  graphs {res['graphs_before']} -> {g}, device free {res['device_free_bytes_before']} -> {res['device_free_bytes_after']}")
     finally:
         if p.poll() is None:
             try:
@@ -921,15 +980,15 @@ def graph_cache(res):
             except Exception:
                 pass
             kill_group(p)
-        CHILDREN.discard(p)
+        run.children.discard(p)
 
 
-def decode_wide(res):
+def decode_wide(run, res):
     """Decode past 4 sequences with the winning variant: tok/s at batch 8, 16 and 64 (the weights read once per step)."""
-    v = best_variant()
-    batches = "5" if ARGS.cpu_smoke else "8,16,64"
-    r = e2e("bench_e2e_wide", ["--max-batch-size", batches.split(",")[-1], "--batches", batches, "--prompt-tokens", "16" if not ARGS.cpu_smoke else "4",
-                               "--gen-tokens", str(ARGS.tg) if not ARGS.cpu_smoke else "2", "--repeats", "1", "--decode-variant", v], 300)
+    v = run.best_variant()
+    batches = "5" if run.smoke else "8,16,64"
+    r = run.e2e("bench_e2e_wide", ["--max-batch-size", batches.split(",")[-1], "--batches", batches, "--prompt-tokens", "16" if not run.smoke else "4",
+                                   "--gen-tokens", str(run.args.tg) if not run.smoke else "2", "--repeats", "1", "--decode-variant", v], 300)
     r["variant"] = v
     res.update(r)
 
@@ -969,42 +1028,42 @@ def with_tokenizer(d):
     return d
 
 
-def serve(res):
+def serve(run, res):
     """bench serve against an in-process server (64 KV slots, the winning variant) at concurrency 1, 16 and 64."""
-    levels, slots, extra = ("2", "2", ["--requests", "2"]) if ARGS.cpu_smoke else ("1,16,64", "64", [])
-    res.update(cli("bench_serve", ["bench", "serve", "--model", with_tokenizer(model_dir()), "--device", DEV, "--max-batch-size", slots,
-                                   "--concurrency", levels, "--max-tokens", str(ARGS.tg), "--decode-variant", best_variant(), "--json"] + extra, 300))
+    levels, slots, extra = ("2", "2", ["--requests", "2"]) if run.smoke else ("1,16,64", "64", [])
+    res.update(run.cli("bench_serve", ["bench", "serve", "--model", with_tokenizer(run.model_dir()), "--device", run.dev, "--max-batch-size", slots,
+                                       "--concurrency", levels, "--max-tokens", str(run.args.tg), "--decode-variant", run.best_variant(), "--json"] + extra, 300))
 
 
-def attention(res):
+def attention(run, res):
     """The attention kernel at 64, 1024, 8192 and 32768 keys (the shape set's decode cases)."""
-    shapes = ["--shapes", "tiny", "--repeats", "1", "--warmup", "0"] if ARGS.cpu_smoke else ["--shapes", "llama-3.2-1b"]
-    res.update(cli("bench_kernels_attention", ["bench", "kernels", "--device", DEV, "--filter", "attention*", "--json"] + shapes, 200))
+    shapes = ["--shapes", "tiny", "--repeats", "1", "--warmup", "0"] if run.smoke else ["--shapes", "llama-3.2-1b"]
+    res.update(run.cli("bench_kernels_attention", ["bench", "kernels", "--device", run.dev, "--filter", "attention*", "--json"] + shapes, 200))
 
 
-def prefill(res):
+def prefill(run, res):
     """pp512 at batch 1 with the winning variant."""
-    r = e2e("bench_e2e_prefill", ["--prompt-tokens", str(ARGS.pp), "--gen-tokens", "1", "--batches", "1", "--max-batch-size", "1",
-                                  "--repeats", str(ARGS.repeats), "--decode-variant", best_variant()], 200)
-    r["variant"] = best_variant()
+    r = run.e2e("bench_e2e_prefill", ["--prompt-tokens", str(run.args.pp), "--gen-tokens", "1", "--batches", "1", "--max-batch-size", "1",
+                                      "--repeats", str(run.args.repeats), "--decode-variant", run.best_variant()], 200)
+    r["variant"] = run.best_variant()
     res.update(r)
 
 
-def greedy(res):
+def greedy(run, res):
     """Greedy generation token by token against transformers fp32 at batch 1 and 4 for every variant (CUDA graph on),
     and the winner without graphs; in the CPU smoke, each variant against the baseline's tokens."""
-    ref = RESULTS.get("ref")
-    tol = RESULTS.get("logit_tolerance")
+    ref = run.results.get("ref")
+    tol = run.results.get("logit_tolerance")
     p = ref["prompts"] if ref else [smoke_tokens(8, i) for i in range(4)]
     runs = [(v, b, []) for v in VARIANTS for b in (1, 4)]
-    if not ARGS.cpu_smoke:
-        runs += [(best_variant(), b, ["--no-cuda-graph"]) for b in (1, 4)]
+    if not run.smoke:
+        runs += [(run.best_variant(), b, ["--no-cuda-graph"]) for b in (1, 4)]
     else:
-        runs = [(best_variant(), 2, [])]
+        runs = [(run.best_variant(), 2, [])]
     for v, b, extra in runs:
         key = f"{v}_b{b}" + ("_nograph" if extra else "")
-        j = cli(f"generate_{key}", ["generate", "--model", model_dir(), "--temperature", "0", "--ignore-eos", "--max-new-tokens", str(ARGS.new_tokens),
-                                    "--json", "--device", DEV, "--max-seq-len", "512", "--decode-variant", v] + extra + tokens_arg(p[:b]), 300)
+        j = run.cli(f"generate_{key}", ["generate", "--model", run.model_dir(), "--temperature", "0", "--ignore-eos", "--max-new-tokens", str(run.args.new_tokens),
+                                        "--json", "--device", run.dev, "--max-seq-len", "512", "--decode-variant", v] + extra + tokens_arg(p[:b]), 300)
         seqs = [s["generated_tokens"] for s in j["sequences"]]
         entry = {"variant": v, "batch": b, "cuda_graph": j["cuda_graph"], "decode_tokens_per_second": j["decode_tokens_per_second"],
                  "decode_ms_per_step": j["decode_ms_per_step"]}
@@ -1021,21 +1080,21 @@ def greedy(res):
         res[key] = entry
 
 
-def memory(res):
-    res.update(cli("memory_allocate", ["memory", "--model", model_dir(), "--allocate", "--device", DEV, "--json"], 180))
+def memory(run, res):
+    res.update(run.cli("memory_allocate", ["memory", "--model", run.model_dir(), "--allocate", "--device", run.dev, "--json"], 180))
 
 
-def ncu(res):
+def ncu(run, res):
     """Nsight Compute over one whole decode step of the winning variant (kernels launched one by one). The launch offset
     comes from the CLI's own counts: generate --json reports the kernel launches so far and the launches per decode step,
     so prefill's launches P = total - (steps x per step), and the third decode step starts at P + 2 x per step."""
-    v = best_variant()
-    prompt = RESULTS["ref"]["prompts"][0] if RESULTS.get("ref") else smoke_tokens(16)
-    args = ["generate", "--model", model_dir(), "--temperature", "0", "--ignore-eos", "--device", DEV, "--no-cuda-graph", "--json",
+    v = run.best_variant()
+    prompt = run.results["ref"]["prompts"][0] if run.results.get("ref") else smoke_tokens(16)
+    args = ["generate", "--model", run.model_dir(), "--temperature", "0", "--ignore-eos", "--device", run.dev, "--no-cuda-graph", "--json",
             "--max-seq-len", "512", "--decode-variant", v, "--tokens", ",".join(map(str, prompt))]
     counts = {}
-    for n in ((4, 6) if not ARGS.cpu_smoke else (4,)):
-        j = cli(f"ncu_count_{n}", args + ["--max-new-tokens", str(n)], 120)
+    for n in ((4, 6) if not run.smoke else (4,)):
+        j = run.cli(f"ncu_count_{n}", args + ["--max-new-tokens", str(n)], 120)
         counts[n] = (j["kernel_launches"], j["decode_launches_per_step"])
     per_step = counts[4][1]
     measured = (counts[6][0] - counts[4][0]) / 2 if 6 in counts else per_step  # one count in the smoke
@@ -1048,8 +1107,8 @@ def ncu(res):
     if not tool:
         raise Skip(f"ncu not found (launch skip {res['launch_skip']}, count {per_step} computed)")
     cmd = [tool, "--clock-control", "none", "--launch-skip", str(res["launch_skip"]), "--launch-count", str(per_step), "--section", "SpeedOfLight",
-           "--section", "Occupancy", "--section", "LaunchStats", "--csv"] + ARGS.cli_cmd + args + ["--max-new-tokens", "4"]
-    rc, out, _ = run_cmd("ncu", cmd, 150)
+           "--section", "Occupancy", "--section", "LaunchStats", "--csv"] + run.args.cli_cmd + args + ["--max-new-tokens", "4"]
+    rc, out, _ = run.run_cmd("ncu", cmd, 150)
     keep = {}
     for line in out.splitlines():
         cols = [c.strip('"') for c in line.split('","')]
@@ -1071,8 +1130,8 @@ MATVEC_ROWS = {  # summary key -> (plain kernel, fused-norm kernel, shape label 
 }
 
 
-def step_table():
-    return {k: dict(v, error=RESULTS["errors"].get(k)) for k, v in RESULTS["status"].items()}
+def step_table(results):
+    return {k: dict(v, error=results["errors"].get(k)) for k, v in results["status"].items()}
 
 
 def decode_of(report):
@@ -1099,11 +1158,11 @@ def logits_entry(r):
     return {k: r.get(k) for k in ("positions", "max_abs_error", "max_error_over_spread", "mean_kl_divergence", "all_top1_agreement", "passed") if k in r} if r else None
 
 
-def summary():
-    s = RESULTS["steps"]
+def summary(run):
+    s = run.results["steps"]
     variants = {v: r for v, r in (s.get("decode_variants") or {}).items() if isinstance(r, dict) and "rows" in r}
     per_variant = {v: decode_of(r) for v, r in variants.items()}
-    winner = best_variant() if per_variant else None
+    winner = run.best_variant() if per_variant else None
     fused = winner not in (None, "baseline")
     km = s.get("kernels_matvec") or {}
     copy = ((km.get("fp16") or {}).get("copy_bandwidth") or {}).get("gb_per_s") or ((s.get("attention") or {}).get("copy_bandwidth") or {}).get("gb_per_s")
@@ -1157,13 +1216,13 @@ def summary():
     hf = ((s.get("hf_timing") or {}).get("batch1") or {}).get("tokens_per_second")
     return {
         "gpu": next((a.get("name") for a in (s.get("info") or {}).get("accelerators", []) if a.get("kind") == "cuda"), None),
-        "versions": RESULTS.get("versions"),
+        "versions": run.results.get("versions"),
         "device": next(iter(variants.values()))["device"] if variants else None,
         "commit": next(iter(variants.values()))["commit"] if variants else None,
-        "cpu_smoke": bool(ARGS.cpu_smoke),
-        "elapsed_s": round(time.time() - T0, 1),
-        "deadline_left_s": round(DEADLINE - time.time(), 1) if DEADLINE else None,
-        "steps": step_table(),
+        "cpu_smoke": bool(run.smoke),
+        "elapsed_s": round(time.time() - run.t0, 1),
+        "deadline_left_s": round(run.deadline - time.time(), 1) if run.deadline else None,
+        "steps": step_table(run.results),
         "copy_gb_per_s": copy,
         "torch_copy_gb_per_s": (s.get("copy_bandwidth") or {}).get("gb_per_s_read_plus_write"),
         "weight_bytes_per_token": weight_bytes,
@@ -1199,10 +1258,10 @@ def fmt(x, d=1):
     return "n/a" if x is None else f"{x:.{d}f}"
 
 
-def markdown(summ):
-    s = RESULTS["steps"]
-    lines = ["# GPU check results" + (" (CPU smoke)" if ARGS.cpu_smoke else ""), ""]
-    smi = Path(ARGS.logs) / "nvidia-smi.csv"
+def markdown(run, summ):
+    s = run.results["steps"]
+    lines = ["# GPU check results" + (" (CPU smoke)" if run.smoke else ""), ""]
+    smi = Path(run.args.logs) / "nvidia-smi.csv"
     if smi.exists():
         lines.append(f"Device: {smi.read_text().strip().splitlines()[-1]}")
     lines += [f"Elapsed {summ.get('elapsed_s')} s; deadline left {summ.get('deadline_left_s')} s", "",
@@ -1236,38 +1295,49 @@ def markdown(summ):
 
 
 # ---------------------------------------------------------------------------------------------
+# 6. the steps, in the order of the run (decisive first), and main
 
-def model_step():
+def model_step(run, res):
     import torch
     import transformers
-    RESULTS["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda,
-                           "gpu": torch.cuda.get_device_name(0)}
-    return build_model()
+    run.results["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda,
+                               "gpu": torch.cuda.get_device_name(0)}
+    return build_model(run)
 
 
-STEPS = {"info": info, "copy_bandwidth": copy_bandwidth, "model": model_step, "decode_variants": decode_variants, "kernels_matvec": kernels_matvec,
-         "decode_quant": decode_quant, "reference": reference, "logits": logits, "sanitizer": sanitizer, "graph_cache": graph_cache,
-         "decode_wide": decode_wide, "serve": serve, "attention": attention, "prefill": prefill, "greedy": greedy, "memory": memory,
-         "hf_timing": hf_timing, "ncu": ncu, "reference_variants": reference_variants, "diagnose": diagnose, "bisect": bisect}
+# name, cap on a GPU (s), cap in the CPU smoke (s; None: left out of it), function. Left out of the smoke besides the
+# steps that need torch: two plain CLI calls with no logic of their own here (prefill is bench e2e as in decode_quant;
+# memory --allocate has its own tests), to keep the smoke short.
+STEPS = (
+    Step("info", 40, 90, info, model=None),
+    Step("copy_bandwidth", 30, None, copy_bandwidth, torch=True, model=None),
+    Step("model", 180, 90, model_step, torch=True, smoke_fn=smoke_model, model=None),
+    Step("decode_variants", 150, 90, decode_variants),
+    Step("kernels_matvec", 120, 90, kernels_matvec),
+    Step("decode_quant", 100, 90, decode_quant),
+    Step("reference", 90, None, reference, torch=True, model=TORCH_MODEL),
+    Step("logits", 160, 90, logits, reference=True),
+    Step("sanitizer", 180, 90, sanitizer),
+    Step("graph_cache", 90, 90, graph_cache),
+    Step("decode_wide", 120, 90, decode_wide),
+    Step("serve", 150, 90, serve),
+    Step("attention", 90, 90, attention),
+    Step("prefill", 90, None, prefill),
+    Step("greedy", 150, 90, greedy, reference=True),
+    Step("memory", 60, None, memory),
+    Step("hf_timing", 60, None, hf_timing, torch=True, model=TORCH_MODEL),
+    Step("ncu", 150, 90, ncu),
+    # the diagnosis steps of the first GPU run: only when named in --only
+    Step("reference_variants", 150, None, reference_variants, torch=True, model=TORCH_MODEL, reference=True, planned=False),
+    Step("diagnose", 400, None, diagnose, torch=True, reference=True, planned=False),
+    Step("bisect", 400, None, bisect, torch=True, planned=False),
+)
+STEP = {s.name: s for s in STEPS}
+PLAN = tuple(s.name for s in STEPS if s.planned)  # the default run
+assert len(STEP) == len(STEPS), "a step name is declared twice"
 
 
-def needs(name):
-    """Steps a named step needs in this process (an --only rerun on a fresh machine rebuilds the model first)."""
-    if ARGS.cpu_smoke:
-        return ["model"] if name not in ("info", "model") and not (RESULTS.get("model_dir") and Path(RESULTS["model_dir"]).exists()) else []
-    torch_steps = ("reference", "hf_timing", "reference_variants")
-    out = []
-    if name in torch_steps and "MODEL" not in globals():
-        out.append("model")
-    elif name not in ("info", "copy_bandwidth", "model") and not (RESULTS.get("model_dir") and Path(RESULTS["model_dir"]).exists()):
-        out.append("model")
-    if name in ("logits", "greedy", "reference_variants", "diagnose") and not (Path(ARGS.work) / "ref_logits.npy").exists():
-        out += ["model", "reference"] if "MODEL" not in globals() else ["reference"]
-    return list(dict.fromkeys(out))
-
-
-def main():
-    global ARGS, DEV, DEADLINE
+def parse_args(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--cli", required=True, help="the ilgpu-llama command (may be 'dotnet path/ilgpu-llama.dll')")
     ap.add_argument("--out", required=True, help="results.json, summary.json, results.md (rewritten after every step)")
@@ -1288,68 +1358,60 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--decode-repeats", type=int, default=2)
     ap.add_argument("--cpu-smoke", action="store_true", help="check the script on the CPU accelerator with the demo model and tiny sizes (no torch)")
-    ap.add_argument("--smoke-cap", type=int, default=90, help="per-step cap in the CPU smoke")
-    ARGS = ap.parse_args()
-    ARGS.cli_cmd = shlex.split(ARGS.cli)
+    ap.add_argument("--smoke-cap", type=int, default=None, help="per-step cap in the CPU smoke (default: each step's own, 90 s)")
+    args = ap.parse_args(argv)
+    args.cli_cmd = shlex.split(args.cli)
     # The smoke's CLI calls are short: JIT-compiling once at full optimisation (no tiering) costs ~25 % less CPU
     # than tiered compilation there. The GPU run keeps the runtime's defaults (its timings are compared across runs).
-    ARGS.child_env = {"DOTNET_TieredCompilation": "0"} if ARGS.cpu_smoke else {}
-    if ARGS.cpu_smoke:
-        DEV = "cpu"
-        ARGS.new_tokens, ARGS.pp, ARGS.tg, ARGS.repeats, ARGS.decode_repeats = 4, 16, 4, 1, 1
+    args.child_env = {"DOTNET_TieredCompilation": "0"} if args.cpu_smoke else {}
+    if args.cpu_smoke:
+        args.new_tokens, args.pp, args.tg, args.repeats, args.decode_repeats = 4, 16, 4, 1, 1
     for a in ("out", "work"):
-        setattr(ARGS, a, str(Path(getattr(ARGS, a)).resolve()))
-    ARGS.logs = str(Path(ARGS.logs).resolve()) if ARGS.logs else str(Path(ARGS.out).parent / "ilgpu-logs")
-    for d in (ARGS.out, ARGS.work, ARGS.logs):
+        setattr(args, a, str(Path(getattr(args, a)).resolve()))
+    args.logs = str(Path(args.logs).resolve()) if args.logs else str(Path(args.out).parent / "ilgpu-logs")
+    return args
+
+
+def main():
+    t0 = time.time()
+    args = parse_args()
+    for d in (args.out, args.work, args.logs):
         Path(d).mkdir(parents=True, exist_ok=True)
-    DEADLINE = ARGS.deadline_at if ARGS.deadline_at else T0 + ARGS.deadline
+    run = Run(args, t0)
     signal.signal(signal.SIGALRM, on_alarm)
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
 
-    prev = Path(ARGS.out) / "results.json"
-    if ARGS.from_:
-        prev = Path(ARGS.from_) / "results.json" if Path(ARGS.from_).is_dir() else Path(ARGS.from_)
+    prev = Path(args.out) / "results.json"
+    if args.from_:
+        prev = Path(args.from_) / "results.json" if Path(args.from_).is_dir() else Path(args.from_)
         if not prev.exists():
             sys.exit(f"--from: {prev} does not exist")
-    if (ARGS.only or ARGS.from_) and prev.exists():
-        old = json.loads(prev.read_text())
-        for k, v in old.items():
-            RESULTS[k] = v
-        log(f"--only: read {len(RESULTS.get('status', {}))} steps from {prev}")
-    if ARGS.only:
-        wanted = [x for x in ARGS.only.split(",") if x]
-        unknown = [x for x in wanted if x not in STEPS]
+    if (args.only or args.from_) and prev.exists():
+        run.results.update(json.loads(prev.read_text()))
+        run.log(f"--only: read {len(run.results.get('status', {}))} steps from {prev}")
+    if args.only:
+        wanted = [x for x in args.only.split(",") if x]
+        unknown = [x for x in wanted if x not in STEP]
         if unknown:
-            sys.exit(f"--only: unknown steps {unknown}; the steps are {', '.join(STEPS)}")
+            sys.exit(f"--only: unknown steps {unknown}; the steps are {', '.join(STEP)}")
     else:
         wanted = PLAN
-    skip = set(filter(None, ARGS.skip.split(",")))
-    if ARGS.cpu_smoke:
-        STEPS["model"] = smoke_model
-        skip |= SMOKE_SKIP
-    plan = []
-    for name in wanted:
-        for dep in needs(name):
-            if dep not in plan and dep not in wanted:
-                plan.append(dep)
-        plan.append(name)
-    plan = [n for n in plan if n not in skip]
-    log(f"plan: {', '.join(plan)}; deadline in {DEADLINE - time.time():.0f}s")
+    plan = run.plan(wanted, set(filter(None, args.skip.split(","))))
+    run.log(f"plan: {', '.join(plan)}; deadline in {run.deadline - time.time():.0f}s")
     rc = 0
     try:
         for name in plan:
-            step(name, STEPS[name])
+            run.run_step(STEP[name])
     except Terminated as e:
-        log(f"terminated ({e}); results so far are in {ARGS.out}")
+        run.log(f"terminated ({e}); results so far are in {args.out}")
         rc = 143
     finally:
-        for p in list(CHILDREN):
-            kill_group(p)
-        save()
-    bad = ("failed", "timeout", "killed") + (("skipped (deadline)",) if ARGS.cpu_smoke else ())  # the smoke must check every step
-    failed = [k for k in plan if RESULTS["status"].get(k, {}).get("status") in bad]
-    log(f"done{' (cpu smoke)' if ARGS.cpu_smoke else ''}: {len(plan)} steps, failed or timed out: {failed or 'none'}")
+        run.kill_children()
+        run.save()
+    bad = ("failed", "timeout", "killed") + (("skipped (deadline)",) if run.smoke else ())  # the smoke must check every step
+    failed = [k for k in plan if run.results["status"].get(k, {}).get("status") in bad]
+    run.log(f"done{' (cpu smoke)' if run.smoke else ''}: {len(plan)} steps, failed or timed out: {failed or 'none'}")
     return rc or (1 if failed else 0)
 
 

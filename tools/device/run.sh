@@ -7,7 +7,7 @@
 #   OUT=... bash tools/device/run.sh --only STEP,... --deadline 540   # a second call: rerun steps into the same summary
 #
 # (with the device tool: run(command="OUT=$OUT bash tools/device/run.sh --deadline 540",
-# carry=[".device/pkg"], timeout_s=600)). Steps and their order are PLAN in gpu_check.py.
+# carry=[".device/pkg"], timeout_s=600)). Steps, their order and caps are STEPS in gpu_check.py.
 #
 # Nothing is lost to a timeout: gpu_check.py writes results.json, summary.json and results.md
 # straight to $OUT after every step; every step's time is min(its cap, time left to the deadline
