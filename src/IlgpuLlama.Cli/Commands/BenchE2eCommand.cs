@@ -3,6 +3,7 @@ using IlgpuLlama.Cli.Bench;
 using IlgpuLlama.Cli.Infrastructure;
 using IlgpuLlama.Device;
 using IlgpuLlama.Engine;
+using IlgpuLlama.Engine.Serving;
 using IlgpuLlama.Model;
 using IlgpuLlama.Sampling;
 using Spectre.Console;

@@ -2,6 +2,7 @@ using System.CommandLine;
 using IlgpuLlama.Cli.Infrastructure;
 using IlgpuLlama.Device;
 using IlgpuLlama.Engine;
+using IlgpuLlama.Engine.Serving;
 using IlgpuLlama.Text;
 
 namespace IlgpuLlama.Cli.Commands;

@@ -2,6 +2,7 @@ using ILGPU.Runtime.CPU;
 using IlgpuLlama.Cli.Infrastructure;
 using IlgpuLlama.Device;
 using IlgpuLlama.Engine;
+using IlgpuLlama.Engine.Serving;
 using IlgpuLlama.Kernels;
 using IlgpuLlama.Sampling;
 using Xunit.Abstractions;

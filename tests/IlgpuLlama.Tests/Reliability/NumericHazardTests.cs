@@ -1,4 +1,5 @@
 using IlgpuLlama.Engine;
+using IlgpuLlama.Engine.Serving;
 using IlgpuLlama.Kernels;
 using IlgpuLlama.Model;
 using IlgpuLlama.Sampling;
