@@ -367,9 +367,9 @@ public static class LogitsKernels
 
     /// <summary>
     /// The value the logits reduction reads per row for temperature <paramref name="temperature"/>:
-    /// 1 / T, where 1 / T overflows float for T below ~2.9e-39 (e.g. 1e-45) infinity times the max
-    /// logit's zero offset is NaN, so the largest float stands in (the same distribution: all mass on
-    /// the max); T = 0 (greedy) reads 1 (the argmax does not depend on it).
+    /// 1 / T. For T below ~2.9e-39 (e.g. 1e-45) 1 / T overflows float, and infinity times the max
+    /// logit's zero offset would be NaN, so the largest float stands in (the same distribution: all
+    /// mass on the max). T = 0 (greedy) reads 1 (the argmax does not depend on it).
     /// </summary>
     public static float InverseTemperature(float temperature) => temperature > 0 ? Math.Min(1f / temperature, float.MaxValue) : 1f;
 

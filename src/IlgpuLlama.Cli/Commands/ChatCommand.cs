@@ -200,7 +200,8 @@ public static class ChatCommand
                                 io.Out.Write(decoder.Push(token));
                                 io.Out.Flush();
                             }
-                        });
+                        },
+                        startPositions: [keep]);
                 }
                 catch (OperationCanceledException) when (stopReply.IsCancellationRequested)
                 {

@@ -4,7 +4,9 @@ namespace IlgpuLlama.Device;
 /// Recorded launch graphs by key, at most <see cref="Capacity"/> of them: recording one more
 /// disposes the least recently launched. The key must describe the shape of the recorded work
 /// only (batch width, which kernels run, their sizes); values that change between steps live in
-/// device memory, so the number of keys a server meets stays small and the bound is a backstop.
+/// device memory. The engine's keys are batch width x greedy x penalty x candidates rounded to a
+/// power of two, so a server meets a bounded set, and the capacity keeps the memory bounded whatever
+/// the mix (a key evicted and met again is recorded again: one capture, never a wrong step).
 /// </summary>
 public sealed class LaunchGraphCache<TKey> : IDisposable
     where TKey : notnull

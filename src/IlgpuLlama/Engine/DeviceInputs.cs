@@ -9,12 +9,15 @@ namespace IlgpuLlama.Engine;
 /// them: the decode rows (cache slot, position, token), each row's selection settings (1 /
 /// temperature, repetition penalty) and a prefill chunk's tokens, positions, slots and last rows.
 /// A recorded step reads everything that changes between replays from here. Each setter uploads
-/// only what differs from what the device already holds: after a greedy step the chosen tokens and
-/// the advanced positions are already there, so nothing is uploaded.
+/// only what differs from what the device already holds: after a greedy step over the same rows the
+/// chosen tokens and the advanced positions are already there, so nothing is uploaded. After a step
+/// that failed part-way the device's state is unknown: <see cref="Invalidate"/> makes the next step
+/// upload everything.
 /// </summary>
 sealed class DeviceInputs(AcceleratorStream stream, Workspace workspace, WorkspacePlan buf)
 {
-    // What the decode inputs on the device hold; Token -1 where the device's token is not known.
+    // What the decode inputs on the device hold; Token -1 where the device's token is not known (or is
+    // the -1 of a NaN row's argmax, which no real input equals either).
     DecodeRow[] rows = [];
     // What the selection inputs on the device hold; rows 0..selectRowsValid-1 are current.
     readonly float[] invTemperature = new float[buf.Shape.MaxBatch];
@@ -70,7 +73,17 @@ sealed class DeviceInputs(AcceleratorStream stream, Workspace workspace, Workspa
             selectRowsValid = Math.Max(selectRowsValid, n);
         }
         bool greedy = modes.All(m => m.Greedy);
-        return new SelectShape(greedy, wantedPenalty.Any(v => v != 1f), greedy ? 0 : modes.Where(m => !m.Greedy).Max(m => m.Candidates));
+        // Candidates round up to a power of two (at most the capacity): the shape keys recorded graphs,
+        // so a client's top_k must not make a new one per value; a sampler reads only its own top-k + 1.
+        int candidates = greedy ? 0 : Math.Min((int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)modes.Where(m => !m.Greedy).Max(m => m.Candidates)), buf.Shape.TopKCapacity);
+        return new SelectShape(greedy, wantedPenalty.Any(v => v != 1f), candidates);
+    }
+
+    /// <summary>Forgets what the device holds, so the next step uploads all of its inputs (after a failed step).</summary>
+    public void Invalidate()
+    {
+        rows = [];
+        selectRowsValid = 0;
     }
 
     /// <summary>Uploads one prefill chunk's tokens, positions, slots and the row of each sequence's last token.</summary>

@@ -39,8 +39,16 @@ public sealed partial class LlamaModel
         LmHead(Workspace[buf.Xb], n, null, inputPadded: true);
         // Row i selects for sequence i: its slot (repetition-penalty flags) and the next decode inputs.
         var rows = sequences.Select(s => new DecodeRow(s.Slot, s.StartPosition + s.Tokens.Count, 0)).ToArray();
-        inputs.SetRows(rows, tokens: false);
-        return SelectAndRead(n, inputs.SetSelection(modes));
+        try
+        {
+            inputs.SetRows(rows, tokens: false);
+            return SelectAndRead(n, inputs.SetSelection(modes));
+        }
+        catch
+        {
+            inputs.Invalidate();
+            throw;
+        }
     }
 
     /// <summary>
@@ -142,14 +150,22 @@ public sealed partial class LlamaModel
                     $"decode position {r.Position} is outside the KV cache (max sequence length {MaxSeq}); raise {EngineParameters.MaxSeqLen}", EngineParameter.MaxSeqLen);
             CheckToken(r.Token);
         }
-        inputs.SetRows(rows, tokens: true);
-        var shape = inputs.SetSelection(modes);
-        LaunchDecodeStep(b, shape);
-        LastStepHostTime = System.Diagnostics.Stopwatch.GetElapsedTime(started);
-        // The step advanced the positions on the device; greedy selection wrote the chosen tokens into the inputs.
-        var result = ReadSelection(b, shape);
-        inputs.StepDone(rows, shape.Greedy ? result.ArgMax : null);
-        return result;
+        try
+        {
+            inputs.SetRows(rows, tokens: true);
+            var shape = inputs.SetSelection(modes);
+            LaunchDecodeStep(b, shape);
+            LastStepHostTime = System.Diagnostics.Stopwatch.GetElapsedTime(started);
+            // The step advanced the positions on the device; greedy selection wrote the chosen tokens into the inputs.
+            var result = ReadSelection(b, shape);
+            inputs.StepDone(rows, shape.Greedy ? result.ArgMax : null);
+            return result;
+        }
+        catch
+        {
+            inputs.Invalidate();
+            throw;
+        }
     }
 
     static SelectMode[] Uniform(SelectMode mode, int rows)

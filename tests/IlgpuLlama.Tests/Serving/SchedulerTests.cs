@@ -317,6 +317,37 @@ public sealed class SchedulerTests(SchedulerModelContext ctx, ITestOutputHelper 
     }
 
     [Fact]
+    public void An_unpinned_request_never_takes_the_slot_a_queued_pinned_request_continues()
+    {
+        // Slot 0 holds the first half of a prompt; an unpinned request queued before the continuation
+        // must not take slot 0 (the lowest free one) and overwrite what the continuation needs.
+        var full = GoldenFixture.Cases[3].Prompt;
+        int cut = full.Length / 2;
+        using var s = new Scheduler(ctx.Model);
+        s.Submit(Greedy(full[..cut], 1) with { Slot = 0 });
+        s.RunUntilIdle();
+        var unpinned = s.Submit(Greedy(GoldenFixture.Cases[2].Prompt, 4));
+        var continued = s.Submit(Greedy(full[cut..], 8) with { Slot = 0, StartPosition = cut });
+        s.RunUntilIdle();
+        Assert.Equal(ctx.Alone(full, 8), Done(continued).GeneratedTokens);
+        Assert.Equal(ctx.Alone(GoldenFixture.Cases[2].Prompt, 4), Done(unpinned).GeneratedTokens);
+    }
+
+    [Fact]
+    public void Generator_continues_each_sequence_from_its_start_position()
+    {
+        // What chat does between turns: the second call feeds only the new tokens after the cached ones.
+        var full = GoldenFixture.Cases[2].Prompt;
+        int cut = full.Length - 3;
+        var gen = new Generator(ctx.Model);
+        var settings = new GenerationSettings { MaxNewTokens = 10, Sampling = SamplingOptions.Greedy };
+        gen.Generate([full[..cut]], settings with { MaxNewTokens = 1 });
+        var continued = gen.Generate([full[cut..]], settings, startPositions: [cut]);
+        Assert.Equal(ctx.Alone(full, 10), continued.Sequences[0].GeneratedTokens);
+        Assert.Throws<EngineArgumentException>(() => gen.Generate([full[cut..]], settings, startPositions: [cut, 0]));
+    }
+
+    [Fact]
     public void A_pinned_request_waits_for_its_slot_without_holding_back_the_others()
     {
         using var s = new Scheduler(ctx.Model);

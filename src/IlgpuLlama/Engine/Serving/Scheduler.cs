@@ -19,7 +19,8 @@ public sealed record SchedulerStats(long PrefillTokens, double PrefillSeconds, l
 /// then decodes one token for every sequence past its prompt, so running streams keep going while
 /// new prompts come in. A finished or cancelled request frees its slot at once.
 /// <para>A request's tokens do not depend on what shares the batch: each row of a pass is computed
-/// on its own with its own temperature and repetition penalty (data on the device).</para>
+/// on its own with its own temperature and repetition penalty (data on the device), and a row whose
+/// logits are NaN fails only its own request.</para>
 /// <para>This is the engine's one generation loop: the facade, the CLI, the server and
 /// <see cref="Generator"/> all submit <see cref="GenerationRequest"/>s here.</para>
 /// <para><see cref="Step"/> runs on one thread: the one started by <see cref="Start"/>, or the
@@ -162,7 +163,14 @@ public sealed class Scheduler : IDisposable
         wake.Release();
     }
 
-    int FreeSlot() => Array.IndexOf(slots, null);
+    /// <summary>The first free slot that no queued pinned request waits for (-1: none).</summary>
+    int FreeSlot(HashSet<int> reserved)
+    {
+        for (int i = 0; i < slots.Length; i++)
+            if (slots[i] is null && !reserved.Contains(i))
+                return i;
+        return -1;
+    }
 
     /// <summary>Frees finished and cancelled requests' slots and gives free slots to queued requests, in order.</summary>
     void Admit()
@@ -173,12 +181,15 @@ public sealed class Scheduler : IDisposable
                 r.Fail(new OperationCanceledException());
             foreach (var r in running.Where(r => r.State == RequestState.Finished).ToArray())
                 Release(r);
-            // In order; a request pinned to a busy slot waits without holding back the others.
+            // In order; a request pinned to a busy slot waits without holding back the others, and
+            // no unpinned request takes a slot a queued pinned one waits for (that slot may hold the
+            // sequence the pinned request continues).
+            var reserved = queue.Where(q => q.Request.Slot is not null).Select(q => q.Request.Slot!.Value).ToHashSet();
             for (var node = queue.First; node is not null;)
             {
                 var next = node.Next;
                 var r = node.Value;
-                int slot = r.Request.Slot ?? FreeSlot();
+                int slot = r.Request.Slot ?? FreeSlot(reserved);
                 if (slot >= 0 && slots[slot] is null)
                 {
                     queue.Remove(node);
@@ -247,7 +258,7 @@ public sealed class Scheduler : IDisposable
             var step = Model.Prefill(pieces.Select(m => m.Input).ToArray(), modes);
             var chosen = new int[pieces.Count];
             for (int i = 0; i < pieces.Count; i++)
-                chosen[i] = pieces[i].Last ? Choose(step, i, pieces[i].Request) : -1;
+                chosen[i] = pieces[i].Last ? ChooseOrFail(step, i, pieces[i].Request) : -1;
             lock (gate)
             {
                 prefillTokens += pieces.Sum(m => m.Input.Tokens.Count);
@@ -257,7 +268,7 @@ public sealed class Scheduler : IDisposable
             {
                 var (r, input, last) = pieces[i];
                 r.Prefilled += input.Tokens.Count;
-                if (!last)
+                if (!last || chosen[i] < 0)
                     continue;
                 r.State = RequestState.Decoding;
                 Take(r, chosen[i]);
@@ -285,7 +296,7 @@ public sealed class Scheduler : IDisposable
         {
             var rows = members.Select(r => new DecodeRow(r.Slot, r.NextPosition, r.Generated[^1])).ToArray();
             var step = Model.Decode(rows, members.Select(r => r.Mode).ToArray());
-            var chosen = members.Select((r, i) => Choose(step, i, r)).ToArray();
+            var chosen = members.Select((r, i) => ChooseOrFail(step, i, r)).ToArray();
             lock (gate)
             {
                 decodeTokens += rows.Length;
@@ -294,12 +305,30 @@ public sealed class Scheduler : IDisposable
                 decodeHostSeconds += Model.LastStepHostTime.TotalSeconds;
             }
             for (int i = 0; i < members.Count; i++)
-                Take(members[i], chosen[i]);
+                if (chosen[i] >= 0)
+                    Take(members[i], chosen[i]);
         }
         catch (Exception e)
         {
             foreach (var r in members)
                 Finish(r, e);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="Choose"/>, or -1 after failing only <paramref name="r"/> when its row cannot give a
+    /// token (NaN logits): the other requests of the pass go on.
+    /// </summary>
+    int ChooseOrFail(StepResult step, int row, ScheduledRequest r)
+    {
+        try
+        {
+            return Choose(step, row, r);
+        }
+        catch (Exception e) when (e is EngineStateException or ArgumentException)
+        {
+            Finish(r, e);
+            return -1;
         }
     }
 
