@@ -38,7 +38,7 @@ public sealed class ArchitectureTests
     [Fact]
     public void Every_family_has_bench_cases_and_every_case_names_a_cataloged_kernel()
     {
-        var cases = KernelCatalog.BenchCases(BenchShapes.Tiny, WeightFormat.Bf16);
+        var cases = BenchCatalog.Cases(BenchShapes.Tiny, WeightFormat.Bf16);
         Assert.All(KernelCatalog.Families, f => Assert.Contains(cases, c => c.Family == f.Name));
         var names = KernelCatalog.All.Select(e => e.Name).ToHashSet();
         Assert.All(cases, c => Assert.Contains(names, n => n == c.Kernel || n.StartsWith(c.Kernel + "_b", StringComparison.Ordinal)));
@@ -51,7 +51,7 @@ public sealed class ArchitectureTests
     public void Block_formats_bench_the_matvec_and_gemm_families_with_their_own_bytes(string dtype)
     {
         var f = (BlockQuantFormat)WeightFormat.Parse(dtype);
-        var cases = KernelCatalog.BenchCases(BenchShapes.Llama32_1B, f);
+        var cases = BenchCatalog.Cases(BenchShapes.Llama32_1B, f);
         Assert.Equal(["gemm", "matvec"], cases.Select(c => c.Family).Distinct().Order());
         var names = KernelCatalog.All.Select(e => e.Name).ToHashSet();
         Assert.All(cases, c => Assert.EndsWith("_" + dtype, c.Kernel));
@@ -60,7 +60,7 @@ public sealed class ArchitectureTests
         var lmHead = Assert.Single(cases, c => c.Kernel == "matvec_" + dtype && c.Shape.EndsWith("lm head") && c.Batch == 1);
         Assert.Equal(128256L * (2048 / 32) * f.BytesPerBlock + 4 * 2048 + 4 * 128256, lmHead.Bytes);
         // The tiny shapes' odd intermediate size is rounded up to whole blocks.
-        Assert.All(KernelCatalog.BenchCases(BenchShapes.Tiny, f), c => Assert.DoesNotContain("344", c.Shape));
+        Assert.All(BenchCatalog.Cases(BenchShapes.Tiny, f), c => Assert.DoesNotContain("344", c.Shape));
     }
 
     [Fact]
