@@ -1,6 +1,3 @@
-using IlgpuLlama.Kernels.Bench;
-using IlgpuLlama.Kernels.Reference;
-
 namespace IlgpuLlama.Kernels;
 
 // Small element-wise kernels used by prefill (decode fuses them into the matmuls).
@@ -119,37 +116,11 @@ public static class ElementwiseKernels
     public static long SwiGluFlops(long n) => 5L * n;
 }
 
-/// <summary>The elementwise family: its kernels and the benchmark case of the one that matters for speed (SwiGLU).</summary>
+/// <summary>The elementwise family: its kernels (the benchmark cases: <c>ElementwiseBenchCases</c> in kernels/IlgpuLlama.Kernels.Bench).</summary>
 sealed class ElementwiseFamily : KernelFamily
 {
     public override string Name => ElementwiseKernels.Family;
 
     public override IReadOnlyList<IKernelDefinition> Kernels =>
         [ElementwiseKernels.SwiGluKernel, ElementwiseKernels.GatherRowsKernel, ElementwiseKernels.MarkSeenKernel, ElementwiseKernels.AddScalarKernel];
-
-    public override IEnumerable<BenchCase> BenchCases(BenchShapes s, SixteenBitFormat f)
-    {
-        int tokens = s.PrefillTokens, inter = s.Intermediate;
-        long n = (long)tokens * inter;
-        yield return new("swiglu", ElementwiseKernels.Family, $"{tokens}x{inter}", tokens, ElementwiseKernels.SwiGluBytesMoved(n), ElementwiseKernels.SwiGluFlops(n), ctx =>
-        {
-            int seed = ctx.SeedOf(12, tokens, inter);
-            var gate = HostData.Floats(seed, n, 4.0);
-            var up = HostData.Floats(seed + 1, n, 2.0);
-            int copies = ctx.CopiesFor(12L * n);
-            var gb = ctx.Rotated("bench.swiglu.gate", gate, copies);
-            var ub = ctx.Rotated("bench.swiglu.up", up, copies);
-            void Launch(int i) => ctx.Kernels.SwiGlu(gb.Copy(i), ub.Copy(i), (int)n);
-
-            Validation Validate()
-            {
-                Launch(0);
-                var expected = HostData.ToDouble(gate);
-                KernelReference.SwiGlu(expected, up);
-                return Validation.From($"all {n} values", Tolerance.Elementwise, Tolerance.Elementwise.Check("swiglu", BenchContext.Read(gb.Copy(0)), expected));
-            }
-
-            return new PreparedCase(copies, Validate, Launch);
-        });
-    }
 }

@@ -1,7 +1,6 @@
 using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
 using ILGPU.Runtime.Cuda;
-using IlgpuLlama.Kernels.Bench;
 
 namespace IlgpuLlama.Kernels;
 
@@ -21,10 +20,6 @@ public static class KernelCatalog
 
     /// <summary>All entries: every specialisation (weight format, decode batch width) of every kernel.</summary>
     public static IReadOnlyList<KernelEntry> All { get; } = Families.SelectMany(f => f.Kernels).SelectMany(k => k.Entries).ToArray();
-
-    /// <summary>The benchmark cases of every family at <paramref name="shapes"/> with weights in <paramref name="format"/>.</summary>
-    public static IReadOnlyList<BenchCase> BenchCases(BenchShapes shapes, WeightFormat format) =>
-        Families.SelectMany(f => format is BlockQuantFormat q ? f.BlockBenchCases(shapes, q) : f.BenchCases(shapes, (SixteenBitFormat)format)).ToArray();
 
     /// <summary>Parses "sm_60" style names.</summary>
     public static CudaArchitecture ParseArchitecture(string arch) => arch.ToLowerInvariant() switch

@@ -1,5 +1,4 @@
 using System.Reflection;
-using IlgpuLlama.Kernels.Bench;
 
 namespace IlgpuLlama.Kernels;
 
@@ -216,9 +215,11 @@ public sealed class KernelDefinition<TArgs> : IKernelDefinition
 }
 
 /// <summary>
-/// One kernel family (one source file): its kernel declarations and its benchmark cases, so the
-/// catalog, the static check, <c>bench kernels</c> and the bench-driven tests all find a new kernel
-/// without a second list to update. Subclasses are discovered by <see cref="KernelCatalog"/>.
+/// One kernel family (one source file): its kernel declarations, so the catalog, <c>ilgpu-llama ptx</c>,
+/// the static check and <c>bench kernels</c> all find a new kernel without a second list to update.
+/// Subclasses are discovered by <see cref="KernelCatalog"/>. The family's benchmark cases and the
+/// CPU references they validate against live in kernels/IlgpuLlama.Kernels.Bench, which this
+/// library (and the IlgpuLlama package) does not contain.
 /// </summary>
 public abstract class KernelFamily
 {
@@ -227,13 +228,4 @@ public abstract class KernelFamily
 
     /// <summary>The family's kernel declarations.</summary>
     public abstract IReadOnlyList<IKernelDefinition> Kernels { get; }
-
-    /// <summary>Validated benchmark cases at <paramref name="shapes"/> with weights in <paramref name="format"/>.</summary>
-    public abstract IEnumerable<BenchCase> BenchCases(BenchShapes shapes, SixteenBitFormat format);
-
-    /// <summary>
-    /// Validated benchmark cases with matrices in the block format <paramref name="format"/>: the
-    /// families whose kernels read quantised weights override this (the others have no such variant).
-    /// </summary>
-    public virtual IEnumerable<BenchCase> BlockBenchCases(BenchShapes shapes, BlockQuantFormat format) => [];
 }

@@ -1,6 +1,3 @@
-using IlgpuLlama.Kernels.Bench;
-using IlgpuLlama.Kernels.Reference;
-
 namespace IlgpuLlama.Kernels;
 
 // KV append: write this step's K (already rotated) and V as fp16 into the preallocated cache at
@@ -62,48 +59,10 @@ public static class KvCacheKernels
     public static long BytesMoved(int tokens, KvCacheLayout cache) => (long)tokens * cache.TokenElements * 12L + 8L * tokens;
 }
 
-/// <summary>The kvcache family: its kernel and its validated benchmark case.</summary>
+/// <summary>The kvcache family: its kernel (the benchmark cases: <c>KvCacheBenchCases</c> in kernels/IlgpuLlama.Kernels.Bench).</summary>
 sealed class KvCacheFamily : KernelFamily
 {
     public override string Name => KvCacheKernels.Family;
 
     public override IReadOnlyList<IKernelDefinition> Kernels => [KvCacheKernels.KvAppendKernel];
-
-    public override IEnumerable<BenchCase> BenchCases(BenchShapes s, SixteenBitFormat f)
-    {
-        int tokens = s.PrefillTokens;
-        var cache = new KvCacheLayout(s.KvHeads, tokens, s.HeadDim);
-        yield return new("kv_append", KvCacheKernels.Family, $"{tokens} tokens, {s.KvHeads} kv heads x {s.HeadDim}", tokens,
-            KvCacheKernels.BytesMoved(tokens, cache), 0, ctx =>
-            {
-                int seed = ctx.SeedOf(14, tokens);
-                var kv = HostData.Floats(seed, (long)tokens * cache.TokenElements);
-                var v = HostData.Floats(seed + 1, (long)tokens * cache.TokenElements);
-                int[] slots = new int[tokens];
-                int[] positions = Enumerable.Range(0, tokens).ToArray();
-                var kCache = HostData.HalfBits(seed + 2, cache.Elements(1));
-                var vCache = HostData.HalfBits(seed + 3, cache.Elements(1));
-                int copies = ctx.CopiesFor(8L * tokens * cache.TokenElements);
-                var kb = ctx.Rotated("bench.kv_append.k", kv, copies);
-                var vb = ctx.Rotated("bench.kv_append.v", v, copies);
-                var kcb = ctx.Upload("bench.kv_append.k_cache", kCache);
-                var vcb = ctx.Upload("bench.kv_append.v_cache", vCache);
-                var sb = ctx.Upload("bench.kv_append.slots", slots);
-                var pb = ctx.Upload("bench.kv_append.positions", positions);
-                void Launch(int i) => ctx.Kernels.KvAppend(kb.Copy(i), vb.Copy(i), kcb, vcb, sb, pb, tokens, cache);
-
-                Validation Validate()
-                {
-                    Launch(0);
-                    var ek = (ushort[])kCache.Clone();
-                    var ev = (ushort[])vCache.Clone();
-                    KernelReference.KvAppend(kv, v, ek, ev, slots, positions, cache);
-                    return Validation.From($"all {tokens} tokens", Tolerance.Fp16,
-                        Tolerance.Fp16.Check("k cache", HostData.HalfToFloat(BenchContext.Read(kcb)), HostData.HalfToDouble(ek)),
-                        Tolerance.Fp16.Check("v cache", HostData.HalfToFloat(BenchContext.Read(vcb)), HostData.HalfToDouble(ev)));
-                }
-
-                return new PreparedCase(copies, Validate, Launch);
-            });
-    }
 }

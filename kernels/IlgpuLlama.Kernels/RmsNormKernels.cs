@@ -1,6 +1,3 @@
-using IlgpuLlama.Kernels.Bench;
-using IlgpuLlama.Kernels.Reference;
-
 namespace IlgpuLlama.Kernels;
 
 // RMSNorm: y[r, :] = x[r, :] * rsqrt(mean(x[r, :]^2) + eps) * w, all in fp32 (weights widened).
@@ -122,37 +119,10 @@ public static class RmsNormKernels
     public static long Flops(int rows, int n) => rows * 4L * n;
 }
 
-/// <summary>The rmsnorm family: its kernel and its validated benchmark cases.</summary>
+/// <summary>The rmsnorm family: its kernel (the benchmark cases: <c>RmsNormBenchCases</c> in kernels/IlgpuLlama.Kernels.Bench).</summary>
 sealed class RmsNormFamily : KernelFamily
 {
     public override string Name => RmsNormKernels.Family;
 
     public override IReadOnlyList<IKernelDefinition> Kernels => [RmsNormKernels.RmsNormKernel];
-
-    public override IEnumerable<BenchCase> BenchCases(BenchShapes s, SixteenBitFormat f) =>
-        new[] { 1, 4, s.PrefillTokens }.Select(rows => RmsNorm(f, rows, s.Hidden));
-
-    static BenchCase RmsNorm(SixteenBitFormat f, int rows, int n) =>
-        new($"rmsnorm_{f.Name}", RmsNormKernels.Family, $"{rows}x{n}", rows, RmsNormKernels.BytesMoved(f, rows, n), RmsNormKernels.Flops(rows, n), ctx =>
-        {
-            int seed = ctx.SeedOf(5, rows, n);
-            var x = HostData.Floats(seed, (long)rows * n, 3.0);
-            var w = HostData.Weights(seed + 1, n, f, 1.5);
-            int copies = ctx.CopiesFor(8L * rows * n);
-            var xb = ctx.Rotated("bench.rmsnorm.x", x, copies);
-            var wb = ctx.Upload("bench.rmsnorm.w", w);
-            var yb = ctx.Alloc<float>("bench.rmsnorm.y", rows, n);
-            const float eps = 1e-5f;
-            void Launch(int i) => ctx.Kernels.RmsNorm(xb.Copy(i), new WeightVector(f, wb), yb, rows, n, eps);
-
-            Validation Validate()
-            {
-                Launch(0);
-                var expected = new double[(long)rows * n];
-                KernelReference.RmsNorm(x, w, expected, n, eps, f);
-                return Validation.From(HostData.RowsMethod(rows, rows), Tolerance.Elementwise, Tolerance.Elementwise.Check("rmsnorm", BenchContext.Read(yb), expected));
-            }
-
-            return new PreparedCase(copies, Validate, Launch);
-        });
 }

@@ -154,7 +154,7 @@ public sealed class KernelBenchRunner
         var format = options.Format;
         var shapes = BenchShapes.Parse(options.Shapes ?? DefaultShapes(device.IsCuda));
         // Filtered before anything is compiled or measured, so a bad filter fails at once.
-        var cases = BenchCaseFilter.Select(KernelCatalog.BenchCases(shapes, format), options.Filters);
+        var cases = BenchCaseFilter.Select(BenchCatalog.Cases(shapes, format), options.Filters);
         string description = device.IsCuda
             ? device.Description
             : $"ILGPU CPU accelerator (warp {device.Accelerator.WarpSize}, max group {device.Accelerator.MaxNumThreadsPerGroup}, {device.Accelerator.NumMultiprocessors} emulated multiprocessors)";

@@ -73,7 +73,7 @@ public static class BenchKernelsCommand
             {
                 // Without --shapes the device decides the default set, as a run would.
                 string shapeSet = options.Shapes ?? KernelBenchRunner.DefaultShapes(ResolvesToCuda(options.Device));
-                foreach (var c in BenchCaseFilter.Select(KernelCatalog.BenchCases(BenchShapes.Parse(shapeSet), options.Format), options.Filters))
+                foreach (var c in BenchCaseFilter.Select(BenchCatalog.Cases(BenchShapes.Parse(shapeSet), options.Format), options.Filters))
                     io.Out.WriteLine(BenchCaseFilter.Name(c));
                 io.Out.Flush();
                 return 0;

@@ -4,6 +4,7 @@ using IlgpuLlama.Device;
 using IlgpuLlama.Engine;
 using IlgpuLlama.Kernels;
 using IlgpuLlama.Kernels.Bench;
+using IlgpuLlama.Kernels.Reference;
 using IlgpuLlama.Model;
 using IlgpuLlama.Tests.Model;
 
@@ -12,7 +13,7 @@ namespace IlgpuLlama.Tests.Architecture;
 /// <summary>
 /// The structure the code relies on: kernel declarations and the catalog derived from them, the
 /// buffer plan behind the memory formula, the engine's parameter-neutral messages, and the
-/// layering rules (no test oracle in the engine, no CLI flag in engine strings).
+/// layering rules (no test oracle or bench case in the library assemblies, no CLI flag in engine strings).
 /// </summary>
 public sealed class ArchitectureTests
 {
@@ -38,7 +39,12 @@ public sealed class ArchitectureTests
     [Fact]
     public void Every_family_has_bench_cases_and_every_case_names_a_cataloged_kernel()
     {
-        var cases = KernelCatalog.BenchCases(BenchShapes.Tiny, WeightFormat.Bf16);
+        // The bench project maps the catalog's families to their cases: exactly one set per family, none for a family the catalog lacks.
+        var catalogFamilies = KernelCatalog.Families.Select(f => f.Name).ToList();
+        Assert.Equal(catalogFamilies, BenchCatalog.Families.Select(b => b.Family));
+        Assert.All(KernelCatalog.Families, f => Assert.Equal(f.Name, BenchCatalog.For(f).Family));
+        Assert.All(KernelCatalog.Families, f => Assert.All(BenchCatalog.For(f).BenchCases(BenchShapes.Tiny, WeightFormat.Fp16), c => Assert.Equal(f.Name, c.Family)));
+        var cases = BenchCatalog.Cases(BenchShapes.Tiny, WeightFormat.Bf16);
         Assert.All(KernelCatalog.Families, f => Assert.Contains(cases, c => c.Family == f.Name));
         var names = KernelCatalog.All.Select(e => e.Name).ToHashSet();
         Assert.All(cases, c => Assert.Contains(names, n => n == c.Kernel || n.StartsWith(c.Kernel + "_b", StringComparison.Ordinal)));
@@ -51,7 +57,7 @@ public sealed class ArchitectureTests
     public void Block_formats_bench_the_matvec_and_gemm_families_with_their_own_bytes(string dtype)
     {
         var f = (BlockQuantFormat)WeightFormat.Parse(dtype);
-        var cases = KernelCatalog.BenchCases(BenchShapes.Llama32_1B, f);
+        var cases = BenchCatalog.Cases(BenchShapes.Llama32_1B, f);
         Assert.Equal(["gemm", "matvec"], cases.Select(c => c.Family).Distinct().Order());
         var names = KernelCatalog.All.Select(e => e.Name).ToHashSet();
         Assert.All(cases, c => Assert.EndsWith("_" + dtype, c.Kernel));
@@ -60,7 +66,7 @@ public sealed class ArchitectureTests
         var lmHead = Assert.Single(cases, c => c.Kernel == "matvec_" + dtype && c.Shape.EndsWith("lm head") && c.Batch == 1);
         Assert.Equal(128256L * (2048 / 32) * f.BytesPerBlock + 4 * 2048 + 4 * 128256, lmHead.Bytes);
         // The tiny shapes' odd intermediate size is rounded up to whole blocks.
-        Assert.All(KernelCatalog.BenchCases(BenchShapes.Tiny, f), c => Assert.DoesNotContain("344", c.Shape));
+        Assert.All(BenchCatalog.Cases(BenchShapes.Tiny, f), c => Assert.DoesNotContain("344", c.Shape));
     }
 
     [Fact]
@@ -151,6 +157,38 @@ public sealed class ArchitectureTests
         Assert.StartsWith("--max-batch-size 65 must be between 1 and 64", CliNames.Message(shapeError));
         Assert.Equal("{Unknown} stays", EngineParameters.Render("{Unknown} stays", CliNames.Flag));
         Assert.All(Enum.GetValues<EngineParameter>(), p => Assert.StartsWith("--", CliNames.Flag(p)));
+    }
+
+    /// <summary>
+    /// The test oracle and the bench cases live in their own assembly, which the library assemblies
+    /// (the engine and the kernels it ships in its package) neither contain nor reference: every
+    /// namespace of that assembly is a Reference or Bench one, and no library type is in such a namespace.
+    /// </summary>
+    [Fact]
+    public void The_library_assemblies_hold_no_test_oracle_or_bench_case()
+    {
+        static bool OracleOrBench(string? ns) => (ns ?? "").Split('.').Any(part => part is "Reference" or "Bench");
+        var bench = typeof(BenchCatalog).Assembly;
+        Assert.Same(bench, typeof(KernelReference).Assembly);
+        var benchNamespaces = bench.GetTypes().Where(t => t.IsPublic).Select(t => t.Namespace).Distinct().ToList();
+        Assert.All(benchNamespaces, ns => Assert.True(OracleOrBench(ns), $"{ns} in {bench.GetName().Name} is neither a Reference nor a Bench namespace"));
+        var libraries = new[] { typeof(LlamaEngine).Assembly, typeof(KernelCatalog).Assembly };
+        Assert.Contains(libraries[1].GetName().Name, libraries[0].GetReferencedAssemblies().Select(a => a.Name));
+        foreach (var library in libraries)
+        {
+            Assert.NotSame(bench, library);
+            var offenders = library.GetTypes().Where(t => OracleOrBench(t.Namespace) || benchNamespaces.Contains(t.Namespace)).Select(t => t.FullName).ToList();
+            Assert.True(offenders.Count == 0, $"{library.GetName().Name} holds test-oracle or bench types: {string.Join(", ", offenders)}");
+            Assert.DoesNotContain(bench.GetName().Name, library.GetReferencedAssemblies().Select(a => a.Name));
+        }
+    }
+
+    [Fact]
+    public void The_static_check_sizes_attention_at_the_bench_llama_shapes()
+    {
+        var s = AttentionKernels.StaticCheckShape;
+        var llama = BenchShapes.Llama32_1B;
+        Assert.Equal((llama.Heads, llama.KvHeads, llama.HeadDim), (s.Heads, s.KvHeads, s.HeadDim));
     }
 
     static IEnumerable<string> SourceFiles(string relative) =>

@@ -10,7 +10,7 @@ public sealed class RooflinePlotTests
     /// <summary>A CPU-like run: every tiny-shape case, GFLOP/s from <paramref name="gflops"/>(case index, arithmetic intensity).</summary>
     static KernelBenchReport Report(Func<int, double, double> gflops)
     {
-        var cases = KernelCatalog.BenchCases(BenchShapes.Parse("tiny"), WeightFormat.Fp16);
+        var cases = BenchCatalog.Cases(BenchShapes.Parse("tiny"), WeightFormat.Fp16);
         var rows = cases.Select((c, i) =>
         {
             double? g = c.Flops > 0 ? gflops(i, (double)c.Flops / c.Bytes) : null;
