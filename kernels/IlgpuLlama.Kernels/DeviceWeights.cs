@@ -20,17 +20,6 @@ public readonly record struct WeightMatrix(WeightFormat Format, int Rows, int Co
     public static WeightMatrix Quantized(BlockQuantFormat format, ArrayView<byte> quants, ArrayView<ushort> scales, int rows, int cols) =>
         new(format, rows, cols, default, quants, scales);
 
-    /// <summary>Rows <paramref name="first"/>..<paramref name="first"/>+<paramref name="count"/>-1 as a matrix.</summary>
-    public WeightMatrix RowRange(int first, int count)
-    {
-        if (Format is BlockQuantFormat q)
-        {
-            long rowBytes = q.RowQuantBytes(Cols), blocks = Cols / BlockQuantFormat.Block;
-            return this with { Rows = count, Quants = Quants.SubView(first * rowBytes, count * rowBytes), Scales = Scales.SubView(first * blocks, count * blocks) };
-        }
-        return this with { Rows = count, Values = Values.SubView((long)first * Cols, (long)count * Cols) };
-    }
-
     /// <summary>The row data as 128-bit chunks (checked by the launcher first: the row must be a whole number of chunks).</summary>
     public ArrayView<U4> Chunks => Format is BlockQuantFormat ? Quants.Cast<U4>() : Values.Cast<U4>();
 

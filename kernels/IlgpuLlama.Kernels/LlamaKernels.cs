@@ -3,22 +3,6 @@ using System.Collections.Concurrent;
 namespace IlgpuLlama.Kernels;
 
 /// <summary>
-/// Something whose launches can be recorded instead of enqueued: what a CUDA graph capture (or
-/// its CPU stand-in) needs from the kernels, without knowing which kernels they are.
-/// </summary>
-public interface ILaunchRecorder
-{
-    /// <summary>The accelerator the launches run on.</summary>
-    Accelerator Accelerator { get; }
-
-    /// <summary>The stream launches are enqueued on (what a CUDA graph captures).</summary>
-    AcceleratorStream Stream { get; }
-
-    /// <summary>Runs <paramref name="enqueue"/> with launches recorded, not enqueued, and returns them (arguments frozen).</summary>
-    List<Action> RecordLaunches(Action enqueue);
-}
-
-/// <summary>
 /// The kernels of the model on one accelerator: compiles each declared specialisation on first
 /// use (<see cref="KernelDefinition{TArgs}"/>), enqueues launches on <see cref="Stream"/> or
 /// records them, and carries the launch shapes (<see cref="Tuning"/>). The launchers themselves,
@@ -26,7 +10,7 @@ public interface ILaunchRecorder
 /// AttentionKernels.Attention, ...). Nothing here allocates device memory: workspaces are passed in,
 /// so the engine's tracking allocator sees every byte.
 /// </summary>
-public sealed class LlamaKernels : ILaunchRecorder
+public sealed class LlamaKernels
 {
     readonly ConcurrentDictionary<(IKernelDefinition Kernel, KernelVariant Variant), Lazy<Delegate>> loaded = new();
     List<Action>? recording;
@@ -48,9 +32,6 @@ public sealed class LlamaKernels : ILaunchRecorder
 
     /// <summary>Stream every launch is enqueued on (a CUDA graph captures this stream).</summary>
     public AcceleratorStream Stream { get; set; }
-
-    /// <summary>Number of kernel specialisations compiled so far.</summary>
-    public int CompiledCount => loaded.Count;
 
     /// <summary>
     /// Kernel launches enqueued on the stream so far (recorded launches, and their replays from a
@@ -134,7 +115,4 @@ public static class Require
     public static void MultipleOf8(int inDim, string what) =>
         That(inDim > 0 && inDim % 8 == 0, $"{what}: input length {inDim} must be a positive multiple of 8 (weights are read 8 at a time with 128-bit loads)");
 
-    /// <summary>A decode batch one launch handles.</summary>
-    public static void Batch(int batch) =>
-        That(batch >= 1 && batch <= BatchWidth.Max, $"batch {batch} must be between 1 and {BatchWidth.Max} for the decode kernels");
 }

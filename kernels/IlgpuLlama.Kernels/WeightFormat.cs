@@ -267,13 +267,6 @@ public abstract record BlockQuantFormat : WeightFormat
             scales[b] = QuantizeBlock(row.Slice(b * Block, Block), quants.Slice(b * QuantBytesPerBlock, QuantBytesPerBlock));
     }
 
-    /// <summary>Dequantises a row from its quants and scales.</summary>
-    public void DequantizeRow(ReadOnlySpan<byte> quants, ReadOnlySpan<ushort> scales, Span<float> row)
-    {
-        for (int c = 0; c < row.Length; c++)
-            row[c] = DequantizeBlockValue(quants.Slice(c / Block * QuantBytesPerBlock, QuantBytesPerBlock), scales[c / Block], c % Block);
-    }
-
     /// <summary>fp32 to fp16 bits with round-to-nearest-even, as ggml's GGML_FP32_TO_FP16.</summary>
     protected static ushort Half(float d) => Fp16.Encode(d);
 

@@ -90,7 +90,7 @@ sealed class LogitsBenchCases : FamilyBenchCases
                 var lb = ctx.Rotated("bench.repetition_penalty.logits", logits, copies);
                 var seenb = ctx.Rotated("bench.repetition_penalty.seen", seen, copies);
                 var sb = ctx.Upload("bench.repetition_penalty.slots", slots);
-                var penalties = Enumerable.Range(0, rows).Select(r => 1.3f - 0.1f * r).ToArray();
+                var penalties = Enumerable.Range(0, rows).Select(r => r % 2 == 0 ? 1.3f : 0.8f).ToArray(); // > 0 at any row count
                 var pb = ctx.Upload("bench.repetition_penalty.penalties", penalties);
                 void Launch(int i) => ctx.Kernels.RepetitionPenalty(lb.Copy(i), sb, seenb.Copy(i), pb, rows, vocab);
 

@@ -99,7 +99,4 @@ public sealed class HostMatrix
         }
         return Of(q, quants, scales, ids.Length, Cols);
     }
-
-    /// <summary>Bytes on the device.</summary>
-    public long DeviceBytes => Format.MatrixBytes(Rows, Cols);
 }
