@@ -24,15 +24,29 @@ public sealed class ArchitectureTests
     {
         var names = KernelCatalog.All.Select(e => e.Name).ToList();
         Assert.Equal(names.Count, names.Distinct().Count());
-        // 6 matvec kernels (3 plain, 3 with the norm fused) x 4 formats x 4 widths, gemm and embedding x 4 formats,
-        // rmsnorm x the 2 16-bit formats (norm weights are always 16-bit), and 10 format-free kernels.
-        Assert.Equal(6 * 4 * 4 + 2 * 4 + 2 + 10, names.Count);
+        // Derived, not counted: the catalog is exactly every variant of every declared kernel, and a
+        // kernel specialised per format or per batch width has every format it can read (all formats,
+        // or the 16-bit ones for norm weights) crossed with every width 1..BatchWidth.Max.
+        var declared = KernelCatalog.Families.SelectMany(f => f.Kernels).ToList();
+        Assert.Equal(declared.SelectMany(k => k.Variants.Select(v => k.Name + v.Suffix)).Order(), names.Order());
+        foreach (var k in declared.Where(k => k.Variants.Any(v => v.Format is not null)))
+        {
+            var formats = k.Variants.Select(v => v.Format!).Distinct().ToList();
+            Assert.True(formats.SequenceEqual(WeightFormat.All) || formats.SequenceEqual(WeightFormat.SixteenBit), $"{k.Name}: formats {string.Join(", ", formats)}");
+            var widths = k.Variants.Select(v => v.Batch).Distinct().Order().ToList();
+            Assert.True(widths.SequenceEqual([0]) || widths.SequenceEqual(Enumerable.Range(1, BatchWidth.Max)), $"{k.Name}: widths {string.Join(", ", widths)}");
+            Assert.Equal(formats.Count * widths.Count, k.Variants.Count);
+        }
         Assert.Contains("matvec_swiglu_norm_q4_0_b4", names);
         Assert.All(KernelCatalog.All, e => Assert.False(e.Method.ContainsGenericParameters, e.Name));
         Assert.Contains("matvec_qkv_rope_bf16_b3", names);
         Assert.Contains("attention", names);
         var families = KernelCatalog.Families.Select(f => f.Name).ToList();
-        Assert.Equal(["attention", "elementwise", "embedding", "gemm", "kvcache", "logits", "matvec", "rmsnorm", "rope"], families);
+        // Every family class the kernels assembly declares is in the catalog, once.
+        var familyTypes = typeof(KernelFamily).Assembly.GetTypes().Where(t => t.IsSubclassOf(typeof(KernelFamily)) && !t.IsAbstract).ToList();
+        Assert.Equal(familyTypes.Count, families.Count);
+        Assert.Equal(families.Count, families.Distinct().Count());
+        Assert.Equal(familyTypes.OrderBy(t => t.FullName), KernelCatalog.Families.Select(f => f.GetType()).OrderBy(t => t.FullName));
         Assert.All(KernelCatalog.Families, f => Assert.All(f.Kernels, k => Assert.Equal(f.Name, k.Family)));
     }
 
@@ -82,9 +96,12 @@ public sealed class ArchitectureTests
     [Fact]
     public void Weight_formats_are_data_the_memory_formula_reads()
     {
-        Assert.Equal(["fp16", "bf16", "q8_0", "q4_0"], WeightFormat.Names);
+        // The registry, not a list here: a new format is one more entry of WeightFormat.All.
+        Assert.Equal(WeightFormat.All.Select(f => f.Name), WeightFormat.Names);
+        Assert.Same(WeightFormat.Fp16, WeightFormat.All[0]); // the default first
+        Assert.All(WeightFormat.All, f => Assert.Same(f, WeightFormat.Parse(f.Name.ToUpperInvariant())));
         Assert.Same(WeightFormat.Bf16, WeightFormat.Parse("BF16"));
-        Assert.Contains("known formats: fp16, bf16, q8_0, q4_0", Assert.Throws<ArgumentException>(() => WeightFormat.Parse("q5_1")).Message);
+        Assert.Contains($"known formats: {string.Join(", ", WeightFormat.Names)}", Assert.Throws<ArgumentException>(() => WeightFormat.Parse("q5_1")).Message);
         var config = LlamaConfig.Preset("llama-3.2-1b");
         var shape = WorkspaceShape.For(config, 4, 256, new KernelTuning());
         foreach (var f in WeightFormat.SixteenBit)
