@@ -2,7 +2,8 @@ namespace IlgpuLlama.Kernels;
 
 // Embedding gather: x[t, :] = fp32(table[tokens[t], :]).
 // Decomposition: one thread per output element (implicitly grouped, grid = tokens * hidden).
-// Consecutive threads read consecutive 16-bit weights of one row, so loads coalesce. Token ids are
+// Consecutive threads read consecutive weights of one row (16-bit values, or a block format's quants
+// with their block's scale), so loads coalesce. Token ids are
 // validated on the host before upload (or come from argmax, which cannot leave the vocabulary).
 
 /// <summary>Arguments of <see cref="EmbeddingKernels.Embedding{TW}"/>.</summary>

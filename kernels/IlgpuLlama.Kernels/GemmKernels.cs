@@ -1,6 +1,7 @@
 namespace IlgpuLlama.Kernels;
 
-// Prefill matmul: C[m, n] (+)= sum_k X[m, k] * W[n, k]   (X fp32 [tokens, in], W 16-bit [out, in]).
+// Prefill matmul: C[m, n] (+)= sum_k X[m, k] * W[n, k]   (X fp32 [tokens, in], W [out, in] in any
+// WeightFormat: 16-bit values widened, block formats dequantised with their scales while staged).
 //
 // Decomposition: classic shared-memory tiling. A group of td x td threads (td = 16 on a GPU: 256
 // threads) computes a (4 td) x (4 td) tile of C (64 x 64), each thread a 4 x 4 micro-tile whose

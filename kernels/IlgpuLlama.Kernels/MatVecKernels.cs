@@ -1,10 +1,12 @@
 namespace IlgpuLlama.Kernels;
 
-// Decode matmul: y[b, r] = sum_k W[r, k] * x[b, k] for up to four activation vectors at once.
+// Decode matmul: y[b, r] = sum_k W[r, k] * x[b, k] for up to four activation vectors per launch
+// (a decode step of more sequences launches tiles of four; WorkspaceShape pads the batch).
 //
-// Weights are 16-bit, row-major [rows, in], read as 128-bit chunks (U4 = 8 weights). Every weight
-// byte is read exactly once per step for the whole batch; x (fp32, [batch, in]) is re-read from
-// L1/L2 by every group, which is cheap because it is small.
+// Weights are row-major [rows, in] in any WeightFormat, read as 128-bit chunks (U4: 8 fp16/bf16
+// weights, 16 Q8_0 quants or 32 Q4_0 nibbles, the block formats' fp16 scales from their own plane).
+// Every weight byte is read exactly once per launch for its up to four vectors; x (fp32,
+// [batch, in]) is re-read from L1/L2 by every group, which is cheap because it is small.
 //
 // Decomposition (all versions): one group computes two output rows. Its threads stride over the
 // in/8 chunks of both rows (consecutive threads read consecutive 16-byte chunks, so each warp load
