@@ -3,6 +3,10 @@ using System.Text.RegularExpressions;
 using IlgpuLlama.Cli;
 using IlgpuLlama.Cli.Commands;
 using IlgpuLlama.Cli.Infrastructure;
+using IlgpuLlama.Device;
+using IlgpuLlama.Engine;
+using IlgpuLlama.Engine.Serving;
+using IlgpuLlama.Sampling;
 using IlgpuLlama.Text;
 
 namespace IlgpuLlama.Tests.Cli;
@@ -94,6 +98,70 @@ public sealed partial class ChatSessionTests(DemoModelDir demo) : IClassFixture<
         Assert.Matches(StoppedAfter(), err);
         Assert.EndsWith("(Ctrl-C twice: exiting)", err.TrimEnd());
         Assert.Equal(1, input.Reads);
+    }
+
+    /// <summary>Standard output that keeps what was written after each "> " prompt: the reply to each message.</summary>
+    sealed class RepliesWriter : StringWriter
+    {
+        public List<StringBuilder> Replies { get; } = [];
+
+        public override void Write(string? value)
+        {
+            base.Write(value);
+            if (value == "> ")
+                Replies.Add(new StringBuilder());
+            else if (Replies.Count > 0)
+                Replies[^1].Append(value);
+        }
+
+        public override void WriteLine(string? value)
+        {
+            Write(value);
+            Write(Environment.NewLine);
+        }
+    }
+
+    [Fact]
+    public void A_second_turn_continues_the_conversation_held_in_the_cache()
+    {
+        // The second reply must be what the model says after the whole conversation: chat feeds only the
+        // new tokens after the ones its KV slot holds (it once restarted them at position 0, so the model
+        // saw the new message alone). The reference continues the same slot through the library.
+        string[] messages = ["hello there", "and what next"];
+        var day = new DateOnly(2024, 7, 26);
+        var output = new RepliesWriter();
+        var error = new StringWriter();
+        // Sampled with a seed: the demo model's greedy reply is the same in any context, its distribution is not.
+        int code = Program.Run(ChatArgs("--max-new-tokens", "8", "--max-seq-len", "256", "--temperature", "1.5", "--top-k", "0", "--top-p", "1", "--seed", "7"),
+            new StringReader(string.Join('\n', messages) + "\n"), output, error);
+        Assert.True(code == 0, error.ToString());
+        Assert.True(output.Replies.Count >= 2, output.ToString());
+
+        var tokenizer = ModelOptions.LoadTokenizer(demo.Path);
+        using var device = ComputeDevice.Create(DeviceKind.Cpu);
+        using var model = LlamaModel.Load(device, demo.Path, new EngineOptions { MaxBatchSize = 1, MaxSeqLen = 256 });
+        var stops = new HashSet<int>(model.Config.EosTokenIds.Concat(tokenizer.StopIds));
+        var settings = new GenerationSettings { MaxNewTokens = 8, Sampling = new SamplingOptions { Temperature = 1.5f, TopK = 0, TopP = 1f, Seed = 7 }, StopTokens = stops };
+        var generator = new Generator(model);
+        var history = new List<ChatMessage>();
+        var cached = new List<int>();
+        var expected = new List<string>();
+        foreach (var message in messages)
+        {
+            history.Add(new ChatMessage("user", message));
+            var full = ChatTemplate.Encode(tokenizer, history, addGenerationPrompt: true, day);
+            int keep = 0;
+            while (keep < cached.Count && keep < full.Count - 1 && cached[keep] == full[keep])
+                keep++;
+            var reply = generator.Generate([full.Skip(keep).ToArray()], settings, startPositions: [keep]).Sequences[0].GeneratedTokens;
+            string text = tokenizer.Decode(reply.Where(t => !stops.Contains(t)), includeSpecial: false);
+            expected.Add(text);
+            history.Add(new ChatMessage("assistant", text));
+            cached = [.. full, .. reply.Take(reply.Count - 1)]; // the last token was never fed back
+        }
+        // Each reply is printed, then its line ends.
+        Assert.Equal(expected[0] + Environment.NewLine, output.Replies[0].ToString());
+        Assert.Equal(expected[1] + Environment.NewLine, output.Replies[1].ToString());
     }
 
     [Fact]
