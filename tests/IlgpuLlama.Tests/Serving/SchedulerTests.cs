@@ -348,6 +348,33 @@ public sealed class SchedulerTests(SchedulerModelContext ctx, ITestOutputHelper 
     }
 
     [Fact]
+    public void A_request_waiting_for_a_busy_pinned_slot_counts_against_the_queue_limit()
+    {
+        using var s = new Scheduler(ctx.Model, options: new SchedulerOptions { MaxQueuedRequests = 1 });
+        s.Submit(Greedy(GoldenFixture.Cases[0].Prompt, 4) with { Slot = 0 });
+        s.Step(); // slot 0 busy, three slots free
+        s.Submit(Greedy([1, 2], 2) with { Slot = 0 }); // waits: the queue's one place
+        Assert.Throws<QueueFullException>(() => s.Submit(Greedy([1, 2], 2) with { Slot = 0 }));
+        s.Submit(Greedy([1, 2], 2)); // an unpinned one takes a free slot at the next step: not waiting
+        s.RunUntilIdle();
+    }
+
+    [Fact]
+    public async Task Dispose_from_another_thread_stops_RunUntilIdle_between_steps()
+    {
+        var s = new Scheduler(ctx.Model);
+        var request = s.Submit(Greedy(GoldenFixture.Cases[0].Prompt, 100));
+        using var stepped = new ManualResetEventSlim();
+        var run = Task.Run(() => s.RunUntilIdle(() => stepped.Set()));
+        Assert.True(stepped.Wait(TimeSpan.FromMinutes(2)));
+        Assert.Throws<InvalidOperationException>(() => s.Start());
+        s.Dispose();
+        await run.WaitAsync(TimeSpan.FromMinutes(2));
+        Assert.True(request.Completion.IsCanceled);
+        Assert.Equal(0, s.RunningCount);
+    }
+
+    [Fact]
     public void A_pinned_request_waits_for_its_slot_without_holding_back_the_others()
     {
         using var s = new Scheduler(ctx.Model);

@@ -34,6 +34,8 @@ public sealed class Scheduler : IDisposable
     readonly List<ScheduledRequest> running = []; // admission order
     readonly LlamaTokenizer? tokenizer;
     readonly HashSet<int> endOfSequence;
+    readonly object stepGate = new(); // held by RunUntilIdle during each step; Dispose waits on it
+    bool steppingInline;
     readonly SemaphoreSlim wake = new(0);
     readonly int prefillPerStep;
     Thread? loop;
@@ -106,11 +108,16 @@ public sealed class Scheduler : IDisposable
         lock (gate)
         {
             ObjectDisposedException.ThrowIf(stopping, this);
-            // Requests that will take a free slot at the next step do not count as waiting.
-            if (queue.Count - slots.Count(s => s is null) >= Options.MaxQueuedRequests)
-                throw new QueueFullException(Options.MaxQueuedRequests);
-            handle = new ScheduledRequest(this, ++nextId, request, tokenizer);
+            handle = new ScheduledRequest(this, nextId + 1, request, tokenizer);
             queue.AddLast(handle);
+            // Requests that take a free slot at the next step do not count as waiting (a request
+            // pinned to a busy slot does).
+            if (queue.Count - Admissions().Count > Options.MaxQueuedRequests)
+            {
+                queue.RemoveLast();
+                throw new QueueFullException(Options.MaxQueuedRequests);
+            }
+            nextId++;
         }
         handle.Watch(cancellation);
         wake.Release();
@@ -163,11 +170,11 @@ public sealed class Scheduler : IDisposable
         wake.Release();
     }
 
-    /// <summary>The first free slot that no queued pinned request waits for (-1: none).</summary>
-    int FreeSlot(HashSet<int> reserved)
+    /// <summary>The first free slot that no queued pinned request waits for and no admission took (-1: none).</summary>
+    int FreeSlot(HashSet<int> reserved, HashSet<int> taken)
     {
         for (int i = 0; i < slots.Length; i++)
-            if (slots[i] is null && !reserved.Contains(i))
+            if (slots[i] is null && !reserved.Contains(i) && !taken.Contains(i))
                 return i;
         return -1;
     }
@@ -181,27 +188,35 @@ public sealed class Scheduler : IDisposable
                 r.Fail(new OperationCanceledException());
             foreach (var r in running.Where(r => r.State == RequestState.Finished).ToArray())
                 Release(r);
-            // In order; a request pinned to a busy slot waits without holding back the others, and
-            // no unpinned request takes a slot a queued pinned one waits for (that slot may hold the
-            // sequence the pinned request continues).
-            var reserved = queue.Where(q => q.Request.Slot is not null).Select(q => q.Request.Slot!.Value).ToHashSet();
-            for (var node = queue.First; node is not null;)
+            foreach (var (r, slot) in Admissions())
             {
-                var next = node.Next;
-                var r = node.Value;
-                int slot = r.Request.Slot ?? FreeSlot(reserved);
-                if (slot >= 0 && slots[slot] is null)
-                {
-                    queue.Remove(node);
-                    r.Admit(slot);
-                    slots[slot] = r;
-                    running.Add(r);
-                }
-                else if (r.Request.Slot is null)
-                    break; // no free slot is left for unpinned requests
-                node = next;
+                queue.Remove(r);
+                r.Admit(slot);
+                slots[slot] = r;
+                running.Add(r);
             }
         }
+    }
+
+    /// <summary>
+    /// The queued requests that take a slot now, with their slots (under the gate): in order; a
+    /// request pinned to a busy slot waits without holding back the others, and no unpinned request
+    /// takes a slot a queued pinned one waits for (that slot may hold the sequence it continues).
+    /// </summary>
+    List<(ScheduledRequest Request, int Slot)> Admissions()
+    {
+        var reserved = queue.Where(q => q.Request.Slot is not null).Select(q => q.Request.Slot!.Value).ToHashSet();
+        var taken = new HashSet<int>();
+        var admitted = new List<(ScheduledRequest, int)>();
+        foreach (var r in queue)
+        {
+            int slot = r.Request.Slot ?? FreeSlot(reserved, taken);
+            if (slot >= 0 && slots[slot] is null && taken.Add(slot))
+                admitted.Add((r, slot));
+            else if (r.Request.Slot is null)
+                break; // no free slot is left for unpinned requests
+        }
+        return admitted;
     }
 
     void Release(ScheduledRequest r)
@@ -383,10 +398,28 @@ public sealed class Scheduler : IDisposable
             ObjectDisposedException.ThrowIf(stopping, this);
             if (loop is not null)
                 throw new InvalidOperationException("the scheduler's own thread is running; wait for requests with their Completion instead");
+            if (steppingInline)
+                throw new InvalidOperationException("RunUntilIdle is already running on another call");
+            steppingInline = true;
         }
-        while (Step())
-            afterStep?.Invoke();
-        afterStep?.Invoke();
+        try
+        {
+            // A Dispose from another thread stops the loop between steps (it waits for the step in flight).
+            while (!stopping)
+            {
+                bool more;
+                lock (stepGate)
+                    more = !stopping && Step();
+                afterStep?.Invoke();
+                if (!more)
+                    break;
+            }
+        }
+        finally
+        {
+            lock (gate)
+                steppingInline = false;
+        }
     }
 
     // ---- the background loop --------------------------------------------------------------------
@@ -399,6 +432,8 @@ public sealed class Scheduler : IDisposable
             ObjectDisposedException.ThrowIf(stopping, this);
             if (loop is not null)
                 return;
+            if (steppingInline)
+                throw new InvalidOperationException("RunUntilIdle is stepping this scheduler on the caller's thread; start its own thread before or after, not during");
             loop = new Thread(Run) { IsBackground = true, Name = "ilgpu-llama scheduler" };
             loop.Start();
         }
@@ -438,6 +473,8 @@ public sealed class Scheduler : IDisposable
         wake.Release();
         if (loop is not null && loop != Thread.CurrentThread)
             loop.Join();
+        // A step running on a RunUntilIdle caller's thread finishes first (re-entrant from that thread).
+        lock (stepGate)
         lock (gate)
         {
             foreach (var r in queue.Concat(running).ToArray())
