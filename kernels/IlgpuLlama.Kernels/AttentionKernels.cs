@@ -146,10 +146,10 @@ public static class AttentionKernels
                 int c = 0;
                 for (; c + 4 <= hd8; c += 4)
                 {
-                    W8 k0 = MatVecKernels.Widen<Fp16Format>(a.KCache[kRow + c]);
-                    W8 k1 = MatVecKernels.Widen<Fp16Format>(a.KCache[kRow + c + 1]);
-                    W8 k2 = MatVecKernels.Widen<Fp16Format>(a.KCache[kRow + c + 2]);
-                    W8 k3 = MatVecKernels.Widen<Fp16Format>(a.KCache[kRow + c + 3]);
+                    W8 k0 = MatVecKernels.Widen<Fp16Format.Device>(a.KCache[kRow + c]);
+                    W8 k1 = MatVecKernels.Widen<Fp16Format.Device>(a.KCache[kRow + c + 1]);
+                    W8 k2 = MatVecKernels.Widen<Fp16Format.Device>(a.KCache[kRow + c + 2]);
+                    W8 k3 = MatVecKernels.Widen<Fp16Format.Device>(a.KCache[kRow + c + 3]);
                     for (int h = 0; h < groupHeads; h++)
                     {
                         int q = h * hd + c * 8;
@@ -159,7 +159,7 @@ public static class AttentionKernels
                 }
                 for (; c < hd8; c++)
                 {
-                    W8 k0 = MatVecKernels.Widen<Fp16Format>(a.KCache[kRow + c]);
+                    W8 k0 = MatVecKernels.Widen<Fp16Format.Device>(a.KCache[kRow + c]);
                     for (int h = 0; h < groupHeads; h++)
                         smem[sOff + h * tn + tid] += DotShared(k0, smem, h * hd + c * 8);
                 }
@@ -307,7 +307,7 @@ public static class AttentionKernels
     {
         acc.X *= alpha;
         acc.Y *= alpha;
-        Fp16Format f = default;
+        Fp16Format.Device f = default;
         int t = 0;
         // Eight keys in flight: the loads are independent, only the FMAs chain.
         for (; t + 8 <= n; t += 8)

@@ -30,27 +30,17 @@ public static class EmbeddingKernels
         int d = index - t * hidden;
         TW f = default;
         int row = a.Tokens[t];
-        if (f.ChunkWeights == 8)
+        if (f.BlockWeights == 1)
         {
             a.X[index] = f.One(a.Table[row * hidden + d]);
             return;
         }
         // Block formats: the weight's quant and its block's scale; the same values the matvecs read.
-        int blocks = hidden / BlockQuantFormat.Block;
-        int block = d / BlockQuantFormat.Block;
-        int j = d - block * BlockQuantFormat.Block;
+        int blocks = hidden / f.BlockWeights;
+        int block = d / f.BlockWeights;
+        int j = d - block * f.BlockWeights;
         float scale = Interop.IntAsFloat(a.Scales[row * blocks + block]);
-        if (f.ChunkWeights == 16)
-        {
-            a.X[index] = (sbyte)a.Quants[row * hidden + d] * scale;
-        }
-        else
-        {
-            int half = BlockQuantFormat.Block / 2;
-            int b = a.Quants[row * (hidden / 2) + block * half + (j < half ? j : j - half)];
-            int q = j < half ? b & 0xF : b >> 4;
-            a.X[index] = (q - 8) * scale;
-        }
+        a.X[index] = f.Quant(a.Quants, row, hidden, d, block, j) * scale;
     }
 
     // ---- declaration, launcher, cost ------------------------------------------------------
@@ -60,7 +50,7 @@ public static class EmbeddingKernels
 
     /// <summary><see cref="Embedding{TW}"/>, per weight format.</summary>
     public static KernelDefinition<EmbeddingArgs> EmbeddingKernel { get; } =
-        KernelDefinition<EmbeddingArgs>.Implicit("embedding", Family, Embedding<Fp16Format>, WeightFormat.All);
+        KernelDefinition<EmbeddingArgs>.Implicit("embedding", Family, Embedding<Fp16Format.Device>, WeightFormat.All);
 
     /// <summary>x[t, :] = table[tokens[t], :] for <paramref name="count"/> tokens.</summary>
     public static void Embedding(this LlamaKernels k, WeightMatrix table, ArrayView<int> tokens, ArrayView<float> x, int count)

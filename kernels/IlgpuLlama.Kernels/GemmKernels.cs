@@ -89,7 +89,7 @@ public static class GemmKernels
                 aTile[o + 3 * Ld] = v.W;
             }
             // Stage W: the tile's rows at k = kb..kb+15, widened or dequantised to fp32 once.
-            if (default(TW).ChunkWeights == 8)
+            if (default(TW).BlockWeights == 1)
                 StageSixteenBitRows<TW>(bTile, w, s, n0, kb, k8, tile, tid, threads);
             else
                 StageBlockRows<TW>(bTile, w, a.Scales, s, n0, kb, tile, tid, threads);
@@ -157,26 +157,16 @@ public static class GemmKernels
     {
         int cw = default(TW).ChunkWeights;
         int chunksPerRow = s.K / cw;
-        int blocksPerRow = s.K / BlockQuantFormat.Block;
+        int blocksPerRow = s.K / default(TW).BlockWeights;
         for (int n = tid; n < tile; n += threads)
         {
             int gn = n0 + n;
             W8 lo = default, hi = default;
             if (gn < s.N)
             {
-                float d = Interop.IntAsFloat(scales[gn * blocksPerRow + kb / BlockQuantFormat.Block]);
+                float d = Interop.IntAsFloat(scales[gn * blocksPerRow + kb / default(TW).BlockWeights]);
                 U4 q = w[gn * chunksPerRow + kb / cw];
-                if (cw == 16)
-                {
-                    lo = Int8Eight(q.X, q.Y, d);
-                    hi = Int8Eight(q.Z, q.W, d);
-                }
-                else
-                {
-                    int shift = kb % BlockQuantFormat.Block == 0 ? 0 : 4;
-                    lo = NibbleEight(q.X, q.Y, shift, d);
-                    hi = NibbleEight(q.Z, q.W, shift, d);
-                }
+                default(TW).DequantizeSixteen(q, kb, d, out lo, out hi);
             }
             bTile[n] = lo.V0;
             bTile[Ld + n] = lo.V1;
@@ -195,38 +185,6 @@ public static class GemmKernels
             bTile[14 * Ld + n] = hi.V6;
             bTile[15 * Ld + n] = hi.V7;
         }
-    }
-
-    /// <summary>Eight int8 quants (two words) times the block scale.</summary>
-    static W8 Int8Eight(uint a, uint b, float d)
-    {
-        W8 r;
-        r.V0 = (sbyte)(a & 0xFFu) * d;
-        r.V1 = (sbyte)((a >> 8) & 0xFFu) * d;
-        r.V2 = (sbyte)((a >> 16) & 0xFFu) * d;
-        r.V3 = (sbyte)(a >> 24) * d;
-        r.V4 = (sbyte)(b & 0xFFu) * d;
-        r.V5 = (sbyte)((b >> 8) & 0xFFu) * d;
-        r.V6 = (sbyte)((b >> 16) & 0xFFu) * d;
-        r.V7 = (sbyte)(b >> 24) * d;
-        return r;
-    }
-
-    /// <summary>Eight 4-bit quants (the low or high nibbles of two words' bytes), minus 8, times the block scale.</summary>
-    static W8 NibbleEight(uint a, uint b, int shift, float d)
-    {
-        a >>= shift;
-        b >>= shift;
-        W8 r;
-        r.V0 = ((int)(a & 0xFu) - 8) * d;
-        r.V1 = ((int)((a >> 8) & 0xFu) - 8) * d;
-        r.V2 = ((int)((a >> 16) & 0xFu) - 8) * d;
-        r.V3 = ((int)((a >> 24) & 0xFu) - 8) * d;
-        r.V4 = ((int)(b & 0xFu) - 8) * d;
-        r.V5 = ((int)((b >> 8) & 0xFu) - 8) * d;
-        r.V6 = ((int)((b >> 16) & 0xFu) - 8) * d;
-        r.V7 = ((int)((b >> 24) & 0xFu) - 8) * d;
-        return r;
     }
 
     static void Store(ArrayView<float> c, GemmShape s, int row, int col, int td, float v0, float v1, float v2, float v3)
@@ -254,7 +212,7 @@ public static class GemmKernels
     public const string Family = "gemm";
 
     /// <summary><see cref="Gemm{TW}"/>, per weight format.</summary>
-    public static KernelDefinition<GemmArgs> GemmKernel { get; } = KernelDefinition<GemmArgs>.Explicit("gemm", Family, Gemm<Fp16Format>,
+    public static KernelDefinition<GemmArgs> GemmKernel { get; } = KernelDefinition<GemmArgs>.Explicit("gemm", Family, Gemm<Fp16Format.Device>,
         t => new LaunchShape(t.GemmTDim * t.GemmTDim, 0, $"{t.GemmTDim}x{t.GemmTDim} threads per {4 * t.GemmTDim}x{4 * t.GemmTDim} tile"), WeightFormat.All);
 
     /// <summary>C[m, :] (+)= X[m, :] W^T for prompt processing (N = W's rows, K = W's columns).</summary>

@@ -215,46 +215,33 @@ public static class MatVecKernels
     public static int ChunksPerRow<TW>(int k8)
         where TW : struct, IWeightFormat => k8 * 8 / default(TW).ChunkWeights;
 
-    /// <summary>The scales of one row of a block format (the view unchanged for 16-bit formats, which have none).</summary>
+    /// <summary>
+    /// The scales of one row of a block format, in / BlockWeights of them (the view unchanged for
+    /// 16-bit formats, which have none); written as k8 / (BlockWeights / 8) so that it folds to the
+    /// same shift for every block format.
+    /// </summary>
     static ArrayView<ushort> ScalesRow<TW>(ArrayView<ushort> scales, int row, int k8)
         where TW : struct, IWeightFormat =>
-        default(TW).ChunkWeights == 8 ? scales : scales.SubView(row * (k8 / 4), k8 / 4);
+        default(TW).BlockWeights == 1 ? scales : scales.SubView(row * (k8 / (default(TW).BlockWeights / 8)), k8 / (default(TW).BlockWeights / 8));
 
+    /// <summary>
+    /// Chunk <paramref name="c"/> of rows A and B dotted with every batch vector, added to
+    /// <paramref name="acc"/>: 16-bit formats widened with the format's Low/High, block formats
+    /// dequantised by the format's own <see cref="IWeightFormat.BlockChunk"/> and scaled here.
+    /// </summary>
     static Acc8 AccumulateChunk<TW, TN>(Acc8 acc, U4 wa, U4 wb, ArrayView<ushort> scalesA, ArrayView<ushort> scalesB, ArrayView<U4> g, int c,
         ArrayView<F4> x, int k4, int batch)
         where TW : struct, IWeightFormat
         where TN : struct, IInputNorm
     {
         int cw = default(TW).ChunkWeights;
-        if (cw == 8)
+        if (default(TW).BlockWeights == 1)
             return Accumulate16<TW, TN>(acc, wa, wb, g, c, x, k4, batch);
         // Block formats: the chunk's dot products in quant units, scaled by each row's block scale.
-        int scale = c * cw / BlockQuantFormat.Block;
+        int scale = c * cw / default(TW).BlockWeights;
         float sa = Interop.IntAsFloat(scalesA[scale]);
         float sb = Interop.IntAsFloat(scalesB[scale]);
-        Acc8 p = default;
-        if (cw == 16)
-        {
-            // Q8_0: word w holds the int8 quants of weights 16c + 4w .. 16c + 4w + 3.
-            int xi = 4 * c;
-            p = Quad<TW, TN>(p, Int8Quad(wa.X), Int8Quad(wb.X), g, 16 * c, x, xi, k4, batch);
-            p = Quad<TW, TN>(p, Int8Quad(wa.Y), Int8Quad(wb.Y), g, 16 * c + 4, x, xi + 1, k4, batch);
-            p = Quad<TW, TN>(p, Int8Quad(wa.Z), Int8Quad(wb.Z), g, 16 * c + 8, x, xi + 2, k4, batch);
-            p = Quad<TW, TN>(p, Int8Quad(wa.W), Int8Quad(wb.W), g, 16 * c + 12, x, xi + 3, k4, batch);
-        }
-        else
-        {
-            // Q4_0: the chunk is one block; word w's low nibbles are weights 4w .. 4w + 3, its high nibbles 16 + 4w .. 16 + 4w + 3.
-            int xi = 8 * c, w0 = 32 * c;
-            p = Quad<TW, TN>(p, NibbleQuad(wa.X, 0), NibbleQuad(wb.X, 0), g, w0, x, xi, k4, batch);
-            p = Quad<TW, TN>(p, NibbleQuad(wa.Y, 0), NibbleQuad(wb.Y, 0), g, w0 + 4, x, xi + 1, k4, batch);
-            p = Quad<TW, TN>(p, NibbleQuad(wa.Z, 0), NibbleQuad(wb.Z, 0), g, w0 + 8, x, xi + 2, k4, batch);
-            p = Quad<TW, TN>(p, NibbleQuad(wa.W, 0), NibbleQuad(wb.W, 0), g, w0 + 12, x, xi + 3, k4, batch);
-            p = Quad<TW, TN>(p, NibbleQuad(wa.X, 4), NibbleQuad(wb.X, 4), g, w0 + 16, x, xi + 4, k4, batch);
-            p = Quad<TW, TN>(p, NibbleQuad(wa.Y, 4), NibbleQuad(wb.Y, 4), g, w0 + 20, x, xi + 5, k4, batch);
-            p = Quad<TW, TN>(p, NibbleQuad(wa.Z, 4), NibbleQuad(wb.Z, 4), g, w0 + 24, x, xi + 6, k4, batch);
-            p = Quad<TW, TN>(p, NibbleQuad(wa.W, 4), NibbleQuad(wb.W, 4), g, w0 + 28, x, xi + 7, k4, batch);
-        }
+        Acc8 p = default(TW).BlockChunk<TN>(default, wa, wb, g, c, x, k4, batch);
         acc.A0 += sa * p.A0;
         acc.B0 += sb * p.B0;
         acc.S0 += p.S0;
@@ -277,29 +264,6 @@ public static class MatVecKernels
             acc.S3 += p.S3;
         }
         return acc;
-    }
-
-    /// <summary>Four int8 quants of a 32-bit word as floats.</summary>
-    static F4 Int8Quad(uint word)
-    {
-        F4 r;
-        r.X = (sbyte)(word & 0xFFu);
-        r.Y = (sbyte)((word >> 8) & 0xFFu);
-        r.Z = (sbyte)((word >> 16) & 0xFFu);
-        r.W = (sbyte)(word >> 24);
-        return r;
-    }
-
-    /// <summary>The low (<paramref name="shift"/> 0) or high (4) nibbles of a word's four bytes, minus 8, as floats.</summary>
-    static F4 NibbleQuad(uint word, int shift)
-    {
-        uint w = word >> shift;
-        F4 r;
-        r.X = (int)(w & 0xFu) - 8;
-        r.Y = (int)((w >> 8) & 0xFu) - 8;
-        r.Z = (int)((w >> 16) & 0xFu) - 8;
-        r.W = (int)((w >> 24) & 0xFu) - 8;
-        return r;
     }
 
     /// <summary>Four norm weights (16-bit, the model's vector format) starting at weight index <paramref name="i"/> (a multiple of 4).</summary>
@@ -339,7 +303,7 @@ public static class MatVecKernels
     }
 
     /// <summary>Four weights of rows A and B (in quant units) against x's F4 <paramref name="xi"/> of every batch vector.</summary>
-    static Acc8 Quad<TW, TN>(Acc8 p, F4 wa, F4 wb, ArrayView<U4> g, int weight, ArrayView<F4> x, int xi, int k4, int batch)
+    public static Acc8 Quad<TW, TN>(Acc8 p, F4 wa, F4 wb, ArrayView<U4> g, int weight, ArrayView<F4> x, int xi, int k4, int batch)
         where TW : struct, IWeightFormat
         where TN : struct, IInputNorm
     {
@@ -456,10 +420,10 @@ public static class MatVecKernels
         Acc8 acc = default;
 
         int c = Group.IdxX;
-        int cw = default(TW).ChunkWeights;
-        if (cw == 8)
+        int inFlight = default(TW).ChunksInFlight;
+        if (inFlight == 4)
         {
-            // Four chunks per row in flight: all eight 128-bit loads are issued before the first use,
+            // Four chunks per row in flight (16-bit formats): all eight 128-bit loads are issued before the first use,
             // so each thread keeps 128 bytes of weights moving (the loop body is unrolled by hand:
             // ILGPU 1.5 does not unroll). Shorter tails take two chunks, then one.
             for (; c + 3 * stride < chunks; c += 4 * stride)
@@ -494,10 +458,10 @@ public static class MatVecKernels
             if (c < chunks)
                 acc = AccumulateChunk<TW, TN>(acc, rowA[c], rowB[c], scalesA, scalesB, g, c, x, k4, batch);
         }
-        else if (cw == 16)
+        else if (inFlight == 2)
         {
-            // Q8_0: a chunk is twice an fp16 chunk's weights, so two chunks per row in flight keep
-            // as many weights moving per thread as four fp16 chunks do, with half the bytes.
+            // Two chunks per row in flight (Q8_0: a chunk is twice an fp16 chunk's weights, so two keep
+            // as many weights moving per thread as four fp16 chunks do, with half the bytes).
             for (; c + stride < chunks; c += 2 * stride)
             {
                 int c1 = c + stride;
@@ -513,8 +477,8 @@ public static class MatVecKernels
         }
         else
         {
-            // Q4_0: a chunk is a whole block of 32 weights; one per row at a time keeps the
-            // dequantised values and the batch's inputs in registers without spilling.
+            // One chunk per row at a time (Q4_0: a chunk is a whole block of 32 weights; one keeps the
+            // dequantised values and the batch's inputs in registers without spilling).
             for (; c < chunks; c += stride)
                 acc = AccumulateChunk<TW, TN>(acc, rowA[c], rowB[c], scalesA, scalesB, g, c, x, k4, batch);
         }
@@ -836,27 +800,27 @@ public static class MatVecKernels
 
     /// <summary><see cref="MatVec{TW, TB}"/>, per weight format and batch width.</summary>
     public static KernelDefinition<MatVecArgs> MatVecKernel { get; } =
-        KernelDefinition<MatVecArgs>.Explicit("matvec", Family, MatVec<Fp16Format, Batch1>, GpuLaunch, WeightFormat.All, perBatchWidth: true);
+        KernelDefinition<MatVecArgs>.Explicit("matvec", Family, MatVec<Fp16Format.Device, Batch1>, GpuLaunch, WeightFormat.All, perBatchWidth: true);
 
     /// <summary><see cref="MatVecSwiGlu{TW, TB}"/>, per weight format and batch width.</summary>
     public static KernelDefinition<MatVecSwiGluArgs> SwiGluKernel { get; } =
-        KernelDefinition<MatVecSwiGluArgs>.Explicit("matvec_swiglu", Family, MatVecSwiGlu<Fp16Format, Batch1>, GpuLaunch, WeightFormat.All, perBatchWidth: true);
+        KernelDefinition<MatVecSwiGluArgs>.Explicit("matvec_swiglu", Family, MatVecSwiGlu<Fp16Format.Device, Batch1>, GpuLaunch, WeightFormat.All, perBatchWidth: true);
 
     /// <summary><see cref="MatVecQkvRope{TW, TB}"/>, per weight format and batch width.</summary>
     public static KernelDefinition<QkvRopeArgs> QkvRopeKernel { get; } =
-        KernelDefinition<QkvRopeArgs>.Explicit("matvec_qkv_rope", Family, MatVecQkvRope<Fp16Format, Batch1>, GpuLaunch, WeightFormat.All, perBatchWidth: true);
+        KernelDefinition<QkvRopeArgs>.Explicit("matvec_qkv_rope", Family, MatVecQkvRope<Fp16Format.Device, Batch1>, GpuLaunch, WeightFormat.All, perBatchWidth: true);
 
     /// <summary><see cref="MatVecNorm{TW, TB}"/> (RMSNorm fused), per weight format and batch width.</summary>
     public static KernelDefinition<MatVecArgs> MatVecNormKernel { get; } =
-        KernelDefinition<MatVecArgs>.Explicit("matvec_norm", Family, MatVecNorm<Fp16Format, Batch1>, GpuLaunch, WeightFormat.All, perBatchWidth: true);
+        KernelDefinition<MatVecArgs>.Explicit("matvec_norm", Family, MatVecNorm<Fp16Format.Device, Batch1>, GpuLaunch, WeightFormat.All, perBatchWidth: true);
 
     /// <summary><see cref="MatVecSwiGluNorm{TW, TB}"/> (RMSNorm fused), per weight format and batch width.</summary>
     public static KernelDefinition<MatVecSwiGluArgs> SwiGluNormKernel { get; } =
-        KernelDefinition<MatVecSwiGluArgs>.Explicit("matvec_swiglu_norm", Family, MatVecSwiGluNorm<Fp16Format, Batch1>, GpuLaunch, WeightFormat.All, perBatchWidth: true);
+        KernelDefinition<MatVecSwiGluArgs>.Explicit("matvec_swiglu_norm", Family, MatVecSwiGluNorm<Fp16Format.Device, Batch1>, GpuLaunch, WeightFormat.All, perBatchWidth: true);
 
     /// <summary><see cref="MatVecQkvRopeNorm{TW, TB}"/> (RMSNorm fused), per weight format and batch width.</summary>
     public static KernelDefinition<QkvRopeArgs> QkvRopeNormKernel { get; } =
-        KernelDefinition<QkvRopeArgs>.Explicit("matvec_qkv_rope_norm", Family, MatVecQkvRopeNorm<Fp16Format, Batch1>, GpuLaunch, WeightFormat.All, perBatchWidth: true);
+        KernelDefinition<QkvRopeArgs>.Explicit("matvec_qkv_rope_norm", Family, MatVecQkvRopeNorm<Fp16Format.Device, Batch1>, GpuLaunch, WeightFormat.All, perBatchWidth: true);
 
     // ---- launchers -------------------------------------------------------------------------
 

@@ -99,7 +99,7 @@ public static class RmsNormKernels
     public const string Family = "rmsnorm";
 
     /// <summary><see cref="RmsNorm{TW}"/>, per 16-bit format.</summary>
-    public static KernelDefinition<RmsNormArgs> RmsNormKernel { get; } = KernelDefinition<RmsNormArgs>.Explicit("rmsnorm", Family, RmsNorm<Fp16Format>,
+    public static KernelDefinition<RmsNormArgs> RmsNormKernel { get; } = KernelDefinition<RmsNormArgs>.Explicit("rmsnorm", Family, RmsNorm<Fp16Format.Device>,
         t => new LaunchShape(t.RmsNormGroup, 0, "one group per row"), WeightFormat.SixteenBit);
 
     /// <summary>y = rmsnorm(x) * weight over <paramref name="rows"/> rows of <paramref name="n"/>.</summary>

@@ -1,16 +1,26 @@
 namespace IlgpuLlama.Kernels;
 
 /// <summary>
-/// How a kernel reads weights of one format. Kernels are generic over this struct so that each
-/// format gets its own specialised code with no runtime branch (every member is a constant or a
-/// pure function of its arguments); <see cref="WeightFormat.DeviceType"/> names the struct of each
-/// format. A 128-bit chunk of a row holds <see cref="ChunkWeights"/> weights: 8 halves, 16 int8
-/// quants or 32 nibble quants; block formats keep one fp16 scale per 32 weights in a separate plane.
+/// How a kernel reads weights of one format: its layout constants and its device dequantisation,
+/// which the matvec, GEMM and embedding kernels call where they need a weight (they never test which
+/// format they run). Kernels are generic over this struct so that each format gets its own
+/// specialised code with no runtime branch (every member is a constant or a pure function of its
+/// arguments, inlined by ILGPU). Each format's struct is nested in its <see cref="WeightFormat"/>
+/// record (Formats/*.cs), beside its host encoding and memory formula: a format is one type.
+/// A 128-bit chunk of a row holds <see cref="ChunkWeights"/> weights: 8 halves, 16 int8 quants or
+/// 32 nibble quants; block formats keep one fp16 scale per <see cref="BlockWeights"/> weights in a
+/// separate plane.
 /// </summary>
 public interface IWeightFormat
 {
     /// <summary>Weights in one 128-bit chunk of a row (8, 16 or 32).</summary>
     int ChunkWeights { get; }
+
+    /// <summary>Consecutive weights of a row that share one scale: 1 for the 16-bit formats (no scales, read with <see cref="Low"/>, <see cref="High"/> and <see cref="One"/>), 32 for Q8_0 and Q4_0.</summary>
+    int BlockWeights { get; }
+
+    /// <summary>Chunks per row a thread of the decode matvec keeps in flight (4, 2 or 1): a tuning choice, every value computes the same result.</summary>
+    int ChunksInFlight { get; }
 
     /// <summary>The weight in the low 16 bits of a packed pair (16-bit formats).</summary>
     float Low(uint pair);
@@ -23,54 +33,21 @@ public interface IWeightFormat
 
     /// <summary>A 1-D (norm) weight of a model in this format from its raw bits (fp16 for the block formats).</summary>
     float Norm(ushort bits);
-}
 
-/// <summary>IEEE binary16 weights: one <c>cvt.f32.f16</c> per weight.</summary>
-public struct Fp16Format : IWeightFormat
-{
-    public readonly int ChunkWeights => 8;
-    public readonly float Low(uint pair) => Interop.IntAsFloat((ushort)(pair & 0xFFFFu));
-    public readonly float High(uint pair) => Interop.IntAsFloat((ushort)(pair >> 16));
-    public readonly float One(ushort bits) => Interop.IntAsFloat(bits);
-    public readonly float Norm(ushort bits) => Interop.IntAsFloat(bits);
-}
+    /// <summary>
+    /// Block formats (decode matvec): chunk <paramref name="c"/> of rows A and B (<paramref name="wa"/>,
+    /// <paramref name="wb"/>) dotted with every batch vector of <paramref name="x"/> in quant units
+    /// (norm-scaled by <paramref name="g"/> when <typeparamref name="TN"/> fuses the RMSNorm), added to
+    /// <paramref name="p"/>; the kernel applies the block scales.
+    /// </summary>
+    Acc8 BlockChunk<TN>(Acc8 p, U4 wa, U4 wb, ArrayView<U4> g, int c, ArrayView<F4> x, int k4, int batch)
+        where TN : struct, IInputNorm;
 
-/// <summary>bfloat16 weights: the top half of an fp32, so widening is a shift or a mask.</summary>
-public struct Bf16Format : IWeightFormat
-{
-    public readonly int ChunkWeights => 8;
-    public readonly float Low(uint pair) => Interop.IntAsFloat(pair << 16);
-    public readonly float High(uint pair) => Interop.IntAsFloat(pair & 0xFFFF0000u);
-    public readonly float One(ushort bits) => Interop.IntAsFloat((uint)bits << 16);
-    public readonly float Norm(ushort bits) => Interop.IntAsFloat((uint)bits << 16);
-}
+    /// <summary>Block formats (prefill GEMM): weights kb..kb+15 (kb a multiple of 16) of the chunk <paramref name="q"/> holding them, times the block scale <paramref name="d"/>.</summary>
+    void DequantizeSixteen(U4 q, int kb, float d, out W8 lo, out W8 hi);
 
-/// <summary>
-/// ggml's Q8_0 on the device: int8 quants [rows, in] (a 128-bit chunk = 16 quants) and one fp16
-/// scale per 32 weights in the scales plane [rows, in / 32]; weight = q * d. The 16-bit members are
-/// never called for a block format (the kernels branch on <see cref="ChunkWeights"/> at compile time).
-/// </summary>
-public struct Q8_0Format : IWeightFormat
-{
-    public readonly int ChunkWeights => 16;
-    public readonly float Low(uint pair) => 0f;
-    public readonly float High(uint pair) => 0f;
-    public readonly float One(ushort bits) => 0f;
-    public readonly float Norm(ushort bits) => Interop.IntAsFloat(bits);
-}
-
-/// <summary>
-/// ggml's Q4_0 on the device: 16 bytes per block of 32 weights [rows, in / 2] (a 128-bit chunk is one
-/// block: byte j holds q_j in its low nibble and q_{j+16} in its high nibble) and one fp16 scale per
-/// block in the scales plane [rows, in / 32]; weight = (q - 8) * d.
-/// </summary>
-public struct Q4_0Format : IWeightFormat
-{
-    public readonly int ChunkWeights => 32;
-    public readonly float Low(uint pair) => 0f;
-    public readonly float High(uint pair) => 0f;
-    public readonly float One(ushort bits) => 0f;
-    public readonly float Norm(ushort bits) => Interop.IntAsFloat(bits);
+    /// <summary>Block formats (embedding): the quant of weight <paramref name="d"/> (weight <paramref name="j"/> of block <paramref name="block"/>) of row <paramref name="row"/> of a [rows, <paramref name="cols"/>] matrix.</summary>
+    float Quant(ArrayView<byte> quants, int row, int cols, int d, int block, int j);
 }
 
 /// <summary>One array a weight matrix occupies on the device, as bytes per row.</summary>
@@ -85,8 +62,8 @@ public sealed record WeightPlane(string Suffix, string Description, int ElementB
 /// row's input dimension, the device layout of a row (<see cref="Planes"/>), the device struct the
 /// weight-reading kernels are specialised with, and the host-side encoding. Everything that
 /// depends on the weight type (option parsing, the memory formula, bytes moved, the kernel
-/// catalog, kernel dispatch, weight upload) reads this record; a new format is a new entry in
-/// <see cref="All"/>.
+/// catalog, kernel dispatch, weight upload) reads this record. A new format is one record (its file
+/// in Formats/, with its device struct nested) and one entry in <see cref="All"/>.
 /// </summary>
 public abstract record WeightFormat
 {
@@ -136,16 +113,16 @@ public abstract record WeightFormat
     public IEnumerable<string> Kernels => KernelCatalog.Families.SelectMany(f => f.Kernels).SelectMany(k => k.Variants.Where(v => v.Format == this).Select(v => k.Name + v.Suffix));
 
     /// <summary>IEEE binary16: the default, the only 16-bit type a P100 computes with natively.</summary>
-    public static SixteenBitFormat Fp16 { get; } = new Float16Format();
+    public static SixteenBitFormat Fp16 { get; } = new Fp16Format();
 
     /// <summary>bfloat16, kept exactly as Llama checkpoints store it.</summary>
-    public static SixteenBitFormat Bf16 { get; } = new BFloat16Format();
+    public static SixteenBitFormat Bf16 { get; } = new Bf16Format();
 
     /// <summary>ggml Q8_0: 34 bytes per block of 32 weights (int8 quants, fp16 scale).</summary>
-    public static BlockQuantFormat Q8_0 { get; } = new Q8_0BlockFormat();
+    public static BlockQuantFormat Q8_0 { get; } = new Q8_0Format();
 
     /// <summary>ggml Q4_0: 18 bytes per block of 32 weights (4-bit quants, fp16 scale).</summary>
-    public static BlockQuantFormat Q4_0 { get; } = new Q4_0BlockFormat();
+    public static BlockQuantFormat Q4_0 { get; } = new Q4_0Format();
 
     /// <summary>Every format, the default first.</summary>
     public static IReadOnlyList<WeightFormat> All { get; } = [Fp16, Bf16, Q8_0, Q4_0];
@@ -192,27 +169,6 @@ public abstract record SixteenBitFormat : WeightFormat
     public abstract ushort Encode(double value);
 }
 
-sealed record Float16Format() : SixteenBitFormat("fp16", "IEEE binary16 (default; native on a P100)", typeof(Fp16Format))
-{
-    public override double Decode(ushort bits) => (double)BitConverter.UInt16BitsToHalf(bits);
-
-    public override ushort Encode(double value) => BitConverter.HalfToUInt16Bits((System.Half)value);
-}
-
-sealed record BFloat16Format() : SixteenBitFormat("bf16", "bfloat16, as Llama checkpoints store it", typeof(Bf16Format))
-{
-    public override double Decode(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
-
-    public override ushort Encode(double value)
-    {
-        uint bits = BitConverter.SingleToUInt32Bits((float)value);
-        if (float.IsNaN((float)value))
-            return (ushort)((bits >> 16) | 0x40);
-        uint rounding = 0x7FFF + ((bits >> 16) & 1);
-        return (ushort)((bits + rounding) >> 16);
-    }
-}
-
 /// <summary>
 /// A ggml block format: each row is cut into blocks of <see cref="WeightFormat.BlockSize"/> (32)
 /// consecutive input values, each stored as quants and one fp16 scale. On the device the quants of a
@@ -248,6 +204,15 @@ public abstract record BlockQuantFormat : WeightFormat
     /// <inheritdoc/>
     public override SixteenBitFormat VectorFormat => Fp16;
 
+    /// <summary>True when the quants plane holds signed bytes (safetensors I8), false for packed unsigned ones (U8).</summary>
+    public abstract bool SignedQuants { get; }
+
+    /// <summary>The quants plane's layout as a quantized checkpoint's config.json describes it.</summary>
+    public abstract string QuantsLayout { get; }
+
+    /// <summary>The largest magnitude a quant multiplies its scale by (a scale beyond fp16's range means values beyond 65504 times this).</summary>
+    public abstract int LargestQuant { get; }
+
     /// <summary>Quants bytes of one row of <paramref name="cols"/> values.</summary>
     public long RowQuantBytes(long cols) => cols / Block * QuantBytesPerBlock;
 
@@ -272,58 +237,4 @@ public abstract record BlockQuantFormat : WeightFormat
 
     /// <summary>fp16 bits to fp32, as ggml's GGML_FP16_TO_FP32.</summary>
     protected static float Single(ushort bits) => (float)Fp16.Decode(bits);
-}
-
-sealed record Q8_0BlockFormat() : BlockQuantFormat("q8_0", "ggml Q8_0: int8 quants and an fp16 scale per 32 weights (8.5 bits per weight)", 32, typeof(Q8_0Format))
-{
-    // ggml quantize_row_q8_0_ref: amax = max |x|; d = amax / 127; id = d ? 1/d : 0; q = roundf(x * id).
-    public override ushort QuantizeBlock(ReadOnlySpan<float> x, Span<byte> quants)
-    {
-        float amax = 0f;
-        for (int j = 0; j < Block; j++)
-            amax = MathF.Max(amax, MathF.Abs(x[j]));
-        float d = amax / 127f;
-        float id = d != 0f ? 1.0f / d : 0.0f;
-        for (int j = 0; j < Block; j++)
-            quants[j] = unchecked((byte)(sbyte)MathF.Round(x[j] * id, MidpointRounding.AwayFromZero));
-        return Half(d);
-    }
-
-    public override float DequantizeBlockValue(ReadOnlySpan<byte> quants, ushort scale, int j) => (sbyte)quants[j] * Single(scale);
-}
-
-sealed record Q4_0BlockFormat() : BlockQuantFormat("q4_0", "ggml Q4_0: 4-bit quants and an fp16 scale per 32 weights (4.5 bits per weight)", 16, typeof(Q4_0Format))
-{
-    // ggml quantize_row_q4_0_ref: max = the value of largest magnitude (first on ties); d = max / -8;
-    // id = d ? 1/d : 0; q = min(15, (int8_t)(x * id + 8.5)); byte j = q_j | q_{j+16} << 4.
-    public override ushort QuantizeBlock(ReadOnlySpan<float> x, Span<byte> quants)
-    {
-        float amax = 0f, max = 0f;
-        for (int j = 0; j < Block; j++)
-        {
-            float v = x[j];
-            if (amax < MathF.Abs(v))
-            {
-                amax = MathF.Abs(v);
-                max = v;
-            }
-        }
-        float d = max / -8f;
-        float id = d != 0f ? 1.0f / d : 0.0f;
-        for (int j = 0; j < Block / 2; j++)
-        {
-            float x0 = x[j] * id;
-            float x1 = x[Block / 2 + j] * id;
-            int q0 = Math.Min(15, unchecked((int)(sbyte)(x0 + 8.5f)));
-            int q1 = Math.Min(15, unchecked((int)(sbyte)(x1 + 8.5f)));
-            quants[j] = (byte)(q0 | (q1 << 4));
-        }
-        return Half(d);
-    }
-
-    public override float DequantizeBlockValue(ReadOnlySpan<byte> quants, ushort scale, int j)
-    {
-        int q = j < Block / 2 ? quants[j] & 0x0F : quants[j - Block / 2] >> 4;
-        return (q - 8) * Single(scale);
-    }
 }

@@ -33,7 +33,7 @@ public static class QuantizeCommand
         var output = new Option<string>("--out") { Description = "New model directory to write (must not exist)", Required = true, HelpName = "DIR2" };
         var shardMb = CliOptions.Integer("--max-shard-mb", "Largest safetensors shard in MiB (a matrix is never split)", (int)(CheckpointQuantizer.DefaultShardBytes >> 20), 1);
         var json = CliOptions.Json();
-        var command = new Command("quantize", "Write a model directory with Q8_0 or Q4_0 weights, loaded later without quantising again")
+        var command = new Command("quantize", $"Write a model directory with {string.Join(" or ", blockFormats.Select(f => f.Name.ToUpperInvariant()))} weights, loaded later without quantising again")
         {
             model, dtype, output, shardMb, json,
         };

@@ -294,6 +294,6 @@ public static class BlockQuantizer
             overflow += (bits & 0x7C00) == 0x7C00 ? 1 : 0;
         if (overflow > 0)
             throw new SafetensorsException(
-                $"tensor '{tensor}' has {overflow} blocks whose {q.Name} scale exceeds the fp16 range (values beyond {65504f * (q == WeightFormat.Q8_0 ? 127 : 8):G3}); load the original checkpoint with {EngineParameters.WeightFormat} bf16 instead");
+                $"tensor '{tensor}' has {overflow} blocks whose {q.Name} scale exceeds the fp16 range (values beyond {65504f * q.LargestQuant:G3}); load the original checkpoint with {EngineParameters.WeightFormat} bf16 instead");
     }
 }

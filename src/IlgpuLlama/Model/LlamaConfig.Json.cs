@@ -130,7 +130,7 @@ public sealed partial record LlamaConfig
         if (q.ValueKind != JsonValueKind.Object || !q.TryGetProperty("format", out var f) || f.ValueKind != JsonValueKind.String)
             throw new ModelConfigException($"{sourceName}: key 'quantization' must be an object with a string 'format' (as ilgpu-llama quantize writes it)");
         var format = Kernels.WeightFormat.Find(f.GetString()!) as Kernels.BlockQuantFormat
-            ?? throw new ModelConfigException($"{sourceName}: key 'quantization.format' '{f.GetString()}' is not a block format this engine reads (q8_0, q4_0)");
+            ?? throw new ModelConfigException($"{sourceName}: key 'quantization.format' '{f.GetString()}' is not a block format this engine reads ({string.Join(", ", Kernels.WeightFormat.All.OfType<Kernels.BlockQuantFormat>().Select(x => x.Name))})");
         if (q.TryGetProperty("block_size", out var b) && (b.ValueKind != JsonValueKind.Number || !b.TryGetInt32(out int size) || size != format.BlockSize))
             throw new ModelConfigException($"{sourceName}: key 'quantization.block_size' must be {format.BlockSize} for {format.Name}");
         return format;
@@ -181,8 +181,8 @@ public sealed partial record LlamaConfig
                 w.WriteStartObject("quantization");
                 w.WriteString("format", quant.Name);
                 w.WriteNumber("block_size", quant.BlockSize);
-                w.WriteString("quants", quant == Kernels.WeightFormat.Q8_0 ? "I8 [rows, in]" : "U8 [rows, in / 2], byte j = q_j | q_{j+16} << 4 per block");
-                w.WriteString("scales", "F16 [rows, in / 32] as NAME.scales");
+                w.WriteString("quants", quant.QuantsLayout);
+                w.WriteString("scales", $"F16 [rows, in / {quant.BlockSize}] as NAME{Kernels.BlockQuantFormat.ScalesSuffix}");
                 w.WriteString("tool", "ilgpu-llama quantize");
                 w.WriteEndObject();
             }

@@ -56,7 +56,7 @@ public sealed partial record LlamaConfig
                 list.Add((name, shape, [SafetensorsDType.F16]));
                 continue;
             }
-            list.Add((name, [shape[0], q.RowQuantBytes(shape[1])], [q == Kernels.WeightFormat.Q8_0 ? SafetensorsDType.I8 : SafetensorsDType.U8]));
+            list.Add((name, [shape[0], q.RowQuantBytes(shape[1])], [q.SignedQuants ? SafetensorsDType.I8 : SafetensorsDType.U8]));
             list.Add((name + Kernels.BlockQuantFormat.ScalesSuffix, [shape[0], shape[1] / q.BlockSize], [SafetensorsDType.F16]));
         }
         return list;

@@ -122,6 +122,50 @@ public sealed class ArchitectureTests
         Assert.Equal((ushort)0x3F80, WeightFormat.Bf16.Encode(1.00390625)); // halfway between 0x3F80 and 0x3F81: ties to even
     }
 
+    /// <summary>
+    /// A weight format is one type: its record (name, layout, memory formula, host encoding) in
+    /// Formats/, with its device struct nested, listed once in <see cref="WeightFormat.All"/>. No other
+    /// code names a particular format or picks a path by chunk size, so a new format cannot silently
+    /// take another format's path (issue 19).
+    /// </summary>
+    [Fact]
+    public void A_weight_format_is_one_type_and_no_other_code_names_one()
+    {
+        var formatFiles = new HashSet<string>();
+        foreach (var f in WeightFormat.All)
+        {
+            var type = f.GetType();
+            Assert.Same(type, f.DeviceType.DeclaringType);
+            Assert.True(typeof(IWeightFormat).IsAssignableFrom(f.DeviceType) && f.DeviceType.IsValueType, $"{type.Name}.Device must be a struct implementing IWeightFormat");
+            string file = Path.Combine(RepoRoot, "kernels", "IlgpuLlama.Kernels", "Formats", type.Name + ".cs");
+            Assert.True(File.Exists(file), $"{type.Name} belongs in Formats/{type.Name}.cs");
+            formatFiles.Add(file);
+        }
+        // The 16-bit formats are what checkpoints hold (DTypeConversion converts into them; fp16 is the
+        // default and the KV cache's format), so they may be named; a block format may not.
+        var named = WeightFormat.All.OfType<BlockQuantFormat>().SelectMany(f => new[] { f.GetType().Name, "WeightFormat." + f.GetType().Name.Replace("Format", "") }).ToArray();
+        var chunkTest = new Regex(@"ChunkWeights\s*[=!]=");
+        var offenders = new List<string>();
+        foreach (var root in new[] { "src", "kernels" })
+        {
+            foreach (var file in SourceFiles(root))
+            {
+                if (formatFiles.Contains(file) || Path.GetFileName(file) == "WeightFormat.cs")
+                    continue;
+                var lines = File.ReadAllLines(file);
+                for (int i = 0; i < lines.Length; i++)
+                {
+                    string code = lines[i].TrimStart();
+                    if (code.StartsWith("//", StringComparison.Ordinal))
+                        continue;
+                    if (chunkTest.IsMatch(code) || named.Any(n => Regex.IsMatch(code, $@"\b{Regex.Escape(n)}\b")))
+                        offenders.Add($"{Path.GetRelativePath(RepoRoot, file)}:{i + 1}: {code}");
+                }
+            }
+        }
+        Assert.True(offenders.Count == 0, "ask the format (its record or its Device struct) instead:\n" + string.Join("\n", offenders));
+    }
+
     [Fact]
     public void The_kv_cache_offset_is_the_documented_formula()
     {
