@@ -413,7 +413,6 @@ public static class MatVecKernels
         where TW : struct, IWeightFormat
         where TN : struct, IInputNorm
     {
-        var scratch = SharedMemory.Allocate<float>(MaxWarps * 8);
         int stride = Group.DimX;
         int k4 = k8 * 2;
         int chunks = ChunksPerRow<TW>(k8);
@@ -507,6 +506,9 @@ public static class MatVecKernels
         if (warps == 1)
             return acc;
 
+        // Allocated only where it is used: on the CPU accelerator every group's allocation is a
+        // host allocation, and a group of one warp needs no scratch.
+        var scratch = SharedMemory.Allocate<float>(MaxWarps * 8);
         if (Warp.IsFirstLane)
         {
             int o = Warp.WarpIdx * 8;

@@ -1,3 +1,4 @@
+using System.Reflection;
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
 using ILGPU.Runtime;
@@ -40,13 +41,36 @@ public sealed class ComputeDevice : IDisposable
     public string Description => Describe(Accelerator);
 
     /// <summary>
-    /// The CPU device the engine uses. ILGPU's CPU accelerator runs one OS thread per emulated
-    /// thread of a multiprocessor and synchronises them with barriers for every shuffle and group
-    /// barrier, so its cost grows with the threads per multiprocessor, not with the work: warps of 2
-    /// and one warp per group measured about 10x faster than warps of 4 with 4 warps on a 2-core
-    /// machine (same kernels; the kernel tests cover wider warps and multi-warp groups).
+    /// The CPU device the engine uses: warps of one lane, one warp per group, one emulated
+    /// multiprocessor per core. ILGPU's CPU accelerator runs one OS thread per emulated thread and
+    /// synchronises them with .NET barriers for every shuffle (four per shuffle) and group barrier, and
+    /// allocates host memory for every group's shared memory, so its cost grows with threads and
+    /// groups, not with the work; under load every barrier also waits for the scheduler. A group of one
+    /// lane needs no shuffle (every kernel reduces over <c>Warp.WarpSize</c> lanes, so a one-lane warp
+    /// reduces nothing) and its barriers never wait: the demo's decode step went from 51 to 9-13 ms on
+    /// a quiet 2-core machine and from 381 to 34-45 ms beside two busy loops (warps of 2 before; same
+    /// kernels, the kernel tests cover warps of 1, 2, 4 and 32 and multi-warp groups).
     /// </summary>
-    public static CPUDevice EngineCpuDevice => new(2, 1, Math.Max(1, Environment.ProcessorCount));
+    /// <remarks>
+    /// ILGPU's public constructor refuses warps below 2 (its check, not a runtime limit: the runtime
+    /// sizes every barrier and warp context from the warp size); its private one with <c>skipChecks</c>
+    /// accepts one. Should that constructor ever be missing, the engine falls back to warps of 2.
+    /// </remarks>
+    public static CPUDevice EngineCpuDevice => SingleLaneDevice(Math.Max(1, Environment.ProcessorCount)) ?? new CPUDevice(2, 1, Math.Max(1, Environment.ProcessorCount));
+
+    /// <summary>A CPU device with one-lane warps and one warp per group on <paramref name="multiprocessors"/> threads, or null if ILGPU offers no way to make one.</summary>
+    public static CPUDevice? SingleLaneDevice(int multiprocessors)
+    {
+        var ctor = typeof(CPUDevice).GetConstructor(BindingFlags.NonPublic | BindingFlags.Instance, [typeof(int), typeof(int), typeof(int), typeof(bool)]);
+        try
+        {
+            return ctor?.Invoke([1, 1, multiprocessors, true]) as CPUDevice;
+        }
+        catch (TargetInvocationException)
+        {
+            return null;
+        }
+    }
 
     /// <summary>Creates a CPU-accelerator device with a specific emulated shape (tests).</summary>
     public static ComputeDevice CreateCpu(CPUDevice cpu)

@@ -62,6 +62,7 @@ public sealed class AttentionTests(KernelTestContext ctx)
     [InlineData(2, 8, 2, 16, 2)]
     [InlineData(4, 4, 2, 40, 3)] // head_dim 40: one batch of four 128-bit key chunks plus a tail chunk
     [InlineData(4, 2, 1, 64, 2)] // head_dim 64 as in Llama 3.2 1B
+    [InlineData(1, 8, 2, 16, 1)]
     public void Decode_with_splits_matches_reference(int warp, int heads, int kvHeads, int headDim, int splits)
     {
         var k = ctx.Kernels(warp);
@@ -78,6 +79,7 @@ public sealed class AttentionTests(KernelTestContext ctx)
     [Theory]
     [InlineData(4, 4096, 8)]
     [InlineData(32, 3001, 16)]
+    [InlineData(1, 4096, 1)]
     public void Decode_at_thousands_of_positions_matches_reference(int warp, int maxSeq, int splits)
     {
         // Long contexts: rows near the end of a few-thousand-position cache, one at the very last position,
@@ -95,6 +97,7 @@ public sealed class AttentionTests(KernelTestContext ctx)
     [InlineData(4, 6, 2, 16)]
     [InlineData(4, 8, 2, 8)]
     [InlineData(2, 6, 2, 16)]
+    [InlineData(1, 6, 2, 16)]
     public void Prefill_is_causal_and_matches_reference(int warp, int heads, int kvHeads, int headDim)
     {
         var k = ctx.Kernels(warp);

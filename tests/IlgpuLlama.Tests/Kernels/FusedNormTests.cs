@@ -24,6 +24,7 @@ public sealed class FusedNormTests(KernelTestContext ctx)
     [InlineData(32, 7, 1032, 4, true, "bf16")]
     [InlineData(2, 37, 96, 4, false, "fp16")]
     [InlineData(2, 5, 40, 1, true, "bf16")]
+    [InlineData(1, 37, 96, 4, false, "fp16")]
     public void MatVec_with_fused_norm_matches_norm_then_matvec(int warp, int rows, int inDim, int batch, bool accumulate, string dtype)
     {
         var format = TestData.Format(dtype);
@@ -50,6 +51,7 @@ public sealed class FusedNormTests(KernelTestContext ctx)
     [InlineData(4, 7, 48, 1, "bf16")]
     [InlineData(32, 9, 64, 4, "fp16")]
     [InlineData(2, 9, 72, 2, "bf16")]
+    [InlineData(1, 9, 72, 2, "bf16")]
     public void SwiGlu_with_fused_norm_matches_norm_then_swiglu(int warp, int rows, int inDim, int batch, string dtype)
     {
         var format = TestData.Format(dtype);
@@ -78,6 +80,7 @@ public sealed class FusedNormTests(KernelTestContext ctx)
     [InlineData(4, 8, 2, 8, 40, 2, "bf16")]
     [InlineData(32, 6, 2, 16, 96, 4, "fp16")]
     [InlineData(2, 4, 4, 16, 64, 1, "bf16")]
+    [InlineData(1, 4, 4, 16, 64, 1, "bf16")]
     public void QkvRope_with_fused_norm_matches_norm_then_qkv(int warp, int heads, int kvHeads, int headDim, int hidden, int batch, string dtype)
     {
         var format = TestData.Format(dtype);

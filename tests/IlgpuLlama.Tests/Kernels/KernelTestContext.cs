@@ -1,6 +1,7 @@
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
+using IlgpuLlama.Device;
 using IlgpuLlama.Kernels;
 using IlgpuLlama.Kernels.Reference;
 
@@ -9,7 +10,8 @@ namespace IlgpuLlama.Tests.Kernels;
 /// <summary>
 /// CPU accelerators shared by the kernel tests: most tests run at warp 4 (fast on the CPU
 /// accelerator, which runs one OS thread per emulated thread), a few at warp 32 to run the
-/// shuffle reductions at GPU width. Group sizes come from KernelTuning clamped to each device.
+/// shuffle reductions at GPU width, at warp 2, and at warp 1 (the engine's own CPU device: groups
+/// of one lane). Group sizes come from KernelTuning clamped to each device.
 /// </summary>
 public sealed class KernelTestContext : IDisposable
 {
@@ -17,21 +19,25 @@ public sealed class KernelTestContext : IDisposable
 
     public KernelTestContext()
     {
-        Context = Context.Create(b => b.CPU(new CPUDevice(4, 4, 2)).CPU(new CPUDevice(32, 2, 1)).CPU(new CPUDevice(2, 1, 2)).EnableAlgorithms().Optimize(OptimizationLevel.O1));
+        Context = Context.Create(b => b.CPU(new CPUDevice(4, 4, 2)).CPU(new CPUDevice(32, 2, 1)).CPU(new CPUDevice(2, 1, 2)).CPU(ComputeDevice.SingleLaneDevice(2)!).EnableAlgorithms().Optimize(OptimizationLevel.O1));
         var cpus = Context.GetCPUDevices();
         Warp4 = cpus[0].CreateCPUAccelerator(Context);
         Warp32 = cpus[1].CreateCPUAccelerator(Context);
         Warp2 = cpus[2].CreateCPUAccelerator(Context);
+        Warp1 = cpus[3].CreateCPUAccelerator(Context);
     }
 
     public Context Context { get; }
     public Accelerator Warp4 { get; }
     public Accelerator Warp32 { get; }
 
-    /// <summary>The engine's own CPU shape: warps of 2, one warp per group (groups narrower than a batch of 4).</summary>
+    /// <summary>Warps of 2, one warp per group (groups narrower than a batch of 4).</summary>
     public Accelerator Warp2 { get; }
 
-    public Accelerator For(int warp) => warp switch { 32 => Warp32, 2 => Warp2, _ => Warp4 };
+    /// <summary>The engine's own CPU device (<see cref="ComputeDevice.EngineCpuDevice"/>): one-lane warps, one per group, so no shuffle runs.</summary>
+    public Accelerator Warp1 { get; }
+
+    public Accelerator For(int warp) => warp switch { 32 => Warp32, 2 => Warp2, 1 => Warp1, _ => Warp4 };
 
     /// <summary>Kernels for a warp size, with a small attention chunk so tests exercise splits.</summary>
     public LlamaKernels Kernels(int warp)
@@ -54,6 +60,7 @@ public sealed class KernelTestContext : IDisposable
         Warp4.Dispose();
         Warp32.Dispose();
         Warp2.Dispose();
+        Warp1.Dispose();
         Context.Dispose();
     }
 }

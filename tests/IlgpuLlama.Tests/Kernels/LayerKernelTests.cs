@@ -36,6 +36,7 @@ public sealed class LayerKernelTests(KernelTestContext ctx)
     [InlineData(32, 5, 130, "fp16")]
     [InlineData(4, 3, 50, "fp16")] // at most four values per thread: the single-read path
     [InlineData(2, 2, 7, "bf16")]
+    [InlineData(1, 2, 7, "bf16")]
     public void RmsNorm_matches_reference(int warp, int rows, int n, string dtype)
     {
         var storage = TestData.Format(dtype);
@@ -184,6 +185,7 @@ public sealed class LayerKernelTests(KernelTestContext ctx)
     [InlineData(4, 1, 3, 8, false, "fp16")]
     [InlineData(32, 21, 70, 40, true, "fp16")]
     [InlineData(2, 13, 21, 48, true, "bf16")]
+    [InlineData(1, 13, 21, 48, true, "bf16")]
     public void Gemm_matches_reference(int warp, int m, int n, int kDim, bool accumulate, string dtype)
     {
         var storage = TestData.Format(dtype);

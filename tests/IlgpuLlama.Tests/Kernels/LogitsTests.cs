@@ -13,6 +13,7 @@ public sealed class LogitsTests(KernelTestContext ctx)
     [InlineData(4, 64, 1.0f)]
     [InlineData(32, 517, 1.3f)]
     [InlineData(2, 997, 0.9f)]
+    [InlineData(1, 997, 0.9f)]
     public void Reduce_gives_argmax_max_and_normaliser(int warp, int vocab, float temperature)
     {
         var k = ctx.Kernels(warp);
@@ -62,6 +63,7 @@ public sealed class LogitsTests(KernelTestContext ctx)
     [InlineData(4, 100, 1)]
     [InlineData(32, 700, 40)]
     [InlineData(2, 997, 7)]
+    [InlineData(1, 997, 7)]
     public void TopK_returns_sorted_largest_with_ids(int warp, int vocab, int topK)
     {
         var k = ctx.Kernels(warp);

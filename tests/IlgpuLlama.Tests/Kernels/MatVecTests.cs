@@ -19,6 +19,7 @@ public sealed class MatVecTests(KernelTestContext ctx)
     [InlineData(4, 64, 1032, 3, false, "fp16")]
     [InlineData(32, 19, 200, 2, false, "fp16")]
     [InlineData(2, 37, 96, 4, true, "fp16")]
+    [InlineData(1, 37, 96, 4, true, "fp16")]
     public void MatVec_matches_reference(int warp, int rows, int inDim, int batch, bool accumulate, string dtype)
     {
         var storage = TestData.Format(dtype);
@@ -43,6 +44,7 @@ public sealed class MatVecTests(KernelTestContext ctx)
     [InlineData(4, 7, 48, 1, "bf16")]
     [InlineData(32, 9, 64, 4, "fp16")]
     [InlineData(2, 9, 64, 3, "bf16")]
+    [InlineData(1, 9, 64, 3, "bf16")]
     public void MatVecSwiGlu_matches_reference(int warp, int rows, int inDim, int batch, string dtype)
     {
         var storage = TestData.Format(dtype);
@@ -69,6 +71,7 @@ public sealed class MatVecTests(KernelTestContext ctx)
     [InlineData(4, 8, 2, 8, 40, 2, "fp16")]
     [InlineData(32, 6, 2, 16, 96, 4, "bf16")]
     [InlineData(2, 6, 2, 16, 96, 4, "fp16")]
+    [InlineData(1, 6, 2, 16, 96, 4, "fp16")]
     public void MatVecQkvRope_matches_reference(int warp, int heads, int kvHeads, int headDim, int hidden, int batch, string dtype)
     {
         var storage = TestData.Format(dtype);
@@ -118,6 +121,7 @@ public sealed class MatVecTests(KernelTestContext ctx)
     [Theory]
     [InlineData(4)]
     [InlineData(2)]
+    [InlineData(1)]
     public void MatVecQkvRope_saturates_k_and_v_beyond_fp16(int warp)
     {
         var k = ctx.Kernels(warp);

@@ -30,6 +30,7 @@ public sealed class WideBatchKernelTests(KernelTestContext ctx)
     [InlineData(2, 9, 64, 9, true, false, "bf16")]
     [InlineData(32, 19, 96, 5, false, true, "q8_0")]
     [InlineData(4, 7, 64, 13, true, true, "q4_0")]
+    [InlineData(1, 9, 64, 9, true, false, "bf16")]
     public void MatVec_over_tiles_matches_reference_and_writes_only_the_batch(int warp, int rows, int inDim, int batch, bool accumulate, bool norm, string dtype)
     {
         var f = WeightFormat.Parse(dtype);
@@ -62,6 +63,7 @@ public sealed class WideBatchKernelTests(KernelTestContext ctx)
     [Theory]
     [InlineData(4, 11, 96, 7, "fp16")]
     [InlineData(32, 9, 64, 10, "q8_0")]
+    [InlineData(1, 11, 96, 7, "fp16")]
     public void SwiGlu_over_tiles_matches_reference(int warp, int rows, int inDim, int batch, string dtype)
     {
         var f = WeightFormat.Parse(dtype);

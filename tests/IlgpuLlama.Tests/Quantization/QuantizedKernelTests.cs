@@ -54,6 +54,7 @@ public sealed class QuantizedKernelTests(KernelTestContext ctx)
     [InlineData(32, 7, 96, 4, true, true, "q4_0")]
     [InlineData(2, 37, 96, 4, true, false, "q8_0")]
     [InlineData(2, 5, 352, 1, false, true, "q4_0")]
+    [InlineData(1, 37, 96, 4, true, false, "q8_0")]
     public void MatVec_reads_block_formats(int warp, int rows, int inDim, int batch, bool accumulate, bool norm, string dtype)
     {
         var f = Format(dtype);
@@ -80,6 +81,7 @@ public sealed class QuantizedKernelTests(KernelTestContext ctx)
     [InlineData(4, 11, 128, 1, true, "q4_0")]
     [InlineData(32, 9, 64, 4, true, "q8_0")]
     [InlineData(2, 9, 96, 2, false, "q4_0")]
+    [InlineData(1, 9, 96, 2, false, "q4_0")]
     public void SwiGlu_reads_block_formats(int warp, int rows, int inDim, int batch, bool norm, string dtype)
     {
         var f = Format(dtype);
@@ -106,6 +108,7 @@ public sealed class QuantizedKernelTests(KernelTestContext ctx)
     [InlineData(4, 8, 2, 8, 64, 2, true, "q4_0")]
     [InlineData(32, 6, 2, 16, 96, 4, true, "q8_0")]
     [InlineData(2, 4, 4, 16, 128, 1, false, "q4_0")]
+    [InlineData(1, 4, 4, 16, 128, 1, false, "q4_0")]
     public void QkvRope_reads_block_formats(int warp, int heads, int kvHeads, int headDim, int hidden, int batch, bool norm, string dtype)
     {
         var f = Format(dtype);
@@ -149,6 +152,7 @@ public sealed class QuantizedKernelTests(KernelTestContext ctx)
     [InlineData(4, "q8_0")]
     [InlineData(4, "q4_0")]
     [InlineData(2, "q4_0")]
+    [InlineData(1, "q4_0")]
     public void Embedding_gathers_dequantised_rows_exactly(int warp, string dtype)
     {
         var f = Format(dtype);
@@ -171,6 +175,7 @@ public sealed class QuantizedKernelTests(KernelTestContext ctx)
     [InlineData(4, 9, 70, 160, true, "q4_0")]
     [InlineData(32, 21, 70, 64, true, "q8_0")]
     [InlineData(2, 13, 21, 96, false, "q4_0")]
+    [InlineData(1, 13, 21, 96, false, "q4_0")]
     public void Gemm_dequantises_tiles(int warp, int m, int n, int kDim, bool accumulate, string dtype)
     {
         var f = Format(dtype);
