@@ -78,7 +78,10 @@ public static class AttentionKernels
     public static int Splits(int maxSeq, KernelTuning t) => Math.Clamp((maxSeq + t.AttentionMinChunk - 1) / t.AttentionMinChunk, 1, Math.Min(MaxSplits, t.AttentionGroup));
 
     /// <summary>The attention kernel. See the file header.</summary>
-    public static void Attention(AttentionArgs a)
+    public static void Attention(AttentionArgs a) => AttentionBlock(a, Grid.IdxX);
+
+    /// <summary>One group's work of <see cref="Attention(AttentionArgs)"/>: (row, kv head, split) number <paramref name="block"/> (also a task of the persistent decode kernel).</summary>
+    internal static void AttentionBlock(AttentionArgs a, int block)
     {
         var shape = a.Shape;
         var smem = SharedMemory.GetDynamic<float>();
@@ -86,8 +89,8 @@ public static class AttentionKernels
         int tn = Group.DimX;
         int tid = Group.IdxX;
 
-        int split = Grid.IdxX % a.Splits;
-        int rowKv = Grid.IdxX / a.Splits;
+        int split = block % a.Splits;
+        int rowKv = block / a.Splits;
         int kvh = rowKv % shape.KvHeads;
         int row = rowKv / shape.KvHeads;
 
@@ -369,6 +372,15 @@ public static class AttentionKernels
     public static void Attention(this LlamaKernels k, AttentionBuffers b, int rows, int splits, AttentionShape s)
     {
         int group = k.Tuning.AttentionGroup;
+        var args = AttentionArguments(k.Tuning, b, rows, splits, s);
+        var config = new KernelConfig(rows * s.KvHeads * splits, group, SharedMemoryConfig.RequestDynamic<float>(SharedFloats(s, group)));
+        k.Launch(AttentionKernel, KernelVariant.None, config, args);
+    }
+
+    /// <summary>The checked arguments of an attention launch with groups of <see cref="KernelTuning.AttentionGroup"/> threads.</summary>
+    internal static AttentionArgs AttentionArguments(KernelTuning tuning, AttentionBuffers b, int rows, int splits, AttentionShape s)
+    {
+        int group = tuning.AttentionGroup;
         Require.That(s.Heads % s.KvHeads == 0, $"attention: heads {s.Heads} must be a multiple of kv_heads {s.KvHeads}");
         Require.That(s.HeadDim % 8 == 0, $"attention: head_dim {s.HeadDim} must be a multiple of 8");
         Require.That(splits >= 1, "attention: splits must be >= 1");
@@ -383,14 +395,12 @@ public static class AttentionKernels
             Require.Length(b.PartialMl, (long)rows * s.Heads * splits * 2, "attention partial max/sum");
             Require.Length(b.Counters, (long)rows * s.KvHeads, "attention counters");
         }
-        var args = new AttentionArgs
+        return new AttentionArgs
         {
             Q = b.Q, KCache = b.KCache.Cast<U4>(), VCache = b.VCache.Cast<uint>(), Slots = b.Slots, Positions = b.Positions, Out = b.Output,
             PartialAcc = b.PartialAcc, PartialMl = b.PartialMl, Counters = b.Counters,
-            Shape = s, Splits = splits, MinChunk = k.Tuning.AttentionMinChunk,
+            Shape = s, Splits = splits, MinChunk = tuning.AttentionMinChunk,
         };
-        var config = new KernelConfig(rows * s.KvHeads * splits, group, SharedMemoryConfig.RequestDynamic<float>(SharedFloats(s, group)));
-        k.Launch(AttentionKernel, KernelVariant.None, config, args);
     }
 
     /// <summary>Bytes one decode launch must move: q, K and V of every visible key, output.</summary>

@@ -31,6 +31,9 @@ public sealed record KernelTuning
     /// <summary>Power-of-two slice one top-k group sorts in shared memory.</summary>
     public int TopKSlice { get; init; } = 4096;
 
+    /// <summary>Groups of a persistent decode-layer launch; 0: four per multiprocessor on a GPU, one per emulated multiprocessor on the CPU (any number is correct).</summary>
+    public int PersistentGroups { get; init; }
+
     /// <summary>Defaults for an accelerator, clamped to its limits.</summary>
     public static KernelTuning For(Accelerator accelerator)
     {

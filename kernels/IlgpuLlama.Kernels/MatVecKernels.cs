@@ -586,14 +586,15 @@ public static class MatVecKernels
     /// <summary>y[b, r] (+)= W[r, :] . x[b, :]; one group per two rows.</summary>
     public static void MatVec<TW, TB>(MatVecArgs a)
         where TW : struct, IWeightFormat
-        where TB : struct, IBatchWidth => MatVecBody<TW, PlainInput, TB>(a);
+        where TB : struct, IBatchWidth => MatVecTile<TW, PlainInput, TB>(a, Grid.IdxX);
 
     /// <summary>y[b, r] (+)= W[r, :] . rmsnorm(x[b, :]) * g, the RMSNorm fused (see the file header).</summary>
     public static void MatVecNorm<TW, TB>(MatVecArgs a)
         where TW : struct, IWeightFormat
-        where TB : struct, IBatchWidth => MatVecBody<TW, RmsNormedInput, TB>(a);
+        where TB : struct, IBatchWidth => MatVecTile<TW, RmsNormedInput, TB>(a, Grid.IdxX);
 
-    static void MatVecBody<TW, TN, TB>(MatVecArgs a)
+    /// <summary>One group's work of <see cref="MatVec{TW, TB}"/>: output rows 2 <paramref name="group"/> and 2 <paramref name="group"/> + 1 (also a task of the persistent decode kernel).</summary>
+    internal static void MatVecTile<TW, TN, TB>(MatVecArgs a, int group)
         where TW : struct, IWeightFormat
         where TN : struct, IInputNorm
         where TB : struct, IBatchWidth
@@ -603,7 +604,7 @@ public static class MatVecKernels
         var y = a.Y;
         var s = a.Shape;
         int batch = default(TB).Count;
-        int rowA = Grid.IdxX * RowsPerGroup;
+        int rowA = group * RowsPerGroup;
         // An odd last row reads itself twice rather than past the end of W; it is stored once.
         int rowB = XMath.Min(rowA + 1, s.Rows - 1);
         int chunks = ChunksPerRow<TW>(s.K8);
@@ -650,14 +651,15 @@ public static class MatVecKernels
     /// <summary>h[b, r] = silu(Wg[r] . x[b]) * (Wu[r] . x[b]); one group per intermediate row.</summary>
     public static void MatVecSwiGlu<TW, TB>(MatVecSwiGluArgs a)
         where TW : struct, IWeightFormat
-        where TB : struct, IBatchWidth => MatVecSwiGluBody<TW, PlainInput, TB>(a);
+        where TB : struct, IBatchWidth => MatVecSwiGluTile<TW, PlainInput, TB>(a, Grid.IdxX);
 
     /// <summary>h[b, r] = silu(Wg[r] . x'[b]) * (Wu[r] . x'[b]) with x' = rmsnorm(x) * g fused.</summary>
     public static void MatVecSwiGluNorm<TW, TB>(MatVecSwiGluArgs a)
         where TW : struct, IWeightFormat
-        where TB : struct, IBatchWidth => MatVecSwiGluBody<TW, RmsNormedInput, TB>(a);
+        where TB : struct, IBatchWidth => MatVecSwiGluTile<TW, RmsNormedInput, TB>(a, Grid.IdxX);
 
-    static void MatVecSwiGluBody<TW, TN, TB>(MatVecSwiGluArgs a)
+    /// <summary>One group's work of <see cref="MatVecSwiGlu{TW, TB}"/>: intermediate row <paramref name="group"/> (also a task of the persistent decode kernel).</summary>
+    internal static void MatVecSwiGluTile<TW, TN, TB>(MatVecSwiGluArgs a, int group)
         where TW : struct, IWeightFormat
         where TN : struct, IInputNorm
         where TB : struct, IBatchWidth
@@ -668,7 +670,7 @@ public static class MatVecKernels
         var h = a.H;
         var s = a.Shape;
         int batch = default(TB).Count;
-        int row = Grid.IdxX;
+        int row = group;
         int chunks = ChunksPerRow<TW>(s.K8);
         for (int t = 0; t < s.Tiles; t++)
         {
@@ -707,14 +709,15 @@ public static class MatVecKernels
     /// </summary>
     public static void MatVecQkvRope<TW, TB>(QkvRopeArgs a)
         where TW : struct, IWeightFormat
-        where TB : struct, IBatchWidth => MatVecQkvRopeBody<TW, PlainInput, TB>(a);
+        where TB : struct, IBatchWidth => MatVecQkvRopeTile<TW, PlainInput, TB>(a, Grid.IdxX);
 
     /// <summary><see cref="MatVecQkvRope{TW, TB}"/> of rmsnorm(x) * g, the input norm fused.</summary>
     public static void MatVecQkvRopeNorm<TW, TB>(QkvRopeArgs a)
         where TW : struct, IWeightFormat
-        where TB : struct, IBatchWidth => MatVecQkvRopeBody<TW, RmsNormedInput, TB>(a);
+        where TB : struct, IBatchWidth => MatVecQkvRopeTile<TW, RmsNormedInput, TB>(a, Grid.IdxX);
 
-    static void MatVecQkvRopeBody<TW, TN, TB>(QkvRopeArgs a)
+    /// <summary>One group's work of <see cref="MatVecQkvRope{TW, TB}"/>: rotate_half pair <paramref name="group"/> of q, k or v (also a task of the persistent decode kernel).</summary>
+    internal static void MatVecQkvRopeTile<TW, TN, TB>(QkvRopeArgs a, int group)
         where TW : struct, IWeightFormat
         where TN : struct, IInputNorm
         where TB : struct, IBatchWidth
@@ -722,7 +725,7 @@ public static class MatVecKernels
         int batch = default(TB).Count;
         int headDim = a.Cache.HeadDim;
         int half = headDim / 2;
-        int pair = Grid.IdxX;
+        int pair = group;
         int qPairs = a.QDim / 2;
         int kvPairs = a.KvDim / 2;
 
@@ -852,6 +855,15 @@ public static class MatVecKernels
     /// </summary>
     public static void MatVec(this LlamaKernels k, WeightMatrix w, ArrayView<float> x, ArrayView<float> y, int batch, bool accumulate, int yStride = -1, FusedNorm? norm = null)
     {
+        var (args, width) = MatVecArguments(w, x, y, batch, accumulate, yStride, norm);
+        int groups = (w.Rows + RowsPerGroup - 1) / RowsPerGroup;
+        var kernel = norm is null ? MatVecKernel : MatVecNormKernel;
+        k.Launch(kernel, kernel.Variant(w.Format, width), new KernelConfig(groups, GroupSize(k, args.Shape.K8)), args);
+    }
+
+    /// <summary>The checked arguments of <see cref="MatVec(LlamaKernels, WeightMatrix, ArrayView{float}, ArrayView{float}, int, bool, int, FusedNorm?)"/> and the kernel width.</summary>
+    internal static (MatVecArgs Args, int Width) MatVecArguments(WeightMatrix w, ArrayView<float> x, ArrayView<float> y, int batch, bool accumulate, int yStride = -1, FusedNorm? norm = null)
+    {
         int rows = w.Rows, inDim = w.Cols;
         w.Check("matvec");
         var (width, tiles) = Tiling(batch);
@@ -865,9 +877,7 @@ public static class MatVecKernels
             Shape = new MatVecShape { Rows = rows, K8 = inDim / 8, YStride = yStride, Accumulate = accumulate ? 1 : 0, Tiles = tiles, Batch = batch },
             Norm = Pack(norm, w, "matvec"),
         };
-        int groups = (rows + RowsPerGroup - 1) / RowsPerGroup;
-        var kernel = norm is null ? MatVecKernel : MatVecNormKernel;
-        k.Launch(kernel, kernel.Variant(w.Format, width), new KernelConfig(groups, GroupSize(k, args.Shape.K8)), args);
+        return (args, width);
     }
 
     /// <summary>Most vectors one decode-matvec launch takes (tiles of <see cref="BatchWidth.Max"/>).</summary>
@@ -891,6 +901,14 @@ public static class MatVecKernels
     /// <summary>h[b, :] = silu(Wg x[b]) * (Wu x[b]); with <paramref name="norm"/>, of rmsnorm(x) (<see cref="MatVecSwiGluNorm{TW, TB}"/>).</summary>
     public static void MatVecSwiGlu(this LlamaKernels k, WeightMatrix gate, WeightMatrix up, ArrayView<float> x, ArrayView<float> h, int batch, FusedNorm? norm = null)
     {
+        var (args, width) = SwiGluArguments(gate, up, x, h, batch, norm);
+        var kernel = norm is null ? SwiGluKernel : SwiGluNormKernel;
+        k.Launch(kernel, kernel.Variant(gate.Format, width), new KernelConfig(gate.Rows, GroupSize(k, args.Shape.K8)), args);
+    }
+
+    /// <summary>The checked arguments of <see cref="MatVecSwiGlu(LlamaKernels, WeightMatrix, WeightMatrix, ArrayView{float}, ArrayView{float}, int, FusedNorm?)"/> and the kernel width.</summary>
+    internal static (MatVecSwiGluArgs Args, int Width) SwiGluArguments(WeightMatrix gate, WeightMatrix up, ArrayView<float> x, ArrayView<float> h, int batch, FusedNorm? norm = null)
+    {
         int rows = gate.Rows, inDim = gate.Cols;
         gate.Check("swiglu gate");
         up.Check("swiglu up");
@@ -904,13 +922,21 @@ public static class MatVecKernels
             Shape = new MatVecShape { Rows = rows, K8 = inDim / 8, YStride = rows, Tiles = tiles, Batch = batch },
             Norm = Pack(norm, gate, "matvec-swiglu"),
         };
-        var kernel = norm is null ? SwiGluKernel : SwiGluNormKernel;
-        k.Launch(kernel, kernel.Variant(gate.Format, width), new KernelConfig(rows, GroupSize(k, args.Shape.K8)), args);
+        return (args, width);
     }
 
     /// <summary>Fused decode q/k/v projection + RoPE + KV append (see the file header); with <paramref name="norm"/>, of rmsnorm(x).</summary>
     public static void MatVecQkvRope(this LlamaKernels k, QkvWeights w, ArrayView<float> x, ArrayView<float> q, ArrayView<ushort> kCache, ArrayView<ushort> vCache,
         ArrayView<float> ropeTable, ArrayView<int> slots, ArrayView<int> positions, int batch, AttentionShape s, FusedNorm? norm = null)
+    {
+        var (args, width) = QkvRopeArguments(w, x, q, kCache, vCache, ropeTable, slots, positions, batch, s, norm);
+        var kernel = norm is null ? QkvRopeKernel : QkvRopeNormKernel;
+        k.Launch(kernel, kernel.Variant(w.Q.Format, width), new KernelConfig((s.QDim + 2 * s.KvDim) / 2, GroupSize(k, args.K8)), args);
+    }
+
+    /// <summary>The checked arguments of the fused q/k/v launch and the kernel width.</summary>
+    internal static (QkvRopeArgs Args, int Width) QkvRopeArguments(QkvWeights w, ArrayView<float> x, ArrayView<float> q, ArrayView<ushort> kCache, ArrayView<ushort> vCache,
+        ArrayView<float> ropeTable, ArrayView<int> slots, ArrayView<int> positions, int batch, AttentionShape s, FusedNorm? norm)
     {
         int hidden = w.Q.Cols;
         w.Q.Check("q_proj");
@@ -932,8 +958,7 @@ public static class MatVecKernels
             KCache = kCache, VCache = vCache, Rope = ropeTable, Slots = slots, Positions = positions,
             Cache = s.Cache, K8 = hidden / 8, QDim = s.QDim, KvDim = s.KvDim, Tiles = tiles, Batch = batch, Norm = Pack(norm, w.Q, "matvec-qkv"),
         };
-        var kernel = norm is null ? QkvRopeKernel : QkvRopeNormKernel;
-        k.Launch(kernel, kernel.Variant(w.Q.Format, width), new KernelConfig((s.QDim + 2 * s.KvDim) / 2, GroupSize(k, args.K8)), args);
+        return (args, width);
     }
 
     // ---- cost ------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-VARIANTS = ("baseline", "fused-norm", "fused-norm-short-attn")
+VARIANTS = ("baseline", "fused-norm", "fused-norm-short-attn", "persistent")
 QUANT_FORMATS = ("q8_0", "q4_0")
 SANITIZER_FORMATS = ("fp16", "bf16", "q8_0", "q4_0")
 MARGIN = 20              # seconds kept back from the deadline for the last writes and the log archive

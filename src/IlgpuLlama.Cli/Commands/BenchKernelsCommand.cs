@@ -26,7 +26,7 @@ public static class BenchKernelsCommand
             HelpName = "llama-3.2-1b|tiny",
         };
         shapes.AcceptOnlyFromAmong(BenchShapes.Names);
-        var dtype = CliOptions.DType("Weight format of the weight-reading kernels (q8_0 and q4_0 run the matvec and GEMM families only, the ones that read quantised matrices)");
+        var dtype = CliOptions.DType("Weight format of the weight-reading kernels (q8_0 and q4_0 run the families that read quantised matrices: matvec, GEMM and the persistent decode layer)");
         var repeats = CliOptions.OptionalInteger("--repeats", "Timed launches per case, the median is reported (default: 20 on CUDA, 5 on the CPU accelerator)", 1);
         var warmup = CliOptions.OptionalInteger("--warmup", "Untimed launches before timing (default: 3 on CUDA, 1 on the CPU accelerator)", 0);
         var filter = new Option<string[]>("--filter")

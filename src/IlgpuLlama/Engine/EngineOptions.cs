@@ -92,7 +92,8 @@ public sealed record EngineNotice(string Template)
 /// <param name="Description">what differs</param>
 /// <param name="FuseNorms">fold each RMSNorm into the matvec that consumes it (no RMSNorm launches in decode)</param>
 /// <param name="ShortAttention">let an attention split cover at least one whole tile (a group's keys), so rows up to a tile long need no split merge</param>
-public sealed record DecodeVariant(string Name, string Description, bool FuseNorms, bool ShortAttention)
+/// <param name="OneLaunchPerLayer">run each layer as one persistent launch (DecodeLayerKernels) instead of five</param>
+public sealed record DecodeVariant(string Name, string Description, bool FuseNorms, bool ShortAttention, bool OneLaunchPerLayer = false)
 {
     /// <summary>The decode step measured on the H200 on 2026-11-27: RMSNorm launches, attention splits of at least 32 keys.</summary>
     public static DecodeVariant Baseline { get; } = new("baseline", "RMSNorm launched before its matvec; attention split into chunks of at least 32 keys", false, false);
@@ -104,8 +105,12 @@ public sealed record DecodeVariant(string Name, string Description, bool FuseNor
     public static DecodeVariant FusedNormShortAttention { get; } = new("fused-norm-short-attn",
         "fused-norm, and attention splits of at least one tile of keys, so contexts up to a tile need no merge phase", true, true);
 
+    /// <summary>Fused norms, and each layer one persistent launch whose groups take the layer's tasks from a ticket counter.</summary>
+    public static DecodeVariant Persistent { get; } = new("persistent",
+        "fused-norm, and each layer one persistent launch: its groups take q/k/v, attention, o, gate/up and down tasks in order from one ticket counter (one launch per layer instead of five)", true, false, true);
+
     /// <summary>Every variant, the default first.</summary>
-    public static IReadOnlyList<DecodeVariant> All { get; } = [Baseline, FusedNorm, FusedNormShortAttention];
+    public static IReadOnlyList<DecodeVariant> All { get; } = [Baseline, FusedNorm, FusedNormShortAttention, Persistent];
 
     /// <summary>The variant named <paramref name="name"/>.</summary>
     public static DecodeVariant Parse(string name) => All.FirstOrDefault(v => string.Equals(v.Name, name, StringComparison.OrdinalIgnoreCase))

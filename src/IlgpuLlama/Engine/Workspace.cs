@@ -24,6 +24,7 @@ public sealed class Workspace : IDisposable
                 buffers[spec] = spec.Allocate(allocator);
             // The kernels leave their completion counters at zero after each launch; they must start there.
             this[plan.AttentionCounters].MemSetToZero();
+            this[plan.PersistentSync].MemSetToZero();
             this[plan.ReduceCounters].MemSetToZero();
             this[plan.TopKCounters].MemSetToZero();
             this[plan.Seen].MemSetToZero();

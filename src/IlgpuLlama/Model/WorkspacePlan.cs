@@ -165,6 +165,7 @@ public sealed class WorkspacePlan
         AttentionPartialAcc = Act<float>("act.attn_partial_acc", Splits, "B x heads x splits x head_dim", b, heads, splits, hd);
         AttentionPartialMl = Act<float>("act.attn_partial_ml", Splits, "B x heads x splits x 2", b, heads, splits, 2);
         AttentionCounters = Act<int>("act.attn_counters", Splits, "B x kv_heads", b, kvHeads);
+        PersistentSync = Act<int>("act.layer_sync", Bookkeeping, "8", Kernels.DecodeLayerKernels.SyncInts);
         PrefillTokens = Act<int>("act.prefill_tokens", Bookkeeping, "T", t);
         PrefillPositions = Act<int>("act.prefill_positions", Bookkeeping, "T", t);
         PrefillSlots = Act<int>("act.prefill_slots", Bookkeeping, "T", t);
@@ -247,6 +248,9 @@ public sealed class WorkspacePlan
     public BufferSpec<float> AttentionPartialMl { get; }
     /// <summary>Decode attention completion counters [B, kv_heads].</summary>
     public BufferSpec<int> AttentionCounters { get; }
+
+    /// <summary>The persistent decode layer's task counters (ticket, leavers, one per stage), zero between launches.</summary>
+    public BufferSpec<int> PersistentSync { get; }
     /// <summary>Prefill input tokens [T].</summary>
     public BufferSpec<int> PrefillTokens { get; }
     /// <summary>Prefill positions [T].</summary>

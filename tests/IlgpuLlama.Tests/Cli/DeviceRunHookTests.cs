@@ -24,6 +24,7 @@ public sealed class DeviceRunHookTests
     [Theory]
     [InlineData("baseline")]
     [InlineData("fused-norm")]
+    [InlineData("persistent")]
     public void Generate_json_counts_launches_so_that_two_more_tokens_are_two_more_decode_steps(string variant)
     {
         var four = Counts(4, variant);
