@@ -114,6 +114,9 @@ public static class DemoModel
     static void RemoveStaleBuilds(string weightsDir) =>
         IO.TemporaryPaths.RemoveStale(weightsDir, new System.Text.RegularExpressions.Regex($@"^\.{System.Text.RegularExpressions.Regex.Escape(DirectoryName)}\.tmp-(?<pid>\d+)$"));
 
+    /// <summary>fp16's smallest normal value, 2^-14.</summary>
+    const double MinNormalFp16 = 6.103515625e-05;
+
     /// <summary>Writes config.json, model.safetensors and tokenizer.model into <paramref name="dir"/>.</summary>
     public static void Write(string dir)
     {
@@ -133,7 +136,13 @@ public static class DemoModel
             for (long i = 0; i < n; i++)
             {
                 double u = noise.NextSymmetric();
-                bits[i] = WeightFormat.Bf16.Encode(norm ? 1 + u * scale : u * scale);
+                double v = norm ? 1 + u * scale : u * scale;
+                // Values below fp16's smallest normal (2^-14) would load as fp16 subnormals with fewer
+                // significant bits, and every command would warn about it: they become zero, which both
+                // 16-bit formats hold exactly.
+                if (Math.Abs(v) < MinNormalFp16)
+                    v = 0;
+                bits[i] = WeightFormat.Bf16.Encode(v);
             }
             tensors.Add(new TensorToWrite(name, SafetensorsDType.BF16, shape, MemoryMarshal.AsBytes(bits.AsSpan()).ToArray()));
         }
