@@ -7,9 +7,10 @@ using IlgpuLlama.Text;
 namespace IlgpuLlama.Cli.Commands;
 
 /// <summary>
-/// <c>ilgpu-llama tokenize --model DIR (--text T | --file F) [--json] [--no-bos] [--special]</c>: the
+/// <c>ilgpu-llama tokenize [--model DIR] (--text T | --file F) [--json] [--no-bos] [--special]</c>: the
 /// token ids of a text and each token's string, with the model's own tokenizer (no weights are
-/// loaded). Text output is one token per line, id then the token quoted with whitespace, control
+/// loaded; without --model and the default directories, the demo's). The count on stderr is of
+/// Unicode characters (scalar values), not UTF-16 code units. Text output is one token per line, id then the token quoted with whitespace, control
 /// characters and partial UTF-8 bytes escaped; --json writes <c>{"ids": [...], "tokens": [...]}</c>
 /// with tokens as Hugging Face writes them (transformers' convert_ids_to_tokens), so both can be
 /// compared with the reference directly.
@@ -56,7 +57,7 @@ public static class TokenizeCommand
                     io.Out.WriteLine($"{id.ToString(CultureInfo.InvariantCulture).PadLeft(width)}  {Visible(tokenizer, id)}");
                 io.Out.Flush();
             }
-            io.Err.WriteLine($"{ids.Count} tokens, {content.Length} UTF-16 characters");
+            io.Err.WriteLine($"{ids.Count} tokens, {content.EnumerateRunes().Count()} characters");
             return 0;
         });
         return command;
@@ -69,9 +70,10 @@ public static class TokenizeCommand
         HelpName = "DIR",
     };
 
-    /// <summary>The tokenizer of --model, or of the default directories (the demo's random vocabulary would mean nothing here).</summary>
+    /// <summary>The tokenizer of --model, else of the default directories, else of the built-in demo (with one line saying so), as generate falls back.</summary>
     internal static LlamaTokenizer LoadTokenizer(string? model, CommandIO io) =>
-        ModelOptions.LoadTokenizer(ModelOptions.ResolveModelDir(model, io, allowDemo: false, ModelOptions.ChatModelDirs, out _));
+        ModelOptions.LoadTokenizer(ModelOptions.ResolveModelDir(model, io, allowDemo: true, ModelOptions.ChatModelDirs, out _,
+            "its tokenizer is a byte-level BPE of 256 merges trained on one English paragraph with Llama 3's special tokens, not Llama 3's vocabulary"));
 
     /// <summary>
     /// One token for a reader: a special token by name, marked; otherwise its text in double quotes

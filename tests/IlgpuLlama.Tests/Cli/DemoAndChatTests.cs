@@ -142,6 +142,33 @@ public sealed class DemoAndChatTests(DemoModelDir demo) : IClassFixture<DemoMode
         Assert.Single(lines, l => l.Contains("tok/s", StringComparison.Ordinal));
     }
 
+    /// <summary>tokenize and detokenize fall back to the demo like generate (issue 23), and round-trip through --json.</summary>
+    [Fact]
+    public void Tokenize_and_detokenize_fall_back_to_the_demo()
+    {
+        string cwd = CliHarness.TempDir();
+        try
+        {
+            var t = RunCli(cwd, "tokenize", "--text", "Hello 🦙", "--json", "--no-bos");
+            Assert.True(t.ExitCode == 0, t.Err);
+            Assert.Contains("demo:", t.Err);
+            Assert.Contains("tokenizer", Assert.Single(t.Err.Split('\n'), l => l.StartsWith("demo:", StringComparison.Ordinal)));
+            // Characters, not UTF-16 code units: the llama is one character (two UTF-16 units).
+            Assert.Contains(" tokens, 7 characters", t.Err);
+            using var doc = System.Text.Json.JsonDocument.Parse(t.Out);
+            var ids = doc.RootElement.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+            var d = RunCli(cwd, "detokenize", "--ids", string.Join(",", ids), "--json");
+            Assert.True(d.ExitCode == 0, d.Err);
+            using var back = System.Text.Json.JsonDocument.Parse(d.Out);
+            Assert.Equal("Hello 🦙", back.RootElement.GetProperty("text").GetString());
+            Assert.Equal(ids, back.RootElement.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()).ToArray());
+        }
+        finally
+        {
+            Directory.Delete(cwd, recursive: true);
+        }
+    }
+
     static CliHarness.Result RunCli(string workingDirectory, params string[] args)
     {
         // DOTNET_HOST_PATH is the dotnet that runs the tests; the CLI assembly is copied beside them.
