@@ -53,7 +53,7 @@ tests() {
     local rc=$?
     # The failures with their messages, then the summary line.
     grep -A 20 '^  Failed ' "$log" | head -200 || true
-    grep -E '^(Passed|Failed)!|^Test Run |^Total tests:|^ +(Passed|Failed|Skipped): |^ Total time:|The active test run was aborted|hang' "$log" || true
+    grep -E '^(Passed|Failed)!|^Test Run |^Total tests:|^ +(Passed|Failed|Skipped): |^ Total time:|[Aa]borted' "$log" || true
     rm -f "$log"
     return $rc
 }
