@@ -88,6 +88,37 @@ public sealed class PerplexityCommandTests(DemoModelDir demo, ITestOutputHelper 
         Assert.Contains($"{(tokens.Count / ctx) * ctx} / {(tokens.Count / ctx) * ctx} tokens", bar[^1]);
     }
 
+    /// <summary>
+    /// The bar appears before any work and advances every piece of PiecePositions positions, not once
+    /// per pass of windows (issue 23: three windows of 512 on the CPU showed nothing for 10 minutes).
+    /// </summary>
+    [Fact]
+    public void Progress_appears_at_once_and_advances_every_piece()
+    {
+        var tokenizer = LlamaTokenizer.FromDirectory(demo.Path);
+        var tokens = tokenizer.Encode(string.Concat(Enumerable.Repeat(LongText, 12)), addBos: true);
+        const int ctx = 300;
+        Assert.True(tokens.Count >= ctx, $"the premise: one window of {ctx} ({tokens.Count} tokens)");
+        using var device = IlgpuLlama.Device.ComputeDevice.Create(IlgpuLlama.Device.DeviceKind.Cpu);
+        using var model = LlamaModel.Load(device, demo.Path, new EngineOptions { MaxBatchSize = 1, MaxSeqLen = ctx });
+        var reports = new List<PerplexityProgress>();
+        var result = Perplexity.Score(model, tokens.Take(ctx).ToArray(), ctx, tokenizer.BosId, new SyncReports(reports));
+        int pieces = (ctx + Perplexity.PiecePositions - 1) / Perplexity.PiecePositions;
+        Assert.Equal(1 + pieces, reports.Count);
+        Assert.Equal(0, reports[0].TokensDone);
+        Assert.Equal(Enumerable.Range(1, pieces).Select(i => (long)Math.Min(i * Perplexity.PiecePositions, ctx)), reports.Skip(1).Select(p => p.TokensDone));
+        Assert.Equal(1, reports[^1].WindowsDone);
+        Assert.Equal(ctx - 1, result.TokensScored);
+        // Prefilled piece by piece, continuing in the cache: still the float64 reference's perplexity.
+        var (expected, _) = Reference(new ReferenceForward(demo.Path, WeightFormat.Fp16), tokens.Take(ctx).ToArray(), ctx, tokenizer.BosId);
+        Assert.True(Math.Abs(result.Perplexity / expected - 1) <= 0.005, $"perplexity {result.Perplexity} vs float64 reference {expected}");
+    }
+
+    sealed class SyncReports(List<PerplexityProgress> list) : IProgress<PerplexityProgress>
+    {
+        public void Report(PerplexityProgress value) => list.Add(value);
+    }
+
     [Fact]
     public void A_text_within_one_window_scores_every_token_after_bos()
     {
