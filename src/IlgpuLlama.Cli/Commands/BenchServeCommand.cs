@@ -23,6 +23,9 @@ public static class BenchServeCommand
     public sealed record Level(int Concurrency, int Requests, int Failed, long OutputTokens, double Seconds, double OutputTokensPerSecond,
         double TtftP50Ms, double TtftP99Ms, double ItlP50Ms, double ItlP99Ms);
 
+    /// <summary>The prompt of every request unless --prompt says otherwise.</summary>
+    public const string DefaultPrompt = "The quick brown fox jumps over the lazy dog. Once upon a time";
+
     public sealed record Report(string Target, string? Device, string Commit, int PromptTokens, int MaxTokens, IReadOnlyList<Level> Levels);
 
     /// <summary>Builds the command.</summary>
@@ -32,7 +35,7 @@ public static class BenchServeCommand
         var model = new Option<string?>("--model") { Description = "Model directory for the in-process server (default: as serve)", HelpName = "DIR" };
         var concurrency = new Option<string>("--concurrency") { Description = "Concurrent clients per level, comma-separated", DefaultValueFactory = _ => "1,4,16,64", HelpName = "N[,N...]" };
         var requests = CliOptions.OptionalInteger("--requests", "Requests per level (default: 4 x concurrency, at least 8)", 1);
-        var prompt = new Option<string>("--prompt") { Description = "Prompt of every request", DefaultValueFactory = _ => "The quick brown fox jumps over the lazy dog. Once upon a time" };
+        var prompt = new Option<string>("--prompt") { Description = "Prompt of every request", DefaultValueFactory = _ => DefaultPrompt };
         var maxTokens = CliOptions.Integer("--max-tokens", "Tokens generated per request", 64, 1);
         var apiKey = new Option<string?>("--api-key") { Description = "Bearer key for --url", HelpName = "KEY" };
         var json = CliOptions.Json();
@@ -71,14 +74,16 @@ public static class BenchServeCommand
                 if (parse.GetValue(apiKey) is { } key)
                     http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
 
-                int promptTokens = llamaEngine?.Encode(text).Count ?? 0;
-                // One request first, so compilation or connection set-up is not in the first level.
-                RunLevel(http, 1, 1, text, Math.Min(max, 2)).GetAwaiter().GetResult();
+                // One request first, so compilation or connection set-up is not in the first level; its
+                // usage says how many tokens the server made of the prompt (with --url this engine's
+                // tokenizer is not the server's).
+                var warmUp = RunLevel(http, 1, 1, text, Math.Min(max, 2)).GetAwaiter().GetResult();
+                int promptTokens = warmUp.PromptTokens > 0 ? warmUp.PromptTokens : llamaEngine?.Encode(text).Count ?? 0;
                 var results = new List<Level>();
                 foreach (int c in levels)
                 {
                     int n = parse.GetValue(requests) ?? Math.Max(8, 4 * c);
-                    var level = RunLevel(http, c, n, text, max).GetAwaiter().GetResult();
+                    var (level, _) = RunLevel(http, c, n, text, max).GetAwaiter().GetResult();
                     results.Add(level);
                     io.Err.WriteLine($"concurrency {c}: {level.OutputTokensPerSecond:F1} tok/s");
                 }
@@ -115,9 +120,10 @@ public static class BenchServeCommand
         }
     }
 
-    sealed record Timing(double TtftMs, List<double> GapsMs, int Tokens, bool Ok);
+    sealed record Timing(double TtftMs, List<double> GapsMs, int Tokens, bool Ok, int PromptTokens = 0);
 
-    static async Task<Level> RunLevel(HttpClient http, int concurrency, int requests, string prompt, int maxTokens)
+    /// <summary>One concurrency level, and the prompt tokens the server reported in its usage (0 if none did).</summary>
+    static async Task<(Level Level, int PromptTokens)> RunLevel(HttpClient http, int concurrency, int requests, string prompt, int maxTokens)
     {
         int next = 0;
         var timings = new List<Timing>();
@@ -137,8 +143,8 @@ public static class BenchServeCommand
         long tokens = ok.Sum(t => (long)t.Tokens);
         var ttft = ok.Select(t => t.TtftMs).ToList();
         var gaps = ok.SelectMany(t => t.GapsMs).ToList();
-        return new Level(concurrency, requests, timings.Count - ok.Count, tokens, seconds, tokens / seconds,
-            Percentile(ttft, 50), Percentile(ttft, 99), Percentile(gaps, 50), Percentile(gaps, 99));
+        return (new Level(concurrency, requests, timings.Count - ok.Count, tokens, seconds, tokens / seconds,
+            Percentile(ttft, 50), Percentile(ttft, 99), Percentile(gaps, 50), Percentile(gaps, 99)), ok.Select(t => t.PromptTokens).DefaultIfEmpty(0).Max());
     }
 
     static async Task<Timing> OneRequest(HttpClient http, string prompt, int maxTokens)
@@ -155,7 +161,7 @@ public static class BenchServeCommand
             double? first = null;
             double last = 0;
             var gaps = new List<double>();
-            int tokens = 0;
+            int tokens = 0, promptTokens = 0;
             bool done = false;
             while (await reader.ReadLineAsync() is { } line)
             {
@@ -171,6 +177,8 @@ public static class BenchServeCommand
                 if (chunk.RootElement.TryGetProperty("usage", out var usage) && usage.ValueKind == JsonValueKind.Object)
                 {
                     tokens = usage.GetProperty("completion_tokens").GetInt32();
+                    if (usage.TryGetProperty("prompt_tokens", out var p) && p.ValueKind == JsonValueKind.Number)
+                        promptTokens = p.GetInt32();
                     continue;
                 }
                 var choice = chunk.RootElement.GetProperty("choices")[0];
@@ -182,7 +190,7 @@ public static class BenchServeCommand
                     gaps.Add(now - last);
                 last = now;
             }
-            return new Timing(first ?? 0, gaps, tokens, done && first is not null);
+            return new Timing(first ?? 0, gaps, tokens, done && first is not null, promptTokens);
         }
         catch (HttpRequestException)
         {

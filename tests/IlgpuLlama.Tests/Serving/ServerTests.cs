@@ -294,6 +294,19 @@ public sealed class BenchServeTests(DemoModelDir demo) : IClassFixture<DemoModel
         }
     }
 
+    /// <summary>Against another server (--url) the prompt's token count comes from the server's usage, not from a tokenizer this process does not have (issue 23: it said 0).</summary>
+    [Fact]
+    public async Task With_url_the_prompt_tokens_are_the_servers_count()
+    {
+        using var engine = LlamaEngine.Load(demo.Path, new LlamaEngineOptions { Device = DeviceKind.Cpu, Engine = new EngineOptions { MaxBatchSize = 2, MaxSeqLen = 128 } });
+        await using var server = await OpenAiServer.StartAsync(engine, new ServerOptions { Port = 0, ModelId = "demo" });
+        var r = CliHarness.Run("bench", "serve", "--url", server.Address.ToString(), "--concurrency", "1", "--requests", "1", "--max-tokens", "2", "--json");
+        Assert.True(r.ExitCode == 0, r.Err);
+        int reported = JsonDocument.Parse(r.Out).RootElement.GetProperty("prompt_tokens").GetInt32();
+        Assert.True(reported > 0, r.Out);
+        Assert.Equal(reported, engine.Encode(IlgpuLlama.Cli.Commands.BenchServeCommand.DefaultPrompt).Count);
+    }
+
     [Fact]
     public void Percentiles_are_nearest_rank()
     {
