@@ -213,8 +213,21 @@ public static class RooflinePlot
     {
         MinorTickGenerator = new ScottPlot.TickGenerators.LogMinorTickGenerator(),
         IntegerTicksOnly = true,
-        LabelFormatter = v => Math.Pow(10, v) is var p && p >= 1
-            ? p.ToString("#,0", System.Globalization.CultureInfo.InvariantCulture)
-            : p.ToString("0.####", System.Globalization.CultureInfo.InvariantCulture),
+        LabelFormatter = LogTickLabel,
     };
+
+    /// <summary>
+    /// The label of the log-axis tick at log10 value <paramref name="v"/>: 1,000 or 0.01 down to 0.001,
+    /// 1e-4 and below (a fixed format would print those as "0").
+    /// </summary>
+    public static string LogTickLabel(double v)
+    {
+        double p = Math.Pow(10, v);
+        var c = System.Globalization.CultureInfo.InvariantCulture;
+        if (p >= 1)
+            return p.ToString("#,0", c);
+        if (p >= 0.001)
+            return p.ToString("0.###", c);
+        return "1e" + Math.Round(v).ToString("0", c);
+    }
 }

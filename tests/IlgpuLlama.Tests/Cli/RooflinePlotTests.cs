@@ -86,6 +86,18 @@ public sealed class RooflinePlotTests
     }
 
     [Fact]
+    public void Log_ticks_never_read_zero()
+    {
+        Assert.Equal("1,000", RooflinePlot.LogTickLabel(3));
+        Assert.Equal("1", RooflinePlot.LogTickLabel(0));
+        Assert.Equal("0.01", RooflinePlot.LogTickLabel(-2));
+        Assert.Equal("0.001", RooflinePlot.LogTickLabel(-3));
+        Assert.Equal("1e-4", RooflinePlot.LogTickLabel(-4));
+        Assert.Equal("1e-6", RooflinePlot.LogTickLabel(-6));
+        Assert.All(Enumerable.Range(-9, 15), e => Assert.NotEqual("0", RooflinePlot.LogTickLabel(e)));
+    }
+
+    [Fact]
     public void Boxes_intersect_only_when_they_share_area()
     {
         var a = new LabelBox(0, 0, 10, 10);
