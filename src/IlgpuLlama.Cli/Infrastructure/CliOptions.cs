@@ -86,9 +86,34 @@ public static class CliOptions
     };
 
     /// <summary>
+    /// llama.cpp's spellings of flags that mean the same here, accepted as aliases where the command
+    /// has the flag (people type them by habit).
+    /// </summary>
+    public static IReadOnlyDictionary<string, string> LlamaCppAliases { get; } = new Dictionary<string, string>
+    {
+        ["--max-new-tokens"] = "--n-predict",
+        ["--max-seq-len"] = "--ctx-size",
+        ["--temperature"] = "--temp",
+    };
+
+    /// <summary>
+    /// llama.cpp flags with no equivalent here, and what this engine uses instead: an unknown-flag
+    /// error naming one of these says so in its one line.
+    /// </summary>
+    public static IReadOnlyDictionary<string, string> LlamaCppInstead { get; } = new Dictionary<string, string>
+    {
+        ["--threads"] = "this engine computes on the GPU (--device cuda) or on ILGPU's CPU accelerator, which uses one thread per core by itself; there is no thread count to set",
+        ["-t"] = "this engine computes on the GPU (--device cuda) or on ILGPU's CPU accelerator, which uses one thread per core by itself; there is no thread count to set",
+        ["-ngl"] = "every layer runs on the device chosen with --device (cuda when a GPU is present); there is no partial offload to set",
+        ["--n-gpu-layers"] = "every layer runs on the device chosen with --device (cuda when a GPU is present); there is no partial offload to set",
+        ["--gpu-layers"] = "every layer runs on the device chosen with --device (cuda when a GPU is present); there is no partial offload to set",
+    };
+
+    /// <summary>
     /// Gives every option of <paramref name="command"/> and its subcommands that is named in
-    /// <see cref="ShortAliases"/> its short form, unless the command already uses that letter for
-    /// something else (a test checks that none does).
+    /// <see cref="ShortAliases"/> its short form, and in <see cref="LlamaCppAliases"/> llama.cpp's
+    /// spelling, unless the command already uses that name for something else (a test checks that
+    /// none does).
     /// </summary>
     public static void AddShortAliases(Command command)
     {
@@ -98,6 +123,8 @@ public static class CliOptions
         {
             if (ShortAliases.TryGetValue(option.Name, out var alias) && !option.Aliases.Contains(alias) && taken.Add(alias))
                 option.Aliases.Add(alias);
+            if (LlamaCppAliases.TryGetValue(option.Name, out var habit) && !option.Aliases.Contains(habit) && taken.Add(habit))
+                option.Aliases.Add(habit);
         }
         foreach (var sub in command.Subcommands)
             AddShortAliases(sub);

@@ -47,6 +47,18 @@ public static class CliRunner
         // Remembers whether a progress bar left its line open, so an error never follows it on the same line.
         var tracked = error as LineTrackingWriter ?? new LineTrackingWriter(error);
         error = tracked;
+        // A llama.cpp flag this engine has no equivalent for: one line saying what to use instead
+        // (checked before parsing: "-ngl" would otherwise parse as "-n gl").
+        for (int i = 0; i < args.Length; i++)
+        {
+            bool isValue = i > 0 && TextOptions.Contains(args[i - 1]);
+            if (!isValue && CliOptions.LlamaCppInstead.TryGetValue(args[i], out var instead))
+            {
+                error.WriteLine($"error: {args[i]} is a llama.cpp flag this engine does not have: {instead}");
+                error.Flush();
+                return UsageError;
+            }
+        }
         ParseResult parse;
         try
         {
@@ -131,6 +143,9 @@ public static class CliRunner
     }
 
     /// <summary>System.CommandLine's conversion error in users' words: no CLR type names.</summary>
+    /// <summary>Options whose value is free text, which may look like a flag.</summary>
+    static readonly HashSet<string> TextOptions = ["--prompt", "-p", "--text", "--system", "--stop"];
+
     static string Friendly(string message)
     {
         var m = System.Text.RegularExpressions.Regex.Match(message, @"^Cannot parse argument '(.*)' for option '([^']+)' as expected type '([^']+)'\.$", System.Text.RegularExpressions.RegexOptions.Singleline);

@@ -54,4 +54,28 @@ public sealed class ShortAliasTests(DemoModelDir demo) : IClassFixture<DemoModel
         Assert.Equal(Sequences(generateLong.Out), Sequences(generateShort.Out));
         Assert.Contains("\"seed\": 5", generateShort.Out);
     }
+
+    /// <summary>llama.cpp's spellings typed by habit: the same meaning is an alias, another meaning one line saying what to use (issue 23).</summary>
+    [Fact]
+    public void Llama_cpp_flags_are_aliases_or_one_line_saying_what_to_use()
+    {
+        string[] common = ["--device", "cpu", "--json", "--seed", "5"];
+        var ours = CliHarness.Run(["generate", "--model", demo.Path, "--prompt", "Hello", "--max-new-tokens", "3", "--max-seq-len", "32", "--temperature", "0.5", .. common]);
+        var habit = CliHarness.Run(["generate", "--model", demo.Path, "--prompt", "Hello", "--n-predict", "3", "--ctx-size", "32", "--temp", "0.5", .. common]);
+        Assert.True(ours.ExitCode == 0, ours.Err);
+        Assert.True(habit.ExitCode == 0, habit.Err);
+        static string Sequences(string json) => System.Text.Json.JsonDocument.Parse(json).RootElement.GetProperty("sequences").GetRawText();
+        Assert.Equal(Sequences(ours.Out), Sequences(habit.Out));
+
+        foreach (var args in new[] { new[] { "--threads", "4" }, ["-t", "4"], ["-ngl", "99"], ["--n-gpu-layers", "99"] })
+        {
+            var r = CliHarness.Run(["generate", "--model", demo.Path, .. args]);
+            Assert.Equal(2, r.ExitCode);
+            string line = Assert.Single(r.Err.TrimEnd('\n').Split('\n'));
+            Assert.StartsWith($"error: {args[0]} is a llama.cpp flag this engine does not have: ", line);
+        }
+        // Inside a prompt such text is text.
+        var prompt = CliHarness.Run(["generate", "--model", demo.Path, "--prompt", "-t", "--max-new-tokens", "1", "--device", "cpu"]);
+        Assert.True(prompt.ExitCode == 0, prompt.Err);
+    }
 }
