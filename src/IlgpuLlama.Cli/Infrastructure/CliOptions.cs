@@ -29,9 +29,10 @@ public static class CliOptions
     {
         var option = new Option<DeviceKind>("--device")
         {
-            Description = "Accelerator: auto (CUDA if present, else CPU), cuda, or cpu",
+            // No DefaultValueFactory: help would print the enum's name, "[default: Auto]", where the
+            // docs and the flag spell it auto; an absent --device is default(DeviceKind), Auto.
+            Description = "Accelerator: auto (CUDA if present, else CPU) [default: auto], cuda, or cpu",
             HelpName = "auto|cuda|cpu",
-            DefaultValueFactory = _ => DeviceKind.Auto,
             CustomParser = result =>
             {
                 string text = result.Tokens.Count > 0 ? result.Tokens[^1].Value : "auto";

@@ -81,6 +81,8 @@ public static class CliRunner
             // System.CommandLine's own error messages, on one line; the help only on --help.
             string command = string.Join(' ', CommandPath(parse.CommandResult.Command));
             var messages = parse.Errors.Select(e => Friendly(e.Message)).Distinct().ToList();
+            // System.CommandLine lists allowed values on tab-indented lines: one line, comma-separated.
+            messages = messages.Select(m => System.Text.RegularExpressions.Regex.Replace(m, @"\s*\n\t", " ").Replace("' '", "', '").Replace('\t', ' ')).ToList();
             if (messages.Count > 1)
                 messages.Remove("Required command was not provided.");
             error.WriteLine($"error: {OneLine(string.Join("; ", messages))} (see '{command} --help')");

@@ -92,6 +92,19 @@ public sealed class UsageErrorTests
         Assert.Equal(0, r.ExitCode);
         Assert.Contains("Usage:", r.Out);
         Assert.Contains("--max-new-tokens", r.Out);
+        // --device's default as the docs and the flag spell it (issue 23), not the enum's name.
+        Assert.Contains("[default: auto]", r.Out);
+        Assert.DoesNotContain("Auto]", r.Out);
+    }
+
+    /// <summary>A value outside a list of choices is one line listing them, comma-separated, without tabs.</summary>
+    [Fact]
+    public void A_choice_error_lists_the_values_on_one_line_without_tabs()
+    {
+        var r = CliHarness.Run("generate", "--dtype", "foo");
+        string line = AssertOneUsageLine(r, "'foo'");
+        Assert.DoesNotContain('\t', line);
+        Assert.Contains("'fp16', 'bf16', 'q8_0', 'q4_0'", line);
     }
 
     [Fact]
