@@ -127,6 +127,9 @@ public static class ChatCommand
             var tokenizer = ModelOptions.LoadTokenizer(dir);
             using var device = ComputeDevice.Create(parse.GetValue(engine.Device));
             using var llama = ModelOptions.Load(device, dir, engine.Engine(parse, io) with { MaxBatchSize = 1 }, io);
+            // As --seed's help says (and generate does): the seed of a sampled chat, so a session can be replayed.
+            if (!samplingOptions.IsGreedy)
+                io.Err.WriteLine($"seed: {samplingOptions.Seed}");
             var stops = new HashSet<int>(llama.Config.EosTokenIds.Concat(tokenizer.StopIds));
             var generator = new Generator(llama);
             var messages = new List<ChatMessage>();

@@ -59,6 +59,10 @@ public static class GenerateCommand
         var special = new Option<bool>("--special") { Description = "Print special tokens (<|eot_id|>, reserved tokens) by name; by default they print nothing" };
         var json = CliOptions.Json();
         var sampling = new SamplingFlags();
+        // The demo (no --model, no weights) decodes greedily with a fixed seed unless a sampling flag is given.
+        string demoNote = $"; the built-in demo decodes greedily with seed {DemoSeed} unless a sampling flag is given";
+        sampling.Temperature.Description += demoNote;
+        sampling.Seed.Description += demoNote;
         var engine = new ModelOptions();
         var command = new Command("generate", "Generate text for one or more prompts") { model, prompt, tokens, promptFile, promptsFile, stop, maxNew, ignoreEos, special, json };
         sampling.AddTo(command);

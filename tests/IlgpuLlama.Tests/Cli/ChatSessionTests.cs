@@ -136,6 +136,8 @@ public sealed partial class ChatSessionTests(DemoModelDir demo) : IClassFixture<
             new StringReader(string.Join('\n', messages) + "\n"), output, error);
         Assert.True(code == 0, error.ToString());
         Assert.True(output.Replies.Count >= 2, output.ToString());
+        // A sampled chat says its seed, as --seed's help promises (issue 23).
+        Assert.Contains("seed: 7", error.ToString());
 
         var tokenizer = ModelOptions.LoadTokenizer(demo.Path);
         using var device = ComputeDevice.Create(DeviceKind.Cpu);
