@@ -103,12 +103,16 @@ public static class CliOptions
     /// </summary>
     public static IReadOnlyDictionary<string, string> LlamaCppInstead { get; } = new Dictionary<string, string>
     {
-        ["--threads"] = "this engine computes on the GPU (--device cuda) or on ILGPU's CPU accelerator, which uses one thread per core by itself; there is no thread count to set",
-        ["-t"] = "this engine computes on the GPU (--device cuda) or on ILGPU's CPU accelerator, which uses one thread per core by itself; there is no thread count to set",
-        ["-ngl"] = "every layer runs on the device chosen with --device (cuda when a GPU is present); there is no partial offload to set",
-        ["--n-gpu-layers"] = "every layer runs on the device chosen with --device (cuda when a GPU is present); there is no partial offload to set",
-        ["--gpu-layers"] = "every layer runs on the device chosen with --device (cuda when a GPU is present); there is no partial offload to set",
+        ["--threads"] = NoThreadCount,
+        ["-t"] = NoThreadCount,
+        ["-ngl"] = NoPartialOffload,
+        ["--n-gpu-layers"] = NoPartialOffload,
+        ["--gpu-layers"] = NoPartialOffload,
     };
+
+    const string NoThreadCount = "this engine computes on the GPU (--device cuda) or on ILGPU's CPU accelerator, which uses one thread per core by itself; there is no thread count to set";
+
+    const string NoPartialOffload = "every layer runs on the device chosen with --device (cuda when a GPU is present); there is no partial offload to set";
 
     /// <summary>
     /// Gives every option of <paramref name="command"/> and its subcommands that is named in
