@@ -83,15 +83,11 @@ public readonly record struct DecodeLayerWeights(QkvWeights Qkv, WeightMatrix O,
 
 /// <summary>The activations one layer's persistent launch reads and writes.</summary>
 /// <param name="X">[batch, hidden] the residual stream, read and updated in place</param>
-/// <param name="Q">[batch, q_dim] rotated queries</param>
-/// <param name="KCache">this layer's K cache</param>
-/// <param name="VCache">this layer's V cache</param>
 /// <param name="RopeTable">[max_seq, head_dim/2, 2] (cos, sin)</param>
-/// <param name="Attention">attention's buffers (q, cache, slots, positions, output, split partials)</param>
+/// <param name="Attention">attention's buffers: the rotated q (written by the q/k/v tasks), this layer's K and V cache (appended to by them), slots, positions, output, split partials</param>
 /// <param name="Hidden">[batch, intermediate] silu(gate) * up</param>
 /// <param name="Sync">[<see cref="DecodeLayerKernels.SyncInts"/>] the task counters, zero between launches</param>
-public readonly record struct DecodeLayerBuffers(ArrayView<float> X, ArrayView<float> Q, ArrayView<ushort> KCache, ArrayView<ushort> VCache, ArrayView<float> RopeTable,
-    AttentionBuffers Attention, ArrayView<float> Hidden, ArrayView<int> Sync);
+public readonly record struct DecodeLayerBuffers(ArrayView<float> X, ArrayView<float> RopeTable, AttentionBuffers Attention, ArrayView<float> Hidden, ArrayView<int> Sync);
 
 /// <summary>The persistent decode layer. See the file header.</summary>
 public static class DecodeLayerKernels
@@ -201,7 +197,7 @@ public static class DecodeLayerKernels
     {
         int hidden = w.Qkv.Q.Cols, inter = w.Gate.Rows;
         Require.Length(b.Sync, SyncInts, "decode layer counters");
-        var (qkv, width) = MatVecKernels.QkvRopeArguments(w.Qkv, b.X, b.Q, b.KCache, b.VCache, b.RopeTable, b.Attention.Slots, b.Attention.Positions, batch, s, w.InputNorm);
+        var (qkv, width) = MatVecKernels.QkvRopeArguments(w.Qkv, b.X, b.Attention.Q, b.Attention.KCache, b.Attention.VCache, b.RopeTable, b.Attention.Slots, b.Attention.Positions, batch, s, w.InputNorm);
         var attention = AttentionKernels.AttentionArguments(k.Tuning, b.Attention, batch, splits, s);
         var (o, _) = MatVecKernels.MatVecArguments(w.O, b.Attention.Output, b.X, batch, accumulate: true);
         var (gateUp, _) = MatVecKernels.SwiGluArguments(w.Gate, w.Up, b.X, b.Hidden, batch, w.PostAttentionNorm);

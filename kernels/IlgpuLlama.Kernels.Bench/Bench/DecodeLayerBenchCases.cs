@@ -68,7 +68,7 @@ sealed class DecodeLayerBenchCases : FamilyBenchCases
                 var vcRef = ctx.Upload("bench.layer.v_cache_ref", vCache0);
 
                 DecodeLayerBuffers Buffers(ArrayView<float> xv, ArrayView<ushort> k, ArrayView<ushort> v) =>
-                    new(xv, q, k, v, ropeb, new AttentionBuffers(q, k, v, slots, positions, attnOut, acc, ml, counters), hidden, sync);
+                    new(xv, ropeb, new AttentionBuffers(q, k, v, slots, positions, attnOut, acc, ml, counters), hidden, sync);
                 void Launch(int i) => ctx.Kernels.DecodeLayer(weights, Buffers(x, kc, vc), batch, splits, shape);
 
                 Validation Validate()

@@ -81,8 +81,6 @@ public static class CliRunner
             // System.CommandLine's own error messages, on one line; the help only on --help.
             string command = string.Join(' ', CommandPath(parse.CommandResult.Command));
             var messages = parse.Errors.Select(e => Friendly(e.Message)).Distinct().ToList();
-            // System.CommandLine lists allowed values on tab-indented lines: one line, comma-separated.
-            messages = messages.Select(m => System.Text.RegularExpressions.Regex.Replace(m, @"\s*\n\t", " ").Replace("' '", "', '").Replace('\t', ' ')).ToList();
             if (messages.Count > 1)
                 messages.Remove("Required command was not provided.");
             error.WriteLine($"error: {OneLine(string.Join("; ", messages))} (see '{command} --help')");
@@ -144,15 +142,18 @@ public static class CliRunner
         return $"{line[..keep]} ...[{line.Length - 2 * keep:N0} characters cut]... {line[^keep..]}";
     }
 
-    /// <summary>System.CommandLine's conversion error in users' words: no CLR type names.</summary>
     /// <summary>Options whose value is free text, which may look like a flag.</summary>
     static readonly HashSet<string> TextOptions = ["--prompt", "-p", "--text", "--system", "--stop"];
 
+    /// <summary>
+    /// System.CommandLine's error in users' words: no CLR type names, and a list of allowed values
+    /// (tab-indented lines) on one line, comma-separated.
+    /// </summary>
     static string Friendly(string message)
     {
         var m = System.Text.RegularExpressions.Regex.Match(message, @"^Cannot parse argument '(.*)' for option '([^']+)' as expected type '([^']+)'\.$", System.Text.RegularExpressions.RegexOptions.Singleline);
         if (!m.Success)
-            return message;
+            return System.Text.RegularExpressions.Regex.Replace(message, @"\s*\n\t", " ").Replace("' '", "', '").Replace('\t', ' ');
         string type = m.Groups[3].Value.Replace("System.Nullable`1[", "").TrimEnd(']') switch
         {
             "System.UInt64" => "a whole number from 0 to 18446744073709551615",

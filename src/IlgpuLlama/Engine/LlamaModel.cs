@@ -81,8 +81,7 @@ public sealed partial class LlamaModel : IDisposable
                 // The same five steps as below, as tasks of one launch (DecodeLayerKernels).
                 var weights = new DecodeLayerWeights(lw.Qkv, lw.O.Matrix, lw.Gate.Matrix, lw.Up.Matrix, lw.Down.Matrix,
                     new FusedNorm(lw.InputNorm.Vector, eps), new FusedNorm(lw.PostAttentionNorm.Vector, eps));
-                var buffers = new DecodeLayerBuffers(act[buf.X], act[buf.Q], act[buf.KCache[l]], act[buf.VCache[l]], act[buf.RopeTable],
-                    AttentionBuffers(l, slots, positions), act[buf.Gate], act[buf.PersistentSync]);
+                var buffers = new DecodeLayerBuffers(act[buf.X], act[buf.RopeTable], AttentionBuffers(l, slots, positions), act[buf.Gate], act[buf.PersistentSync]);
                 k.DecodeLayer(weights, buffers, b, Plan.Shape.AttentionSplits, attention);
                 continue;
             }

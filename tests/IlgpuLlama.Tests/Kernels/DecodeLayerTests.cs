@@ -89,7 +89,7 @@ public sealed class DecodeLayerTests(KernelTestContext ctx) : IClassFixture<Kern
             ArrayView<float> x = xBuf.View;
             ArrayView<ushort> kc = kcBuf.View, vc = vcBuf.View;
             var weights = new DecodeLayerWeights(qkv, o, gate, up, down, inputNorm, postNorm);
-            var buffers = new DecodeLayerBuffers(x, q, kc, vc, ropeb, new AttentionBuffers(q, kc, vc, slotb, posb, attnOut, acc, ml, counters), hiddenAct, sync);
+            var buffers = new DecodeLayerBuffers(x, ropeb, new AttentionBuffers(q, kc, vc, slotb, posb, attnOut, acc, ml, counters), hiddenAct, sync);
             for (int launch = 0; launch < 2; launch++)
             {
                 // The second launch starts from counters the first one left: they must be zero again.
