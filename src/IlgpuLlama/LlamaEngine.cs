@@ -47,13 +47,14 @@ public sealed class LlamaEngine : IDisposable
         Scheduler.Start();
     }
 
-    /// <summary>Loads a Hugging Face Llama 3 model directory (config.json, safetensors, tokenizer) onto a device.</summary>
+    /// <summary>Loads a Hugging Face Llama 3 model directory (config.json, safetensors, tokenizer), a GGUF file or ollama:NAME[:TAG] onto a device.</summary>
     public static LlamaEngine Load(string modelDir, LlamaEngineOptions? options = null)
     {
         options ??= new LlamaEngineOptions();
-        if (!Directory.Exists(modelDir))
-            throw new EngineArgumentException($"{EngineParameters.Model} '{modelDir}' does not exist; give a Hugging Face Llama 3 model directory (see weights/README.md)", EngineParameter.Model);
-        var tokenizer = LlamaTokenizer.FromDirectory(modelDir);
+        bool gguf = Gguf.GgufLocation.IsGguf(modelDir);
+        if (!gguf && !Directory.Exists(modelDir))
+            throw new EngineArgumentException($"{EngineParameters.Model} '{modelDir}' does not exist; give a Hugging Face Llama 3 model directory, a .gguf file or ollama:NAME (see weights/README.md)", EngineParameter.Model);
+        var tokenizer = LlamaTokenizer.FromModel(modelDir);
         var device = ComputeDevice.Create(options.Device);
         try
         {

@@ -55,7 +55,7 @@ public static class BenchE2eCommand
     /// <summary>Builds the command.</summary>
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "Model directory or preset (random weights)", Required = true, HelpName = "DIR|PRESET" };
+        var model = new Option<string>("--model") { Description = "Model directory, .gguf file, ollama:NAME[:TAG], or preset (random weights)", Required = true, HelpName = "DIR|GGUF|PRESET" };
         var promptTokens = new Option<string>("--prompt-tokens") { Description = "Prompt lengths of the pp tests, comma-separated", DefaultValueFactory = _ => "128", HelpName = "N[,N...]" };
         var genTokens = new Option<string>("--gen-tokens") { Description = "Generated lengths of the tg tests, comma-separated", DefaultValueFactory = _ => "64", HelpName = "N[,N...]" };
         var batches = new Option<string?>("--batches") { Description = "Batch sizes to test, comma-separated (default: 1 to --max-batch-size)", HelpName = "N[,N...]" };
@@ -77,7 +77,7 @@ public static class BenchE2eCommand
                 throw new ArgumentException($"--batches {bs.Max()} exceeds --max-batch-size {options.MaxBatchSize}; raise --max-batch-size to at least {bs.Max()}");
             using var device = ComputeDevice.Create(parse.GetValue(engine.Device));
             LlamaModel llama;
-            if (Directory.Exists(name))
+            if (Directory.Exists(name) || IlgpuLlama.Gguf.GgufLocation.IsGguf(name))
             {
                 llama = ModelOptions.Load(device, name, options, io);
             }

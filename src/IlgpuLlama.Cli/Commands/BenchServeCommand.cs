@@ -32,7 +32,7 @@ public static class BenchServeCommand
     public static Command Create()
     {
         var url = new Option<string?>("--url") { Description = "A running server (e.g. http://127.0.0.1:8080); default: start one in-process on --model", HelpName = "URL" };
-        var model = new Option<string?>("--model") { Description = "Model directory for the in-process server (default: as serve)", HelpName = "DIR" };
+        var model = new Option<string?>("--model") { Description = "Model directory, .gguf file or ollama:NAME for the in-process server (default: as serve)", HelpName = "DIR|GGUF" };
         var concurrency = new Option<string>("--concurrency") { Description = "Concurrent clients per level, comma-separated", DefaultValueFactory = _ => "1,4,16,64", HelpName = "N[,N...]" };
         var requests = CliOptions.OptionalInteger("--requests", "Requests per level (default: 4 x concurrency, at least 8)", 1);
         var prompt = new Option<string>("--prompt") { Description = "Prompt of every request", DefaultValueFactory = _ => DefaultPrompt };
@@ -62,7 +62,7 @@ public static class BenchServeCommand
                 else
                 {
                     string dir = ModelOptions.ResolveModelDir(parse.GetValue(model), io, allowDemo: true, ModelOptions.ChatModelDirs, out _);
-                    var tokenizer = LlamaTokenizer.FromDirectory(dir);
+                    var tokenizer = LlamaTokenizer.FromModel(dir);
                     device = ComputeDevice.Create(parse.GetValue(engine.Device));
                     llama = ModelOptions.Load(device, dir, engine.Engine(parse, io), io);
                     llamaEngine = LlamaEngine.FromModel(llama, tokenizer, new SchedulerOptions { MaxQueuedRequests = int.MaxValue });

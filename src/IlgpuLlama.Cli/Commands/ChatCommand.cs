@@ -101,7 +101,7 @@ public static class ChatCommand
     {
         input ??= () => Console.In;
         interrupts ??= Interrupts.FromConsole;
-        var model = new Option<string?>("--model") { Description = "Instruct model directory (default: weights/Llama-3.2-1B-Instruct, else weights/Llama-3.2-1B, else the demo)", HelpName = "DIR" };
+        var model = new Option<string?>("--model") { Description = "Instruct model directory, .gguf file or ollama:NAME[:TAG] (default: weights/Llama-3.2-1B-Instruct, else weights/Llama-3.2-1B, else the demo)", HelpName = "DIR|GGUF" };
         var system = new Option<string?>("--system") { Description = "System prompt" };
         var date = new Option<string?>("--date") { Description = "Date for the template's 'Today Date' line, yyyy-MM-dd (default: today), for reproducible output" };
         var maxNew = CliOptions.Integer("--max-new-tokens", "Reply length limit", 256, 1);

@@ -44,7 +44,7 @@ public static class GenerateCommand
     public static Command Create(Func<TextReader>? input = null)
     {
         input ??= () => Console.In;
-        var model = new Option<string?>("--model") { Description = "Hugging Face Llama 3 model directory (default: weights/Llama-3.2-1B, else the built-in demo)", HelpName = "DIR" };
+        var model = new Option<string?>("--model") { Description = "Hugging Face Llama 3 model directory, a .gguf file or ollama:NAME[:TAG] (default: weights/Llama-3.2-1B, else the built-in demo)", HelpName = "DIR|GGUF" };
         var prompt = new Option<string[]>("--prompt") { Description = "Prompt text (repeat for several; more than the KV slots are queued)", AllowMultipleArgumentsPerToken = false };
         var tokens = new Option<string[]>("--tokens") { Description = "Prompt as token ids, e.g. 128000,9906 (repeat for several; works without tokenizer files)" };
         var promptFile = new Option<string[]>("--prompt-file") { Description = "A file whose whole text is one prompt (- reads stdin; repeatable)", HelpName = "FILE" };

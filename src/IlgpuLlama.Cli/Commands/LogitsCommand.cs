@@ -16,7 +16,7 @@ public static class LogitsCommand
     /// <summary>Builds the command.</summary>
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "Model directory", Required = true, HelpName = "DIR" };
+        var model = new Option<string>("--model") { Description = "Model directory, .gguf file or ollama:NAME[:TAG]", Required = true, HelpName = "DIR|GGUF" };
         var tokens = new Option<string>("--tokens") { Description = "Token ids, e.g. 128000,9906,4435", Required = true };
         var output = new Option<FileInfo>("--out") { Description = "Output .npy file (float32 [tokens, vocab])", Required = true, HelpName = "FILE.npy" };
         var mode = new Option<string>("--mode") { Description = "prefill (one pass) or decode (token by token)", DefaultValueFactory = _ => "prefill", HelpName = "prefill|decode" };

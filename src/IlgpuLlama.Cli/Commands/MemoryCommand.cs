@@ -36,7 +36,7 @@ public static class MemoryCommand
     /// <summary>Builds the command.</summary>
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "Model directory or preset (llama-3.2-1b, llama-3.2-3b, llama-3.1-8b)", Required = true, HelpName = "DIR|PRESET" };
+        var model = new Option<string>("--model") { Description = "Model directory, .gguf file, ollama:NAME[:TAG], or preset (llama-3.2-1b, llama-3.2-3b, llama-3.1-8b)", Required = true, HelpName = "DIR|GGUF|PRESET" };
         var batch = CliOptions.Integer("--batch", "Sequences (KV-cache slots)", 4, 1);
         var seq = CliOptions.Integer("--seq", "Positions per sequence", 256, 1);
         var dtype = CliOptions.DType(followsModel: true);
@@ -55,6 +55,12 @@ public static class MemoryCommand
             bool isDir = Directory.Exists(name);
             var config = ModelOptions.ConfigOfDirOrPreset(name);
             var format = new EngineOptions { WeightFormat = parse.GetValue(dtype) is { } d ? WeightFormat.Parse(d) : null }.ResolveFormat(config);
+            if (parse.GetValue(dtype) is null && IlgpuLlama.Gguf.GgufLocation.Find(name) is string gguf)
+            {
+                // A GGUF model loads in its own format (K-quants and mixes as q8_0), as generate would load it.
+                using var source = IlgpuLlama.Gguf.GgufModel.Open(gguf);
+                format = IlgpuLlama.Gguf.GgufLlama.DefaultFormat(source, config);
+            }
             int b = parse.GetValue(batch), s = parse.GetValue(seq);
             if (s > config.MaxPositionEmbeddings)
                 throw new ArgumentException($"--seq {s} exceeds the model's max_position_embeddings {config.MaxPositionEmbeddings}");

@@ -25,7 +25,7 @@ public static class PerplexityCommand
     /// <summary>Builds the command; <paramref name="input"/> is read for <c>--file -</c>.</summary>
     public static Command Create(Func<TextReader> input)
     {
-        var model = new Option<string?>("--model") { Description = $"Model directory (default: {ModelOptions.DefaultModelDir})", HelpName = "DIR" };
+        var model = new Option<string?>("--model") { Description = $"Model directory, .gguf file or ollama:NAME[:TAG] (default: {ModelOptions.DefaultModelDir})", HelpName = "DIR|GGUF" };
         var file = new Option<string>("--file") { Description = "UTF-8 text to score; - reads standard input", Required = true, HelpName = "FILE|-" };
         var ctx = CliOptions.OptionalInteger("--ctx", $"Tokens per window (default: {DefaultContext}, or less when --max-seq-len or the model's context is shorter)", 2);
         ctx.HelpName = "N";
@@ -41,8 +41,8 @@ public static class PerplexityCommand
             var io = CommandIO.From(parse);
             string text = TokenizeCommand.ReadFile(parse.GetValue(file)!, input);
             string dir = ModelOptions.ResolveModelDir(parse.GetValue(model), io, allowDemo: false);
-            var config = LlamaConfig.FromDirectory(dir);
-            var tokenizer = LlamaTokenizer.FromDirectory(dir);
+            var config = LlamaConfig.FromModel(dir);
+            var tokenizer = LlamaTokenizer.FromModel(dir);
             var tokens = tokenizer.Encode(text, addBos: true);
 
             int? seqFlag = parse.GetValue(engine.MaxSeqLen);

@@ -18,7 +18,7 @@ public static class ServeCommand
     /// <summary>Builds the command.</summary>
     public static Command Create()
     {
-        var model = new Option<string?>("--model") { Description = "Hugging Face Llama 3 model directory (default: weights/Llama-3.2-1B-Instruct, then weights/Llama-3.2-1B, else the demo)", HelpName = "DIR" };
+        var model = new Option<string?>("--model") { Description = "Hugging Face Llama 3 model directory, a .gguf file or ollama:NAME[:TAG] (default: weights/Llama-3.2-1B-Instruct, then weights/Llama-3.2-1B, else the demo)", HelpName = "DIR|GGUF" };
         var host = new Option<string>("--host") { Description = "Address to bind (0.0.0.0 for every interface)", DefaultValueFactory = _ => "127.0.0.1" };
         var port = CliOptions.Integer("--port", "TCP port (0 = any free port)", 8080, 0, 65535);
         var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on /v1 requests", HelpName = "KEY" };
@@ -48,7 +48,7 @@ public static class ServeCommand
             if (hosts.FirstOrDefault(h => string.IsNullOrWhiteSpace(h) || h.Contains('/') || h.Contains(':') && !h.StartsWith('[')) is { } badHost)
                 throw new ArgumentException($"--allowed-host '{badHost}' is not a host name; give a name such as myserver.example.com (no scheme, port or path)");
             string dir = ModelOptions.ResolveModelDir(parse.GetValue(model), io, allowDemo: true, ModelOptions.ChatModelDirs, out _);
-            var tokenizer = LlamaTokenizer.FromDirectory(dir);
+            var tokenizer = LlamaTokenizer.FromModel(dir);
             using var device = ComputeDevice.Create(parse.GetValue(engine.Device));
             using var llama = ModelOptions.Load(device, dir, engine.Engine(parse, io), io);
             using var llamaEngine = LlamaEngine.FromModel(llama, tokenizer, new SchedulerOptions { MaxQueuedRequests = parse.GetValue(maxQueue) });

@@ -66,8 +66,8 @@ public static class TokenizeCommand
     /// <summary>The optional --model option of tokenize and detokenize.</summary>
     internal static Option<string?> ModelOption() => new("--model")
     {
-        Description = $"Model directory with tokenizer files (default: {string.Join(", then ", ModelOptions.ChatModelDirs)})",
-        HelpName = "DIR",
+        Description = $"Model directory with tokenizer files, .gguf file or ollama:NAME[:TAG] (default: {string.Join(", then ", ModelOptions.ChatModelDirs)})",
+        HelpName = "DIR|GGUF",
     };
 
     /// <summary>The tokenizer of --model, else of the default directories, else of the built-in demo (with one line saying so), as generate falls back.</summary>

@@ -28,6 +28,7 @@ public static class CliRunner
     public static bool IsExpected(Exception e) => e is ArgumentException
         or ModelConfigException
         or SafetensorsException
+        or IlgpuLlama.Gguf.GgufException
         or TokenizerException
         or DeviceOutOfMemoryException
         or IEngineMessage

@@ -1,6 +1,7 @@
 using ILGPU;
 using ILGPU.Runtime;
 using IlgpuLlama.Device;
+using IlgpuLlama.Gguf;
 using IlgpuLlama.Kernels;
 using IlgpuLlama.Model;
 using IlgpuLlama.Safetensors;
@@ -23,13 +24,14 @@ public sealed partial class LlamaModel
     readonly WorkspacePlan buf;
     readonly DeviceInputs inputs;
 
-    LlamaModel(ComputeDevice device, LlamaConfig config, EngineOptions options)
+    LlamaModel(ComputeDevice device, LlamaConfig config, EngineOptions options, WeightFormat? sourceFormat = null)
     {
         Device = device;
         Config = config;
         Options = options;
         var accelerator = device.Accelerator;
-        Format = options.ResolveFormat(config);
+        // A GGUF model loads in its own format unless the options ask for another.
+        Format = sourceFormat is { } own && options.WeightFormat is null ? own : options.ResolveFormat(config);
         ModelWeights.CheckFormat(config, Format);
         Variant = options.DecodeVariant;
         var tuning = Variant.Apply((options.Tuning ?? KernelTuning.For(accelerator)).ClampTo(accelerator));
@@ -133,6 +135,8 @@ public sealed partial class LlamaModel
     /// <summary>Loads a Hugging Face model directory (config.json + safetensors, single or sharded).</summary>
     public static LlamaModel Load(ComputeDevice device, string modelDir, EngineOptions options, IProgress<UploadProgress>? progress = null)
     {
+        if (GgufLocation.Find(modelDir) is string gguf)
+            return LoadGguf(device, gguf, options, progress);
         if (!System.IO.Directory.Exists(modelDir))
             throw new EngineArgumentException($"{EngineParameters.Model} '{modelDir}' does not exist; give a Hugging Face Llama 3 model directory (see weights/README.md)", EngineParameter.Model);
         var config = LlamaConfig.FromDirectory(modelDir);
@@ -142,17 +146,7 @@ public sealed partial class LlamaModel
         try
         {
             model.Warnings.AddRange(warnings.Select(w => new EngineNotice(w)));
-            var stats = model.Weights.Upload(source, device.Accelerator, progress);
-            string keep = $"{EngineParameters.WeightFormat} bf16";
-            // An infinite weight makes every output it touches inf or NaN: refuse it here, not as NaN logits later.
-            if (stats.Overflows > 0)
-                throw new EngineStateException(
-                    $"{stats.Overflows:N0} weights of {modelDir} exceed the fp16 range (|x| > 65504) and would become +-inf; load with {keep} to keep them",
-                    EngineParameter.WeightFormat);
-            if (stats.FlushedToZero > 0)
-                model.Warnings.Add(new($"{stats.FlushedToZero:N0} tiny weights flushed to zero in fp16 (harmless in practice; {keep} keeps them)"));
-            if (stats.Subnormals > 0)
-                model.Warnings.Add(new($"{stats.Subnormals:N0} weights became fp16 subnormals and keep fewer significant bits (harmless in practice; {keep} keeps them exact)"));
+            model.AddConversionNotices(model.Weights.Upload(source, device.Accelerator, progress), modelDir);
         }
         catch
         {
@@ -160,6 +154,50 @@ public sealed partial class LlamaModel
             throw;
         }
         return model;
+    }
+
+    /// <summary>
+    /// Loads a GGUF model (a file, the first part of a split set, or an Ollama blob): configuration and
+    /// weights from the file, in the file's format unless the options name another (K-quants and mixed
+    /// files load as q8_0 until the K-quant kernels exist).
+    /// </summary>
+    public static LlamaModel LoadGguf(ComputeDevice device, string path, EngineOptions options, IProgress<UploadProgress>? progress = null)
+    {
+        using var source = GgufModel.Open(path);
+        var config = GgufLlama.ReadConfig(source);
+        var warnings = GgufLlama.ValidateTensors(source, config);
+        var model = new LlamaModel(device, config, options, GgufLlama.DefaultFormat(source, config));
+        try
+        {
+            model.Warnings.AddRange(warnings.Select(w => new EngineNotice(w)));
+            string mix = GgufLlama.TypeMix(source, config);
+            if (config.ExpectedTensors().Any(t => t.Shape.Length == 2 && GgufLlama.Tensor(source, t.Name).Type is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16) && GgufRows.BlockType(model.Format) != GgufLlama.Tensor(source, t.Name).Type))
+                model.Warnings.Add(new($"the file's matrices ({mix}) are dequantised and stored as {model.Format.Name} on the device, which the kernels read (kernels for K-quants are not written yet)"));
+            if (source.Head.GetString("tokenizer.chat_template") is string template && !GgufLlama.IsLlama3Template(template))
+                model.Warnings.Add(new("the file's chat template is not Llama 3's; chat and serve format conversations with the built-in Llama 3 template"));
+            model.AddConversionNotices(model.Weights.Upload(source, config.HeadDim, device.Accelerator, progress), path);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        return model;
+    }
+
+    /// <summary>Refuses weights that overflowed fp16 and notes flushed or subnormal ones.</summary>
+    void AddConversionNotices(Safetensors.ConversionStats stats, string modelDir)
+    {
+        string keep = $"{EngineParameters.WeightFormat} bf16";
+            // An infinite weight makes every output it touches inf or NaN: refuse it here, not as NaN logits later.
+        if (stats.Overflows > 0)
+            throw new EngineStateException(
+                $"{stats.Overflows:N0} weights of {modelDir} exceed the fp16 range (|x| > 65504) and would become +-inf; load with {keep} to keep them",
+                EngineParameter.WeightFormat);
+        if (stats.FlushedToZero > 0)
+            Warnings.Add(new($"{stats.FlushedToZero:N0} tiny weights flushed to zero in fp16 (harmless in practice; {keep} keeps them)"));
+        if (stats.Subnormals > 0)
+            Warnings.Add(new($"{stats.Subnormals:N0} weights became fp16 subnormals and keep fewer significant bits (harmless in practice; {keep} keeps them exact)"));
     }
 
     /// <summary>Device memory kept free beside the model when the context length is chosen automatically (CUDA context, graphs, fragmentation).</summary>

@@ -95,7 +95,7 @@ public readonly record struct UploadProgress(long DoneBytes, long TotalBytes);
 /// matrices in the model's <see cref="WeightFormat"/>, norm weights in its vector format. A tied
 /// lm_head is an alias of the embedding (0 B).
 /// </summary>
-public sealed class ModelWeights : IDisposable
+public sealed partial class ModelWeights : IDisposable
 {
     /// <summary>Source elements converted per work item of an upload (8 MB of 16-bit output): big enough to amortise a copy, small enough to parallelise.</summary>
     const long UploadChunkElements = 4 << 20;

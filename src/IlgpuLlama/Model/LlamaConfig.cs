@@ -44,6 +44,19 @@ public sealed partial record LlamaConfig
     /// <summary>Llama 3 frequency scaling, or null for plain RoPE.</summary>
     public RopeScaling? RopeScaling { get; init; }
 
+    /// <summary>
+    /// Per-pair RoPE frequency divisors (head_dim / 2 values), as a GGUF file stores Llama 3.1+ scaling
+    /// in its <c>rope_freqs.weight</c> tensor: pair i turns at inv_freq[i] / factor[i]. Null when the
+    /// scaling is given as <see cref="RopeScaling"/> parameters or there is none.
+    /// </summary>
+    public IReadOnlyList<double>? RopeFrequencyFactors
+    {
+        get => _ropeFactors;
+        init => _ropeFactors = value is null ? null : new ValueList<double>(value);
+    }
+
+    private readonly IReadOnlyList<double>? _ropeFactors;
+
     /// <summary>Whether the output projection reuses the token embedding (then there is no lm_head.weight).</summary>
     public bool TieWordEmbeddings { get; init; }
 
@@ -77,6 +90,18 @@ public sealed partial record LlamaConfig
 
     /// <summary>How many query heads share one K/V head.</summary>
     public int KvGroupSize => NumAttentionHeads / NumKeyValueHeads;
+
+    /// <summary>
+    /// The configuration of a model: a GGUF model's metadata when <paramref name="model"/> is one (a
+    /// .gguf file, a directory holding one, ollama:NAME), else the directory's config.json (<see cref="FromDirectory"/>).
+    /// </summary>
+    public static LlamaConfig FromModel(string model)
+    {
+        if (Gguf.GgufLocation.Find(model) is not string gguf)
+            return FromDirectory(model);
+        using var source = Gguf.GgufModel.Open(gguf);
+        return Gguf.GgufLlama.ReadConfig(source);
+    }
 
     /// <summary>
     /// Checks the invariants the engine relies on (positive sizes, whole KV groups, even head_dim for
@@ -115,6 +140,16 @@ public sealed partial record LlamaConfig
             if (eos < 0 || eos >= VocabSize)
                 Fail($"key 'eos_token_id' ({eos}) is outside the vocabulary [0, {VocabSize})");
         }
+        if (RopeFrequencyFactors is { } factors)
+        {
+            if (factors.Count != HeadDim / 2)
+                Fail($"the RoPE frequency factors (rope_freqs.weight) have {factors.Count} values, not head_dim / 2 = {HeadDim / 2}");
+            int bad = factors.ToList().FindIndex(f => !(f > 0) || !double.IsFinite(f));
+            if (bad >= 0)
+                Fail($"RoPE frequency factor {bad} (rope_freqs.weight) is {factors[bad]}, not a positive number");
+            if (RopeScaling is not null)
+                Fail("the model gives both RoPE frequency factors and rope_scaling; keep one");
+        }
         if (RopeScaling is { } rs)
         {
             if (rs.RopeType != "llama3")
@@ -143,6 +178,13 @@ public sealed partial record LlamaConfig
         for (int i = 0; i < half; i++)
             inv[i] = 1.0 / Math.Pow(RopeTheta, (2.0 * i) / HeadDim);
 
+        if (RopeFrequencyFactors is { } factors)
+        {
+            // llama.cpp's ggml_rope_ext divides each pair's angle by its factor.
+            for (int i = 0; i < half; i++)
+                inv[i] /= factors[i];
+            return inv;
+        }
         if (RopeScaling is not { } rs) return inv;
 
         double lowFreqWavelen = rs.OriginalMaxPositionEmbeddings / rs.LowFreqFactor;

@@ -153,6 +153,84 @@ public sealed class LlamaTokenizer
     }
 
     /// <summary>
+    /// The tokenizer of a model: a GGUF model's own (<see cref="FromGguf"/>) when <paramref name="model"/>
+    /// is one (a .gguf file, a directory holding one, ollama:NAME), else <see cref="FromDirectory"/>.
+    /// </summary>
+    public static LlamaTokenizer FromModel(string model, int? vocabSize = null)
+    {
+        if (Gguf.GgufLocation.Find(model) is not string gguf)
+            return FromDirectory(model, vocabSize);
+        using var file = Gguf.GgufFile.Open(gguf);
+        return FromGguf(file, vocabSize);
+    }
+
+    /// <summary>
+    /// Builds the tokenizer a GGUF file describes in its <c>tokenizer.ggml.*</c> metadata, the same one
+    /// tokenizer.json gives: the normal tokens (byte-level strings, as in tokenizer.json's vocab) are the
+    /// BPE ranks by id, the control and user-defined tokens are the special tokens. Only Llama 3's
+    /// tokenizer is accepted (model gpt2, pre-tokenizer llama-bpe): another would split text differently.
+    /// </summary>
+    /// <exception cref="TokenizerException">The metadata is missing, or describes another tokenizer.</exception>
+    public static LlamaTokenizer FromGguf(Gguf.GgufFile file, int? vocabSize = null)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        string where = file.FilePath;
+        string? model = file.GetString("tokenizer.ggml.model");
+        if (model is null)
+            throw new TokenizerException($"{where}: the file has no tokenizer (metadata 'tokenizer.ggml.model' is missing); use a GGUF converted with its tokenizer, or give token ids");
+        if (model != "gpt2")
+            throw new TokenizerException($"{where}: the tokenizer is '{model}' (tokenizer.ggml.model), not Llama 3's byte-level BPE ('gpt2'); Llama 1 and 2 models are not supported");
+        string? pre = file.GetString("tokenizer.ggml.pre");
+        if (pre is not ("llama-bpe" or "llama3"))
+            throw new TokenizerException($"{where}: the pre-tokenizer is '{pre ?? "(missing)"}' (tokenizer.ggml.pre), not Llama 3's ('llama-bpe'); its text would be split differently");
+        string[] tokens = file.GetArray<string>("tokenizer.ggml.tokens", Gguf.GgufValueType.String)
+            ?? throw new TokenizerException($"{where}: metadata 'tokenizer.ggml.tokens' is missing; the file's tokenizer is incomplete — download it again");
+        int[] types = file.GetIntegerArray("tokenizer.ggml.token_type")
+            ?? throw new TokenizerException($"{where}: metadata 'tokenizer.ggml.token_type' is missing; the file's tokenizer is incomplete — download it again");
+        if (types.Length != tokens.Length)
+            throw new TokenizerException($"{where}: 'tokenizer.ggml.token_type' has {types.Length} entries for {tokens.Length} tokens; the file is corrupt — download it again");
+        if (vocabSize is int v && tokens.Length != v)
+            throw new TokenizerException($"{where}: the tokenizer has {tokens.Length} tokens but the model's vocabulary is {v}; the file is corrupt — download it again");
+        var entries = new List<(byte[] Bytes, int Rank)>(tokens.Length);
+        var specials = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int id = 0; id < tokens.Length; id++)
+        {
+            // llama.cpp's token types: 1 normal, 3 control, 4 user-defined (2 unknown, 5 unused, 6 byte).
+            switch (types[id])
+            {
+                case 1:
+                    if (!ByteLevelAlphabet.TryToBytes(tokens[id], out byte[] bytes))
+                        throw new TokenizerException($"{where}: token {id} '{OneLine(tokens[id])}' is not a byte-level BPE token; the file's tokenizer is not Llama 3's");
+                    entries.Add((bytes, id));
+                    break;
+                case 3 or 4:
+                    if (!specials.TryAdd(tokens[id], id))
+                        throw new TokenizerException($"{where}: special token '{OneLine(tokens[id])}' appears twice (ids {specials[tokens[id]]} and {id}); the file is corrupt — download it again");
+                    break;
+                default:
+                    throw new TokenizerException($"{where}: token {id} has type {types[id]}, which a Llama 3 tokenizer does not use; the file's tokenizer is not Llama 3's");
+            }
+        }
+        byte[] data;
+        try
+        {
+            data = TiktokenModelWriter.Serialize(entries);
+        }
+        catch (ArgumentException e)
+        {
+            throw new TokenizerException($"{where}: {e.Message}", e);
+        }
+        try
+        {
+            return Create(ParseRanks(data, out _), data, specials);
+        }
+        catch (TokenizerException e)
+        {
+            throw new TokenizerException($"{where}: {e.Message}", e);
+        }
+    }
+
+    /// <summary>
     /// Checks that this tokenizer belongs to a model with <paramref name="vocabSize"/> embedding rows:
     /// its ids must be exactly 0..vocab_size-1, or prompts would index past the embedding, or the model
     /// would produce ids this tokenizer cannot print, failing mid-stream.

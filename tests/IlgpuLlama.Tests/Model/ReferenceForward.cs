@@ -35,6 +35,21 @@ public sealed class ReferenceForward
             weights[LlamaConfig.LmHeadName] = weights["model.embed_tokens.weight"];
     }
 
+    /// <summary>A forward pass over weights given as fp32 values by engine tensor name (matrices optionally stored in <paramref name="matrixFormat"/> first).</summary>
+    public ReferenceForward(LlamaConfig config, IReadOnlyDictionary<string, float[]> values, WeightFormat? matrixFormat = null)
+    {
+        this.config = config;
+        foreach (var (name, shape) in config.ExpectedTensors())
+        {
+            var v = values[name];
+            weights[name] = shape.Length == 2 && matrixFormat is not null
+                ? HostMatrix.From(matrixFormat, v, (int)shape[0], (int)shape[1]).Dequantized()
+                : Array.ConvertAll(v, x => (double)x);
+        }
+        if (config.TieWordEmbeddings)
+            weights[LlamaConfig.LmHeadName] = weights["model.embed_tokens.weight"];
+    }
+
     double[] W(string name) => weights[name];
 
     static double[] MatVec(double[] w, double[] x, int rows, int cols)
