@@ -195,6 +195,9 @@ public abstract record BlockQuantFormat : WeightFormat
     /// <summary>Name suffix of the scales plane (allocation and safetensors key: <c>X.weight.scales</c>).</summary>
     public const string ScalesSuffix = ".scales";
 
+    /// <summary>The ggml type whose blocks these are (Q8_0, Q4_0): a GGUF tensor of that type goes to the device as it is.</summary>
+    public string GgmlName => Name.ToUpperInvariant();
+
     /// <summary>Bytes of quants per block (32 for Q8_0, 16 for Q4_0).</summary>
     public int QuantBytesPerBlock { get; }
 

@@ -1,7 +1,8 @@
 using System.Runtime.CompilerServices;
 using IlgpuLlama.Device;
-using IlgpuLlama.Engine;
 using IlgpuLlama.Engine.Serving;
+using IlgpuLlama.Engine;
+using IlgpuLlama.Gguf;
 using IlgpuLlama.Sampling;
 using IlgpuLlama.Text;
 
@@ -51,7 +52,7 @@ public sealed class LlamaEngine : IDisposable
     public static LlamaEngine Load(string modelDir, LlamaEngineOptions? options = null)
     {
         options ??= new LlamaEngineOptions();
-        bool gguf = Gguf.GgufLocation.IsGguf(modelDir);
+        bool gguf = GgufLocation.IsGguf(modelDir);
         if (!gguf && !Directory.Exists(modelDir))
             throw new EngineArgumentException($"{EngineParameters.Model} '{modelDir}' does not exist; give a Hugging Face Llama 3 model directory, a .gguf file or ollama:NAME (see weights/README.md)", EngineParameter.Model);
         var tokenizer = LlamaTokenizer.FromModel(modelDir);

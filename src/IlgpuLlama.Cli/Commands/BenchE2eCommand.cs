@@ -2,8 +2,9 @@ using System.CommandLine;
 using IlgpuLlama.Cli.Bench;
 using IlgpuLlama.Cli.Infrastructure;
 using IlgpuLlama.Device;
-using IlgpuLlama.Engine;
 using IlgpuLlama.Engine.Serving;
+using IlgpuLlama.Engine;
+using IlgpuLlama.Gguf;
 using IlgpuLlama.Model;
 using IlgpuLlama.Sampling;
 using Spectre.Console;
@@ -77,7 +78,7 @@ public static class BenchE2eCommand
                 throw new ArgumentException($"--batches {bs.Max()} exceeds --max-batch-size {options.MaxBatchSize}; raise --max-batch-size to at least {bs.Max()}");
             using var device = ComputeDevice.Create(parse.GetValue(engine.Device));
             LlamaModel llama;
-            if (Directory.Exists(name) || IlgpuLlama.Gguf.GgufLocation.IsGguf(name))
+            if (Directory.Exists(name) || GgufLocation.IsGguf(name))
             {
                 llama = ModelOptions.Load(device, name, options, io);
             }

@@ -2,6 +2,7 @@ using System.CommandLine;
 using IlgpuLlama.Cli.Infrastructure;
 using IlgpuLlama.Device;
 using IlgpuLlama.Engine;
+using IlgpuLlama.Gguf;
 using IlgpuLlama.Kernels;
 using IlgpuLlama.Model;
 using Spectre.Console;
@@ -55,11 +56,11 @@ public static class MemoryCommand
             bool isDir = Directory.Exists(name);
             var config = ModelOptions.ConfigOfDirOrPreset(name);
             var format = new EngineOptions { WeightFormat = parse.GetValue(dtype) is { } d ? WeightFormat.Parse(d) : null }.ResolveFormat(config);
-            if (parse.GetValue(dtype) is null && IlgpuLlama.Gguf.GgufLocation.Find(name) is string gguf)
+            if (parse.GetValue(dtype) is null && GgufLocation.Find(name) is string gguf)
             {
                 // A GGUF model loads in its own format (K-quants and mixes as q8_0), as generate would load it.
-                using var source = IlgpuLlama.Gguf.GgufModel.Open(gguf);
-                format = IlgpuLlama.Gguf.GgufLlama.DefaultFormat(source, config);
+                using var source = GgufModel.Open(gguf);
+                format = GgufLlama.DefaultFormat(source, config);
             }
             int b = parse.GetValue(batch), s = parse.GetValue(seq);
             if (s > config.MaxPositionEmbeddings)

@@ -41,7 +41,7 @@ public static class PerplexityCommand
             var io = CommandIO.From(parse);
             string text = TokenizeCommand.ReadFile(parse.GetValue(file)!, input);
             string dir = ModelOptions.ResolveModelDir(parse.GetValue(model), io, allowDemo: false);
-            var config = LlamaConfig.FromModel(dir);
+            var config = ModelLocation.Config(dir);
             var tokenizer = LlamaTokenizer.FromModel(dir);
             var tokens = tokenizer.Encode(text, addBos: true);
 

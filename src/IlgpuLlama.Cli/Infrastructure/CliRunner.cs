@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Reflection;
 using IlgpuLlama.Device;
+using IlgpuLlama.Gguf;
 using IlgpuLlama.Model;
 using IlgpuLlama.Safetensors;
 using IlgpuLlama.Text;
@@ -28,7 +29,7 @@ public static class CliRunner
     public static bool IsExpected(Exception e) => e is ArgumentException
         or ModelConfigException
         or SafetensorsException
-        or IlgpuLlama.Gguf.GgufException
+        or GgufException
         or TokenizerException
         or DeviceOutOfMemoryException
         or IEngineMessage

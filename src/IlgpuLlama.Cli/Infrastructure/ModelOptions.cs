@@ -1,6 +1,7 @@
 using System.CommandLine;
 using IlgpuLlama.Device;
 using IlgpuLlama.Engine;
+using IlgpuLlama.Gguf;
 using IlgpuLlama.Kernels;
 using IlgpuLlama.Model;
 using IlgpuLlama.Text;
@@ -86,12 +87,10 @@ public sealed class ModelOptions
                 (allowDemo ? " (else the built-in demo)" : ""));
         if (!string.IsNullOrEmpty(model))
         {
-            if (IlgpuLlama.Gguf.GgufLocation.IsGguf(model))
+            if (GgufLocation.IsGguf(model))
                 return model;
             if (!Directory.Exists(model))
-                throw new DirectoryNotFoundException(File.Exists(model)
-                    ? $"--model '{model}' is a file but not a .gguf one; pass a Hugging Face Llama 3 model directory, a .gguf file or ollama:NAME (see weights/README.md)"
-                    : $"--model '{model}' is not a directory or a .gguf file; pass a Hugging Face Llama 3 model directory, a .gguf file or ollama:NAME (see weights/README.md)");
+                throw new DirectoryNotFoundException($"--model '{model}' is not a directory or a .gguf file; pass a Hugging Face Llama 3 model directory, a .gguf file or ollama:NAME (see weights/README.md)");
             return model;
         }
         if (FindDefaultModelDir(".", candidates) is { } found)
@@ -124,7 +123,7 @@ public sealed class ModelOptions
     /// <summary>Loads a model directory, drawing upload progress on stderr.</summary>
     public static LlamaModel Load(ComputeDevice device, string dir, EngineOptions options, CommandIO io)
     {
-        var config = LlamaConfig.FromModel(dir);
+        var config = ModelLocation.Config(dir);
         io.Err.WriteLine($"loading {dir} ({config.NumHiddenLayers} layers, hidden {config.HiddenSize}, vocab {config.VocabSize}) on {device.Description}");
         var started = DateTime.UtcNow;
         int lastDecile = -1;
@@ -169,8 +168,8 @@ public sealed class ModelOptions
     {
         LlamaTokenizer tokenizer;
         // vocab_size bounds the ids tokenizer.json may give its added tokens.
-        bool gguf = IlgpuLlama.Gguf.GgufLocation.IsGguf(dir);
-        int? vocabSize = gguf || File.Exists(Path.Combine(dir, "config.json")) ? LlamaConfig.FromModel(dir).VocabSize : null;
+        bool gguf = GgufLocation.IsGguf(dir);
+        int? vocabSize = gguf || File.Exists(Path.Combine(dir, "config.json")) ? ModelLocation.Config(dir).VocabSize : null;
         try
         {
             tokenizer = LlamaTokenizer.FromModel(dir, vocabSize);
@@ -192,8 +191,8 @@ public sealed class ModelOptions
     {
         if (string.IsNullOrWhiteSpace(name))
             throw new ArgumentException($"--model '{name}' is empty; give a model directory or one of the presets {string.Join(", ", LlamaConfig.PresetNames)}");
-        if (IlgpuLlama.Gguf.GgufLocation.IsGguf(name) || Directory.Exists(name))
-            return LlamaConfig.FromModel(name);
+        if (GgufLocation.IsGguf(name) || Directory.Exists(name))
+            return ModelLocation.Config(name);
         if (File.Exists(name))
             throw new ArgumentException($"--model '{name}' is a file; give the model's directory (the one holding config.json) or a preset ({string.Join(", ", LlamaConfig.PresetNames)})");
         if (name.Contains('/') || name.Contains('\\') || name.StartsWith('.') || name.StartsWith('~'))

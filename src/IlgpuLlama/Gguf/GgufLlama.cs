@@ -192,21 +192,26 @@ public static class GgufLlama
 
     /// <summary>
     /// The device format a GGUF model loads as by default: the file's own format when every matrix
-    /// has one the kernels read as it is (F16, BF16, Q8_0, Q4_0; F32 loads as fp16), otherwise
-    /// (K-quants, a mix) q8_0, the closest block format the kernels read today.
+    /// has one the kernels read as it is (F16, BF16, a block format of the same ggml type; F32 loads as
+    /// fp16), otherwise (K-quants, a mix) the block format of the most bits, the closest to the file's
+    /// values that the kernels read today.
     /// </summary>
     public static WeightFormat DefaultFormat(GgufModel model, LlamaConfig config)
     {
         var types = config.ExpectedTensors().Where(t => t.Shape.Length == 2).Select(t => Tensor(model, t.Name).Type).Distinct().ToList();
-        if (types.Count != 1)
-            return WeightFormat.Q8_0;
-        return types[0] switch
+        if (types.Count == 1)
         {
-            GgmlType.F16 or GgmlType.F32 => WeightFormat.Fp16,
-            GgmlType.BF16 => WeightFormat.Bf16,
-            GgmlType.Q4_0 => WeightFormat.Q4_0,
-            _ => WeightFormat.Q8_0,
-        };
+            switch (types[0])
+            {
+                case GgmlType.F16 or GgmlType.F32:
+                    return WeightFormat.Fp16;
+                case GgmlType.BF16:
+                    return WeightFormat.Bf16;
+            }
+            if (WeightFormat.All.OfType<BlockQuantFormat>().FirstOrDefault(f => GgufRows.BlockType(f) == types[0]) is { } same)
+                return same;
+        }
+        return WeightFormat.All.OfType<BlockQuantFormat>().MaxBy(f => f.BitsPerWeight)!;
     }
 
     /// <summary>The matrices' ggml types and how many tensors have each, for the load line ("Q4_K x 97, Q6_K x 17").</summary>

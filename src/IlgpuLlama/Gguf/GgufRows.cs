@@ -85,5 +85,5 @@ public static class GgufRows
 
     /// <summary>The ggml type whose blocks are <paramref name="format"/>'s, or null.</summary>
     public static GgmlType? BlockType(WeightFormat format) =>
-        format == WeightFormat.Q8_0 ? GgmlType.Q8_0 : format == WeightFormat.Q4_0 ? GgmlType.Q4_0 : null;
+        format is BlockQuantFormat q && Enum.TryParse<GgmlType>(q.GgmlName, out var type) ? type : null;
 }

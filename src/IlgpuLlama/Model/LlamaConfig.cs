@@ -92,18 +92,6 @@ public sealed partial record LlamaConfig
     public int KvGroupSize => NumAttentionHeads / NumKeyValueHeads;
 
     /// <summary>
-    /// The configuration of a model: a GGUF model's metadata when <paramref name="model"/> is one (a
-    /// .gguf file, a directory holding one, ollama:NAME), else the directory's config.json (<see cref="FromDirectory"/>).
-    /// </summary>
-    public static LlamaConfig FromModel(string model)
-    {
-        if (Gguf.GgufLocation.Find(model) is not string gguf)
-            return FromDirectory(model);
-        using var source = Gguf.GgufModel.Open(gguf);
-        return Gguf.GgufLlama.ReadConfig(source);
-    }
-
-    /// <summary>
     /// Checks the invariants the engine relies on (positive sizes, whole KV groups, even head_dim for
     /// RoPE pairs, sane RoPE and token ids), throwing one <see cref="ModelConfigException"/> naming <paramref name="sourceName"/>.
     /// </summary>

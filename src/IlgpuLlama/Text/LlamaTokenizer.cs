@@ -1,6 +1,7 @@
 using System.Globalization;
-using System.Text;
 using System.Text.Json;
+using System.Text;
+using IlgpuLlama.Gguf;
 using Microsoft.ML.Tokenizers;
 
 namespace IlgpuLlama.Text;
@@ -158,9 +159,9 @@ public sealed class LlamaTokenizer
     /// </summary>
     public static LlamaTokenizer FromModel(string model, int? vocabSize = null)
     {
-        if (Gguf.GgufLocation.Find(model) is not string gguf)
+        if (GgufLocation.Find(model) is not string gguf)
             return FromDirectory(model, vocabSize);
-        using var file = Gguf.GgufFile.Open(gguf);
+        using var file = GgufFile.Open(gguf);
         return FromGguf(file, vocabSize);
     }
 
@@ -171,7 +172,7 @@ public sealed class LlamaTokenizer
     /// tokenizer is accepted (model gpt2, pre-tokenizer llama-bpe): another would split text differently.
     /// </summary>
     /// <exception cref="TokenizerException">The metadata is missing, or describes another tokenizer.</exception>
-    public static LlamaTokenizer FromGguf(Gguf.GgufFile file, int? vocabSize = null)
+    public static LlamaTokenizer FromGguf(GgufFile file, int? vocabSize = null)
     {
         ArgumentNullException.ThrowIfNull(file);
         string where = file.FilePath;
@@ -183,7 +184,7 @@ public sealed class LlamaTokenizer
         string? pre = file.GetString("tokenizer.ggml.pre");
         if (pre is not ("llama-bpe" or "llama3"))
             throw new TokenizerException($"{where}: the pre-tokenizer is '{pre ?? "(missing)"}' (tokenizer.ggml.pre), not Llama 3's ('llama-bpe'); its text would be split differently");
-        string[] tokens = file.GetArray<string>("tokenizer.ggml.tokens", Gguf.GgufValueType.String)
+        string[] tokens = file.GetArray<string>("tokenizer.ggml.tokens", GgufValueType.String)
             ?? throw new TokenizerException($"{where}: metadata 'tokenizer.ggml.tokens' is missing; the file's tokenizer is incomplete — download it again");
         int[] types = file.GetIntegerArray("tokenizer.ggml.token_type")
             ?? throw new TokenizerException($"{where}: metadata 'tokenizer.ggml.token_type' is missing; the file's tokenizer is incomplete — download it again");

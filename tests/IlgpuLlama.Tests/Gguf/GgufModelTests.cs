@@ -187,7 +187,7 @@ public sealed class GgufModelTests(GgufTestModel model, ITestOutputHelper output
     public void Logits_equal_a_float64_forward_pass_on_the_dequantised_weights(string file, string? dtype, string deviceFormat)
     {
         string path = model.Path(file);
-        var config = LlamaConfig.FromModel(path);
+        var config = ModelLocation.Config(path);
         var format = WeightFormat.Parse(deviceFormat);
         var reference = new ReferenceForward(config, Dequantized(path, config), format);
         using var device = ComputeDevice.Create(DeviceKind.Cpu);
@@ -283,7 +283,7 @@ public sealed class GgufModelTests(GgufTestModel model, ITestOutputHelper output
     public void A_q8_0_file_loads_its_blocks_as_they_are()
     {
         // Q8_0 blocks go to the device unchanged: the host's dequantisation of the file equals the device format's values exactly.
-        var config = LlamaConfig.FromModel(model.Path("q8_0"));
+        var config = ModelLocation.Config(model.Path("q8_0"));
         var values = Dequantized(model.Path("q8_0"), config);
         string name = "model.layers.1.self_attn.q_proj.weight";
         var requantized = HostMatrixOf(WeightFormat.Q8_0, values[name], config.QDim, config.HiddenSize);
