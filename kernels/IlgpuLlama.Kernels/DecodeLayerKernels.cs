@@ -203,7 +203,8 @@ public static class DecodeLayerKernels
         var (gateUp, _) = MatVecKernels.SwiGluArguments(w.Gate, w.Up, b.X, b.Hidden, batch, w.PostAttentionNorm);
         var (down, _) = MatVecKernels.MatVecArguments(w.Down, b.Hidden, b.X, batch, accumulate: true);
         Require.That(w.O.Rows == hidden && w.Down.Rows == hidden && w.Down.Cols == inter, "decode layer: o and down must write the hidden size, down must read the intermediate size");
-        Require.That(w.O.Format == w.Qkv.Q.Format && w.Gate.Format == w.Qkv.Q.Format && w.Down.Format == w.Qkv.Q.Format, "decode layer: every matrix of a layer must share one format");
+        Require.That(w.O.Format == w.Qkv.Q.Format && w.Qkv.V.Format == w.Qkv.Q.Format && w.Gate.Format == w.Qkv.Q.Format && w.Down.Format == w.Qkv.Q.Format,
+            "decode layer: every matrix of a layer must share one format (a model that mixes formats, such as Q4_K_M, runs with the fused-norm variant)");
         var args = new DecodeLayerArgs
         {
             Qkv = qkv, Attention = attention, O = o, GateUp = gateUp, Down = down, Sync = b.Sync,

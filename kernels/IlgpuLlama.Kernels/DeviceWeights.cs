@@ -9,8 +9,8 @@ namespace IlgpuLlama.Kernels;
 /// <param name="Rows">output rows</param>
 /// <param name="Cols">input values per row</param>
 /// <param name="Values">the 16-bit values [rows, cols] of a <see cref="SixteenBitFormat"/></param>
-/// <param name="Quants">the quants of a <see cref="BlockQuantFormat"/>, [rows, cols / 32 x quant bytes per block]</param>
-/// <param name="Scales">the fp16 block scales of a <see cref="BlockQuantFormat"/>, [rows, cols / 32]</param>
+/// <param name="Quants">the quants of a <see cref="BlockQuantFormat"/>, [rows, cols / block x quant bytes per block]</param>
+/// <param name="Scales">the side words of a <see cref="BlockQuantFormat"/> (fp16 block scales for Q8_0/Q4_0), [rows, cols / block x side words]</param>
 public readonly record struct WeightMatrix(WeightFormat Format, int Rows, int Cols, ArrayView<ushort> Values, ArrayView<byte> Quants, ArrayView<ushort> Scales)
 {
     /// <summary>A matrix of 16-bit values.</summary>
@@ -31,9 +31,9 @@ public readonly record struct WeightMatrix(WeightFormat Format, int Rows, int Co
     {
         if (Format is BlockQuantFormat q)
         {
-            Require.That(Cols > 0 && Cols % BlockQuantFormat.Block == 0, $"{what}: input length {Cols} must be a positive multiple of {BlockQuantFormat.Block} ({q.Name} blocks)");
+            Require.That(Cols > 0 && Cols % q.BlockSize == 0, $"{what}: input length {Cols} must be a positive multiple of {q.BlockSize} ({q.Name} blocks)");
             Require.Length(Quants, Rows * q.RowQuantBytes(Cols), $"{what} weight");
-            Require.Length(Scales, (long)Rows * (Cols / BlockQuantFormat.Block), $"{what} weight scales");
+            Require.Length(Scales, Rows * q.RowSideWords(Cols), $"{what} weight scales");
         }
         else
         {

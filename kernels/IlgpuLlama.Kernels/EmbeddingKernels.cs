@@ -35,6 +35,11 @@ public static class EmbeddingKernels
             a.X[index] = f.One(a.Table[row * hidden + d]);
             return;
         }
+        if (f.BlockWeights == KQuants.SuperBlock)
+        {
+            a.X[index] = f.SuperWeight(a.Quants, a.Scales, row, hidden, d);
+            return;
+        }
         // Block formats: the weight's quant and its block's scale; the same values the matvecs read.
         int blocks = hidden / f.BlockWeights;
         int block = d / f.BlockWeights;

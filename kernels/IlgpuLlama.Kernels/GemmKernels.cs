@@ -162,7 +162,11 @@ public static class GemmKernels
         {
             int gn = n0 + n;
             W8 lo = default, hi = default;
-            if (gn < s.N)
+            if (gn < s.N && default(TW).BlockWeights == KQuants.SuperBlock)
+            {
+                default(TW).SuperSixteen(w, scales, gn, s.K, kb, out lo, out hi);
+            }
+            else if (gn < s.N)
             {
                 float d = Interop.IntAsFloat(scales[gn * blocksPerRow + kb / default(TW).BlockWeights]);
                 U4 q = w[gn * chunksPerRow + kb / cw];

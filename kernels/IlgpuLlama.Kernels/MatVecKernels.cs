@@ -95,6 +95,7 @@ public struct QkvRopeArgs
     public KvCacheLayout Cache;
     public int K8, QDim, KvDim;
     public int Tiles, Batch;          // batch tiles of the kernel's width and valid rows, as in MatVecShape
+    public int FirstPair;             // the pair group 0 computes: 0, or (q_dim + kv_dim) / 2 for a launch of v alone
     public InputNorm Norm;
 }
 
@@ -216,13 +217,13 @@ public static class MatVecKernels
         where TW : struct, IWeightFormat => k8 * 8 / default(TW).ChunkWeights;
 
     /// <summary>
-    /// The scales of one row of a block format, in / BlockWeights of them (the view unchanged for
-    /// 16-bit formats, which have none); written as k8 / (BlockWeights / 8) so that it folds to the
-    /// same shift for every block format.
+    /// The side words of one row of a block format, in / BlockWeights x SideWords of them (the view
+    /// unchanged for 16-bit formats, which have none); written as k8 / (BlockWeights / 8) so that it
+    /// folds to the same shift for every block format.
     /// </summary>
     static ArrayView<ushort> ScalesRow<TW>(ArrayView<ushort> scales, int row, int k8)
         where TW : struct, IWeightFormat =>
-        default(TW).BlockWeights == 1 ? scales : scales.SubView(row * (k8 / (default(TW).BlockWeights / 8)), k8 / (default(TW).BlockWeights / 8));
+        default(TW).BlockWeights == 1 ? scales : scales.SubView(row * (k8 / (default(TW).BlockWeights / 8)) * default(TW).SideWords, k8 / (default(TW).BlockWeights / 8) * default(TW).SideWords);
 
     /// <summary>
     /// Chunk <paramref name="c"/> of rows A and B dotted with every batch vector, added to
@@ -237,6 +238,9 @@ public static class MatVecKernels
         int cw = default(TW).ChunkWeights;
         if (default(TW).BlockWeights == 1)
             return Accumulate16<TW, TN>(acc, wa, wb, g, c, x, k4, batch);
+        // K-quants: each chunk spans sub-blocks with their own scales (and mins), which the format applies.
+        if (default(TW).BlockWeights == KQuants.SuperBlock)
+            return default(TW).SuperChunk<TN>(acc, wa, wb, scalesA, scalesB, g, c, x, k4, batch);
         // Block formats: the chunk's dot products in quant units, scaled by each row's block scale.
         int scale = c * cw / default(TW).BlockWeights;
         float sa = Interop.IntAsFloat(scalesA[scale]);
@@ -725,7 +729,7 @@ public static class MatVecKernels
         int batch = default(TB).Count;
         int headDim = a.Cache.HeadDim;
         int half = headDim / 2;
-        int pair = group;
+        int pair = group + a.FirstPair;
         int qPairs = a.QDim / 2;
         int kvPairs = a.KvDim / 2;
 
@@ -931,7 +935,15 @@ public static class MatVecKernels
     {
         var (args, width) = QkvRopeArguments(w, x, q, kCache, vCache, ropeTable, slots, positions, batch, s, norm);
         var kernel = norm is null ? QkvRopeKernel : QkvRopeNormKernel;
-        k.Launch(kernel, kernel.Variant(w.Q.Format, width), new KernelConfig((s.QDim + 2 * s.KvDim) / 2, GroupSize(k, args.K8)), args);
+        if (w.V.Format == w.Q.Format)
+        {
+            k.Launch(kernel, kernel.Variant(w.Q.Format, width), new KernelConfig((s.QDim + 2 * s.KvDim) / 2, GroupSize(k, args.K8)), args);
+            return;
+        }
+        // v in another format (a Q4_K_M model's Q6_K attn_v): q and k in one launch, v in a second of its own format.
+        int qkPairs = (s.QDim + s.KvDim) / 2;
+        k.Launch(kernel, kernel.Variant(w.Q.Format, width), new KernelConfig(qkPairs, GroupSize(k, args.K8)), args);
+        k.Launch(kernel, kernel.Variant(w.V.Format, width), new KernelConfig(s.KvDim / 2, GroupSize(k, args.K8)), args with { FirstPair = qkPairs });
     }
 
     /// <summary>The checked arguments of the fused q/k/v launch and the kernel width.</summary>
@@ -946,7 +958,7 @@ public static class MatVecKernels
         Require.That(s.HeadDim % 2 == 0, $"head_dim {s.HeadDim} must be even");
         Require.That(w.Q.Rows == s.QDim && w.K.Rows == s.KvDim && w.V.Rows == s.KvDim && w.K.Cols == hidden && w.V.Cols == hidden,
             $"matvec-qkv: q/k/v weights [{w.Q.Rows}, {w.Q.Cols}], [{w.K.Rows}, {w.K.Cols}], [{w.V.Rows}, {w.V.Cols}] do not fit {s.Heads}/{s.KvHeads} heads x {s.HeadDim}");
-        Require.That(w.K.Format == w.Q.Format && w.V.Format == w.Q.Format, "matvec-qkv: q, k and v weights must share one format");
+        Require.That(w.K.Format == w.Q.Format, "matvec-qkv: q and k weights must share one format (v may have its own)");
         Require.Length(x, (long)width * tiles * hidden, batch > width ? $"qkv x (whole tiles of {width} rows)" : "qkv x");
         Require.Length(q, (long)batch * s.QDim, "qkv q output");
         Require.Length(slots, batch, "qkv slots");

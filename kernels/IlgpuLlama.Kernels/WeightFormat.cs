@@ -16,7 +16,7 @@ public interface IWeightFormat
     /// <summary>Weights in one 128-bit chunk of a row (8, 16 or 32).</summary>
     int ChunkWeights { get; }
 
-    /// <summary>Consecutive weights of a row that share one scale: 1 for the 16-bit formats (no scales, read with <see cref="Low"/>, <see cref="High"/> and <see cref="One"/>), 32 for Q8_0 and Q4_0.</summary>
+    /// <summary>Consecutive weights of a row that share one block: 1 for the 16-bit formats (no scales, read with <see cref="Low"/>, <see cref="High"/> and <see cref="One"/>), 32 for Q8_0 and Q4_0 (one scale, applied by the kernels), 256 for the K-quants (read with the Super* members).</summary>
     int BlockWeights { get; }
 
     /// <summary>Chunks per row a thread of the decode matvec keeps in flight (4, 2 or 1): a tuning choice, every value computes the same result.</summary>
@@ -45,6 +45,24 @@ public interface IWeightFormat
 
     /// <summary>Block formats (prefill GEMM): weights kb..kb+15 (kb a multiple of 16) of the chunk <paramref name="q"/> holding them, times the block scale <paramref name="d"/>.</summary>
     void DequantizeSixteen(U4 q, int kb, float d, out W8 lo, out W8 hi);
+
+    /// <summary>16-bit side words per block in the scales plane: 0 for the 16-bit formats, 1 for Q8_0 and Q4_0 (the fp16 scale), more for the K-quants.</summary>
+    int SideWords { get; }
+
+    /// <summary>
+    /// K-quants (decode matvec, <see cref="BlockWeights"/> 256): chunk <paramref name="c"/> of rows A and B
+    /// dequantised with their own side words (<paramref name="sideA"/>, <paramref name="sideB"/>: each
+    /// row's slice of the scales plane) and dotted with every batch vector, added to <paramref name="p"/>
+    /// in weight units (the format applies its sub-block scales and mins itself).
+    /// </summary>
+    Acc8 SuperChunk<TN>(Acc8 p, U4 wa, U4 wb, ArrayView<ushort> sideA, ArrayView<ushort> sideB, ArrayView<U4> g, int c, ArrayView<F4> x, int k4, int batch)
+        where TN : struct, IInputNorm;
+
+    /// <summary>K-quants (prefill GEMM): weights kb..kb+15 (kb a multiple of 16) of row <paramref name="row"/> of a [rows, <paramref name="cols"/>] matrix, dequantised.</summary>
+    void SuperSixteen(ArrayView<U4> quants, ArrayView<ushort> side, int row, int cols, int kb, out W8 lo, out W8 hi);
+
+    /// <summary>K-quants (embedding): weight <paramref name="d"/> of row <paramref name="row"/> of a [rows, <paramref name="cols"/>] matrix, dequantised.</summary>
+    float SuperWeight(ArrayView<byte> quants, ArrayView<ushort> side, int row, int cols, int d);
 
     /// <summary>Block formats (embedding): the quant of weight <paramref name="d"/> (weight <paramref name="j"/> of block <paramref name="block"/>) of row <paramref name="row"/> of a [rows, <paramref name="cols"/>] matrix.</summary>
     float Quant(ArrayView<byte> quants, int row, int cols, int d, int block, int j);
@@ -119,13 +137,22 @@ public abstract record WeightFormat
     public static SixteenBitFormat Bf16 { get; } = new Bf16Format();
 
     /// <summary>ggml Q8_0: 34 bytes per block of 32 weights (int8 quants, fp16 scale).</summary>
-    public static BlockQuantFormat Q8_0 { get; } = new Q8_0Format();
+    public static ScaledBlockFormat Q8_0 { get; } = new Q8_0Format();
 
     /// <summary>ggml Q4_0: 18 bytes per block of 32 weights (4-bit quants, fp16 scale).</summary>
-    public static BlockQuantFormat Q4_0 { get; } = new Q4_0Format();
+    public static ScaledBlockFormat Q4_0 { get; } = new Q4_0Format();
+
+    /// <summary>ggml Q4_K: 144 bytes per super-block of 256 weights (4-bit quants, 6-bit sub-block scales and mins).</summary>
+    public static BlockQuantFormat Q4_K { get; } = new Q4_KFormat();
+
+    /// <summary>ggml Q5_K: 176 bytes per super-block of 256 weights (5-bit quants, 6-bit sub-block scales and mins).</summary>
+    public static BlockQuantFormat Q5_K { get; } = new Q5_KFormat();
+
+    /// <summary>ggml Q6_K: 210 bytes per super-block of 256 weights (6-bit quants, 8-bit sub-block scales).</summary>
+    public static BlockQuantFormat Q6_K { get; } = new Q6_KFormat();
 
     /// <summary>Every format, the default first.</summary>
-    public static IReadOnlyList<WeightFormat> All { get; } = [Fp16, Bf16, Q8_0, Q4_0];
+    public static IReadOnlyList<WeightFormat> All { get; } = [Fp16, Bf16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K];
 
     /// <summary>The formats of plain 16-bit values (what 1-D weights use, and what the 16-bit kernels read).</summary>
     public static IReadOnlyList<SixteenBitFormat> SixteenBit { get; } = All.OfType<SixteenBitFormat>().ToArray();
@@ -170,36 +197,45 @@ public abstract record SixteenBitFormat : WeightFormat
 }
 
 /// <summary>
-/// A ggml block format: each row is cut into blocks of <see cref="WeightFormat.BlockSize"/> (32)
-/// consecutive input values, each stored as quants and one fp16 scale. On the device the quants of a
-/// row are contiguous (so weight loads stay 128-bit and aligned) and the scales sit apart in their own
-/// plane [rows, in / 32]. Quantisation follows ggml's reference code operation for operation in fp32
-/// (x * id, not x / d), so the dequantised values equal ggml's bit for bit.
+/// A ggml block format: each row is cut into blocks of <see cref="WeightFormat.BlockSize"/> consecutive
+/// input values (32 for Q8_0 and Q4_0, 256 for the K-quants' super-blocks), each stored as quants and
+/// side words (16-bit: the fp16 scale of Q8_0/Q4_0; a K-quant's scales, mins and high bits). On the
+/// device the quants of a row are contiguous (so weight loads stay 128-bit and aligned) and the side
+/// words sit apart in their own plane [rows, in / block x side words]: together exactly ggml's bytes
+/// per block. Quantisation follows ggml's reference code operation for operation in fp32, so the
+/// dequantised values equal ggml's bit for bit.
 /// </summary>
 public abstract record BlockQuantFormat : WeightFormat
 {
-    /// <summary>Values per block, along the input dimension.</summary>
+    /// <summary>Values per block of the 32-value formats (Q8_0, Q4_0).</summary>
     public const int Block = 32;
 
-    private protected BlockQuantFormat(string name, string description, int quantBytesPerBlock, Type deviceType)
-        : base(name, description, Block, quantBytesPerBlock + 2, deviceType)
+    private protected BlockQuantFormat(string name, string description, int blockSize, int quantBytesPerBlock, int sideWords, Type deviceType)
+        : base(name, description, blockSize, quantBytesPerBlock + 2 * sideWords, deviceType)
     {
         QuantBytesPerBlock = quantBytesPerBlock;
+        SideWords = sideWords;
         Planes =
         [
-            new WeightPlane("", $"{name} quants, {quantBytesPerBlock} bytes per block of {Block}, row-major", 1, cols => cols / Block * quantBytesPerBlock),
-            new WeightPlane(ScalesSuffix, "fp16 scale of each block [rows, in / 32]", 2, cols => cols / Block * 2),
+            new WeightPlane("", $"{name} quants, {quantBytesPerBlock} bytes per block of {blockSize}, row-major", 1, cols => cols / blockSize * quantBytesPerBlock),
+            new WeightPlane(ScalesSuffix, $"{SideDescription} [rows, in / {blockSize} x {sideWords}]", 2, cols => cols / blockSize * sideWords * 2),
         ];
     }
 
-    /// <summary>Name suffix of the scales plane (allocation and safetensors key: <c>X.weight.scales</c>).</summary>
+    /// <summary>Name suffix of the side plane (allocation and safetensors key: <c>X.weight.scales</c>).</summary>
     public const string ScalesSuffix = ".scales";
 
-    /// <summary>The ggml type whose blocks these are (Q8_0, Q4_0): a GGUF tensor of that type goes to the device as it is.</summary>
+    /// <summary>The ggml type whose blocks these are (Q8_0, Q4_K): a GGUF tensor of that type goes to the device as it is.</summary>
     public string GgmlName => Name.ToUpperInvariant();
 
-    /// <summary>Bytes of quants per block (32 for Q8_0, 16 for Q4_0).</summary>
+    /// <summary>Bytes of quants per block (32 for Q8_0, 16 for Q4_0, 128 for the K-quants).</summary>
     public int QuantBytesPerBlock { get; }
+
+    /// <summary>16-bit side words per block (1 for Q8_0 and Q4_0: the fp16 scale).</summary>
+    public int SideWords { get; }
+
+    /// <summary>What one block's side words hold, for the allocation log and the memory report.</summary>
+    protected virtual string SideDescription => "fp16 scale of each block";
 
     /// <inheritdoc/>
     public override IReadOnlyList<WeightPlane> Planes { get; }
@@ -217,22 +253,53 @@ public abstract record BlockQuantFormat : WeightFormat
     public abstract int LargestQuant { get; }
 
     /// <summary>Quants bytes of one row of <paramref name="cols"/> values.</summary>
-    public long RowQuantBytes(long cols) => cols / Block * QuantBytesPerBlock;
+    public long RowQuantBytes(long cols) => cols / BlockSize * QuantBytesPerBlock;
 
-    /// <summary>Quantises one block of 32 values into <paramref name="quants"/> and returns the fp16 bits of its scale.</summary>
-    public abstract ushort QuantizeBlock(ReadOnlySpan<float> x, Span<byte> quants);
+    /// <summary>Side words of one row of <paramref name="cols"/> values.</summary>
+    public long RowSideWords(long cols) => cols / BlockSize * SideWords;
 
-    /// <summary>The dequantised value of weight <paramref name="j"/> (0..31) of a block.</summary>
-    public abstract float DequantizeBlockValue(ReadOnlySpan<byte> quants, ushort scale, int j);
+    /// <summary>Quantises one block of <see cref="WeightFormat.BlockSize"/> values into its quants and side words.</summary>
+    public abstract void QuantizeBlock(ReadOnlySpan<float> x, Span<byte> quants, Span<ushort> side);
 
-    /// <summary>Quantises a row (its length a multiple of 32) into its quants and scales.</summary>
-    public void QuantizeRow(ReadOnlySpan<float> row, Span<byte> quants, Span<ushort> scales)
+    /// <summary>The dequantised values of one block, as ggml's <c>dequantize_row_*</c> gives them.</summary>
+    public abstract void DequantizeBlock(ReadOnlySpan<byte> quants, ReadOnlySpan<ushort> side, Span<float> y);
+
+    /// <summary>Splits one block in ggml's byte layout (a GGUF tensor's) into its quants and side words.</summary>
+    public abstract void FromGgml(ReadOnlySpan<byte> block, Span<byte> quants, Span<ushort> side);
+
+    /// <summary>Joins one block's quants and side words into ggml's byte layout.</summary>
+    public abstract void ToGgml(ReadOnlySpan<byte> quants, ReadOnlySpan<ushort> side, Span<byte> block);
+
+    /// <summary>True when every fp16 scale among one block's side words is finite (a NaN or infinite scale is a corrupt file).</summary>
+    public abstract bool ScalesFinite(ReadOnlySpan<ushort> side);
+
+    /// <summary>Quantises a row (its length a multiple of the block size) into its quants and side words.</summary>
+    public void QuantizeRow(ReadOnlySpan<float> row, Span<byte> quants, Span<ushort> side)
     {
-        if (row.Length % Block != 0)
-            throw new ArgumentException($"{Name}: a row of {row.Length} values is not a whole number of {Block}-value blocks");
-        int blocks = row.Length / Block;
+        if (row.Length % BlockSize != 0)
+            throw new ArgumentException($"{Name}: a row of {row.Length} values is not a whole number of {BlockSize}-value blocks");
+        int blocks = row.Length / BlockSize;
         for (int b = 0; b < blocks; b++)
-            scales[b] = QuantizeBlock(row.Slice(b * Block, Block), quants.Slice(b * QuantBytesPerBlock, QuantBytesPerBlock));
+            QuantizeBlock(row.Slice(b * BlockSize, BlockSize), quants.Slice(b * QuantBytesPerBlock, QuantBytesPerBlock), side.Slice(b * SideWords, SideWords));
+    }
+
+    /// <summary>Dequantises a row (its quants and side words) into <paramref name="row"/>.</summary>
+    public void DequantizeRow(ReadOnlySpan<byte> quants, ReadOnlySpan<ushort> side, Span<float> row)
+    {
+        int blocks = row.Length / BlockSize;
+        for (int b = 0; b < blocks; b++)
+            DequantizeBlock(quants.Slice(b * QuantBytesPerBlock, QuantBytesPerBlock), side.Slice(b * SideWords, SideWords), row.Slice(b * BlockSize, BlockSize));
+    }
+
+    /// <summary>Index of the first block of a row's side words whose scales are not finite, or -1.</summary>
+    public int FirstNonFiniteBlock(ReadOnlySpan<ushort> side)
+    {
+        for (int b = 0; b < side.Length / SideWords; b++)
+        {
+            if (!ScalesFinite(side.Slice(b * SideWords, SideWords)))
+                return b;
+        }
+        return -1;
     }
 
     /// <summary>fp32 to fp16 bits with round-to-nearest-even, as ggml's GGML_FP32_TO_FP16.</summary>
@@ -240,4 +307,113 @@ public abstract record BlockQuantFormat : WeightFormat
 
     /// <summary>fp16 bits to fp32, as ggml's GGML_FP16_TO_FP32.</summary>
     protected static float Single(ushort bits) => (float)Fp16.Decode(bits);
+
+    /// <summary>True when fp16 bits are a finite value.</summary>
+    protected static bool Finite(ushort bits) => (bits & 0x7C00) != 0x7C00;
+}
+
+/// <summary>
+/// A ggml block format of 32 values with one fp16 scale per block (Q8_0, Q4_0): its side word is the
+/// scale, and the kernels multiply each block's dot product by it.
+/// </summary>
+public abstract record ScaledBlockFormat : BlockQuantFormat
+{
+    private protected ScaledBlockFormat(string name, string description, int quantBytesPerBlock, Type deviceType)
+        : base(name, description, Block, quantBytesPerBlock, 1, deviceType)
+    {
+    }
+
+    /// <summary>Quantises one block of 32 values into <paramref name="quants"/> and returns the fp16 bits of its scale.</summary>
+    public abstract ushort QuantizeBlock(ReadOnlySpan<float> x, Span<byte> quants);
+
+    /// <summary>The dequantised value of weight <paramref name="j"/> (0..31) of a block.</summary>
+    public abstract float DequantizeBlockValue(ReadOnlySpan<byte> quants, ushort scale, int j);
+
+    /// <inheritdoc/>
+    public sealed override void QuantizeBlock(ReadOnlySpan<float> x, Span<byte> quants, Span<ushort> side) => side[0] = QuantizeBlock(x, quants);
+
+    /// <inheritdoc/>
+    public sealed override void DequantizeBlock(ReadOnlySpan<byte> quants, ReadOnlySpan<ushort> side, Span<float> y)
+    {
+        for (int j = 0; j < Block; j++)
+            y[j] = DequantizeBlockValue(quants, side[0], j);
+    }
+
+    /// <inheritdoc/>
+    public sealed override void FromGgml(ReadOnlySpan<byte> block, Span<byte> quants, Span<ushort> side)
+    {
+        side[0] = System.Buffers.Binary.BinaryPrimitives.ReadUInt16LittleEndian(block);
+        block.Slice(2, QuantBytesPerBlock).CopyTo(quants);
+    }
+
+    /// <inheritdoc/>
+    public sealed override void ToGgml(ReadOnlySpan<byte> quants, ReadOnlySpan<ushort> side, Span<byte> block)
+    {
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(block, side[0]);
+        quants[..QuantBytesPerBlock].CopyTo(block[2..]);
+    }
+
+    /// <inheritdoc/>
+    public sealed override bool ScalesFinite(ReadOnlySpan<ushort> side) => Finite(side[0]);
+}
+
+/// <summary>
+/// A ggml K-quant (Q4_K, Q5_K, Q6_K): super-blocks of 256 values in 16 or 8 sub-blocks with their own
+/// 6- or 8-bit scales (and mins). The quants plane holds the 4-bit part of every quant in ggml's order
+/// (128 bytes per super-block); the side words hold the rest of ggml's block (the fp16 super-block
+/// scale and min, the packed sub-block scales, the high bits of Q5_K and Q6_K), so the two planes are
+/// ggml's bytes exactly, rearranged. Host (de)quantisation is <see cref="KQuants"/>, bit for bit ggml's.
+/// </summary>
+public abstract record KQuantFormat : BlockQuantFormat
+{
+    private protected KQuantFormat(string name, string description, KQuantType type, int sideWords, Type deviceType)
+        : base(name, description, KQuants.SuperBlock, KQuants.SuperBlock / 2, sideWords, deviceType)
+    {
+        Type = type;
+    }
+
+    /// <summary>The host implementation's type.</summary>
+    public KQuantType Type { get; }
+
+    /// <inheritdoc/>
+    public override bool SignedQuants => false;
+
+    /// <inheritdoc/>
+    public sealed override void QuantizeBlock(ReadOnlySpan<float> x, Span<byte> quants, Span<ushort> side)
+    {
+        Span<byte> block = stackalloc byte[BytesPerBlock];
+        KQuants.QuantizeRow(Type, x, block);
+        FromGgml(block, quants, side);
+    }
+
+    /// <inheritdoc/>
+    public sealed override void DequantizeBlock(ReadOnlySpan<byte> quants, ReadOnlySpan<ushort> side, Span<float> y)
+    {
+        Span<byte> block = stackalloc byte[BytesPerBlock];
+        ToGgml(quants, side, block);
+        KQuants.DequantizeRow(Type, block, y);
+    }
+
+    /// <summary>Where in ggml's block the quants plane's 128 bytes lie (the rest, in order, are the side words).</summary>
+    protected abstract int QuantsOffset { get; }
+
+    /// <inheritdoc/>
+    public sealed override void FromGgml(ReadOnlySpan<byte> block, Span<byte> quants, Span<ushort> side)
+    {
+        int q = QuantsOffset, n = QuantBytesPerBlock;
+        block.Slice(q, n).CopyTo(quants);
+        var rest = System.Runtime.InteropServices.MemoryMarshal.AsBytes(side[..SideWords]);
+        block[..q].CopyTo(rest);
+        block[(q + n)..BytesPerBlock].CopyTo(rest[q..]);
+    }
+
+    /// <inheritdoc/>
+    public sealed override void ToGgml(ReadOnlySpan<byte> quants, ReadOnlySpan<ushort> side, Span<byte> block)
+    {
+        int q = QuantsOffset, n = QuantBytesPerBlock;
+        quants[..n].CopyTo(block[q..]);
+        var rest = System.Runtime.InteropServices.MemoryMarshal.AsBytes(side[..SideWords]);
+        rest[..q].CopyTo(block);
+        rest[q..].CopyTo(block[(q + n)..]);
+    }
 }

@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 VARIANTS = ("baseline", "fused-norm", "fused-norm-short-attn", "persistent")
-QUANT_FORMATS = ("q8_0", "q4_0")
-SANITIZER_FORMATS = ("fp16", "bf16", "q8_0", "q4_0")
+QUANT_FORMATS = ("q8_0", "q6_k", "q5_k", "q4_k", "q4_0")  # the smoke runs the last
+SANITIZER_FORMATS = ("fp16", "bf16", "q8_0", "q4_k", "q6_k", "q4_0")
 MARGIN = 20              # seconds kept back from the deadline for the last writes and the log archive
 MIN_START = 15           # a step is not started with less time left than this (3 s in the CPU smoke)
 
@@ -748,7 +748,7 @@ def kernels_matvec(run, res):
 
 
 def decode_quant(run, res):
-    """Q8_0 and Q4_0 (quantised at load) decode at batch 1 with the winning variant."""
+    """The block formats (quantised at load: Q8_0, the K-quants, Q4_0) decode at batch 1 with the winning variant."""
     v = run.best_variant()
     for f in (QUANT_FORMATS if not run.smoke else QUANT_FORMATS[-1:]):
         r = run.e2e(f"bench_e2e_{f}", ["--dtype", f, "--prompt-tokens", "16", "--gen-tokens", str(run.args.tg), "--batches", "1", "--max-batch-size", "1",
@@ -1240,6 +1240,9 @@ def summary(run):
         "variant_checks": checks,
         "decode_q8_0": quant_summary("q8_0"),
         "decode_q4_0": quant_summary("q4_0"),
+        "decode_q4_k": quant_summary("q4_k"),
+        "decode_q5_k": quant_summary("q5_k"),
+        "decode_q6_k": quant_summary("q6_k"),
         "decode_wide": {"variant": wide.get("variant"), "decode": wdec} if wdec else None,
         "serve": {"levels": levels, "decode_batch16_over_batch1": (wdec["16"]["tok_s"] / b1) if b1 and "16" in wdec else None,
                   "concurrency64_over_batch1": (levels["64"]["output_tokens_per_second"] / b1) if b1 and "64" in levels else None} if levels else None,

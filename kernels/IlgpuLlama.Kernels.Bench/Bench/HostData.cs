@@ -45,10 +45,10 @@ public static class HostData
             return HostMatrix.Of(f, Weights(seed, (long)rows * cols, f, scale), rows, cols);
         var q = (BlockQuantFormat)format;
         var values = Floats(seed, (long)rows * cols, scale);
-        int rowBytes = (int)q.RowQuantBytes(cols), blocks = cols / BlockQuantFormat.Block;
+        int rowBytes = (int)q.RowQuantBytes(cols), words = (int)q.RowSideWords(cols);
         var quants = new byte[(long)rows * rowBytes];
-        var scales = new ushort[(long)rows * blocks];
-        Parallel.For(0, rows, r => q.QuantizeRow(values.AsSpan((int)((long)r * cols), cols), quants.AsSpan(r * rowBytes, rowBytes), scales.AsSpan(r * blocks, blocks)));
+        var scales = new ushort[(long)rows * words];
+        Parallel.For(0, rows, r => q.QuantizeRow(values.AsSpan((int)((long)r * cols), cols), quants.AsSpan(r * rowBytes, rowBytes), scales.AsSpan(r * words, words)));
         return HostMatrix.Of(q, quants, scales, rows, cols);
     }
 

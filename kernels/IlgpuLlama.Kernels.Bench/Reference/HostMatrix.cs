@@ -29,10 +29,10 @@ public sealed class HostMatrix
     /// <summary>16-bit values [rows, cols] (16-bit formats).</summary>
     public ushort[]? Values { get; }
 
-    /// <summary>Quants [rows, cols / 32 x quant bytes] (block formats).</summary>
+    /// <summary>Quants [rows, cols / block x quant bytes] (block formats).</summary>
     public byte[]? Quants { get; }
 
-    /// <summary>Block scales [rows, cols / 32] as fp16 bits (block formats).</summary>
+    /// <summary>Side words [rows, cols / block x side words] (block formats: the fp16 scales of Q8_0/Q4_0).</summary>
     public ushort[]? Scales { get; }
 
     /// <summary>A matrix of 16-bit values.</summary>
@@ -47,23 +47,24 @@ public sealed class HostMatrix
         if (format is SixteenBitFormat f)
             return Of(f, Array.ConvertAll(values, v => f.Encode(v)), rows, cols);
         var q = (BlockQuantFormat)format;
-        int rowBytes = (int)q.RowQuantBytes(cols), blocks = cols / BlockQuantFormat.Block;
+        int rowBytes = (int)q.RowQuantBytes(cols), words = (int)q.RowSideWords(cols);
         var quants = new byte[(long)rows * rowBytes];
-        var scales = new ushort[(long)rows * blocks];
-        for (int r = 0; r < rows; r++)
-            q.QuantizeRow(values.AsSpan(r * cols, cols), quants.AsSpan(r * rowBytes, rowBytes), scales.AsSpan(r * blocks, blocks));
+        var scales = new ushort[(long)rows * words];
+        Parallel.For(0, rows, r => q.QuantizeRow(values.AsSpan(r * cols, cols), quants.AsSpan(r * rowBytes, rowBytes), scales.AsSpan(r * words, words)));
         return Of(q, quants, scales, rows, cols);
     }
 
-    /// <summary>The value of weight (r, c) as the device computes with it.</summary>
+    /// <summary>The value of weight (r, c) as the device computes with it (ggml's dequantisation for the block formats).</summary>
     public double Value(int r, int c)
     {
         if (Format is SixteenBitFormat f)
             return f.Decode(Values![(long)r * Cols + c]);
         var q = (BlockQuantFormat)Format;
-        int blocks = Cols / BlockQuantFormat.Block, b = c / BlockQuantFormat.Block;
-        var block = Quants.AsSpan((int)(r * q.RowQuantBytes(Cols)) + b * q.QuantBytesPerBlock, q.QuantBytesPerBlock);
-        return q.DequantizeBlockValue(block, Scales![r * blocks + b], c % BlockQuantFormat.Block);
+        int b = c / q.BlockSize;
+        Span<float> y = stackalloc float[q.BlockSize];
+        q.DequantizeBlock(Quants.AsSpan((int)(r * q.RowQuantBytes(Cols)) + b * q.QuantBytesPerBlock, q.QuantBytesPerBlock),
+            Scales.AsSpan((int)(r * q.RowSideWords(Cols)) + b * q.SideWords, q.SideWords), y);
+        return y[c % q.BlockSize];
     }
 
     /// <summary>Every value, row-major, as the device computes with them.</summary>
@@ -72,6 +73,14 @@ public sealed class HostMatrix
         var d = new double[(long)Rows * Cols];
         Parallel.For(0, Rows, r =>
         {
+            if (Format is BlockQuantFormat q)
+            {
+                var row = new float[Cols];
+                q.DequantizeRow(Quants.AsSpan((int)(r * q.RowQuantBytes(Cols)), (int)q.RowQuantBytes(Cols)), Scales.AsSpan((int)(r * q.RowSideWords(Cols)), (int)q.RowSideWords(Cols)), row);
+                for (int c = 0; c < Cols; c++)
+                    d[(long)r * Cols + c] = row[c];
+                return;
+            }
             for (int c = 0; c < Cols; c++)
                 d[(long)r * Cols + c] = Value(r, c);
         });
@@ -89,13 +98,13 @@ public sealed class HostMatrix
             return Of(f, v, ids.Length, Cols);
         }
         var q = (BlockQuantFormat)Format;
-        int rowBytes = (int)q.RowQuantBytes(Cols), blocks = Cols / BlockQuantFormat.Block;
+        int rowBytes = (int)q.RowQuantBytes(Cols), words = (int)q.RowSideWords(Cols);
         var quants = new byte[(long)ids.Length * rowBytes];
-        var scales = new ushort[(long)ids.Length * blocks];
+        var scales = new ushort[(long)ids.Length * words];
         for (int i = 0; i < ids.Length; i++)
         {
             Array.Copy(Quants!, (long)ids[i] * rowBytes, quants, (long)i * rowBytes, rowBytes);
-            Array.Copy(Scales!, (long)ids[i] * blocks, scales, (long)i * blocks, blocks);
+            Array.Copy(Scales!, (long)ids[i] * words, scales, (long)i * words, words);
         }
         return Of(q, quants, scales, ids.Length, Cols);
     }

@@ -17,6 +17,18 @@ public sealed record Fp16Format() : SixteenBitFormat("fp16", "IEEE binary16 (def
         public readonly float High(uint pair) => Interop.IntAsFloat((ushort)(pair >> 16));
         public readonly float One(ushort bits) => Interop.IntAsFloat(bits);
         public readonly float Norm(ushort bits) => Interop.IntAsFloat(bits);
+        public readonly int SideWords => 0;
+
+        public readonly Acc8 SuperChunk<TN>(Acc8 p, U4 wa, U4 wb, ArrayView<ushort> sideA, ArrayView<ushort> sideB, ArrayView<U4> g, int c, ArrayView<F4> x, int k4, int batch)
+            where TN : struct, IInputNorm => p;
+
+        public readonly void SuperSixteen(ArrayView<U4> quants, ArrayView<ushort> side, int row, int cols, int kb, out W8 lo, out W8 hi)
+        {
+            lo = default;
+            hi = default;
+        }
+
+        public readonly float SuperWeight(ArrayView<byte> quants, ArrayView<ushort> side, int row, int cols, int d) => 0f;
 
         // A 16-bit format has no blocks: the kernels read it with Low, High and One.
         public readonly Acc8 BlockChunk<TN>(Acc8 p, U4 wa, U4 wb, ArrayView<U4> g, int c, ArrayView<F4> x, int k4, int batch)

@@ -1,7 +1,7 @@
 namespace IlgpuLlama.Kernels;
 
 /// <summary>ggml Q4_0: 18 bytes per block of 32 weights (4-bit quants, fp16 scale).</summary>
-public sealed record Q4_0Format() : BlockQuantFormat("q4_0", "ggml Q4_0: 4-bit quants and an fp16 scale per 32 weights (4.5 bits per weight)", 16, typeof(Q4_0Format.Device))
+public sealed record Q4_0Format() : ScaledBlockFormat("q4_0", "ggml Q4_0: 4-bit quants and an fp16 scale per 32 weights (4.5 bits per weight)", 16, typeof(Q4_0Format.Device))
 {
     public override bool SignedQuants => false;
 
@@ -57,6 +57,18 @@ public sealed record Q4_0Format() : BlockQuantFormat("q4_0", "ggml Q4_0: 4-bit q
         public readonly float High(uint pair) => 0f;
         public readonly float One(ushort bits) => 0f;
         public readonly float Norm(ushort bits) => Interop.IntAsFloat(bits);
+        public readonly int SideWords => 1;
+
+        public readonly Acc8 SuperChunk<TN>(Acc8 p, U4 wa, U4 wb, ArrayView<ushort> sideA, ArrayView<ushort> sideB, ArrayView<U4> g, int c, ArrayView<F4> x, int k4, int batch)
+            where TN : struct, IInputNorm => p;
+
+        public readonly void SuperSixteen(ArrayView<U4> quants, ArrayView<ushort> side, int row, int cols, int kb, out W8 lo, out W8 hi)
+        {
+            lo = default;
+            hi = default;
+        }
+
+        public readonly float SuperWeight(ArrayView<byte> quants, ArrayView<ushort> side, int row, int cols, int d) => 0f;
 
         public readonly Acc8 BlockChunk<TN>(Acc8 p, U4 wa, U4 wb, ArrayView<U4> g, int c, ArrayView<F4> x, int k4, int batch)
             where TN : struct, IInputNorm

@@ -1,7 +1,7 @@
 namespace IlgpuLlama.Kernels;
 
 /// <summary>ggml Q8_0: 34 bytes per block of 32 weights (int8 quants, fp16 scale).</summary>
-public sealed record Q8_0Format() : BlockQuantFormat("q8_0", "ggml Q8_0: int8 quants and an fp16 scale per 32 weights (8.5 bits per weight)", 32, typeof(Q8_0Format.Device))
+public sealed record Q8_0Format() : ScaledBlockFormat("q8_0", "ggml Q8_0: int8 quants and an fp16 scale per 32 weights (8.5 bits per weight)", 32, typeof(Q8_0Format.Device))
 {
     public override bool SignedQuants => true;
 
@@ -38,6 +38,18 @@ public sealed record Q8_0Format() : BlockQuantFormat("q8_0", "ggml Q8_0: int8 qu
         public readonly float High(uint pair) => 0f;
         public readonly float One(ushort bits) => 0f;
         public readonly float Norm(ushort bits) => Interop.IntAsFloat(bits);
+        public readonly int SideWords => 1;
+
+        public readonly Acc8 SuperChunk<TN>(Acc8 p, U4 wa, U4 wb, ArrayView<ushort> sideA, ArrayView<ushort> sideB, ArrayView<U4> g, int c, ArrayView<F4> x, int k4, int batch)
+            where TN : struct, IInputNorm => p;
+
+        public readonly void SuperSixteen(ArrayView<U4> quants, ArrayView<ushort> side, int row, int cols, int kb, out W8 lo, out W8 hi)
+        {
+            lo = default;
+            hi = default;
+        }
+
+        public readonly float SuperWeight(ArrayView<byte> quants, ArrayView<ushort> side, int row, int cols, int d) => 0f;
 
         public readonly Acc8 BlockChunk<TN>(Acc8 p, U4 wa, U4 wb, ArrayView<U4> g, int c, ArrayView<F4> x, int k4, int batch)
             where TN : struct, IInputNorm

@@ -92,7 +92,7 @@ public static class BenchE2eCommand
             using (llama)
             {
                 var rows = Run(llama, bs, pps, tgs, reps, io);
-                var report = new Report(name, device.Description, BuildInfo.Commit, llama.Format.Name, llama.Variant.Name, llama.UseGraphs, llama.Plan.WeightBytes,
+                var report = new Report(name, device.Description, BuildInfo.Commit, llama.Layout.Name, llama.Variant.Name, llama.UseGraphs, llama.Plan.WeightBytes,
                     pps, tgs, reps, rows);
                 if (parse.GetValue(json))
                     io.WriteJson(report);

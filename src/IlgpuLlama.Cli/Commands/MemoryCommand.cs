@@ -53,14 +53,15 @@ public static class MemoryCommand
         {
             var io = CommandIO.From(parse);
             string name = parse.GetValue(model)!;
-            bool isDir = Directory.Exists(name);
+            bool isDir = Directory.Exists(name) || GgufLocation.IsGguf(name);
             var config = ModelOptions.ConfigOfDirOrPreset(name);
             var format = new EngineOptions { WeightFormat = parse.GetValue(dtype) is { } d ? WeightFormat.Parse(d) : null }.ResolveFormat(config);
+            WeightLayout layout = format;
             if (parse.GetValue(dtype) is null && GgufLocation.Find(name) is string gguf)
             {
-                // A GGUF model loads in its own format (K-quants and mixes as q8_0), as generate would load it.
+                // A GGUF model loads in its own formats, tensor by tensor, as generate would load it.
                 using var source = GgufModel.Open(gguf);
-                format = GgufLlama.DefaultFormat(source, config);
+                layout = GgufLlama.DefaultLayout(source, config);
             }
             int b = parse.GetValue(batch), s = parse.GetValue(seq);
             if (s > config.MaxPositionEmbeddings)
@@ -72,7 +73,7 @@ public static class MemoryCommand
                 using var dev = ComputeDevice.Create(parse.GetValue(device));
                 var options = new EngineOptions
                 {
-                    MaxBatchSize = b, MaxSeqLen = s, WeightFormat = format,
+                    MaxBatchSize = b, MaxSeqLen = s, WeightFormat = parse.GetValue(dtype) is null && layout.IsMixed ? null : format,
                     AllocationLog = parse.GetValue(logAllocations) ? line => io.Err.WriteLine($"[alloc] {line}") : null,
                 };
                 long? freeBefore = dev.Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator c0 ? c0.GetFreeMemory() : null;
@@ -109,7 +110,7 @@ public static class MemoryCommand
                         _ => CliNames.Flag(p),
                     }));
                 }
-                var plan = new MemoryPlan(config, shape, format);
+                var plan = new MemoryPlan(config, shape, layout);
                 report = Build(name, config, b, s, plan, null, null);
             }
 
@@ -130,8 +131,11 @@ public static class MemoryCommand
             fits.Add(Fit(gpu, (long)(gib * (1L << 30)), plan, batch, config.MaxPositionEmbeddings));
         if (device is { IsCuda: true })
             fits.Add(Fit($"this device: {device.Accelerator.Name}", device.Accelerator.MemorySize, plan, batch, config.MaxPositionEmbeddings));
-        return new MemoryReport(name, batch, seq, plan.Format.Name,
-            plan.ParameterCount, plan.WeightBytes, plan.Format.MatrixBytesFormula + (plan.Format.BlockSize > 1 ? " + norms x 2 B" : ""), plan.KvBytesPerToken, plan.KvCacheBytes, plan.ActivationBytes, plan.TotalBytes,
+        string formula = plan.Layout.IsMixed
+            ? $"each matrix in its own format ({plan.Layout.Describe(config)}): rows x in/block x bytes per block + norms x 2 B"
+            : plan.Format.MatrixBytesFormula + (plan.Format.BlockSize > 1 ? " + norms x 2 B" : "");
+        return new MemoryReport(name, batch, seq, plan.Layout.Name,
+            plan.ParameterCount, plan.WeightBytes, formula, plan.KvBytesPerToken, plan.KvCacheBytes, plan.ActivationBytes, plan.TotalBytes,
             plan.ActivationLines, rule, fits, allocated);
     }
 

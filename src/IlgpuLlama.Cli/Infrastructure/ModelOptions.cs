@@ -154,7 +154,7 @@ public sealed class ModelOptions
         var plan = model.Plan;
         var a = model.Allocator;
         string parameters = plan.ParameterCount >= 1_000_000_000 ? $"{plan.ParameterCount / 1e9:F2}B" : $"{plan.ParameterCount / 1e6:F2}M";
-        return $"{parameters} params ({DeviceAllocator.Gb(plan.WeightBytes)} @ {plan.Format.BitsPerWeight:0.#} bits, {plan.Format.Name}), " +
+        return $"{parameters} params ({DeviceAllocator.Gb(plan.WeightBytes)} @ {plan.BitsPerWeight:0.##} bits, {(plan.Layout.IsMixed ? plan.Layout.Describe(model.Config) : plan.Format.Name)}), " +
             $"KV cache {DeviceAllocator.Gb(plan.KvCacheBytes)} @ fp16 for {plan.Shape.MaxBatch} x {plan.Shape.MaxSeq} tokens, " +
             $"activations {DeviceAllocator.Gb(plan.ActivationBytes)}; allocated {a.TotalLiveBytes:N0} B (formula {plan.TotalBytes:N0} B)";
     }

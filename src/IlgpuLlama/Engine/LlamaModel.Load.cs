@@ -24,19 +24,24 @@ public sealed partial class LlamaModel
     readonly WorkspacePlan buf;
     readonly DeviceInputs inputs;
 
-    LlamaModel(ComputeDevice device, LlamaConfig config, EngineOptions options, WeightFormat? sourceFormat = null)
+    LlamaModel(ComputeDevice device, LlamaConfig config, EngineOptions options, WeightLayout? sourceLayout = null)
     {
         Device = device;
         Config = config;
         Options = options;
         var accelerator = device.Accelerator;
-        // A GGUF model loads in its own format unless the options ask for another.
-        Format = sourceFormat is { } own && options.WeightFormat is null ? own : options.ResolveFormat(config);
-        ModelWeights.CheckFormat(config, Format);
+        // A GGUF model loads in its own formats unless the options ask for one.
+        Layout = sourceLayout is { } own && options.WeightFormat is null ? own : options.ResolveFormat(config);
+        Format = Layout.Main;
+        ModelWeights.CheckFormat(config, Layout);
         Variant = options.DecodeVariant;
         var tuning = Variant.Apply((options.Tuning ?? KernelTuning.For(accelerator)).ClampTo(accelerator));
-        int maxSeq = options.MaxSeqLen ?? LongestContext(accelerator, config, options, tuning, Format);
-        Plan = new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, maxSeq, tuning, options.PrefillChunk), Format);
+        if (Variant.OneLaunchPerLayer && Layout.IsMixed)
+            throw new EngineArgumentException(
+                $"the persistent decode variant runs each layer as one kernel of one weight format, and this model mixes {Layout.Name} ({Layout.Describe(config)}); use the fused-norm variant, or load it in one format with {EngineParameters.WeightFormat}",
+                EngineParameter.WeightFormat);
+        int maxSeq = options.MaxSeqLen ?? LongestContext(accelerator, config, options, tuning, Layout);
+        Plan = new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, maxSeq, tuning, options.PrefillChunk), Layout);
         buf = Plan.Workspace;
         CheckFits(accelerator, Plan);
         eps = (float)config.RmsNormEps;
@@ -50,7 +55,7 @@ public sealed partial class LlamaModel
             ownsStream = device.IsCuda;
             stream = ownsStream ? accelerator.CreateStream() : accelerator.DefaultStream;
             Kernels.Stream = stream;
-            Weights = ModelWeights.Allocate(Allocator, config, Format);
+            Weights = ModelWeights.Allocate(Allocator, config, Layout);
             Workspace = new Workspace(Allocator, buf);
             inputs = new DeviceInputs(stream, Workspace, buf);
             var rope = RopeTable.Build(config.RopeInverseFrequencies(), Plan.Shape.MaxSeq);
@@ -98,8 +103,11 @@ public sealed partial class LlamaModel
     /// <summary>How the decode step runs.</summary>
     public DecodeVariant Variant { get; }
 
-    /// <summary>Format of the weights on the device.</summary>
+    /// <summary>Format of the weights on the device (the main one of a mix).</summary>
     public WeightFormat Format { get; }
+
+    /// <summary>The format of every matrix: one format, or a GGUF file's mix.</summary>
+    public WeightLayout Layout { get; }
 
     /// <summary>Kernel launches of one greedy decode step (the same at every batch width).</summary>
     public int DecodeLaunchesPerStep { get; }
@@ -166,13 +174,18 @@ public sealed partial class LlamaModel
         using var source = GgufModel.Open(path);
         var config = GgufLlama.ReadConfig(source);
         var warnings = GgufLlama.ValidateTensors(source, config);
-        var model = new LlamaModel(device, config, options, GgufLlama.DefaultFormat(source, config));
+        var model = new LlamaModel(device, config, options, GgufLlama.DefaultLayout(source, config));
         try
         {
             model.Warnings.AddRange(warnings.Select(w => new EngineNotice(w)));
-            string mix = GgufLlama.TypeMix(source, config);
-            if (config.ExpectedTensors().Any(t => t.Shape.Length == 2 && GgufLlama.Tensor(source, t.Name).Type is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16) && GgufRows.BlockType(model.Format) != GgufLlama.Tensor(source, t.Name).Type))
-                model.Warnings.Add(new($"the file's matrices ({mix}) are dequantised and stored as {model.Format.Name} on the device, which the kernels read (kernels for K-quants are not written yet)"));
+            var converted = config.ExpectedTensors().Where(t => t.Shape.Length == 2 && GgufLlama.Tensor(source, t.Name).Type is var type
+                && type is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16) && GgufRows.BlockType(model.Layout.For(t.Name)) != type).ToList();
+            string what = string.Join(", ", converted.Select(t => $"{GgufLlama.Tensor(source, t.Name).Name} {GgmlTypes.Name(GgufLlama.Tensor(source, t.Name).Type)} as {model.Layout.For(t.Name).Name}").Take(3))
+                + (converted.Count > 3 ? ", ..." : "");
+            if (converted.Count > 0)
+                model.Warnings.Add(new(options.WeightFormat is not null
+                    ? $"{converted.Count} of the file's quantised matrices are dequantised and stored as {model.Layout.Name} on the device, as {EngineParameters.WeightFormat} asks ({what})"
+                    : $"{converted.Count} of the file's matrices are stored again in the format of the matrix one fused kernel reads with them, q with k and gate with up ({what})"));
             if (source.Head.GetString("tokenizer.chat_template") is string template && !GgufLlama.IsLlama3Template(template))
                 model.Warnings.Add(new("the file's chat template is not Llama 3's; chat and serve format conversations with the built-in Llama 3 template"));
             model.AddConversionNotices(model.Weights.Upload(source, config.HeadDim, device.Accelerator, progress), path);
@@ -211,14 +224,14 @@ public sealed partial class LlamaModel
     /// <see cref="DefaultContextCap(Accelerator)"/>; a multiple of 256 when it is shorter than that.
     /// When not even one position fits, the cap is returned and loading fails with the out-of-memory message.
     /// </summary>
-    public static int LongestContext(Accelerator accelerator, LlamaConfig config, EngineOptions options, KernelTuning tuning, WeightFormat format)
+    public static int LongestContext(Accelerator accelerator, LlamaConfig config, EngineOptions options, KernelTuning tuning, WeightLayout format)
     {
         long free = FreeBytes(accelerator);
         return LongestContext(free - Headroom(free), Math.Min(config.MaxPositionEmbeddings, DefaultContextCap(accelerator)), config, options, tuning, format);
     }
 
     /// <summary>The longest context up to <paramref name="cap"/> whose memory plan fits <paramref name="availableBytes"/> (see the accelerator overload).</summary>
-    public static int LongestContext(long availableBytes, int cap, LlamaConfig config, EngineOptions options, KernelTuning tuning, WeightFormat format)
+    public static int LongestContext(long availableBytes, int cap, LlamaConfig config, EngineOptions options, KernelTuning tuning, WeightLayout format)
     {
         bool Fits(int seq) => new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, seq, tuning, options.PrefillChunk), format).TotalBytes <= availableBytes;
         if (Fits(cap) || !Fits(1))

@@ -100,7 +100,7 @@ public sealed partial class ModelWeights
             }
 
             var q = (BlockQuantFormat)w.Format;
-            int quantBytes = (int)q.RowQuantBytes(cols), blocks = cols / BlockQuantFormat.Block;
+            int quantBytes = (int)q.RowQuantBytes(cols), blocks = (int)q.RowSideWords(cols);
             var quants = ArrayPool<byte>.Shared.Rent(rows * quantBytes);
             var scales = ArrayPool<ushort>.Shared.Rent(rows * blocks);
             var scratch = ArrayPool<float>.Shared.Rent(cols);

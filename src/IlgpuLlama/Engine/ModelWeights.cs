@@ -105,10 +105,11 @@ public sealed partial class ModelWeights : IDisposable
 
     readonly Dictionary<string, DeviceWeight> byName;
 
-    ModelWeights(LlamaConfig config, WeightFormat format, Dictionary<string, DeviceWeight> byName)
+    ModelWeights(LlamaConfig config, WeightLayout layout, Dictionary<string, DeviceWeight> byName)
     {
         this.byName = byName;
-        Format = format;
+        Layout = layout;
+        Format = layout.Main;
         Embedding = byName["model.embed_tokens.weight"];
         FinalNorm = byName["model.norm.weight"];
         LmHead = byName[LlamaConfig.LmHeadName];
@@ -122,8 +123,11 @@ public sealed partial class ModelWeights : IDisposable
         }).ToArray();
     }
 
-    /// <summary>Format of the matrices.</summary>
+    /// <summary>Format of the matrices (the main one of a mix).</summary>
     public WeightFormat Format { get; }
+
+    /// <summary>The format of every matrix.</summary>
+    public WeightLayout Layout { get; }
 
     /// <summary>model.embed_tokens.weight [vocab, hidden].</summary>
     public DeviceWeight Embedding { get; }
@@ -141,15 +145,14 @@ public sealed partial class ModelWeights : IDisposable
     public IEnumerable<DeviceWeight> All => byName.Values;
 
     /// <summary>
-    /// Checks that every matrix of <paramref name="config"/> can be stored in <paramref name="format"/>
+    /// Checks that every matrix of <paramref name="config"/> can be stored in its format of <paramref name="layout"/>
     /// (a block format needs input lengths that are whole blocks), before anything is allocated.
     /// </summary>
-    public static void CheckFormat(LlamaConfig config, WeightFormat format)
+    public static void CheckFormat(LlamaConfig config, WeightLayout layout)
     {
-        if (format is not BlockQuantFormat)
-            return;
         foreach (var (name, shape) in config.ExpectedTensors())
         {
+            var format = layout.For(name);
             if (shape.Length == 2 && shape[1] % format.BlockSize != 0)
                 throw new EngineArgumentException(
                     $"tensor '{name}' [{shape[0]}, {shape[1]}] has {shape[1]} inputs per row, not a multiple of {format.BlockSize}, so it cannot be stored as {format.Name}; " +
@@ -157,20 +160,20 @@ public sealed partial class ModelWeights : IDisposable
         }
     }
 
-    /// <summary>Allocates every weight buffer of <paramref name="config"/> in <paramref name="format"/> (contents undefined).</summary>
-    public static ModelWeights Allocate(DeviceAllocator allocator, LlamaConfig config, WeightFormat format)
+    /// <summary>Allocates every weight buffer of <paramref name="config"/> each in its format of <paramref name="layout"/> (contents undefined).</summary>
+    public static ModelWeights Allocate(DeviceAllocator allocator, LlamaConfig config, WeightLayout layout)
     {
-        CheckFormat(config, format);
+        CheckFormat(config, layout);
         var byName = new Dictionary<string, DeviceWeight>();
         try
         {
             foreach (var (name, shape) in config.ExpectedTensors())
             {
-                var f = shape.Length == 2 ? format : format.VectorFormat;
+                var f = shape.Length == 2 ? layout.For(name) : layout.Main.VectorFormat;
                 byName[name] = f is BlockQuantFormat q
                     ? new DeviceWeight(name, q, shape, null,
                         allocator.Allocate<byte>(name, MemoryCategory.Weights, shape[0], q.RowQuantBytes(shape[1])),
-                        allocator.Allocate<ushort>(name + BlockQuantFormat.ScalesSuffix, MemoryCategory.Weights, shape[0], shape[1] / BlockQuantFormat.Block))
+                        allocator.Allocate<ushort>(name + BlockQuantFormat.ScalesSuffix, MemoryCategory.Weights, shape[0], q.RowSideWords(shape[1])))
                     : new DeviceWeight(name, f, shape, allocator.Allocate<ushort>(name, MemoryCategory.Weights, shape), null, null);
             }
             if (config.TieWordEmbeddings)
@@ -182,7 +185,7 @@ public sealed partial class ModelWeights : IDisposable
                     e.Quants is { } qb ? allocator.Alias(lm, qb) : null,
                     e.Scales is { } sb ? allocator.Alias(lm + BlockQuantFormat.ScalesSuffix, sb) : null);
             }
-            return new ModelWeights(config, format, byName);
+            return new ModelWeights(config, layout, byName);
         }
         catch
         {
@@ -279,21 +282,19 @@ public sealed partial class ModelWeights : IDisposable
     static long CopyStored(DeviceWeight w, BlockQuantFormat q, SafetensorsModel source, TensorInfo quantTensor, TensorInfo scaleTensor,
         long firstRow, int rows, object deviceLock)
     {
-        long rowBytes = q.RowQuantBytes(w.Shape[1]), blocks = w.Shape[1] / BlockQuantFormat.Block;
+        long rowBytes = q.RowQuantBytes(w.Shape[1]), words = q.RowSideWords(w.Shape[1]);
         var quants = source.GetSpan(quantTensor, firstRow * rowBytes, checked((int)(rows * rowBytes)));
-        var scales = MemoryMarshal.Cast<byte, ushort>(source.GetSpan(scaleTensor, firstRow * blocks * 2, checked((int)(rows * blocks * 2))));
-        for (int i = 0; i < scales.Length; i++)
-        {
-            if ((scales[i] & 0x7C00) == 0x7C00)
-                throw new SafetensorsException(
-                    $"tensor '{scaleTensor.Name}' holds a NaN or infinite scale (block {firstRow * blocks + i:N0}); the quantized checkpoint is corrupt: quantize the original model again");
-        }
+        var scales = MemoryMarshal.Cast<byte, ushort>(source.GetSpan(scaleTensor, firstRow * words * 2, checked((int)(rows * words * 2))));
+        int bad = q.FirstNonFiniteBlock(scales);
+        if (bad >= 0)
+            throw new SafetensorsException(
+                $"tensor '{scaleTensor.Name}' holds a NaN or infinite scale (block {firstRow * (words / q.SideWords) + bad:N0}); the quantized checkpoint is corrupt: quantize the original model again");
         lock (deviceLock)
         {
             HostCopy.Upload(w.Quants!.View.SubView(firstRow * rowBytes, rows * rowBytes), quants);
-            HostCopy.Upload(w.Scales!.View.SubView(firstRow * blocks, rows * blocks), scales);
+            HostCopy.Upload(w.Scales!.View.SubView(firstRow * words, rows * words), scales);
         }
-        return rows * (rowBytes + blocks * 2);
+        return rows * (rowBytes + words * 2);
     }
 
     static ConversionStats Upload16(DeviceWeight w, ReadOnlySpan<byte> src, SafetensorsDType dtype, long offset, int count, object deviceLock)
@@ -317,7 +318,7 @@ public sealed partial class ModelWeights : IDisposable
         long cols = w.Shape[1];
         long firstRow = offset / cols;
         int rows = (int)(count / cols);
-        int rowBytes = (int)q.RowQuantBytes(cols), blocks = (int)(cols / BlockQuantFormat.Block);
+        int rowBytes = (int)q.RowQuantBytes(cols), blocks = (int)q.RowSideWords(cols);
         var values = ArrayPool<float>.Shared.Rent(count);
         var quants = ArrayPool<byte>.Shared.Rent(rows * rowBytes);
         var scales = ArrayPool<ushort>.Shared.Rent(rows * blocks);
@@ -353,7 +354,7 @@ public sealed partial class ModelWeights : IDisposable
             bool norm = w.Shape.Count == 1;
             if (w.Format is BlockQuantFormat q)
             {
-                int cols = (int)w.Shape[1], rowBytes = (int)q.RowQuantBytes(cols), blocks = cols / BlockQuantFormat.Block;
+                int cols = (int)w.Shape[1], rowBytes = (int)q.RowQuantBytes(cols), blocks = (int)q.RowSideWords(cols);
                 var row = new float[cols];
                 var rowQuants = new byte[rowBytes];
                 var rowScales = new ushort[blocks];

@@ -191,27 +191,34 @@ public static class GgufLlama
     }
 
     /// <summary>
-    /// The device format a GGUF model loads as by default: the file's own format when every matrix
-    /// has one the kernels read as it is (F16, BF16, a block format of the same ggml type; F32 loads as
-    /// fp16), otherwise (K-quants, a mix) the block format of the most bits, the closest to the file's
-    /// values that the kernels read today.
+    /// The device formats a GGUF model loads in by default: each matrix in the device format of its own
+    /// ggml type (F16 and F32 as fp16, BF16 as bf16 when every matrix is BF16, else fp16; Q8_0, Q4_0,
+    /// Q4_K, Q5_K, Q6_K block for block), so a Q4_K_M file keeps its mix. Two matrices that one fused
+    /// kernel reads together (q and k; gate and up) share the format of the two with more bits.
     /// </summary>
-    public static WeightFormat DefaultFormat(GgufModel model, LlamaConfig config)
+    public static WeightLayout DefaultLayout(GgufModel model, LlamaConfig config)
     {
-        var types = config.ExpectedTensors().Where(t => t.Shape.Length == 2).Select(t => Tensor(model, t.Name).Type).Distinct().ToList();
-        if (types.Count == 1)
+        var matrices = config.ExpectedTensors().Where(t => t.Shape.Length == 2).Select(t => t.Name).ToList();
+        var types = matrices.ToDictionary(n => n, n => Tensor(model, n).Type);
+        bool allBf16 = types.Values.All(t => t == GgmlType.BF16);
+        WeightFormat Own(GgmlType type) => type switch
         {
-            switch (types[0])
+            GgmlType.F16 or GgmlType.F32 => WeightFormat.Fp16,
+            GgmlType.BF16 => allBf16 ? WeightFormat.Bf16 : WeightFormat.Fp16,
+            _ => WeightFormat.All.OfType<BlockQuantFormat>().First(f => GgufRows.BlockType(f) == type),
+        };
+        var formats = types.ToDictionary(kv => kv.Key, kv => Own(kv.Value), StringComparer.Ordinal);
+        for (int l = 0; l < config.NumHiddenLayers; l++)
+        {
+            string p = $"model.layers.{l}.";
+            foreach (var (a, b) in new[] { ("self_attn.q_proj.weight", "self_attn.k_proj.weight"), ("mlp.gate_proj.weight", "mlp.up_proj.weight") })
             {
-                case GgmlType.F16 or GgmlType.F32:
-                    return WeightFormat.Fp16;
-                case GgmlType.BF16:
-                    return WeightFormat.Bf16;
+                var wider = formats[p + a].BitsPerWeight >= formats[p + b].BitsPerWeight ? formats[p + a] : formats[p + b];
+                formats[p + a] = formats[p + b] = wider;
             }
-            if (WeightFormat.All.OfType<BlockQuantFormat>().FirstOrDefault(f => GgufRows.BlockType(f) == types[0]) is { } same)
-                return same;
         }
-        return WeightFormat.All.OfType<BlockQuantFormat>().MaxBy(f => f.BitsPerWeight)!;
+        var main = formats.Values.GroupBy(f => f).OrderByDescending(g => g.Count()).First().Key;
+        return new WeightLayout(main, formats);
     }
 
     /// <summary>The matrices' ggml types and how many tensors have each, for the load line ("Q4_K x 97, Q6_K x 17").</summary>

@@ -65,20 +65,19 @@ public static class GgufRows
     }
 
     /// <summary>
-    /// Splits one row of ggml Q8_0 or Q4_0 blocks (fp16 scale, then quants) into the device's planes:
-    /// quants contiguous, scales apart. Returns the index of the first scale that is not a finite
-    /// fp16 value, or -1.
+    /// Splits one row of ggml blocks of <paramref name="format"/>'s own type into the device's planes:
+    /// quants contiguous, side words (scales) apart. Returns the index of the first block whose scales
+    /// are not finite fp16 values, or -1.
     /// </summary>
-    public static int SplitBlocks(BlockQuantFormat format, ReadOnlySpan<byte> src, Span<byte> quants, Span<ushort> scales)
+    public static int SplitBlocks(BlockQuantFormat format, ReadOnlySpan<byte> src, Span<byte> quants, Span<ushort> side)
     {
-        int qb = format.QuantBytesPerBlock, bb = qb + 2, bad = -1;
-        for (int b = 0; b < scales.Length; b++)
+        int qb = format.QuantBytesPerBlock, sw = format.SideWords, bb = format.BytesPerBlock, bad = -1;
+        for (int b = 0; b < side.Length / sw; b++)
         {
-            var block = src.Slice(b * bb, bb);
-            scales[b] = MemoryMarshal.Read<ushort>(block);
-            if ((scales[b] & 0x7C00) == 0x7C00 && bad < 0)
+            var words = side.Slice(b * sw, sw);
+            format.FromGgml(src.Slice(b * bb, bb), quants.Slice(b * qb, qb), words);
+            if (bad < 0 && !format.ScalesFinite(words))
                 bad = b;
-            block[2..].CopyTo(quants.Slice(b * qb, qb));
         }
         return bad;
     }

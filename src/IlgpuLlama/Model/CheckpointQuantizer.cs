@@ -245,7 +245,7 @@ public static class CheckpointQuantizer
                 }
                 else
                 {
-                    long rowQuant = format.RowQuantBytes(cols), blocks = cols / BlockQuantFormat.Block;
+                    long rowQuant = format.RowQuantBytes(cols), blocks = format.RowSideWords(cols);
                     var quants = ArrayPool<byte>.Shared.Rent((int)(rows * rowQuant));
                     var scales = ArrayPool<ushort>.Shared.Rent((int)(rows * blocks));
                     var floats = ArrayPool<float>.Shared.Rent((int)(rows * cols));
@@ -284,14 +284,18 @@ public static class BlockQuantizer
     public static void QuantizeRows(BlockQuantFormat q, string tensor, ReadOnlySpan<byte> src, SafetensorsDType dtype, int cols, int rows,
         Span<float> scratch, Span<byte> quants, Span<ushort> scales)
     {
-        int rowBytes = (int)q.RowQuantBytes(cols), blocks = cols / BlockQuantFormat.Block;
+        int rowBytes = (int)q.RowQuantBytes(cols), blocks = (int)q.RowSideWords(cols);
         var values = scratch[..(rows * cols)];
         DTypeConversion.ToF32(src, dtype, values);
         for (int r = 0; r < rows; r++)
             q.QuantizeRow(values.Slice(r * cols, cols), quants.Slice(r * rowBytes, rowBytes), scales.Slice(r * blocks, blocks));
         int overflow = 0;
-        foreach (ushort bits in scales[..(rows * blocks)])
-            overflow += (bits & 0x7C00) == 0x7C00 ? 1 : 0;
+        for (int r = 0; r < rows; r++)
+        {
+            var rowSide = scales.Slice(r * blocks, blocks);
+            for (int b = 0; b < blocks / q.SideWords; b++)
+                overflow += q.ScalesFinite(rowSide.Slice(b * q.SideWords, q.SideWords)) ? 0 : 1;
+        }
         if (overflow > 0)
             throw new SafetensorsException(
                 $"tensor '{tensor}' has {overflow} blocks whose {q.Name} scale exceeds the fp16 range (values beyond {65504f * q.LargestQuant:G3}); load the original checkpoint with {EngineParameters.WeightFormat} bf16 instead");

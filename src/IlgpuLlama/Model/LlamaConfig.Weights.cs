@@ -57,7 +57,7 @@ public sealed partial record LlamaConfig
                 continue;
             }
             list.Add((name, [shape[0], q.RowQuantBytes(shape[1])], [q.SignedQuants ? SafetensorsDType.I8 : SafetensorsDType.U8]));
-            list.Add((name + Kernels.BlockQuantFormat.ScalesSuffix, [shape[0], shape[1] / q.BlockSize], [SafetensorsDType.F16]));
+            list.Add((name + Kernels.BlockQuantFormat.ScalesSuffix, [shape[0], q.RowSideWords(shape[1])], [SafetensorsDType.F16]));
         }
         return list;
     }

@@ -21,14 +21,15 @@ public sealed class MemoryPlan
     public const int BytesPerCacheElement = 2;
 
     /// <summary>Computes the plan.</summary>
-    public MemoryPlan(LlamaConfig config, WorkspaceShape shape, WeightFormat format)
+    public MemoryPlan(LlamaConfig config, WorkspaceShape shape, WeightLayout layout)
     {
         Config = config;
         Shape = shape;
-        Format = format;
+        Layout = layout;
+        Format = layout.Main;
         Workspace = new WorkspacePlan(config, shape);
         ParameterCount = config.ParameterCount();
-        WeightBytes = config.ExpectedTensors().Sum(t => t.Shape.Length == 2 ? format.MatrixBytes(t.Shape[0], t.Shape[1]) : format.VectorBytes(t.Shape[0]));
+        WeightBytes = layout.WeightBytes(config);
         KvBytesPerToken = 2L * config.NumHiddenLayers * config.KvDim * BytesPerCacheElement;
         KvCacheBytes = (long)shape.MaxBatch * shape.MaxSeq * KvBytesPerToken;
         ActivationLines = Workspace.Buffers.Where(b => b.Category == MemoryCategory.Activations)
@@ -44,8 +45,14 @@ public sealed class MemoryPlan
     /// <summary>Batch, context and kernel-dependent workspace sizes.</summary>
     public WorkspaceShape Shape { get; }
 
-    /// <summary>Format of the weights on the device.</summary>
+    /// <summary>Format of the weights on the device (the main one of a mix).</summary>
     public WeightFormat Format { get; }
+
+    /// <summary>The format of every matrix (one format, or a GGUF file's mix).</summary>
+    public WeightLayout Layout { get; }
+
+    /// <summary>Weight bits per parameter on the device: the format's, or the mix's average (norms included).</summary>
+    public double BitsPerWeight => Layout.IsMixed ? 8.0 * WeightBytes / ParameterCount : Format.BitsPerWeight;
 
     /// <summary>Every buffer of the workspace and KV cache.</summary>
     public WorkspacePlan Workspace { get; }

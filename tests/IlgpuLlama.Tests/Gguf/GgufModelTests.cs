@@ -136,7 +136,8 @@ public sealed class GgufModelTests(GgufTestModel model, ITestOutputHelper output
         var b = expected.RopeInverseFrequencies();
         for (int i = 0; i < a.Length; i++)
             Assert.True(Math.Abs(a[i] - b[i]) <= 1e-6 * b[i], $"pair {i}: {a[i]} vs {b[i]}");
-        Assert.Equal(WeightFormat.Fp16, GgufLlama.DefaultFormat(source, config));
+        Assert.Equal(WeightFormat.Fp16, GgufLlama.DefaultLayout(source, config).Main);
+        Assert.False(GgufLlama.DefaultLayout(source, config).IsMixed);
         Assert.Equal("F16 x 16", GgufLlama.TypeMix(source, config));
     }
 
@@ -182,17 +183,24 @@ public sealed class GgufModelTests(GgufTestModel model, ITestOutputHelper output
     [Theory]
     [InlineData("f16", null, "fp16")]
     [InlineData("q8_0", null, "q8_0")]
-    [InlineData("q4_k_m", null, "q8_0")]
+    [InlineData("q4_k_m", null, "q4_k+q5_k+q6_k")]
     [InlineData("q4_k_m", "fp16", "fp16")]
-    public void Logits_equal_a_float64_forward_pass_on_the_dequantised_weights(string file, string? dtype, string deviceFormat)
+    public void Logits_equal_a_float64_forward_pass_on_the_dequantised_weights(string file, string? dtype, string layoutName)
     {
         string path = model.Path(file);
         var config = ModelLocation.Config(path);
-        var format = WeightFormat.Parse(deviceFormat);
-        var reference = new ReferenceForward(config, Dequantized(path, config), format);
         using var device = ComputeDevice.Create(DeviceKind.Cpu);
         using var llama = LlamaModel.Load(device, path, new EngineOptions { MaxBatchSize = 4, MaxSeqLen = 32, WeightFormat = dtype is null ? null : WeightFormat.Parse(dtype) });
-        Assert.Equal(format, llama.Format);
+        Assert.Equal(layoutName, llama.Layout.Name);
+        // The reference holds what the device holds: the file's values, stored again in the device format where it is not the file's own.
+        WeightFormat? StoredAgain(string name)
+        {
+            using var source = GgufModel.Open(path);
+            var own = GgufLlama.Tensor(source, name).Type;
+            var f = llama.Layout.For(name);
+            return GgufRows.BlockType(f) == own ? null : f;
+        }
+        var reference = new ReferenceForward(config, Dequantized(path, config), StoredAgain);
 
         // Four sequences: the prompt and three rotations of it, prefilled together, then decoded together.
         var seqs = Enumerable.Range(0, 4).Select(s => model.Tokens.Skip(s * 3).Concat(model.Tokens.Take(s * 3)).ToArray()).ToArray();
@@ -223,7 +231,7 @@ public sealed class GgufModelTests(GgufTestModel model, ITestOutputHelper output
             llama.ReadLogitsRow(0, row);
             worstBatch1 = Math.Max(worstBatch1, MaxAbsDiff(row, expected[0][t]));
         }
-        output.WriteLine($"{file} as {format.Name}: max |error| prefill (batch 4) {worstPrefill:G3}, decode batch 4 {worstDecode:G3}, decode batch 1 {worstBatch1:G3} (bound {LogitBound})");
+        output.WriteLine($"{file} as {llama.Layout.Name}: max |error| prefill (batch 4) {worstPrefill:G3}, decode batch 4 {worstDecode:G3}, decode batch 1 {worstBatch1:G3} (bound {LogitBound})");
         Assert.True(worstPrefill <= LogitBound, $"{file} prefill logits off by {worstPrefill}");
         Assert.True(worstDecode <= LogitBound, $"{file} batch-4 decode logits off by {worstDecode}");
         Assert.True(worstBatch1 <= LogitBound, $"{file} batch-1 decode logits off by {worstBatch1}");
@@ -391,8 +399,38 @@ public sealed class GgufModelTests(GgufTestModel model, ITestOutputHelper output
     {
         var r = CliHarness.Run("generate", "--model", model.Path("q4_k_m"), "--prompt", "The quick", "--max-new-tokens", "4", "--device", "cpu", "--max-seq-len", "32");
         Assert.True(r.ExitCode == 0, r.Err);
-        Assert.Contains("Q4_K x", r.Err);
-        Assert.Contains("stored as q8_0", r.Err);
+        // The mix loads as it is: K-quant blocks go to the device unchanged.
+        Assert.Contains("q4_k x 10, q6_k x 4, q5_k x 2", r.Err);
+        Assert.Contains("blk.1.attn_q.weight Q4_K as q5_k", r.Err);
+    }
+
+    [Fact]
+    public void Memory_shows_the_mix_and_the_allocator_equals_its_formula()
+    {
+        var config = ModelLocation.Config(model.Path("q4_k_m"));
+        // Each matrix at its format's bytes per block (Q4_K 144, Q5_K 176, Q6_K 210 per 256 weights), the norms at 2 B.
+        long expected = config.ExpectedTensors().Sum(t => t.Shape.Length == 1 ? 2 * t.Shape[0]
+            : t.Shape[0] * t.Shape[1] / 256 * GgufTestModel.MixType(t.Name) switch { GgmlType.Q6_K => 210, GgmlType.Q5_K => 176, _ => 144 });
+        // Layer 1's q (Q4_K) shares k's Q5_K in the fused q/k/v kernel.
+        expected += config.HiddenSize * (long)config.HiddenSize / 256 * (176 - 144);
+        var r = CliHarness.Run("memory", "--model", model.Path("q4_k_m"), "--batch", "2", "--seq", "32", "--allocate", "--device", "cpu", "--json");
+        Assert.True(r.ExitCode == 0, r.Err);
+        using var doc = System.Text.Json.JsonDocument.Parse(r.Out);
+        var root = doc.RootElement;
+        Assert.Equal("q4_k+q5_k+q6_k", root.GetProperty("dtype").GetString());
+        Assert.Contains("q4_k x 10, q6_k x 4, q5_k x 2", root.GetProperty("weight_formula").GetString());
+        Assert.Equal(expected, root.GetProperty("weight_bytes").GetInt64());
+        Assert.Equal(expected, root.GetProperty("allocated").GetProperty("weights").GetInt64());
+        Assert.Equal(0, root.GetProperty("allocated").GetProperty("difference_from_formula").GetInt64());
+    }
+
+    [Fact]
+    public void The_persistent_variant_refuses_a_mix_with_one_line()
+    {
+        var r = CliHarness.Run("generate", "--model", model.Path("q4_k_m"), "--prompt", "Hi", "--max-new-tokens", "1", "--device", "cpu", "--max-seq-len", "16", "--decode-variant", "persistent");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("fused-norm", r.Err);
+        Assert.Contains("--dtype", r.Err);
     }
 
     [Fact]

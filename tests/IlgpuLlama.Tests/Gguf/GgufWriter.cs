@@ -182,25 +182,19 @@ internal sealed class GgufWriter
                 return MemoryMarshal.AsBytes(values.Select(v => WeightFormat.Fp16.Encode(v)).ToArray().AsSpan()).ToArray();
             case GgmlType.BF16:
                 return MemoryMarshal.AsBytes(values.Select(v => WeightFormat.Bf16.Encode(v)).ToArray().AsSpan()).ToArray();
-            case GgmlType.Q8_0 or GgmlType.Q4_0:
+            case GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K:
             {
-                var q = type == GgmlType.Q8_0 ? WeightFormat.Q8_0 : WeightFormat.Q4_0;
-                int bb = q.QuantBytesPerBlock + 2, blocks = values.Length / 32;
-                var result = new byte[blocks * bb];
+                // The engine's quantiser (ggml's, bit for bit) into its planes, then each block in ggml's byte order.
+                var q = WeightFormat.All.OfType<BlockQuantFormat>().Single(f => f.GgmlName == type.ToString());
+                int blocks = values.Length / q.BlockSize;
+                var quants = new byte[q.QuantBytesPerBlock];
+                var side = new ushort[q.SideWords];
+                var result = new byte[(long)blocks * q.BytesPerBlock];
                 for (int b = 0; b < blocks; b++)
                 {
-                    ushort scale = q.QuantizeBlock(values.AsSpan(b * 32, 32), result.AsSpan(b * bb + 2, q.QuantBytesPerBlock));
-                    BitConverter.TryWriteBytes(result.AsSpan(b * bb, 2), scale);
+                    q.QuantizeBlock(values.AsSpan(b * q.BlockSize, q.BlockSize), quants, side);
+                    q.ToGgml(quants, side, result.AsSpan(b * q.BytesPerBlock, q.BytesPerBlock));
                 }
-                return result;
-            }
-            case GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K:
-            {
-                var kt = type == GgmlType.Q4_K ? KQuantType.Q4_K : type == GgmlType.Q5_K ? KQuantType.Q5_K : KQuantType.Q6_K;
-                int rowBytes = cols / 256 * KQuants.BlockBytes(kt);
-                var result = new byte[rows * rowBytes];
-                for (int r = 0; r < rows; r++)
-                    KQuants.QuantizeRow(kt, values.AsSpan(r * cols, cols), result.AsSpan(r * rowBytes, rowBytes));
                 return result;
             }
             default:

@@ -37,13 +37,19 @@ public sealed class ReferenceForward
 
     /// <summary>A forward pass over weights given as fp32 values by engine tensor name (matrices optionally stored in <paramref name="matrixFormat"/> first).</summary>
     public ReferenceForward(LlamaConfig config, IReadOnlyDictionary<string, float[]> values, WeightFormat? matrixFormat = null)
+        : this(config, values, _ => matrixFormat)
+    {
+    }
+
+    /// <summary>As the other overload, each matrix stored first in <paramref name="formatOf"/>'s format for it (null: as given).</summary>
+    public ReferenceForward(LlamaConfig config, IReadOnlyDictionary<string, float[]> values, Func<string, WeightFormat?> formatOf)
     {
         this.config = config;
         foreach (var (name, shape) in config.ExpectedTensors())
         {
             var v = values[name];
-            weights[name] = shape.Length == 2 && matrixFormat is not null
-                ? HostMatrix.From(matrixFormat, v, (int)shape[0], (int)shape[1]).Dequantized()
+            weights[name] = shape.Length == 2 && formatOf(name) is { } f
+                ? HostMatrix.From(f, v, (int)shape[0], (int)shape[1]).Dequantized()
                 : Array.ConvertAll(v, x => (double)x);
         }
         if (config.TieWordEmbeddings)

@@ -190,10 +190,10 @@ public sealed class CheckpointQuantizerTests(QuantizableModel model) : IClassFix
             Assert.Contains($"tensor 'model.embed_tokens.weight' has shape [{DemoModel.Config.VocabSize}, 96] but config.json implies [{DemoModel.Config.VocabSize}, 48]", shapes.Message);
             Assert.Contains(shapes.Problems, p => p.Contains("has dtype I8, but a q4_0 checkpoint stores it as U8"));
             var node = JsonNode.Parse(original)!;
-            node["quantization"]!["format"] = "q5_k";
+            node["quantization"]!["format"] = "q3_k";
             File.WriteAllText(configPath, node.ToJsonString());
             var unknown = Assert.Throws<ModelConfigException>(() => LlamaModel.Load(device, q, new EngineOptions()));
-            Assert.Contains("'quantization.format' 'q5_k' is not a block format this engine reads", unknown.Message);
+            Assert.Contains("'quantization.format' 'q3_k' is not a block format this engine reads", unknown.Message);
             File.WriteAllText(configPath, original);
 
             // An infinite scale.

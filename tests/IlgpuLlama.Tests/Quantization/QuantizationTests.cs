@@ -133,7 +133,13 @@ public sealed class QuantizationTests
         Assert.Equal(4.5, WeightFormat.Q4_0.BitsPerWeight);
         Assert.Equal(2048 / 32 * 34L * 3, WeightFormat.Q8_0.MatrixBytes(3, 2048));
         Assert.Same(WeightFormat.Fp16, WeightFormat.Q4_0.VectorFormat);
-        Assert.Equal(["fp16", "bf16", "q8_0", "q4_0"], WeightFormat.Names);
+        Assert.Equal(["fp16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k"], WeightFormat.Names);
+        // ggml's K-quant super-blocks: the quants plane and the side words hold exactly ggml's bytes.
+        Assert.Equal([144, 176, 210], new[] { WeightFormat.Q4_K, WeightFormat.Q5_K, WeightFormat.Q6_K }.Select(f => f.BytesPerBlock));
+        Assert.Equal([4.5, 5.5, 6.5625], new[] { WeightFormat.Q4_K, WeightFormat.Q5_K, WeightFormat.Q6_K }.Select(f => f.BitsPerWeight));
+        Assert.Equal(2048 / 256 * 144L * 3, WeightFormat.Q4_K.MatrixBytes(3, 2048));
+        Assert.Contains("matvec_q6_k_b1", WeightFormat.Q6_K.Kernels);
+        Assert.Contains("gemm_q5_k", WeightFormat.Q5_K.Kernels);
         Assert.Contains("matvec_q4_0_b1", WeightFormat.Q4_0.Kernels);
         Assert.Contains("gemm_q8_0", WeightFormat.Q8_0.Kernels);
         Assert.Contains("embedding_q8_0", WeightFormat.Q8_0.Kernels);

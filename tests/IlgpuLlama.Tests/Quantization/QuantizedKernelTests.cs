@@ -7,7 +7,7 @@ using IlgpuLlama.Tests.Kernels;
 namespace IlgpuLlama.Tests.Quantization;
 
 /// <summary>
-/// The kernels that read Q8_0 and Q4_0 weights against the float64 references on the dequantised
+/// The kernels that read Q8_0, Q4_0 and the K-quants (Q4_K, Q5_K, Q6_K) against the float64 references on the dequantised
 /// values (ggml's definitions): every decode matvec form (plain, residual, norm fused, SwiGLU, q/k/v +
 /// RoPE + KV append), the embedding gather and the prefill GEMM, at warps 2, 4 and 32, on odd row
 /// counts and input lengths that leave tails after the four-chunk loop.
@@ -55,6 +55,14 @@ public sealed class QuantizedKernelTests(KernelTestContext ctx)
     [InlineData(2, 37, 96, 4, true, false, "q8_0")]
     [InlineData(2, 5, 352, 1, false, true, "q4_0")]
     [InlineData(1, 37, 96, 4, true, false, "q8_0")]
+    [InlineData(4, 37, 512, 1, false, false, "q4_k")]
+    [InlineData(4, 9, 768, 3, true, true, "q5_k")]
+    [InlineData(32, 19, 256, 2, false, true, "q6_k")]
+    [InlineData(2, 7, 512, 4, true, false, "q6_k")]
+    [InlineData(1, 37, 256, 4, false, true, "q4_k")]
+    [InlineData(2, 5, 512, 2, false, false, "q5_k")]
+    [InlineData(32, 7, 512, 1, true, false, "q4_k")]
+    [InlineData(1, 9, 768, 2, true, true, "q6_k")]
     public void MatVec_reads_block_formats(int warp, int rows, int inDim, int batch, bool accumulate, bool norm, string dtype)
     {
         var f = Format(dtype);
@@ -82,6 +90,10 @@ public sealed class QuantizedKernelTests(KernelTestContext ctx)
     [InlineData(32, 9, 64, 4, true, "q8_0")]
     [InlineData(2, 9, 96, 2, false, "q4_0")]
     [InlineData(1, 9, 96, 2, false, "q4_0")]
+    [InlineData(4, 11, 256, 2, true, "q4_k")]
+    [InlineData(2, 9, 512, 1, false, "q6_k")]
+    [InlineData(32, 9, 256, 4, true, "q5_k")]
+    [InlineData(1, 7, 256, 3, false, "q4_k")]
     public void SwiGlu_reads_block_formats(int warp, int rows, int inDim, int batch, bool norm, string dtype)
     {
         var f = Format(dtype);
@@ -109,6 +121,10 @@ public sealed class QuantizedKernelTests(KernelTestContext ctx)
     [InlineData(32, 6, 2, 16, 96, 4, true, "q8_0")]
     [InlineData(2, 4, 4, 16, 128, 1, false, "q4_0")]
     [InlineData(1, 4, 4, 16, 128, 1, false, "q4_0")]
+    [InlineData(4, 6, 2, 16, 256, 3, true, "q4_k")]
+    [InlineData(2, 4, 4, 16, 256, 2, false, "q6_k")]
+    [InlineData(32, 4, 2, 16, 512, 1, true, "q5_k")]
+    [InlineData(1, 4, 2, 16, 256, 4, false, "q6_k")]
     public void QkvRope_reads_block_formats(int warp, int heads, int kvHeads, int headDim, int hidden, int batch, bool norm, string dtype)
     {
         var f = Format(dtype);
@@ -153,13 +169,17 @@ public sealed class QuantizedKernelTests(KernelTestContext ctx)
     [InlineData(4, "q4_0")]
     [InlineData(2, "q4_0")]
     [InlineData(1, "q4_0")]
+    [InlineData(4, "q4_k")]
+    [InlineData(2, "q5_k")]
+    [InlineData(1, "q6_k")]
+    [InlineData(32, "q6_k")]
     public void Embedding_gathers_dequantised_rows_exactly(int warp, string dtype)
     {
         var f = Format(dtype);
         var k = ctx.Kernels(warp);
         var a = k.Accelerator;
         var rng = new Random(17);
-        int vocab = 37, hidden = 96;
+        int vocab = 37, hidden = f.BlockSize == 32 ? 96 : 2 * f.BlockSize;
         using var table = new DeviceMatrix(a, rng, f, vocab, hidden, 2.0);
         int[] tokens = [5, 0, 36, 5, 17];
         var expected = new double[tokens.Length * hidden];
@@ -176,6 +196,10 @@ public sealed class QuantizedKernelTests(KernelTestContext ctx)
     [InlineData(32, 21, 70, 64, true, "q8_0")]
     [InlineData(2, 13, 21, 96, false, "q4_0")]
     [InlineData(1, 13, 21, 96, false, "q4_0")]
+    [InlineData(4, 13, 21, 512, true, "q4_k")]
+    [InlineData(2, 9, 37, 256, false, "q5_k")]
+    [InlineData(32, 21, 70, 256, true, "q6_k")]
+    [InlineData(1, 13, 21, 256, false, "q6_k")]
     public void Gemm_dequantises_tiles(int warp, int m, int n, int kDim, bool accumulate, string dtype)
     {
         var f = Format(dtype);
