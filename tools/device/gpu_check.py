@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 VARIANTS = ("baseline", "fused-norm", "fused-norm-short-attn", "persistent")
-QUANT_FORMATS = ("q8_0", "q6_k", "q5_k", "q4_k", "q4_0")  # the smoke runs the last
+QUANT_FORMATS = ("q8_0", "q6_k", "q5_k", "q4_k_m", "q4_k", "q4_0")  # the smoke runs the last
 SANITIZER_FORMATS = ("fp16", "bf16", "q8_0", "q4_k", "q6_k", "q4_0")
 MARGIN = 20              # seconds kept back from the deadline for the last writes and the log archive
 MIN_START = 15           # a step is not started with less time left than this (3 s in the CPU smoke)
@@ -742,7 +742,8 @@ def kernels_matvec(run, res):
     """The matvec kernels (fp16 and the quantised formats), launches timed back to back so the launch floor does not hide bandwidth."""
     shapes = ["--shapes", "tiny", "--repeats", "2", "--warmup", "0", "--filter", "matvec* b1"] if run.smoke else \
         ["--shapes", "llama-3.2-1b", "--repeats", "50", "--warmup", "5", "--filter", "matvec*"]
-    for f in (("fp16",) if run.smoke else ("fp16",) + QUANT_FORMATS):
+    # A mix (q4_k_m) is no single kernel format: its kernels are q4_k's and q6_k's.
+    for f in (("fp16",) if run.smoke else ("fp16",) + tuple(f for f in QUANT_FORMATS if not f.endswith("_m"))):
         plot = ["--plot", str(Path(run.args.out) / "roofline.png")] if f == "fp16" and not run.smoke else []
         res[f] = run.cli(f"bench_kernels_matvec_{f}", ["bench", "kernels", "--device", run.dev, "--dtype", f, "--back-to-back", "--json"] + shapes + plot, 200)
 
@@ -1243,6 +1244,7 @@ def summary(run):
         "decode_q4_k": quant_summary("q4_k"),
         "decode_q5_k": quant_summary("q5_k"),
         "decode_q6_k": quant_summary("q6_k"),
+        "decode_q4_k_m": quant_summary("q4_k_m"),
         "decode_wide": {"variant": wide.get("variant"), "decode": wdec} if wdec else None,
         "serve": {"levels": levels, "decode_batch16_over_batch1": (wdec["16"]["tok_s"] / b1) if b1 and "16" in wdec else None,
                   "concurrency64_over_batch1": (levels["64"]["output_tokens_per_second"] / b1) if b1 and "64" in levels else None} if levels else None,

@@ -55,8 +55,9 @@ public static class MemoryCommand
             string name = parse.GetValue(model)!;
             bool isDir = Directory.Exists(name) || GgufLocation.IsGguf(name);
             var config = ModelOptions.ConfigOfDirOrPreset(name);
-            var format = new EngineOptions { WeightFormat = parse.GetValue(dtype) is { } d ? WeightFormat.Parse(d) : null }.ResolveFormat(config);
-            WeightLayout layout = format;
+            var asked = parse.GetValue(dtype) is { } d ? WeightMix.Find(d) is { } mix ? new EngineOptions { WeightMix = mix } : new EngineOptions { WeightFormat = WeightFormat.Parse(d) } : new EngineOptions();
+            var layout = asked.ResolveLayout(config);
+            var format = layout.Main;
             if (parse.GetValue(dtype) is null && GgufLocation.Find(name) is string gguf)
             {
                 // A GGUF model loads in its own formats, tensor by tensor, as generate would load it.
@@ -73,7 +74,7 @@ public static class MemoryCommand
                 using var dev = ComputeDevice.Create(parse.GetValue(device));
                 var options = new EngineOptions
                 {
-                    MaxBatchSize = b, MaxSeqLen = s, WeightFormat = parse.GetValue(dtype) is null && layout.IsMixed ? null : format,
+                    MaxBatchSize = b, MaxSeqLen = s, WeightFormat = asked.WeightFormat, WeightMix = asked.WeightMix,
                     AllocationLog = parse.GetValue(logAllocations) ? line => io.Err.WriteLine($"[alloc] {line}") : null,
                 };
                 long? freeBefore = dev.Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator c0 ? c0.GetFreeMemory() : null;

@@ -25,22 +25,23 @@ public static class QuantizeCommand
         var blockFormats = WeightFormat.All.OfType<BlockQuantFormat>().ToArray();
         var dtype = new Option<string>("--dtype")
         {
-            Description = "Block format: " + string.Join("; ", blockFormats.Select(f => $"{f.Name} = {f.Description}")),
+            Description = "Block format or K-quant mix: " + string.Join("; ", blockFormats.Select(f => $"{f.Name} = {f.Description}").Concat(WeightMix.All.Select(m => $"{m.Name} = {m.Description}"))),
             Required = true,
-            HelpName = string.Join("|", blockFormats.Select(f => f.Name)),
+            HelpName = string.Join("|", blockFormats.Select(f => f.Name).Concat(WeightMix.All.Select(m => m.Name))),
         };
-        dtype.AcceptOnlyFromAmong([.. blockFormats.Select(f => f.Name)]);
+        dtype.AcceptOnlyFromAmong([.. blockFormats.Select(f => f.Name), .. WeightMix.All.Select(m => m.Name)]);
         var output = new Option<string>("--out") { Description = "New model directory to write (must not exist)", Required = true, HelpName = "DIR2" };
         var shardMb = CliOptions.Integer("--max-shard-mb", "Largest safetensors shard in MiB (a matrix is never split)", (int)(CheckpointQuantizer.DefaultShardBytes >> 20), 1);
         var json = CliOptions.Json();
-        var command = new Command("quantize", $"Write a model directory with {string.Join(" or ", blockFormats.Select(f => f.Name.ToUpperInvariant()))} weights, loaded later without quantising again")
+        var command = new Command("quantize", $"Write a model directory with {string.Join(", ", blockFormats.Select(f => f.Name.ToUpperInvariant()))} weights or a K-quant mix ({string.Join(", ", WeightMix.All.Select(m => m.Name.ToUpperInvariant()))}), loaded later without quantising again")
         {
             model, dtype, output, shardMb, json,
         };
         command.SetAction(parse =>
         {
             var io = CommandIO.From(parse);
-            var format = (BlockQuantFormat)WeightFormat.Parse(parse.GetValue(dtype)!);
+            var mix = WeightMix.Find(parse.GetValue(dtype)!);
+            var format = mix?.Main ?? (BlockQuantFormat)WeightFormat.Parse(parse.GetValue(dtype)!);
             string source = parse.GetValue(model)!, target = parse.GetValue(output)!;
             using var cancel = new CancellationTokenSource();
             // Ctrl-C, SIGTERM, SIGHUP and SIGQUIT cancel the work, whose failure path removes the temporary
@@ -70,7 +71,9 @@ public static class QuantizeCommand
             QuantizeResult result;
             try
             {
-                result = CheckpointQuantizer.Quantize(source, format, target, progress, cancel.Token, (long)parse.GetValue(shardMb) << 20);
+                result = mix is null
+                    ? CheckpointQuantizer.Quantize(source, format, target, progress, cancel.Token, (long)parse.GetValue(shardMb) << 20)
+                    : CheckpointQuantizer.Quantize(source, mix, target, progress, cancel.Token, (long)parse.GetValue(shardMb) << 20);
             }
             catch (OperationCanceledException) when (cancel.IsCancellationRequested)
             {
@@ -85,9 +88,9 @@ public static class QuantizeCommand
                 io.Err.WriteLine($"warning: {w}");
             double elapsed = (DateTime.UtcNow - started).TotalSeconds;
             if (parse.GetValue(json))
-                io.WriteJson(new QuantizeJson(result.Directory, format.Name, result.Files, result.SourceBytes, result.WeightBytes, Math.Round(elapsed, 3)));
+                io.WriteJson(new QuantizeJson(result.Directory, result.Name, result.Files, result.SourceBytes, result.WeightBytes, Math.Round(elapsed, 3)));
             else
-                io.Out.WriteLine($"wrote {target}: {format.Name}, {result.WeightBytes:N0} B of weights ({DeviceAllocator.Gb(result.WeightBytes)}, from {DeviceAllocator.Gb(result.SourceBytes)}) in {result.Files.Count} files, {elapsed:F1} s; " +
+                io.Out.WriteLine($"wrote {target}: {result.Name}, {result.WeightBytes:N0} B of weights ({DeviceAllocator.Gb(result.WeightBytes)}, from {DeviceAllocator.Gb(result.SourceBytes)}) in {result.Files.Count} files, {elapsed:F1} s; " +
                     $"run it with --model {target}");
             return 0;
         });

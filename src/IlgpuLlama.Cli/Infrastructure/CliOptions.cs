@@ -58,15 +58,17 @@ public static class CliOptions
     /// </summary>
     public static Option<string> DType(string description = "Weight format on the device", bool followsModel = false)
     {
+        // A model command also takes a K-quant mix (a format per matrix); the kernel tools take one format.
+        string[] names = followsModel ? [.. WeightFormat.Names, .. Model.WeightMix.All.Select(m => m.Name)] : [.. WeightFormat.Names];
         var option = new Option<string>("--dtype")
         {
-            Description = $"{description}" + (followsModel ? " (default: a quantized model's own format, else fp16)" : "") + ": " +
-                string.Join("; ", WeightFormat.All.Select(f => $"{f.Name} = {f.Description}")),
-            HelpName = string.Join("|", WeightFormat.Names),
+            Description = $"{description}" + (followsModel ? " (default: a quantized model's or GGUF file's own formats, else fp16)" : "") + ": " +
+                string.Join("; ", WeightFormat.All.Select(f => $"{f.Name} = {f.Description}").Concat(followsModel ? Model.WeightMix.All.Select(m => $"{m.Name} = {m.Description}") : [])),
+            HelpName = string.Join("|", names),
         };
         if (!followsModel)
             option.DefaultValueFactory = _ => WeightFormat.Fp16.Name;
-        option.AcceptOnlyFromAmong([.. WeightFormat.Names]);
+        option.AcceptOnlyFromAmong(names);
         return option;
     }
 

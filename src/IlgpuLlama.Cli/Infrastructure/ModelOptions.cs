@@ -52,7 +52,10 @@ public sealed class ModelOptions
     }
 
     /// <summary>Weight format from --dtype.</summary>
-    public WeightFormat? Format(ParseResult p) => p.GetValue(DType) is { } name ? WeightFormat.Parse(name) : null;
+    public WeightFormat? Format(ParseResult p) => p.GetValue(DType) is { } name && WeightMix.Find(name) is null ? WeightFormat.Parse(name) : null;
+
+    /// <summary>K-quant mix from --dtype (q4_k_m, q5_k_m), or null.</summary>
+    public WeightMix? Mix(ParseResult p) => p.GetValue(DType) is { } name ? WeightMix.Find(name) : null;
 
     /// <summary>Engine options from the parsed flags.</summary>
     public EngineOptions Engine(ParseResult p, CommandIO io, int? maxSeqOverride = null) => new()
@@ -60,6 +63,7 @@ public sealed class ModelOptions
         MaxBatchSize = p.GetValue(MaxBatchSize),
         MaxSeqLen = maxSeqOverride ?? p.GetValue(MaxSeqLen),
         WeightFormat = Format(p),
+        WeightMix = Mix(p),
         PrefillChunk = p.GetValue(PrefillChunk),
         DecodeLaunch = p.GetValue(NoCudaGraph) ? DecodeLaunch.Direct : DecodeLaunch.Auto,
         DecodeVariant = IlgpuLlama.Engine.DecodeVariant.Parse(p.GetValue(DecodeVariant)!),

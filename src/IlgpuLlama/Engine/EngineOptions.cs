@@ -39,18 +39,34 @@ public sealed record EngineOptions
     /// </summary>
     public WeightFormat? WeightFormat { get; init; }
 
-    /// <summary>The format a model of <paramref name="config"/> loads in with these options.</summary>
-    public WeightFormat ResolveFormat(Model.LlamaConfig config)
+    /// <summary>
+    /// A K-quant mix to store the matrices in (llama.cpp's q4_k_m, q5_k_m: a format per matrix), instead
+    /// of one <see cref="WeightFormat"/>; null: none.
+    /// </summary>
+    public Model.WeightMix? WeightMix { get; init; }
+
+    /// <summary>The main format a model of <paramref name="config"/> loads in with these options (see <see cref="ResolveLayout"/>).</summary>
+    public WeightFormat ResolveFormat(Model.LlamaConfig config) => ResolveLayout(config).Main;
+
+    /// <summary>
+    /// The format of each matrix a model of <paramref name="config"/> loads in with these options: a
+    /// quantised checkpoint's own (it loads only in it), else the mix or format asked for, else fp16.
+    /// </summary>
+    public Model.WeightLayout ResolveLayout(Model.LlamaConfig config)
     {
-        if (config.Quantization is { } stored)
+        if (WeightMix is not null && WeightFormat is not null)
+            throw new EngineArgumentException($"both a weight format ({WeightFormat.Name}) and a mix ({WeightMix.Name}) were asked for; give one {EngineParameters.WeightFormat}", EngineParameter.WeightFormat);
+        string? asked = WeightMix?.Name ?? WeightFormat?.Name;
+        if (config.StoredLayout is { } stored)
         {
-            if (WeightFormat is { } asked && asked != stored)
+            string own = config.QuantizationMix?.Name ?? config.Quantization!.Name;
+            if (asked is not null && asked != own)
                 throw new EngineArgumentException(
-                    $"the model is stored as {stored.Name} and loads only as {stored.Name}, not {asked.Name}; use {EngineParameters.WeightFormat} {stored.Name}, " +
-                    $"or quantize the original checkpoint to {asked.Name}", EngineParameter.WeightFormat);
+                    $"the model is stored as {own} and loads only as {own}, not {asked}; use {EngineParameters.WeightFormat} {own}, " +
+                    $"or quantize the original checkpoint to {asked}", EngineParameter.WeightFormat);
             return stored;
         }
-        return WeightFormat ?? Kernels.WeightFormat.Fp16;
+        return WeightMix is { } mix ? mix.Layout(config) : WeightFormat ?? Kernels.WeightFormat.Fp16;
     }
 
     /// <summary>Prompt tokens per prefill pass (null: every sequence's full context, at most <see cref="Model.WorkspaceShape.MaxDefaultPrefillTokens"/>).</summary>

@@ -31,7 +31,7 @@ public sealed partial class LlamaModel
         Options = options;
         var accelerator = device.Accelerator;
         // A GGUF model loads in its own formats unless the options ask for one.
-        Layout = sourceLayout is { } own && options.WeightFormat is null ? own : options.ResolveFormat(config);
+        Layout = sourceLayout is { } own && options.WeightFormat is null && options.WeightMix is null ? own : options.ResolveLayout(config);
         Format = Layout.Main;
         ModelWeights.CheckFormat(config, Layout);
         Variant = options.DecodeVariant;

@@ -5,14 +5,21 @@ using IlgpuLlama.Safetensors;
 
 namespace IlgpuLlama.Model;
 
-/// <summary>What <see cref="CheckpointQuantizer.Quantize"/> wrote.</summary>
+/// <summary>What ilgpu-llama quantize (<see cref="CheckpointQuantizer"/>) wrote.</summary>
 /// <param name="Directory">The new model directory.</param>
 /// <param name="Format">The block format of its matrices.</param>
 /// <param name="Files">Its files, by name.</param>
 /// <param name="SourceBytes">Bytes of tensor data read from the source checkpoint.</param>
 /// <param name="WeightBytes">Bytes of tensor data written (equal to the memory formula of the format).</param>
 /// <param name="Warnings">Notes about the source (tensors it holds that the model does not use).</param>
-public sealed record QuantizeResult(string Directory, BlockQuantFormat Format, IReadOnlyList<string> Files, long SourceBytes, long WeightBytes, IReadOnlyList<string> Warnings);
+public sealed record QuantizeResult(string Directory, BlockQuantFormat Format, IReadOnlyList<string> Files, long SourceBytes, long WeightBytes, IReadOnlyList<string> Warnings)
+{
+    /// <summary>The K-quant mix written (then <see cref="Format"/> is its main format), or null for one format.</summary>
+    public WeightMix? Mix { get; init; }
+
+    /// <summary>The format or mix name, as config.json's quantization.format has it.</summary>
+    public string Name => Mix?.Name ?? Format.Name;
+}
 
 /// <summary>
 /// Quantises a Hugging Face Llama checkpoint into a model directory that loads without quantising
@@ -39,7 +46,16 @@ public static class CheckpointQuantizer
     /// <exception cref="ModelConfigException">The source's config or weights do not describe a loadable model.</exception>
     /// <exception cref="SafetensorsException">A NaN or infinite value, or a scale beyond fp16, in the source.</exception>
     public static QuantizeResult Quantize(string modelDir, BlockQuantFormat format, string outDir, IProgress<(long Done, long Total)>? progress = null,
-        CancellationToken cancellation = default, long maxShardBytes = DefaultShardBytes)
+        CancellationToken cancellation = default, long maxShardBytes = DefaultShardBytes) =>
+        Quantize(modelDir, format, null, outDir, progress, cancellation, maxShardBytes);
+
+    /// <summary>As the format overload, every matrix in the format <paramref name="mix"/> gives it (llama.cpp's q4_k_m, q5_k_m).</summary>
+    public static QuantizeResult Quantize(string modelDir, WeightMix mix, string outDir, IProgress<(long Done, long Total)>? progress = null,
+        CancellationToken cancellation = default, long maxShardBytes = DefaultShardBytes) =>
+        Quantize(modelDir, (mix ?? throw new ArgumentNullException(nameof(mix))).Main, mix, outDir, progress, cancellation, maxShardBytes);
+
+    static QuantizeResult Quantize(string modelDir, BlockQuantFormat format, WeightMix? mix, string outDir, IProgress<(long Done, long Total)>? progress,
+        CancellationToken cancellation, long maxShardBytes)
     {
         ArgumentNullException.ThrowIfNull(format);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxShardBytes);
@@ -58,19 +74,21 @@ public static class CheckpointQuantizer
 
         var config = LlamaConfig.FromDirectory(modelDir);
         if (config.Quantization is { } already)
-            throw new EngineArgumentException($"{EngineParameters.Model} '{modelDir}' is already quantized ({already.Name}); quantize the original BF16/F16/F32 checkpoint instead", EngineParameter.Model);
+            throw new EngineArgumentException($"{EngineParameters.Model} '{modelDir}' is already quantized ({config.QuantizationMix?.Name ?? already.Name}); quantize the original BF16/F16/F32 checkpoint instead", EngineParameter.Model);
+        var quantized = config with { Quantization = format, QuantizationMix = mix, TorchDtype = "float16" };
+        var layout = quantized.StoredLayout!;
         // The weights first: a config that does not match them (num_hidden_layers 1000000 against 2 layers) is
         // refused at once, before the per-tensor checks list millions of tensors.
         using var source = SafetensorsModel.Open(modelDir);
         var warnings = LlamaConfig.ValidateWeights(config, source.Tensors, modelDir);
         foreach (var (name, shape) in config.ExpectedTensors())
         {
-            if (shape.Length == 2 && shape[1] % format.BlockSize != 0)
+            var f = layout.For(name);
+            if (shape.Length == 2 && shape[1] % f.BlockSize != 0)
                 throw new EngineArgumentException(
-                    $"tensor '{name}' [{shape[0]}, {shape[1]}] has {shape[1]} inputs per row, not a multiple of {format.BlockSize}, so this model cannot be stored as {format.Name}; run it in fp16 or bf16",
+                    $"tensor '{name}' [{shape[0]}, {shape[1]}] has {shape[1]} inputs per row, not a multiple of {f.BlockSize}, so this model cannot be stored as {f.Name}; run it in fp16 or bf16",
                     EngineParameter.WeightFormat);
         }
-        var quantized = config with { Quantization = format, TorchDtype = "float16" };
         var shards = PlanShards(quantized, maxShardBytes);
 
         // Temporaries of quantize runs killed outright (SIGKILL, power loss) are removed by the next run beside them.
@@ -89,7 +107,7 @@ public static class CheckpointQuantizer
             for (int i = 0; i < shards.Count; i++)
             {
                 string name = shards.Count == 1 ? SafetensorsModel.SingleFileName : $"model-{i + 1:D5}-of-{shards.Count:D5}.safetensors";
-                WriteShard(Path.Combine(temp, name), shards[i], format, source, cancellation, bytes => progress?.Report((Interlocked.Add(ref read, bytes), total)), seam);
+                WriteShard(Path.Combine(temp, name), shards[i], layout, source, cancellation, bytes => progress?.Report((Interlocked.Add(ref read, bytes), total)), seam);
                 files.Add(name);
                 foreach (var t in shards[i])
                     weightMap[t.Name] = name;
@@ -113,7 +131,7 @@ public static class CheckpointQuantizer
             cancellation.ThrowIfCancellationRequested();
             System.IO.Directory.Move(temp, target);
             done = true;
-            return new QuantizeResult(target, format, files, total, shards.Sum(s => s.Sum(t => t.Bytes)), warnings);
+            return new QuantizeResult(target, format, files, total, shards.Sum(s => s.Sum(t => t.Bytes)), warnings) { Mix = mix };
         }
         catch (IOException e) when (!done && (System.IO.Directory.Exists(target) || File.Exists(target)))
         {
@@ -194,7 +212,7 @@ public static class CheckpointQuantizer
     }
 
     /// <summary>Writes one shard: its header, then each tensor's rows converted in parallel and written at their offsets.</summary>
-    static void WriteShard(string path, List<Planned> tensors, BlockQuantFormat format, SafetensorsModel source, CancellationToken cancellation, Action<long> read, TestSeam seam)
+    static void WriteShard(string path, List<Planned> tensors, WeightLayout layout, SafetensorsModel source, CancellationToken cancellation, Action<long> read, TestSeam seam)
     {
         byte[] header = SafetensorsWriter.Header(tensors.Select(t => (t.Name, t.DType, t.Shape, t.Bytes)).ToList());
         var offsets = new Dictionary<string, long>(StringComparer.Ordinal);
@@ -245,6 +263,7 @@ public static class CheckpointQuantizer
                 }
                 else
                 {
+                    var format = (BlockQuantFormat)layout.For(src.Name);
                     long rowQuant = format.RowQuantBytes(cols), blocks = format.RowSideWords(cols);
                     var quants = ArrayPool<byte>.Shared.Rent((int)(rows * rowQuant));
                     var scales = ArrayPool<ushort>.Shared.Rent((int)(rows * blocks));

@@ -111,7 +111,8 @@ public sealed partial record LlamaConfig
             EosTokenIds = eos,
             MaxPositionEmbeddings = maxPos,
             TorchDtype = r.String("torch_dtype") ?? r.String("dtype") ?? "float32",
-            Quantization = ReadQuantization(root, sourceName),
+            Quantization = ReadQuantization(root, sourceName, out var mix),
+            QuantizationMix = mix,
         };
         if (hidden > 0 && heads > 0 && !root.TryGetProperty("head_dim", out _) && hidden % heads != 0)
         {
@@ -123,14 +124,16 @@ public sealed partial record LlamaConfig
     }
 
     /// <summary>The "quantization" entry an ilgpu-llama quantize output carries: {"format": "q8_0", "block_size": 32}.</summary>
-    static Kernels.BlockQuantFormat? ReadQuantization(JsonElement root, string sourceName)
+    static Kernels.BlockQuantFormat? ReadQuantization(JsonElement root, string sourceName, out WeightMix? mix)
     {
+        mix = null;
         if (!root.TryGetProperty("quantization", out var q) || q.ValueKind == JsonValueKind.Null)
             return null;
         if (q.ValueKind != JsonValueKind.Object || !q.TryGetProperty("format", out var f) || f.ValueKind != JsonValueKind.String)
             throw new ModelConfigException($"{sourceName}: key 'quantization' must be an object with a string 'format' (as ilgpu-llama quantize writes it)");
-        var format = Kernels.WeightFormat.Find(f.GetString()!) as Kernels.BlockQuantFormat
-            ?? throw new ModelConfigException($"{sourceName}: key 'quantization.format' '{f.GetString()}' is not a block format this engine reads ({string.Join(", ", Kernels.WeightFormat.All.OfType<Kernels.BlockQuantFormat>().Select(x => x.Name))})");
+        mix = WeightMix.Find(f.GetString()!);
+        var format = mix?.Main ?? Kernels.WeightFormat.Find(f.GetString()!) as Kernels.BlockQuantFormat
+            ?? throw new ModelConfigException($"{sourceName}: key 'quantization.format' '{f.GetString()}' is not a block format this engine reads ({string.Join(", ", Kernels.WeightFormat.All.OfType<Kernels.BlockQuantFormat>().Select(x => x.Name).Concat(WeightMix.All.Select(m => m.Name)))})");
         if (q.TryGetProperty("block_size", out var b) && (b.ValueKind != JsonValueKind.Number || !b.TryGetInt32(out int size) || size != format.BlockSize))
             throw new ModelConfigException($"{sourceName}: key 'quantization.block_size' must be {format.BlockSize} for {format.Name}");
         return format;
@@ -179,10 +182,12 @@ public sealed partial record LlamaConfig
             if (Quantization is { } quant)
             {
                 w.WriteStartObject("quantization");
-                w.WriteString("format", quant.Name);
+                w.WriteString("format", QuantizationMix?.Name ?? quant.Name);
                 w.WriteNumber("block_size", quant.BlockSize);
                 w.WriteString("quants", quant.QuantsLayout);
-                w.WriteString("scales", $"F16 [rows, in / {quant.BlockSize}] as NAME{Kernels.BlockQuantFormat.ScalesSuffix}");
+                w.WriteString("scales", QuantizationMix is null && quant.SideWords == 1
+                    ? $"F16 [rows, in / {quant.BlockSize}] as NAME{Kernels.BlockQuantFormat.ScalesSuffix}"
+                    : $"16-bit side words of each block (fp16 scales; a K-quant's scales, mins and high bits) as NAME{Kernels.BlockQuantFormat.ScalesSuffix}, F16-typed");
                 w.WriteString("tool", "ilgpu-llama quantize");
                 w.WriteEndObject();
             }

@@ -46,7 +46,7 @@ public sealed partial record LlamaConfig
     public IReadOnlyList<(string Name, long[] Shape, SafetensorsDType[] DTypes)> StoredTensors()
     {
         SafetensorsDType[] values = [SafetensorsDType.BF16, SafetensorsDType.F16, SafetensorsDType.F32];
-        if (Quantization is not { } q)
+        if (StoredLayout is not { } layout)
             return ExpectedTensors().Select(t => (t.Name, t.Shape, values)).ToList();
         var list = new List<(string, long[], SafetensorsDType[])>();
         foreach (var (name, shape) in ExpectedTensors())
@@ -56,6 +56,7 @@ public sealed partial record LlamaConfig
                 list.Add((name, shape, [SafetensorsDType.F16]));
                 continue;
             }
+            var q = (Kernels.BlockQuantFormat)layout.For(name);
             list.Add((name, [shape[0], q.RowQuantBytes(shape[1])], [q.SignedQuants ? SafetensorsDType.I8 : SafetensorsDType.U8]));
             list.Add((name + Kernels.BlockQuantFormat.ScalesSuffix, [shape[0], q.RowSideWords(shape[1])], [SafetensorsDType.F16]));
         }
@@ -104,10 +105,11 @@ public sealed partial record LlamaConfig
         var problems = new List<string>();
         var expected = config.StoredTensors();
         var expectedNames = new HashSet<string>(expected.Select(e => e.Name), StringComparer.Ordinal);
-        if (config.Quantization is { } quant)
+        if (config.StoredLayout is { } layout)
         {
             foreach (var (name, shape) in config.ExpectedTensors())
             {
+                var quant = layout.For(name);
                 if (shape.Length == 2 && shape[1] % quant.BlockSize != 0)
                     problems.Add($"{modelDir}: tensor '{name}' has {shape[1]} inputs per row, not a multiple of {quant.BlockSize}; config.json says the checkpoint is {quant.Name}, so it is corrupt");
             }

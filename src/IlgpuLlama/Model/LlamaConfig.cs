@@ -82,6 +82,15 @@ public sealed partial record LlamaConfig
     /// </summary>
     public Kernels.BlockQuantFormat? Quantization { get; init; }
 
+    /// <summary>
+    /// The K-quant mix a quantised checkpoint was written in (config.json's "quantization.format"
+    /// q4_k_m or q5_k_m), or null; <see cref="Quantization"/> is then the mix's main format.
+    /// </summary>
+    public WeightMix? QuantizationMix { get; init; }
+
+    /// <summary>The device format of each matrix a quantised checkpoint stores: its mix's, or its one format (null when not quantised).</summary>
+    public WeightLayout? StoredLayout => QuantizationMix is { } mix ? mix.Layout(this) : Quantization is { } q ? new WeightLayout(q) : null;
+
     /// <summary>Width of the K and V projections: kv heads × head_dim.</summary>
     public int KvDim => NumKeyValueHeads * HeadDim;
 
