@@ -30,4 +30,12 @@ public sealed record GenerationSettings
 
     /// <summary>Which random stream of the seed to draw from (give each of several requests with one seed its own).</summary>
     public int SamplingStream { get; init; }
+
+    /// <summary>
+    /// Log-probabilities to return with each generated token: null for none; 0 for the chosen token's
+    /// alone; k (at most <see cref="TokenLogprobs.MaxTop"/>) for it and the k most likely tokens. They are
+    /// the log-softmax, in float64, of the fp32 logits the sampler starts from: before temperature,
+    /// top-k, top-p and min-p (after the repetition penalty, when one is set), as OpenAI's API returns them.
+    /// </summary>
+    public int? Logprobs { get; init; }
 }

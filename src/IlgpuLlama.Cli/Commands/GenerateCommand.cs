@@ -25,7 +25,14 @@ public static class GenerateCommand
     /// <summary>Seed of the demo run when no sampling flag is given (it decodes greedily, so the seed only completes the record).</summary>
     public const ulong DemoSeed = 1;
 
-    public sealed record SequenceJson(IReadOnlyList<int> PromptTokens, IReadOnlyList<int> GeneratedTokens, string? Text, string FinishReason);
+    public sealed record SequenceJson(IReadOnlyList<int> PromptTokens, IReadOnlyList<int> GeneratedTokens, string? Text, string FinishReason)
+    {
+        /// <summary>With --logprobs: each generated token's log-probability and the most likely tokens at its position.</summary>
+        public IReadOnlyList<TokenLogprobJson>? Logprobs { get; init; }
+    }
+
+    /// <summary>One token's log-probability and the most likely alternatives (ids and log-probabilities, most likely first).</summary>
+    public sealed record TokenLogprobJson(int Id, double Logprob, IReadOnlyList<int> TopIds, IReadOnlyList<double> TopLogprobs);
 
     public sealed record MemoryJson(long ParameterCount, long WeightBytes, long KvCacheBytes, long ActivationBytes, long TotalBytes,
         long AllocatedWeights, long AllocatedKvCache, long AllocatedActivations, long AllocatedTotal);
@@ -64,7 +71,8 @@ public static class GenerateCommand
         sampling.Temperature.Description += demoNote;
         sampling.Seed.Description += demoNote;
         var engine = new ModelOptions();
-        var command = new Command("generate", "Generate text for one or more prompts") { model, prompt, tokens, promptFile, promptsFile, stop, maxNew, ignoreEos, special, json };
+        var logprobs = CliOptions.OptionalInteger("--logprobs", $"With --json: each generated token's log-probability and the K most likely tokens at its position (0..{TokenLogprobs.MaxTop}; the log-softmax of the logits before temperature)", 0, TokenLogprobs.MaxTop);
+        var command = new Command("generate", "Generate text for one or more prompts") { model, prompt, tokens, promptFile, promptsFile, stop, maxNew, ignoreEos, special, logprobs, json };
         sampling.AddTo(command);
         engine.AddTo(command);
         command.Validators.Add(r =>
@@ -124,6 +132,7 @@ public static class GenerateCommand
                 IgnoreEos = parse.GetValue(ignoreEos),
                 IncludeSpecial = includeSpecial,
                 SamplingStream = i,
+                Logprobs = parse.GetValue(logprobs),
             });
 
             bool asJson = parse.GetValue(json);
@@ -211,7 +220,7 @@ public static class GenerateCommand
 
     /// <summary>The old one-call result shape (sequences + speed), for the JSON report and the stats lines.</summary>
     static GenerationResult ToGenerationResult(RequestResult[] results, SchedulerStats stats) =>
-        new(results.Select(r => new GeneratedSequence(r.PromptTokens, r.GeneratedTokens, r.FinishReason)).ToArray(), (int)stats.PrefillTokens, stats.PrefillSeconds,
+        new(results.Select(r => new GeneratedSequence(r.PromptTokens, r.GeneratedTokens, r.FinishReason) { Logprobs = r.Logprobs }).ToArray(), (int)stats.PrefillTokens, stats.PrefillSeconds,
             (int)stats.DecodeTokens, stats.DecodeSeconds, (int)stats.DecodeSteps, stats.DecodeHostSeconds);
 
     static string ReadPromptFile(string path, Func<TextReader> input)
@@ -317,7 +326,10 @@ public static class GenerateCommand
         var a = llama.Allocator;
         var memory = new MemoryJson(plan.ParameterCount, plan.WeightBytes, plan.KvCacheBytes, plan.ActivationBytes, plan.TotalBytes,
             a.LiveBytes(MemoryCategory.Weights), a.LiveBytes(MemoryCategory.KvCache), a.LiveBytes(MemoryCategory.Activations), a.TotalLiveBytes);
-        var sequences = result.Sequences.Select(s => new SequenceJson(s.PromptTokens, s.GeneratedTokens, text(s.GeneratedTokens), s.FinishReason.ToString().ToLowerInvariant())).ToList();
+        var sequences = result.Sequences.Select(s => new SequenceJson(s.PromptTokens, s.GeneratedTokens, text(s.GeneratedTokens), s.FinishReason.ToString().ToLowerInvariant())
+        {
+            Logprobs = s.Logprobs?.Select(t => new TokenLogprobJson(t.Id, t.Logprob, t.Top.Select(e => e.Id).ToArray(), t.Top.Select(e => e.Logprob).ToArray())).ToArray(),
+        }).ToList();
         return new GenerateJson(dir, device.Description, sequences, result.PrefillTokens, result.PrefillSeconds, result.PrefillTokensPerSecond,
             result.DecodeTokens, result.DecodeSeconds, result.DecodeTokensPerSecond,
             result.DecodeSteps > 0 ? result.DecodeSeconds * 1000 / result.DecodeSteps : 0, llama.UseGraphs, seed, memory,

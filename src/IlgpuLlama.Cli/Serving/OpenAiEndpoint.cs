@@ -1,6 +1,7 @@
 using System.Text.Json;
 using IlgpuLlama.Engine;
 using IlgpuLlama.Engine.Serving;
+using IlgpuLlama.Text;
 
 namespace IlgpuLlama.Cli.Serving;
 
@@ -32,17 +33,35 @@ abstract class OpenAiEndpoint
     /// <summary>New tokens when the request gives no limit, with <paramref name="room"/> positions left in the context.</summary>
     public abstract int DefaultMaxTokens(int room);
 
-    /// <summary>The whole response of a request that finished.</summary>
-    public abstract object Response(string id, long created, string model, RequestResult r, string finish, object usage);
+    /// <summary>The request's log-probabilities setting: completions' logprobs k, chat's logprobs true with top_logprobs k (null: none).</summary>
+    public abstract int? LogprobsAsked(JsonElement body);
 
-    /// <summary>A stream chunk carrying <paramref name="text"/> (null: the opening chunk) or the finish reason.</summary>
-    public abstract object Chunk(string id, long created, string model, string? text, string? finish);
+    /// <summary>
+    /// The "logprobs" object of a choice for <paramref name="tokens"/> (a response's every token, or a
+    /// stream chunk's one), in this endpoint's shape; <paramref name="textOffset"/> is where the first
+    /// token's text starts in the choice's text.
+    /// </summary>
+    public abstract object Logprobs(IReadOnlyList<TokenLogprobs> tokens, LlamaTokenizer tokenizer, int textOffset);
+
+    /// <summary>The whole response of a request that finished (<paramref name="logprobs"/> null when not asked for).</summary>
+    public abstract object Response(string id, long created, string model, RequestResult r, string finish, object usage, object? logprobs);
+
+    /// <summary>A stream chunk carrying <paramref name="text"/> (null: the opening chunk) or the finish reason, and its token's log-probabilities.</summary>
+    public abstract object Chunk(string id, long created, string model, string? text, string? finish, object? logprobs = null);
+
+    /// <summary>A token's text as the API shows it (special tokens by name; an incomplete UTF-8 piece as U+FFFD).</summary>
+    protected static string TokenText(LlamaTokenizer tokenizer, int id) => tokenizer.Decode([id]);
 
     /// <summary>The object type of stream chunks (also of the final usage chunk).</summary>
     public abstract string ChunkObject { get; }
 
     /// <summary>Whether the stream opens with a chunk of its own (chat's assistant role).</summary>
     public virtual bool OpensStream => false;
+
+    /// <summary>A count of most likely tokens (0..20) from a request field.</summary>
+    protected static int LogprobsCount(JsonElement v, string field) =>
+        v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int k) && k >= 0 && k <= TokenLogprobs.MaxTop ? k
+            : throw new OpenAiServer.ApiError(400, $"{field} must be a whole number from 0 to {TokenLogprobs.MaxTop}, got {v.GetRawText()}", field);
 
     sealed class CompletionsEndpoint : OpenAiEndpoint
     {
@@ -53,11 +72,37 @@ abstract class OpenAiEndpoint
         // OpenAI's default for completions is 16 tokens.
         public override int DefaultMaxTokens(int room) => Math.Min(16, room);
 
-        public override object Response(string id, long created, string model, RequestResult r, string finish, object usage) =>
-            new { id, @object = "text_completion", created, model, choices = new[] { new { index = 0, text = r.Text, logprobs = (object?)null, finish_reason = finish } }, usage };
+        // OpenAI's legacy completions: logprobs k (0..) gives the chosen token's and the k most likely.
+        public override int? LogprobsAsked(JsonElement body) =>
+            body.TryGetProperty("logprobs", out var v) && v.ValueKind != JsonValueKind.Null ? LogprobsCount(v, "logprobs") : null;
 
-        public override object Chunk(string id, long created, string model, string? text, string? finish) =>
-            new { id, @object = ChunkObject, created, model, choices = new[] { new { index = 0, text = text ?? "", logprobs = (object?)null, finish_reason = finish } } };
+        // { tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset }, as OpenAI's legacy completions give them.
+        public override object Logprobs(IReadOnlyList<TokenLogprobs> tokens, LlamaTokenizer tokenizer, int textOffset)
+        {
+            var texts = tokens.Select(t => TokenText(tokenizer, t.Id)).ToArray();
+            var offsets = new int[texts.Length];
+            for (int i = 0, at = textOffset; i < texts.Length; at += texts[i].Length, i++)
+                offsets[i] = at;
+            return new
+            {
+                tokens = texts,
+                token_logprobs = tokens.Select(t => t.Logprob).ToArray(),
+                top_logprobs = tokens.Select(t =>
+                {
+                    var top = new Dictionary<string, double>();
+                    foreach (var (id, lp) in t.Top)
+                        top.TryAdd(TokenText(tokenizer, id), lp);
+                    return top;
+                }).ToArray(),
+                text_offset = offsets,
+            };
+        }
+
+        public override object Response(string id, long created, string model, RequestResult r, string finish, object usage, object? logprobs) =>
+            new { id, @object = "text_completion", created, model, choices = new[] { new { index = 0, text = r.Text, logprobs, finish_reason = finish } }, usage };
+
+        public override object Chunk(string id, long created, string model, string? text, string? finish, object? logprobs = null) =>
+            new { id, @object = ChunkObject, created, model, choices = new[] { new { index = 0, text = text ?? "", logprobs, finish_reason = finish } } };
 
         public override string ChunkObject => "text_completion";
     }
@@ -74,13 +119,37 @@ abstract class OpenAiEndpoint
         // Chat defaults to the rest of the context.
         public override int DefaultMaxTokens(int room) => room;
 
-        public override object Response(string id, long created, string model, RequestResult r, string finish, object usage) =>
-            new { id, @object = "chat.completion", created, model, choices = new[] { new { index = 0, message = new { role = "assistant", content = r.Text }, logprobs = (object?)null, finish_reason = finish } }, usage };
+        // Chat: logprobs true turns them on, top_logprobs k (0..20) adds the k most likely.
+        public override int? LogprobsAsked(JsonElement body)
+        {
+            bool on = body.TryGetProperty("logprobs", out var v) && v.ValueKind != JsonValueKind.Null && (v.ValueKind is JsonValueKind.True or JsonValueKind.False
+                ? v.GetBoolean()
+                : throw new OpenAiServer.ApiError(400, $"logprobs must be true or false, got {v.GetRawText()}", "logprobs"));
+            int? top = body.TryGetProperty("top_logprobs", out var t) && t.ValueKind != JsonValueKind.Null ? LogprobsCount(t, "top_logprobs") : null;
+            if (top is not null && !on)
+                throw new OpenAiServer.ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs");
+            return on ? top ?? 0 : null;
+        }
 
-        public override object Chunk(string id, long created, string model, string? text, string? finish)
+        // { content: [{ token, logprob, bytes, top_logprobs: [{ token, logprob, bytes }] }] }, as OpenAI's chat gives them.
+        public override object Logprobs(IReadOnlyList<TokenLogprobs> tokens, LlamaTokenizer tokenizer, int textOffset) => new
+        {
+            content = tokens.Select(t => new
+            {
+                token = TokenText(tokenizer, t.Id),
+                logprob = t.Logprob,
+                bytes = tokenizer.TokenBytes(t.Id).Select(b => (int)b).ToArray(),
+                top_logprobs = t.Top.Select(e => new { token = TokenText(tokenizer, e.Id), logprob = e.Logprob, bytes = tokenizer.TokenBytes(e.Id).Select(b => (int)b).ToArray() }).ToArray(),
+            }).ToArray(),
+        };
+
+        public override object Response(string id, long created, string model, RequestResult r, string finish, object usage, object? logprobs) =>
+            new { id, @object = "chat.completion", created, model, choices = new[] { new { index = 0, message = new { role = "assistant", content = r.Text }, logprobs, finish_reason = finish } }, usage };
+
+        public override object Chunk(string id, long created, string model, string? text, string? finish, object? logprobs = null)
         {
             object delta = text is null ? (finish is null ? new { role = "assistant", content = "" } : new { }) : new { content = text };
-            return new { id, @object = ChunkObject, created, model, choices = new[] { new { index = 0, delta, logprobs = (object?)null, finish_reason = finish } } };
+            return new { id, @object = ChunkObject, created, model, choices = new[] { new { index = 0, delta, logprobs, finish_reason = finish } } };
         }
 
         public override string ChunkObject => "chat.completion.chunk";

@@ -257,7 +257,7 @@ public sealed class OpenAiServer : IAsyncDisposable
     // ---- generation ------------------------------------------------------------------------------
 
     /// <summary>A request error that becomes an OpenAI error response.</summary>
-    sealed class ApiError(int status, string message, string? param, string? code = null, string type = "invalid_request_error") : Exception(message)
+    internal sealed class ApiError(int status, string message, string? param, string? code = null, string type = "invalid_request_error") : Exception(message)
     {
         public int Status { get; } = status;
         public string? Param { get; } = param;
@@ -305,7 +305,10 @@ public sealed class OpenAiServer : IAsyncDisposable
             Sampling = Sampling(body),
             StopStrings = Stops(body),
             IgnoreEos = Bool(body, "ignore_eos") ?? false, // vLLM's extension, for benchmarks
+            Logprobs = endpoint.LogprobsAsked(body),
         };
+        if (settings.Logprobs is not null && engine.Tokenizer is null)
+            throw new ApiError(400, "logprobs need the model's tokenizer to name the tokens, and this server has none", "logprobs");
         return new ParsedRequest(prompt, settings, stream, includeUsage);
     }
 
@@ -358,7 +361,8 @@ public sealed class OpenAiServer : IAsyncDisposable
             else
             {
                 var r = await handle.Completion.WaitAsync(cancelled);
-                await Write(c, 200, endpoint.Response(id, DateTimeOffset.UtcNow.ToUnixTimeSeconds(), options.ModelId, r, Finish(r.FinishReason), Usage(r)));
+                object? logprobs = r.Logprobs is { } lps ? endpoint.Logprobs(lps, engine.Tokenizer!, 0) : null;
+                await Write(c, 200, endpoint.Response(id, DateTimeOffset.UtcNow.ToUnixTimeSeconds(), options.ModelId, r, Finish(r.FinishReason), Usage(r), logprobs));
             }
         }
         catch (Exception) when (c.RequestAborted.IsCancellationRequested)
@@ -415,10 +419,14 @@ public sealed class OpenAiServer : IAsyncDisposable
             await Event(c, endpoint.Chunk(id, created, model, null, null), ct);
         else
             await c.Response.Body.FlushAsync(ct);
+        int offset = 0;
         await foreach (var token in handle.Tokens.ReadAllAsync(cancelled))
         {
-            if (token.Text.Length > 0)
-                await Event(c, endpoint.Chunk(id, created, model, token.Text, null), ct);
+            // A token asked for with its log-probabilities has a chunk of its own, even when its text is held back.
+            object? logprobs = token.Logprobs is { } lp ? endpoint.Logprobs([lp], engine.Tokenizer!, offset) : null;
+            if (token.Text.Length > 0 || logprobs is not null)
+                await Event(c, endpoint.Chunk(id, created, model, token.Text, null, logprobs), ct);
+            offset += token.Text.Length;
             if (token.FinishReason is { } reason)
                 await Event(c, endpoint.Chunk(id, created, model, null, Finish(reason)), ct);
         }
@@ -480,8 +488,6 @@ public sealed class OpenAiServer : IAsyncDisposable
     [
         ("n", "1", v => v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) && i == 1),
         ("best_of", "1", v => v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) && i == 1),
-        ("logprobs", "false or null", v => v.ValueKind == JsonValueKind.False),
-        ("top_logprobs", "0 or null", v => v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) && i == 0),
         ("echo", "false", v => v.ValueKind == JsonValueKind.False),
         ("suffix", "null or \"\"", v => v.ValueKind == JsonValueKind.String && v.GetRawText() == "\"\""),
         ("logit_bias", "{} or null", v => v.ValueKind == JsonValueKind.Object && !v.EnumerateObject().Any()),

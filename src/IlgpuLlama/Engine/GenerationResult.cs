@@ -11,7 +11,11 @@ public enum FinishReason
 }
 
 /// <summary>One finished sequence.</summary>
-public sealed record GeneratedSequence(IReadOnlyList<int> PromptTokens, IReadOnlyList<int> GeneratedTokens, FinishReason FinishReason);
+public sealed record GeneratedSequence(IReadOnlyList<int> PromptTokens, IReadOnlyList<int> GeneratedTokens, FinishReason FinishReason)
+{
+    /// <summary>Each generated token's log-probabilities, when the settings asked for them.</summary>
+    public IReadOnlyList<Serving.TokenLogprobs>? Logprobs { get; init; }
+}
 
 /// <summary>Output and timings of a generation call.</summary>
 /// <param name="PrefillTokens">prompt tokens processed</param>

@@ -92,8 +92,8 @@ public sealed class ServerInputTests(DemoServer demo) : IClassFixture<DemoServer
         { "R16", "POST", C, Json, """{"prompt": "Hello world", "max_tokens": 2147483645, "stream": true}""", 400, "max_tokens" },
         { "R17", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 2147483600}""", 400, "max_completion_tokens" },
         // Parameters the server does not implement: 400 naming them unless the value is the no-op.
-        { "R18", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "logprobs": true}""", 400, "logprobs" },
-        { "R19", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "logprobs": 5}""", 400, "logprobs" },
+        { "R18", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "logprobs": 3}""", 400, "logprobs" },
+        { "R19", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "logprobs": 21}""", 400, "logprobs" },
         { "R20", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "top_logprobs": 3}""", 400, "top_logprobs" },
         { "R21", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "tools": [{"type": "function", "function": {"name": "f"}}]}""", 400, "tools" },
         { "R22", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "tool_choice": "required"}""", 400, "tool_choice" },

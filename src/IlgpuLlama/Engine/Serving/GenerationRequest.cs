@@ -46,7 +46,55 @@ public sealed record GenerationRequest
 /// <param name="Text">the text it releases: empty while a UTF-8 character or a possible stop string is incomplete, and for stop and special tokens; the last token also carries whatever was held back</param>
 /// <param name="Index">0 for the first generated token</param>
 /// <param name="FinishReason">set on the last token of the request</param>
-public sealed record GeneratedToken(int Id, string Text, int Index, FinishReason? FinishReason);
+public sealed record GeneratedToken(int Id, string Text, int Index, FinishReason? FinishReason)
+{
+    /// <summary>Its log-probability and the most likely alternatives, when <see cref="GenerationSettings.Logprobs"/> asked for them.</summary>
+    public TokenLogprobs? Logprobs { get; init; }
+}
+
+/// <summary>One token's log-probability (natural log) and the most likely tokens at its position, most likely first.</summary>
+/// <param name="Id">the token</param>
+/// <param name="Logprob">its log-probability</param>
+/// <param name="Top">the most likely tokens and their log-probabilities (ties: smaller id first)</param>
+public sealed record TokenLogprobs(int Id, double Logprob, IReadOnlyList<(int Id, double Logprob)> Top)
+{
+    /// <summary>The most alternatives a request may ask for (OpenAI's top_logprobs limit).</summary>
+    public const int MaxTop = 20;
+
+    /// <summary>
+    /// The log-softmax of <paramref name="logits"/> at <paramref name="token"/>, and its <paramref name="top"/>
+    /// most likely entries, computed in float64 (max-shifted log-sum-exp).
+    /// </summary>
+    public static TokenLogprobs From(ReadOnlySpan<float> logits, int token, int top)
+    {
+        double max = double.NegativeInfinity;
+        foreach (float l in logits)
+            max = Math.Max(max, l);
+        double sum = 0;
+        foreach (float l in logits)
+            sum += Math.Exp(l - max);
+        double lse = max + Math.Log(sum);
+        // The top entries by a bounded insertion (top <= 20): larger logit first, smaller id on ties.
+        var best = new List<int>(top + 1);
+        for (int i = 0; i < logits.Length && top > 0; i++)
+        {
+            if (best.Count == top && !Better(logits, i, best[^1]))
+                continue;
+            int at = best.Count;
+            while (at > 0 && Better(logits, i, best[at - 1]))
+                at--;
+            best.Insert(at, i);
+            if (best.Count > top)
+                best.RemoveAt(top);
+        }
+        var list = new (int, double)[best.Count];
+        for (int i = 0; i < best.Count; i++)
+            list[i] = (best[i], logits[best[i]] - lse);
+        return new TokenLogprobs(token, logits[token] - lse, list);
+    }
+
+    static bool Better(ReadOnlySpan<float> logits, int a, int b) => logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+}
 
 /// <summary>A finished request.</summary>
 /// <param name="PromptTokens">the prompt</param>
@@ -57,7 +105,11 @@ public sealed record GeneratedToken(int Id, string Text, int Index, FinishReason
 /// <param name="TimeToFirstToken">from submission until its first token</param>
 /// <param name="TotalTime">from submission until it finished</param>
 public sealed record RequestResult(IReadOnlyList<int> PromptTokens, IReadOnlyList<int> GeneratedTokens, string? Text, FinishReason FinishReason,
-    TimeSpan QueueTime, TimeSpan TimeToFirstToken, TimeSpan TotalTime);
+    TimeSpan QueueTime, TimeSpan TimeToFirstToken, TimeSpan TotalTime)
+{
+    /// <summary>Each generated token's log-probabilities, when <see cref="GenerationSettings.Logprobs"/> asked for them.</summary>
+    public IReadOnlyList<TokenLogprobs>? Logprobs { get; init; }
+}
 
 /// <summary>The scheduler's queue is full; retry later.</summary>
 public sealed class QueueFullException(int capacity)

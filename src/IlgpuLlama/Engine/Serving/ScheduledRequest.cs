@@ -97,6 +97,11 @@ public sealed class ScheduledRequest
     internal IReadOnlyList<int> Generated => generated;
 
     /// <summary>Position of the next token to feed (earlier turns, prompt and generated tokens so far, minus the one not yet fed).</summary>
+    /// <summary>The log-probabilities of the token the scheduler is about to <see cref="Accept"/> (set by its choice).</summary>
+    internal TokenLogprobs? PendingLogprobs { get; set; }
+
+    readonly List<TokenLogprobs> logprobs = [];
+
     internal int NextPosition => Request.StartPosition + Request.PromptTokens.Count + generated.Count - 1;
 
     internal void Watch(CancellationToken token)
@@ -134,7 +139,10 @@ public sealed class ScheduledRequest
         if (finish is not null && decoder is not null && !stopStrings!.Stopped)
             piece += stopStrings.Push(decoder.Flush()) + stopStrings.Flush();
         text?.Append(piece);
-        channel.Writer.TryWrite(new GeneratedToken(token, piece, generated.Count - 1, finish));
+        if (PendingLogprobs is { } lp)
+            logprobs.Add(lp);
+        channel.Writer.TryWrite(new GeneratedToken(token, piece, generated.Count - 1, finish) { Logprobs = PendingLogprobs });
+        PendingLogprobs = null;
         if (finish is { } reason)
             Complete(reason);
         return finish is not null;
@@ -145,7 +153,10 @@ public sealed class ScheduledRequest
         State = RequestState.Finished;
         long now = Stopwatch.GetTimestamp();
         var result = new RequestResult(Request.PromptTokens, generated.ToArray(), text?.ToString(), reason,
-            Stopwatch.GetElapsedTime(submitted, admitted), Stopwatch.GetElapsedTime(submitted, firstToken), Stopwatch.GetElapsedTime(submitted, now));
+            Stopwatch.GetElapsedTime(submitted, admitted), Stopwatch.GetElapsedTime(submitted, firstToken), Stopwatch.GetElapsedTime(submitted, now))
+        {
+            Logprobs = Request.Settings.Logprobs is null ? null : logprobs.ToArray(),
+        };
         channel.Writer.TryComplete();
         completion.TrySetResult(result);
         registration.Dispose();

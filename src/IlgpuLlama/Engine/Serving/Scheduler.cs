@@ -149,6 +149,8 @@ public sealed class Scheduler : IDisposable
                 $"{earlier}the prompt's {prompt} tokens + {r.MaxNewTokens} new tokens = {need} exceeds {EngineParameters.MaxSeqLen} {Model.MaxSeq}; " +
                 $"shorten the prompt, lower {EngineParameters.MaxNewTokens} or raise {EngineParameters.MaxSeqLen}", EngineParameter.MaxSeqLen);
         r.Sampling.Validate();
+        if (r.Logprobs is int k && (k < 0 || k > TokenLogprobs.MaxTop))
+            throw new EngineArgumentException($"logprobs {k} must be 0 to {TokenLogprobs.MaxTop} (the most likely tokens returned beside the chosen one)");
         if (r.StopStrings.Count > 0 && tokenizer is null)
             throw new EngineArgumentException("stop strings need the model's tokenizer, and none was loaded; give stop token ids instead");
     }
@@ -347,22 +349,35 @@ public sealed class Scheduler : IDisposable
         }
     }
 
-    /// <summary>The token row <paramref name="row"/> of a step selects for <paramref name="r"/>.</summary>
+    /// <summary>The token row <paramref name="row"/> of a step selects for <paramref name="r"/> (with its log-probabilities when asked for).</summary>
     int Choose(StepResult step, int row, ScheduledRequest r)
     {
         if (step.ArgMax[row] < 0)
             throw new EngineStateException(
                 $"the logits of request {r.Id} contain NaN; the weights or activations overflowed (try {EngineParameters.WeightFormat} bf16)", EngineParameter.WeightFormat);
-        if (r.Sampler is null)
-            return step.ArgMax[row];
-        var result = r.Sampler.Sample(step.Logits(row), step.Ids(row), step.MaxLogit![row], step.SumExp![row], Model.Config.VocabSize);
-        if (result.NeedsFullLogits)
+        float[]? full = null;
+        float[] Full()
         {
-            var full = new float[Model.Config.VocabSize];
-            Model.ReadLogitsRow(row, full);
-            result = r.Sampler.SampleFull(full);
+            if (full is null)
+            {
+                full = new float[Model.Config.VocabSize];
+                Model.ReadLogitsRow(row, full);
+            }
+            return full;
         }
-        return result.TokenId;
+        int token;
+        if (r.Sampler is null)
+            token = step.ArgMax[row];
+        else
+        {
+            var result = r.Sampler.Sample(step.Logits(row), step.Ids(row), step.MaxLogit![row], step.SumExp![row], Model.Config.VocabSize);
+            if (result.NeedsFullLogits)
+                result = r.Sampler.SampleFull(Full());
+            token = result.TokenId;
+        }
+        // The whole row crosses to the host only for a request that asked for log-probabilities.
+        r.PendingLogprobs = r.Request.Settings.Logprobs is int top ? TokenLogprobs.From(Full(), token, top) : null;
+        return token;
     }
 
     void Take(ScheduledRequest r, int token)
