@@ -21,7 +21,7 @@ public static class ServeCommand
         var model = new Option<string?>("--model") { Description = "Hugging Face Llama 3 model directory, a .gguf file or ollama:NAME[:TAG] (default: weights/Llama-3.2-1B-Instruct, then weights/Llama-3.2-1B, else the demo)", HelpName = "DIR|GGUF" };
         var host = new Option<string>("--host") { Description = "Address to bind (0.0.0.0 for every interface)", DefaultValueFactory = _ => "127.0.0.1" };
         var port = CliOptions.Integer("--port", "TCP port (0 = any free port)", 8080, 0, 65535);
-        var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on /v1 requests", HelpName = "KEY" };
+        var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on /v1 requests (and /metrics)", HelpName = "KEY" };
         var allowedHosts = new Option<string[]>("--allowed-host")
         {
             Description = "A host name clients may use in the Host header besides localhost and IP addresses (repeatable; '*' allows any). Others get 400, which stops DNS rebinding",
@@ -34,9 +34,10 @@ public static class ServeCommand
         // an error, not 15 seconds, and NaN or 1e39 never reach TimeSpan.FromSeconds after the load.
         var grace = CliOptions.Real("--shutdown-grace", "Seconds a shutdown waits for running requests before cancelling them", 30f,
             v => v is >= 0 and <= 86_400, "between 0 and 86400 seconds");
+        var metrics = new Option<bool>("--metrics") { Description = "Serve GET /metrics in Prometheus' text format (requests, tokens, latency histograms, queue and KV slots); behind --api-key like /v1" };
         var engine = new ModelOptions();
-        var command = new Command("serve", "OpenAI-compatible HTTP server: /v1/completions, /v1/chat/completions (streaming), /v1/models, /health")
-            { model, host, port, apiKey, allowedHosts, modelId, maxQueue, grace };
+        var command = new Command("serve", "OpenAI-compatible HTTP server: /v1/completions, /v1/chat/completions (streaming), /v1/models, /health, /metrics (with --metrics)")
+            { model, host, port, apiKey, allowedHosts, modelId, maxQueue, grace, metrics };
         engine.AddTo(command);
         command.SetAction(parse =>
         {
@@ -61,10 +62,11 @@ public static class ServeCommand
                 AllowedHosts = hosts,
                 ModelId = id,
                 ShutdownGrace = TimeSpan.FromSeconds(parse.GetValue(grace)),
+                Metrics = parse.GetValue(metrics),
                 Log = line => io.Err.WriteLine($"[serve] {line}"),
             };
             var server = OpenAiServer.StartAsync(llamaEngine, options).GetAwaiter().GetResult();
-            io.Err.WriteLine($"serving '{id}' at {server.Address} ({llama.MaxBatch} slots x {llama.MaxSeq} positions{(options.ApiKey is null ? "" : ", API key required")}); Ctrl-C stops");
+            io.Err.WriteLine($"serving '{id}' at {server.Address} ({llama.MaxBatch} slots x {llama.MaxSeq} positions{(options.ApiKey is null ? "" : ", API key required")}{(options.Metrics ? ", metrics at /metrics" : "")}); Ctrl-C stops");
             io.Out.WriteLine(server.Address);
             io.Out.Flush();
             // SIGINT and SIGTERM reach the host's console lifetime, which runs the graceful shutdown.

@@ -26,7 +26,7 @@ public sealed record ServerOptions
     /// <summary>Port; 0 picks a free one (see <see cref="OpenAiServer.Address"/>).</summary>
     public int Port { get; init; } = 8080;
 
-    /// <summary>When set, every /v1 request needs "Authorization: Bearer KEY".</summary>
+    /// <summary>When set, every /v1 request (and /metrics) needs "Authorization: Bearer KEY".</summary>
     public string? ApiKey { get; init; }
 
     /// <summary>The model id in /v1/models and in responses.</summary>
@@ -45,6 +45,9 @@ public sealed record ServerOptions
     /// </summary>
     public IReadOnlyList<string> AllowedHosts { get; init; } = [];
 
+    /// <summary>Whether GET /metrics serves Prometheus metrics (behind <see cref="ApiKey"/> like /v1); off: 404.</summary>
+    public bool Metrics { get; init; }
+
     /// <summary>Receives one line per request and per lifecycle event (null: silent).</summary>
     public Action<string>? Log { get; init; }
 }
@@ -52,8 +55,8 @@ public sealed record ServerOptions
 /// <summary>
 /// An OpenAI-compatible HTTP server over a <see cref="LlamaEngine"/> (ASP.NET Core, Kestrel):
 /// GET /health, GET /v1/models, POST /v1/completions and /v1/chat/completions, with server-sent
-/// events for <c>stream: true</c>. Errors have OpenAI's shape. A client that disconnects cancels its
-/// request, which frees its KV slot; <see cref="StopAsync"/> (SIGINT/SIGTERM in <c>serve</c>) answers
+/// events for <c>stream: true</c>, and GET /metrics with <see cref="ServerOptions.Metrics"/>. Errors
+/// have OpenAI's shape. A client that disconnects cancels its request, which frees its KV slot; <see cref="StopAsync"/> (SIGINT/SIGTERM in <c>serve</c>) answers
 /// new requests with 503, lets running ones finish for <see cref="ServerOptions.ShutdownGrace"/>, then
 /// cancels what is left.
 /// </summary>
@@ -69,6 +72,7 @@ public sealed class OpenAiServer : IAsyncDisposable
     readonly WebApplication app;
     readonly LlamaEngine engine;
     readonly ServerOptions options;
+    readonly ServerMetrics? metrics;
     readonly CancellationTokenSource stopping = new();
     int inFlight;
     volatile bool shuttingDown;
@@ -78,6 +82,7 @@ public sealed class OpenAiServer : IAsyncDisposable
         this.app = app;
         this.engine = engine;
         this.options = options;
+        metrics = options.Metrics ? new ServerMetrics(engine.Scheduler) : null;
     }
 
     /// <summary>Where the server listens (the real port when <see cref="ServerOptions.Port"/> was 0).</summary>
@@ -164,7 +169,7 @@ public sealed class OpenAiServer : IAsyncDisposable
             Interlocked.Increment(ref inFlight);
             try
             {
-                string? allow = AllowedMethods(context.Request.Path);
+                string? allow = AllowedMethods(context.Request.Path) ?? (metrics is not null && context.Request.Path.StartsWithSegments(ServerMetrics.Path) ? "GET" : null);
                 if (!HostAllowed(context.Request.Host))
                     await Error(context, 400, $"the Host header '{Printable(context.Request.Host.Value)}' is not one this server answers to (localhost, an IP address, or a name given with --allowed-host); " +
                         "start the server with --allowed-host NAME to reach it by that name", "invalid_request_error", null, "invalid_host");
@@ -175,7 +180,7 @@ public sealed class OpenAiServer : IAsyncDisposable
                     context.Response.Headers.Allow = allow;
                     await Error(context, 405, $"{context.Request.Path} takes {allow.Replace(", ", " or ")}, not {Printable(context.Request.Method)}", "invalid_request_error", null, "method_not_allowed");
                 }
-                else if (options.ApiKey is { } key && context.Request.Path.StartsWithSegments("/v1") && !Authorized(context, key))
+                else if (options.ApiKey is { } key && (context.Request.Path.StartsWithSegments("/v1") || metrics is not null && context.Request.Path.StartsWithSegments(ServerMetrics.Path)) && !Authorized(context, key))
                     await Error(context, 401, "invalid or missing API key; send the header 'Authorization: Bearer KEY' with the key the server was started with",
                         "invalid_request_error", null, "invalid_api_key");
                 else
@@ -189,6 +194,7 @@ public sealed class OpenAiServer : IAsyncDisposable
             }
             finally
             {
+                metrics?.Answered(context);
                 Interlocked.Decrement(ref inFlight);
             }
         });
@@ -204,6 +210,7 @@ public sealed class OpenAiServer : IAsyncDisposable
             : Error(c, 404, $"the model '{id}' does not exist; this server serves '{options.ModelId}'", "invalid_request_error", "model", "model_not_found"));
         foreach (var endpoint in new[] { OpenAiEndpoint.Completions, OpenAiEndpoint.Chat })
             web.MapPost(endpoint.Path, c => Generate(c, endpoint));
+        metrics?.Map(web);
         web.MapFallback((HttpContext c) => Error(c, 404, $"no route {c.Request.Method} {c.Request.Path}; the endpoints are GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions",
             "invalid_request_error", null, "not_found"));
     }
@@ -361,6 +368,7 @@ public sealed class OpenAiServer : IAsyncDisposable
             else
             {
                 var r = await handle.Completion.WaitAsync(cancelled);
+                metrics?.Finished(handle, r);
                 object? logprobs = r.Logprobs is { } lps ? endpoint.Logprobs(lps, engine.Tokenizer!, 0) : null;
                 await Write(c, 200, endpoint.Response(id, DateTimeOffset.UtcNow.ToUnixTimeSeconds(), options.ModelId, r, Finish(r.FinishReason), Usage(r), logprobs));
             }
@@ -430,11 +438,10 @@ public sealed class OpenAiServer : IAsyncDisposable
             if (token.FinishReason is { } reason)
                 await Event(c, endpoint.Chunk(id, created, model, null, Finish(reason)), ct);
         }
+        var r = await handle.Completion.WaitAsync(cancelled);
+        metrics?.Finished(handle, r);
         if (includeUsage)
-        {
-            var r = await handle.Completion.WaitAsync(cancelled);
             await Event(c, new { id, @object = endpoint.ChunkObject, created, model, choices = Array.Empty<object>(), usage = Usage(r) }, ct);
-        }
         await c.Response.WriteAsync("data: [DONE]\n\n", ct);
         await c.Response.Body.FlushAsync(ct);
     }

@@ -38,6 +38,7 @@ public sealed class ScheduledRequest
     readonly System.Text.StringBuilder? text;
     readonly HashSet<int> stopTokens;
     readonly long submitted = Stopwatch.GetTimestamp();
+    readonly List<long> tokenTimes = []; // when each generated token was chosen (Stopwatch timestamps)
     long admitted, firstToken;
     CancellationTokenRegistration registration;
 
@@ -84,6 +85,19 @@ public sealed class ScheduledRequest
     /// <summary>The result, once the request has finished.</summary>
     public Task<RequestResult> Completion => completion.Task;
 
+    /// <summary>
+    /// When each generated token was chosen, from submission (the first is the time to first token;
+    /// the differences are the inter-token latencies). Complete once <see cref="Completion"/> has finished.
+    /// </summary>
+    public IReadOnlyList<TimeSpan> TokenTimes
+    {
+        get
+        {
+            lock (tokenTimes)
+                return tokenTimes.Select(t => Stopwatch.GetElapsedTime(submitted, t)).ToArray();
+        }
+    }
+
     /// <summary>Ends the request; its slot is free before the next scheduler step.</summary>
     public void Cancel() => scheduler.Cancel(this);
 
@@ -120,8 +134,11 @@ public sealed class ScheduledRequest
     /// <summary>Takes a chosen token: streams it, applies the stop rules; returns true when the request finished.</summary>
     internal bool Accept(int token)
     {
+        long now = Stopwatch.GetTimestamp();
         if (generated.Count == 0)
-            firstToken = Stopwatch.GetTimestamp();
+            firstToken = now;
+        lock (tokenTimes)
+            tokenTimes.Add(now);
         generated.Add(token);
         FinishReason? finish = null;
         string piece = "";

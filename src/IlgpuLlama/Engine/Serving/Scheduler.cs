@@ -84,6 +84,15 @@ public sealed class Scheduler : IDisposable
         get { lock (gate) return running.Count; }
     }
 
+    /// <summary>KV-cache slots held by a request.</summary>
+    public int SlotsInUse
+    {
+        get { lock (gate) return slots.Count(s => s is not null); }
+    }
+
+    /// <summary>KV-cache slots (the model's batch size).</summary>
+    public int SlotCount => slots.Length;
+
     /// <summary>Whether any request is queued or running.</summary>
     public bool HasWork
     {
