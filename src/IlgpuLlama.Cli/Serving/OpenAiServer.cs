@@ -506,7 +506,13 @@ public sealed class OpenAiServer : IAsyncDisposable
             && v.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String && t.GetRawText() == "\"text\""),
         ("presence_penalty", "0", v => v.ValueKind == JsonValueKind.Number && v.GetDouble() == 0),
         ("frequency_penalty", "0", v => v.ValueKind == JsonValueKind.Number && v.GetDouble() == 0),
+        ("modalities", "[\"text\"]", v => v.ValueKind == JsonValueKind.Array && v.GetArrayLength() == 1 && v[0].ValueKind == JsonValueKind.String && v[0].GetString() == "text"),
+        ("audio", "null", _ => false),
+        ("web_search_options", "null", _ => false),
     ];
+
+    /// <summary>The OpenAI parameters refused unless given their no-op value (the README's parameter table lists them).</summary>
+    public static IReadOnlyList<string> RefusedParameters { get; } = Unsupported.Select(u => u.Name).ToArray();
 
     static void RefuseUnsupported(JsonElement body)
     {
