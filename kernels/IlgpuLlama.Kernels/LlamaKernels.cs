@@ -13,6 +13,9 @@ namespace IlgpuLlama.Kernels;
 public sealed class LlamaKernels
 {
     readonly ConcurrentDictionary<(IKernelDefinition Kernel, KernelVariant Variant), Lazy<Delegate>> loaded = new();
+
+    /// <summary>Kernel specialisations compiled (loaded) so far.</summary>
+    public int LoadedCount => loaded.Count;
     List<Action>? recording;
     long directLaunches;
 

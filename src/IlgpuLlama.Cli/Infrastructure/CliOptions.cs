@@ -8,10 +8,10 @@ namespace IlgpuLlama.Cli.Infrastructure;
 /// <summary>Options shared by several commands, created by factory methods so each command owns its instance.</summary>
 public static class CliOptions
 {
-    /// <summary>--verbose: stack traces on errors (global).</summary>
+    /// <summary>--verbose: stack traces on errors, and where a model's load time goes (global).</summary>
     public static Option<bool> Verbose { get; } = new("--verbose", "-v")
     {
-        Description = "Show stack traces on errors (same as ILGPU_LLAMA_DEBUG=1)",
+        Description = "Show stack traces on errors (same as ILGPU_LLAMA_DEBUG=1) and where a model's load time goes",
         Recursive = true,
     };
 

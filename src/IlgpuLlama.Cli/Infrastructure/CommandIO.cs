@@ -33,7 +33,10 @@ public sealed class CommandIO
 
     /// <summary>The writers of this invocation.</summary>
     public static CommandIO From(ParseResult parse) =>
-        new(parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error);
+        new(parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error) { Verbose = parse.GetValue(CliOptions.Verbose) };
+
+    /// <summary>--verbose: stack traces on errors, and where a model's load time goes.</summary>
+    public bool Verbose { get; init; }
 
     /// <summary>
     /// JSON with snake_case keys, indented; enums as snake_case names ("kv_cache", not 1), so a

@@ -144,6 +144,12 @@ public sealed class ModelOptions
         if (lastDecile >= 0)
             io.Err.WriteLine();
         io.Err.WriteLine($"loaded in {(DateTime.UtcNow - started).TotalSeconds:F1} s: {MemorySummary(model)}");
+        if (io.Verbose)
+        {
+            var t = model.Timings;
+            io.Err.WriteLine($"load time: device {device.CreationTime.TotalSeconds:F2} s (ILGPU context and accelerator), files {t.Files.TotalSeconds:F2} s, plan {t.Plan.TotalSeconds:F2} s, " +
+                $"allocation {t.Allocation.TotalSeconds:F2} s, kernel compilation {t.Compilation.TotalSeconds:F2} s ({t.KernelsCompiled} specialisations), weights {t.Weights.TotalSeconds:F2} s");
+        }
         if (options.MaxSeqLen is null)
             io.Err.WriteLine($"context: {model.MaxSeq} positions per sequence, the longest that fits beside the weights at batch {model.MaxBatch} " +
                 $"(at most {Math.Min(model.Config.MaxPositionEmbeddings, LlamaModel.DefaultContextCap(device.Accelerator))}{(device.IsCuda ? "" : " on the CPU accelerator")}; the model allows {model.Config.MaxPositionEmbeddings}); --max-seq-len sets it");

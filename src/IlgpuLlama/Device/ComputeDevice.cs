@@ -82,6 +82,17 @@ public sealed class ComputeDevice : IDisposable
     /// <summary>Creates the device; <see cref="DeviceKind.Cuda"/> without a GPU is a clear error.</summary>
     public static ComputeDevice Create(DeviceKind kind)
     {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        var device = CreateUntimed(kind);
+        device.CreationTime = System.Diagnostics.Stopwatch.GetElapsedTime(start);
+        return device;
+    }
+
+    /// <summary>How long <see cref="Create"/> took: the ILGPU context and the accelerator (zero for a device made otherwise).</summary>
+    public TimeSpan CreationTime { get; private set; }
+
+    static ComputeDevice CreateUntimed(DeviceKind kind)
+    {
         if (kind != DeviceKind.Cpu)
         {
             Context? context = null;

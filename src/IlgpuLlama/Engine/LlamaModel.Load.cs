@@ -26,6 +26,7 @@ public sealed partial class LlamaModel
 
     LlamaModel(ComputeDevice device, LlamaConfig config, EngineOptions options, WeightLayout? sourceLayout = null)
     {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         Device = device;
         Config = config;
         Options = options;
@@ -47,6 +48,7 @@ public sealed partial class LlamaModel
         eps = (float)config.RmsNormEps;
         attention = new AttentionShape(config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim, Plan.Shape.MaxSeq);
 
+        var plan = clock.Elapsed;
         Allocator = new DeviceAllocator(accelerator, options.AllocationLog);
         try
         {
@@ -60,9 +62,11 @@ public sealed partial class LlamaModel
             inputs = new DeviceInputs(stream, Workspace, buf);
             var rope = RopeTable.Build(config.RopeInverseFrequencies(), Plan.Shape.MaxSeq);
             HostCopy.Upload(stream, Workspace[buf.RopeTable], rope);
+            var allocated = clock.Elapsed;
             CompileKernels();
             DecodeLaunchesPerStep = Kernels.RecordLaunches(() => EnqueueDecodeStep(1, SelectShape.ArgMax)).Count;
             accelerator.Synchronize();
+            Timings = new LoadTimings(plan, allocated - plan, clock.Elapsed - allocated, Kernels.LoadedCount, TimeSpan.Zero, TimeSpan.Zero);
         }
         catch
         {
@@ -78,6 +82,9 @@ public sealed partial class LlamaModel
 
     /// <summary>The device.</summary>
     public ComputeDevice Device { get; }
+
+    /// <summary>Where the load's time went (the weights' part is zero for a model made with <see cref="Create"/>).</summary>
+    public LoadTimings Timings { get; private set; }
 
     /// <summary>Model hyper-parameters.</summary>
     public LlamaConfig Config { get; }
@@ -147,14 +154,18 @@ public sealed partial class LlamaModel
             return LoadGguf(device, gguf, options, progress);
         if (!System.IO.Directory.Exists(modelDir))
             throw new EngineArgumentException($"{EngineParameters.Model} '{modelDir}' does not exist; give a Hugging Face Llama 3 model directory (see weights/README.md)", EngineParameter.Model);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         var config = LlamaConfig.FromDirectory(modelDir);
         using var source = SafetensorsModel.Open(modelDir);
         var warnings = LlamaConfig.ValidateWeights(config, source.Tensors, modelDir);
+        var opened = clock.Elapsed;
         var model = new LlamaModel(device, config, options);
         try
         {
             model.Warnings.AddRange(warnings.Select(w => new EngineNotice(w)));
+            var built = clock.Elapsed;
             model.AddConversionNotices(model.Weights.Upload(source, device.Accelerator, progress), modelDir);
+            model.Timings = model.Timings with { Files = opened, Weights = clock.Elapsed - built };
         }
         catch
         {
@@ -171,9 +182,11 @@ public sealed partial class LlamaModel
     /// </summary>
     public static LlamaModel LoadGguf(ComputeDevice device, string path, EngineOptions options, IProgress<UploadProgress>? progress = null)
     {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         using var source = GgufModel.Open(path);
         var config = GgufLlama.ReadConfig(source);
         var warnings = GgufLlama.ValidateTensors(source, config);
+        var opened = clock.Elapsed;
         var model = new LlamaModel(device, config, options, GgufLlama.DefaultLayout(source, config));
         try
         {
@@ -188,7 +201,9 @@ public sealed partial class LlamaModel
                     : $"{converted.Count} of the file's matrices are stored again in the format of the matrix one fused kernel reads with them, q with k and gate with up ({what})"));
             if (source.Head.GetString("tokenizer.chat_template") is string template && !GgufLlama.IsLlama3Template(template))
                 model.Warnings.Add(new("the file's chat template is not Llama 3's; chat and serve format conversations with the built-in Llama 3 template"));
+            var built = clock.Elapsed;
             model.AddConversionNotices(model.Weights.Upload(source, config.HeadDim, device.Accelerator, progress), path);
+            model.Timings = model.Timings with { Files = opened, Weights = clock.Elapsed - built };
         }
         catch
         {
@@ -284,3 +299,12 @@ public sealed partial class LlamaModel
         Allocator.Dispose();
     }
 }
+
+/// <summary>Where a model's load time went, for <c>--verbose</c> (the device's own creation is <see cref="ComputeDevice.CreationTime"/>).</summary>
+/// <param name="Plan">the memory plan and the longest context that fits</param>
+/// <param name="Allocation">weights, KV cache and workspace buffers, the RoPE table</param>
+/// <param name="Compilation">compiling every kernel specialisation the forward passes launch (recorded, not run)</param>
+/// <param name="KernelsCompiled">how many specialisations that was</param>
+/// <param name="Files">opening and validating the weight files and reading the configuration</param>
+/// <param name="Weights">converting and uploading the weights</param>
+public readonly record struct LoadTimings(TimeSpan Plan, TimeSpan Allocation, TimeSpan Compilation, int KernelsCompiled, TimeSpan Files, TimeSpan Weights);
