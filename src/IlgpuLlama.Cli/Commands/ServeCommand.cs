@@ -36,7 +36,7 @@ public static class ServeCommand
             v => v is >= 0 and <= 86_400, "between 0 and 86400 seconds");
         var metrics = new Option<bool>("--metrics") { Description = "Serve GET /metrics in Prometheus' text format (requests, tokens, latency histograms, queue and KV slots); behind --api-key like /v1" };
         var engine = new ModelOptions();
-        var command = new Command("serve", "OpenAI-compatible HTTP server: /v1/completions, /v1/chat/completions (streaming), /v1/models, /health, /metrics (with --metrics)")
+        var command = new Command("serve", "OpenAI-compatible HTTP server: /v1/completions, /v1/chat/completions (streaming), /v1/models, /health, /metrics (with --metrics), and a chat page at /")
             { model, host, port, apiKey, allowedHosts, modelId, maxQueue, grace, metrics };
         engine.AddTo(command);
         command.SetAction(parse =>
@@ -66,7 +66,7 @@ public static class ServeCommand
                 Log = line => io.Err.WriteLine($"[serve] {line}"),
             };
             var server = OpenAiServer.StartAsync(llamaEngine, options).GetAwaiter().GetResult();
-            io.Err.WriteLine($"serving '{id}' at {server.Address} ({llama.MaxBatch} slots x {llama.MaxSeq} positions{(options.ApiKey is null ? "" : ", API key required")}{(options.Metrics ? ", metrics at /metrics" : "")}); Ctrl-C stops");
+            io.Err.WriteLine($"serving '{id}' at {server.Address} ({llama.MaxBatch} slots x {llama.MaxSeq} positions{(options.ApiKey is null ? "" : ", API key required")}{(options.Metrics ? ", metrics at /metrics" : "")}); chat page: open {server.Address} in a browser; Ctrl-C stops");
             io.Out.WriteLine(server.Address);
             io.Out.Flush();
             // SIGINT and SIGTERM reach the host's console lifetime, which runs the graceful shutdown.

@@ -211,7 +211,8 @@ public sealed class OpenAiServer : IAsyncDisposable
         foreach (var endpoint in new[] { OpenAiEndpoint.Completions, OpenAiEndpoint.Chat })
             web.MapPost(endpoint.Path, c => Generate(c, endpoint));
         metrics?.Map(web);
-        web.MapFallback((HttpContext c) => Error(c, 404, $"no route {c.Request.Method} {c.Request.Path}; the endpoints are GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions",
+        ChatPage.Map(web);
+        web.MapFallback((HttpContext c) => Error(c, 404, $"no route {c.Request.Method} {c.Request.Path}; the endpoints are GET / (the chat page), GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions",
             "invalid_request_error", null, "not_found"));
     }
 
@@ -223,7 +224,7 @@ public sealed class OpenAiServer : IAsyncDisposable
         string p = (path.Value ?? "").TrimEnd('/');
         if (p is "/v1/completions" or "/v1/chat/completions")
             return "POST";
-        if (p is "/health" or "/v1/models" || p.StartsWith("/v1/models/", StringComparison.Ordinal))
+        if (p is "" or "/health" or "/v1/models" || p.StartsWith("/v1/models/", StringComparison.Ordinal)) // "": the chat page at /
             return "GET, HEAD";
         return null;
     }

@@ -93,6 +93,7 @@ sealed class ServerMetrics
         return p switch
         {
             "/health" or "/v1/models" or "/v1/completions" or "/v1/chat/completions" or Path => p,
+            "" => "/", // the chat page
             _ when p.StartsWith("/v1/models/", StringComparison.Ordinal) => "/v1/models/{id}",
             _ => "other",
         };
