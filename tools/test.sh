@@ -33,6 +33,16 @@ run() {
 
 build() { dotnet build IlgpuLlama.sln -c Release; }
 
+# The chat page's browser test (tests/IlgpuLlama.Tests/Serving/ChatPageTests.cs) drives Debian's
+# chromium through chromedriver: installed here when missing (about 25 s, 26 packages; needs root and
+# apt-get), so this one command sets a fresh machine up. Without them that test fails saying how to install them.
+browser() {
+    command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 && return 0
+    echo "test.sh: installing chromium and chromium-driver for the chat page's browser test" >&2
+    (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver) >&2 \
+        || { echo "test.sh: could not install chromium and chromium-driver; run as root: apt-get update && apt-get install -y chromium chromium-driver" >&2; return 1; }
+}
+
 # The tests, with a progress line every 30 s (tests passed and failed so far). A test that hangs (a
 # command that should have failed but serves forever) is killed after 10 minutes of silence and named,
 # instead of holding CI to its time limit.
@@ -83,12 +93,13 @@ ptxas() { bash tools/ptxas-check.sh --arch sm_60; }
 
 run build build
 if [[ "${results[0]}" == pass ]]; then
+    run browser browser
     run tests tests
     run example example
     run "cpu smoke" smoke
     run "ptxas sm_60" ptxas
 else
-    for s in tests example "cpu smoke" "ptxas sm_60"; do
+    for s in browser tests example "cpu smoke" "ptxas sm_60"; do
         record "$s" "skipped (the build failed)" "-"
     done
 fi
