@@ -43,11 +43,14 @@ abstract class OpenAiEndpoint
     /// </summary>
     public abstract object Logprobs(IReadOnlyList<TokenLogprobs> tokens, LlamaTokenizer tokenizer, int textOffset);
 
-    /// <summary>The whole response of a request that finished (<paramref name="logprobs"/> null when not asked for).</summary>
-    public abstract object Response(string id, long created, string model, RequestResult r, string finish, object usage, object? logprobs);
+    /// <summary>One finished choice of a request: its result, finish reason and log-probabilities (null when not asked for).</summary>
+    public sealed record Choice(RequestResult Result, string Finish, object? Logprobs);
 
-    /// <summary>A stream chunk carrying <paramref name="text"/> (null: the opening chunk) or the finish reason, and its token's log-probabilities.</summary>
-    public abstract object Chunk(string id, long created, string model, string? text, string? finish, object? logprobs = null);
+    /// <summary>The whole response of a request whose choices (n of them, indexed in order) finished.</summary>
+    public abstract object Response(string id, long created, string model, IReadOnlyList<Choice> choices, object usage);
+
+    /// <summary>A stream chunk of choice <paramref name="index"/> carrying <paramref name="text"/> (null: the opening chunk) or the finish reason, and its token's log-probabilities.</summary>
+    public abstract object Chunk(string id, long created, string model, string? text, string? finish, object? logprobs = null, int index = 0);
 
     /// <summary>A token's text as the API shows it (special tokens by name; an incomplete UTF-8 piece as U+FFFD).</summary>
     protected static string TokenText(LlamaTokenizer tokenizer, int id) => tokenizer.Decode([id]);
@@ -98,11 +101,11 @@ abstract class OpenAiEndpoint
             };
         }
 
-        public override object Response(string id, long created, string model, RequestResult r, string finish, object usage, object? logprobs) =>
-            new { id, @object = "text_completion", created, model, choices = new[] { new { index = 0, text = r.Text, logprobs, finish_reason = finish } }, usage };
+        public override object Response(string id, long created, string model, IReadOnlyList<Choice> choices, object usage) =>
+            new { id, @object = "text_completion", created, model, choices = choices.Select((c, i) => new { index = i, text = c.Result.Text, logprobs = c.Logprobs, finish_reason = c.Finish }).ToArray(), usage };
 
-        public override object Chunk(string id, long created, string model, string? text, string? finish, object? logprobs = null) =>
-            new { id, @object = ChunkObject, created, model, choices = new[] { new { index = 0, text = text ?? "", logprobs, finish_reason = finish } } };
+        public override object Chunk(string id, long created, string model, string? text, string? finish, object? logprobs = null, int index = 0) =>
+            new { id, @object = ChunkObject, created, model, choices = new[] { new { index, text = text ?? "", logprobs, finish_reason = finish } } };
 
         public override string ChunkObject => "text_completion";
     }
@@ -143,13 +146,13 @@ abstract class OpenAiEndpoint
             }).ToArray(),
         };
 
-        public override object Response(string id, long created, string model, RequestResult r, string finish, object usage, object? logprobs) =>
-            new { id, @object = "chat.completion", created, model, choices = new[] { new { index = 0, message = new { role = "assistant", content = r.Text }, logprobs, finish_reason = finish } }, usage };
+        public override object Response(string id, long created, string model, IReadOnlyList<Choice> choices, object usage) =>
+            new { id, @object = "chat.completion", created, model, choices = choices.Select((c, i) => new { index = i, message = new { role = "assistant", content = c.Result.Text }, logprobs = c.Logprobs, finish_reason = c.Finish }).ToArray(), usage };
 
-        public override object Chunk(string id, long created, string model, string? text, string? finish, object? logprobs = null)
+        public override object Chunk(string id, long created, string model, string? text, string? finish, object? logprobs = null, int index = 0)
         {
             object delta = text is null ? (finish is null ? new { role = "assistant", content = "" } : new { }) : new { content = text };
-            return new { id, @object = ChunkObject, created, model, choices = new[] { new { index = 0, delta, logprobs, finish_reason = finish } } };
+            return new { id, @object = ChunkObject, created, model, choices = new[] { new { index, delta, logprobs, finish_reason = finish } } };
         }
 
         public override string ChunkObject => "chat.completion.chunk";

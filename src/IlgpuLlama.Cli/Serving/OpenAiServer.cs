@@ -274,7 +274,10 @@ public sealed class OpenAiServer : IAsyncDisposable
     }
 
     /// <summary>A request as parsed and checked, before submission.</summary>
-    sealed record ParsedRequest(IReadOnlyList<int> Prompt, GenerationSettings Settings, bool Stream, bool IncludeUsage);
+    sealed record ParsedRequest(IReadOnlyList<int> Prompt, GenerationSettings Settings, bool Stream, bool IncludeUsage, int N);
+
+    /// <summary>The most choices one request may ask for (n); more than the free KV slots wait in the queue.</summary>
+    public const int MaxChoices = 16;
 
     /// <summary>Reads and checks the body of a generation request (an <see cref="ApiError"/> names the field at fault).</summary>
     async Task<ParsedRequest> Parse(HttpContext c, OpenAiEndpoint endpoint)
@@ -317,12 +320,16 @@ public sealed class OpenAiServer : IAsyncDisposable
         };
         if (settings.Logprobs is not null && engine.Tokenizer is null)
             throw new ApiError(400, "logprobs need the model's tokenizer to name the tokens, and this server has none", "logprobs");
-        return new ParsedRequest(prompt, settings, stream, includeUsage);
+        int n = Optional(body, "n") is { } nv
+            ? nv.ValueKind == JsonValueKind.Number && nv.TryGetInt32(out int nn) && nn >= 1 && nn <= MaxChoices ? nn
+                : throw new ApiError(400, $"n must be a whole number from 1 to {MaxChoices}, got {nv.GetRawText()}", "n")
+            : 1;
+        return new ParsedRequest(prompt, settings, stream, includeUsage, n);
     }
 
     async Task Generate(HttpContext c, OpenAiEndpoint endpoint)
     {
-        ScheduledRequest handle;
+        ScheduledRequest[] handles;
         CancellationToken cancelled; // the client left or shutdown cancelled the request
         bool stream;
         bool includeUsage;
@@ -334,7 +341,19 @@ public sealed class OpenAiServer : IAsyncDisposable
             var cancel = CancellationTokenSource.CreateLinkedTokenSource(c.RequestAborted, stopping.Token);
             c.Response.RegisterForDispose(cancel);
             cancelled = cancel.Token;
-            handle = engine.Submit(parsed.Prompt, parsed.Settings, cancelled);
+            // n choices: n requests of one prompt, each drawing its own random stream of the request's seed.
+            handles = new ScheduledRequest[parsed.N];
+            try
+            {
+                for (int i = 0; i < parsed.N; i++)
+                    handles[i] = engine.Submit(parsed.Prompt, parsed.N == 1 ? parsed.Settings : parsed.Settings with { SamplingStream = i }, cancelled);
+            }
+            catch
+            {
+                foreach (var h in handles)
+                    h?.Cancel();
+                throw;
+            }
         }
         catch (ApiError e)
         {
@@ -359,32 +378,36 @@ public sealed class OpenAiServer : IAsyncDisposable
             return;
         }
 
-        options.Log?.Invoke($"{c.Request.Method} {c.Request.Path} request {handle.Id}: {handle.Request.PromptTokens.Count} prompt tokens, max {handle.Request.Settings.MaxNewTokens}{(stream ? ", stream" : "")}");
+        var handle = handles[0];
+        options.Log?.Invoke($"{c.Request.Method} {c.Request.Path} request {handle.Id}: {handle.Request.PromptTokens.Count} prompt tokens, max {handle.Request.Settings.MaxNewTokens}{(handles.Length > 1 ? $", n {handles.Length}" : "")}{(stream ? ", stream" : "")}");
         try
         {
             // Waiting on `cancelled` too: a cancelled request answers at once, not after the
             // scheduler's current step (tens of seconds per step on a loaded CPU).
             if (stream)
-                await Stream(c, handle, endpoint, id, includeUsage, cancelled);
+                await Stream(c, handles, endpoint, id, includeUsage, cancelled);
             else
             {
-                var r = await handle.Completion.WaitAsync(cancelled);
-                metrics?.Finished(handle, r);
-                object? logprobs = r.Logprobs is { } lps ? endpoint.Logprobs(lps, engine.Tokenizer!, 0) : null;
-                await Write(c, 200, endpoint.Response(id, DateTimeOffset.UtcNow.ToUnixTimeSeconds(), options.ModelId, r, Finish(r.FinishReason), Usage(r), logprobs));
+                var results = await Task.WhenAll(handles.Select(h => h.Completion.WaitAsync(cancelled)));
+                for (int i = 0; i < handles.Length; i++)
+                    metrics?.Finished(handles[i], results[i]);
+                var choices = results.Select(r => new OpenAiEndpoint.Choice(r, Finish(r.FinishReason), r.Logprobs is { } lps ? endpoint.Logprobs(lps, engine.Tokenizer!, 0) : null)).ToArray();
+                await Write(c, 200, endpoint.Response(id, DateTimeOffset.UtcNow.ToUnixTimeSeconds(), options.ModelId, choices, Usage(results)));
             }
         }
         catch (Exception) when (c.RequestAborted.IsCancellationRequested)
         {
             // The client left: its request is cancelled and its slot free.
-            handle.Cancel();
+            foreach (var h in handles)
+                h.Cancel();
             options.Log?.Invoke($"request {handle.Id} cancelled: the client left");
         }
         catch (Exception e)
         {
             // Shutdown cancelled it after the grace period, or generation failed: the client learns
             // why, as a JSON error before the first byte, else as an error event ending the stream.
-            handle.Cancel();
+            foreach (var h in handles)
+                h.Cancel();
             var (status, message, type, param, code) = stopping.IsCancellationRequested && e is OperationCanceledException
                 ? (503, $"the server is shutting down and cancelled this request after its grace period of {options.ShutdownGrace.TotalSeconds:0.###} s; retry after the restart",
                     "server_error", (string?)null, "shutting_down")
@@ -411,12 +434,16 @@ public sealed class OpenAiServer : IAsyncDisposable
         }
     }
 
-    static object Usage(RequestResult r) =>
-        new { prompt_tokens = r.PromptTokens.Count, completion_tokens = r.GeneratedTokens.Count, total_tokens = r.PromptTokens.Count + r.GeneratedTokens.Count };
+    /// <summary>Usage of a request's choices: the prompt once, the completions summed (OpenAI's count for n > 1).</summary>
+    static object Usage(IReadOnlyList<RequestResult> rs)
+    {
+        int prompt = rs[0].PromptTokens.Count, completion = rs.Sum(r => r.GeneratedTokens.Count);
+        return new { prompt_tokens = prompt, completion_tokens = completion, total_tokens = prompt + completion };
+    }
 
     static string Finish(FinishReason reason) => reason == FinishReason.Length ? "length" : "stop";
 
-    async Task Stream(HttpContext c, ScheduledRequest handle, OpenAiEndpoint endpoint, string id, bool includeUsage, CancellationToken cancelled)
+    async Task Stream(HttpContext c, ScheduledRequest[] handles, OpenAiEndpoint endpoint, string id, bool includeUsage, CancellationToken cancelled)
     {
         c.Response.StatusCode = 200;
         c.Response.ContentType = "text/event-stream";
@@ -425,24 +452,36 @@ public sealed class OpenAiServer : IAsyncDisposable
         string model = options.ModelId;
         var ct = c.RequestAborted;
         if (endpoint.OpensStream)
-            await Event(c, endpoint.Chunk(id, created, model, null, null), ct);
+        {
+            for (int i = 0; i < handles.Length; i++)
+                await Event(c, endpoint.Chunk(id, created, model, null, null, index: i), ct);
+        }
         else
             await c.Response.Body.FlushAsync(ct);
-        int offset = 0;
-        await foreach (var token in handle.Tokens.ReadAllAsync(cancelled))
+        // The choices' tokens in the order they come, each chunk naming its choice's index.
+        var merged = System.Threading.Channels.Channel.CreateUnbounded<(int Index, GeneratedToken Token)>();
+        var readers = handles.Select(async (h, i) =>
+        {
+            await foreach (var token in h.Tokens.ReadAllAsync(cancelled))
+                await merged.Writer.WriteAsync((i, token), cancelled);
+        }).ToArray();
+        _ = Task.WhenAll(readers).ContinueWith(t => merged.Writer.TryComplete(t.Exception?.InnerException), TaskScheduler.Default);
+        var offsets = new int[handles.Length];
+        await foreach (var (i, token) in merged.Reader.ReadAllAsync(cancelled))
         {
             // A token asked for with its log-probabilities has a chunk of its own, even when its text is held back.
-            object? logprobs = token.Logprobs is { } lp ? endpoint.Logprobs([lp], engine.Tokenizer!, offset) : null;
+            object? logprobs = token.Logprobs is { } lp ? endpoint.Logprobs([lp], engine.Tokenizer!, offsets[i]) : null;
             if (token.Text.Length > 0 || logprobs is not null)
-                await Event(c, endpoint.Chunk(id, created, model, token.Text, null, logprobs), ct);
-            offset += token.Text.Length;
+                await Event(c, endpoint.Chunk(id, created, model, token.Text, null, logprobs, i), ct);
+            offsets[i] += token.Text.Length;
             if (token.FinishReason is { } reason)
-                await Event(c, endpoint.Chunk(id, created, model, null, Finish(reason)), ct);
+                await Event(c, endpoint.Chunk(id, created, model, null, Finish(reason), index: i), ct);
         }
-        var r = await handle.Completion.WaitAsync(cancelled);
-        metrics?.Finished(handle, r);
+        var results = await Task.WhenAll(handles.Select(h => h.Completion.WaitAsync(cancelled)));
+        for (int i = 0; i < handles.Length; i++)
+            metrics?.Finished(handles[i], results[i]);
         if (includeUsage)
-            await Event(c, new { id, @object = endpoint.ChunkObject, created, model, choices = Array.Empty<object>(), usage = Usage(r) }, ct);
+            await Event(c, new { id, @object = endpoint.ChunkObject, created, model, choices = Array.Empty<object>(), usage = Usage(results) }, ct);
         await c.Response.WriteAsync("data: [DONE]\n\n", ct);
         await c.Response.Body.FlushAsync(ct);
     }
@@ -494,7 +533,6 @@ public sealed class OpenAiServer : IAsyncDisposable
     /// </summary>
     static readonly (string Name, string NoOp, Func<JsonElement, bool> IsNoOp)[] Unsupported =
     [
-        ("n", "1", v => v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) && i == 1),
         ("best_of", "1", v => v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) && i == 1),
         ("echo", "false", v => v.ValueKind == JsonValueKind.False),
         ("suffix", "null or \"\"", v => v.ValueKind == JsonValueKind.String && v.GetRawText() == "\"\""),
@@ -519,9 +557,7 @@ public sealed class OpenAiServer : IAsyncDisposable
     {
         foreach (var (name, noOp, isNoOp) in Unsupported)
             if (Optional(body, name) is { } v && !isNoOp(v))
-                throw new ApiError(400, name == "n"
-                    ? $"only n = 1 is supported; send one request per completion"
-                    : $"{name} is not supported by this server (got {Kind(v)}); leave it out or send {noOp}", name, "unsupported_parameter");
+                throw new ApiError(400, $"{name} is not supported by this server (got {Kind(v)}); leave it out or send {noOp}", name, "unsupported_parameter");
     }
 
     static string Kind(JsonElement v) => v.ValueKind switch

@@ -186,3 +186,45 @@ public sealed class LogprobsTests(DemoServer demo, ITestOutputHelper output) : I
         Assert.Contains(fragment, e.GetProperty("message").GetString());
     }
 }
+
+/// <summary>n > 1 (issue 22 item 2): n choices with their indices, streamed or not, seeds derived from the request's.</summary>
+public sealed class ChoicesTests(DemoServer demo) : IClassFixture<DemoServer>
+{
+    static StringContent Body(object value) => new(JsonSerializer.Serialize(value), Encoding.UTF8, "application/json");
+
+    [Fact]
+    public async Task N_choices_come_back_indexed_with_their_own_samples_and_one_prompt_in_usage()
+    {
+        var body = new { prompt = "The quick brown", max_tokens = 8, temperature = 1.5, seed = 7, n = 3, ignore_eos = true };
+        using var response = await demo.Http.PostAsync("/v1/completions", Body(body));
+        string text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, text);
+        var r = JsonDocument.Parse(text).RootElement;
+        var choices = r.GetProperty("choices").EnumerateArray().ToArray();
+        Assert.Equal([0, 1, 2], choices.Select(c => c.GetProperty("index").GetInt32()));
+        var texts = choices.Select(c => c.GetProperty("text").GetString()).ToArray();
+        Assert.True(texts.Distinct().Count() > 1, "three samples at temperature 1.5 with derived seeds all equal");
+        var usage = r.GetProperty("usage");
+        Assert.Equal(24, usage.GetProperty("completion_tokens").GetInt32());
+        int prompt = usage.GetProperty("prompt_tokens").GetInt32();
+        Assert.Equal(prompt + 24, usage.GetProperty("total_tokens").GetInt32());
+
+        // The same seed gives the same three choices, streamed: each chunk names its choice.
+        using var stream = await demo.Http.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = Body(new { prompt = "The quick brown", max_tokens = 8, temperature = 1.5, seed = 7, n = 3, ignore_eos = true, stream = true }) },
+            HttpCompletionOption.ResponseHeadersRead);
+        using var reader = new StreamReader(await stream.Content.ReadAsStreamAsync());
+        var streamed = new StringBuilder[] { new(), new(), new() };
+        var finished = new bool[3];
+        while (await reader.ReadLineAsync() is { } line && line != "data: [DONE]")
+        {
+            if (!line.StartsWith("data: ", StringComparison.Ordinal))
+                continue;
+            var choice = JsonDocument.Parse(line[6..]).RootElement.GetProperty("choices")[0];
+            int i = choice.GetProperty("index").GetInt32();
+            streamed[i].Append(choice.GetProperty("text").GetString());
+            finished[i] |= choice.GetProperty("finish_reason").ValueKind == JsonValueKind.String;
+        }
+        Assert.All(finished, Assert.True);
+        Assert.Equal(texts, streamed.Select(b => b.ToString()));
+    }
+}

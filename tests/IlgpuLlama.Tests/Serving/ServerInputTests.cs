@@ -102,7 +102,7 @@ public sealed class ServerInputTests(DemoServer demo) : IClassFixture<DemoServer
         { "R25", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "echo": true}""", 400, "echo" },
         { "R26", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "best_of": 3}""", 400, "best_of" },
         { "R27", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "suffix": "the end"}""", 400, "suffix" },
-        { "R28", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "n": 2}""", 400, "n" },
+        { "R28", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "n": 0}""", 400, "n" },
         { "R29", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "presence_penalty": 0.5}""", 400, "presence_penalty" },
         { "R30", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "n": 1, "best_of": 1, "logprobs": null, "echo": false, "suffix": null, "logit_bias": {}, "top_logprobs": 0, "presence_penalty": 0, "frequency_penalty": 0.0}""", 200, null },
         { "R31", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "logprobs": false, "tools": [], "tool_choice": "none", "response_format": {"type": "text"}, "logit_bias": null}""", 200, null },

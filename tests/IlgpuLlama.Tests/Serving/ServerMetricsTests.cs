@@ -50,7 +50,7 @@ public sealed class ServerMetricsTests(DemoServer demo) : IClassFixture<DemoServ
             .Select(l => JsonDocument.Parse(l[6..]).RootElement.Clone()).Single(e => e.TryGetProperty("usage", out _)).GetProperty("usage");
 
         // A bad request.
-        using (var bad = await http.PostAsync("v1/completions", Body(new { prompt = "x", n = 2 })))
+        using (var bad = await http.PostAsync("v1/completions", Body(new { prompt = "x", n = 0 })))
             Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
 
         var (first, contentType) = await Scrape(http);

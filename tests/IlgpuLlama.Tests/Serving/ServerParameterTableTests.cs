@@ -31,7 +31,6 @@ public sealed class ServerParameterTableTests(DemoServer demo) : IClassFixture<D
 
     public static TheoryData<string, string, string> Refused => new()
     {
-        { "n", "/v1/chat/completions", "2" },
         { "best_of", "/v1/completions", "2" },
         { "echo", "/v1/completions", "true" },
         { "suffix", "/v1/completions", "\"x\"" },
