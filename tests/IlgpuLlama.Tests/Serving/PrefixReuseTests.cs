@@ -20,6 +20,7 @@ public sealed class PrefixReuseTests(SchedulerModelContext ctx, ITestOutputHelpe
         public int? Slot { get; init; }
         public Func<IReadOnlyList<RequestResult>, int> Start { get; init; } = _ => 0;
         public float Penalty { get; init; } = 1f;
+        public int? Logprobs { get; init; }
     }
 
     /// <summary>Runs batches of turns (each batch submitted together and run to the end) and returns every result, in order.</summary>
@@ -39,6 +40,7 @@ public sealed class PrefixReuseTests(SchedulerModelContext ctx, ITestOutputHelpe
                     MaxNewTokens = t.MaxNew,
                     Sampling = SamplingOptions.Greedy with { RepetitionPenalty = t.Penalty },
                     IgnoreEos = true,
+                    Logprobs = t.Logprobs,
                 },
             })).ToArray();
             for (int i = 0; s.Step(); i++)
@@ -64,6 +66,14 @@ public sealed class PrefixReuseTests(SchedulerModelContext ctx, ITestOutputHelpe
             Assert.Equal(0, plain[i].ReusedPromptTokens);
             Assert.Equal(plain[i].PromptTokens, reused[i].PromptTokens);
             Assert.Equal(plain[i].GeneratedTokens, reused[i].GeneratedTokens);
+            if (plain[i].Logprobs is { } expectedLogprobs)
+            {
+                // Not bit for bit: the reused keys and values of generated tokens were written by
+                // decode steps, which round differently from a prefill of the same tokens.
+                double worst = expectedLogprobs.Zip(reused[i].Logprobs!, (a, b) => Math.Abs(a.Logprob - b.Logprob)).Max();
+                output.WriteLine($"request {i}: largest log-probability difference {worst:G3}");
+                Assert.True(worst < 1e-3, $"request {i}: log-probabilities differ by {worst}");
+            }
             int expect = turns[i].ExpectReused(plain);
             output.WriteLine($"request {i}: prompt {plain[i].PromptTokens.Count}, reused {reused[i].ReusedPromptTokens} (expected {expect})");
             Assert.Equal(expect, reused[i].ReusedPromptTokens);
@@ -97,6 +107,19 @@ public sealed class PrefixReuseTests(SchedulerModelContext ctx, ITestOutputHelpe
             [new(r => Cat(r[1].PromptTokens, r[1].GeneratedTokens, [30, 31]), 6, r => InCache(r[1]).Length)],
             [new(r => Cat(r[2].PromptTokens, r[2].GeneratedTokens, [40]), 6, r => InCache(r[2]).Length)],
         ], prefillPerStep);
+    }
+
+    [Fact]
+    public void With_reuse_the_logits_agree_to_rounding()
+    {
+        var c = GoldenFixture.Cases;
+        // The chosen tokens' log-probabilities are computed from the whole fp32 logits row.
+        AssertSameWithReuse(
+        [
+            [new(_ => c[2].Prompt[..40], 8, _ => 0) { Logprobs = 3 }],
+            [new(r => Cat(r[0].PromptTokens, r[0].GeneratedTokens, [20, 21, 22]), 8, r => InCache(r[0]).Length) { Logprobs = 3 }],
+            [new(r => Cat(r[1].PromptTokens, r[1].GeneratedTokens, [30]), 8, r => InCache(r[1]).Length) { Logprobs = 3 }],
+        ]);
     }
 
     [Fact]

@@ -145,7 +145,9 @@ public sealed record SchedulerOptions
     /// last token); a slot qualifies when that prefix keeps at least half of its cached tokens.
     /// Without one it takes the least recently used free slot, whose cache is then overwritten
     /// past whatever prefix it shares. Requests with a repetition penalty always prefill from position 0 (the
-    /// penalty's per-slot flags are rebuilt from the prompt). Off: every prompt is prefilled whole.
+    /// penalty's per-slot flags are rebuilt from the prompt). Greedy tokens are the same either way;
+    /// the logits agree to rounding only (reused keys and values of generated tokens were written by
+    /// decode steps), so a sampled reply may rarely differ. Off: every prompt is prefilled whole.
     /// </summary>
     public bool PrefixReuse { get; init; } = true;
 }
