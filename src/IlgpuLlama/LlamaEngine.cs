@@ -126,8 +126,13 @@ public sealed class LlamaEngine : IDisposable
     {
         try
         {
+            // ReadAllAsync checks the token only while waiting: tokens already buffered when the
+            // consumer cancels would still come out, so each one checks it too.
             await foreach (var token in handle.Tokens.ReadAllAsync(cancellation).ConfigureAwait(false))
+            {
+                cancellation.ThrowIfCancellationRequested();
                 yield return token;
+            }
         }
         finally
         {

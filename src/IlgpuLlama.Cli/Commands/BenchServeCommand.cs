@@ -17,6 +17,11 @@ namespace IlgpuLlama.Cli.Commands;
 /// every request produces exactly --max-tokens tokens); it reports output tokens/s over the level's
 /// wall time, time to first token and the gaps between streamed chunks (inter-token latency), p50
 /// and p99. Without --url it loads --model and starts a server in-process on a free loopback port.
+/// <para><c>--scenario chat</c>: each of --clients clients holds a conversation of --turns turns
+/// through /v1/chat/completions (each turn's messages: the conversation so far, the last reply and a
+/// new user message) and the time to first token is reported per turn, with and without prefix
+/// reuse (the in-process server runs twice, the second time as <c>serve --no-prefix-reuse</c>; a
+/// --url server is measured as it is).</para>
 /// </summary>
 public static class BenchServeCommand
 {
@@ -28,6 +33,14 @@ public static class BenchServeCommand
 
     public sealed record Report(string Target, string? Device, string Commit, int PromptTokens, int MaxTokens, IReadOnlyList<Level> Levels);
 
+    /// <summary>One turn of the chat scenario over all clients: prompt tokens (p50, from the usage) and time to first token.</summary>
+    public sealed record ChatTurn(int Turn, int Requests, int Failed, int PromptTokensP50, double TtftP50Ms, double TtftP99Ms);
+
+    /// <summary>One run of the chat scenario; PrefixReuse null: a --url server as it is.</summary>
+    public sealed record ChatRun(bool? PrefixReuse, IReadOnlyList<ChatTurn> Turns);
+
+    public sealed record ChatReport(string Target, string? Device, string Commit, int Clients, int TurnCount, int MaxTokens, IReadOnlyList<ChatRun> Runs);
+
     /// <summary>Builds the command.</summary>
     public static Command Create()
     {
@@ -38,10 +51,18 @@ public static class BenchServeCommand
         var prompt = new Option<string>("--prompt") { Description = "Prompt of every request", DefaultValueFactory = _ => DefaultPrompt };
         var maxTokens = CliOptions.Integer("--max-tokens", "Tokens generated per request", 64, 1);
         var apiKey = new Option<string?>("--api-key") { Description = "Bearer key for --url", HelpName = "KEY" };
+        var scenario = new Option<string>("--scenario")
+        {
+            Description = "completions: streams of one prompt at several concurrencies; chat: --clients growing multi-turn conversations, time to first token per turn with and without prefix reuse",
+            DefaultValueFactory = _ => "completions",
+        };
+        scenario.AcceptOnlyFromAmong("completions", "chat");
+        var clients = CliOptions.Integer("--clients", "Conversations at once (--scenario chat)", 2, 1);
+        var turns = CliOptions.Integer("--turns", "Turns per conversation (--scenario chat)", 5, 1);
         var json = CliOptions.Json();
         var engine = new ModelOptions();
         var command = new Command("serve", "Load test of the OpenAI-compatible server: output tok/s, time to first token and inter-token latency at several concurrencies")
-            { url, model, concurrency, requests, prompt, maxTokens, apiKey, json };
+            { url, model, concurrency, requests, prompt, maxTokens, apiKey, scenario, clients, turns, json };
         engine.AddTo(command);
         command.SetAction(parse =>
         {
@@ -49,6 +70,8 @@ public static class BenchServeCommand
             int[] levels = ParseLevels(parse.GetValue(concurrency)!);
             string text = parse.GetValue(prompt)!;
             int max = parse.GetValue(maxTokens);
+            if (parse.GetValue(scenario) == "chat")
+                return RunChatScenario(parse, io, engine, parse.GetValue(url), parse.GetValue(model), parse.GetValue(apiKey), parse.GetValue(clients), parse.GetValue(turns), max, parse.GetValue(json));
 
             ComputeDevice? device = null;
             Engine.LlamaModel? llama = null;
@@ -103,6 +126,139 @@ public static class BenchServeCommand
             }
         });
         return command;
+    }
+
+    /// <summary>The chat scenario: against --url once, else on an in-process server with prefix reuse and again without.</summary>
+    static int RunChatScenario(ParseResult parse, CommandIO io, ModelOptions engine, string? url, string? modelDir, string? apiKey, int clients, int turns, int max, bool asJson)
+    {
+        var runs = new List<ChatRun>();
+        string target;
+        string? deviceName = null;
+        if (url is not null)
+        {
+            var address = new Uri(url.TrimEnd('/') + "/");
+            target = address.ToString();
+            runs.Add(new ChatRun(null, RunChat(address, apiKey, clients, turns, max)));
+        }
+        else
+        {
+            string dir = ModelOptions.ResolveModelDir(modelDir, io, allowDemo: true, ModelOptions.ChatModelDirs, out _);
+            var tokenizer = LlamaTokenizer.FromModel(dir);
+            using var device = ComputeDevice.Create(parse.GetValue(engine.Device));
+            using var llama = ModelOptions.Load(device, dir, engine.Engine(parse, io), io);
+            deviceName = device.Description;
+            target = "in-process";
+            foreach (bool reuse in new[] { true, false })
+            {
+                using var llamaEngine = LlamaEngine.FromModel(llama, tokenizer, new SchedulerOptions { MaxQueuedRequests = int.MaxValue, PrefixReuse = reuse });
+                var server = OpenAiServer.StartAsync(llamaEngine, new ServerOptions { Port = 0, ModelId = "bench" }).GetAwaiter().GetResult();
+                try
+                {
+                    io.Err.WriteLine($"in-process server at {server.Address} ({llama.MaxBatch} slots), prefix reuse {(reuse ? "on" : "off")}");
+                    runs.Add(new ChatRun(reuse, RunChat(server.Address, null, clients, turns, max)));
+                }
+                finally
+                {
+                    server.DisposeAsync().AsTask().GetAwaiter().GetResult();
+                }
+            }
+        }
+        var report = new ChatReport(target, deviceName, BuildInfo.Commit, clients, turns, max, runs);
+        if (asJson)
+            io.WriteJson(report);
+        else
+        {
+            io.Out.WriteLine($"bench serve --scenario chat: {target}, {clients} clients x {turns} turns, {max} tokens per reply, commit {report.Commit}");
+            io.Out.WriteLine($"{"turn",4} {"prompt",7}  " + string.Join("  ", runs.Select(r => $"{"TTFT p50 " + Label(r),22} {"p99",8} {"failed",6}")));
+            for (int t = 0; t < turns; t++)
+                io.Out.WriteLine($"{t + 1,4} {runs[0].Turns[t].PromptTokensP50,7}  " + string.Join("  ", runs.Select(r => $"{r.Turns[t].TtftP50Ms,20:F1}ms {r.Turns[t].TtftP99Ms,6:F1}ms {r.Turns[t].Failed,6}")));
+        }
+        return runs.Any(r => r.Turns.Any(t => t.Failed > 0)) ? CliRunner.Failure : 0;
+
+        static string Label(ChatRun r) => r.PrefixReuse switch { true => "(reuse)", false => "(no reuse)", null => "" };
+    }
+
+    /// <summary>Runs the conversations (after one warm-up request) and sums each turn up.</summary>
+    static IReadOnlyList<ChatTurn> RunChat(Uri address, string? apiKey, int clients, int turns, int max)
+    {
+        using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 1024 }) { BaseAddress = address, Timeout = TimeSpan.FromMinutes(30) };
+        if (apiKey is not null)
+            http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
+        // The same conversations once untimed first (other words), so compilation and first-use costs
+        // are in neither run's figures.
+        var timings = new List<(int Turn, Timing Timing)>();
+        Conversations("warm-up").GetAwaiter().GetResult();
+        Conversations("question").GetAwaiter().GetResult();
+        return Enumerable.Range(0, turns).Select(t =>
+        {
+            var all = timings.Where(x => x.Turn == t).Select(x => x.Timing).ToList();
+            var ok = all.Where(x => x.Ok).ToList();
+            var ttft = ok.Select(x => x.TtftMs).ToList();
+            return new ChatTurn(t + 1, all.Count, all.Count - ok.Count, (int)Percentile(ok.Select(x => (double)x.PromptTokens).ToList(), 50),
+                Percentile(ttft, 50), Percentile(ttft, 99));
+        }).ToList();
+
+        Task Conversations(string word) => Task.WhenAll(Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
+        {
+            var messages = new List<object>();
+            for (int t = 0; t < turns; t++)
+            {
+                messages.Add(new { role = "user", content = $"{word} {t + 1} of {c + 1}: {17 * c + 3 * t + 5}?" });
+                var (timing, reply) = await OneChatRequest(http, messages, max);
+                if (word != "warm-up")
+                    lock (timings)
+                        timings.Add((t, timing));
+                messages.Add(new { role = "assistant", content = reply });
+            }
+        })));
+    }
+
+    /// <summary>One streamed chat completion: its timing and the reply's text.</summary>
+    static async Task<(Timing Timing, string Reply)> OneChatRequest(HttpClient http, IReadOnlyList<object> messages, int maxTokens)
+    {
+        var body = JsonSerializer.Serialize(new { messages, max_tokens = maxTokens, temperature = 0, ignore_eos = true, stream = true, stream_options = new { include_usage = true } });
+        var started = Stopwatch.GetTimestamp();
+        var reply = new StringBuilder();
+        try
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "v1/chat/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+            using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            if (!response.IsSuccessStatusCode)
+                return (new Timing(0, [], 0, false), "");
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+            double? first = null;
+            int tokens = 0, promptTokens = 0;
+            bool done = false;
+            while (await reader.ReadLineAsync() is { } line)
+            {
+                if (!line.StartsWith("data: ", StringComparison.Ordinal))
+                    continue;
+                if (line == "data: [DONE]")
+                {
+                    done = true;
+                    break;
+                }
+                double now = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+                using var chunk = JsonDocument.Parse(line[6..]);
+                if (chunk.RootElement.TryGetProperty("usage", out var usage) && usage.ValueKind == JsonValueKind.Object)
+                {
+                    tokens = usage.GetProperty("completion_tokens").GetInt32();
+                    promptTokens = usage.GetProperty("prompt_tokens").GetInt32();
+                    continue;
+                }
+                var choices = chunk.RootElement.GetProperty("choices");
+                if (choices.GetArrayLength() == 0 || !choices[0].TryGetProperty("delta", out var delta)
+                    || !delta.TryGetProperty("content", out var content) || content.GetString() is not { Length: > 0 } piece)
+                    continue;
+                first ??= now;
+                reply.Append(piece);
+            }
+            return (new Timing(first ?? 0, [], tokens, done && first is not null, promptTokens), reply.ToString());
+        }
+        catch (HttpRequestException)
+        {
+            return (new Timing(0, [], 0, false), "");
+        }
     }
 
     static int[] ParseLevels(string text)

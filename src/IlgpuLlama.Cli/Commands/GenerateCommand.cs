@@ -122,8 +122,10 @@ public static class GenerateCommand
 
             using var device = ComputeDevice.Create(parse.GetValue(engine.Device));
             using var llama = ModelOptions.Load(device, dir, engine.Engine(parse, io), io);
-            // Every prompt is known up front, so the queue holds them all.
-            using var llamaEngine = LlamaEngine.FromModel(llama, tokenizer, new SchedulerOptions { MaxQueuedRequests = int.MaxValue });
+            // Every prompt is known up front, so the queue holds them all. No prefix reuse: each
+            // prompt's output must not depend on what ran before it in its slot (reused keys and
+            // values round differently from a fresh prefill's).
+            using var llamaEngine = LlamaEngine.FromModel(llama, tokenizer, new SchedulerOptions { MaxQueuedRequests = int.MaxValue, PrefixReuse = false });
             var handles = Submit(llamaEngine, prompts, i => new GenerationSettings
             {
                 MaxNewTokens = parse.GetValue(maxNew),

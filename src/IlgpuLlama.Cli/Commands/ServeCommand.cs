@@ -35,9 +35,13 @@ public static class ServeCommand
         var grace = CliOptions.Real("--shutdown-grace", "Seconds a shutdown waits for running requests before cancelling them", 30f,
             v => v is >= 0 and <= 86_400, "between 0 and 86400 seconds");
         var metrics = new Option<bool>("--metrics") { Description = "Serve GET /metrics in Prometheus' text format (requests, tokens, latency histograms, queue and KV slots); behind --api-key like /v1" };
+        var noPrefixReuse = new Option<bool>("--no-prefix-reuse")
+        {
+            Description = "Prefill every prompt whole (by default a request takes the free KV slot whose cached tokens share the longest prefix with its prompt and prefills only the rest)",
+        };
         var engine = new ModelOptions();
         var command = new Command("serve", "OpenAI-compatible HTTP server: /v1/completions, /v1/chat/completions (streaming), /v1/models, /health, /metrics (with --metrics), and a chat page at /")
-            { model, host, port, apiKey, allowedHosts, modelId, maxQueue, grace, metrics };
+            { model, host, port, apiKey, allowedHosts, modelId, maxQueue, grace, metrics, noPrefixReuse };
         engine.AddTo(command);
         command.SetAction(parse =>
         {
@@ -52,7 +56,11 @@ public static class ServeCommand
             var tokenizer = LlamaTokenizer.FromModel(dir);
             using var device = ComputeDevice.Create(parse.GetValue(engine.Device));
             using var llama = ModelOptions.Load(device, dir, engine.Engine(parse, io), io);
-            using var llamaEngine = LlamaEngine.FromModel(llama, tokenizer, new SchedulerOptions { MaxQueuedRequests = parse.GetValue(maxQueue) });
+            using var llamaEngine = LlamaEngine.FromModel(llama, tokenizer, new SchedulerOptions
+            {
+                MaxQueuedRequests = parse.GetValue(maxQueue),
+                PrefixReuse = !parse.GetValue(noPrefixReuse),
+            });
             string id = parse.GetValue(modelId) ?? Path.GetFileName(Path.GetFullPath(dir).TrimEnd(Path.DirectorySeparatorChar));
             var options = new ServerOptions
             {

@@ -45,7 +45,7 @@ sealed class ServerMetrics
             "Time between consecutive generated tokens of a request (one observation per gap), per request that finished",
             new HistogramConfiguration { Buckets = Histogram.ExponentialBuckets(0.001, 2, 16) }); // 1 ms .. 33 s
         prefixReuseHits = factory.CreateCounter(Prefix + "prefix_reuse_hits_total",
-            "Requests that reused a cached prompt prefix in a KV slot; always 0: this server does not reuse prefixes yet (issue 22 item 4)");
+            "Generation requests that finished having reused a cached prompt prefix in their KV slot (at least one prompt token not prefilled again; serve --no-prefix-reuse: always 0)");
         var queued = factory.CreateGauge(Prefix + "queue_depth", "Requests waiting for a KV slot");
         var running = factory.CreateGauge(Prefix + "running_sequences", "Requests holding a KV slot (prefilling or decoding)");
         var slotsInUse = factory.CreateGauge(Prefix + "kv_slots_in_use", "KV-cache slots held by a request");
@@ -78,6 +78,8 @@ sealed class ServerMetrics
     {
         promptTokens.Inc(r.PromptTokens.Count);
         generatedTokens.Inc(r.GeneratedTokens.Count);
+        if (r.ReusedPromptTokens > 0)
+            prefixReuseHits.Inc();
         if (r.GeneratedTokens.Count == 0)
             return;
         timeToFirstToken.Observe(r.TimeToFirstToken.TotalSeconds);

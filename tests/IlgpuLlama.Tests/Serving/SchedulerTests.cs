@@ -130,7 +130,9 @@ public sealed class SchedulerTests(SchedulerModelContext ctx, ITestOutputHelper 
             Assert.Equal(prompts[i].MaxNew, r.GeneratedTokens.Count);
             Assert.Equal(ctx.Alone(prompts[i].Prompt, prompts[i].MaxNew), r.GeneratedTokens);
         }
-        Assert.Equal(prompts.Sum(p => (long)p.Prompt.Length), s.Stats.PrefillTokens);
+        // Prompts sharing a prefix with a free slot's cache reuse it (prefix reuse is on by default).
+        Assert.Equal(prompts.Sum(p => (long)p.Prompt.Length), s.Stats.PrefillTokens + s.Stats.ReusedPromptTokens);
+        Assert.Equal(Enumerable.Range(0, prompts.Count).Sum(i => (long)Done(handles[i]).ReusedPromptTokens), s.Stats.ReusedPromptTokens);
     }
 
     [Fact]

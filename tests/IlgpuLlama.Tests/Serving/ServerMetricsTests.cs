@@ -27,6 +27,7 @@ public sealed class ServerMetricsTests(DemoServer demo) : IClassFixture<DemoServ
     [Fact]
     public async Task Requests_tokens_and_latencies_are_counted()
     {
+        long hitsBefore = demo.Engine.Scheduler.Stats.PrefixReuseHits;
         await using var server = await OpenAiServer.StartAsync(demo.Engine, new ServerOptions { Port = 0, ModelId = "demo", Metrics = true });
         using var http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromMinutes(5) };
 
@@ -77,7 +78,8 @@ public sealed class ServerMetricsTests(DemoServer demo) : IClassFixture<DemoServ
         Assert.Equal(0, first.Value("ilgpu_llama_running_sequences"));
         Assert.Equal(0, first.Value("ilgpu_llama_kv_slots_in_use"));
         Assert.Equal(2, first.Value("ilgpu_llama_kv_slots_total"));
-        Assert.Equal(0, first.Value("ilgpu_llama_prefix_reuse_hits_total"));
+        // Whether these prompts found a prefix in a slot depends on what earlier tests left there.
+        Assert.Equal(demo.Engine.Scheduler.Stats.PrefixReuseHits - hitsBefore, first.Value("ilgpu_llama_prefix_reuse_hits_total"));
         foreach (var (name, type) in new[]
         {
             ("ilgpu_llama_requests_total", "counter"), ("ilgpu_llama_prompt_tokens_total", "counter"), ("ilgpu_llama_generated_tokens_total", "counter"),
@@ -93,6 +95,29 @@ public sealed class ServerMetricsTests(DemoServer demo) : IClassFixture<DemoServ
         // The scrape itself is a request; the one before is counted in the next.
         var (second, _) = await Scrape(http);
         Assert.Equal(1, second.Value("ilgpu_llama_requests_total", ("endpoint", "/metrics"), ("status", "200")));
+    }
+
+    [Fact]
+    public async Task Prefix_reuse_hits_are_counted()
+    {
+        long hitsBefore = demo.Engine.Scheduler.Stats.PrefixReuseHits;
+        await using var server = await OpenAiServer.StartAsync(demo.Engine, new ServerOptions { Port = 0, ModelId = "demo", Metrics = true });
+        using var http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromMinutes(5) };
+        var body = new { prompt = "Prefix reuse: the same long prompt twice, then once more with more words", max_tokens = 3, temperature = 0, ignore_eos = true };
+        var texts = new List<string>();
+        for (int i = 0; i < 3; i++)
+        {
+            using var response = await http.PostAsync("v1/completions", Body(body));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            texts.Add(JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("choices")[0].GetProperty("text").GetString()!);
+        }
+        // The second and third find the first's prompt in its slot and give the same greedy text.
+        Assert.Equal(texts[0], texts[1]);
+        Assert.Equal(texts[0], texts[2]);
+        var (metrics, _) = await Scrape(http);
+        long hits = demo.Engine.Scheduler.Stats.PrefixReuseHits - hitsBefore;
+        Assert.True(hits >= 2, $"{hits} prefix reuse hits");
+        Assert.Equal(hits, metrics.Value("ilgpu_llama_prefix_reuse_hits_total"));
     }
 
     [Fact]

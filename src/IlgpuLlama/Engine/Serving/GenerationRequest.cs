@@ -109,6 +109,12 @@ public sealed record RequestResult(IReadOnlyList<int> PromptTokens, IReadOnlyLis
 {
     /// <summary>Each generated token's log-probabilities, when <see cref="GenerationSettings.Logprobs"/> asked for them.</summary>
     public IReadOnlyList<TokenLogprobs>? Logprobs { get; init; }
+
+    /// <summary>
+    /// Leading prompt tokens whose keys and values were already in the KV slot the request took
+    /// (prefix reuse, <see cref="SchedulerOptions.PrefixReuse"/>) and were not prefilled again; 0 for none.
+    /// </summary>
+    public int ReusedPromptTokens { get; init; }
 }
 
 /// <summary>The scheduler's queue is full; retry later.</summary>
@@ -131,4 +137,17 @@ public sealed record SchedulerOptions
     /// one such chunk at a time, never by its whole prefill.
     /// </summary>
     public int? PrefillTokensPerStep { get; init; }
+
+    /// <summary>
+    /// Prefix reuse (llama-server's slot affinity): a request that names no slot takes the free KV
+    /// slot whose cached tokens (an earlier request's prompt and the generated tokens fed back)
+    /// share the longest prefix with its prompt, and prefills only the rest (always at least its
+    /// last token); a slot qualifies when that prefix keeps at least half of its cached tokens.
+    /// Without one it takes the least recently used free slot, whose cache is then overwritten
+    /// past whatever prefix it shares. Requests with a repetition penalty always prefill from position 0 (the
+    /// penalty's per-slot flags are rebuilt from the prompt). Greedy tokens are the same either way;
+    /// the logits agree to rounding only (reused keys and values of generated tokens were written by
+    /// decode steps), so a sampled reply may rarely differ. Off: every prompt is prefilled whole.
+    /// </summary>
+    public bool PrefixReuse { get; init; } = true;
 }

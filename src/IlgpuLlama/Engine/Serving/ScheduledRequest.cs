@@ -108,6 +108,9 @@ public sealed class ScheduledRequest
     internal int Slot { get; set; } = -1;
     internal int Prefilled { get; set; }
     internal bool CancelRequested { get; set; }
+
+    /// <summary>Set when a pass failed for the request: its slot's cache content is not known.</summary>
+    internal bool CacheUnknown { get; set; }
     internal IReadOnlyList<int> Generated => generated;
 
     /// <summary>Position of the next token to feed (earlier turns, prompt and generated tokens so far, minus the one not yet fed).</summary>
@@ -124,9 +127,18 @@ public sealed class ScheduledRequest
             registration = token.Register(Cancel);
     }
 
-    internal void Admit(int slot)
+    /// <summary>Leading prompt tokens taken from the slot's cache instead of prefilled.</summary>
+    internal int Reused { get; private set; }
+
+    /// <summary>The tokens the slot held at positions before this request's own (known when admitted; null: unknown).</summary>
+    internal int[]? CacheBase { get; private set; }
+
+    internal void Admit(int slot, int reused, int[]? cacheBase)
     {
         Slot = slot;
+        Reused = reused;
+        Prefilled = reused;
+        CacheBase = cacheBase;
         State = RequestState.Prefilling;
         admitted = Stopwatch.GetTimestamp();
     }
@@ -173,6 +185,7 @@ public sealed class ScheduledRequest
             Stopwatch.GetElapsedTime(submitted, admitted), Stopwatch.GetElapsedTime(submitted, firstToken), Stopwatch.GetElapsedTime(submitted, now))
         {
             Logprobs = Request.Settings.Logprobs is null ? null : logprobs.ToArray(),
+            ReusedPromptTokens = Reused,
         };
         channel.Writer.TryComplete();
         completion.TrySetResult(result);

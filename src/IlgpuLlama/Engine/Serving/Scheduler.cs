@@ -10,7 +10,14 @@ namespace IlgpuLlama.Engine.Serving;
 /// <param name="DecodeSeconds">wall time of the decode steps</param>
 /// <param name="DecodeSteps">decode steps run</param>
 /// <param name="DecodeHostSeconds">host time of the decode steps before each waited for the device</param>
-public sealed record SchedulerStats(long PrefillTokens, double PrefillSeconds, long DecodeTokens, double DecodeSeconds, long DecodeSteps, double DecodeHostSeconds);
+public sealed record SchedulerStats(long PrefillTokens, double PrefillSeconds, long DecodeTokens, double DecodeSeconds, long DecodeSteps, double DecodeHostSeconds)
+{
+    /// <summary>Requests that reused a cached prompt prefix (<see cref="SchedulerOptions.PrefixReuse"/>).</summary>
+    public long PrefixReuseHits { get; init; }
+
+    /// <summary>Prompt tokens taken from a slot's cache instead of prefilled.</summary>
+    public long ReusedPromptTokens { get; init; }
+}
 
 /// <summary>
 /// Continuous batching over the model's KV-cache slots. Requests wait in a queue and take a slot as
@@ -18,6 +25,10 @@ public sealed record SchedulerStats(long PrefillTokens, double PrefillSeconds, l
 /// <see cref="SchedulerOptions.PrefillTokensPerStep"/> prompt tokens (a long prompt spans steps) and
 /// then decodes one token for every sequence past its prompt, so running streams keep going while
 /// new prompts come in. A finished or cancelled request frees its slot at once.
+/// <para>Prefix reuse (<see cref="SchedulerOptions.PrefixReuse"/>): the scheduler remembers which
+/// tokens each slot's cache holds when its request ends (prompt, and the generated tokens fed
+/// back: all but the last); a request that names no slot takes the free slot with the longest
+/// common prefix (ties and no match: the least recently used) and prefills only the rest.</para>
 /// <para>A request's tokens do not depend on what shares the batch: each row of a pass is computed
 /// on its own with its own temperature and repetition penalty (data on the device), and a row whose
 /// logits are NaN fails only its own request.</para>
@@ -41,7 +52,10 @@ public sealed class Scheduler : IDisposable
     Thread? loop;
     volatile bool stopping;
     long nextId;
-    long prefillTokens, decodeTokens, decodeSteps;
+    long prefillTokens, decodeTokens, decodeSteps, reuseHits, reusedTokens;
+    readonly int[]?[] cached; // per slot: the tokens its cache holds at positions 0.. (null: unknown)
+    readonly long[] lastUsed; // per slot: when its last request ended (the LRU order)
+    long clock;
     double prefillSeconds, decodeSeconds, decodeHostSeconds;
 
     /// <param name="model">the model whose KV slots are scheduled</param>
@@ -57,6 +71,8 @@ public sealed class Scheduler : IDisposable
         if (Options.PrefillTokensPerStep is < 1)
             throw new ArgumentOutOfRangeException(nameof(options), Options.PrefillTokensPerStep, "PrefillTokensPerStep must be >= 1");
         slots = new ScheduledRequest?[model.MaxBatch];
+        cached = new int[]?[model.MaxBatch];
+        lastUsed = new long[model.MaxBatch];
         endOfSequence = [.. model.Config.EosTokenIds];
         if (tokenizer is not null)
             endOfSequence.UnionWith(tokenizer.StopIds);
@@ -102,7 +118,15 @@ public sealed class Scheduler : IDisposable
     /// <summary>Work done so far.</summary>
     public SchedulerStats Stats
     {
-        get { lock (gate) return new(prefillTokens, prefillSeconds, decodeTokens, decodeSeconds, decodeSteps, decodeHostSeconds); }
+        get
+        {
+            lock (gate)
+                return new(prefillTokens, prefillSeconds, decodeTokens, decodeSeconds, decodeSteps, decodeHostSeconds)
+                {
+                    PrefixReuseHits = reuseHits,
+                    ReusedPromptTokens = reusedTokens,
+                };
+        }
     }
 
     /// <summary>
@@ -181,13 +205,46 @@ public sealed class Scheduler : IDisposable
         wake.Release();
     }
 
-    /// <summary>The first free slot that no queued pinned request waits for and no admission took (-1: none).</summary>
-    int FreeSlot(HashSet<int> reserved, HashSet<int> taken)
+    /// <summary>
+    /// The free slot for an unpinned request that no queued pinned request waits for and no
+    /// admission took (-1: none), with the prompt tokens it reuses. With prefix reuse: the one whose
+    /// cached tokens share the longest prefix with the prompt (at most all but its last token, which
+    /// must be prefilled for the first token's logits), among those where that prefix keeps at least
+    /// half of the slot's cached tokens (llama-server's slot-prompt similarity 0.5, so a new
+    /// conversation sharing only the template's first tokens does not evict one in progress); ties
+    /// and no such slot: the least recently used free slot (reusing whatever prefix it shares).
+    /// Without prefix reuse: the first free slot.
+    /// </summary>
+    (int Slot, int Reused) FreeSlot(ScheduledRequest r, HashSet<int> reserved, HashSet<int> taken)
     {
+        bool reuse = Options.PrefixReuse && r.Request.StartPosition == 0 && r.Mode.RepetitionPenalty == 1f;
+        int best = -1, bestReused = 0, lru = -1;
         for (int i = 0; i < slots.Length; i++)
-            if (slots[i] is null && !reserved.Contains(i) && !taken.Contains(i))
-                return i;
-        return -1;
+        {
+            if (slots[i] is not null || reserved.Contains(i) || taken.Contains(i))
+                continue;
+            if (!Options.PrefixReuse)
+                return (i, 0);
+            if (lru < 0 || lastUsed[i] < lastUsed[lru])
+                lru = i;
+            int n = reuse ? CommonPrefix(cached[i], r.Request.PromptTokens) : 0;
+            if (n > 0 && 2L * n >= cached[i]!.Length && (n > bestReused || (n == bestReused && lastUsed[i] < lastUsed[best])))
+                (best, bestReused) = (i, n);
+        }
+        if (best >= 0)
+            return (best, bestReused);
+        return lru < 0 ? (-1, 0) : (lru, reuse ? CommonPrefix(cached[lru], r.Request.PromptTokens) : 0);
+    }
+
+    /// <summary>Tokens at the start of <paramref name="prompt"/> that <paramref name="cache"/> holds, leaving its last token to prefill.</summary>
+    static int CommonPrefix(int[]? cache, IReadOnlyList<int> prompt)
+    {
+        if (cache is null)
+            return 0;
+        int max = Math.Min(cache.Length, prompt.Count - 1), n = 0;
+        while (n < max && cache[n] == prompt[n])
+            n++;
+        return n;
     }
 
     /// <summary>Frees finished and cancelled requests' slots and gives free slots to queued requests, in order.</summary>
@@ -199,10 +256,22 @@ public sealed class Scheduler : IDisposable
                 r.Fail(new OperationCanceledException());
             foreach (var r in running.Where(r => r.State == RequestState.Finished).ToArray())
                 Release(r);
-            foreach (var (r, slot) in Admissions())
+            foreach (var (r, slot, reused) in Admissions())
             {
                 queue.Remove(r);
-                r.Admit(slot);
+                // What the slot holds before the request's own positions: the reused prefix, or for
+                // a pinned continuation the earlier turns (unknown when the record is shorter).
+                int start = r.Request.StartPosition;
+                int[]? cacheBase = reused > 0 ? r.Request.PromptTokens.Take(reused).ToArray()
+                    : start == 0 ? []
+                    : cached[slot] is { } c && c.Length >= start ? c[..start] : null;
+                cached[slot] = null; // being overwritten
+                r.Admit(slot, reused, cacheBase);
+                if (reused > 0)
+                {
+                    reuseHits++;
+                    reusedTokens += reused;
+                }
                 slots[slot] = r;
                 running.Add(r);
             }
@@ -214,16 +283,16 @@ public sealed class Scheduler : IDisposable
     /// request pinned to a busy slot waits without holding back the others, and no unpinned request
     /// takes a slot a queued pinned one waits for (that slot may hold the sequence it continues).
     /// </summary>
-    List<(ScheduledRequest Request, int Slot)> Admissions()
+    List<(ScheduledRequest Request, int Slot, int Reused)> Admissions()
     {
         var reserved = queue.Where(q => q.Request.Slot is not null).Select(q => q.Request.Slot!.Value).ToHashSet();
         var taken = new HashSet<int>();
-        var admitted = new List<(ScheduledRequest, int)>();
+        var admitted = new List<(ScheduledRequest, int, int)>();
         foreach (var r in queue)
         {
-            int slot = r.Request.Slot ?? FreeSlot(reserved, taken);
+            var (slot, reused) = r.Request.Slot is int pinned ? (pinned, 0) : FreeSlot(r, reserved, taken);
             if (slot >= 0 && slots[slot] is null && taken.Add(slot))
-                admitted.Add((r, slot));
+                admitted.Add((r, slot, reused));
             else if (r.Request.Slot is null)
                 break; // no free slot is left for unpinned requests
         }
@@ -235,9 +304,34 @@ public sealed class Scheduler : IDisposable
         lock (gate)
         {
             if (r.Slot >= 0 && slots[r.Slot] == r)
+            {
                 slots[r.Slot] = null;
+                cached[r.Slot] = CachedAfter(r);
+                lastUsed[r.Slot] = ++clock;
+            }
             running.Remove(r);
         }
+    }
+
+    /// <summary>
+    /// The tokens <paramref name="r"/>'s slot holds once it has ended: what was there before its
+    /// positions, the prompt prefilled so far, and the generated tokens fed back by decode steps
+    /// (all but the last, which was chosen but never fed); null (nothing reusable) when unknown or
+    /// when the request failed.
+    /// </summary>
+    static int[]? CachedAfter(ScheduledRequest r)
+    {
+        if (r.CacheBase is not { } prefix || r.CacheUnknown)
+            return null;
+        var prompt = r.Request.PromptTokens;
+        var generated = r.Generated;
+        var tokens = new List<int>(prefix.Length + prompt.Count + generated.Count);
+        tokens.AddRange(prefix);
+        for (int i = r.Reused; i < r.Prefilled; i++)
+            tokens.Add(prompt[i]);
+        for (int i = 0; i < generated.Count - 1; i++)
+            tokens.Add(generated[i]);
+        return tokens.ToArray();
     }
 
     /// <summary>
@@ -404,6 +498,7 @@ public sealed class Scheduler : IDisposable
     {
         lock (gate)
         {
+            r.CacheUnknown = true; // a failed pass may have written part of its keys and values
             if (r.State != RequestState.Finished)
                 r.Fail(e);
         }
@@ -507,6 +602,7 @@ public sealed class Scheduler : IDisposable
             queue.Clear();
             running.Clear();
             Array.Clear(slots);
+            Array.Clear(cached);
         }
     }
 }
