@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command: build, run every test on the CPU accelerator and the library example, the
+# The project's test command: build, run every test on the CPU accelerator and the examples (library, IChatClient), the
 # device script's CPU smoke (tools/device/run.sh --cpu-smoke), then the P100 static
 # check (ptxas for sm_60 on every kernel; downloads CUDA 11.8's ptxas once into .tools/). It leaves
 # tracked files alone: a ptxas table in docs/kernels.md that no longer matches is reported as a
@@ -68,8 +68,18 @@ tests() {
     return $rc
 }
 
-# The library example, run as a user would (on the demo model without weights).
-example() { dotnet run --project examples/IlgpuLlama.Example -c Release --no-build; }
+# The examples, run as a user would (on the demo model without weights): the library's, then the
+# Microsoft.Extensions.AI IChatClient's. Both run; the stage fails if either does.
+example() {
+    local rc=0 p
+    for p in IlgpuLlama.Example IlgpuLlama.ChatClientExample; do
+        if ! dotnet run --project "examples/$p" -c Release --no-build; then
+            echo "example examples/$p FAILED" >&2
+            rc=1
+        fi
+    done
+    return $rc
+}
 
 # The GPU check's CPU smoke (tiny sizes, no torch, no GPU, in a temporary folder): the device script and
 # every CLI flag it uses stay working between GPU windows.

@@ -1,0 +1,308 @@
+using System.Runtime.CompilerServices;
+using IlgpuLlama.Engine;
+using IlgpuLlama.Engine.Serving;
+using IlgpuLlama.Sampling;
+using IlgpuLlama.Text;
+using Microsoft.Extensions.AI;
+using ChatMessage = Microsoft.Extensions.AI.ChatMessage;
+using LlamaMessage = IlgpuLlama.Text.ChatMessage;
+
+namespace IlgpuLlama.Extensions.AI;
+
+/// <summary>
+/// An <see cref="IChatClient"/> over a <see cref="LlamaEngine"/>, so Semantic Kernel and any other
+/// Microsoft.Extensions.AI consumer runs on the engine:
+/// <code>
+/// IChatClient client = LlamaChatClient.Load("weights/Llama-3.2-1B-Instruct");   // or engine.AsChatClient()
+/// Console.WriteLine(await client.GetResponseAsync("Name three colours."));
+/// </code>
+/// The conversation goes through the engine's Llama 3 chat template (system, user and assistant
+/// messages of text). <see cref="ChatOptions"/> map onto <see cref="GenerationSettings"/>:
+/// <see cref="ChatOptions.Temperature"/> (0 = greedy), <see cref="ChatOptions.TopP"/>,
+/// <see cref="ChatOptions.TopK"/>, <see cref="ChatOptions.MaxOutputTokens"/>,
+/// <see cref="ChatOptions.StopSequences"/>, <see cref="ChatOptions.Seed"/> and
+/// <see cref="ChatOptions.Instructions"/> (added to the system message), and the engine's repetition
+/// penalty and min-p as <see cref="ChatOptions.AdditionalProperties"/> "repetition_penalty" and
+/// "min_p"; what is not set keeps the
+/// client's defaults (the engine's: 64 new tokens, temperature 0.6, top-k 50, top-p 0.9). Tools, tool
+/// messages, non-text content and response formats other than text throw
+/// <see cref="NotSupportedException"/>: the engine has no tool calling or structured output yet.
+/// Many requests may run at once (the engine batches them).
+/// </summary>
+public sealed class LlamaChatClient : IChatClient
+{
+    /// <summary>The provider name in <see cref="ChatClientMetadata"/>.</summary>
+    public const string ProviderName = "ilgpu-llama";
+
+    /// <summary>The <see cref="ChatOptions.AdditionalProperties"/> key of the Hugging Face-style repetition penalty (<see cref="SamplingOptions.RepetitionPenalty"/>; 1 = off).</summary>
+    public const string RepetitionPenaltyKey = "repetition_penalty";
+
+    /// <summary>The <see cref="ChatOptions.AdditionalProperties"/> key of min-p (<see cref="SamplingOptions.MinP"/>; 0 = off).</summary>
+    public const string MinPKey = "min_p";
+
+    /// <summary>The model id when none is given (the server's default too).</summary>
+    public const string DefaultModelId = "llama";
+
+    readonly bool ownsEngine;
+    readonly ChatClientMetadata metadata;
+    int disposed;
+
+    /// <summary>
+    /// A client over <paramref name="engine"/>, which the caller keeps owning (disposing the client
+    /// leaves it running).
+    /// </summary>
+    /// <param name="engine">the engine every request goes to</param>
+    /// <param name="modelId">the id reported as <see cref="ChatResponse.ModelId"/> (default "llama")</param>
+    /// <param name="defaults">settings that <see cref="ChatOptions"/> override (default: the engine's)</param>
+    public LlamaChatClient(LlamaEngine engine, string? modelId = null, GenerationSettings? defaults = null)
+        : this(engine, modelId, defaults, ownsEngine: false)
+    {
+    }
+
+    LlamaChatClient(LlamaEngine engine, string? modelId, GenerationSettings? defaults, bool ownsEngine)
+    {
+        ArgumentNullException.ThrowIfNull(engine);
+        if (engine.Tokenizer is null)
+            throw new ArgumentException("the engine has no tokenizer, so it cannot encode a conversation; load the model directory with its tokenizer files", nameof(engine));
+        Engine = engine;
+        ModelId = string.IsNullOrWhiteSpace(modelId) ? DefaultModelId : modelId;
+        Defaults = defaults ?? new GenerationSettings();
+        this.ownsEngine = ownsEngine;
+        metadata = new ChatClientMetadata(ProviderName, providerUri: null, defaultModelId: ModelId);
+    }
+
+    /// <summary>
+    /// Loads a model (<see cref="LlamaEngine.Load"/>: a Hugging Face directory, a GGUF file or
+    /// ollama:NAME[:TAG]) into an engine that the client owns: disposing the client disposes it.
+    /// The model id is the directory's (or file's, or Ollama model's) name.
+    /// </summary>
+    public static LlamaChatClient Load(string modelDir, LlamaEngineOptions? options = null, GenerationSettings? defaults = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(modelDir);
+        var engine = LlamaEngine.Load(modelDir, options);
+        try
+        {
+            return new LlamaChatClient(engine, ModelIdOf(modelDir), defaults, ownsEngine: true);
+        }
+        catch
+        {
+            engine.Dispose();
+            throw;
+        }
+    }
+
+    static string ModelIdOf(string modelDir)
+    {
+        const string ollama = "ollama:";
+        if (modelDir.StartsWith(ollama, StringComparison.OrdinalIgnoreCase))
+            return modelDir[ollama.Length..];
+        string name = Path.GetFileName(Path.GetFullPath(modelDir).TrimEnd(Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar));
+        return name.Length > 0 ? name : DefaultModelId;
+    }
+
+    /// <summary>The engine the requests go to.</summary>
+    public LlamaEngine Engine { get; }
+
+    /// <summary>The model id reported in every response.</summary>
+    public string ModelId { get; }
+
+    /// <summary>The settings a request starts from before its <see cref="ChatOptions"/> are applied.</summary>
+    public GenerationSettings Defaults { get; }
+
+    /// <inheritdoc />
+    public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        var (prompt, settings) = Prepare(messages, options);
+        var result = await Engine.Submit(prompt, settings, cancellationToken).Completion.WaitAsync(cancellationToken).ConfigureAwait(false);
+        var message = new ChatMessage(ChatRole.Assistant, result.Text ?? "") { MessageId = NewId("msg") };
+        return new ChatResponse(message)
+        {
+            ResponseId = NewId("chatcmpl"),
+            ModelId = ModelId,
+            CreatedAt = DateTimeOffset.UtcNow,
+            FinishReason = Map(result.FinishReason),
+            Usage = Usage(prompt.Count, result.GeneratedTokens.Count),
+            RawRepresentation = result,
+        };
+    }
+
+    /// <inheritdoc />
+    public IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        // Checked and submitted now, so a bad request throws here rather than at the first MoveNextAsync.
+        var (prompt, settings) = Prepare(messages, options);
+        var tokens = Engine.GenerateAsync(prompt, settings, cancellationToken);
+        return Stream(tokens, prompt.Count, cancellationToken);
+    }
+
+    async IAsyncEnumerable<ChatResponseUpdate> Stream(IAsyncEnumerable<GeneratedToken> tokens, int promptTokens, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        string responseId = NewId("chatcmpl"), messageId = NewId("msg");
+        var created = DateTimeOffset.UtcNow;
+        int generated = 0;
+        ChatResponseUpdate Update(IList<AIContent> contents) => new(ChatRole.Assistant, contents)
+        {
+            ResponseId = responseId, MessageId = messageId, ModelId = ModelId, CreatedAt = created,
+        };
+        await foreach (var token in tokens.WithCancellation(cancellationToken).ConfigureAwait(false))
+        {
+            generated++;
+            // Tokens that release no text (a UTF-8 character or a possible stop string still
+            // incomplete, special tokens) make no update, except the last, which carries the finish reason.
+            if (token.Text.Length == 0 && token.FinishReason is null)
+                continue;
+            var update = Update(token.Text.Length > 0 ? [new TextContent(token.Text)] : []);
+            update.RawRepresentation = token;
+            if (token.FinishReason is { } reason)
+                update.FinishReason = Map(reason);
+            yield return update;
+        }
+        yield return Update([new UsageContent(Usage(promptTokens, generated))]);
+    }
+
+    /// <summary>The prompt's token ids and the request's settings; throws for what the engine does not support.</summary>
+    (IReadOnlyList<int> Prompt, GenerationSettings Settings) Prepare(IEnumerable<ChatMessage> messages, ChatOptions? options)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed) != 0, this);
+        ArgumentNullException.ThrowIfNull(messages);
+        var conversation = ToLlama(messages, options?.Instructions);
+        var settings = ToSettings(options);
+        return (Engine.EncodeChat(conversation), settings);
+    }
+
+    /// <summary>The messages in the engine's form: roles system, user and assistant; text content only.</summary>
+    static List<LlamaMessage> ToLlama(IEnumerable<ChatMessage> messages, string? instructions)
+    {
+        var list = new List<LlamaMessage>();
+        foreach (var m in messages)
+        {
+            ArgumentNullException.ThrowIfNull(m, nameof(messages));
+            string role = m.Role == ChatRole.System ? "system"
+                : m.Role == ChatRole.User ? "user"
+                : m.Role == ChatRole.Assistant ? "assistant"
+                : m.Role == ChatRole.Tool
+                    ? throw new NotSupportedException("a message with the tool role is not supported: the engine has no tool calling yet (IlgpuLlama.Extensions.AI takes system, user and assistant messages)")
+                    : throw new NotSupportedException($"the chat role '{m.Role}' is not supported (IlgpuLlama.Extensions.AI takes system, user and assistant messages)");
+            foreach (var content in m.Contents)
+            {
+                if (content is TextContent or UsageContent or TextReasoningContent)
+                    continue;
+                throw content is FunctionCallContent or FunctionResultContent
+                    ? new NotSupportedException($"{content.GetType().Name} in a {role} message is not supported: the engine has no tool calling yet")
+                    : new NotSupportedException($"{content.GetType().Name} in a {role} message is not supported: the engine takes text only");
+            }
+            list.Add(new LlamaMessage(role, m.Text));
+        }
+        if (!string.IsNullOrWhiteSpace(instructions))
+        {
+            // The Llama 3 template takes one leading system message: the instructions join it.
+            if (list.Count > 0 && list[0].Role == "system")
+                list[0] = list[0] with { Content = $"{list[0].Content}\n\n{instructions}" };
+            else
+                list.Insert(0, new LlamaMessage("system", instructions));
+        }
+        if (list.Count == 0)
+            throw new ArgumentException("the conversation has no message", nameof(messages));
+        return list;
+    }
+
+    /// <summary>
+    /// The settings a request with <paramref name="options"/> runs with: <see cref="Defaults"/> with
+    /// temperature, top-p, top-k, seed, max output tokens, stop sequences (added to the defaults'),
+    /// and the additional properties "repetition_penalty" and "min_p" applied where set. Throws <see cref="NotSupportedException"/> for a response format other than
+    /// text and for tools; the engine's own checks (ranges) run when the request is submitted.
+    /// </summary>
+    public GenerationSettings ToSettings(ChatOptions? options)
+    {
+        if (options is null)
+            return Defaults;
+        if (options.ResponseFormat is { } format and not ChatResponseFormatText)
+        {
+            string name = format is ChatResponseFormatJson json
+                ? json.Schema is null ? "JSON" : $"JSON schema{(json.SchemaName is { } schema ? $" '{schema}'" : "")}"
+                : format.GetType().Name;
+            throw new NotSupportedException($"the response format {name} is not supported: the engine has no structured output yet (leave ChatOptions.ResponseFormat null or ChatResponseFormat.Text)");
+        }
+        if (options.Tools is { Count: > 0 })
+            throw new NotSupportedException($"tools are not supported ({options.Tools.Count} given): the engine has no tool calling yet");
+        SamplingOptions sampling = Defaults.Sampling;
+        if (options.Temperature is { } temperature)
+            sampling = sampling with { Temperature = temperature };
+        if (options.TopP is { } topP)
+            sampling = sampling with { TopP = topP };
+        if (options.TopK is { } topK)
+            sampling = sampling with { TopK = topK };
+        if (options.Seed is { } seed)
+            sampling = sampling with { Seed = unchecked((ulong)seed) };
+        // The engine's own filters, which ChatOptions has no property for.
+        if (options.AdditionalProperties is { } extra)
+        {
+            if (extra.TryGetValue(RepetitionPenaltyKey, out float penalty))
+                sampling = sampling with { RepetitionPenalty = penalty };
+            else if (extra.ContainsKey(RepetitionPenaltyKey))
+                throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{RepetitionPenaltyKey}\"] must be a number", nameof(options));
+            if (extra.TryGetValue(MinPKey, out float minP))
+                sampling = sampling with { MinP = minP };
+            else if (extra.ContainsKey(MinPKey))
+                throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{MinPKey}\"] must be a number", nameof(options));
+        }
+        var settings = Defaults with { Sampling = sampling };
+        if (options.MaxOutputTokens is { } max)
+            settings = settings with { MaxNewTokens = max };
+        if (options.StopSequences is { Count: > 0 } stops)
+            settings = settings with { StopStrings = [.. Defaults.StopStrings, .. stops] };
+        return settings;
+    }
+
+    static ChatFinishReason Map(FinishReason reason) => reason switch
+    {
+        FinishReason.Length => ChatFinishReason.Length,
+        _ => ChatFinishReason.Stop,
+    };
+
+    static UsageDetails Usage(int input, int output) => new() { InputTokenCount = input, OutputTokenCount = output, TotalTokenCount = input + output };
+
+    static string NewId(string prefix) => $"{prefix}-{Guid.NewGuid():N}";
+
+    /// <summary>
+    /// This client for <see cref="LlamaChatClient"/> and <see cref="IChatClient"/>, its
+    /// <see cref="ChatClientMetadata"/>, the <see cref="LlamaEngine"/> and its <see cref="LlamaModel"/>;
+    /// null for anything else or any key.
+    /// </summary>
+    public object? GetService(Type serviceType, object? serviceKey = null)
+    {
+        ArgumentNullException.ThrowIfNull(serviceType);
+        if (serviceKey is not null)
+            return null;
+        if (serviceType == typeof(ChatClientMetadata))
+            return metadata;
+        if (serviceType.IsInstanceOfType(this))
+            return this;
+        if (serviceType.IsInstanceOfType(Engine))
+            return Engine;
+        if (serviceType.IsInstanceOfType(Engine.Model))
+            return Engine.Model;
+        return null;
+    }
+
+    /// <summary>Disposes the engine when the client loaded it (<see cref="Load"/>); an engine it was given keeps running.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref disposed, 1) == 0 && ownsEngine)
+            Engine.Dispose();
+    }
+}
+
+/// <summary><see cref="LlamaEngine"/> as a Microsoft.Extensions.AI <see cref="IChatClient"/>.</summary>
+public static class LlamaEngineChatClientExtensions
+{
+    /// <summary>
+    /// An <see cref="IChatClient"/> over the engine, which the caller keeps owning (disposing the
+    /// client leaves the engine running).
+    /// </summary>
+    /// <param name="engine">the engine</param>
+    /// <param name="modelId">the id reported in responses (default "llama")</param>
+    /// <param name="defaults">settings that <see cref="ChatOptions"/> override (default: the engine's)</param>
+    public static IChatClient AsChatClient(this LlamaEngine engine, string? modelId = null, GenerationSettings? defaults = null) =>
+        new LlamaChatClient(engine, modelId, defaults);
+}
