@@ -8,7 +8,7 @@ using IlgpuLlama.Text;
 
 namespace IlgpuLlama;
 
-/// <summary>How <see cref="LlamaEngine.Load"/> sets up the engine.</summary>
+/// <summary>How <see cref="LlamaEngine.Load(string, LlamaEngineOptions?)"/> sets up the engine.</summary>
 public sealed record LlamaEngineOptions
 {
     /// <summary>Which accelerator (CUDA if present by default).</summary>
@@ -33,7 +33,7 @@ public sealed record LlamaEngineOptions
 ///     Console.Write(token.Text);
 /// </code>
 /// </summary>
-public sealed class LlamaEngine : IDisposable
+public sealed class LlamaEngine : IDisposable, IAsyncDisposable
 {
     readonly ComputeDevice? ownedDevice;
     readonly bool ownsModel;
@@ -49,7 +49,29 @@ public sealed class LlamaEngine : IDisposable
     }
 
     /// <summary>Loads a Hugging Face Llama 3 model directory (config.json, safetensors, tokenizer), a GGUF file or ollama:NAME[:TAG] onto a device.</summary>
-    public static LlamaEngine Load(string modelDir, LlamaEngineOptions? options = null)
+    public static LlamaEngine Load(string modelDir, LlamaEngineOptions? options = null) => Load(modelDir, options, null);
+
+    /// <summary>
+    /// <see cref="Load(string, LlamaEngineOptions?)"/> on a worker thread, reporting the weight upload to
+    /// <paramref name="progress"/>. <paramref name="cancellationToken"/> is observed before the load starts and
+    /// after it ends (an engine loaded after cancellation is disposed); compiling kernels and uploading
+    /// weights run to their end once started.
+    /// </summary>
+    public static Task<LlamaEngine> LoadAsync(string modelPath, LlamaEngineOptions? options = null, IProgress<UploadProgress>? progress = null,
+        CancellationToken cancellationToken = default) =>
+        Task.Run(() =>
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var engine = Load(modelPath, options, progress);
+            if (cancellationToken.IsCancellationRequested)
+            {
+                engine.Dispose();
+                cancellationToken.ThrowIfCancellationRequested();
+            }
+            return engine;
+        }, cancellationToken);
+
+    static LlamaEngine Load(string modelDir, LlamaEngineOptions? options, IProgress<UploadProgress>? progress)
     {
         options ??= new LlamaEngineOptions();
         bool gguf = GgufLocation.IsGguf(modelDir);
@@ -59,7 +81,7 @@ public sealed class LlamaEngine : IDisposable
         var device = ComputeDevice.Create(options.Device);
         try
         {
-            var model = LlamaModel.Load(device, modelDir, options.Engine);
+            var model = LlamaModel.Load(device, modelDir, options.Engine, progress);
             return new LlamaEngine(model, tokenizer, options.Scheduler, ownsModel: true, device);
         }
         catch
@@ -103,34 +125,34 @@ public sealed class LlamaEngine : IDisposable
         new() { PromptTokens = promptTokens, Settings = settings ?? new GenerationSettings() };
 
     /// <summary>Queues a generation and returns its handle (tokens as they come, the result at the end).</summary>
-    public ScheduledRequest Submit(IReadOnlyList<int> promptTokens, GenerationSettings? settings = null, CancellationToken cancellation = default) =>
-        Scheduler.Submit(Request(promptTokens, settings), cancellation);
+    public ScheduledRequest Submit(IReadOnlyList<int> promptTokens, GenerationSettings? settings = null, CancellationToken cancellationToken = default) =>
+        Scheduler.Submit(Request(promptTokens, settings), cancellationToken);
 
     /// <summary>Continues a text prompt (BOS is added), streaming each token with its text.</summary>
-    public IAsyncEnumerable<GeneratedToken> GenerateAsync(string prompt, GenerationSettings? settings = null, CancellationToken cancellation = default) =>
-        GenerateAsync(Encode(prompt), settings, cancellation);
+    public IAsyncEnumerable<GeneratedToken> GenerateAsync(string prompt, GenerationSettings? settings = null, CancellationToken cancellationToken = default) =>
+        GenerateAsync(Encode(prompt), settings, cancellationToken);
 
     /// <summary>Answers a conversation as the assistant (Llama 3 chat format), streaming each token with its text.</summary>
-    public IAsyncEnumerable<GeneratedToken> GenerateAsync(IReadOnlyList<ChatMessage> messages, GenerationSettings? settings = null, CancellationToken cancellation = default) =>
-        GenerateAsync(EncodeChat(messages), settings, cancellation);
+    public IAsyncEnumerable<GeneratedToken> GenerateAsync(IReadOnlyList<ChatMessage> messages, GenerationSettings? settings = null, CancellationToken cancellationToken = default) =>
+        GenerateAsync(EncodeChat(messages), settings, cancellationToken);
 
     /// <summary>Continues a prompt of token ids, streaming each token (with its text when there is a tokenizer).</summary>
-    public IAsyncEnumerable<GeneratedToken> GenerateAsync(IReadOnlyList<int> promptTokens, GenerationSettings? settings = null, CancellationToken cancellation = default)
+    public IAsyncEnumerable<GeneratedToken> GenerateAsync(IReadOnlyList<int> promptTokens, GenerationSettings? settings = null, CancellationToken cancellationToken = default)
     {
         // Submitted now, so a bad request throws here rather than at the first MoveNextAsync.
-        var handle = Submit(promptTokens, settings, cancellation);
-        return Stream(handle, cancellation);
+        var handle = Submit(promptTokens, settings, cancellationToken);
+        return Stream(handle, cancellationToken);
     }
 
-    static async IAsyncEnumerable<GeneratedToken> Stream(ScheduledRequest handle, [EnumeratorCancellation] CancellationToken cancellation = default)
+    static async IAsyncEnumerable<GeneratedToken> Stream(ScheduledRequest handle, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         try
         {
             // ReadAllAsync checks the token only while waiting: tokens already buffered when the
             // consumer cancels would still come out, so each one checks it too.
-            await foreach (var token in handle.Tokens.ReadAllAsync(cancellation).ConfigureAwait(false))
+            await foreach (var token in handle.Tokens.ReadAllAsync(cancellationToken).ConfigureAwait(false))
             {
-                cancellation.ThrowIfCancellationRequested();
+                cancellationToken.ThrowIfCancellationRequested();
                 yield return token;
             }
         }
@@ -143,8 +165,19 @@ public sealed class LlamaEngine : IDisposable
     }
 
     /// <summary>Generates to the end and returns the whole result (text, tokens, finish reason, timings).</summary>
-    public Task<RequestResult> GenerateTextAsync(string prompt, GenerationSettings? settings = null, CancellationToken cancellation = default) =>
-        Submit(Encode(prompt), settings, cancellation).Completion;
+    public Task<RequestResult> GenerateTextAsync(string prompt, GenerationSettings? settings = null, CancellationToken cancellationToken = default) =>
+        Submit(Encode(prompt), settings, cancellationToken).Completion;
+
+    /// <summary>Answers a conversation as the assistant (Llama 3 chat format) to the end and returns the whole result.</summary>
+    public Task<RequestResult> GenerateTextAsync(IReadOnlyList<ChatMessage> messages, GenerationSettings? settings = null, CancellationToken cancellationToken = default) =>
+        Submit(EncodeChat(messages), settings, cancellationToken).Completion;
+
+    /// <summary>As <see cref="Dispose"/>, for <c>await using</c>: the scheduler's thread is stopped and joined, the device memory freed.</summary>
+    public ValueTask DisposeAsync()
+    {
+        Dispose();
+        return ValueTask.CompletedTask;
+    }
 
     /// <summary>Stops the scheduler (cancelling what is still running), then frees the model if the engine loaded it.</summary>
     public void Dispose()
