@@ -438,7 +438,8 @@ public sealed class OpenAiServer : IAsyncDisposable
     static object Usage(IReadOnlyList<RequestResult> rs)
     {
         int prompt = rs[0].PromptTokens.Count, completion = rs.Sum(r => r.GeneratedTokens.Count);
-        return new { prompt_tokens = prompt, completion_tokens = completion, total_tokens = prompt + completion };
+        // OpenAI's cached_tokens: the prompt tokens a KV slot already held (prefix reuse), of the first choice.
+        return new { prompt_tokens = prompt, completion_tokens = completion, total_tokens = prompt + completion, prompt_tokens_details = new { cached_tokens = rs[0].ReusedPromptTokens } };
     }
 
     static string Finish(FinishReason reason) => reason == FinishReason.Length ? "length" : "stop";

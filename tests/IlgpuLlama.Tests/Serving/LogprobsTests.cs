@@ -228,3 +228,24 @@ public sealed class ChoicesTests(DemoServer demo) : IClassFixture<DemoServer>
         Assert.Equal(texts, streamed.Select(b => b.ToString()));
     }
 }
+
+/// <summary>usage.prompt_tokens_details.cached_tokens reports prefix reuse (issue 22 item 4).</summary>
+public sealed class CachedTokensTests(DemoServer demo) : IClassFixture<DemoServer>
+{
+    [Fact]
+    public async Task A_repeated_prompt_reports_its_cached_tokens()
+    {
+        int Cached(JsonElement r) => r.GetProperty("usage").GetProperty("prompt_tokens_details").GetProperty("cached_tokens").GetInt32();
+        var body = new { prompt = "Once upon a time there was a tiny model that", max_tokens = 2, temperature = 0 };
+        var results = new List<JsonElement>();
+        for (int i = 0; i < 3; i++)
+        {
+            using var response = await demo.Http.PostAsync("/v1/completions", new StringContent(JsonSerializer.Serialize(body), Encoding.UTF8, "application/json"));
+            results.Add(JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.Clone());
+        }
+        int prompt = results[0].GetProperty("usage").GetProperty("prompt_tokens").GetInt32();
+        // Once a slot holds the prompt, a repeat reuses all but its last token.
+        Assert.Contains(results.Skip(1), r => Cached(r) == prompt - 1);
+        Assert.All(results, r => Assert.InRange(Cached(r), 0, prompt - 1));
+    }
+}
