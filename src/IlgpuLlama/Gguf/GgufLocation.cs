@@ -21,9 +21,9 @@ public static class GgufLocation
             return model;
         if (!Directory.Exists(model) || File.Exists(Path.Combine(model, "config.json")))
             return null;
+        // A split set counts once, by its first part (GgufModel's own reading of the names).
         var models = Directory.EnumerateFiles(model, "*.gguf")
-            .Where(p => !System.Text.RegularExpressions.Regex.IsMatch(Path.GetFileName(p), @"-\d{5}-of-\d{5}\.gguf$", System.Text.RegularExpressions.RegexOptions.IgnoreCase)
-                || System.Text.RegularExpressions.Regex.IsMatch(Path.GetFileName(p), @"-00001-of-\d{5}\.gguf$", System.Text.RegularExpressions.RegexOptions.IgnoreCase))
+            .Where(p => !GgufModel.IsLaterSplitPart(Path.GetFileName(p)))
             .Order(StringComparer.Ordinal).ToList();
         return models.Count switch
         {

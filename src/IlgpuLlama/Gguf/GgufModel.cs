@@ -35,6 +35,10 @@ public sealed partial class GgufModel : IDisposable
     [GeneratedRegex(@"^(?<prefix>.+)-(?<no>\d{5})-of-(?<count>\d{5})\.gguf$", RegexOptions.IgnoreCase)]
     private static partial Regex SplitName();
 
+    /// <summary>True for a file name that is a part of a split set other than the first (name-00002-of-00003.gguf).</summary>
+    internal static bool IsLaterSplitPart(string fileName) =>
+        SplitName().Match(fileName) is { Success: true } m && int.Parse(m.Groups["no"].Value) != 1;
+
     /// <summary>True when <paramref name="path"/> names a .gguf file (by its extension).</summary>
     public static bool IsGgufPath(string path) => path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase);
 
