@@ -68,11 +68,12 @@ tests() {
     return $rc
 }
 
-# The examples, run as a user would (on the demo model without weights): the library's, then the
-# Microsoft.Extensions.AI IChatClient's. Both run; the stage fails if either does.
+# The examples, run as a user would (on the demo model without weights): the library's, the
+# Microsoft.Extensions.AI IChatClient's, and the server endpoints inside an ASP.NET Core application.
+# All run; the stage fails if any does.
 example() {
     local rc=0 p
-    for p in IlgpuLlama.Example IlgpuLlama.ChatClientExample; do
+    for p in IlgpuLlama.Example IlgpuLlama.ChatClientExample IlgpuLlama.ServerExample; do
         if ! dotnet run --project "examples/$p" -c Release --no-build; then
             echo "example examples/$p FAILED" >&2
             rc=1

@@ -4,9 +4,9 @@ using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
 using IlgpuLlama.Cli.Infrastructure;
-using IlgpuLlama.Cli.Serving;
 using IlgpuLlama.Device;
 using IlgpuLlama.Engine.Serving;
+using IlgpuLlama.Server;
 using IlgpuLlama.Text;
 
 namespace IlgpuLlama.Cli.Commands;
@@ -89,7 +89,7 @@ public static class BenchServeCommand
                     device = ComputeDevice.Create(parse.GetValue(engine.Device));
                     llama = ModelOptions.Load(device, dir, engine.Engine(parse, io), io);
                     llamaEngine = LlamaEngine.FromModel(llama, tokenizer, new SchedulerOptions { MaxQueuedRequests = int.MaxValue });
-                    server = OpenAiServer.StartAsync(llamaEngine, new ServerOptions { Port = 0, ModelId = "bench" }).GetAwaiter().GetResult();
+                    server = OpenAiServer.StartAsync(llamaEngine, new ServerOptions { Port = 0, ModelId = "bench", ParameterName = CliNames.Flag }).GetAwaiter().GetResult();
                     target = server.Address;
                     io.Err.WriteLine($"in-process server at {target} ({llama.MaxBatch} slots)");
                 }
@@ -151,7 +151,7 @@ public static class BenchServeCommand
             foreach (bool reuse in new[] { true, false })
             {
                 using var llamaEngine = LlamaEngine.FromModel(llama, tokenizer, new SchedulerOptions { MaxQueuedRequests = int.MaxValue, PrefixReuse = reuse });
-                var server = OpenAiServer.StartAsync(llamaEngine, new ServerOptions { Port = 0, ModelId = "bench" }).GetAwaiter().GetResult();
+                var server = OpenAiServer.StartAsync(llamaEngine, new ServerOptions { Port = 0, ModelId = "bench", ParameterName = CliNames.Flag }).GetAwaiter().GetResult();
                 try
                 {
                     io.Err.WriteLine($"in-process server at {server.Address} ({llama.MaxBatch} slots), prefix reuse {(reuse ? "on" : "off")}");

@@ -1,8 +1,8 @@
 using System.CommandLine;
 using IlgpuLlama.Cli.Infrastructure;
-using IlgpuLlama.Cli.Serving;
 using IlgpuLlama.Device;
 using IlgpuLlama.Engine.Serving;
+using IlgpuLlama.Server;
 using IlgpuLlama.Text;
 
 namespace IlgpuLlama.Cli.Commands;
@@ -72,6 +72,7 @@ public static class ServeCommand
                 ShutdownGrace = TimeSpan.FromSeconds(parse.GetValue(grace)),
                 Metrics = parse.GetValue(metrics),
                 Log = line => io.Err.WriteLine($"[serve] {line}"),
+                ParameterName = CliNames.Flag,
             };
             var server = OpenAiServer.StartAsync(llamaEngine, options).GetAwaiter().GetResult();
             io.Err.WriteLine($"serving '{id}' at {server.Address} ({llama.MaxBatch} slots x {llama.MaxSeq} positions{(options.ApiKey is null ? "" : ", API key required")}{(options.Metrics ? ", metrics at /metrics" : "")}); chat page: open {server.Address} in a browser; Ctrl-C stops");

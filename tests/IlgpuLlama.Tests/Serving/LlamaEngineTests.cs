@@ -1,8 +1,8 @@
 using System.CommandLine;
 using IlgpuLlama.Cli.Commands;
 using IlgpuLlama.Device;
-using IlgpuLlama.Engine;
 using IlgpuLlama.Engine.Serving;
+using IlgpuLlama.Engine;
 using IlgpuLlama.Sampling;
 using IlgpuLlama.Tests.Cli;
 using IlgpuLlama.Text;

@@ -1,6 +1,6 @@
 using IlgpuLlama.Device;
-using IlgpuLlama.Engine;
 using IlgpuLlama.Engine.Serving;
+using IlgpuLlama.Engine;
 using IlgpuLlama.Sampling;
 using IlgpuLlama.Tests.Model;
 using Xunit.Abstractions;

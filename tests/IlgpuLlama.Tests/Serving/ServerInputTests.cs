@@ -2,10 +2,10 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
-using IlgpuLlama.Cli.Serving;
 using IlgpuLlama.Device;
-using IlgpuLlama.Engine;
 using IlgpuLlama.Engine.Serving;
+using IlgpuLlama.Engine;
+using IlgpuLlama.Server;
 using IlgpuLlama.Tests.Cli;
 using IlgpuLlama.Tests.Model;
 

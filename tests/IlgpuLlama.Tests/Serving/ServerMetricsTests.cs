@@ -4,7 +4,7 @@ using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
-using IlgpuLlama.Cli.Serving;
+using IlgpuLlama.Server;
 
 namespace IlgpuLlama.Tests.Serving;
 

@@ -2,7 +2,7 @@ using System.Net;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
-using IlgpuLlama.Cli.Serving;
+using IlgpuLlama.Server;
 using IlgpuLlama.Tests.Model;
 
 namespace IlgpuLlama.Tests.Serving;
@@ -27,7 +27,7 @@ public sealed class ServerParameterTableTests(DemoServer demo) : IClassFixture<D
 
     [Fact]
     public void The_table_lists_exactly_the_refused_parameters() =>
-        Assert.Equal(OpenAiServer.RefusedParameters.Order(), RefusedInReadme().Order());
+        Assert.Equal(OpenAiEndpoints.RefusedParameters.Order(), RefusedInReadme().Order());
 
     public static TheoryData<string, string, string> Refused => new()
     {
@@ -51,7 +51,7 @@ public sealed class ServerParameterTableTests(DemoServer demo) : IClassFixture<D
     [MemberData(nameof(Refused))]
     public async Task A_refused_parameter_is_a_400_naming_it(string name, string path, string value)
     {
-        Assert.Contains(name, OpenAiServer.RefusedParameters);
+        Assert.Contains(name, OpenAiEndpoints.RefusedParameters);
         string prompt = path.Contains("chat") ? "\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]" : "\"prompt\": \"hi\"";
         using var response = await demo.Http.PostAsync(path, new StringContent($"{{{prompt}, \"max_tokens\": 1, \"{name}\": {value}}}", Encoding.UTF8, "application/json"));
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);

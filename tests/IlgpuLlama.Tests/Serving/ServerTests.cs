@@ -2,11 +2,11 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
-using IlgpuLlama.Cli.Serving;
 using IlgpuLlama.Device;
-using IlgpuLlama.Engine;
 using IlgpuLlama.Engine.Serving;
+using IlgpuLlama.Engine;
 using IlgpuLlama.Sampling;
+using IlgpuLlama.Server;
 using IlgpuLlama.Tests.Cli;
 
 namespace IlgpuLlama.Tests.Serving;
@@ -24,7 +24,7 @@ public sealed class DemoServer : IAsyncLifetime
     public async Task InitializeAsync()
     {
         Engine = LlamaEngine.Load(dir.Path, new LlamaEngineOptions { Device = DeviceKind.Cpu, Engine = new EngineOptions { MaxBatchSize = 2, MaxSeqLen = 128 } });
-        Server = await OpenAiServer.StartAsync(Engine, new ServerOptions { Port = 0, ModelId = "demo" });
+        Server = await OpenAiServer.StartAsync(Engine, new ServerOptions { Port = 0, ModelId = "demo", ParameterName = IlgpuLlama.Cli.Infrastructure.CliNames.Flag });
         Http.BaseAddress = Server.Address;
     }
 

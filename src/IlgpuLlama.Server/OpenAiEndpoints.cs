@@ -1,4 +1,3 @@
-using System.Net;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -7,60 +6,23 @@ using IlgpuLlama.Engine.Serving;
 using IlgpuLlama.Sampling;
 using IlgpuLlama.Text;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Hosting;
+using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Logging;
 
-namespace IlgpuLlama.Cli.Serving;
-
-/// <summary>Settings of <see cref="OpenAiServer"/>.</summary>
-public sealed record ServerOptions
-{
-    /// <summary>Address to bind (loopback unless told otherwise).</summary>
-    public string Host { get; init; } = "127.0.0.1";
-
-    /// <summary>Port; 0 picks a free one (see <see cref="OpenAiServer.Address"/>).</summary>
-    public int Port { get; init; } = 8080;
-
-    /// <summary>When set, every /v1 request (and /metrics) needs "Authorization: Bearer KEY".</summary>
-    public string? ApiKey { get; init; }
-
-    /// <summary>The model id in /v1/models and in responses.</summary>
-    public string ModelId { get; init; } = "llama";
-
-    /// <summary>Largest request body; larger ones get 413.</summary>
-    public long MaxBodyBytes { get; init; } = 4 << 20;
-
-    /// <summary>How long shutdown waits for running requests before cancelling them.</summary>
-    public TimeSpan ShutdownGrace { get; init; } = TimeSpan.FromSeconds(30);
-
-    /// <summary>
-    /// Host names (besides <c>localhost</c> and IP address literals) that requests may carry in their
-    /// Host header; others get 400, so a web page cannot reach the server through a DNS name that it
-    /// rebinds to this machine. <c>*</c> allows any.
-    /// </summary>
-    public IReadOnlyList<string> AllowedHosts { get; init; } = [];
-
-    /// <summary>Whether GET /metrics serves Prometheus metrics (behind <see cref="ApiKey"/> like /v1); off: 404.</summary>
-    public bool Metrics { get; init; }
-
-    /// <summary>Receives one line per request and per lifecycle event (null: silent).</summary>
-    public Action<string>? Log { get; init; }
-}
+namespace IlgpuLlama.Server;
 
 /// <summary>
-/// An OpenAI-compatible HTTP server over a <see cref="LlamaEngine"/> (ASP.NET Core, Kestrel):
-/// GET /health, GET /v1/models, POST /v1/completions and /v1/chat/completions, with server-sent
-/// events for <c>stream: true</c>, and GET /metrics with <see cref="ServerOptions.Metrics"/>. Errors
-/// have OpenAI's shape. A client that disconnects cancels its request, which frees its KV slot; <see cref="StopAsync"/> (SIGINT/SIGTERM in <c>serve</c>) answers
-/// new requests with 503, lets running ones finish for <see cref="ServerOptions.ShutdownGrace"/>, then
-/// cancels what is left.
+/// The OpenAI-compatible endpoints over one <see cref="LlamaEngine"/>: GET /health, GET /v1/models,
+/// POST /v1/completions and /v1/chat/completions (server-sent events for <c>stream: true</c>), GET
+/// /metrics with <see cref="OpenAiEndpointOptions.Metrics"/>, and the chat page at GET /. Errors have
+/// OpenAI's shape. A client that disconnects cancels its request, which frees its KV slot. When the
+/// application begins stopping, new requests get 503, running ones finish for
+/// <see cref="OpenAiEndpointOptions.ShutdownGrace"/>, then what is left is cancelled.
+/// One instance per application (a singleton of <see cref="LlamaServerExtensions.AddLlamaEngine(Microsoft.Extensions.DependencyInjection.IServiceCollection, LlamaEngine, OpenAiEndpointOptions?)"/>);
+/// <see cref="LlamaServerExtensions.MapOpenAiEndpoints"/> maps it.
 /// </summary>
-public sealed class OpenAiServer : IAsyncDisposable
+public sealed class OpenAiEndpoints : IDisposable
 {
     static readonly JsonSerializerOptions Json = new()
     {
@@ -69,24 +31,32 @@ public sealed class OpenAiServer : IAsyncDisposable
         Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 
-    readonly WebApplication app;
     readonly LlamaEngine engine;
-    readonly ServerOptions options;
+    readonly OpenAiEndpointOptions options;
     readonly ServerMetrics? metrics;
+    readonly ILogger? logger;
     readonly CancellationTokenSource stopping = new();
     int inFlight;
     volatile bool shuttingDown;
 
-    OpenAiServer(WebApplication app, LlamaEngine engine, ServerOptions options)
+    /// <summary>Endpoints over <paramref name="engine"/> (its tokenizer is needed: prompts are text).</summary>
+    public OpenAiEndpoints(LlamaEngine engine, OpenAiEndpointOptions options, ILogger? logger = null)
     {
-        this.app = app;
+        if (options.ApiKey is { } apiKey && string.IsNullOrWhiteSpace(apiKey))
+            throw new ArgumentException("--api-key is empty; give a key (clients send 'Authorization: Bearer KEY'), or leave --api-key out to serve without one");
+        if (engine.Tokenizer is null)
+            throw new ArgumentException("the server needs the model's tokenizer (text prompts and chat); the model directory has no tokenizer files");
         this.engine = engine;
         this.options = options;
+        this.logger = logger;
         metrics = options.Metrics ? new ServerMetrics(engine.Scheduler) : null;
     }
 
-    /// <summary>Where the server listens (the real port when <see cref="ServerOptions.Port"/> was 0).</summary>
-    public Uri Address { get; private set; } = new("http://127.0.0.1/");
+    /// <summary>The engine the endpoints generate with.</summary>
+    public LlamaEngine Engine => engine;
+
+    /// <summary>The endpoints' settings.</summary>
+    public OpenAiEndpointOptions Options => options;
 
     /// <summary>Whether shutdown has begun (new requests get 503).</summary>
     public bool IsShuttingDown => shuttingDown;
@@ -94,65 +64,31 @@ public sealed class OpenAiServer : IAsyncDisposable
     /// <summary>Requests being answered now.</summary>
     public int InFlight => Volatile.Read(ref inFlight);
 
-    /// <summary>Completes when the server has stopped.</summary>
-    public Task Stopped => app.WaitForShutdownAsync();
-
-    /// <summary>Starts listening.</summary>
-    public static async Task<OpenAiServer> StartAsync(LlamaEngine engine, ServerOptions options)
-    {
-        if (options.ApiKey is { } apiKey && string.IsNullOrWhiteSpace(apiKey))
-            throw new ArgumentException("--api-key is empty; give a key (clients send 'Authorization: Bearer KEY'), or leave --api-key out to serve without one");
-        if (engine.Tokenizer is null)
-            throw new ArgumentException("the server needs the model's tokenizer (text prompts and chat); the model directory has no tokenizer files");
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        // The host's clock starts before the drain (grace, then up to 5 s for cancelled requests to say
-        // so); what is left is Kestrel's time to finish those responses before it aborts connections.
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownGrace + TimeSpan.FromSeconds(15));
-        builder.Services.Configure<Microsoft.Extensions.Hosting.ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
-        builder.WebHost.ConfigureKestrel(k =>
-        {
-            k.Limits.MaxRequestBodySize = null; // checked per request, so an oversized body gets OpenAI's error shape
-            if (IPAddress.TryParse(options.Host, out var ip))
-                k.Listen(ip, options.Port);
-            else if (options.Host == "localhost")
-                k.ListenLocalhost(options.Port);
-            else
-                throw new ArgumentException($"--host '{options.Host}' is not an IP address; give one such as 127.0.0.1 or 0.0.0.0");
-        });
-        var app = builder.Build();
-        var server = new OpenAiServer(app, engine, options);
-        server.Map(app);
-        app.Lifetime.ApplicationStopping.Register(server.Drain);
-        await app.StartAsync().ConfigureAwait(false);
-        string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        server.Address = new Uri(address.Replace("[::]", "127.0.0.1").Replace("0.0.0.0", "127.0.0.1") + "/");
-        options.Log?.Invoke($"listening on {address}");
-        return server;
-    }
-
-    /// <summary>Graceful shutdown: 503 for new requests, running ones finish (up to the grace period) or are cancelled.</summary>
-    public Task StopAsync() => Task.Run(() => app.StopAsync()); // the drain blocks the stopping thread, not the caller
-
     /// <inheritdoc/>
-    public async ValueTask DisposeAsync()
+    public void Dispose() => stopping.Dispose();
+
+    void Log(string line)
     {
-        await app.StopAsync().ConfigureAwait(false);
-        await app.DisposeAsync().ConfigureAwait(false);
-        stopping.Dispose();
+        if (options.Log is { } log)
+            log(line);
+        else
+            logger?.LogInformation("{Line}", line);
     }
 
-    /// <summary>Runs when the host begins stopping, before Kestrel closes connections.</summary>
-    void Drain()
+    /// <summary>
+    /// Called when the application begins stopping, before the web server closes connections: 503
+    /// for new requests, running ones finish (up to the grace period) or are cancelled. Blocks until then.
+    /// </summary>
+    public void Drain()
     {
         shuttingDown = true;
-        options.Log?.Invoke($"shutting down: {InFlight} requests running, new requests get 503");
+        Log($"shutting down: {InFlight} requests running, new requests get 503");
         var deadline = DateTime.UtcNow + options.ShutdownGrace;
         while (InFlight > 0 && DateTime.UtcNow < deadline)
             Thread.Sleep(20);
         if (InFlight > 0)
         {
-            options.Log?.Invoke($"cancelling {InFlight} requests still running after {options.ShutdownGrace.TotalSeconds:F0} s");
+            Log($"cancelling {InFlight} requests still running after {options.ShutdownGrace.TotalSeconds:F0} s");
             stopping.Cancel();
             var cancelDeadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
             while (InFlight > 0 && DateTime.UtcNow < cancelDeadline)
@@ -162,92 +98,75 @@ public sealed class OpenAiServer : IAsyncDisposable
 
     // ---- routing ---------------------------------------------------------------------------------
 
-    void Map(WebApplication web)
+    /// <summary>The paths mapped, for a host's messages.</summary>
+    internal string Routes => (options.ChatPage ? "GET / (the chat page), " : "") + "GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions" + (metrics is not null ? ", GET /metrics" : "");
+
+    /// <summary>Maps every endpoint onto <paramref name="web"/>, each behind <see cref="Guard"/>.</summary>
+    internal void Map(IEndpointRouteBuilder web)
     {
-        web.Use(async (context, next) =>
-        {
-            Interlocked.Increment(ref inFlight);
-            try
-            {
-                string? allow = AllowedMethods(context.Request.Path) ?? (metrics is not null && context.Request.Path.StartsWithSegments(ServerMetrics.Path) ? "GET" : null);
-                if (!HostAllowed(context.Request.Host))
-                    await Error(context, 400, $"the Host header '{Printable(context.Request.Host.Value)}' is not one this server answers to (localhost, an IP address, or a name given with --allowed-host); " +
-                        "start the server with --allowed-host NAME to reach it by that name", "invalid_request_error", null, "invalid_host");
-                else if (shuttingDown)
-                    await Error(context, 503, "the server is shutting down; retry on another instance or after the restart", "server_error", null, "shutting_down");
-                else if (allow is not null && !allow.Split(", ").Contains(context.Request.Method, StringComparer.OrdinalIgnoreCase))
-                {
-                    context.Response.Headers.Allow = allow;
-                    await Error(context, 405, $"{context.Request.Path} takes {allow.Replace(", ", " or ")}, not {Printable(context.Request.Method)}", "invalid_request_error", null, "method_not_allowed");
-                }
-                else if (options.ApiKey is { } key && (context.Request.Path.StartsWithSegments("/v1") || metrics is not null && context.Request.Path.StartsWithSegments(ServerMetrics.Path)) && !Authorized(context, key))
-                    await Error(context, 401, "invalid or missing API key; send the header 'Authorization: Bearer KEY' with the key the server was started with",
-                        "invalid_request_error", null, "invalid_api_key");
-                else
-                    await next(context);
-            }
-            catch (Exception e) when (!context.Response.HasStarted && !context.RequestAborted.IsCancellationRequested)
-            {
-                // Nothing unexpected leaves as an empty 500 or a stack trace.
-                options.Log?.Invoke($"{context.Request.Method} {context.Request.Path} failed: {e.GetType().Name}: {e.Message}");
-                await Error(context, 500, "the server failed to answer this request (an internal error; its log has the details)", "server_error", null, "internal_error");
-            }
-            finally
-            {
-                metrics?.Answered(context);
-                Interlocked.Decrement(ref inFlight);
-            }
-        });
-        web.MapMethods("/health", ["GET", "HEAD"], (HttpContext c) => Write(c, 200, new { status = "ok", model = options.ModelId, running = engine.Scheduler.RunningCount, queued = engine.Scheduler.QueuedCount,
-            graphs = engine.Model.RecordedGraphs, device_free_bytes = engine.Model.Allocator.QueryDeviceMemory()?.FreeBytes, allocated_bytes = engine.Model.Allocator.TotalLiveBytes }));
-        web.MapMethods("/v1/models", ["GET", "HEAD"], (HttpContext c) => Write(c, 200, new
+        web.MapMethods("/health", ["GET", "HEAD"], c => Guard(c, () => Write(c, 200, new { status = "ok", model = options.ModelId, running = engine.Scheduler.RunningCount, queued = engine.Scheduler.QueuedCount,
+            graphs = engine.Model.RecordedGraphs, device_free_bytes = engine.Model.Allocator.QueryDeviceMemory()?.FreeBytes, allocated_bytes = engine.Model.Allocator.TotalLiveBytes })));
+        web.MapMethods("/v1/models", ["GET", "HEAD"], c => Guard(c, () => Write(c, 200, new
         {
             @object = "list",
             data = new[] { new { id = options.ModelId, @object = "model", created = Created, owned_by = "ilgpu-llama" } },
-        }));
-        web.MapMethods("/v1/models/{id}", ["GET", "HEAD"], (HttpContext c, string id) => id == options.ModelId
+        })));
+        web.MapMethods("/v1/models/{id}", ["GET", "HEAD"], c => Guard(c, () => (string?)c.Request.RouteValues["id"] is var id && id == options.ModelId
             ? Write(c, 200, new { id, @object = "model", created = Created, owned_by = "ilgpu-llama" })
-            : Error(c, 404, $"the model '{id}' does not exist; this server serves '{options.ModelId}'", "invalid_request_error", "model", "model_not_found"));
+            : Error(c, 404, $"the model '{id}' does not exist; this server serves '{options.ModelId}'", "invalid_request_error", "model", "model_not_found")));
         foreach (var endpoint in new[] { OpenAiEndpoint.Completions, OpenAiEndpoint.Chat })
-            web.MapPost(endpoint.Path, c => Generate(c, endpoint));
-        metrics?.Map(web);
-        ChatPage.Map(web);
-        web.MapFallback((HttpContext c) => Error(c, 404, $"no route {c.Request.Method} {c.Request.Path}; the endpoints are GET / (the chat page), GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions",
-            "invalid_request_error", null, "not_found"));
+            web.MapPost(endpoint.Path, c => Guard(c, () => Generate(c, endpoint)));
+        if (metrics is not null)
+            web.MapGet(ServerMetrics.Path, c => Guard(c, () => metrics.Serve(c)));
+        if (options.ChatPage)
+            web.MapMethods(ChatPage.Path, ["GET", "HEAD"], c => Guard(c, () => ChatPage.Serve(c)));
+    }
+
+    /// <summary>Marks a request as answered by these endpoints (a host counts the others itself).</summary>
+    internal static readonly object Answered = new();
+
+    /// <summary>
+    /// Around every endpoint: counts it in flight (for the drain), answers 503 while shutting down, checks
+    /// <see cref="OpenAiEndpointOptions.ApiKey"/> on /v1 and /metrics, turns an unexpected exception into
+    /// OpenAI's 500 error (never an empty 500 or a stack trace), and counts the answer in /metrics.
+    /// </summary>
+    async Task Guard(HttpContext context, Func<Task> handler)
+    {
+        context.Items[Answered] = this;
+        Interlocked.Increment(ref inFlight);
+        try
+        {
+            if (shuttingDown)
+                await Error(context, 503, "the server is shutting down; retry on another instance or after the restart", "server_error", null, "shutting_down");
+            else if (options.ApiKey is { } key && (context.Request.Path.StartsWithSegments("/v1") || context.Request.Path.StartsWithSegments(ServerMetrics.Path)) && !Authorized(context, key))
+                await Error(context, 401, "invalid or missing API key; send the header 'Authorization: Bearer KEY' with the key the server was started with",
+                    "invalid_request_error", null, "invalid_api_key");
+            else
+                await handler();
+        }
+        catch (Exception e) when (!context.Response.HasStarted && !context.RequestAborted.IsCancellationRequested)
+        {
+            Log($"{context.Request.Method} {context.Request.Path} failed: {e.GetType().Name}: {e.Message}");
+            await Error(context, 500, "the server failed to answer this request (an internal error; its log has the details)", "server_error", null, "internal_error");
+        }
+        finally
+        {
+            metrics?.Answered(context);
+            Interlocked.Decrement(ref inFlight);
+        }
+    }
+
+    /// <summary>Counts in /metrics a request a host answered without reaching an endpoint (404, 405, a refused Host).</summary>
+    internal void CountUnrouted(HttpContext context)
+    {
+        if (!context.Items.ContainsKey(Answered))
+            metrics?.Answered(context);
     }
 
     static readonly long Created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
-    /// <summary>The methods a known path takes (its Allow header), or null for a path with no route.</summary>
-    static string? AllowedMethods(PathString path)
-    {
-        string p = (path.Value ?? "").TrimEnd('/');
-        if (p is "/v1/completions" or "/v1/chat/completions")
-            return "POST";
-        if (p is "" or "/health" or "/v1/models" || p.StartsWith("/v1/models/", StringComparison.Ordinal)) // "": the chat page at /
-            return "GET, HEAD";
-        return null;
-    }
-
-    /// <summary>
-    /// DNS-rebinding guard: a Host header must be localhost, an IP address literal (a rebinding attack
-    /// needs a name it controls), or a name given with --allowed-host. A request without one (HTTP/1.0)
-    /// cannot come from a browser and passes.
-    /// </summary>
-    bool HostAllowed(HostString host)
-    {
-        if (!host.HasValue)
-            return true;
-        string name = host.Host.TrimEnd('.');
-        if (name.Length == 0 || name.Equals("localhost", StringComparison.OrdinalIgnoreCase) || name.EndsWith(".localhost", StringComparison.OrdinalIgnoreCase))
-            return true;
-        if (IPAddress.TryParse(name.Trim('[', ']'), out _) && (name.Contains(':') || name.Count(ch => ch == '.') == 3))
-            return true;
-        return options.AllowedHosts.Any(a => a == "*" || a.TrimEnd('.').Equals(name, StringComparison.OrdinalIgnoreCase));
-    }
-
     /// <summary>A header value fit for a message: control and non-ASCII characters replaced, at most 100 characters.</summary>
-    static string Printable(string? value)
+    internal static string Printable(string? value)
     {
         var s = new string((value ?? "").Select(ch => ch is >= ' ' and <= '~' ? ch : '?').ToArray());
         return s.Length > 100 ? s[..100] + "..." : s;
@@ -305,11 +224,11 @@ public sealed class OpenAiServer : IAsyncDisposable
         if (maxTokens is < 1)
             throw new ApiError(400, $"{maxField} must be at least 1, got {maxTokens}", maxField);
         if (room < 1)
-            throw new ApiError(400, $"the prompt has {prompt.Count} tokens and the context holds {engine.Model.MaxSeq} (the server's --max-seq-len); shorten the prompt", endpoint.PromptField, "context_length_exceeded");
+            throw new ApiError(400, $"the prompt has {prompt.Count} tokens and the context holds {engine.Model.MaxSeq} (the server's {Setting(EngineParameter.MaxSeqLen)}); shorten the prompt", endpoint.PromptField, "context_length_exceeded");
         // In long: a max_tokens near 2^31 would wrap the sum negative and pass.
         if (maxTokens is int asked && (long)prompt.Count + asked > engine.Model.MaxSeq)
             throw new ApiError(400, $"the prompt's {prompt.Count} tokens + {maxField} {asked} = {(long)prompt.Count + asked} exceeds the context length of {engine.Model.MaxSeq} " +
-                $"(the server's --max-seq-len {engine.Model.MaxSeq}); lower {maxField} to at most {room} or shorten the prompt", maxField, "context_length_exceeded");
+                $"(the server's {Setting(EngineParameter.MaxSeqLen)} {engine.Model.MaxSeq}); lower {maxField} to at most {room} or shorten the prompt", maxField, "context_length_exceeded");
         var settings = new GenerationSettings
         {
             MaxNewTokens = maxTokens ?? endpoint.DefaultMaxTokens(room),
@@ -379,7 +298,7 @@ public sealed class OpenAiServer : IAsyncDisposable
         }
 
         var handle = handles[0];
-        options.Log?.Invoke($"{c.Request.Method} {c.Request.Path} request {handle.Id}: {handle.Request.PromptTokens.Count} prompt tokens, max {handle.Request.Settings.MaxNewTokens}{(handles.Length > 1 ? $", n {handles.Length}" : "")}{(stream ? ", stream" : "")}");
+        Log($"{c.Request.Method} {c.Request.Path} request {handle.Id}: {handle.Request.PromptTokens.Count} prompt tokens, max {handle.Request.Settings.MaxNewTokens}{(handles.Length > 1 ? $", n {handles.Length}" : "")}{(stream ? ", stream" : "")}");
         try
         {
             // Waiting on `cancelled` too: a cancelled request answers at once, not after the
@@ -400,7 +319,7 @@ public sealed class OpenAiServer : IAsyncDisposable
             // The client left: its request is cancelled and its slot free.
             foreach (var h in handles)
                 h.Cancel();
-            options.Log?.Invoke($"request {handle.Id} cancelled: the client left");
+            Log($"request {handle.Id} cancelled: the client left");
         }
         catch (Exception e)
         {
@@ -413,7 +332,7 @@ public sealed class OpenAiServer : IAsyncDisposable
                     "server_error", (string?)null, "shutting_down")
                 : (500, "generation failed: " + (e is IEngineMessage em ? EngineParameters.Render(em.Template, Field) : "an internal error (the server's log has the details)"),
                     "server_error", null, "generation_failed");
-            options.Log?.Invoke($"request {handle.Id} failed: {e.GetType().Name}: {e.Message}");
+            Log($"request {handle.Id} failed: {e.GetType().Name}: {e.Message}");
             try
             {
                 if (!c.Response.HasStarted)
@@ -675,7 +594,7 @@ public sealed class OpenAiServer : IAsyncDisposable
     }
 
     /// <summary>The request field that sets an engine parameter, for error messages.</summary>
-    static string Field(EngineParameter p) => p switch
+    string Field(EngineParameter p) => p switch
     {
         EngineParameter.MaxNewTokens => "max_tokens",
         EngineParameter.Temperature => "temperature",
@@ -685,18 +604,21 @@ public sealed class OpenAiServer : IAsyncDisposable
         EngineParameter.RepetitionPenalty => "repetition_penalty",
         EngineParameter.Seed => "seed",
         EngineParameter.Tokens => "prompt",
-        _ => "the server's " + Infrastructure.CliNames.Flag(p),
+        _ => "the server's " + Setting(p),
     };
+
+    /// <summary>What the server's operator calls an engine setting (<see cref="OpenAiEndpointOptions.ParameterName"/>).</summary>
+    string Setting(EngineParameter p) => options.ParameterName?.Invoke(p) ?? p.ToString();
 
     // ---- responses ---------------------------------------------------------------------------------
 
-    static Task Write(HttpContext c, int status, object value)
+    internal static Task Write(HttpContext c, int status, object value)
     {
         c.Response.StatusCode = status;
         c.Response.ContentType = "application/json";
         return HttpMethods.IsHead(c.Request.Method) ? Task.CompletedTask : c.Response.WriteAsync(JsonSerializer.Serialize(value, Json));
     }
 
-    static Task Error(HttpContext c, int status, string message, string type, string? param, string? code = null) =>
+    internal static Task Error(HttpContext c, int status, string message, string type, string? param, string? code = null) =>
         Write(c, status, new { error = new { message, type, param, code } });
 }

@@ -3,7 +3,7 @@ using IlgpuLlama.Engine;
 using IlgpuLlama.Engine.Serving;
 using IlgpuLlama.Text;
 
-namespace IlgpuLlama.Cli.Serving;
+namespace IlgpuLlama.Server;
 
 /// <summary>
 /// What differs between POST /v1/completions and POST /v1/chat/completions: the prompt field, the
@@ -64,7 +64,7 @@ abstract class OpenAiEndpoint
     /// <summary>A count of most likely tokens (0..20) from a request field.</summary>
     protected static int LogprobsCount(JsonElement v, string field) =>
         v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int k) && k >= 0 && k <= TokenLogprobs.MaxTop ? k
-            : throw new OpenAiServer.ApiError(400, $"{field} must be a whole number from 0 to {TokenLogprobs.MaxTop}, got {v.GetRawText()}", field);
+            : throw new OpenAiEndpoints.ApiError(400, $"{field} must be a whole number from 0 to {TokenLogprobs.MaxTop}, got {v.GetRawText()}", field);
 
     sealed class CompletionsEndpoint : OpenAiEndpoint
     {
@@ -127,10 +127,10 @@ abstract class OpenAiEndpoint
         {
             bool on = body.TryGetProperty("logprobs", out var v) && v.ValueKind != JsonValueKind.Null && (v.ValueKind is JsonValueKind.True or JsonValueKind.False
                 ? v.GetBoolean()
-                : throw new OpenAiServer.ApiError(400, $"logprobs must be true or false, got {v.GetRawText()}", "logprobs"));
+                : throw new OpenAiEndpoints.ApiError(400, $"logprobs must be true or false, got {v.GetRawText()}", "logprobs"));
             int? top = body.TryGetProperty("top_logprobs", out var t) && t.ValueKind != JsonValueKind.Null ? LogprobsCount(t, "top_logprobs") : null;
             if (top is not null && !on)
-                throw new OpenAiServer.ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs");
+                throw new OpenAiEndpoints.ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs");
             return on ? top ?? 0 : null;
         }
 

@@ -5,10 +5,10 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Prometheus;
 
-namespace IlgpuLlama.Cli.Serving;
+namespace IlgpuLlama.Server;
 
 /// <summary>
-/// The metrics of one <see cref="OpenAiServer"/> (<c>serve --metrics</c>), served at GET /metrics in
+/// The metrics of one <see cref="OpenAiEndpoints"/> (<c>serve --metrics</c>), served at GET /metrics in
 /// Prometheus' text format by prometheus-net. Each server has its own <see cref="CollectorRegistry"/>,
 /// not the process-wide default one, so servers in one process (the tests) do not count each other's
 /// requests. Counters and histograms are updated as requests end; the gauges read the scheduler's
@@ -59,8 +59,13 @@ sealed class ServerMetrics
         });
     }
 
-    /// <summary>Serves the registry at <see cref="Path"/> (GET).</summary>
-    public void Map(IEndpointRouteBuilder web) => web.MapMetrics(Path, registry);
+    /// <summary>Answers GET <see cref="Path"/>: the registry in Prometheus' text format.</summary>
+    public async Task Serve(HttpContext c)
+    {
+        c.Response.StatusCode = 200;
+        c.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+        await registry.CollectAndExportAsTextAsync(c.Response.Body, c.RequestAborted).ConfigureAwait(false);
+    }
 
     /// <summary>Counts a request that has been answered, with the status its client saw.</summary>
     public void Answered(HttpContext c)

@@ -4,7 +4,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 
-namespace IlgpuLlama.Cli.Serving;
+namespace IlgpuLlama.Server;
 
 /// <summary>
 /// The chat page at GET / : one HTML file with its CSS and JavaScript inline (chat.html, embedded in
@@ -17,7 +17,7 @@ namespace IlgpuLlama.Cli.Serving;
 public static class ChatPage
 {
     public const string Path = "/";
-    const string Resource = "IlgpuLlama.Cli.Serving.chat.html";
+    const string Resource = "IlgpuLlama.Server.chat.html";
 
     static readonly Lazy<(byte[] Html, string Csp)> Page = new(Load);
 
@@ -39,10 +39,8 @@ public static class ChatPage
     /// <summary>The page's HTML (for tests).</summary>
     public static string Html => Encoding.UTF8.GetString(Page.Value.Html);
 
-    /// <summary>Maps GET and HEAD / to the page.</summary>
-    public static void Map(IEndpointRouteBuilder web) => web.MapMethods(Path, ["GET", "HEAD"], Serve);
-
-    static Task Serve(HttpContext c)
+    /// <summary>Answers GET and HEAD / with the page.</summary>
+    internal static Task Serve(HttpContext c)
     {
         var (html, csp) = Page.Value;
         c.Response.StatusCode = 200;
