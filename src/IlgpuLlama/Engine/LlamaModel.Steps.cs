@@ -23,15 +23,42 @@ public sealed partial class LlamaModel
     public StepResult Prefill(IReadOnlyList<SequenceInput> sequences, SelectMode mode) => Prefill(sequences, Uniform(mode, sequences.Count));
 
     /// <summary><see cref="Prefill(IReadOnlyList{SequenceInput}, SelectMode)"/> with a selection per sequence (one pass for all).</summary>
-    public StepResult Prefill(IReadOnlyList<SequenceInput> sequences, IReadOnlyList<SelectMode> modes)
+    public StepResult Prefill(IReadOnlyList<SequenceInput> sequences, IReadOnlyList<SelectMode> modes) => Prefill(sequences, modes, null, null);
+
+    /// <summary>
+    /// <see cref="Prefill(IReadOnlyList{SequenceInput}, IReadOnlyList{SelectMode})"/> that also hands the logits of every
+    /// token of the sequences flagged in <paramref name="allLogits"/> to <paramref name="onLogits"/> (sequence index,
+    /// position, row; row t predicts token t + 1), as <see cref="PrefillLogits"/> does, before selecting.
+    /// Memory rule: the LM head over all positions runs per prefill chunk, at most max-batch rows at a
+    /// time (the logits buffer's height), so it needs no device memory beyond the workspace; the host
+    /// holds one max-batch x vocab fp32 block during the call. It costs one LM head per position.
+    /// </summary>
+    public StepResult Prefill(IReadOnlyList<SequenceInput> sequences, IReadOnlyList<SelectMode> modes, IReadOnlyList<bool>? allLogits,
+        Action<int, int, ReadOnlySpan<float>>? onLogits)
     {
         ValidateInputs(sequences);
         CheckModes(modes, sequences.Count);
+        if (allLogits is not null && (allLogits.Count != sequences.Count || onLogits is null))
+            throw new EngineArgumentException($"{allLogits.Count} logits flags given for {sequences.Count} sequences; give one per sequence, and a callback");
         int h = Config.HiddenSize, n = sequences.Count;
         ResetSeen(sequences);
+        float[]? host = allLogits?.Contains(true) == true ? new float[MaxBatch * Config.VocabSize] : null;
         foreach (var chunk in PrefillChunk.Plan(sequences, Plan.Shape.PrefillTokens))
         {
             RunPrefillChunk(chunk);
+            if (host is not null)
+            {
+                // Each sequence's tokens are contiguous in a chunk.
+                for (int start = 0; start < chunk.Count;)
+                {
+                    int seq = chunk.Sequences[start], end = start;
+                    while (end < chunk.Count && chunk.Sequences[end] == seq)
+                        end++;
+                    if (allLogits![seq])
+                        ChunkLogits(chunk, start, end - start, host, onLogits!);
+                    start = end;
+                }
+            }
             foreach (var (seq, _) in chunk.Ends)
                 Kernels.GatherRows(Workspace[buf.X], Workspace[buf.LastRows].SubView(seq, 1), Workspace[buf.LastHidden].SubView((long)seq * h, h), 1, h);
         }
@@ -59,23 +86,32 @@ public sealed partial class LlamaModel
     public void PrefillLogits(IReadOnlyList<SequenceInput> sequences, Action<int, int, ReadOnlySpan<float>> onLogits)
     {
         ValidateInputs(sequences);
-        int h = Config.HiddenSize, vocab = Config.VocabSize;
         ResetSeen(sequences);
-        var rows = new float[MaxBatch * vocab];
+        var rows = new float[MaxBatch * Config.VocabSize];
         foreach (var chunk in PrefillChunk.Plan(sequences, Plan.Shape.PrefillTokens))
         {
             RunPrefillChunk(chunk);
-            Kernels.RmsNorm(Workspace[buf.X], Weights.FinalNorm.Vector, Workspace[buf.Xb], chunk.Count, h, eps);
-            // The LM head runs over at most max-batch rows at a time (the logits buffer's height).
-            for (int r = 0; r < chunk.Count; r += MaxBatch)
-            {
-                int count = Math.Min(MaxBatch, chunk.Count - r);
-                LmHead(Workspace[buf.Xb].SubView((long)r * h), count, null, inputPadded: false);
-                var span = rows.AsSpan(0, count * vocab);
-                Download(Workspace[buf.Logits], span);
-                for (int i = 0; i < count; i++)
-                    onLogits(chunk.Sequences[r + i], chunk.Positions[r + i], span.Slice(i * vocab, vocab));
-            }
+            ChunkLogits(chunk, 0, chunk.Count, rows, onLogits);
+        }
+    }
+
+    /// <summary>
+    /// The logits of rows start..start+count-1 of the chunk just run (their residuals in act.x), handed
+    /// to <paramref name="onLogits"/>: final norm into act.xb, then the LM head over at most max-batch
+    /// rows at a time (the logits buffer's height), each block read back into <paramref name="host"/>.
+    /// </summary>
+    void ChunkLogits(PrefillChunk chunk, int start, int count, float[] host, Action<int, int, ReadOnlySpan<float>> onLogits)
+    {
+        int h = Config.HiddenSize, vocab = Config.VocabSize;
+        Kernels.RmsNorm(Workspace[buf.X].SubView((long)start * h), Weights.FinalNorm.Vector, Workspace[buf.Xb], count, h, eps);
+        for (int r = 0; r < count; r += MaxBatch)
+        {
+            int rows = Math.Min(MaxBatch, count - r);
+            LmHead(Workspace[buf.Xb].SubView((long)r * h), rows, null, inputPadded: false);
+            var span = host.AsSpan(0, rows * vocab);
+            Download(Workspace[buf.Logits], span);
+            for (int i = 0; i < rows; i++)
+                onLogits(chunk.Sequences[start + r + i], chunk.Positions[start + r + i], span.Slice(i * vocab, vocab));
         }
     }
 

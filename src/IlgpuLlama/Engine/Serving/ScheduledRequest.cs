@@ -65,6 +65,8 @@ public sealed class ScheduledRequest
             ? new SelectMode(true, 1f, s.RepetitionPenalty, 0)
             : new SelectMode(false, s.Temperature, s.RepetitionPenalty, s.TopK > 0 ? Math.Min(s.TopK + 1, capacity) : capacity);
         Sampler = s.IsGreedy ? null : new TokenSampler(s, settings.SamplingStream);
+        if (settings.PromptLogprobs is not null)
+            PromptLogprobs = new TokenLogprobs?[request.PromptTokens.Count];
     }
 
     /// <summary>Submission number (1, 2, ...).</summary>
@@ -119,6 +121,9 @@ public sealed class ScheduledRequest
 
     readonly List<TokenLogprobs> logprobs = [];
 
+    /// <summary>Per prompt token, its log-probabilities (filled chunk by chunk by the prefill; null when not asked for).</summary>
+    internal TokenLogprobs?[]? PromptLogprobs { get; }
+
     internal int NextPosition => Request.StartPosition + Request.PromptTokens.Count + generated.Count - 1;
 
     internal void Watch(CancellationToken token)
@@ -170,7 +175,7 @@ public sealed class ScheduledRequest
         text?.Append(piece);
         if (PendingLogprobs is { } lp)
             logprobs.Add(lp);
-        channel.Writer.TryWrite(new GeneratedToken(token, piece, generated.Count - 1, finish) { Logprobs = PendingLogprobs });
+        channel.Writer.TryWrite(new GeneratedToken(token, piece, generated.Count - 1, finish) { Logprobs = PendingLogprobs, PromptLogprobs = generated.Count == 1 ? PromptLogprobs : null });
         PendingLogprobs = null;
         if (finish is { } reason)
             Complete(reason);
@@ -186,6 +191,7 @@ public sealed class ScheduledRequest
         {
             Logprobs = Request.Settings.Logprobs is null ? null : logprobs.ToArray(),
             ReusedPromptTokens = Reused,
+            PromptLogprobs = PromptLogprobs,
         };
         channel.Writer.TryComplete();
         completion.TrySetResult(result);

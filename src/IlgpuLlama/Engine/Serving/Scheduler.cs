@@ -184,6 +184,8 @@ public sealed class Scheduler : IDisposable
         r.Sampling.Validate();
         if (r.Logprobs is int k && (k < 0 || k > TokenLogprobs.MaxTop))
             throw new EngineArgumentException($"logprobs {k} must be 0 to {TokenLogprobs.MaxTop} (the most likely tokens returned beside the chosen one)");
+        if (r.PromptLogprobs is int pk && (pk < 0 || pk > TokenLogprobs.MaxTop))
+            throw new EngineArgumentException($"prompt logprobs {pk} must be 0 to {TokenLogprobs.MaxTop} (the most likely tokens returned beside each prompt token)");
         if (r.StopStrings.Count > 0 && tokenizer is null)
             throw new EngineArgumentException("stop strings need the model's tokenizer, and none was loaded; give stop token ids instead");
     }
@@ -217,7 +219,8 @@ public sealed class Scheduler : IDisposable
     /// </summary>
     (int Slot, int Reused) FreeSlot(ScheduledRequest r, HashSet<int> reserved, HashSet<int> taken)
     {
-        bool reuse = Options.PrefixReuse && r.Request.StartPosition == 0 && r.Mode.RepetitionPenalty == 1f;
+        // Prompt logprobs need the logits of every prompt position: nothing may come from the cache.
+        bool reuse = Options.PrefixReuse && r.Request.StartPosition == 0 && r.Mode.RepetitionPenalty == 1f && r.PromptLogprobs is null;
         int best = -1, bestReused = 0, lru = -1;
         for (int i = 0; i < slots.Length; i++)
         {
@@ -375,7 +378,11 @@ public sealed class Scheduler : IDisposable
         var sw = Stopwatch.StartNew();
         try
         {
-            var step = Model.Prefill(pieces.Select(m => m.Input).ToArray(), modes);
+            var inputs = pieces.Select(m => m.Input).ToArray();
+            var allLogits = pieces.Select(p => p.Request.PromptLogprobs is not null).ToArray();
+            var step = allLogits.Contains(true)
+                ? Model.Prefill(inputs, modes, allLogits, (seq, position, row) => PromptLogprob(pieces[seq].Request, position, row))
+                : Model.Prefill(inputs, modes);
             var chosen = new int[pieces.Count];
             for (int i = 0; i < pieces.Count; i++)
                 chosen[i] = pieces[i].Last ? ChooseOrFail(step, i, pieces[i].Request) : -1;
@@ -399,6 +406,15 @@ public sealed class Scheduler : IDisposable
             foreach (var m in pieces)
                 Finish(m.Request, e);
         }
+    }
+
+    /// <summary>Row <paramref name="position"/> of a prompt predicts the prompt's next token: its log-probabilities.</summary>
+    static void PromptLogprob(ScheduledRequest r, int position, ReadOnlySpan<float> row)
+    {
+        int next = position - r.Request.StartPosition + 1;
+        var prompt = r.Request.PromptTokens;
+        if (next < prompt.Count)
+            r.PromptLogprobs![next] = TokenLogprobs.From(row, prompt[next], r.Request.Settings.PromptLogprobs!.Value);
     }
 
     /// <summary>
