@@ -115,6 +115,41 @@ public sealed partial class LlamaModel
         }
     }
 
+    /// <summary>
+    /// Gives cache slot <paramref name="to"/> the sequence <paramref name="tokens"/> that slot
+    /// <paramref name="from"/> holds at positions 0..tokens.Count-1 without running the model: the
+    /// keys and values of those positions are copied on the device (view to view on the stream, per
+    /// layer and kv head: the cache is [slot, kv_heads, seq, head_dim]), and the slot's
+    /// repetition-penalty flags are set to exactly those tokens. Slot <paramref name="from"/> may hold
+    /// more positions (its own generated tokens); they are not copied. For the choices of one prompt
+    /// (<see cref="Serving.Scheduler.SubmitGroup"/>): one prefill, n slots.
+    /// </summary>
+    public void CopySequence(int from, int to, IReadOnlyList<int> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        if (from < 0 || from >= MaxBatch || to < 0 || to >= MaxBatch || from == to)
+            throw new EngineArgumentException($"cache slots {from} and {to} must be two different slots of 0..{MaxBatch - 1}");
+        if (tokens.Count > MaxSeq)
+            throw new EngineArgumentException($"{tokens.Count} positions exceed {EngineParameters.MaxSeqLen} {MaxSeq}", EngineParameter.MaxSeqLen);
+        int kvHeads = Config.NumKeyValueHeads, hd = Config.HeadDim, vocab = Config.VocabSize;
+        var layout = new KvCacheLayout(kvHeads, MaxSeq, hd);
+        long length = (long)tokens.Count * hd;
+        var seen = new byte[vocab];
+        foreach (int t in tokens)
+        {
+            CheckToken(t);
+            seen[t] = 1;
+        }
+        if (length > 0)
+            foreach (var cache in buf.KCache.Concat(buf.VCache))
+            {
+                var view = Workspace[cache];
+                for (int head = 0; head < kvHeads; head++)
+                    view.SubView((long)layout.Row(from, head, 0) * hd, length).CopyTo(stream, view.SubView((long)layout.Row(to, head, 0) * hd, length));
+            }
+        HostCopy.Upload(stream, Workspace[buf.Seen].SubView((long)to * vocab, vocab), seen);
+    }
+
     void ResetSeen(IReadOnlyList<SequenceInput> sequences)
     {
         foreach (var s in sequences.Where(s => s.StartPosition == 0))

@@ -69,6 +69,9 @@ public sealed class ScheduledRequest
             PromptLogprobs = new TokenLogprobs?[request.PromptTokens.Count];
     }
 
+    /// <summary>Index of the choice in its group (<see cref="Scheduler.SubmitGroup"/>); 0 for a request submitted alone.</summary>
+    public int Choice { get; internal init; }
+
     /// <summary>Submission number (1, 2, ...).</summary>
     public long Id { get; }
 
@@ -109,6 +112,12 @@ public sealed class ScheduledRequest
     internal TokenSampler? Sampler { get; }
     internal int Slot { get; set; } = -1;
     internal int Prefilled { get; set; }
+
+    /// <summary>The choices submitted with it (null: submitted alone).</summary>
+    internal ChoiceGroup? Group { get; init; }
+
+    /// <summary>Admitted to copy its group's prompt from this slot instead of prefilling it (-1: it prefills).</summary>
+    internal int CopyFrom { get; set; } = -1;
     internal bool CancelRequested { get; set; }
 
     /// <summary>Set when a pass failed for the request: its slot's cache content is not known.</summary>
@@ -213,4 +222,20 @@ public sealed class ScheduledRequest
         }
         registration.Dispose();
     }
+}
+
+/// <summary>
+/// The choices of one prompt submitted together (<see cref="Scheduler.SubmitGroup"/>): what the one
+/// that prefilled the prompt leaves for the others (set under the scheduler's gate).
+/// </summary>
+internal sealed class ChoiceGroup
+{
+    /// <summary>The selection at the prompt's last position, one row (null until a choice has prefilled the prompt).</summary>
+    internal StepResult? First { get; set; }
+
+    /// <summary>That row's full logits (for samplers that need them and for logprobs).</summary>
+    internal float[]? FirstLogits { get; set; }
+
+    /// <summary>The prompt logprobs, when the choices asked for them.</summary>
+    internal TokenLogprobs?[]? PromptLogprobs { get; set; }
 }
