@@ -166,6 +166,16 @@ public sealed class ChoiceGroupTests(SchedulerModelContext ctx, ITestOutputHelpe
     }
 
     [Fact]
+    public async Task The_facade_submits_choices_that_its_background_loop_serves()
+    {
+        using var engine = LlamaEngine.FromModel(ctx.Model, null);
+        var choices = engine.SubmitChoices(Prompt, 2, Greedy(maxNew: 3));
+        var results = await Task.WhenAll(choices.Select(c => c.Completion)).WaitAsync(TimeSpan.FromMinutes(2));
+        Assert.All(results, r => Assert.Equal(ctx.Alone(Prompt, 3), r.GeneratedTokens));
+        Assert.Equal([0, 1], choices.Select(c => c.Choice));
+    }
+
+    [Fact]
     public void A_group_with_a_slot_or_n_below_1_is_refused()
     {
         using var s = new Scheduler(ctx.Model);
