@@ -182,4 +182,17 @@ public sealed class ChoiceGroupTests(SchedulerModelContext ctx, ITestOutputHelpe
         Assert.Throws<EngineArgumentException>(() => s.SubmitGroup(new GenerationRequest { PromptTokens = Prompt, Settings = Greedy() }, 0));
         Assert.Throws<EngineArgumentException>(() => s.SubmitGroup(new GenerationRequest { PromptTokens = Prompt, Settings = Greedy(), Slot = 1 }, 2));
     }
+
+    [Fact]
+    public void A_group_that_does_not_fit_the_queue_is_refused_whole()
+    {
+        // No waiting room: four choices fit the four free slots (one prefills, three hold a slot); five do not.
+        using var s = new Scheduler(ctx.Model, options: new SchedulerOptions { MaxQueuedRequests = 0 });
+        var request = new GenerationRequest { PromptTokens = Prompt, Settings = Greedy(maxNew: 1) };
+        Assert.Throws<QueueFullException>(() => s.SubmitGroup(request, 5));
+        Assert.Equal(0, s.QueuedCount);
+        var choices = s.SubmitGroup(request, 4);
+        RunAll(s);
+        Assert.All(choices, c => Assert.Equal(ctx.Alone(Prompt, 1), Done(c).GeneratedTokens));
+    }
 }

@@ -148,9 +148,9 @@ public sealed class Scheduler : IDisposable
             ObjectDisposedException.ThrowIf(stopping, this);
             handle = new ScheduledRequest(this, nextId + 1, request, tokenizer);
             queue.AddLast(handle);
-            // Requests that take a free slot at the next step do not count as waiting (a request
-            // pinned to a busy slot does).
-            if (queue.Count - Admissions().Count(a => !a.Wait) > Options.MaxQueuedRequests)
+            // Requests that take (or, as choices of a group, hold) a free slot at the next step do
+            // not count as waiting (a request pinned to a busy slot does).
+            if (queue.Count - Admissions().Count > Options.MaxQueuedRequests)
             {
                 queue.RemoveLast();
                 throw new QueueFullException(Options.MaxQueuedRequests);
@@ -202,7 +202,7 @@ public sealed class Scheduler : IDisposable
                 handles[i] = new ScheduledRequest(this, nextId + 1 + i, choice, tokenizer) { Group = group, Choice = i };
                 queue.AddLast(handles[i]);
             }
-            if (queue.Count - Admissions().Count(a => !a.Wait) > Options.MaxQueuedRequests)
+            if (queue.Count - Admissions().Count > Options.MaxQueuedRequests)
             {
                 for (int i = 0; i < n; i++)
                     queue.RemoveLast();
