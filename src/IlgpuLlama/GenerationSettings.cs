@@ -38,4 +38,14 @@ public sealed record GenerationSettings
     /// top-k, top-p and min-p (after the repetition penalty, when one is set), as OpenAI's API returns them.
     /// </summary>
     public int? Logprobs { get; init; }
+
+    /// <summary>
+    /// Log-probabilities of the prompt's own tokens (OpenAI's completions <c>echo</c> with <c>logprobs</c>):
+    /// null for none; k (0 to <see cref="TokenLogprobs.MaxTop"/>) for each prompt token after the first,
+    /// its log-probability given the tokens before it and the k most likely tokens at its position
+    /// (the same float64 log-softmax as <see cref="Logprobs"/>, without any repetition penalty). The
+    /// prefill then runs the LM head over every prompt position and the request takes no cached prefix
+    /// (prefix reuse is skipped for it). See <see cref="RequestResult.PromptLogprobs"/>.
+    /// </summary>
+    public int? PromptLogprobs { get; init; }
 }

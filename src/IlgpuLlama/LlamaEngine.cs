@@ -128,6 +128,14 @@ public sealed class LlamaEngine : IDisposable, IAsyncDisposable
     public ScheduledRequest Submit(IReadOnlyList<int> promptTokens, GenerationSettings? settings = null, CancellationToken cancellationToken = default) =>
         Scheduler.Submit(Request(promptTokens, settings), cancellationToken);
 
+    /// <summary>
+    /// Queues <paramref name="n"/> choices of one prompt that share its prefill (OpenAI's <c>n</c>):
+    /// choice i draws from random stream <see cref="GenerationSettings.SamplingStream"/> + i of one seed
+    /// and carries <see cref="ScheduledRequest.Choice"/> i. See <see cref="Scheduler.SubmitGroup"/>.
+    /// </summary>
+    public IReadOnlyList<ScheduledRequest> SubmitChoices(IReadOnlyList<int> promptTokens, int n, GenerationSettings? settings = null, CancellationToken cancellationToken = default) =>
+        Scheduler.SubmitGroup(Request(promptTokens, settings), n, cancellationToken);
+
     /// <summary>Continues a text prompt (BOS is added), streaming each token with its text.</summary>
     public IAsyncEnumerable<GeneratedToken> GenerateAsync(string prompt, GenerationSettings? settings = null, CancellationToken cancellationToken = default) =>
         GenerateAsync(Encode(prompt), settings, cancellationToken);

@@ -23,15 +23,42 @@ public sealed partial class LlamaModel
     public StepResult Prefill(IReadOnlyList<SequenceInput> sequences, SelectMode mode) => Prefill(sequences, Uniform(mode, sequences.Count));
 
     /// <summary><see cref="Prefill(IReadOnlyList{SequenceInput}, SelectMode)"/> with a selection per sequence (one pass for all).</summary>
-    public StepResult Prefill(IReadOnlyList<SequenceInput> sequences, IReadOnlyList<SelectMode> modes)
+    public StepResult Prefill(IReadOnlyList<SequenceInput> sequences, IReadOnlyList<SelectMode> modes) => Prefill(sequences, modes, null, null);
+
+    /// <summary>
+    /// <see cref="Prefill(IReadOnlyList{SequenceInput}, IReadOnlyList{SelectMode})"/> that also hands the logits of every
+    /// token of the sequences flagged in <paramref name="allLogits"/> to <paramref name="onLogits"/> (sequence index,
+    /// position, row; row t predicts token t + 1), as <see cref="PrefillLogits"/> does, before selecting.
+    /// Memory rule: the LM head over all positions runs per prefill chunk, at most max-batch rows at a
+    /// time (the logits buffer's height), so it needs no device memory beyond the workspace; the host
+    /// holds one max-batch x vocab fp32 block during the call. It costs one LM head per position.
+    /// </summary>
+    public StepResult Prefill(IReadOnlyList<SequenceInput> sequences, IReadOnlyList<SelectMode> modes, IReadOnlyList<bool>? allLogits,
+        Action<int, int, ReadOnlySpan<float>>? onLogits)
     {
         ValidateInputs(sequences);
         CheckModes(modes, sequences.Count);
+        if (allLogits is not null && (allLogits.Count != sequences.Count || onLogits is null))
+            throw new EngineArgumentException($"{allLogits.Count} logits flags given for {sequences.Count} sequences; give one per sequence, and a callback");
         int h = Config.HiddenSize, n = sequences.Count;
         ResetSeen(sequences);
+        float[]? host = allLogits?.Contains(true) == true ? new float[MaxBatch * Config.VocabSize] : null;
         foreach (var chunk in PrefillChunk.Plan(sequences, Plan.Shape.PrefillTokens))
         {
             RunPrefillChunk(chunk);
+            if (host is not null)
+            {
+                // Each sequence's tokens are contiguous in a chunk.
+                for (int start = 0; start < chunk.Count;)
+                {
+                    int seq = chunk.Sequences[start], end = start;
+                    while (end < chunk.Count && chunk.Sequences[end] == seq)
+                        end++;
+                    if (allLogits![seq])
+                        ChunkLogits(chunk, start, end - start, host, onLogits!);
+                    start = end;
+                }
+            }
             foreach (var (seq, _) in chunk.Ends)
                 Kernels.GatherRows(Workspace[buf.X], Workspace[buf.LastRows].SubView(seq, 1), Workspace[buf.LastHidden].SubView((long)seq * h, h), 1, h);
         }
@@ -59,24 +86,68 @@ public sealed partial class LlamaModel
     public void PrefillLogits(IReadOnlyList<SequenceInput> sequences, Action<int, int, ReadOnlySpan<float>> onLogits)
     {
         ValidateInputs(sequences);
-        int h = Config.HiddenSize, vocab = Config.VocabSize;
         ResetSeen(sequences);
-        var rows = new float[MaxBatch * vocab];
+        var rows = new float[MaxBatch * Config.VocabSize];
         foreach (var chunk in PrefillChunk.Plan(sequences, Plan.Shape.PrefillTokens))
         {
             RunPrefillChunk(chunk);
-            Kernels.RmsNorm(Workspace[buf.X], Weights.FinalNorm.Vector, Workspace[buf.Xb], chunk.Count, h, eps);
-            // The LM head runs over at most max-batch rows at a time (the logits buffer's height).
-            for (int r = 0; r < chunk.Count; r += MaxBatch)
-            {
-                int count = Math.Min(MaxBatch, chunk.Count - r);
-                LmHead(Workspace[buf.Xb].SubView((long)r * h), count, null, inputPadded: false);
-                var span = rows.AsSpan(0, count * vocab);
-                Download(Workspace[buf.Logits], span);
-                for (int i = 0; i < count; i++)
-                    onLogits(chunk.Sequences[r + i], chunk.Positions[r + i], span.Slice(i * vocab, vocab));
-            }
+            ChunkLogits(chunk, 0, chunk.Count, rows, onLogits);
         }
+    }
+
+    /// <summary>
+    /// The logits of rows start..start+count-1 of the chunk just run (their residuals in act.x), handed
+    /// to <paramref name="onLogits"/>: final norm into act.xb, then the LM head over at most max-batch
+    /// rows at a time (the logits buffer's height), each block read back into <paramref name="host"/>.
+    /// </summary>
+    void ChunkLogits(PrefillChunk chunk, int start, int count, float[] host, Action<int, int, ReadOnlySpan<float>> onLogits)
+    {
+        int h = Config.HiddenSize, vocab = Config.VocabSize;
+        Kernels.RmsNorm(Workspace[buf.X].SubView((long)start * h), Weights.FinalNorm.Vector, Workspace[buf.Xb], count, h, eps);
+        for (int r = 0; r < count; r += MaxBatch)
+        {
+            int rows = Math.Min(MaxBatch, count - r);
+            LmHead(Workspace[buf.Xb].SubView((long)r * h), rows, null, inputPadded: false);
+            var span = host.AsSpan(0, rows * vocab);
+            Download(Workspace[buf.Logits], span);
+            for (int i = 0; i < rows; i++)
+                onLogits(chunk.Sequences[start + r + i], chunk.Positions[start + r + i], span.Slice(i * vocab, vocab));
+        }
+    }
+
+    /// <summary>
+    /// Gives cache slot <paramref name="to"/> the sequence <paramref name="tokens"/> that slot
+    /// <paramref name="from"/> holds at positions 0..tokens.Count-1 without running the model: the
+    /// keys and values of those positions are copied on the device (view to view on the stream, per
+    /// layer and kv head: the cache is [slot, kv_heads, seq, head_dim]), and the slot's
+    /// repetition-penalty flags are set to exactly those tokens. Slot <paramref name="from"/> may hold
+    /// more positions (its own generated tokens); they are not copied. For the choices of one prompt
+    /// (<see cref="Serving.Scheduler.SubmitGroup"/>): one prefill, n slots.
+    /// </summary>
+    public void CopySequence(int from, int to, IReadOnlyList<int> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        if (from < 0 || from >= MaxBatch || to < 0 || to >= MaxBatch || from == to)
+            throw new EngineArgumentException($"cache slots {from} and {to} must be two different slots of 0..{MaxBatch - 1}");
+        if (tokens.Count > MaxSeq)
+            throw new EngineArgumentException($"{tokens.Count} positions exceed {EngineParameters.MaxSeqLen} {MaxSeq}", EngineParameter.MaxSeqLen);
+        int kvHeads = Config.NumKeyValueHeads, hd = Config.HeadDim, vocab = Config.VocabSize;
+        var layout = new KvCacheLayout(kvHeads, MaxSeq, hd);
+        long length = (long)tokens.Count * hd;
+        var seen = new byte[vocab];
+        foreach (int t in tokens)
+        {
+            CheckToken(t);
+            seen[t] = 1;
+        }
+        if (length > 0)
+            foreach (var cache in buf.KCache.Concat(buf.VCache))
+            {
+                var view = Workspace[cache];
+                for (int head = 0; head < kvHeads; head++)
+                    view.SubView((long)layout.Row(from, head, 0) * hd, length).CopyTo(stream, view.SubView((long)layout.Row(to, head, 0) * hd, length));
+            }
+        HostCopy.Upload(stream, Workspace[buf.Seen].SubView((long)to * vocab, vocab), seen);
     }
 
     void ResetSeen(IReadOnlyList<SequenceInput> sequences)

@@ -77,6 +77,10 @@ public sealed class StepResult
 
     /// <summary>Candidate ids of row <paramref name="row"/>.</summary>
     public ReadOnlySpan<int> Ids(int row) => CandidateIds.AsSpan(row * Shape.Candidates, Shape.Candidates);
+
+    /// <summary>Row <paramref name="row"/> alone, as a one-row result (a copy).</summary>
+    internal StepResult Row(int row) => new(Shape, [ArgMax[row]], CandidateLogits is null ? null : Logits(row).ToArray(), CandidateIds is null ? null : Ids(row).ToArray(),
+        MaxLogit is null ? null : [MaxLogit[row]], SumExp is null ? null : [SumExp[row]]);
 }
 
 /// <summary>One prefill pass: up to T prompt tokens of one or more sequences, flattened.</summary>

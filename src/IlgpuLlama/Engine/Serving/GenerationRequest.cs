@@ -50,6 +50,12 @@ public sealed record GeneratedToken(int Id, string Text, int Index, FinishReason
 {
     /// <summary>Its log-probability and the most likely alternatives, when <see cref="GenerationSettings.Logprobs"/> asked for them.</summary>
     public TokenLogprobs? Logprobs { get; init; }
+
+    /// <summary>
+    /// On the first generated token (index 0) only, when <see cref="GenerationSettings.PromptLogprobs"/>
+    /// asked for them: <see cref="RequestResult.PromptLogprobs"/>, available before any generated token.
+    /// </summary>
+    public IReadOnlyList<TokenLogprobs?>? PromptLogprobs { get; init; }
 }
 
 /// <summary>One token's log-probability (natural log) and the most likely tokens at its position, most likely first.</summary>
@@ -109,6 +115,13 @@ public sealed record RequestResult(IReadOnlyList<int> PromptTokens, IReadOnlyLis
 {
     /// <summary>Each generated token's log-probabilities, when <see cref="GenerationSettings.Logprobs"/> asked for them.</summary>
     public IReadOnlyList<TokenLogprobs>? Logprobs { get; init; }
+
+    /// <summary>
+    /// When <see cref="GenerationSettings.PromptLogprobs"/> asked for them: one entry per prompt token;
+    /// entry 0 is null (the first token has no context, as OpenAI returns null), entry i the
+    /// log-probability of prompt token i given tokens 0..i-1 and the most likely tokens at position i.
+    /// </summary>
+    public IReadOnlyList<TokenLogprobs?>? PromptLogprobs { get; init; }
 
     /// <summary>
     /// Leading prompt tokens whose keys and values were already in the KV slot the request took

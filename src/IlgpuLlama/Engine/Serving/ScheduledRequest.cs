@@ -65,7 +65,12 @@ public sealed class ScheduledRequest
             ? new SelectMode(true, 1f, s.RepetitionPenalty, 0)
             : new SelectMode(false, s.Temperature, s.RepetitionPenalty, s.TopK > 0 ? Math.Min(s.TopK + 1, capacity) : capacity);
         Sampler = s.IsGreedy ? null : new TokenSampler(s, settings.SamplingStream);
+        if (settings.PromptLogprobs is not null)
+            PromptLogprobs = new TokenLogprobs?[request.PromptTokens.Count];
     }
+
+    /// <summary>Index of the choice in its group (<see cref="Scheduler.SubmitGroup"/>); 0 for a request submitted alone.</summary>
+    public int Choice { get; internal init; }
 
     /// <summary>Submission number (1, 2, ...).</summary>
     public long Id { get; }
@@ -107,6 +112,12 @@ public sealed class ScheduledRequest
     internal TokenSampler? Sampler { get; }
     internal int Slot { get; set; } = -1;
     internal int Prefilled { get; set; }
+
+    /// <summary>The choices submitted with it (null: submitted alone).</summary>
+    internal ChoiceGroup? Group { get; init; }
+
+    /// <summary>Admitted to copy its group's prompt from this slot instead of prefilling it (-1: it prefills).</summary>
+    internal int CopyFrom { get; set; } = -1;
     internal bool CancelRequested { get; set; }
 
     /// <summary>Set when a pass failed for the request: its slot's cache content is not known.</summary>
@@ -118,6 +129,9 @@ public sealed class ScheduledRequest
     internal TokenLogprobs? PendingLogprobs { get; set; }
 
     readonly List<TokenLogprobs> logprobs = [];
+
+    /// <summary>Per prompt token, its log-probabilities (filled chunk by chunk by the prefill; null when not asked for).</summary>
+    internal TokenLogprobs?[]? PromptLogprobs { get; }
 
     internal int NextPosition => Request.StartPosition + Request.PromptTokens.Count + generated.Count - 1;
 
@@ -170,7 +184,7 @@ public sealed class ScheduledRequest
         text?.Append(piece);
         if (PendingLogprobs is { } lp)
             logprobs.Add(lp);
-        channel.Writer.TryWrite(new GeneratedToken(token, piece, generated.Count - 1, finish) { Logprobs = PendingLogprobs });
+        channel.Writer.TryWrite(new GeneratedToken(token, piece, generated.Count - 1, finish) { Logprobs = PendingLogprobs, PromptLogprobs = generated.Count == 1 ? PromptLogprobs : null });
         PendingLogprobs = null;
         if (finish is { } reason)
             Complete(reason);
@@ -186,6 +200,7 @@ public sealed class ScheduledRequest
         {
             Logprobs = Request.Settings.Logprobs is null ? null : logprobs.ToArray(),
             ReusedPromptTokens = Reused,
+            PromptLogprobs = PromptLogprobs,
         };
         channel.Writer.TryComplete();
         completion.TrySetResult(result);
@@ -207,4 +222,20 @@ public sealed class ScheduledRequest
         }
         registration.Dispose();
     }
+}
+
+/// <summary>
+/// The choices of one prompt submitted together (<see cref="Scheduler.SubmitGroup"/>): what the one
+/// that prefilled the prompt leaves for the others (set under the scheduler's gate).
+/// </summary>
+internal sealed class ChoiceGroup
+{
+    /// <summary>The selection at the prompt's last position, one row (null until a choice has prefilled the prompt).</summary>
+    internal StepResult? First { get; set; }
+
+    /// <summary>That row's full logits (for samplers that need them and for logprobs).</summary>
+    internal float[]? FirstLogits { get; set; }
+
+    /// <summary>The prompt logprobs, when the choices asked for them.</summary>
+    internal TokenLogprobs?[]? PromptLogprobs { get; set; }
 }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Security.Cryptography;
 using IlgpuLlama.Text;
 
 namespace IlgpuLlama.Engine.Serving;
@@ -17,6 +18,9 @@ public sealed record SchedulerStats(long PrefillTokens, double PrefillSeconds, l
 
     /// <summary>Prompt tokens taken from a slot's cache instead of prefilled.</summary>
     public long ReusedPromptTokens { get; init; }
+
+    /// <summary>Prompt tokens a choice of a group (<see cref="Scheduler.SubmitGroup"/>) copied from another choice's slot instead of prefilling them.</summary>
+    public long SharedPromptTokens { get; init; }
 }
 
 /// <summary>
@@ -52,7 +56,7 @@ public sealed class Scheduler : IDisposable
     Thread? loop;
     volatile bool stopping;
     long nextId;
-    long prefillTokens, decodeTokens, decodeSteps, reuseHits, reusedTokens;
+    long prefillTokens, decodeTokens, decodeSteps, reuseHits, reusedTokens, sharedTokens;
     readonly int[]?[] cached; // per slot: the tokens its cache holds at positions 0.. (null: unknown)
     readonly long[] lastUsed; // per slot: when its last request ended (the LRU order)
     long clock;
@@ -125,6 +129,7 @@ public sealed class Scheduler : IDisposable
                 {
                     PrefixReuseHits = reuseHits,
                     ReusedPromptTokens = reusedTokens,
+                    SharedPromptTokens = sharedTokens,
                 };
         }
     }
@@ -143,8 +148,8 @@ public sealed class Scheduler : IDisposable
             ObjectDisposedException.ThrowIf(stopping, this);
             handle = new ScheduledRequest(this, nextId + 1, request, tokenizer);
             queue.AddLast(handle);
-            // Requests that take a free slot at the next step do not count as waiting (a request
-            // pinned to a busy slot does).
+            // Requests that take (or, as choices of a group, hold) a free slot at the next step do
+            // not count as waiting (a request pinned to a busy slot does).
             if (queue.Count - Admissions().Count > Options.MaxQueuedRequests)
             {
                 queue.RemoveLast();
@@ -155,6 +160,60 @@ public sealed class Scheduler : IDisposable
         handle.Watch(cancellation);
         wake.Release();
         return handle;
+    }
+
+    /// <summary>
+    /// Queues <paramref name="n"/> choices of one prompt (OpenAI's <c>n</c>) that share its prefill.
+    /// Choice i is <paramref name="request"/> with <see cref="GenerationSettings.SamplingStream"/> + i and
+    /// <see cref="ScheduledRequest.Choice"/> i; all draw from one seed (drawn here when the sampling
+    /// options have none), so choice i samples exactly what a lone request with that stream and seed
+    /// would, and greedy choices are all the lone request's output. Returns the handles in choice order.
+    /// <para>Admission: the choices queue in order like n requests. The first to take a slot prefills
+    /// the prompt (with prefix reuse as usual); the others hold a free slot each meanwhile (FIFO, so a
+    /// later request cannot take it) or wait for one. Once the prompt is prefilled, each of them copies
+    /// the prompt's keys and values from a slot of the group that holds them
+    /// (<see cref="LlamaModel.CopySequence"/>, a device copy) and samples its first token from its own
+    /// stream on the same last-position logits (and gets the same prompt logprobs). With fewer free
+    /// slots than n the rest are admitted as slots free, copying from any choice still running; when
+    /// none holding the prompt is left (all finished or cancelled), the next choice prefills it again
+    /// (<see cref="SchedulerStats.SharedPromptTokens"/> counts the copied tokens). Cancelling one
+    /// choice cancels only it. Errors as <see cref="Submit"/>; a group names no slot and no start position.</para>
+    /// </summary>
+    public IReadOnlyList<ScheduledRequest> SubmitGroup(GenerationRequest request, int n, CancellationToken cancellation = default)
+    {
+        if (n < 1)
+            throw new EngineArgumentException($"n {n} must be at least 1 (the choices of the prompt)");
+        Validate(request);
+        if (n == 1)
+            return [Submit(request, cancellation)];
+        if (request.Slot is not null || request.StartPosition != 0)
+            throw new EngineArgumentException("the choices of a group start a new sequence each in a slot of its own; give no slot and no start position");
+        var settings = request.Settings;
+        if (!settings.Sampling.IsGreedy && settings.Sampling.Seed is null)
+            settings = settings with { Sampling = settings.Sampling with { Seed = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(sizeof(ulong))) } };
+        var group = new ChoiceGroup();
+        var handles = new ScheduledRequest[n];
+        lock (gate)
+        {
+            ObjectDisposedException.ThrowIf(stopping, this);
+            for (int i = 0; i < n; i++)
+            {
+                var choice = request with { Settings = settings with { SamplingStream = settings.SamplingStream + i } };
+                handles[i] = new ScheduledRequest(this, nextId + 1 + i, choice, tokenizer) { Group = group, Choice = i };
+                queue.AddLast(handles[i]);
+            }
+            if (queue.Count - Admissions().Count > Options.MaxQueuedRequests)
+            {
+                for (int i = 0; i < n; i++)
+                    queue.RemoveLast();
+                throw new QueueFullException(Options.MaxQueuedRequests);
+            }
+            nextId += n;
+        }
+        foreach (var h in handles)
+            h.Watch(cancellation);
+        wake.Release();
+        return handles;
     }
 
     void Validate(GenerationRequest request)
@@ -184,6 +243,8 @@ public sealed class Scheduler : IDisposable
         r.Sampling.Validate();
         if (r.Logprobs is int k && (k < 0 || k > TokenLogprobs.MaxTop))
             throw new EngineArgumentException($"logprobs {k} must be 0 to {TokenLogprobs.MaxTop} (the most likely tokens returned beside the chosen one)");
+        if (r.PromptLogprobs is int pk && (pk < 0 || pk > TokenLogprobs.MaxTop))
+            throw new EngineArgumentException($"prompt logprobs {pk} must be 0 to {TokenLogprobs.MaxTop} (the most likely tokens returned beside each prompt token)");
         if (r.StopStrings.Count > 0 && tokenizer is null)
             throw new EngineArgumentException("stop strings need the model's tokenizer, and none was loaded; give stop token ids instead");
     }
@@ -217,7 +278,8 @@ public sealed class Scheduler : IDisposable
     /// </summary>
     (int Slot, int Reused) FreeSlot(ScheduledRequest r, HashSet<int> reserved, HashSet<int> taken)
     {
-        bool reuse = Options.PrefixReuse && r.Request.StartPosition == 0 && r.Mode.RepetitionPenalty == 1f;
+        // Prompt logprobs need the logits of every prompt position: nothing may come from the cache.
+        bool reuse = Options.PrefixReuse && r.Request.StartPosition == 0 && r.Mode.RepetitionPenalty == 1f && r.PromptLogprobs is null;
         int best = -1, bestReused = 0, lru = -1;
         for (int i = 0; i < slots.Length; i++)
         {
@@ -256,8 +318,10 @@ public sealed class Scheduler : IDisposable
                 r.Fail(new OperationCanceledException());
             foreach (var r in running.Where(r => r.State == RequestState.Finished).ToArray())
                 Release(r);
-            foreach (var (r, slot, reused) in Admissions())
+            foreach (var (r, slot, reused, copyFrom, wait) in Admissions())
             {
+                if (wait)
+                    continue;
                 queue.Remove(r);
                 // What the slot holds before the request's own positions: the reused prefix, or for
                 // a pinned continuation the earlier turns (unknown when the record is shorter).
@@ -267,6 +331,7 @@ public sealed class Scheduler : IDisposable
                     : cached[slot] is { } c && c.Length >= start ? c[..start] : null;
                 cached[slot] = null; // being overwritten
                 r.Admit(slot, reused, cacheBase);
+                r.CopyFrom = copyFrom;
                 if (reused > 0)
                 {
                     reuseHits++;
@@ -282,21 +347,39 @@ public sealed class Scheduler : IDisposable
     /// The queued requests that take a slot now, with their slots (under the gate): in order; a
     /// request pinned to a busy slot waits without holding back the others, and no unpinned request
     /// takes a slot a queued pinned one waits for (that slot may hold the sequence it continues).
+    /// A choice of a group (<see cref="SubmitGroup"/>) copies the prompt from a slot of its group
+    /// that holds it (CopyFrom); while another choice prefills the prompt it holds a free slot
+    /// without taking it (Wait).
     /// </summary>
-    List<(ScheduledRequest Request, int Slot, int Reused)> Admissions()
+    List<(ScheduledRequest Request, int Slot, int Reused, int CopyFrom, bool Wait)> Admissions()
     {
         var reserved = queue.Where(q => q.Request.Slot is not null).Select(q => q.Request.Slot!.Value).ToHashSet();
         var taken = new HashSet<int>();
-        var admitted = new List<(ScheduledRequest, int, int)>();
+        var admitted = new List<(ScheduledRequest, int, int, int, bool)>();
+        var prefilling = new HashSet<ChoiceGroup>(); // groups a choice of which prefills the prompt (running or admitted now)
+        foreach (var r in slots)
+            if (r is { Group: { } g, State: RequestState.Prefilling, CopyFrom: < 0 })
+                prefilling.Add(g);
         foreach (var r in queue)
         {
+            int copyFrom = r.Group is { First: not null } group ? PromptHolder(group) : -1;
+            bool wait = r.Group is { } g && copyFrom < 0 && !prefilling.Add(g);
             var (slot, reused) = r.Request.Slot is int pinned ? (pinned, 0) : FreeSlot(r, reserved, taken);
             if (slot >= 0 && slots[slot] is null && taken.Add(slot))
-                admitted.Add((r, slot, reused));
+                admitted.Add((r, slot, copyFrom >= 0 ? 0 : reused, copyFrom, wait));
             else if (r.Request.Slot is null)
                 break; // no free slot is left for unpinned requests
         }
         return admitted;
+    }
+
+    /// <summary>A slot whose request belongs to <paramref name="group"/> and holds its whole prompt (-1: none).</summary>
+    int PromptHolder(ChoiceGroup group)
+    {
+        for (int i = 0; i < slots.Length; i++)
+            if (slots[i] is { State: RequestState.Decoding, CacheUnknown: false } m && m.Group == group)
+                return i;
+        return -1;
     }
 
     void Release(ScheduledRequest r)
@@ -345,8 +428,12 @@ public sealed class Scheduler : IDisposable
         List<ScheduledRequest> active;
         lock (gate)
             active = running.Where(r => r.State != RequestState.Finished && !r.CancelRequested).ToList();
+        CopyPrompts(active.Where(r => r.State == RequestState.Prefilling && r.CopyFrom >= 0).ToList());
         Prefill(active.Where(r => r.State == RequestState.Prefilling).ToList());
-        Decode(active.Where(r => r.State == RequestState.Decoding).ToList());
+        // Choices that copied their group's prompt during the prefill decode with it.
+        lock (gate)
+            active = running.Where(r => r.State == RequestState.Decoding && !r.CancelRequested).ToList();
+        Decode(active);
         Admit();
         return HasWork;
     }
@@ -375,7 +462,11 @@ public sealed class Scheduler : IDisposable
         var sw = Stopwatch.StartNew();
         try
         {
-            var step = Model.Prefill(pieces.Select(m => m.Input).ToArray(), modes);
+            var inputs = pieces.Select(m => m.Input).ToArray();
+            var allLogits = pieces.Select(p => p.Request.PromptLogprobs is not null).ToArray();
+            var step = allLogits.Contains(true)
+                ? Model.Prefill(inputs, modes, allLogits, (seq, position, row) => PromptLogprob(pieces[seq].Request, position, row))
+                : Model.Prefill(inputs, modes);
             var chosen = new int[pieces.Count];
             for (int i = 0; i < pieces.Count; i++)
                 chosen[i] = pieces[i].Last ? ChooseOrFail(step, i, pieces[i].Request) : -1;
@@ -384,6 +475,7 @@ public sealed class Scheduler : IDisposable
                 prefillTokens += pieces.Sum(m => m.Input.Tokens.Count);
                 prefillSeconds += sw.Elapsed.TotalSeconds;
             }
+            bool kept = false;
             for (int i = 0; i < pieces.Count; i++)
             {
                 var (r, input, last) = pieces[i];
@@ -391,14 +483,86 @@ public sealed class Scheduler : IDisposable
                 if (!last || chosen[i] < 0)
                     continue;
                 r.State = RequestState.Decoding;
-                Take(r, chosen[i]);
+                if (r.Group is { First: null } g)
+                {
+                    KeepFirstChoice(g, step, i, r);
+                    kept = true;
+                }
             }
+            // The other choices of a group copy the prompt now, while the choice that prefilled it
+            // holds its slot for sure (it may finish at its first token).
+            if (kept)
+                AdmitCopies();
+            for (int i = 0; i < pieces.Count; i++)
+                if (pieces[i].Last && chosen[i] >= 0)
+                    Take(pieces[i].Request, chosen[i]);
         }
         catch (Exception e)
         {
             foreach (var m in pieces)
                 Finish(m.Request, e);
         }
+    }
+
+    /// <summary>What the other choices of a group need from the one that prefilled the prompt: the selection of its last position, its logits, the prompt logprobs.</summary>
+    void KeepFirstChoice(ChoiceGroup g, StepResult step, int row, ScheduledRequest r)
+    {
+        var logits = new float[Model.Config.VocabSize];
+        Model.ReadLogitsRow(row, logits);
+        lock (gate)
+            (g.First, g.FirstLogits, g.PromptLogprobs) = (step.Row(row), logits, r.PromptLogprobs);
+    }
+
+    /// <summary>Admits what can be admitted now and lets the choices admitted to copy a prompt copy it.</summary>
+    void AdmitCopies()
+    {
+        Admit();
+        List<ScheduledRequest> copies;
+        lock (gate)
+            copies = running.Where(r => r.State == RequestState.Prefilling && r.CopyFrom >= 0 && !r.CancelRequested).ToList();
+        CopyPrompts(copies);
+    }
+
+    /// <summary>
+    /// Choices admitted to copy their group's prompt: the prompt's keys and values come from the
+    /// slot holding them (a device copy), and each samples its first token from its own stream on the
+    /// logits of the prompt's last position that the group kept.
+    /// </summary>
+    void CopyPrompts(List<ScheduledRequest> copies)
+    {
+        foreach (var r in copies)
+        {
+            var g = r.Group!;
+            var prompt = r.Request.PromptTokens;
+            try
+            {
+                Model.CopySequence(r.CopyFrom, r.Slot, prompt);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                Finish(r, e);
+                continue;
+            }
+            r.CopyFrom = -1;
+            r.Prefilled = prompt.Count;
+            r.State = RequestState.Decoding;
+            if (r.PromptLogprobs is { } lp && g.PromptLogprobs is { } kept)
+                kept.CopyTo(lp, 0);
+            lock (gate)
+                sharedTokens += prompt.Count;
+            int token = ChooseOrFail(g.First!, 0, r, g.FirstLogits);
+            if (token >= 0)
+                Take(r, token);
+        }
+    }
+
+    /// <summary>Row <paramref name="position"/> of a prompt predicts the prompt's next token: its log-probabilities.</summary>
+    static void PromptLogprob(ScheduledRequest r, int position, ReadOnlySpan<float> row)
+    {
+        int next = position - r.Request.StartPosition + 1;
+        var prompt = r.Request.PromptTokens;
+        if (next < prompt.Count)
+            r.PromptLogprobs![next] = TokenLogprobs.From(row, prompt[next], r.Request.Settings.PromptLogprobs!.Value);
     }
 
     /// <summary>
@@ -439,11 +603,11 @@ public sealed class Scheduler : IDisposable
     /// <see cref="Choose"/>, or -1 after failing only <paramref name="r"/> when its row cannot give a
     /// token (NaN logits): the other requests of the pass go on.
     /// </summary>
-    int ChooseOrFail(StepResult step, int row, ScheduledRequest r)
+    int ChooseOrFail(StepResult step, int row, ScheduledRequest r, float[]? logits = null)
     {
         try
         {
-            return Choose(step, row, r);
+            return Choose(step, row, r, logits);
         }
         catch (Exception e) when (e is EngineStateException or ArgumentException)
         {
@@ -452,8 +616,12 @@ public sealed class Scheduler : IDisposable
         }
     }
 
-    /// <summary>The token row <paramref name="row"/> of a step selects for <paramref name="r"/> (with its log-probabilities when asked for).</summary>
-    int Choose(StepResult step, int row, ScheduledRequest r)
+    /// <summary>
+    /// The token row <paramref name="row"/> of a step selects for <paramref name="r"/> (with its
+    /// log-probabilities when asked for); <paramref name="logits"/>: the row's full logits when they
+    /// were kept on the host (a group's first choice), else read from the model's last step.
+    /// </summary>
+    int Choose(StepResult step, int row, ScheduledRequest r, float[]? logits = null)
     {
         if (step.ArgMax[row] < 0)
             throw new EngineStateException(
@@ -461,6 +629,8 @@ public sealed class Scheduler : IDisposable
         float[]? full = null;
         float[] Full()
         {
+            if (full is null && logits is not null)
+                full = logits;
             if (full is null)
             {
                 full = new float[Model.Config.VocabSize];
