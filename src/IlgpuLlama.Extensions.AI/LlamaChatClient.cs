@@ -5,6 +5,7 @@ using IlgpuLlama.Sampling;
 using IlgpuLlama.Text;
 using Microsoft.Extensions.AI;
 using ChatMessage = Microsoft.Extensions.AI.ChatMessage;
+using ChatRole = Microsoft.Extensions.AI.ChatRole;
 using LlamaMessage = IlgpuLlama.Text.ChatMessage;
 
 namespace IlgpuLlama.Extensions.AI;

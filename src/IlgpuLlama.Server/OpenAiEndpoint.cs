@@ -44,7 +44,19 @@ abstract class OpenAiEndpoint
     public abstract object Logprobs(IReadOnlyList<TokenLogprobs> tokens, LlamaTokenizer tokenizer, int textOffset);
 
     /// <summary>One finished choice of a request: its result, finish reason and log-probabilities (null when not asked for).</summary>
-    public sealed record Choice(RequestResult Result, string Finish, object? Logprobs);
+    public sealed record Choice(RequestResult Result, string Finish, object? Logprobs, ChatToolCall? Call = null);
+
+    /// <summary>A chat stream chunk carrying choice <paramref name="index"/>'s whole tool call (name and arguments at once).</summary>
+    public static object ToolCallChunk(string id, long created, string model, ChatToolCall call, int index) => new
+    {
+        id, @object = "chat.completion.chunk", created, model,
+        choices = new[] { new { index, delta = new { tool_calls = new[] { new { index = 0, id = call.Id, type = "function", function = new { name = call.Name, arguments = call.Arguments } } } }, logprobs = (object?)null, finish_reason = (string?)null } },
+    };
+
+    /// <summary>The assistant message of a chat choice: its text, or its tool call (content null).</summary>
+    protected static object Message(Choice c) => c.Call is { } call
+        ? new { role = "assistant", content = (string?)null, tool_calls = new[] { new { id = call.Id, type = "function", function = new { name = call.Name, arguments = call.Arguments } } } }
+        : new { role = "assistant", content = (string?)c.Result.Text };
 
     /// <summary>The whole response of a request whose choices (n of them, indexed in order) finished.</summary>
     public abstract object Response(string id, long created, string model, IReadOnlyList<Choice> choices, object usage);
@@ -147,7 +159,7 @@ abstract class OpenAiEndpoint
         };
 
         public override object Response(string id, long created, string model, IReadOnlyList<Choice> choices, object usage) =>
-            new { id, @object = "chat.completion", created, model, choices = choices.Select((c, i) => new { index = i, message = new { role = "assistant", content = c.Result.Text }, logprobs = c.Logprobs, finish_reason = c.Finish }).ToArray(), usage };
+            new { id, @object = "chat.completion", created, model, choices = choices.Select((c, i) => new { index = i, message = Message(c), logprobs = c.Logprobs, finish_reason = c.Finish }).ToArray(), usage };
 
         public override object Chunk(string id, long created, string model, string? text, string? finish, object? logprobs = null, int index = 0)
         {

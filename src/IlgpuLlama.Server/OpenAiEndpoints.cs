@@ -193,7 +193,14 @@ public sealed class OpenAiEndpoints : IDisposable
     }
 
     /// <summary>A request as parsed and checked, before submission.</summary>
-    sealed record ParsedRequest(IReadOnlyList<int> Prompt, GenerationSettings Settings, bool Stream, bool IncludeUsage, int N);
+    sealed record ParsedRequest(IReadOnlyList<int> Prompt, GenerationSettings Settings, bool Stream, bool IncludeUsage, int N, ToolUse? Tools);
+
+    /// <summary>
+    /// The tools a chat request offers and may be answered with: all of <see cref="Offered"/>'s under
+    /// tool_choice "auto" and "required", the one named by {"type": "function", ...}. <see cref="Required"/>:
+    /// the reply must be a call.
+    /// </summary>
+    sealed record ToolUse(IReadOnlyList<ChatTool> Offered, bool Required);
 
     /// <summary>The most choices one request may ask for (n); more than the free KV slots wait in the queue.</summary>
     public const int MaxChoices = 16;
@@ -217,7 +224,8 @@ public sealed class OpenAiEndpoints : IDisposable
         RefuseUnsupported(body);
         bool stream = Bool(body, "stream") ?? false;
         bool includeUsage = Optional(body, "stream_options") is { ValueKind: JsonValueKind.Object } so && Bool(so, "include_usage") == true;
-        var prompt = endpoint == OpenAiEndpoint.Chat ? ChatPrompt(body) : CompletionPrompt(body);
+        var tools = endpoint == OpenAiEndpoint.Chat ? Tools(body) : RefuseTools(body);
+        var prompt = endpoint == OpenAiEndpoint.Chat ? ChatPrompt(body, tools.Prompt) : CompletionPrompt(body);
         int room = engine.Model.MaxSeq - prompt.Count;
         string maxField = endpoint.MaxTokensField(body);
         int? maxTokens = Int(body, maxField);
@@ -243,7 +251,7 @@ public sealed class OpenAiEndpoints : IDisposable
             ? nv.ValueKind == JsonValueKind.Number && nv.TryGetInt32(out int nn) && nn >= 1 && nn <= MaxChoices ? nn
                 : throw new ApiError(400, $"n must be a whole number from 1 to {MaxChoices}, got {nv.GetRawText()}", "n")
             : 1;
-        return new ParsedRequest(prompt, settings, stream, includeUsage, n);
+        return new ParsedRequest(prompt, settings, stream, includeUsage, n, tools.Use);
     }
 
     async Task Generate(HttpContext c, OpenAiEndpoint endpoint)
@@ -252,11 +260,12 @@ public sealed class OpenAiEndpoints : IDisposable
         CancellationToken cancelled; // the client left or shutdown cancelled the request
         bool stream;
         bool includeUsage;
+        ToolUse? tools;
         string id = endpoint.IdPrefix + Guid.NewGuid().ToString("N")[..24];
         try
         {
             var parsed = await Parse(c, endpoint);
-            (stream, includeUsage) = (parsed.Stream, parsed.IncludeUsage);
+            (stream, includeUsage, tools) = (parsed.Stream, parsed.IncludeUsage, parsed.Tools);
             var cancel = CancellationTokenSource.CreateLinkedTokenSource(c.RequestAborted, stopping.Token);
             c.Response.RegisterForDispose(cancel);
             cancelled = cancel.Token;
@@ -304,13 +313,15 @@ public sealed class OpenAiEndpoints : IDisposable
             // Waiting on `cancelled` too: a cancelled request answers at once, not after the
             // scheduler's current step (tens of seconds per step on a loaded CPU).
             if (stream)
-                await Stream(c, handles, endpoint, id, includeUsage, cancelled);
+                await Stream(c, handles, endpoint, id, includeUsage, tools, cancelled);
             else
             {
                 var results = await Task.WhenAll(handles.Select(h => h.Completion.WaitAsync(cancelled)));
                 for (int i = 0; i < handles.Length; i++)
                     metrics?.Finished(handles[i], results[i]);
-                var choices = results.Select(r => new OpenAiEndpoint.Choice(r, Finish(r.FinishReason), r.Logprobs is { } lps ? endpoint.Logprobs(lps, engine.Tokenizer!, 0) : null)).ToArray();
+                var choices = results.Select(r => ToolCall(r.Text, tools) is { } call
+                    ? new OpenAiEndpoint.Choice(r, "tool_calls", null, call)
+                    : new OpenAiEndpoint.Choice(r, Finish(r.FinishReason), r.Logprobs is { } lps ? endpoint.Logprobs(lps, engine.Tokenizer!, 0) : null)).ToArray();
                 await Write(c, 200, endpoint.Response(id, DateTimeOffset.UtcNow.ToUnixTimeSeconds(), options.ModelId, choices, Usage(results)));
             }
         }
@@ -363,7 +374,12 @@ public sealed class OpenAiEndpoints : IDisposable
 
     static string Finish(FinishReason reason) => reason == FinishReason.Length ? "length" : "stop";
 
-    async Task Stream(HttpContext c, ScheduledRequest[] handles, OpenAiEndpoint endpoint, string id, bool includeUsage, CancellationToken cancelled)
+    /// <summary>The tool call a reply is (with a fresh call id), or null when it is text (or the request offered no tools).</summary>
+    static ChatToolCall? ToolCall(string? reply, ToolUse? tools) =>
+        tools is null || reply is null ? null
+            : ToolCallFormat.Parse(reply, tools.Offered) is { } call ? call with { Id = "call_" + Guid.NewGuid().ToString("N")[..24] } : null;
+
+    async Task Stream(HttpContext c, ScheduledRequest[] handles, OpenAiEndpoint endpoint, string id, bool includeUsage, ToolUse? tools, CancellationToken cancelled)
     {
         c.Response.StatusCode = 200;
         c.Response.ContentType = "text/event-stream";
@@ -387,13 +403,46 @@ public sealed class OpenAiEndpoints : IDisposable
         }).ToArray();
         _ = Task.WhenAll(readers).ContinueWith(t => merged.Writer.TryComplete(t.Exception?.InnerException), TaskScheduler.Default);
         var offsets = new int[handles.Length];
+        // With tools, a reply that begins with '{' may be a call: its chunks are held back until it ends
+        // (then it is one tool_calls chunk) or shows itself to be text (then they go out as they were).
+        var held = handles.Select(_ => tools is null ? null : new List<(string Text, object? Logprobs)>()).ToArray();
+        var replies = handles.Select(_ => new StringBuilder()).ToArray();
+        async Task Release(int i)
+        {
+            foreach (var (text, logprobs) in held[i]!)
+                await Event(c, endpoint.Chunk(id, created, model, text, null, logprobs, i), ct);
+            held[i] = null;
+        }
         await foreach (var (i, token) in merged.Reader.ReadAllAsync(cancelled))
         {
             // A token asked for with its log-probabilities has a chunk of its own, even when its text is held back.
             object? logprobs = token.Logprobs is { } lp ? endpoint.Logprobs([lp], engine.Tokenizer!, offsets[i]) : null;
+            offsets[i] += token.Text.Length;
+            if (held[i] is { } hold)
+            {
+                replies[i].Append(token.Text);
+                if (token.Text.Length > 0 || logprobs is not null)
+                    hold.Add((token.Text, logprobs));
+                if (!ToolCallFormat.MayBeCall(replies[i].ToString()))
+                    await Release(i);
+                else if (token.FinishReason is { } end)
+                {
+                    if (ToolCall(replies[i].ToString(), tools) is { } call)
+                    {
+                        await Event(c, OpenAiEndpoint.ToolCallChunk(id, created, model, call, i), ct);
+                        await Event(c, endpoint.Chunk(id, created, model, null, "tool_calls", index: i), ct);
+                        held[i] = null;
+                    }
+                    else
+                    {
+                        await Release(i);
+                        await Event(c, endpoint.Chunk(id, created, model, null, Finish(end), index: i), ct);
+                    }
+                }
+                continue;
+            }
             if (token.Text.Length > 0 || logprobs is not null)
                 await Event(c, endpoint.Chunk(id, created, model, token.Text, null, logprobs, i), ct);
-            offsets[i] += token.Text.Length;
             if (token.FinishReason is { } reason)
                 await Event(c, endpoint.Chunk(id, created, model, null, Finish(reason), index: i), ct);
         }
@@ -457,8 +506,6 @@ public sealed class OpenAiEndpoints : IDisposable
         ("echo", "false", v => v.ValueKind == JsonValueKind.False),
         ("suffix", "null or \"\"", v => v.ValueKind == JsonValueKind.String && v.GetRawText() == "\"\""),
         ("logit_bias", "{} or null", v => v.ValueKind == JsonValueKind.Object && !v.EnumerateObject().Any()),
-        ("tools", "[] or null", v => v.ValueKind == JsonValueKind.Array && v.GetArrayLength() == 0),
-        ("tool_choice", "\"none\" or null", v => v.ValueKind == JsonValueKind.String && v.GetRawText() == "\"none\""),
         ("functions", "[] or null", v => v.ValueKind == JsonValueKind.Array && v.GetArrayLength() == 0),
         ("function_call", "\"none\" or null", v => v.ValueKind == JsonValueKind.String && v.GetRawText() == "\"none\""),
         ("response_format", "{\"type\": \"text\"} or null", v => v.ValueKind == JsonValueKind.Object && v.EnumerateObject().Count() == 1
@@ -563,7 +610,70 @@ public sealed class OpenAiEndpoints : IDisposable
         throw new ApiError(400, "prompt must be a string or a list of token ids", "prompt");
     }
 
-    IReadOnlyList<int> ChatPrompt(JsonElement body)
+    /// <summary>The tools of a chat request: those written into the prompt, and how the reply may use them (null: not at all).</summary>
+    static (IReadOnlyList<ChatTool>? Prompt, ToolUse? Use) Tools(JsonElement body)
+    {
+        var tools = new List<ChatTool>();
+        if (Optional(body, "tools") is { } list)
+        {
+            if (list.ValueKind != JsonValueKind.Array)
+                throw new ApiError(400, "tools must be a list of {\"type\": \"function\", \"function\": {\"name\", \"description\", \"parameters\"}}", "tools");
+            int i = 0;
+            foreach (var t in list.EnumerateArray())
+            {
+                try
+                {
+                    var tool = ChatTool.FromOpenAi(t);
+                    if (tools.Any(x => x.Name == tool.Name))
+                        throw new ArgumentException($"two tools are named '{tool.Name}'; give each function its own name");
+                    tools.Add(tool);
+                }
+                catch (ArgumentException e)
+                {
+                    throw new ApiError(400, e.Message, $"tools[{i}]");
+                }
+                i++;
+            }
+        }
+        var choice = Optional(body, "tool_choice");
+        if (tools.Count == 0)
+        {
+            if (choice is { } c && !(c.ValueKind == JsonValueKind.String && c.GetString() == "none"))
+                throw new ApiError(400, "tool_choice needs tools: give the functions the model may call in tools, or leave tool_choice out", "tool_choice");
+            return (null, null);
+        }
+        if (choice is null)
+            return (tools, new ToolUse(tools, Required: false));
+        if (choice.Value.ValueKind == JsonValueKind.String)
+        {
+            return choice.Value.GetString() switch
+            {
+                "auto" => (tools, new ToolUse(tools, Required: false)),
+                "required" => (tools, new ToolUse(tools, Required: true)),
+                "none" => (null, null), // no call wanted: the prompt does not offer them (the plain Llama 3 format)
+                _ => throw new ApiError(400, $"tool_choice must be \"none\", \"auto\", \"required\" or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}, got {choice.Value.GetRawText()}", "tool_choice"),
+            };
+        }
+        if (choice.Value.ValueKind == JsonValueKind.Object && Optional(choice.Value, "type") is { ValueKind: JsonValueKind.String } type && type.GetString() == "function"
+            && Optional(choice.Value, "function") is { ValueKind: JsonValueKind.Object } f && Optional(f, "name") is { ValueKind: JsonValueKind.String } name)
+        {
+            var named = tools.FirstOrDefault(t => t.Name == name.GetString())
+                ?? throw new ApiError(400, $"tool_choice names the function '{Printable(name.GetString())}', which is not in tools ({string.Join(", ", tools.Select(t => t.Name))})", "tool_choice");
+            return (tools, new ToolUse([named], Required: true));
+        }
+        throw new ApiError(400, $"tool_choice must be \"none\", \"auto\", \"required\" or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}, got {Kind(choice.Value)}", "tool_choice");
+    }
+
+    /// <summary>Completions take no tools: a request that gives some is told to use chat.</summary>
+    static (IReadOnlyList<ChatTool>? Prompt, ToolUse? Use) RefuseTools(JsonElement body)
+    {
+        foreach (string field in new[] { "tools", "tool_choice" })
+            if (Optional(body, field) is not null)
+                throw new ApiError(400, $"{field} is a parameter of /v1/chat/completions (tools are offered in the chat format); send the request there", field);
+        return (null, null);
+    }
+
+    IReadOnlyList<int> ChatPrompt(JsonElement body, IReadOnlyList<ChatTool>? tools)
     {
         if (Optional(body, "messages") is not { ValueKind: JsonValueKind.Array } list || list.GetArrayLength() == 0)
             throw new ApiError(400, "messages is required: a non-empty list of {\"role\", \"content\"}", "messages");
@@ -588,9 +698,48 @@ public sealed class OpenAiEndpoints : IDisposable
             };
             if (r is not ("system" or "user" or "assistant" or "tool" or "ipython"))
                 throw new ApiError(400, $"unknown message role '{Printable(r)}'; use system, user, assistant or tool", at + ".role");
-            messages.Add(new ChatMessage(r, content));
+            var message = new ChatMessage(ChatRole.Parse(r), content);
+            if (Optional(m, "tool_calls") is { } calls)
+            {
+                if (r != "assistant")
+                    throw new ApiError(400, "only assistant messages carry tool_calls", at + ".tool_calls");
+                message = message with { ToolCalls = ToolCalls(calls, at + ".tool_calls") };
+            }
+            messages.Add(message);
         }
-        return engine.EncodeChat(messages);
+        try
+        {
+            return engine.EncodeChat(messages, tools: tools);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ApiError(400, e.Message, "messages");
+        }
+    }
+
+    /// <summary>An assistant message's tool_calls: [{"id", "type": "function", "function": {"name", "arguments": JSON text}}].</summary>
+    static IReadOnlyList<ChatToolCall> ToolCalls(JsonElement calls, string at)
+    {
+        if (calls.ValueKind != JsonValueKind.Array)
+            throw new ApiError(400, "tool_calls must be a list of {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}}", at);
+        var list = new List<ChatToolCall>();
+        int i = 0;
+        foreach (var call in calls.EnumerateArray())
+        {
+            string here = $"{at}[{i++}]";
+            if (call.ValueKind != JsonValueKind.Object || Optional(call, "function") is not { ValueKind: JsonValueKind.Object } f
+                || Optional(f, "name") is not { ValueKind: JsonValueKind.String } name)
+                throw new ApiError(400, "a tool call needs a function with a name: {\"type\": \"function\", \"function\": {\"name\", \"arguments\"}}", here);
+            string arguments = Optional(f, "arguments") switch
+            {
+                null => "{}",
+                { ValueKind: JsonValueKind.String } a => Text(a, here + ".function.arguments"),
+                { ValueKind: JsonValueKind.Object } o => o.GetRawText(), // some clients send the object itself
+                _ => throw new ApiError(400, "a tool call's arguments must be a JSON object's text", here + ".function.arguments"),
+            };
+            list.Add(new ChatToolCall(Text(name, here + ".function.name"), arguments) { Id = Optional(call, "id") is { ValueKind: JsonValueKind.String } id ? id.GetString() : null });
+        }
+        return list;
     }
 
     /// <summary>The request field that sets an engine parameter, for error messages.</summary>

@@ -113,9 +113,13 @@ public sealed class LlamaEngine : IDisposable, IAsyncDisposable
     /// <summary>Token ids of a text prompt, beginning with BOS.</summary>
     public IReadOnlyList<int> Encode(string prompt) => RequireTokenizer().Encode(prompt, addBos: true);
 
-    /// <summary>Token ids of a conversation in the Llama 3 chat format, ending with the assistant header.</summary>
-    public IReadOnlyList<int> EncodeChat(IReadOnlyList<ChatMessage> messages, DateOnly? date = null) =>
-        ChatTemplate.Encode(RequireTokenizer(), messages, addGenerationPrompt: true, date);
+    /// <summary>
+    /// Token ids of a conversation in the Llama 3 chat format, ending with the assistant header; with
+    /// <paramref name="tools"/>, their definitions go into the first user message as Meta's template
+    /// writes them (see <see cref="ChatTemplate"/>).
+    /// </summary>
+    public IReadOnlyList<int> EncodeChat(IReadOnlyList<ChatMessage> messages, DateOnly? date = null, IReadOnlyList<ChatTool>? tools = null) =>
+        ChatTemplate.Encode(RequireTokenizer(), messages, addGenerationPrompt: true, date, tools);
 
     LlamaTokenizer RequireTokenizer() => Tokenizer
         ?? throw new EngineArgumentException("this engine has no tokenizer, so it takes token ids only; load the model directory with its tokenizer files", EngineParameter.Tokens);

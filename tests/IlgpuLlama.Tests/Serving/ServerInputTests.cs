@@ -95,7 +95,7 @@ public sealed class ServerInputTests(DemoServer demo) : IClassFixture<DemoServer
         { "R18", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "logprobs": 3}""", 400, "logprobs" },
         { "R19", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "logprobs": 21}""", 400, "logprobs" },
         { "R20", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "top_logprobs": 3}""", 400, "top_logprobs" },
-        { "R21", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "tools": [{"type": "function", "function": {"name": "f"}}]}""", 400, "tools" },
+        { "R21", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "tools": [{"type": "function", "function": {"name": "f g"}}]}""", 400, "tools[0]" },
         { "R22", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "tool_choice": "required"}""", 400, "tool_choice" },
         { "R23", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "response_format": {"type": "json_object"}}""", 400, "response_format" },
         { "R24", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "logit_bias": {"50": 100}}""", 400, "logit_bias" },

@@ -1,0 +1,99 @@
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using IlgpuLlama.Text;
+
+namespace IlgpuLlama.Tests.Serving;
+
+/// <summary>
+/// Issue 22 item 5: <c>tools</c> on /v1/chat/completions with the Llama 3.1/3.2 chat template: the
+/// definitions in the prompt as Meta's template writes them, assistant tool calls and tool results in
+/// the conversation, and the errors. (A reply that is a call, which random weights only write when
+/// the constraint makes them, is covered with tool_choice in the structured-output tests.)
+/// </summary>
+public sealed class ToolsTests(ChatPageServer demo) : IClassFixture<ChatPageServer>
+{
+    const string Weather = """{"type": "function", "function": {"name": "get_weather", "description": "Current weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}""";
+
+    static StringContent Body(string json) => new(json, Encoding.UTF8, "application/json");
+
+    async Task<(HttpStatusCode Status, JsonElement Json)> Post(string json)
+    {
+        using var response = await demo.Http.PostAsync("v1/chat/completions", Body(json));
+        return (response.StatusCode, JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.Clone());
+    }
+
+    static ChatTool Tool(string json)
+    {
+        using var doc = JsonDocument.Parse(json);
+        return ChatTool.FromOpenAi(doc.RootElement);
+    }
+
+    [Fact]
+    public async Task The_tools_and_the_tool_turns_go_into_the_prompt_as_the_template_writes_them()
+    {
+        string messages = """
+            [{"role": "user", "content": "Weather in Oslo?"},
+             {"role": "assistant", "content": null, "tool_calls": [{"id": "call_9", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
+             {"role": "tool", "tool_call_id": "call_9", "content": "-3 C, snow"}]
+            """;
+        var (status, json) = await Post($$"""{"messages": {{messages}}, "tools": [{{Weather}}], "max_tokens": 2, "temperature": 0}""");
+        Assert.True(status == HttpStatusCode.OK, json.GetRawText());
+        ChatMessage[] expected =
+        [
+            new(ChatRole.User, "Weather in Oslo?"),
+            new(ChatRole.Assistant, "") { ToolCalls = [new("get_weather", "{\"city\": \"Oslo\"}")] },
+            new(ChatRole.Tool, "-3 C, snow"),
+        ];
+        var prompt = demo.Engine.EncodeChat(expected, tools: [Tool(Weather)]);
+        Assert.Equal(prompt.Count, json.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+        // Random weights do not write a call unasked: the reply is text, finished as usual.
+        var choice = json.GetProperty("choices")[0];
+        Assert.Equal(JsonValueKind.String, choice.GetProperty("message").GetProperty("content").ValueKind);
+        Assert.False(choice.GetProperty("message").TryGetProperty("tool_calls", out _));
+        Assert.Contains(choice.GetProperty("finish_reason").GetString(), new[] { "stop", "length" });
+
+        // tool_choice "none": the plain format, without the definitions.
+        var (_, none) = await Post($$"""{"messages": [{"role": "user", "content": "hi"}], "tools": [{{Weather}}], "tool_choice": "none", "max_tokens": 1}""");
+        Assert.Equal(demo.Engine.EncodeChat([new ChatMessage("user", "hi")]).Count, none.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+    }
+
+    [Theory]
+    [InlineData("\"tools\": {}", "tools", "must be a list")]
+    [InlineData("\"tools\": [{\"type\": \"retrieval\"}]", "tools[0]", "\"function\"")]
+    [InlineData("\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"bad name\"}}]", "tools[0]", "letters, digits")]
+    [InlineData("\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": 3}}]", "tools[0]", "JSON Schema object")]
+    [InlineData("\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}, {\"type\": \"function\", \"function\": {\"name\": \"f\"}}]", "tools[1]", "two tools")]
+    [InlineData("\"tool_choice\": \"required\"", "tool_choice", "needs tools")]
+    [InlineData("\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}], \"tool_choice\": \"always\"", "tool_choice", "\"required\"")]
+    [InlineData("\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}], \"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"g\"}}", "tool_choice", "not in tools")]
+    public async Task Bad_tools_are_a_400_naming_the_field(string fields, string param, string inMessage)
+    {
+        var (status, json) = await Post($$"""{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, {{fields}}}""");
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        var e = json.GetProperty("error");
+        Assert.Equal(param, e.GetProperty("param").GetString());
+        Assert.Contains(inMessage, e.GetProperty("message").GetString());
+    }
+
+    [Fact]
+    public async Task Conversations_the_template_cannot_hold_are_a_400()
+    {
+        string twoCalls = """{"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": "{}"}}, {"type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]}""";
+        var (status, json) = await Post($$"""{"messages": [{"role": "user", "content": "hi"}, {{twoCalls}}], "max_tokens": 1}""");
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("one call per turn", json.GetProperty("error").GetProperty("message").GetString());
+
+        (status, json) = await Post($$"""{"messages": [{"role": "system", "content": "s"}], "tools": [{{Weather}}], "max_tokens": 1}""");
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("user message", json.GetProperty("error").GetProperty("message").GetString());
+
+        (status, json) = await Post("""{"messages": [{"role": "user", "content": "hi", "tool_calls": []}], "max_tokens": 1}""");
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Equal("messages[0].tool_calls", json.GetProperty("error").GetProperty("param").GetString());
+
+        using var completions = await demo.Http.PostAsync("v1/completions", Body($$"""{"prompt": "hi", "tools": [{{Weather}}]}"""));
+        Assert.Equal(HttpStatusCode.BadRequest, completions.StatusCode);
+        Assert.Contains("/v1/chat/completions", await completions.Content.ReadAsStringAsync());
+    }
+}
