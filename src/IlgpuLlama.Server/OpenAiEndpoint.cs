@@ -64,6 +64,34 @@ abstract class OpenAiEndpoint
     /// <summary>A stream chunk of choice <paramref name="index"/> carrying <paramref name="text"/> (null: the opening chunk) or the finish reason, and its token's log-probabilities.</summary>
     public abstract object Chunk(string id, long created, string model, string? text, string? finish, object? logprobs = null, int index = 0);
 
+    /// <summary>
+    /// OpenAI's legacy completions logprobs { tokens, token_logprobs, top_logprobs: [{token: logprob}],
+    /// text_offset } for <paramref name="tokens"/>; a token without log-probabilities (an echoed prompt's
+    /// first) has null in token_logprobs and top_logprobs, as OpenAI gives it.
+    /// </summary>
+    public static object LegacyLogprobs(IReadOnlyList<(int Id, TokenLogprobs? Logprobs)> tokens, LlamaTokenizer tokenizer, int textOffset)
+    {
+        var texts = tokens.Select(t => TokenText(tokenizer, t.Id)).ToArray();
+        var offsets = new int[texts.Length];
+        for (int i = 0, at = textOffset; i < texts.Length; at += texts[i].Length, i++)
+            offsets[i] = at;
+        return new
+        {
+            tokens = texts,
+            token_logprobs = tokens.Select(t => t.Logprobs?.Logprob).ToArray(),
+            top_logprobs = tokens.Select(t =>
+            {
+                if (t.Logprobs is not { } lp)
+                    return null;
+                var top = new Dictionary<string, double>();
+                foreach (var (id, l) in lp.Top)
+                    top.TryAdd(TokenText(tokenizer, id), l);
+                return top;
+            }).ToArray(),
+            text_offset = offsets,
+        };
+    }
+
     /// <summary>A token's text as the API shows it (special tokens by name; an incomplete UTF-8 piece as U+FFFD).</summary>
     protected static string TokenText(LlamaTokenizer tokenizer, int id) => tokenizer.Decode([id]);
 
@@ -91,27 +119,8 @@ abstract class OpenAiEndpoint
         public override int? LogprobsAsked(JsonElement body) =>
             body.TryGetProperty("logprobs", out var v) && v.ValueKind != JsonValueKind.Null ? LogprobsCount(v, "logprobs") : null;
 
-        // { tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset }, as OpenAI's legacy completions give them.
-        public override object Logprobs(IReadOnlyList<TokenLogprobs> tokens, LlamaTokenizer tokenizer, int textOffset)
-        {
-            var texts = tokens.Select(t => TokenText(tokenizer, t.Id)).ToArray();
-            var offsets = new int[texts.Length];
-            for (int i = 0, at = textOffset; i < texts.Length; at += texts[i].Length, i++)
-                offsets[i] = at;
-            return new
-            {
-                tokens = texts,
-                token_logprobs = tokens.Select(t => t.Logprob).ToArray(),
-                top_logprobs = tokens.Select(t =>
-                {
-                    var top = new Dictionary<string, double>();
-                    foreach (var (id, lp) in t.Top)
-                        top.TryAdd(TokenText(tokenizer, id), lp);
-                    return top;
-                }).ToArray(),
-                text_offset = offsets,
-            };
-        }
+        public override object Logprobs(IReadOnlyList<TokenLogprobs> tokens, LlamaTokenizer tokenizer, int textOffset) =>
+            LegacyLogprobs(tokens.Select(t => (t.Id, (TokenLogprobs?)t)).ToArray(), tokenizer, textOffset);
 
         public override object Response(string id, long created, string model, IReadOnlyList<Choice> choices, object usage) =>
             new { id, @object = "text_completion", created, model, choices = choices.Select((c, i) => new { index = i, text = c.Result.Text, logprobs = c.Logprobs, finish_reason = c.Finish }).ToArray(), usage };

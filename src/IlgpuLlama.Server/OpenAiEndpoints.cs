@@ -193,7 +193,14 @@ public sealed class OpenAiEndpoints : IDisposable
     }
 
     /// <summary>A request as parsed and checked, before submission.</summary>
-    sealed record ParsedRequest(IReadOnlyList<int> Prompt, GenerationSettings Settings, bool Stream, bool IncludeUsage, int N, ToolUse? Tools);
+    sealed record ParsedRequest(IReadOnlyList<int> Prompt, GenerationSettings Settings, bool Stream, bool IncludeUsage, int N, ToolUse? Tools, Echo? Echo);
+
+    /// <summary>
+    /// Completions' <c>echo</c>: the prompt's text (and, with logprobs, its tokens' log-probabilities)
+    /// before the completion's. <see cref="Only"/>: max_tokens 0, the prompt alone (one token is generated
+    /// and dropped: the engine always takes a step).
+    /// </summary>
+    sealed record Echo(bool Only);
 
     /// <summary>
     /// The tools a chat request offers and may be answered with: all of <see cref="Offered"/>'s under
@@ -229,8 +236,12 @@ public sealed class OpenAiEndpoints : IDisposable
         int room = engine.Model.MaxSeq - prompt.Count;
         string maxField = endpoint.MaxTokensField(body);
         int? maxTokens = Int(body, maxField);
+        // OpenAI's echo (completions): the prompt comes back before the completion; with max_tokens 0, alone.
+        Echo? echo = endpoint == OpenAiEndpoint.Completions && Bool(body, "echo") == true ? new Echo(maxTokens == 0) : null;
+        if (echo is { Only: true })
+            maxTokens = 1;
         if (maxTokens is < 1)
-            throw new ApiError(400, $"{maxField} must be at least 1, got {maxTokens}", maxField);
+            throw new ApiError(400, $"{maxField} must be at least 1{(endpoint == OpenAiEndpoint.Completions ? " (0 only with echo: true)" : "")}, got {maxTokens}", maxField);
         if (room < 1)
             throw new ApiError(400, $"the prompt has {prompt.Count} tokens and the context holds {engine.Model.MaxSeq} (the server's {Setting(EngineParameter.MaxSeqLen)}); shorten the prompt", endpoint.PromptField, "context_length_exceeded");
         // In long: a max_tokens near 2^31 would wrap the sum negative and pass.
@@ -245,13 +256,15 @@ public sealed class OpenAiEndpoints : IDisposable
             IgnoreEos = Bool(body, "ignore_eos") ?? false, // vLLM's extension, for benchmarks
             Logprobs = endpoint.LogprobsAsked(body),
         };
+        if (echo is not null && settings.Logprobs is int k)
+            settings = settings with { PromptLogprobs = k };
         if (settings.Logprobs is not null && engine.Tokenizer is null)
             throw new ApiError(400, "logprobs need the model's tokenizer to name the tokens, and this server has none", "logprobs");
         int n = Optional(body, "n") is { } nv
             ? nv.ValueKind == JsonValueKind.Number && nv.TryGetInt32(out int nn) && nn >= 1 && nn <= MaxChoices ? nn
                 : throw new ApiError(400, $"n must be a whole number from 1 to {MaxChoices}, got {nv.GetRawText()}", "n")
             : 1;
-        return new ParsedRequest(prompt, settings, stream, includeUsage, n, tools.Use);
+        return new ParsedRequest(prompt, settings, stream, includeUsage, n, tools.Use, echo);
     }
 
     async Task Generate(HttpContext c, OpenAiEndpoint endpoint)
@@ -261,6 +274,7 @@ public sealed class OpenAiEndpoints : IDisposable
         bool stream;
         bool includeUsage;
         ToolUse? tools;
+        Echo? echo;
         string id = endpoint.IdPrefix + Guid.NewGuid().ToString("N")[..24];
         try
         {
@@ -269,19 +283,9 @@ public sealed class OpenAiEndpoints : IDisposable
             var cancel = CancellationTokenSource.CreateLinkedTokenSource(c.RequestAborted, stopping.Token);
             c.Response.RegisterForDispose(cancel);
             cancelled = cancel.Token;
-            // n choices: n requests of one prompt, each drawing its own random stream of the request's seed.
-            handles = new ScheduledRequest[parsed.N];
-            try
-            {
-                for (int i = 0; i < parsed.N; i++)
-                    handles[i] = engine.Submit(parsed.Prompt, parsed.N == 1 ? parsed.Settings : parsed.Settings with { SamplingStream = i }, cancelled);
-            }
-            catch
-            {
-                foreach (var h in handles)
-                    h?.Cancel();
-                throw;
-            }
+            // n choices: one group of the prompt, prefilled once, choice i drawing random stream i of the request's seed.
+            handles = parsed.N == 1 ? [engine.Submit(parsed.Prompt, parsed.Settings, cancelled)] : engine.SubmitChoices(parsed.Prompt, parsed.N, parsed.Settings, cancelled).ToArray();
+            echo = parsed.Echo;
         }
         catch (ApiError e)
         {
@@ -313,7 +317,7 @@ public sealed class OpenAiEndpoints : IDisposable
             // Waiting on `cancelled` too: a cancelled request answers at once, not after the
             // scheduler's current step (tens of seconds per step on a loaded CPU).
             if (stream)
-                await Stream(c, handles, endpoint, id, includeUsage, tools, cancelled);
+                await Stream(c, handles, endpoint, id, includeUsage, tools, echo, cancelled);
             else
             {
                 var results = await Task.WhenAll(handles.Select(h => h.Completion.WaitAsync(cancelled)));
@@ -321,8 +325,9 @@ public sealed class OpenAiEndpoints : IDisposable
                     metrics?.Finished(handles[i], results[i]);
                 var choices = results.Select(r => ToolCall(r.Text, tools) is { } call
                     ? new OpenAiEndpoint.Choice(r, "tool_calls", null, call)
+                    : echo is not null ? Echoed(r, echo)
                     : new OpenAiEndpoint.Choice(r, Finish(r.FinishReason), r.Logprobs is { } lps ? endpoint.Logprobs(lps, engine.Tokenizer!, 0) : null)).ToArray();
-                await Write(c, 200, endpoint.Response(id, DateTimeOffset.UtcNow.ToUnixTimeSeconds(), options.ModelId, choices, Usage(results)));
+                await Write(c, 200, endpoint.Response(id, DateTimeOffset.UtcNow.ToUnixTimeSeconds(), options.ModelId, choices, Usage(results, echo)));
             }
         }
         catch (Exception) when (c.RequestAborted.IsCancellationRequested)
@@ -364,22 +369,43 @@ public sealed class OpenAiEndpoints : IDisposable
         }
     }
 
-    /// <summary>Usage of a request's choices: the prompt once, the completions summed (OpenAI's count for n > 1).</summary>
-    static object Usage(IReadOnlyList<RequestResult> rs)
+    /// <summary>Usage of a request's choices: the prompt once, the completions summed (OpenAI's count for n > 1; none for echo with max_tokens 0).</summary>
+    static object Usage(IReadOnlyList<RequestResult> rs, Echo? echo = null)
     {
-        int prompt = rs[0].PromptTokens.Count, completion = rs.Sum(r => r.GeneratedTokens.Count);
+        int prompt = rs[0].PromptTokens.Count, completion = echo is { Only: true } ? 0 : rs.Sum(r => r.GeneratedTokens.Count);
         // OpenAI's cached_tokens: the prompt tokens a KV slot already held (prefix reuse), of the first choice.
         return new { prompt_tokens = prompt, completion_tokens = completion, total_tokens = prompt + completion, prompt_tokens_details = new { cached_tokens = rs[0].ReusedPromptTokens } };
     }
 
     static string Finish(FinishReason reason) => reason == FinishReason.Length ? "length" : "stop";
 
+    /// <summary>
+    /// The prompt tokens an echo shows: all but a leading BOS (the engine's, not the client's text), each
+    /// with its log-probability given those before it (null for a first token that has none before it).
+    /// </summary>
+    IReadOnlyList<(int Id, TokenLogprobs? Logprobs)> EchoedPrompt(IReadOnlyList<int> prompt, IReadOnlyList<TokenLogprobs?>? logprobs)
+    {
+        int skip = prompt.Count > 0 && prompt[0] == engine.Tokenizer!.BosId ? 1 : 0;
+        return prompt.Skip(skip).Select((t, i) => (t, logprobs?[i + skip])).ToArray();
+    }
+
+    /// <summary>An echoed completions choice: the prompt's text, then the completion's (none with max_tokens 0), and their log-probabilities.</summary>
+    OpenAiEndpoint.Choice Echoed(RequestResult r, Echo echo)
+    {
+        var tokenizer = engine.Tokenizer!;
+        var shown = EchoedPrompt(r.PromptTokens, r.PromptLogprobs);
+        string text = tokenizer.Decode(shown.Select(e => e.Id)) + (echo.Only ? "" : r.Text);
+        object? logprobs = r.PromptLogprobs is null ? null
+            : OpenAiEndpoint.LegacyLogprobs([.. shown, .. echo.Only ? [] : r.Logprobs!.Select(l => (l.Id, (TokenLogprobs?)l))], tokenizer, 0);
+        return new OpenAiEndpoint.Choice(r with { Text = text }, echo.Only ? "length" : Finish(r.FinishReason), logprobs);
+    }
+
     /// <summary>The tool call a reply is (with a fresh call id), or null when it is text (or the request offered no tools).</summary>
     static ChatToolCall? ToolCall(string? reply, ToolUse? tools) =>
         tools is null || reply is null ? null
             : ToolCallFormat.Parse(reply, tools.Offered) is { } call ? call with { Id = "call_" + Guid.NewGuid().ToString("N")[..24] } : null;
 
-    async Task Stream(HttpContext c, ScheduledRequest[] handles, OpenAiEndpoint endpoint, string id, bool includeUsage, ToolUse? tools, CancellationToken cancelled)
+    async Task Stream(HttpContext c, ScheduledRequest[] handles, OpenAiEndpoint endpoint, string id, bool includeUsage, ToolUse? tools, Echo? echo, CancellationToken cancelled)
     {
         c.Response.StatusCode = 200;
         c.Response.ContentType = "text/event-stream";
@@ -415,6 +441,19 @@ public sealed class OpenAiEndpoints : IDisposable
         }
         await foreach (var (i, token) in merged.Reader.ReadAllAsync(cancelled))
         {
+            if (echo is not null && token.Index == 0)
+            {
+                // The echoed prompt: one chunk before the completion's first.
+                var shown = EchoedPrompt(handles[i].Request.PromptTokens, token.PromptLogprobs);
+                string prompt = engine.Tokenizer!.Decode(shown.Select(e => e.Id));
+                await Event(c, endpoint.Chunk(id, created, model, prompt, null, token.PromptLogprobs is null ? null : OpenAiEndpoint.LegacyLogprobs(shown, engine.Tokenizer!, 0), i), ct);
+                offsets[i] += shown.Sum(e => engine.Tokenizer!.Decode([e.Id]).Length);
+                if (echo.Only)
+                {
+                    await Event(c, endpoint.Chunk(id, created, model, null, "length", index: i), ct);
+                    continue;
+                }
+            }
             // A token asked for with its log-probabilities has a chunk of its own, even when its text is held back.
             object? logprobs = token.Logprobs is { } lp ? endpoint.Logprobs([lp], engine.Tokenizer!, offsets[i]) : null;
             offsets[i] += token.Text.Length;
@@ -450,7 +489,7 @@ public sealed class OpenAiEndpoints : IDisposable
         for (int i = 0; i < handles.Length; i++)
             metrics?.Finished(handles[i], results[i]);
         if (includeUsage)
-            await Event(c, new { id, @object = endpoint.ChunkObject, created, model, choices = Array.Empty<object>(), usage = Usage(results) }, ct);
+            await Event(c, new { id, @object = endpoint.ChunkObject, created, model, choices = Array.Empty<object>(), usage = Usage(results, echo) }, ct);
         await c.Response.WriteAsync("data: [DONE]\n\n", ct);
         await c.Response.Body.FlushAsync(ct);
     }
@@ -503,7 +542,6 @@ public sealed class OpenAiEndpoints : IDisposable
     static readonly (string Name, string NoOp, Func<JsonElement, bool> IsNoOp)[] Unsupported =
     [
         ("best_of", "1", v => v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) && i == 1),
-        ("echo", "false", v => v.ValueKind == JsonValueKind.False),
         ("suffix", "null or \"\"", v => v.ValueKind == JsonValueKind.String && v.GetRawText() == "\"\""),
         ("logit_bias", "{} or null", v => v.ValueKind == JsonValueKind.Object && !v.EnumerateObject().Any()),
         ("functions", "[] or null", v => v.ValueKind == JsonValueKind.Array && v.GetArrayLength() == 0),

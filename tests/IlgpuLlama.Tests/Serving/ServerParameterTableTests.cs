@@ -32,7 +32,6 @@ public sealed class ServerParameterTableTests(DemoServer demo) : IClassFixture<D
     public static TheoryData<string, string, string> Refused => new()
     {
         { "best_of", "/v1/completions", "2" },
-        { "echo", "/v1/completions", "true" },
         { "suffix", "/v1/completions", "\"x\"" },
         { "logit_bias", "/v1/chat/completions", "{\"1\": 1}" },
         { "presence_penalty", "/v1/chat/completions", "0.5" },
