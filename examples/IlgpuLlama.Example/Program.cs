@@ -8,7 +8,7 @@ using IlgpuLlama.Text;
 
 string dir = args.Length > 0 ? args[0] : DemoModel.Ensure("weights");
 using var engine = LlamaEngine.Load(dir);
-Console.Error.WriteLine($"loaded {dir} on {engine.Model.Device.Description}");
+Console.Error.WriteLine($"loaded {dir} on {engine.DeviceDescription}");
 
 // Ctrl-C stops the current generation and frees its KV slot.
 using var cancel = new CancellationTokenSource();

@@ -115,7 +115,7 @@ public sealed class LlamaChatClient : IChatClient
     {
         var (prompt, settings) = Prepare(messages, options);
         var result = await Engine.Submit(prompt, settings, cancellationToken).Completion.WaitAsync(cancellationToken).ConfigureAwait(false);
-        var message = new ChatMessage(ChatRole.Assistant, result.Text ?? "") { MessageId = NewId("msg") };
+        var message = new ChatMessage(ChatRole.Assistant, result.Text) { MessageId = NewId("msg") };
         return new ChatResponse(message)
         {
             ResponseId = NewId("chatcmpl"),
@@ -281,8 +281,8 @@ public sealed class LlamaChatClient : IChatClient
             return this;
         if (serviceType.IsInstanceOfType(Engine))
             return Engine;
-        if (serviceType.IsInstanceOfType(Engine.Model))
-            return Engine.Model;
+        if (serviceType.IsInstanceOfType(Engine.Advanced.Model))
+            return Engine.Advanced.Model;
         return null;
     }
 

@@ -49,7 +49,7 @@ public sealed class OpenAiEndpoints : IDisposable
         this.engine = engine;
         this.options = options;
         this.logger = logger;
-        metrics = options.Metrics ? new ServerMetrics(engine.Scheduler) : null;
+        metrics = options.Metrics ? new ServerMetrics(engine.Advanced.Scheduler) : null;
     }
 
     /// <summary>The engine the endpoints generate with.</summary>
@@ -104,8 +104,8 @@ public sealed class OpenAiEndpoints : IDisposable
     /// <summary>Maps every endpoint onto <paramref name="web"/>, each behind <see cref="Guard"/>.</summary>
     internal void Map(IEndpointRouteBuilder web)
     {
-        web.MapMethods("/health", ["GET", "HEAD"], c => Guard(c, () => Write(c, 200, new { status = "ok", model = options.ModelId, running = engine.Scheduler.RunningCount, queued = engine.Scheduler.QueuedCount,
-            graphs = engine.Model.RecordedGraphs, device_free_bytes = engine.Model.Allocator.QueryDeviceMemory()?.FreeBytes, allocated_bytes = engine.Model.Allocator.TotalLiveBytes })));
+        web.MapMethods("/health", ["GET", "HEAD"], c => Guard(c, () => Write(c, 200, new { status = "ok", model = options.ModelId, running = engine.Advanced.Scheduler.RunningCount, queued = engine.Advanced.Scheduler.QueuedCount,
+            graphs = engine.Advanced.Model.RecordedGraphs, device_free_bytes = engine.Advanced.Model.Allocator.QueryDeviceMemory()?.FreeBytes, allocated_bytes = engine.Advanced.Model.Allocator.TotalLiveBytes })));
         web.MapMethods("/v1/models", ["GET", "HEAD"], c => Guard(c, () => Write(c, 200, new
         {
             @object = "list",
@@ -233,7 +233,7 @@ public sealed class OpenAiEndpoints : IDisposable
         bool includeUsage = Optional(body, "stream_options") is { ValueKind: JsonValueKind.Object } so && Bool(so, "include_usage") == true;
         var tools = endpoint == OpenAiEndpoint.Chat ? Tools(body) : RefuseTools(body);
         var prompt = endpoint == OpenAiEndpoint.Chat ? ChatPrompt(body, tools.Prompt) : CompletionPrompt(body);
-        int room = engine.Model.MaxSeq - prompt.Count;
+        int room = engine.Advanced.Model.MaxSeq - prompt.Count;
         string maxField = endpoint.MaxTokensField(body);
         int? maxTokens = Int(body, maxField);
         // OpenAI's echo (completions): the prompt comes back before the completion; with max_tokens 0, alone.
@@ -243,11 +243,11 @@ public sealed class OpenAiEndpoints : IDisposable
         if (maxTokens is < 1)
             throw new ApiError(400, $"{maxField} must be at least 1{(endpoint == OpenAiEndpoint.Completions ? " (0 only with echo: true)" : "")}, got {maxTokens}", maxField);
         if (room < 1)
-            throw new ApiError(400, $"the prompt has {prompt.Count} tokens and the context holds {engine.Model.MaxSeq} (the server's {Setting(EngineParameter.MaxSeqLen)}); shorten the prompt", endpoint.PromptField, "context_length_exceeded");
+            throw new ApiError(400, $"the prompt has {prompt.Count} tokens and the context holds {engine.Advanced.Model.MaxSeq} (the server's {Setting(EngineParameter.MaxSeqLen)}); shorten the prompt", endpoint.PromptField, "context_length_exceeded");
         // In long: a max_tokens near 2^31 would wrap the sum negative and pass.
-        if (maxTokens is int asked && (long)prompt.Count + asked > engine.Model.MaxSeq)
-            throw new ApiError(400, $"the prompt's {prompt.Count} tokens + {maxField} {asked} = {(long)prompt.Count + asked} exceeds the context length of {engine.Model.MaxSeq} " +
-                $"(the server's {Setting(EngineParameter.MaxSeqLen)} {engine.Model.MaxSeq}); lower {maxField} to at most {room} or shorten the prompt", maxField, "context_length_exceeded");
+        if (maxTokens is int asked && (long)prompt.Count + asked > engine.Advanced.Model.MaxSeq)
+            throw new ApiError(400, $"the prompt's {prompt.Count} tokens + {maxField} {asked} = {(long)prompt.Count + asked} exceeds the context length of {engine.Advanced.Model.MaxSeq} " +
+                $"(the server's {Setting(EngineParameter.MaxSeqLen)} {engine.Advanced.Model.MaxSeq}); lower {maxField} to at most {room} or shorten the prompt", maxField, "context_length_exceeded");
         var settings = new GenerationSettings
         {
             MaxNewTokens = maxTokens ?? endpoint.DefaultMaxTokens(room),
@@ -401,8 +401,8 @@ public sealed class OpenAiEndpoints : IDisposable
     }
 
     /// <summary>The tool call a reply is (with a fresh call id), or null when it is text (or the request offered no tools).</summary>
-    static ChatToolCall? ToolCall(string? reply, ToolUse? tools) =>
-        tools is null || reply is null ? null
+    static ChatToolCall? ToolCall(string reply, ToolUse? tools) =>
+        tools is null ? null
             : ToolCallFormat.Parse(reply, tools.Offered) is { } call ? call with { Id = "call_" + Guid.NewGuid().ToString("N")[..24] } : null;
 
     async Task Stream(HttpContext c, ScheduledRequest[] handles, OpenAiEndpoint endpoint, string id, bool includeUsage, ToolUse? tools, Echo? echo, CancellationToken cancelled)

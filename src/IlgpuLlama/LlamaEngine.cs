@@ -5,6 +5,7 @@ using IlgpuLlama.Engine;
 using IlgpuLlama.Gguf;
 using IlgpuLlama.Sampling;
 using IlgpuLlama.Text;
+using Microsoft.Extensions.Logging;
 
 namespace IlgpuLlama;
 
@@ -19,6 +20,31 @@ public sealed record LlamaEngineOptions
 
     /// <summary>Queue length and prefill chunk of the scheduler.</summary>
     public SchedulerOptions Scheduler { get; init; } = new();
+
+    /// <summary>
+    /// Receives the load's summary (Information) and its warnings, such as weights that became fp16
+    /// subnormals (Warning). Null: silent (the warnings stay in <c>Advanced.Model.Warnings</c>).
+    /// </summary>
+    public ILogger? Logger { get; init; }
+}
+
+/// <summary>
+/// The engine's parts under the facade, for programs that need more than generation (the server's
+/// health and metrics, benchmarks, the CLI's reports): the model on its device and the scheduler.
+/// </summary>
+public sealed class LlamaEngineAdvanced
+{
+    internal LlamaEngineAdvanced(LlamaModel model, Scheduler scheduler)
+    {
+        Model = model;
+        Scheduler = scheduler;
+    }
+
+    /// <summary>The model on its device (its config, allocator, KV cache, forward pass).</summary>
+    public LlamaModel Model { get; }
+
+    /// <summary>The continuous-batching scheduler every generation goes through (queue, slots, statistics).</summary>
+    public Scheduler Scheduler { get; }
 }
 
 /// <summary>
@@ -45,6 +71,7 @@ public sealed class LlamaEngine : IDisposable, IAsyncDisposable
         this.ownsModel = ownsModel;
         this.ownedDevice = ownedDevice;
         Scheduler = new Scheduler(model, tokenizer, scheduler);
+        Advanced = new LlamaEngineAdvanced(model, Scheduler);
         Scheduler.Start();
     }
 
@@ -77,11 +104,19 @@ public sealed class LlamaEngine : IDisposable, IAsyncDisposable
         bool gguf = GgufLocation.IsGguf(modelDir);
         if (!gguf && !Directory.Exists(modelDir))
             throw new EngineArgumentException($"{EngineParameters.Model} '{modelDir}' does not exist; give a Hugging Face Llama 3 model directory, a .gguf file or ollama:NAME (see weights/README.md)", EngineParameter.Model);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         var tokenizer = LlamaTokenizer.FromModel(modelDir);
         var device = ComputeDevice.Create(options.Device);
         try
         {
             var model = LlamaModel.Load(device, modelDir, options.Engine, progress);
+            if (options.Logger is { } log)
+            {
+                log.LogInformation("loaded {Model} ({Parameters:N0} parameters, {Format}) on {Device} in {Seconds:F1} s: {Slots} KV slots x {Positions} positions",
+                    modelDir, model.Config.ParameterCount(), model.Layout.Describe(model.Config), device.Description, clock.Elapsed.TotalSeconds, model.MaxBatch, model.MaxSeq);
+                foreach (var warning in model.Warnings)
+                    log.LogWarning("{Warning}", warning.ToString());
+            }
             return new LlamaEngine(model, tokenizer, options.Scheduler, ownsModel: true, device);
         }
         catch
@@ -98,14 +133,25 @@ public sealed class LlamaEngine : IDisposable, IAsyncDisposable
     public static LlamaEngine FromModel(LlamaModel model, LlamaTokenizer? tokenizer, SchedulerOptions? scheduler = null) =>
         new(model, tokenizer, scheduler, ownsModel: false, null);
 
-    /// <summary>The model on its device.</summary>
-    public LlamaModel Model { get; }
+    /// <summary>The model and the scheduler under the facade, for programs that need them (see <see cref="LlamaEngineAdvanced"/>).</summary>
+    public LlamaEngineAdvanced Advanced { get; }
+
+    LlamaModel Model { get; }
+
+    Scheduler Scheduler { get; }
+
+    /// <summary>Generations that can run at once (KV-cache slots).</summary>
+    public int MaxBatchSize => Model.MaxBatch;
+
+    /// <summary>The context length: prompt and generated tokens of one generation together.</summary>
+    public int MaxSeqLen => Model.MaxSeq;
+
+    /// <summary>The device the model runs on, in words.</summary>
+    public string DeviceDescription => Model.Device.Description;
 
     /// <summary>The model's tokenizer (null when the engine was made from token ids only).</summary>
     public LlamaTokenizer? Tokenizer { get; }
 
-    /// <summary>The scheduler every generation goes through.</summary>
-    public Scheduler Scheduler { get; }
 
     /// <summary>The tokens that end a generation unless <see cref="GenerationSettings.IgnoreEos"/>: the model's end-of-sequence ids and the tokenizer's end-of-turn ids.</summary>
     public IReadOnlyCollection<int> EndOfSequenceTokens => Scheduler.EndOfSequenceTokens;

@@ -160,18 +160,18 @@ public static class GenerateCommand
                 {
                     // Printed in input order; later prompts keep running meanwhile.
                     while (!handles[i].Completion.Wait(TimeSpan.FromMilliseconds(250)))
-                        progress.Draw(handles.Count(h => h.Completion.IsCompleted), llamaEngine.Scheduler.Stats, started.Elapsed);
+                        progress.Draw(handles.Count(h => h.Completion.IsCompleted), llamaEngine.Advanced.Scheduler.Stats, started.Elapsed);
                     var r = results[i] = handles[i].Completion.GetAwaiter().GetResult();
-                    progress.Draw(handles.Count(h => h.Completion.IsCompleted), llamaEngine.Scheduler.Stats, started.Elapsed);
+                    progress.Draw(handles.Count(h => h.Completion.IsCompleted), llamaEngine.Advanced.Scheduler.Stats, started.Elapsed);
                     if (jsonl is not null)
                     {
-                        io.Out.WriteLine(JsonSerializer.Serialize(new PromptResultJson(i, r.Text, Finish(r.FinishReason), r.PromptTokens.Count, r.GeneratedTokens.Count, r.GeneratedTokens), JsonLines));
+                        io.Out.WriteLine(JsonSerializer.Serialize(new PromptResultJson(i, tokenizer is null ? null : r.Text, Finish(r.FinishReason), r.PromptTokens.Count, r.GeneratedTokens.Count, r.GeneratedTokens), JsonLines));
                         io.Out.Flush();
                     }
                     else if (!asJson)
                     {
                         io.Out.WriteLine($"=== sequence {i + 1} ({r.GeneratedTokens.Count} tokens, {Finish(r.FinishReason)}) ===");
-                        io.Out.WriteLine(r.Text is null
+                        io.Out.WriteLine(tokenizer is null
                             ? string.Join(",", r.GeneratedTokens)
                             : (prompts[i].Echo ?? tokenizer!.Decode(prompts[i].Tokens, includeSpecial)) + r.Text);
                         io.Out.Flush();
@@ -185,8 +185,8 @@ public static class GenerateCommand
             // The JSON report's text of each sequence is the engine's (stop strings cut), found by its token list.
             var texts = new Dictionary<object, string?>(ReferenceEqualityComparer.Instance);
             foreach (var r in results)
-                texts[r.GeneratedTokens] = r.Text;
-            var report = BuildJson(dir, device, llama, ToGenerationResult(results, llamaEngine.Scheduler.Stats), samplingOptions.IsGreedy ? null : samplingOptions.Seed,
+                texts[r.GeneratedTokens] = tokenizer is null ? null : r.Text;
+            var report = BuildJson(dir, device, llama, ToGenerationResult(results, llamaEngine.Advanced.Scheduler.Stats), samplingOptions.IsGreedy ? null : samplingOptions.Seed,
                 ids => texts.TryGetValue(ids, out var text) ? text : tokenizer?.Decode(ids, includeSpecial));
             if (asJson)
                 io.WriteJson(report);

@@ -220,7 +220,7 @@ public sealed class LlamaChatClientTests(ChatClientDemo demo) : IClassFixture<Ch
         Assert.Same(client, client.GetService<IChatClient>());
         Assert.Same(client, client.GetService<LlamaChatClient>());
         Assert.Same(demo.Engine, client.GetService<LlamaEngine>());
-        Assert.Same(demo.Engine.Model, client.GetService<LlamaModel>());
+        Assert.Same(demo.Engine.Advanced.Model, client.GetService<LlamaModel>());
         Assert.Null(client.GetService<LlamaEngine>("some key"));
         Assert.Null(client.GetService<string>());
         var metadata = client.GetService<ChatClientMetadata>()!;

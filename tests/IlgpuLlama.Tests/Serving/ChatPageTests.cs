@@ -195,7 +195,7 @@ public sealed class ChatPageTests(ChatPageServer demo, HeadlessChromium chromium
     public async Task Stop_ends_a_long_reply_and_frees_its_slot()
     {
         const string message = "Tell me a very long story about a lighthouse.";
-        int room = demo.Engine.Model.MaxSeq - demo.Engine.EncodeChat([new ChatMessage("user", message)]).Count;
+        int room = demo.Engine.Advanced.Model.MaxSeq - demo.Engine.EncodeChat([new ChatMessage("user", message)]).Count;
         var page = new Page(chromium.Driver, demo.Server.Address);
         page.Open();
         page.Type("temperature", "0");
@@ -212,7 +212,7 @@ public sealed class ChatPageTests(ChatPageServer demo, HeadlessChromium chromium
         Assert.True(state.Chunks < room, $"{state.Chunks} chunks of at most {room}: the reply ran to its end");
         Assert.Contains("stopped", (string)chromium.Driver.ExecuteScript("const a = document.querySelectorAll('.msg.assistant'); return a[a.length - 1].querySelector('.note').textContent;")!);
         // The server saw the client leave and cancelled the request: its KV slot is free again.
-        await Until(() => demo.Engine.Scheduler.RunningCount == 0, TimeSpan.FromSeconds(60), "the server to cancel the stopped request");
+        await Until(() => demo.Engine.Advanced.Scheduler.RunningCount == 0, TimeSpan.FromSeconds(60), "the server to cancel the stopped request");
         Assert.True(DateTime.UtcNow - pressed < TimeSpan.FromSeconds(80));
         Assert.True(chromium.Driver.FindElement(By.Id("send")).Enabled);
         Assert.False(chromium.Driver.FindElement(By.Id("stop")).Enabled);

@@ -93,8 +93,8 @@ public sealed class LlamaEngineTests(DemoEngine demo) : IClassFixture<DemoEngine
         Assert.Equal(2, seen);
         await foreach (var t in engine.GenerateAsync("Once upon", Greedy with { MaxNewTokens = 100 }))
             break;
-        await engine.Scheduler.WhenIdleAsync().WaitAsync(TimeSpan.FromMinutes(1));
-        Assert.Equal(0, engine.Scheduler.RunningCount);
+        await engine.Advanced.Scheduler.WhenIdleAsync().WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.Equal(0, engine.Advanced.Scheduler.RunningCount);
     }
 
     [Fact]
@@ -123,7 +123,7 @@ public sealed class LlamaEngineTests(DemoEngine demo) : IClassFixture<DemoEngine
         Assert.Equal(parse.GetValue<int>("--max-batch-size"), engine.MaxBatchSize);
         Assert.Equal(parse.GetValue<int?>("--max-seq-len"), engine.MaxSeqLen); // both: the longest context that fits
         // The stop set: the model's end-of-sequence ids and the tokenizer's end-of-turn ids.
-        Assert.Superset(new HashSet<int>(demo.Engine.Model.Config.EosTokenIds.Concat(demo.Engine.Tokenizer!.StopIds)), new HashSet<int>(demo.Engine.EndOfSequenceTokens));
-        Assert.Subset(new HashSet<int>(demo.Engine.Model.Config.EosTokenIds.Concat(demo.Engine.Tokenizer!.StopIds)), new HashSet<int>(demo.Engine.EndOfSequenceTokens));
+        Assert.Superset(new HashSet<int>(demo.Engine.Advanced.Model.Config.EosTokenIds.Concat(demo.Engine.Tokenizer!.StopIds)), new HashSet<int>(demo.Engine.EndOfSequenceTokens));
+        Assert.Subset(new HashSet<int>(demo.Engine.Advanced.Model.Config.EosTokenIds.Concat(demo.Engine.Tokenizer!.StopIds)), new HashSet<int>(demo.Engine.EndOfSequenceTokens));
     }
 }

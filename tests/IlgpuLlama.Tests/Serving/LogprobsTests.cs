@@ -68,7 +68,7 @@ public sealed class LogprobsTests(DemoServer demo, ITestOutputHelper output) : I
             {
                 var handle = engine.Submit(c.AllTokens[..p], new GenerationSettings { Sampling = SamplingOptions.Greedy, MaxNewTokens = 1, Logprobs = 5, IgnoreEos = true });
                 var r = await handle.Completion;
-                await engine.Scheduler.WhenIdleAsync();
+                await engine.Advanced.Scheduler.WhenIdleAsync();
                 model.ReadLogitsRow(0, row);
                 var lp = Assert.Single(r.Logprobs!);
                 Assert.Equal(lp.Id, lp.Top[0].Id); // greedy takes the most likely

@@ -274,7 +274,7 @@ public sealed class ServerFailureTests
         using var reader = new StreamReader(await streamed.Content.ReadAsStreamAsync());
         Assert.StartsWith("data: ", await reader.ReadLineAsync()); // the role chunk: the stream has started
         var plain = http.PostAsync("v1/completions", Body(new { prompt = "Hello", max_tokens = 900, temperature = 0, ignore_eos = true }));
-        for (int i = 0; engine.Scheduler.RunningCount < 2; i++)
+        for (int i = 0; engine.Advanced.Scheduler.RunningCount < 2; i++)
         {
             Assert.True(i < 30000, "the second request never started");
             await Task.Delay(10);

@@ -27,7 +27,7 @@ public sealed class ServerMetricsTests(DemoServer demo) : IClassFixture<DemoServ
     [Fact]
     public async Task Requests_tokens_and_latencies_are_counted()
     {
-        long hitsBefore = demo.Engine.Scheduler.Stats.PrefixReuseHits;
+        long hitsBefore = demo.Engine.Advanced.Scheduler.Stats.PrefixReuseHits;
         await using var server = await OpenAiServer.StartAsync(demo.Engine, new ServerOptions { Port = 0, ModelId = "demo", Metrics = true });
         using var http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromMinutes(5) };
 
@@ -79,7 +79,7 @@ public sealed class ServerMetricsTests(DemoServer demo) : IClassFixture<DemoServ
         Assert.Equal(0, first.Value("ilgpu_llama_kv_slots_in_use"));
         Assert.Equal(2, first.Value("ilgpu_llama_kv_slots_total"));
         // Whether these prompts found a prefix in a slot depends on what earlier tests left there.
-        Assert.Equal(demo.Engine.Scheduler.Stats.PrefixReuseHits - hitsBefore, first.Value("ilgpu_llama_prefix_reuse_hits_total"));
+        Assert.Equal(demo.Engine.Advanced.Scheduler.Stats.PrefixReuseHits - hitsBefore, first.Value("ilgpu_llama_prefix_reuse_hits_total"));
         foreach (var (name, type) in new[]
         {
             ("ilgpu_llama_requests_total", "counter"), ("ilgpu_llama_prompt_tokens_total", "counter"), ("ilgpu_llama_generated_tokens_total", "counter"),
@@ -100,7 +100,7 @@ public sealed class ServerMetricsTests(DemoServer demo) : IClassFixture<DemoServ
     [Fact]
     public async Task Prefix_reuse_hits_are_counted()
     {
-        long hitsBefore = demo.Engine.Scheduler.Stats.PrefixReuseHits;
+        long hitsBefore = demo.Engine.Advanced.Scheduler.Stats.PrefixReuseHits;
         await using var server = await OpenAiServer.StartAsync(demo.Engine, new ServerOptions { Port = 0, ModelId = "demo", Metrics = true });
         using var http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromMinutes(5) };
         var body = new { prompt = "Prefix reuse: the same long prompt twice, then once more with more words", max_tokens = 3, temperature = 0, ignore_eos = true };
@@ -115,7 +115,7 @@ public sealed class ServerMetricsTests(DemoServer demo) : IClassFixture<DemoServ
         Assert.Equal(texts[0], texts[1]);
         Assert.Equal(texts[0], texts[2]);
         var (metrics, _) = await Scrape(http);
-        long hits = demo.Engine.Scheduler.Stats.PrefixReuseHits - hitsBefore;
+        long hits = demo.Engine.Advanced.Scheduler.Stats.PrefixReuseHits - hitsBefore;
         Assert.True(hits >= 2, $"{hits} prefix reuse hits");
         Assert.Equal(hits, metrics.Value("ilgpu_llama_prefix_reuse_hits_total"));
     }
@@ -141,7 +141,7 @@ public sealed class ServerMetricsTests(DemoServer demo) : IClassFixture<DemoServ
         // The client leaves: the request is cancelled and frees its slot.
         reader.Dispose();
         response.Dispose();
-        await demo.Engine.Scheduler.WhenIdleAsync().WaitAsync(TimeSpan.FromMinutes(5));
+        await demo.Engine.Advanced.Scheduler.WhenIdleAsync().WaitAsync(TimeSpan.FromMinutes(5));
         var (idle, _) = await Scrape(http);
         Assert.Equal(0, idle.Value("ilgpu_llama_running_sequences"));
         Assert.Equal(0, idle.Value("ilgpu_llama_kv_slots_in_use"));

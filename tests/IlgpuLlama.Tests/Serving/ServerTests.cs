@@ -236,7 +236,7 @@ public sealed class ServerSlotTests
         var aReader = new StreamReader(await a.Content.ReadAsStreamAsync());
         await FirstEvent(aReader);
         var b = http.PostAsync("v1/completions", Body(new { prompt = "Hello", max_tokens = 2, temperature = 0 }));
-        await WaitFor(() => engine.Scheduler.QueuedCount == 1);
+        await WaitFor(() => engine.Advanced.Scheduler.QueuedCount == 1);
         using (var c = await http.PostAsync("v1/completions", Body(new { prompt = "x", max_tokens = 2 })))
         {
             Assert.Equal((HttpStatusCode)429, c.StatusCode);
@@ -249,7 +249,7 @@ public sealed class ServerSlotTests
         a.Dispose();
         using (var bResponse = await b)
             Assert.Equal(HttpStatusCode.OK, bResponse.StatusCode);
-        Assert.True(engine.Scheduler.Stats.DecodeTokens < 900, $"A ran on after its client left ({engine.Scheduler.Stats.DecodeTokens} decode tokens)");
+        Assert.True(engine.Advanced.Scheduler.Stats.DecodeTokens < 900, $"A ran on after its client left ({engine.Advanced.Scheduler.Stats.DecodeTokens} decode tokens)");
 
         // Shutdown: a running stream finishes with [DONE], a new request gets 503, then the server stops.
         // ignore_eos: D ends by length whatever the demo model picks.

@@ -105,12 +105,12 @@ public sealed record TokenLogprobs(int Id, double Logprob, IReadOnlyList<(int Id
 /// <summary>A finished request.</summary>
 /// <param name="PromptTokens">the prompt</param>
 /// <param name="GeneratedTokens">every generated token, the stop token included</param>
-/// <param name="Text">the generated text (null without a tokenizer), cut before a stop string</param>
+/// <param name="Text">the generated text, cut before a stop string (empty without a tokenizer: the tokens are in <paramref name="GeneratedTokens"/>)</param>
 /// <param name="FinishReason">stop token or stop string, or the token limit</param>
 /// <param name="QueueTime">from submission until it took a KV slot</param>
 /// <param name="TimeToFirstToken">from submission until its first token</param>
 /// <param name="TotalTime">from submission until it finished</param>
-public sealed record RequestResult(IReadOnlyList<int> PromptTokens, IReadOnlyList<int> GeneratedTokens, string? Text, FinishReason FinishReason,
+public sealed record RequestResult(IReadOnlyList<int> PromptTokens, IReadOnlyList<int> GeneratedTokens, string Text, FinishReason FinishReason,
     TimeSpan QueueTime, TimeSpan TimeToFirstToken, TimeSpan TotalTime)
 {
     /// <summary>Each generated token's log-probabilities, when <see cref="GenerationSettings.Logprobs"/> asked for them.</summary>

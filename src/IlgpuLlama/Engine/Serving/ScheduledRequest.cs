@@ -195,7 +195,7 @@ public sealed class ScheduledRequest
     {
         State = RequestState.Finished;
         long now = Stopwatch.GetTimestamp();
-        var result = new RequestResult(Request.PromptTokens, generated.ToArray(), text?.ToString(), reason,
+        var result = new RequestResult(Request.PromptTokens, generated.ToArray(), text?.ToString() ?? "", reason,
             Stopwatch.GetElapsedTime(submitted, admitted), Stopwatch.GetElapsedTime(submitted, firstToken), Stopwatch.GetElapsedTime(submitted, now))
         {
             Logprobs = Request.Settings.Logprobs is null ? null : logprobs.ToArray(),
