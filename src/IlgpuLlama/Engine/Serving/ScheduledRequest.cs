@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Threading.Channels;
+using IlgpuLlama.Constraints;
 using IlgpuLlama.Sampling;
 using IlgpuLlama.Text;
 
@@ -65,6 +66,9 @@ public sealed class ScheduledRequest
             ? new SelectMode(true, 1f, s.RepetitionPenalty, 0)
             : new SelectMode(false, s.Temperature, s.RepetitionPenalty, s.TopK > 0 ? Math.Min(s.TopK + 1, capacity) : capacity);
         Sampler = s.IsGreedy ? null : new TokenSampler(s, settings.SamplingStream);
+        // Validation made sure the tokenizer is there.
+        if (settings.ResponseFormat is { } grammar)
+            Constraint = new JsonConstraint(grammar, TokenTrie.For(tokenizer!), stopTokens);
     }
 
     /// <summary>Submission number (1, 2, ...).</summary>
@@ -105,6 +109,9 @@ public sealed class ScheduledRequest
 
     internal SelectMode Mode { get; }
     internal TokenSampler? Sampler { get; }
+
+    /// <summary>The structured-output state (null: free text).</summary>
+    internal JsonConstraint? Constraint { get; }
     internal int Slot { get; set; } = -1;
     internal int Prefilled { get; set; }
     internal bool CancelRequested { get; set; }
@@ -186,6 +193,8 @@ public sealed class ScheduledRequest
         {
             Logprobs = Request.Settings.Logprobs is null ? null : logprobs.ToArray(),
             ReusedPromptTokens = Reused,
+            MaskTime = Constraint?.MaskTime ?? TimeSpan.Zero,
+            MaskSteps = Constraint?.MaskSteps ?? 0,
         };
         channel.Writer.TryComplete();
         completion.TrySetResult(result);

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using IlgpuLlama.Constraints;
 using IlgpuLlama.Text;
 
 namespace IlgpuLlama.Engine.Serving;
@@ -17,6 +18,15 @@ public sealed record SchedulerStats(long PrefillTokens, double PrefillSeconds, l
 
     /// <summary>Prompt tokens taken from a slot's cache instead of prefilled.</summary>
     public long ReusedPromptTokens { get; init; }
+
+    /// <summary>Structured-output masks computed (one per token of a request with a response format).</summary>
+    public long MaskSteps { get; init; }
+
+    /// <summary>Host time of those masks (the vocabulary trie walks and applying them to the logits).</summary>
+    public double MaskSeconds { get; init; }
+
+    /// <summary>Mean structured-output mask time per masked token in milliseconds (0 when none was masked).</summary>
+    public double MaskMillisecondsPerStep => MaskSteps == 0 ? 0 : MaskSeconds * 1000 / MaskSteps;
 }
 
 /// <summary>
@@ -52,11 +62,11 @@ public sealed class Scheduler : IDisposable
     Thread? loop;
     volatile bool stopping;
     long nextId;
-    long prefillTokens, decodeTokens, decodeSteps, reuseHits, reusedTokens;
+    long prefillTokens, decodeTokens, decodeSteps, reuseHits, reusedTokens, maskSteps;
     readonly int[]?[] cached; // per slot: the tokens its cache holds at positions 0.. (null: unknown)
     readonly long[] lastUsed; // per slot: when its last request ended (the LRU order)
     long clock;
-    double prefillSeconds, decodeSeconds, decodeHostSeconds;
+    double prefillSeconds, decodeSeconds, decodeHostSeconds, maskSeconds;
 
     /// <param name="model">the model whose KV slots are scheduled</param>
     /// <param name="tokenizer">for text and stop strings (null: token ids only)</param>
@@ -125,6 +135,8 @@ public sealed class Scheduler : IDisposable
                 {
                     PrefixReuseHits = reuseHits,
                     ReusedPromptTokens = reusedTokens,
+                    MaskSteps = maskSteps,
+                    MaskSeconds = maskSeconds,
                 };
         }
     }
@@ -186,6 +198,17 @@ public sealed class Scheduler : IDisposable
             throw new EngineArgumentException($"logprobs {k} must be 0 to {TokenLogprobs.MaxTop} (the most likely tokens returned beside the chosen one)");
         if (r.StopStrings.Count > 0 && tokenizer is null)
             throw new EngineArgumentException("stop strings need the model's tokenizer, and none was loaded; give stop token ids instead");
+        if (r.ResponseFormat is { } grammar)
+        {
+            if (tokenizer is null)
+                throw new EngineArgumentException("a response format needs the model's tokenizer (its token bytes), and none was loaded");
+            if (r.IgnoreEos)
+                throw new EngineArgumentException("a response format ends the text with an end-of-sequence token; do not ignore them");
+            if (r.MaxNewTokens < grammar.MinBytes)
+                throw new EngineArgumentException(
+                    $"{EngineParameters.MaxNewTokens} {r.MaxNewTokens} is too few for the response format: its shortest JSON text has {grammar.MinBytes} bytes; allow at least {grammar.MinBytes}",
+                    EngineParameter.MaxNewTokens);
+        }
     }
 
     internal void Cancel(ScheduledRequest r)
@@ -469,7 +492,9 @@ public sealed class Scheduler : IDisposable
             return full;
         }
         int token;
-        if (r.Sampler is null)
+        if (r.Constraint is { } constraint)
+            token = ChooseConstrained(r, constraint, Full());
+        else if (r.Sampler is null)
             token = step.ArgMax[row];
         else
         {
@@ -480,6 +505,36 @@ public sealed class Scheduler : IDisposable
         }
         // The whole row crosses to the host only for a request that asked for log-probabilities.
         r.PendingLogprobs = r.Request.Settings.Logprobs is int top ? TokenLogprobs.From(Full(), token, top) : null;
+        return token;
+    }
+
+    /// <summary>
+    /// A structured-output choice: the row's disallowed tokens set to -infinity (the row already carries
+    /// the repetition penalty, which leaves -infinity as it is), then the argmax or the sampler over the
+    /// whole row; the automaton takes the token. The mask's time counts in <see cref="SchedulerStats.MaskSeconds"/>.
+    /// </summary>
+    int ChooseConstrained(ScheduledRequest r, JsonConstraint constraint, float[] logits)
+    {
+        long start = Stopwatch.GetTimestamp();
+        float[] masked = (float[])logits.Clone();
+        constraint.Apply(masked, r.Request.Settings.MaxNewTokens - r.Generated.Count);
+        double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+        lock (gate)
+        {
+            maskSteps++;
+            maskSeconds += seconds;
+        }
+        int token;
+        if (r.Sampler is null)
+        {
+            token = 0;
+            for (int i = 1; i < masked.Length; i++)
+                if (masked[i] > masked[token])
+                    token = i;
+        }
+        else
+            token = r.Sampler.SampleFull(masked).TokenId;
+        constraint.Accept(token);
         return token;
     }
 
