@@ -96,13 +96,18 @@ public sealed class JsonConstraint
             TokenTrie.Walk walk = vocabulary.Full;
             if (automaton.InStringContent(out bool isKey))
             {
-                // Plain text leaves a string's minimum as it is (a key's may grow by one: a repeat).
-                if (automaton.MinBytesToComplete + (isKey ? 1 : 0) <= budget)
+                // Plain text leaves a string's minimum as it is; a key's may rise or fall by one (a
+                // repeat of an earlier key needs one more byte). So plain tokens are all allowed or all
+                // refused, except for a key right at the budget, where the whole trie is walked.
+                int cost = automaton.MinBytesToComplete;
+                if (cost + (isKey ? 1 : 0) <= budget)
                 {
                     vocabulary.PlainTokens.CopyTo(allowed, 0);
                     walk = vocabulary.NonPlain;
                     any = true;
                 }
+                else if (!isKey || cost - 1 > budget)
+                    walk = vocabulary.NonPlain;
             }
             any |= WalkTrie(walk, budget);
         }

@@ -83,6 +83,9 @@ public sealed class TokenTrie
     /// <summary>Ids the vocabulary spans (the mask's length).</summary>
     public int VocabSize { get; }
 
+    /// <summary>Nodes of the trie of every token, and of the trie of the tokens that are not plain string text.</summary>
+    public (int All, int NonPlain) NodeCounts => (Full.NodeCount, NonPlain.NodeCount);
+
     /// <summary>Tokens in the trie.</summary>
     public int TokenCount { get; }
 
