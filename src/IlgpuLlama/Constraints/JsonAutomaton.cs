@@ -102,6 +102,22 @@ public sealed class JsonAutomaton
         return top.Phase == Phase.StrContent;
     }
 
+    /// <summary>The key string on top: its hash so far and its object's earlier keys.</summary>
+    internal void KeyState(out ulong hash, out KeyList? keys)
+    {
+        ref Frame top = ref stack[depth - 1];
+        hash = top.Hash;
+        keys = top.Keys;
+    }
+
+    /// <summary>A key's hash after more bytes (as the steps compute it).</summary>
+    internal static ulong Hash(ulong hash, ReadOnlySpan<byte> bytes)
+    {
+        foreach (byte b in bytes)
+            hash = Fnv(hash, b);
+        return hash;
+    }
+
     // ---- undo -----------------------------------------------------------------------------------
 
     internal long Mark() => ((long)undoCount << 32) | (uint)depth;

@@ -98,7 +98,7 @@ public sealed class JsonConstraint
             {
                 // Plain text leaves a string's minimum as it is; a key's may rise or fall by one (a
                 // repeat of an earlier key needs one more byte). So plain tokens are all allowed or all
-                // refused, except for a key right at the budget, where the whole trie is walked.
+                // refused, except for a key right at the budget, where those that would repeat a key are not.
                 int cost = automaton.MinBytesToComplete;
                 if (cost + (isKey ? 1 : 0) <= budget)
                 {
@@ -106,8 +106,12 @@ public sealed class JsonConstraint
                     walk = vocabulary.NonPlain;
                     any = true;
                 }
-                else if (!isKey || cost - 1 > budget)
+                else
+                {
                     walk = vocabulary.NonPlain;
+                    if (isKey)
+                        any |= AllowNewKeys(budget);
+                }
             }
             any |= WalkTrie(walk, budget);
         }
@@ -128,6 +132,28 @@ public sealed class JsonConstraint
         maskTicks += Stopwatch.GetTimestamp() - start;
         MaskSteps++;
         return allowed;
+    }
+
+    /// <summary>
+    /// A free object's key at the budget: the plain tokens after which the key is new (it then needs
+    /// only its closing quote), when that fits; a token that makes it repeat an earlier key needs one byte more, which does not.
+    /// </summary>
+    bool AllowNewKeys(int budget)
+    {
+        automaton.KeyState(out ulong hash, out var keys);
+        int rest = automaton.MinBytesToComplete - (JsonAutomaton.KeyList.Contains(keys, hash) ? 2 : 1);
+        if (rest + 1 > budget)
+            return false;
+        bool any = false;
+        foreach (int id in vocabulary.PlainIds)
+        {
+            if (!JsonAutomaton.KeyList.Contains(keys, JsonAutomaton.Hash(hash, vocabulary.Bytes(id))))
+            {
+                allowed[id >> 6] |= 1UL << id;
+                any = true;
+            }
+        }
+        return any;
     }
 
     bool WalkTrie(TokenTrie.Walk walk, int budget)

@@ -40,6 +40,7 @@ public sealed class TokenTrie
         var single = new bool[256];
         var all = new List<int>();
         var other = new List<int>();
+        var plain = new List<int>();
         for (int id = 0; id < VocabSize; id++)
         {
             var bytes = tokenBytes[id];
@@ -49,7 +50,10 @@ public sealed class TokenTrie
             if (bytes.Length == 1)
                 single[bytes[0]] = true;
             if (IsPlainText(bytes))
+            {
                 PlainTokens[id >> 6] |= 1UL << id;
+                plain.Add(id);
+            }
             else
                 other.Add(id);
         }
@@ -59,6 +63,7 @@ public sealed class TokenTrie
         // continuation bytes (not C0, C1, F5-FF).
         EveryByteIsAToken = Enumerable.Range(0x20, 0x80 - 0x20).Concat(Enumerable.Range(0x80, 0xC0 - 0x80)).Concat(Enumerable.Range(0xC2, 0xF5 - 0xC2)).All(b => single[b]);
         TokenCount = all.Count;
+        PlainIds = [.. plain];
     }
 
     /// <summary>The cached trie of a tokenizer's vocabulary (its ordinary tokens; special ids are left out).</summary>
@@ -97,6 +102,8 @@ public sealed class TokenTrie
     public bool EveryByteIsAToken { get; }
 
     internal ulong[] PlainTokens { get; }
+
+    internal int[] PlainIds { get; }
 
     internal Walk Full { get; }
 
