@@ -115,13 +115,19 @@ public sealed class JsonConstraint
             }
             any |= WalkTrie(walk, budget);
         }
-        if (automaton.IsComplete || Ended)
+        // An end token may also be an ordinary token (a stop token id given by the caller): it ends
+        // the text whatever its bytes, so it is allowed exactly when the text is complete.
+        bool complete = automaton.IsComplete || Ended;
+        foreach (int e in endTokens)
         {
-            foreach (int e in endTokens)
-                if ((uint)e < (uint)vocabulary.VocabSize)
-                    allowed[e >> 6] |= 1UL << e;
-            any = true;
+            if ((uint)e >= (uint)vocabulary.VocabSize)
+                continue;
+            if (complete)
+                allowed[e >> 6] |= 1UL << e;
+            else
+                allowed[e >> 6] &= ~(1UL << e);
         }
+        any |= complete;
         if (!any)
         {
             // Only reachable when a byte the text needs is no token of its own: end the generation.

@@ -67,6 +67,7 @@ public sealed class StructuredOutputEngineTests(StructuredDemoEngine demo, ITest
     public async Task Json_object_completions_parse_as_objects()
     {
         var engine = demo.Engine;
+        Assert.True(TokenTrie.For(engine.Tokenizer!).EveryByteIsAToken); // the termination rule's assumption holds for the demo's vocabulary
         var handles = Enumerable.Range(0, 10)
             .Select(i => engine.Submit(engine.Encode("{"), Settings(JsonGrammar.AnyObject, 12 + 3 * i, Random1 with { Seed = (ulong)i })))
             .ToArray();
@@ -119,6 +120,23 @@ public sealed class StructuredOutputEngineTests(StructuredDemoEngine demo, ITest
         await foreach (var token in engine.GenerateAsync("Hello", greedy))
             streamed.Add(token.Text);
         Assert.Equal(first.Text, string.Concat(streamed));
+    }
+
+    [Fact]
+    public async Task A_stop_token_that_is_an_ordinary_token_waits_until_the_json_is_complete()
+    {
+        var engine = demo.Engine;
+        var tok = engine.Tokenizer!;
+        // Merged (multi-byte) tokens, so every byte stays a token of its own.
+        int[] stops = [.. Enumerable.Range(256, 256).Where(id => tok.TokenBytes(id).Length > 1 && tok.TokenBytes(id).Any(b => b is (byte)'"' or (byte)'}' or (byte)' ')).Take(8)];
+        Assert.NotEmpty(stops);
+        string schema = TokenMaskTests.Schemas[0];
+        var grammar = JsonGrammar.FromSchema(schema);
+        for (int seed = 0; seed < 4; seed++)
+        {
+            var result = await engine.GenerateTextAsync("x", Settings(grammar, 60, Random1 with { Seed = (ulong)seed }) with { StopTokens = stops });
+            JsonOracle.AssertValid(schema, result.Text!);
+        }
     }
 
     [Fact]
