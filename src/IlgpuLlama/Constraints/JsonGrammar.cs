@@ -65,6 +65,11 @@ public sealed class JsonGrammar
         return FromSchema(node);
     }
 
+    /// <summary>Compiles a JSON schema held in a parsed document (a request body's <c>json_schema.schema</c>).</summary>
+    /// <exception cref="JsonSchemaException">it is not a usable schema</exception>
+    /// <exception cref="UnsupportedSchemaException">it uses keywords outside the supported subset</exception>
+    public static JsonGrammar FromSchema(JsonElement schema) => FromSchema(JsonNode.Parse(schema.GetRawText()));
+
     /// <summary>Compiles a JSON schema (an object or a boolean).</summary>
     /// <exception cref="JsonSchemaException">it is not a usable schema</exception>
     /// <exception cref="UnsupportedSchemaException">it uses keywords outside the supported subset</exception>

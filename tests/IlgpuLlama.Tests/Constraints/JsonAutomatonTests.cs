@@ -129,6 +129,15 @@ public sealed class JsonAutomatonTests
     }
 
     [Fact]
+    public void A_schema_from_a_parsed_document_compiles_the_same()
+    {
+        using var doc = System.Text.Json.JsonDocument.Parse(Person);
+        var g = JsonGrammar.FromSchema(doc.RootElement);
+        Assert.Equal(JsonGrammar.FromSchema(Person).MinBytes, g.MinBytes);
+        Assert.True(Feed(g, """{"name":"Ann","kind":"person"}"""));
+    }
+
+    [Fact]
     public void Unsupported_keywords_are_all_named_in_one_message()
     {
         var e = Assert.Throws<UnsupportedSchemaException>(() => JsonGrammar.FromSchema("""

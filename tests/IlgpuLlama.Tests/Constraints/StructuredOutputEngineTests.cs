@@ -140,6 +140,22 @@ public sealed class StructuredOutputEngineTests(StructuredDemoEngine demo, ITest
     }
 
     [Fact]
+    public async Task Logprobs_are_those_of_the_unmasked_logits()
+    {
+        var engine = demo.Engine;
+        string schema = TokenMaskTests.Schemas[4];
+        var grammar = JsonGrammar.FromSchema(schema);
+        var result = await engine.GenerateTextAsync("x", Settings(grammar, 30, SamplingOptions.Greedy) with { Logprobs = 3 });
+        JsonOracle.AssertValid(schema, result.Text!);
+        Assert.Equal(result.GeneratedTokens, result.Logprobs!.Select(l => l.Id));
+        // The first token must be "{"; the unmasked distribution's favourites need not be.
+        var first = result.Logprobs![0];
+        Assert.Equal("{", engine.Tokenizer!.TokenString(first.Id));
+        Assert.True(first.Top[0].Logprob >= first.Logprob);
+        Assert.True(result.Logprobs!.Any(l => l.Top[0].Id != l.Id), "the mask never changed the argmax: the logprobs may be masked ones");
+    }
+
+    [Fact]
     public void Requests_that_cannot_be_constrained_are_refused()
     {
         var engine = demo.Engine;

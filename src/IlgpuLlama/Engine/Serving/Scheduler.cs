@@ -516,7 +516,8 @@ public sealed class Scheduler : IDisposable
     int ChooseConstrained(ScheduledRequest r, JsonConstraint constraint, float[] logits)
     {
         long start = Stopwatch.GetTimestamp();
-        float[] masked = (float[])logits.Clone();
+        // Log-probabilities are those of the unmasked row, so it is masked in place only when none are asked for.
+        float[] masked = r.Request.Settings.Logprobs is null ? logits : (float[])logits.Clone();
         constraint.Apply(masked, r.Request.Settings.MaxNewTokens - r.Generated.Count);
         double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
         lock (gate)
