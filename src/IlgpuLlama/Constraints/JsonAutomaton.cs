@@ -11,7 +11,9 @@ namespace IlgpuLlama.Constraints;
 /// Steps are undoable: every frame write is logged, and <see cref="Restore"/> rolls back to a
 /// <see cref="Mark"/>. The vocabulary walk uses this to try each trie edge from its parent's state
 /// without copying the stack. Each reachable state has a byte that lowers the minimum by exactly one
-/// (or is complete), which is why one byte per remaining token always suffices.
+/// (or is complete), which is why one byte per remaining token always suffices. (The one proviso: a
+/// free object's key that repeats an earlier one needs a character that makes it new, which exists
+/// while the object has fewer keys than there are printable ASCII characters.)
 /// </remarks>
 public sealed class JsonAutomaton
 {

@@ -164,10 +164,11 @@ public sealed class JsonConstraint
 
     bool WalkTrie(TokenTrie.Walk walk, int budget)
     {
-        Span<long> marks = stackalloc long[256];
+        // The automaton's state after each byte of the current path, to return to for a sibling.
+        Span<long> marks = walk.MaxDepth < 512 ? stackalloc long[walk.MaxDepth + 1] : new long[walk.MaxDepth + 1];
         marks[0] = automaton.Mark();
-        byte[] edge = walk.Edge, depth = walk.Depth;
-        int[] skip = walk.Skip, tokenStart = walk.TokenStart, tokens = walk.Tokens;
+        byte[] edge = walk.Edge;
+        int[] depth = walk.Depth, skip = walk.Skip, tokenStart = walk.TokenStart, tokens = walk.Tokens;
         int n = walk.NodeCount;
         bool any = false;
         int i = 1;

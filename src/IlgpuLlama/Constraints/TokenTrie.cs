@@ -22,11 +22,12 @@ public sealed class TokenTrie
     internal sealed class Walk
     {
         public required byte[] Edge;
-        public required byte[] Depth;
+        public required int[] Depth;
         public required int[] Skip;
         public required int[] TokenStart; // tokens of node i: Tokens[TokenStart[i]..TokenStart[i + 1]]
         public required int[] Tokens;
         public int NodeCount => Edge.Length;
+        public int MaxDepth;
     }
 
     /// <summary>Builds the tries of a vocabulary given as each id's bytes (null: no token at that id, never allowed).</summary>
@@ -153,21 +154,19 @@ public sealed class TokenTrie
             return c != 0 ? c : a.CompareTo(b);
         });
         var edge = new List<byte> { 0 };
-        var depth = new List<byte> { 0 };
+        var depth = new List<int> { 0 };
         var path = new List<int> { 0 }; // node index at each depth of the current path
         var counts = new List<int> { 0 };
         byte[] previous = [];
         foreach (int id in ids)
         {
             var bytes = tokenBytes[id]!;
-            if (bytes.Length > byte.MaxValue)
-                throw new ArgumentException($"token {id} has {bytes.Length} bytes; at most {byte.MaxValue} are supported");
             int common = bytes.AsSpan().CommonPrefixLength(previous);
             path.RemoveRange(common + 1, path.Count - common - 1);
             for (int d = common; d < bytes.Length; d++)
             {
                 edge.Add(bytes[d]);
-                depth.Add((byte)(d + 1));
+                depth.Add(d + 1);
                 counts.Add(0);
                 path.Add(edge.Count - 1);
             }
@@ -188,6 +187,6 @@ public sealed class TokenTrie
         }
         while (open.Count > 0)
             skip[open.Pop()] = n;
-        return new Walk { Edge = [.. edge], Depth = [.. depth], Skip = skip, TokenStart = starts, Tokens = [.. ids] };
+        return new Walk { Edge = [.. edge], Depth = [.. depth], Skip = skip, TokenStart = starts, Tokens = [.. ids], MaxDepth = depth.Max() };
     }
 }
