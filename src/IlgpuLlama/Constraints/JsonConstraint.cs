@@ -70,12 +70,22 @@ public sealed class JsonConstraint
         for (int w = 0; w * 64 < n; w++)
         {
             ulong word = bits[w];
+            int first = w * 64, end = Math.Min(n, first + 64);
             if (word == ulong.MaxValue)
                 continue;
-            int end = Math.Min(n, w * 64 + 64);
-            for (int i = w * 64; i < end; i++)
-                if ((word & (1UL << i)) == 0)
-                    logits[i] = float.NegativeInfinity;
+            if (word == 0)
+            {
+                logits[first..end].Fill(float.NegativeInfinity);
+                continue;
+            }
+            // Only the refused tokens of a mixed word, lowest first.
+            for (ulong refused = ~word; refused != 0; refused &= refused - 1)
+            {
+                int i = first + BitOperations.TrailingZeroCount(refused);
+                if (i >= end)
+                    break;
+                logits[i] = float.NegativeInfinity;
+            }
         }
         logits[n..].Fill(float.NegativeInfinity);
     }

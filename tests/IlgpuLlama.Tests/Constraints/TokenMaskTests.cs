@@ -192,6 +192,10 @@ public sealed class TokenMaskTests(ITestOutputHelper output)
                 for (int step = 0; step < budget; step++)
                 {
                     var mask = Set(constraint.ComputeAllowed(budget - step));
+                    // Apply leaves exactly the allowed logits (and the row past the vocabulary is refused).
+                    var row = new float[trie.VocabSize + 70];
+                    constraint.Apply(row, budget - step);
+                    Assert.Equal(mask.Order(), Enumerable.Range(0, row.Length).Where(i => row[i] == 0));
                     bool canEnd = constraint.IsComplete;
                     Assert.True(mask.Count > 0 || canEnd);
                     int pick = random.Next(mask.Count + (canEnd ? 1 : 0));
