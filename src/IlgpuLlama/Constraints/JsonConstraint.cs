@@ -16,7 +16,7 @@ namespace IlgpuLlama.Constraints;
 /// tokens are allowed only when the text is complete, and once nothing can follow they are the only
 /// choice.</para>
 /// <para><see cref="MaskTime"/> and <see cref="MaskSteps"/> count the work of <see cref="ComputeAllowed"/>
-/// (the trie walk), for the per-step cost a server or bench reports.</para>
+/// (the trie walk) and <see cref="Apply"/> (the logit row), for the per-step cost a server or bench reports.</para>
 /// </remarks>
 public sealed class JsonConstraint
 {
@@ -53,7 +53,7 @@ public sealed class JsonConstraint
     /// <summary>Fewest bytes that complete the text from here.</summary>
     public int MinBytesToComplete => automaton.MinBytesToComplete;
 
-    /// <summary>Time spent computing masks.</summary>
+    /// <summary>Time spent computing masks and applying them to logit rows.</summary>
     public TimeSpan MaskTime => Stopwatch.GetElapsedTime(0, maskTicks);
 
     /// <summary>Masks computed.</summary>
@@ -66,6 +66,7 @@ public sealed class JsonConstraint
     public void Apply(Span<float> logits, int remainingTokens)
     {
         var bits = ComputeAllowed(remainingTokens);
+        long start = Stopwatch.GetTimestamp();
         int n = Math.Min(logits.Length, vocabulary.VocabSize);
         for (int w = 0; w * 64 < n; w++)
         {
@@ -88,6 +89,7 @@ public sealed class JsonConstraint
             }
         }
         logits[n..].Fill(float.NegativeInfinity);
+        maskTicks += Stopwatch.GetTimestamp() - start;
     }
 
     /// <summary>
