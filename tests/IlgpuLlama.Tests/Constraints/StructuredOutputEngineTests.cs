@@ -140,6 +140,30 @@ public sealed class StructuredOutputEngineTests(StructuredDemoEngine demo, ITest
     }
 
     [Fact]
+    public async Task A_constrained_request_gives_the_same_tokens_alone_and_beside_others()
+    {
+        // Alone its mask runs on the scheduler thread; beside other constrained requests the masks of a
+        // step run in parallel.
+        var engine = demo.Engine;
+        var grammar = JsonGrammar.FromSchema(TokenMaskTests.Schemas[0]);
+        var settings = Settings(grammar, 40, Random1 with { Seed = 77 });
+        var prompt = engine.Encode("Same tokens");
+        // Pinned slots: no prefix reuse, so both runs prefill the whole prompt.
+        var alone = await engine.Scheduler.Submit(new GenerationRequest { PromptTokens = prompt, Settings = settings, Slot = 7 }).Completion;
+        var together = Enumerable.Range(0, 4)
+            .Select(i => engine.Scheduler.Submit(new GenerationRequest
+            {
+                PromptTokens = prompt,
+                Settings = i == 0 ? settings : settings with { Sampling = Random1 with { Seed = (ulong)i } },
+                Slot = i,
+            }))
+            .ToArray();
+        Assert.Equal(alone.GeneratedTokens, (await together[0].Completion).GeneratedTokens);
+        foreach (var t in together)
+            JsonOracle.AssertValid(TokenMaskTests.Schemas[0], (await t.Completion).Text!);
+    }
+
+    [Fact]
     public async Task Logprobs_are_those_of_the_unmasked_logits()
     {
         var engine = demo.Engine;

@@ -439,7 +439,19 @@ public sealed class Scheduler : IDisposable
         {
             var rows = members.Select(r => new DecodeRow(r.Slot, r.NextPosition, r.Generated[^1])).ToArray();
             var step = Model.Decode(rows, members.Select(r => r.Mode).ToArray());
-            var chosen = members.Select((r, i) => ChooseOrFail(step, i, r)).ToArray();
+            var chosen = new int[members.Count];
+            var constrained = Enumerable.Range(0, members.Count).Where(i => members[i].Constraint is not null).ToArray();
+            if (constrained.Length > 1)
+            {
+                // Structured-output masks are host work per request: their rows are read here, one
+                // after another, and masked and sampled in parallel (each request owns its automaton
+                // and sampler, so its token is the same either way).
+                var rowsRead = constrained.Select(i => ReadRow(i)).ToArray();
+                Parallel.For(0, constrained.Length, k => chosen[constrained[k]] = ChooseOrFail(step, constrained[k], members[constrained[k]], rowsRead[k]));
+            }
+            for (int i = 0; i < members.Count; i++)
+                if (constrained.Length <= 1 || members[i].Constraint is null)
+                    chosen[i] = ChooseOrFail(step, i, members[i]);
             lock (gate)
             {
                 decodeTokens += rows.Length;
@@ -462,11 +474,11 @@ public sealed class Scheduler : IDisposable
     /// <see cref="Choose"/>, or -1 after failing only <paramref name="r"/> when its row cannot give a
     /// token (NaN logits): the other requests of the pass go on.
     /// </summary>
-    int ChooseOrFail(StepResult step, int row, ScheduledRequest r)
+    int ChooseOrFail(StepResult step, int row, ScheduledRequest r, float[]? rowLogits = null)
     {
         try
         {
-            return Choose(step, row, r);
+            return Choose(step, row, r, rowLogits);
         }
         catch (Exception e) when (e is EngineStateException or ArgumentException)
         {
@@ -476,21 +488,13 @@ public sealed class Scheduler : IDisposable
     }
 
     /// <summary>The token row <paramref name="row"/> of a step selects for <paramref name="r"/> (with its log-probabilities when asked for).</summary>
-    int Choose(StepResult step, int row, ScheduledRequest r)
+    int Choose(StepResult step, int row, ScheduledRequest r, float[]? rowLogits = null)
     {
         if (step.ArgMax[row] < 0)
             throw new EngineStateException(
                 $"the logits of request {r.Id} contain NaN; the weights or activations overflowed (try {EngineParameters.WeightFormat} bf16)", EngineParameter.WeightFormat);
-        float[]? full = null;
-        float[] Full()
-        {
-            if (full is null)
-            {
-                full = new float[Model.Config.VocabSize];
-                Model.ReadLogitsRow(row, full);
-            }
-            return full;
-        }
+        float[]? full = rowLogits;
+        float[] Full() => full ??= ReadRow(row);
         int token;
         if (r.Constraint is { } constraint)
             token = ChooseConstrained(r, constraint, Full());
@@ -506,6 +510,14 @@ public sealed class Scheduler : IDisposable
         // The whole row crosses to the host only for a request that asked for log-probabilities.
         r.PendingLogprobs = r.Request.Settings.Logprobs is int top ? TokenLogprobs.From(Full(), token, top) : null;
         return token;
+    }
+
+    /// <summary>Row <paramref name="row"/> of the last pass's logits, on the host.</summary>
+    float[] ReadRow(int row)
+    {
+        var logits = new float[Model.Config.VocabSize];
+        Model.ReadLogitsRow(row, logits);
+        return logits;
     }
 
     /// <summary>
