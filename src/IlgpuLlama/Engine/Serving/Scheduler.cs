@@ -447,7 +447,15 @@ public sealed class Scheduler : IDisposable
                 // after another, and masked and sampled in parallel (each request owns its automaton
                 // and sampler, so its token is the same either way).
                 var rowsRead = constrained.Select(i => ReadRow(i)).ToArray();
-                Parallel.For(0, constrained.Length, k => chosen[constrained[k]] = ChooseOrFail(step, constrained[k], members[constrained[k]], rowsRead[k]));
+                try
+                {
+                    Parallel.For(0, constrained.Length, k => chosen[constrained[k]] = ChooseOrFail(step, constrained[k], members[constrained[k]], rowsRead[k]));
+                }
+                catch (AggregateException e)
+                {
+                    // Fails the pass as the sequential choice would, with the exception itself.
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerExceptions[0]);
+                }
             }
             for (int i = 0; i < members.Count; i++)
                 if (constrained.Length <= 1 || members[i].Constraint is null)
