@@ -1,3 +1,4 @@
+using IlgpuLlama.Constraints;
 using IlgpuLlama.Engine.Serving;
 using IlgpuLlama.Sampling;
 
@@ -35,7 +36,8 @@ public sealed record GenerationSettings
     /// Log-probabilities to return with each generated token: null for none; 0 for the chosen token's
     /// alone; k (at most <see cref="TokenLogprobs.MaxTop"/>) for it and the k most likely tokens. They are
     /// the log-softmax, in float64, of the fp32 logits the sampler starts from: before temperature,
-    /// top-k, top-p and min-p (after the repetition penalty, when one is set), as OpenAI's API returns them.
+    /// top-k, top-p and min-p (after the repetition penalty, when one is set), as OpenAI's API returns them;
+    /// with a <see cref="ResponseFormat"/> they are those of the unmasked logits.
     /// </summary>
     public int? Logprobs { get; init; }
 
@@ -48,4 +50,14 @@ public sealed record GenerationSettings
     /// (prefix reuse is skipped for it). See <see cref="RequestResult.PromptLogprobs"/>.
     /// </summary>
     public int? PromptLogprobs { get; init; }
+
+    /// <summary>
+    /// Structured output: the text must be a JSON text of this grammar (<see cref="JsonGrammar.FromSchema(string)"/>
+    /// or <see cref="JsonGrammar.AnyObject"/>). Each step masks the tokens that cannot continue it, or
+    /// could not complete it within the tokens left, before the repetition penalty, temperature and the
+    /// filters, so the text parses even when <see cref="MaxNewTokens"/> ends it. Needs the tokenizer and
+    /// the end-of-sequence tokens (not <see cref="IgnoreEos"/>), and at least
+    /// <see cref="JsonGrammar.MinBytes"/> new tokens. Stop strings still cut the text. Null: free text.
+    /// </summary>
+    public JsonGrammar? ResponseFormat { get; init; }
 }

@@ -128,6 +128,12 @@ public sealed record RequestResult(IReadOnlyList<int> PromptTokens, IReadOnlyLis
     /// (prefix reuse, <see cref="SchedulerOptions.PrefixReuse"/>) and were not prefilled again; 0 for none.
     /// </summary>
     public int ReusedPromptTokens { get; init; }
+
+    /// <summary>Time spent computing the structured-output masks (<see cref="GenerationSettings.ResponseFormat"/>); zero without one.</summary>
+    public TimeSpan MaskTime { get; init; }
+
+    /// <summary>Structured-output masks computed (one per generated token); 0 without a response format.</summary>
+    public int MaskSteps { get; init; }
 }
 
 /// <summary>The scheduler's queue is full; retry later.</summary>

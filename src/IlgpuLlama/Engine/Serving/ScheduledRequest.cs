@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Threading.Channels;
+using IlgpuLlama.Constraints;
 using IlgpuLlama.Sampling;
 using IlgpuLlama.Text;
 
@@ -67,6 +68,9 @@ public sealed class ScheduledRequest
         Sampler = s.IsGreedy ? null : new TokenSampler(s, settings.SamplingStream);
         if (settings.PromptLogprobs is not null)
             PromptLogprobs = new TokenLogprobs?[request.PromptTokens.Count];
+        // Validation made sure the tokenizer is there.
+        if (settings.ResponseFormat is { } grammar)
+            Constraint = new JsonConstraint(grammar, TokenTrie.For(tokenizer!), stopTokens);
     }
 
     /// <summary>Index of the choice in its group (<see cref="Scheduler.SubmitGroup"/>); 0 for a request submitted alone.</summary>
@@ -110,6 +114,9 @@ public sealed class ScheduledRequest
 
     internal SelectMode Mode { get; }
     internal TokenSampler? Sampler { get; }
+
+    /// <summary>The structured-output state (null: free text).</summary>
+    internal JsonConstraint? Constraint { get; }
     internal int Slot { get; set; } = -1;
     internal int Prefilled { get; set; }
 
@@ -201,6 +208,8 @@ public sealed class ScheduledRequest
             Logprobs = Request.Settings.Logprobs is null ? null : logprobs.ToArray(),
             ReusedPromptTokens = Reused,
             PromptLogprobs = PromptLogprobs,
+            MaskTime = Constraint?.MaskTime ?? TimeSpan.Zero,
+            MaskSteps = Constraint?.MaskSteps ?? 0,
         };
         channel.Writer.TryComplete();
         completion.TrySetResult(result);

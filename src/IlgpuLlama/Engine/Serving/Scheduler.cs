@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
+using IlgpuLlama.Constraints;
 using IlgpuLlama.Text;
 
 namespace IlgpuLlama.Engine.Serving;
@@ -21,6 +22,15 @@ public sealed record SchedulerStats(long PrefillTokens, double PrefillSeconds, l
 
     /// <summary>Prompt tokens a choice of a group (<see cref="Scheduler.SubmitGroup"/>) copied from another choice's slot instead of prefilling them.</summary>
     public long SharedPromptTokens { get; init; }
+
+    /// <summary>Structured-output masks computed (one per token of a request with a response format).</summary>
+    public long MaskSteps { get; init; }
+
+    /// <summary>Host time of those masks (the vocabulary trie walks and applying them to the logits).</summary>
+    public double MaskSeconds { get; init; }
+
+    /// <summary>Mean structured-output mask time per masked token in milliseconds (0 when none was masked).</summary>
+    public double MaskMillisecondsPerStep => MaskSteps == 0 ? 0 : MaskSeconds * 1000 / MaskSteps;
 }
 
 /// <summary>
@@ -56,11 +66,11 @@ public sealed class Scheduler : IDisposable
     Thread? loop;
     volatile bool stopping;
     long nextId;
-    long prefillTokens, decodeTokens, decodeSteps, reuseHits, reusedTokens, sharedTokens;
+    long prefillTokens, decodeTokens, decodeSteps, reuseHits, reusedTokens, sharedTokens, maskSteps;
     readonly int[]?[] cached; // per slot: the tokens its cache holds at positions 0.. (null: unknown)
     readonly long[] lastUsed; // per slot: when its last request ended (the LRU order)
     long clock;
-    double prefillSeconds, decodeSeconds, decodeHostSeconds;
+    double prefillSeconds, decodeSeconds, decodeHostSeconds, maskSeconds;
 
     /// <param name="model">the model whose KV slots are scheduled</param>
     /// <param name="tokenizer">for text and stop strings (null: token ids only)</param>
@@ -130,6 +140,8 @@ public sealed class Scheduler : IDisposable
                     PrefixReuseHits = reuseHits,
                     ReusedPromptTokens = reusedTokens,
                     SharedPromptTokens = sharedTokens,
+                    MaskSteps = maskSteps,
+                    MaskSeconds = maskSeconds,
                 };
         }
     }
@@ -247,6 +259,17 @@ public sealed class Scheduler : IDisposable
             throw new EngineArgumentException($"prompt logprobs {pk} must be 0 to {TokenLogprobs.MaxTop} (the most likely tokens returned beside each prompt token)");
         if (r.StopStrings.Count > 0 && tokenizer is null)
             throw new EngineArgumentException("stop strings need the model's tokenizer, and none was loaded; give stop token ids instead");
+        if (r.ResponseFormat is { } grammar)
+        {
+            if (tokenizer is null)
+                throw new EngineArgumentException("a response format needs the model's tokenizer (its token bytes), and none was loaded");
+            if (r.IgnoreEos)
+                throw new EngineArgumentException("a response format ends the text with an end-of-sequence token; do not ignore them");
+            if (r.MaxNewTokens < grammar.MinBytes)
+                throw new EngineArgumentException(
+                    $"{EngineParameters.MaxNewTokens} {r.MaxNewTokens} is too few for the response format: its shortest JSON text has {grammar.MinBytes} bytes; allow at least {grammar.MinBytes}",
+                    EngineParameter.MaxNewTokens);
+        }
     }
 
     internal void Cancel(ScheduledRequest r)
@@ -580,7 +603,27 @@ public sealed class Scheduler : IDisposable
         {
             var rows = members.Select(r => new DecodeRow(r.Slot, r.NextPosition, r.Generated[^1])).ToArray();
             var step = Model.Decode(rows, members.Select(r => r.Mode).ToArray());
-            var chosen = members.Select((r, i) => ChooseOrFail(step, i, r)).ToArray();
+            var chosen = new int[members.Count];
+            var constrained = Enumerable.Range(0, members.Count).Where(i => members[i].Constraint is not null).ToArray();
+            if (constrained.Length > 1)
+            {
+                // Structured-output masks are host work per request: their rows are read here, one
+                // after another, and masked and sampled in parallel (each request owns its automaton
+                // and sampler, so its token is the same either way).
+                var rowsRead = constrained.Select(i => ReadRow(i)).ToArray();
+                try
+                {
+                    Parallel.For(0, constrained.Length, k => chosen[constrained[k]] = ChooseOrFail(step, constrained[k], members[constrained[k]], rowsRead[k]));
+                }
+                catch (AggregateException e)
+                {
+                    // Fails the pass as the sequential choice would, with the exception itself.
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerExceptions[0]);
+                }
+            }
+            for (int i = 0; i < members.Count; i++)
+                if (constrained.Length <= 1 || members[i].Constraint is null)
+                    chosen[i] = ChooseOrFail(step, i, members[i]);
             lock (gate)
             {
                 decodeTokens += rows.Length;
@@ -603,11 +646,11 @@ public sealed class Scheduler : IDisposable
     /// <see cref="Choose"/>, or -1 after failing only <paramref name="r"/> when its row cannot give a
     /// token (NaN logits): the other requests of the pass go on.
     /// </summary>
-    int ChooseOrFail(StepResult step, int row, ScheduledRequest r, float[]? logits = null)
+    int ChooseOrFail(StepResult step, int row, ScheduledRequest r, float[]? rowLogits = null)
     {
         try
         {
-            return Choose(step, row, r, logits);
+            return Choose(step, row, r, rowLogits);
         }
         catch (Exception e) when (e is EngineStateException or ArgumentException)
         {
@@ -618,28 +661,21 @@ public sealed class Scheduler : IDisposable
 
     /// <summary>
     /// The token row <paramref name="row"/> of a step selects for <paramref name="r"/> (with its
-    /// log-probabilities when asked for); <paramref name="logits"/>: the row's full logits when they
-    /// were kept on the host (a group's first choice), else read from the model's last step.
+    /// log-probabilities when asked for); <paramref name="rowLogits"/>: the row's full logits when they
+    /// are already on the host (a group's first choice, or read for a structured-output mask), else read
+    /// from the model's last step when needed.
     /// </summary>
-    int Choose(StepResult step, int row, ScheduledRequest r, float[]? logits = null)
+    int Choose(StepResult step, int row, ScheduledRequest r, float[]? rowLogits = null)
     {
         if (step.ArgMax[row] < 0)
             throw new EngineStateException(
                 $"the logits of request {r.Id} contain NaN; the weights or activations overflowed (try {EngineParameters.WeightFormat} bf16)", EngineParameter.WeightFormat);
-        float[]? full = null;
-        float[] Full()
-        {
-            if (full is null && logits is not null)
-                full = logits;
-            if (full is null)
-            {
-                full = new float[Model.Config.VocabSize];
-                Model.ReadLogitsRow(row, full);
-            }
-            return full;
-        }
+        float[]? full = rowLogits;
+        float[] Full() => full ??= ReadRow(row);
         int token;
-        if (r.Sampler is null)
+        if (r.Constraint is { } constraint)
+            token = ChooseConstrained(r, constraint, Full());
+        else if (r.Sampler is null)
             token = step.ArgMax[row];
         else
         {
@@ -650,6 +686,45 @@ public sealed class Scheduler : IDisposable
         }
         // The whole row crosses to the host only for a request that asked for log-probabilities.
         r.PendingLogprobs = r.Request.Settings.Logprobs is int top ? TokenLogprobs.From(Full(), token, top) : null;
+        return token;
+    }
+
+    /// <summary>Row <paramref name="row"/> of the last pass's logits, on the host.</summary>
+    float[] ReadRow(int row)
+    {
+        var logits = new float[Model.Config.VocabSize];
+        Model.ReadLogitsRow(row, logits);
+        return logits;
+    }
+
+    /// <summary>
+    /// A structured-output choice: the row's disallowed tokens set to -infinity (the row already carries
+    /// the repetition penalty, which leaves -infinity as it is), then the argmax or the sampler over the
+    /// whole row; the automaton takes the token. The mask's time counts in <see cref="SchedulerStats.MaskSeconds"/>.
+    /// </summary>
+    int ChooseConstrained(ScheduledRequest r, JsonConstraint constraint, float[] logits)
+    {
+        long start = Stopwatch.GetTimestamp();
+        // Log-probabilities are those of the unmasked row, so it is masked in place only when none are asked for.
+        float[] masked = r.Request.Settings.Logprobs is null ? logits : (float[])logits.Clone();
+        constraint.Apply(masked, r.Request.Settings.MaxNewTokens - r.Generated.Count);
+        double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+        lock (gate)
+        {
+            maskSteps++;
+            maskSeconds += seconds;
+        }
+        int token;
+        if (r.Sampler is null)
+        {
+            token = 0;
+            for (int i = 1; i < masked.Length; i++)
+                if (masked[i] > masked[token])
+                    token = i;
+        }
+        else
+            token = r.Sampler.SampleFull(masked).TokenId;
+        constraint.Accept(token);
         return token;
     }
 
