@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
 using ILGPU.Backends;
 
 namespace IlgpuLlama.Kernels;
@@ -24,6 +25,7 @@ public sealed class LlamaKernels
 
     readonly ConcurrentDictionary<(IKernelDefinition Kernel, KernelVariant Variant), Lazy<Delegate>> loaded = new();
     readonly ConcurrentDictionary<(IKernelDefinition Kernel, KernelVariant Variant), CompiledKernel> precompiled = new();
+    readonly ConcurrentDictionary<(IKernelDefinition Kernel, KernelVariant Variant), ExceptionDispatchInfo> failedToCompile = new();
     readonly ConcurrentDictionary<(IKernelDefinition Kernel, KernelVariant Variant), Delegate> shared;
 
     /// <summary>Kernel specialisations this instance has launched or precompiled (loaded) so far.</summary>
@@ -82,9 +84,9 @@ public sealed class LlamaKernels
     /// compilation happens when the launches run (or are recorded) later; nothing is enqueued. The
     /// distinct specialisations not loaded yet are compiled concurrently, one per core, with ILGPU's
     /// back end (<see cref="KernelDefinition{TArgs}.Compile"/>, safe on several threads), and loaded
-    /// on the calling thread in launch order (loading is not thread-safe). A specialisation that fails
-    /// to compile is compiled again when it is loaded, so its error is thrown from here as a serial
-    /// load throws it, the first failure in launch order.
+    /// on the calling thread in launch order (loading is not thread-safe). A compile error is kept and
+    /// thrown from here when its specialisation's turn to load comes, as a serial first launch throws
+    /// it: the first failure in launch order, with its own stack trace.
     /// </summary>
     /// <returns>how many specialisations were compiled (those another instance on the accelerator loaded are reused)</returns>
     public int Precompile(Action enqueue)
@@ -106,9 +108,11 @@ public sealed class LlamaKernels
             {
                 precompiled[w.Key] = w.Compile();
             }
-            catch (Exception)
+            catch (Exception e)
             {
-                // Reported below: the load compiles it again on this thread and throws.
+                // Thrown below, by the load, in launch order: not compiled again, since a failed
+                // compile can leave ILGPU's shared IR context broken and a retry fails otherwise.
+                failedToCompile[w.Key] = ExceptionDispatchInfo.Capture(e);
             }
         });
         try
@@ -119,6 +123,7 @@ public sealed class LlamaKernels
         finally
         {
             precompiled.Clear();
+            failedToCompile.Clear();
         }
         return toCompile.Count;
     }
@@ -138,6 +143,8 @@ public sealed class LlamaKernels
         {
             if (shared.TryGetValue(key, out var launcher))
                 return launcher;
+            if (failedToCompile.TryRemove(key, out var failure))
+                failure.Throw();
             var compiled = precompiled.TryRemove(key, out var c) ? c : kernel.Compile(Accelerator, variant);
             return shared.GetOrAdd(key, kernel.Load(Accelerator, compiled));
         }, LazyThreadSafetyMode.ExecutionAndPublication)).Value;

@@ -57,4 +57,34 @@ public sealed class PrecompileTests
         Assert.Equal(compiled, k.LoadedCount);
         Assert.Equal(expected, tok.GetAsArray1D());
     }
+
+    /// <summary>Arguments of a kernel ILGPU cannot compile.</summary>
+    public readonly record struct UncompilableArgs(ArrayView<int> Out);
+
+    /// <summary>Boxes a value on the device: ILGPU 1.5.3 fails to compile it (an InternalCompilerException).</summary>
+    static void Uncompilable(Index1D i, UncompilableArgs a) => a.Out[i] = ((object)i.X).GetHashCode();
+
+    /// <summary>The compile error is the original one, not a retry's: after a failed compile ILGPU's shared IR context can fail every later compile with a NullReferenceException.</summary>
+    [Fact]
+    public void A_kernel_that_fails_to_compile_throws_from_Precompile_as_from_a_first_launch()
+    {
+        using var context = Context.Create(b => b.CPU(ComputeDevice.SingleLaneDevice(2)!).EnableAlgorithms().Optimize(OptimizationLevel.O1));
+        using var acc = context.GetCPUDevice(0).CreateCPUAccelerator(context);
+        using var output = acc.Allocate1D<int>(4);
+        var bad = KernelDefinition<UncompilableArgs>.Implicit("uncompilable", "test", Uncompilable);
+        var k = new LlamaKernels(acc);
+        var fromPrecompile = Record.Exception(() => k.Precompile(() => k.Launch(bad, KernelVariant.None, 4, new UncompilableArgs(output.View))));
+        // A serial first launch on a fresh context (a failed compile may leave ILGPU's IR context unusable).
+        using var context2 = Context.Create(b => b.CPU(ComputeDevice.SingleLaneDevice(2)!).EnableAlgorithms().Optimize(OptimizationLevel.O1));
+        using var acc2 = context2.GetCPUDevice(0).CreateCPUAccelerator(context2);
+        using var output2 = acc2.Allocate1D<int>(4);
+        var other = new LlamaKernels(acc2);
+        var fromLaunch = Record.Exception(() => other.Launch(bad, KernelVariant.None, 4, new UncompilableArgs(output2.View)));
+        Assert.NotNull(fromLaunch);
+        Assert.NotNull(fromPrecompile);
+        Assert.Equal(fromLaunch.GetType(), fromPrecompile.GetType());
+        Assert.Equal(fromLaunch.Message, fromPrecompile.Message);
+        Assert.Equal(0, k.DirectLaunches);
+        Assert.IsType<InternalCompilerException>(fromPrecompile);
+    }
 }
