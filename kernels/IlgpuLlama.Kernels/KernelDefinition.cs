@@ -1,4 +1,6 @@
 using System.Reflection;
+using ILGPU.Backends;
+using ILGPU.Backends.EntryPoints;
 
 namespace IlgpuLlama.Kernels;
 
@@ -204,14 +206,32 @@ public sealed class KernelDefinition<TArgs> : IKernelDefinition
     public IEnumerable<KernelEntry> Entries => Variants.Select(v =>
         new KernelEntry(Name + v.Suffix, Family, Method(v), Grouping == KernelGrouping.Explicit, gpuLaunch(new KernelTuning())));
 
-    /// <summary>Compiles the specialisation for <paramref name="accelerator"/>: a launcher taking (stream, config or extent, args).</summary>
-    internal Delegate Load(Accelerator accelerator, KernelVariant variant)
+    /// <summary>
+    /// Compiles the specialisation with <paramref name="accelerator"/>'s back end (IL for the CPU
+    /// accelerator, PTX for CUDA) without loading it. Safe on several threads at once: this is
+    /// ILGPU's <c>Backend.Compile</c>, whose IL-to-IR step holds the context's code-generation
+    /// lock and whose transformations run on a private IR context (see
+    /// <see cref="LlamaKernels.Precompile"/>); <c>Accelerator.LoadKernel(method)</c> would
+    /// compile under the accelerator's lock, one kernel at a time.
+    /// </summary>
+    internal CompiledKernel Compile(Accelerator accelerator, KernelVariant variant)
     {
         var method = Method(variant);
-        return Grouping == KernelGrouping.Explicit
-            ? accelerator.LoadKernel((Action<TArgs>)method.CreateDelegate(typeof(Action<TArgs>)))
-            : accelerator.LoadAutoGroupedKernel((Action<Index1D, TArgs>)method.CreateDelegate(typeof(Action<Index1D, TArgs>)));
+        var entry = Grouping == KernelGrouping.Explicit
+            ? EntryPointDescription.FromExplicitlyGroupedKernel(method)
+            : EntryPointDescription.FromImplicitlyGroupedKernel(method);
+        return accelerator.GetBackend().Compile(entry, KernelSpecialization.Empty);
     }
+
+    /// <summary>
+    /// Loads a specialisation compiled by <see cref="Compile"/> onto <paramref name="accelerator"/>:
+    /// a launcher taking (stream, config or extent, args). What <c>Accelerator.LoadKernel(method)</c>
+    /// does after compiling; not thread-safe (it binds the accelerator to the calling thread and
+    /// maps the argument types through the back end's unsynchronised cache), so the caller's thread only.
+    /// </summary>
+    internal Delegate Load(Accelerator accelerator, CompiledKernel compiled) => Grouping == KernelGrouping.Explicit
+        ? accelerator.LoadKernel(compiled).CreateLauncherDelegate<Action<AcceleratorStream, KernelConfig, TArgs>>()
+        : accelerator.LoadAutoGroupedKernel(compiled).CreateLauncherDelegate<Action<AcceleratorStream, Index1D, TArgs>>();
 }
 
 /// <summary>

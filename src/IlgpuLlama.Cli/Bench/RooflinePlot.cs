@@ -1,3 +1,4 @@
+using System.Reflection;
 using ScottPlot;
 
 namespace IlgpuLlama.Cli.Bench;
@@ -93,6 +94,25 @@ public static class RooflinePlot
     const float LabelFontSize = 10;
     const double MarkerSize = 9;
     static readonly PixelPadding Padding = new(90, 30, 70, 50);
+
+    /// <summary>
+    /// Throws a clear <see cref="InvalidOperationException"/> unless ScottPlot's native renderer
+    /// (SkiaSharp's and HarfBuzzSharp's libraries) loads on this platform: the tool ships them for
+    /// the platforms in IlgpuLlama.Cli.csproj's PlotRuntimeIdentifiers only (linux-x64 by default), so a plot
+    /// elsewhere stops before the benchmark runs instead of failing with a DllNotFoundException after it.
+    /// </summary>
+    public static void RequireRenderer()
+    {
+        string shipped = typeof(RooflinePlot).Assembly.GetCustomAttributes<System.Reflection.AssemblyMetadataAttribute>()
+            .FirstOrDefault(a => a.Key == "PlotRuntimeIdentifiers")?.Value?.Replace(";", ", ") ?? "linux-x64";
+        foreach (var (library, assembly) in new[] { ("libSkiaSharp", typeof(SkiaSharp.SKCanvas).Assembly), ("libHarfBuzzSharp", typeof(HarfBuzzSharp.Blob).Assembly) })
+        {
+            if (!System.Runtime.InteropServices.NativeLibrary.TryLoad(library, assembly, null, out _))
+                throw new InvalidOperationException(
+                    $"--plot needs {library}, ScottPlot's native renderer, which this build of ilgpu-llama ships for {shipped} only and not for {System.Runtime.InteropServices.RuntimeInformation.RuntimeIdentifier}; " +
+                    "run without --plot and plot the --json output, or build the tool with -p:PlotRuntimeIdentifiers=<this RID>");
+        }
+    }
 
     /// <summary>Writes the PNG; returns the number of points plotted.</summary>
     public static int Save(KernelBenchReport report, string path, int width = 1600, int height = 1000)

@@ -78,6 +78,8 @@ public static class BenchKernelsCommand
                 io.Out.Flush();
                 return 0;
             }
+            if (parse.GetValue(plot) is not null)
+                RooflinePlot.RequireRenderer();
             var report = RunWithProgress(io, options);
 
             if (parse.GetValue(json))

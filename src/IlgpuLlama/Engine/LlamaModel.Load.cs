@@ -277,10 +277,11 @@ public sealed partial class LlamaModel
     }
 
     /// <summary>
-    /// Compiles every kernel the forward passes launch, at every decode batch width, by recording
-    /// (not running) each pass once, so no compilation happens while generating.
+    /// Compiles every kernel the forward passes launch, at every decode batch width, by going through
+    /// (not running) each pass once, so no compilation happens while generating; the distinct
+    /// specialisations compile concurrently (<see cref="LlamaKernels.Precompile"/>).
     /// </summary>
-    void CompileKernels() => Kernels.RecordLaunches(() =>
+    void CompileKernels() => Kernels.Precompile(() =>
     {
         EnqueuePrefillLayers(1);
         for (int b = 1; b <= MaxBatch; b++)

@@ -106,4 +106,19 @@ public sealed class RooflinePlotTests
         Assert.False(a.Intersects(new LabelBox(0, 11, 5, 5)));
         Assert.True(new LabelBox(2, 2, 3, 3).Inside(a));
     }
+
+    /// <summary>
+    /// Issue 23 item 8: the tool carries ScottPlot's native renderer for the platforms in
+    /// PlotRuntimeIdentifiers (linux-x64), not ScottPlot's 15 (150 MB), and it loads here.
+    /// </summary>
+    [Fact]
+    public void The_tool_carries_the_plot_renderer_for_linux_x64_only_and_it_loads_here()
+    {
+        string deps = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "ilgpu-llama.deps.json"));
+        var runtimes = System.Text.RegularExpressions.Regex.Matches(deps, @"""runtimes/([^/]+)/native/lib(?:SkiaSharp|HarfBuzzSharp)\.\w+""")
+            .Select(m => m.Groups[1].Value).Distinct().ToArray();
+        Assert.Equal(["linux-x64"], runtimes);
+        if (OperatingSystem.IsLinux() && System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture == System.Runtime.InteropServices.Architecture.X64)
+            RooflinePlot.RequireRenderer();
+    }
 }
