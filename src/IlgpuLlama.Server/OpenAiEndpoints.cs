@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using IlgpuLlama.Constraints;
 using IlgpuLlama.Engine;
 using IlgpuLlama.Engine.Serving;
 using IlgpuLlama.Sampling;
@@ -258,6 +259,10 @@ public sealed class OpenAiEndpoints : IDisposable
         };
         if (echo is not null && settings.Logprobs is int k)
             settings = settings with { PromptLogprobs = k };
+        // Structured output: tool_choice required (or one named function) constrains the reply to a call;
+        // else response_format, when it asks for JSON.
+        if ((tools.Use is { Required: true } use ? ToolCallGrammar(use) : ResponseFormat(body)) is { } grammar)
+            settings = settings with { ResponseFormat = grammar };
         if (settings.Logprobs is not null && engine.Tokenizer is null)
             throw new ApiError(400, "logprobs need the model's tokenizer to name the tokens, and this server has none", "logprobs");
         int n = Optional(body, "n") is { } nv
@@ -546,8 +551,6 @@ public sealed class OpenAiEndpoints : IDisposable
         ("logit_bias", "{} or null", v => v.ValueKind == JsonValueKind.Object && !v.EnumerateObject().Any()),
         ("functions", "[] or null", v => v.ValueKind == JsonValueKind.Array && v.GetArrayLength() == 0),
         ("function_call", "\"none\" or null", v => v.ValueKind == JsonValueKind.String && v.GetRawText() == "\"none\""),
-        ("response_format", "{\"type\": \"text\"} or null", v => v.ValueKind == JsonValueKind.Object && v.EnumerateObject().Count() == 1
-            && v.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String && t.GetRawText() == "\"text\""),
         ("presence_penalty", "0", v => v.ValueKind == JsonValueKind.Number && v.GetDouble() == 0),
         ("frequency_penalty", "0", v => v.ValueKind == JsonValueKind.Number && v.GetDouble() == 0),
         ("modalities", "[\"text\"]", v => v.ValueKind == JsonValueKind.Array && v.GetArrayLength() == 1 && v[0].ValueKind == JsonValueKind.String && v[0].GetString() == "text"),
@@ -700,6 +703,70 @@ public sealed class OpenAiEndpoints : IDisposable
             return (tools, new ToolUse([named], Required: true));
         }
         throw new ApiError(400, $"tool_choice must be \"none\", \"auto\", \"required\" or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}, got {Kind(choice.Value)}", "tool_choice");
+    }
+
+    /// <summary>
+    /// The grammar of response_format: null for {"type": "text"} or none; any JSON object for
+    /// {"type": "json_object"}; the schema's for {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}
+    /// (a schema outside the supported subset is a 400 naming its keywords).
+    /// </summary>
+    static JsonGrammar? ResponseFormat(JsonElement body)
+    {
+        const string field = "response_format";
+        if (Optional(body, field) is not { } format)
+            return null;
+        if (format.ValueKind != JsonValueKind.Object || Optional(format, "type") is not { ValueKind: JsonValueKind.String } type)
+            throw new ApiError(400, "response_format must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or {\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., \"schema\": {...}}}", field);
+        switch (type.GetString())
+        {
+            case "text":
+                return null;
+            case "json_object":
+                return JsonGrammar.AnyObject;
+            case "json_schema":
+                if (Optional(format, "json_schema") is not { ValueKind: JsonValueKind.Object } spec || Optional(spec, "schema") is not { } schema)
+                    throw new ApiError(400, "response_format json_schema needs \"json_schema\": {\"name\": ..., \"schema\": {...}}", field + ".json_schema");
+                try
+                {
+                    return JsonGrammar.FromSchema(schema);
+                }
+                catch (UnsupportedSchemaException e)
+                {
+                    throw new ApiError(400, e.Message, field + ".json_schema.schema", "unsupported_schema");
+                }
+                catch (JsonSchemaException e)
+                {
+                    throw new ApiError(400, e.Message, field + ".json_schema.schema");
+                }
+            default:
+                throw new ApiError(400, $"response_format type must be \"text\", \"json_object\" or \"json_schema\", got {Printable(type.GetString())}", field + ".type");
+        }
+    }
+
+    /// <summary>
+    /// The grammar of a reply that must be a call of one of <paramref name="use"/>'s tools, in the
+    /// template's format {"name": NAME, "parameters": {...}}: one function's name and parameters schema;
+    /// several functions' names and any parameters object (the grammar has no union of objects), as
+    /// for a function whose parameters schema uses keywords outside the supported subset.
+    /// </summary>
+    static JsonGrammar ToolCallGrammar(ToolUse use)
+    {
+        static string Call(string names, string parameters) =>
+            $$"""{"type": "object", "properties": {"name": {"enum": [{{names}}]}, "parameters": {{parameters}}}, "required": ["name", "parameters"], "additionalProperties": false}""";
+        const string anyObject = """{"type": "object"}""";
+        string names = string.Join(", ", use.Offered.Select(t => JsonSerializer.Serialize(t.Name)));
+        if (use.Offered is [var only] && only.Parameters is { } schema)
+        {
+            try
+            {
+                return JsonGrammar.FromSchema(Call(names, schema.GetRawText()));
+            }
+            catch (JsonSchemaException)
+            {
+                // Keywords the grammar does not take: the call is still a call, its parameters any object.
+            }
+        }
+        return JsonGrammar.FromSchema(Call(names, anyObject));
     }
 
     /// <summary>Completions take no tools: a request that gives some is told to use chat.</summary>

@@ -4,6 +4,7 @@ using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
 using IlgpuLlama.Cli.Infrastructure;
+using IlgpuLlama.Constraints;
 using IlgpuLlama.Device;
 using IlgpuLlama.Engine.Serving;
 using IlgpuLlama.Server;
@@ -31,7 +32,20 @@ public static class BenchServeCommand
     /// <summary>The prompt of every request unless --prompt says otherwise.</summary>
     public const string DefaultPrompt = "The quick brown fox jumps over the lazy dog. Once upon a time";
 
-    public sealed record Report(string Target, string? Device, string Commit, int PromptTokens, int MaxTokens, IReadOnlyList<Level> Levels);
+    public sealed record Report(string Target, string? Device, string Commit, int PromptTokens, int MaxTokens, IReadOnlyList<Level> Levels)
+    {
+        /// <summary>The requests' response_format: text, or json_object (every request constrained).</summary>
+        public string ResponseFormat { get; init; } = "text";
+
+        /// <summary>Structured-output masks the in-process server computed during the run (null with --url).</summary>
+        public long? MaskSteps { get; init; }
+
+        /// <summary>Their mean cost per step in milliseconds, trie walk and row masking (null with --url or none).</summary>
+        public double? MaskMillisecondsPerStep { get; init; }
+
+        /// <summary>The mask's cost on this model's vocabulary along random JSON documents (MaskBenchmark; null with --url).</summary>
+        public MaskCost? VocabularyMask { get; init; }
+    }
 
     /// <summary>One turn of the chat scenario over all clients: prompt tokens (p50, from the usage) and time to first token.</summary>
     public sealed record ChatTurn(int Turn, int Requests, int Failed, int PromptTokensP50, double TtftP50Ms, double TtftP99Ms);
@@ -57,12 +71,19 @@ public static class BenchServeCommand
             DefaultValueFactory = _ => "completions",
         };
         scenario.AcceptOnlyFromAmong("completions", "chat");
+        var responseFormat = new Option<string>("--response-format")
+        {
+            Description = "response_format of every request: text, or json_object (structured output: the requests run without ignore_eos, and the mask's cost per step is reported)",
+            DefaultValueFactory = _ => "text",
+            HelpName = "text|json_object",
+        };
+        responseFormat.AcceptOnlyFromAmong("text", "json_object");
         var clients = CliOptions.Integer("--clients", "Conversations at once (--scenario chat)", 2, 1);
         var turns = CliOptions.Integer("--turns", "Turns per conversation (--scenario chat)", 5, 1);
         var json = CliOptions.Json();
         var engine = new ModelOptions();
         var command = new Command("serve", "Load test of the OpenAI-compatible server: output tok/s, time to first token and inter-token latency at several concurrencies")
-            { url, model, concurrency, requests, prompt, maxTokens, apiKey, scenario, clients, turns, json };
+            { url, model, concurrency, requests, prompt, maxTokens, apiKey, scenario, clients, turns, responseFormat, json };
         engine.AddTo(command);
         command.SetAction(parse =>
         {
@@ -70,6 +91,7 @@ public static class BenchServeCommand
             int[] levels = ParseLevels(parse.GetValue(concurrency)!);
             string text = parse.GetValue(prompt)!;
             int max = parse.GetValue(maxTokens);
+            bool constrained = parse.GetValue(responseFormat) == "json_object";
             if (parse.GetValue(scenario) == "chat")
                 return RunChatScenario(parse, io, engine, parse.GetValue(url), parse.GetValue(model), parse.GetValue(apiKey), parse.GetValue(clients), parse.GetValue(turns), max, parse.GetValue(json));
 
@@ -100,17 +122,25 @@ public static class BenchServeCommand
                 // One request first, so compilation or connection set-up is not in the first level; its
                 // usage says how many tokens the server made of the prompt (with --url this engine's
                 // tokenizer is not the server's).
-                var warmUp = RunLevel(http, 1, 1, text, Math.Min(max, 2)).GetAwaiter().GetResult();
+                var warmUp = RunLevel(http, 1, 1, text, constrained ? max : Math.Min(max, 2), constrained).GetAwaiter().GetResult();
                 int promptTokens = warmUp.PromptTokens > 0 ? warmUp.PromptTokens : llamaEngine?.Encode(text).Count ?? 0;
                 var results = new List<Level>();
                 foreach (int c in levels)
                 {
                     int n = parse.GetValue(requests) ?? Math.Max(8, 4 * c);
-                    var (level, _) = RunLevel(http, c, n, text, max).GetAwaiter().GetResult();
+                    var (level, _) = RunLevel(http, c, n, text, max, constrained).GetAwaiter().GetResult();
                     results.Add(level);
                     io.Err.WriteLine($"concurrency {c}: {level.OutputTokensPerSecond:F1} tok/s");
                 }
-                var report = new Report(target.ToString(), device?.Description, BuildInfo.Commit, promptTokens, max, results);
+                var stats = llamaEngine?.Advanced.Scheduler.Stats;
+                var report = new Report(target.ToString(), device?.Description, BuildInfo.Commit, promptTokens, max, results)
+                {
+                    ResponseFormat = constrained ? "json_object" : "text",
+                    MaskSteps = stats?.MaskSteps,
+                    MaskMillisecondsPerStep = stats is { MaskSteps: > 0 } ? stats.MaskMillisecondsPerStep : null,
+                    // The mask's cost on this vocabulary, whatever the requests asked: what a constrained step adds on this CPU.
+                    VocabularyMask = llamaEngine?.Tokenizer is { } tok ? MaskBenchmark.Run(TokenTrie.For(tok)) : null,
+                };
                 if (parse.GetValue(json))
                     io.WriteJson(report);
                 else
@@ -279,7 +309,7 @@ public static class BenchServeCommand
     sealed record Timing(double TtftMs, List<double> GapsMs, int Tokens, bool Ok, int PromptTokens = 0);
 
     /// <summary>One concurrency level, and the prompt tokens the server reported in its usage (0 if none did).</summary>
-    static async Task<(Level Level, int PromptTokens)> RunLevel(HttpClient http, int concurrency, int requests, string prompt, int maxTokens)
+    static async Task<(Level Level, int PromptTokens)> RunLevel(HttpClient http, int concurrency, int requests, string prompt, int maxTokens, bool constrained = false)
     {
         int next = 0;
         var timings = new List<Timing>();
@@ -288,7 +318,7 @@ public static class BenchServeCommand
         {
             while (Interlocked.Increment(ref next) <= requests)
             {
-                var t = await OneRequest(http, prompt, maxTokens);
+                var t = await OneRequest(http, prompt, maxTokens, constrained);
                 lock (timings)
                     timings.Add(t);
             }
@@ -303,9 +333,12 @@ public static class BenchServeCommand
             Percentile(ttft, 50), Percentile(ttft, 99), Percentile(gaps, 50), Percentile(gaps, 99)), ok.Select(t => t.PromptTokens).DefaultIfEmpty(0).Max());
     }
 
-    static async Task<Timing> OneRequest(HttpClient http, string prompt, int maxTokens)
+    static async Task<Timing> OneRequest(HttpClient http, string prompt, int maxTokens, bool constrained = false)
     {
-        var body = JsonSerializer.Serialize(new { prompt, max_tokens = maxTokens, temperature = 0, ignore_eos = true, stream = true, stream_options = new { include_usage = true } });
+        // Constrained requests end when their JSON does (ignore_eos would let them run past it, and is refused).
+        var body = constrained
+            ? JsonSerializer.Serialize(new { prompt, max_tokens = maxTokens, temperature = 1, seed = 1, stream = true, stream_options = new { include_usage = true }, response_format = new { type = "json_object" } })
+            : JsonSerializer.Serialize(new { prompt, max_tokens = maxTokens, temperature = 0, ignore_eos = true, stream = true, stream_options = new { include_usage = true } });
         var started = Stopwatch.GetTimestamp();
         try
         {
@@ -366,9 +399,13 @@ public static class BenchServeCommand
 
     static void WriteTable(CommandIO io, Report r)
     {
-        io.Out.WriteLine($"bench serve: {r.Target}, prompt {r.PromptTokens} tokens, {r.MaxTokens} tokens per request, commit {r.Commit}");
+        io.Out.WriteLine($"bench serve: {r.Target}, prompt {r.PromptTokens} tokens, {r.MaxTokens} tokens per request{(r.ResponseFormat == "text" ? "" : $", response_format {r.ResponseFormat}")}, commit {r.Commit}");
         io.Out.WriteLine($"{"concurrency",11} {"requests",8} {"failed",6} {"tokens",8} {"tok/s",9} {"TTFT p50",9} {"TTFT p99",9} {"ITL p50",8} {"ITL p99",8}");
         foreach (var l in r.Levels)
             io.Out.WriteLine($"{l.Concurrency,11} {l.Requests,8} {l.Failed,6} {l.OutputTokens,8} {l.OutputTokensPerSecond,9:F1} {l.TtftP50Ms,7:F1}ms {l.TtftP99Ms,7:F1}ms {l.ItlP50Ms,6:F1}ms {l.ItlP99Ms,6:F1}ms");
+        if (r.MaskMillisecondsPerStep is double perStep)
+            io.Out.WriteLine($"structured-output mask in this run: {perStep:F3} ms per step over {r.MaskSteps} steps (trie walk and row masking, on the host)");
+        if (r.VocabularyMask is { } cost)
+            io.Out.WriteLine($"structured-output mask on this vocabulary: {cost}");
     }
 }

@@ -31,4 +31,15 @@ public sealed class BenchServeChatTests(DemoModelDir demo) : IClassFixture<DemoM
             Assert.True(prompts[0] > 0 && prompts[1] > prompts[0] && prompts[2] > prompts[1], string.Join(",", prompts));
         }
     }
+
+    [Fact]
+    public void Structured_output_runs_report_the_mask_cost_per_step()
+    {
+        var r = CliHarness.Run("bench", "serve", "--model", demo.Path, "--device", "cpu", "--max-batch-size", "2", "--concurrency", "2",
+            "--requests", "2", "--max-tokens", "12", "--response-format", "json_object");
+        Assert.True(r.ExitCode == 0, r.Err);
+        Assert.Contains("response_format json_object", r.Out);
+        Assert.Matches(@"structured-output mask in this run: \d+\.\d{3} ms per step over \d+ steps", r.Out);
+        Assert.Contains("structured-output mask on this vocabulary: json mask:", r.Out);
+    }
 }

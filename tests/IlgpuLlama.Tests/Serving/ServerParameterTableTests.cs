@@ -36,7 +36,6 @@ public sealed class ServerParameterTableTests(DemoServer demo) : IClassFixture<D
         { "logit_bias", "/v1/chat/completions", "{\"1\": 1}" },
         { "presence_penalty", "/v1/chat/completions", "0.5" },
         { "frequency_penalty", "/v1/completions", "0.5" },
-        { "response_format", "/v1/chat/completions", "{\"type\": \"json_object\"}" },
         { "functions", "/v1/chat/completions", "[{\"name\": \"f\"}]" },
         { "function_call", "/v1/chat/completions", "\"auto\"" },
         { "modalities", "/v1/chat/completions", "[\"text\", \"audio\"]" },

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text;
 using System.Text.Json;
+using IlgpuLlama.Tests.Constraints;
 using IlgpuLlama.Text;
 
 namespace IlgpuLlama.Tests.Serving;
@@ -95,5 +96,65 @@ public sealed class ToolsTests(ChatPageServer demo) : IClassFixture<ChatPageServ
         using var completions = await demo.Http.PostAsync("v1/completions", Body($$"""{"prompt": "hi", "tools": [{{Weather}}]}"""));
         Assert.Equal(HttpStatusCode.BadRequest, completions.StatusCode);
         Assert.Contains("/v1/chat/completions", await completions.Content.ReadAsStringAsync());
+    }
+}
+
+/// <summary>
+/// Issue 22 item 5 with item 3: tool_choice required or a named function constrains the reply to a
+/// call while it is written, so even random weights answer with a call that validates against the
+/// function's parameters (JsonSchema.Net), streamed or not.
+/// </summary>
+public sealed class ConstrainedToolCallTests(ChatPageServer demo) : IClassFixture<ChatPageServer>
+{
+    const string Weather = """{"type": "function", "function": {"name": "get_weather", "description": "Current weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"], "additionalProperties": false}}}""";
+    const string WeatherParameters = """{"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"], "additionalProperties": false}""";
+    const string Clock = """{"type": "function", "function": {"name": "now", "parameters": {"type": "object", "properties": {}}}}""";
+
+    static StringContent Body(string json) => new(json, Encoding.UTF8, "application/json");
+
+    [Theory]
+    [InlineData("\"required\"", 11)]
+    [InlineData("{\"type\": \"function\", \"function\": {\"name\": \"get_weather\"}}", 12)]
+    public async Task A_required_call_comes_back_as_tool_calls_with_valid_arguments(string choice, int seed)
+    {
+        using var response = await demo.Http.PostAsync("v1/chat/completions", Body($$"""{"messages": [{"role": "user", "content": "Weather in Oslo?"}], "tools": [{{Weather}}], "tool_choice": {{choice}}, "max_tokens": 80, "temperature": 1, "seed": {{seed}}}"""));
+        string text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, text);
+        var c = JsonDocument.Parse(text).RootElement.GetProperty("choices")[0];
+        Assert.Equal("tool_calls", c.GetProperty("finish_reason").GetString());
+        var message = c.GetProperty("message");
+        Assert.Equal(JsonValueKind.Null, message.GetProperty("content").ValueKind);
+        var call = Assert.Single(message.GetProperty("tool_calls").EnumerateArray().ToList());
+        Assert.StartsWith("call_", call.GetProperty("id").GetString());
+        Assert.Equal("function", call.GetProperty("type").GetString());
+        Assert.Equal("get_weather", call.GetProperty("function").GetProperty("name").GetString());
+        JsonOracle.AssertValid(WeatherParameters, call.GetProperty("function").GetProperty("arguments").GetString()!);
+    }
+
+    [Fact]
+    public async Task A_streamed_call_is_one_tool_calls_delta_and_several_tools_name_one_of_them()
+    {
+        using var response = await demo.Http.SendAsync(new HttpRequestMessage(HttpMethod.Post, "v1/chat/completions")
+        {
+            Content = Body($$"""{"messages": [{"role": "user", "content": "Time?"}], "tools": [{{Weather}}, {{Clock}}], "tool_choice": "required", "max_tokens": 80, "temperature": 1, "seed": 5, "stream": true}"""),
+        }, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+        var deltas = new List<JsonElement>();
+        var finishes = new List<string>();
+        while (await reader.ReadLineAsync() is { } line && line != "data: [DONE]")
+        {
+            if (!line.StartsWith("data: ", StringComparison.Ordinal))
+                continue;
+            var choice = JsonDocument.Parse(line[6..]).RootElement.GetProperty("choices")[0];
+            deltas.Add(choice.GetProperty("delta").Clone());
+            if (choice.GetProperty("finish_reason").ValueKind == JsonValueKind.String)
+                finishes.Add(choice.GetProperty("finish_reason").GetString()!);
+        }
+        Assert.Equal(["tool_calls"], finishes);
+        Assert.DoesNotContain(deltas, d => d.TryGetProperty("content", out var content) && content.GetString() is { Length: > 0 });
+        var call = Assert.Single(deltas, d => d.TryGetProperty("tool_calls", out _)).GetProperty("tool_calls")[0].GetProperty("function");
+        Assert.Contains(call.GetProperty("name").GetString(), new[] { "get_weather", "now" });
+        JsonOracle.AssertValid("""{"type": "object"}""", call.GetProperty("arguments").GetString()!);
     }
 }
