@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using IlgpuLlama.Constraints;
 using IlgpuLlama.Engine;
 using IlgpuLlama.Engine.Serving;
 using IlgpuLlama.Sampling;
@@ -25,9 +26,11 @@ namespace IlgpuLlama.Extensions.AI;
 /// <see cref="ChatOptions.Instructions"/> (added to the system message), and the engine's repetition
 /// penalty and min-p as <see cref="ChatOptions.AdditionalProperties"/> "repetition_penalty" and
 /// "min_p"; what is not set keeps the
-/// client's defaults (the engine's: 64 new tokens, temperature 0.6, top-k 50, top-p 0.9). Tools, tool
-/// messages, non-text content and response formats other than text throw
-/// <see cref="NotSupportedException"/>: the engine has no tool calling or structured output yet.
+/// client's defaults (the engine's: 64 new tokens, temperature 0.6, top-k 50, top-p 0.9).
+/// <see cref="ChatOptions.ResponseFormat"/> Json / ForJsonSchema run as the engine's structured output
+/// (the reply always parses, and validates against the schema). Tools, tool messages and non-text
+/// content throw <see cref="NotSupportedException"/> (the engine's tool calling is the server's and
+/// <see cref="IlgpuLlama.Text.ChatTemplate"/>'s; this client does not map it yet).
 /// Many requests may run at once (the engine batches them).
 /// </summary>
 public sealed class LlamaChatClient : IChatClient
@@ -210,20 +213,30 @@ public sealed class LlamaChatClient : IChatClient
     /// <summary>
     /// The settings a request with <paramref name="options"/> runs with: <see cref="Defaults"/> with
     /// temperature, top-p, top-k, seed, max output tokens, stop sequences (added to the defaults'),
-    /// and the additional properties "repetition_penalty" and "min_p" applied where set. Throws <see cref="NotSupportedException"/> for a response format other than
-    /// text and for tools; the engine's own checks (ranges) run when the request is submitted.
+    /// and the additional properties "repetition_penalty" and "min_p" applied where set, and a JSON
+    /// response format as the engine's structured output (<see cref="GenerationSettings.ResponseFormat"/>).
+    /// Throws <see cref="NotSupportedException"/> for a schema outside the engine's subset and for tools;
+    /// the engine's own checks (ranges, a token limit too small for the JSON) run when the request is submitted.
     /// </summary>
     public GenerationSettings ToSettings(ChatOptions? options)
     {
         if (options is null)
             return Defaults;
-        if (options.ResponseFormat is { } format and not ChatResponseFormatText)
+        JsonGrammar? grammar = null;
+        if (options.ResponseFormat is ChatResponseFormatJson json)
         {
-            string name = format is ChatResponseFormatJson json
-                ? json.Schema is null ? "JSON" : $"JSON schema{(json.SchemaName is { } schema ? $" '{schema}'" : "")}"
-                : format.GetType().Name;
-            throw new NotSupportedException($"the response format {name} is not supported: the engine has no structured output yet (leave ChatOptions.ResponseFormat null or ChatResponseFormat.Text)");
+            // Structured output: any JSON object, or the schema's JSON (the engine's subset; other keywords throw naming them).
+            try
+            {
+                grammar = json.Schema is { } schema ? JsonGrammar.FromSchema(schema) : JsonGrammar.AnyObject;
+            }
+            catch (UnsupportedSchemaException e)
+            {
+                throw new NotSupportedException($"the JSON schema{(json.SchemaName is { } name ? $" '{name}'" : "")} is not supported: {e.Message}", e);
+            }
         }
+        else if (options.ResponseFormat is { } format and not ChatResponseFormatText)
+            throw new NotSupportedException($"the response format {format.GetType().Name} is not supported (use ChatResponseFormat.Text, Json or ForJsonSchema)");
         if (options.Tools is { Count: > 0 })
             throw new NotSupportedException($"tools are not supported ({options.Tools.Count} given): the engine has no tool calling yet");
         SamplingOptions sampling = Defaults.Sampling;
@@ -252,6 +265,8 @@ public sealed class LlamaChatClient : IChatClient
             settings = settings with { MaxNewTokens = max };
         if (options.StopSequences is { Count: > 0 } stops)
             settings = settings with { StopStrings = [.. Defaults.StopStrings, .. stops] };
+        if (grammar is not null)
+            settings = settings with { ResponseFormat = grammar };
         return settings;
     }
 

@@ -154,14 +154,13 @@ public sealed class LlamaChatClientTests(ChatClientDemo demo) : IClassFixture<Ch
     }
 
     [Fact]
-    public async Task Unsupported_response_formats_roles_and_tools_throw_naming_what()
+    public async Task Unsupported_schemas_roles_and_tools_throw_naming_what()
     {
         IChatClient client = demo.Client;
-        var json = await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync(Question, new ChatOptions { ResponseFormat = ChatResponseFormat.Json }));
-        Assert.Contains("response format JSON", json.Message);
-        var schema = ChatResponseFormat.ForJsonSchema(System.Text.Json.JsonDocument.Parse("""{"type":"object"}""").RootElement, schemaName: "colours");
+        var schema = ChatResponseFormat.ForJsonSchema(System.Text.Json.JsonDocument.Parse("""{"type":"string","pattern":"^a"}""").RootElement, schemaName: "colours");
         var ex = Assert.Throws<NotSupportedException>(() => client.GetStreamingResponseAsync(Question, new ChatOptions { ResponseFormat = schema }));
         Assert.Contains("'colours'", ex.Message);
+        Assert.Contains("pattern", ex.Message);
 
         ChatMessage[] withTool = [.. Question, new(ChatRole.Tool, "42")];
         var tool = await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync(withTool));
@@ -233,5 +232,19 @@ public sealed class LlamaChatClientTests(ChatClientDemo demo) : IClassFixture<Ch
         Assert.Throws<ObjectDisposedException>(() => client.GetStreamingResponseAsync(Question));
         var again = await demo.Engine.AsChatClient().GetResponseAsync(Question, new ChatOptions { Temperature = 0f, MaxOutputTokens = 2 });
         Assert.NotNull(again.Usage);
+    }
+
+    [Fact]
+    public async Task Json_response_formats_run_as_structured_output()
+    {
+        IChatClient client = demo.Client;
+        const string schemaText = """{"type":"object","properties":{"colour":{"enum":["red","green","blue"]},"count":{"type":"integer"}},"required":["colour","count"],"additionalProperties":false}""";
+        var schema = ChatResponseFormat.ForJsonSchema(System.Text.Json.JsonDocument.Parse(schemaText).RootElement, schemaName: "pick");
+        var reply = await client.GetResponseAsync(Question, new ChatOptions { ResponseFormat = schema, MaxOutputTokens = 40, Temperature = 1f, Seed = 7 });
+        IlgpuLlama.Tests.Constraints.JsonOracle.AssertValid(schemaText, reply.Text);
+        var updates = new List<ChatResponseUpdate>();
+        await foreach (var u in client.GetStreamingResponseAsync(Question, new ChatOptions { ResponseFormat = ChatResponseFormat.Json, MaxOutputTokens = 24, Temperature = 1f, Seed = 8 }))
+            updates.Add(u);
+        IlgpuLlama.Tests.Constraints.JsonOracle.AssertValid(null, updates.ToChatResponse().Text);
     }
 }
