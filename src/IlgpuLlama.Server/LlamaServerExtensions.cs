@@ -45,7 +45,12 @@ public static class LlamaServerExtensions
 
     static IServiceCollection AddEndpoints(IServiceCollection services, OpenAiEndpointOptions? options)
     {
-        services.AddSingleton(options ?? new OpenAiEndpointOptions());
+        options ??= new OpenAiEndpointOptions();
+        services.AddSingleton(options);
+        // The drain runs inside the host's shutdown: leave the web server time to finish the responses
+        // after it (the grace, 5 s for cancelled requests to say so, 10 s more), unless the application allows more.
+        var needed = options.ShutdownGrace + TimeSpan.FromSeconds(15);
+        services.PostConfigure<HostOptions>(o => o.ShutdownTimeout = o.ShutdownTimeout < needed ? needed : o.ShutdownTimeout);
         services.AddSingleton(sp => new OpenAiEndpoints(sp.GetRequiredService<LlamaEngine>(), sp.GetRequiredService<OpenAiEndpointOptions>(),
             sp.GetService<ILoggerFactory>()?.CreateLogger("IlgpuLlama.Server")));
         return services;

@@ -105,22 +105,22 @@ public sealed class OpenAiEndpoints : IDisposable
     /// <summary>Maps every endpoint onto <paramref name="web"/>, each behind <see cref="Guard"/>.</summary>
     internal void Map(IEndpointRouteBuilder web)
     {
-        web.MapMethods("/health", ["GET", "HEAD"], c => Guard(c, () => Write(c, 200, new { status = "ok", model = options.ModelId, running = engine.Advanced.Scheduler.RunningCount, queued = engine.Advanced.Scheduler.QueuedCount,
+        web.MapMethods("/health", ["GET", "HEAD"], c => Guard(c, "/health", keyed: false, () => Write(c, 200, new { status = "ok", model = options.ModelId, running = engine.Advanced.Scheduler.RunningCount, queued = engine.Advanced.Scheduler.QueuedCount,
             graphs = engine.Advanced.Model.RecordedGraphs, device_free_bytes = engine.Advanced.Model.Allocator.QueryDeviceMemory()?.FreeBytes, allocated_bytes = engine.Advanced.Model.Allocator.TotalLiveBytes })));
-        web.MapMethods("/v1/models", ["GET", "HEAD"], c => Guard(c, () => Write(c, 200, new
+        web.MapMethods("/v1/models", ["GET", "HEAD"], c => Guard(c, "/v1/models", keyed: true, () => Write(c, 200, new
         {
             @object = "list",
             data = new[] { new { id = options.ModelId, @object = "model", created = Created, owned_by = "ilgpu-llama" } },
         })));
-        web.MapMethods("/v1/models/{id}", ["GET", "HEAD"], c => Guard(c, () => (string?)c.Request.RouteValues["id"] is var id && id == options.ModelId
+        web.MapMethods("/v1/models/{id}", ["GET", "HEAD"], c => Guard(c, "/v1/models/{id}", keyed: true, () => (string?)c.Request.RouteValues["id"] is var id && id == options.ModelId
             ? Write(c, 200, new { id, @object = "model", created = Created, owned_by = "ilgpu-llama" })
             : Error(c, 404, $"the model '{id}' does not exist; this server serves '{options.ModelId}'", "invalid_request_error", "model", "model_not_found")));
         foreach (var endpoint in new[] { OpenAiEndpoint.Completions, OpenAiEndpoint.Chat })
-            web.MapPost(endpoint.Path, c => Guard(c, () => Generate(c, endpoint)));
+            web.MapPost(endpoint.Path, c => Guard(c, endpoint.Path, keyed: true, () => Generate(c, endpoint)));
         if (metrics is not null)
-            web.MapGet(ServerMetrics.Path, c => Guard(c, () => metrics.Serve(c)));
+            web.MapGet(ServerMetrics.Path, c => Guard(c, ServerMetrics.Path, keyed: true, () => metrics.Serve(c)));
         if (options.ChatPage)
-            web.MapMethods(ChatPage.Path, ["GET", "HEAD"], c => Guard(c, () => ChatPage.Serve(c)));
+            web.MapMethods(ChatPage.Path, ["GET", "HEAD"], c => Guard(c, "/", keyed: false, () => ChatPage.Serve(c)));
     }
 
     /// <summary>Marks a request as answered by these endpoints (a host counts the others itself).</summary>
@@ -128,10 +128,11 @@ public sealed class OpenAiEndpoints : IDisposable
 
     /// <summary>
     /// Around every endpoint: counts it in flight (for the drain), answers 503 while shutting down, checks
-    /// <see cref="OpenAiEndpointOptions.ApiKey"/> on /v1 and /metrics, turns an unexpected exception into
-    /// OpenAI's 500 error (never an empty 500 or a stack trace), and counts the answer in /metrics.
+    /// <see cref="OpenAiEndpointOptions.ApiKey"/> on the <paramref name="keyed"/> endpoints (/v1 and /metrics,
+    /// wherever the application mapped them), turns an unexpected exception into OpenAI's 500 error
+    /// (never an empty 500 or a stack trace), and counts the answer in /metrics under <paramref name="route"/>.
     /// </summary>
-    async Task Guard(HttpContext context, Func<Task> handler)
+    async Task Guard(HttpContext context, string route, bool keyed, Func<Task> handler)
     {
         context.Items[Answered] = this;
         Interlocked.Increment(ref inFlight);
@@ -139,7 +140,7 @@ public sealed class OpenAiEndpoints : IDisposable
         {
             if (shuttingDown)
                 await Error(context, 503, "the server is shutting down; retry on another instance or after the restart", "server_error", null, "shutting_down");
-            else if (options.ApiKey is { } key && (context.Request.Path.StartsWithSegments("/v1") || context.Request.Path.StartsWithSegments(ServerMetrics.Path)) && !Authorized(context, key))
+            else if (keyed && options.ApiKey is { } key && !Authorized(context, key))
                 await Error(context, 401, "invalid or missing API key; send the header 'Authorization: Bearer KEY' with the key the server was started with",
                     "invalid_request_error", null, "invalid_api_key");
             else
@@ -152,7 +153,7 @@ public sealed class OpenAiEndpoints : IDisposable
         }
         finally
         {
-            metrics?.Answered(context);
+            metrics?.Answered(context, route);
             Interlocked.Decrement(ref inFlight);
         }
     }
@@ -468,7 +469,12 @@ public sealed class OpenAiEndpoints : IDisposable
                 if (token.Text.Length > 0 || logprobs is not null)
                     hold.Add((token.Text, logprobs));
                 if (!ToolCallFormat.MayBeCall(replies[i].ToString()))
+                {
+                    // Text after all: what was held goes out, then (on a last token) the finish.
                     await Release(i);
+                    if (token.FinishReason is { } last)
+                        await Event(c, endpoint.Chunk(id, created, model, null, Finish(last), index: i), ct);
+                }
                 else if (token.FinishReason is { } end)
                 {
                     if (ToolCall(replies[i].ToString(), tools) is { } call)
@@ -657,6 +663,7 @@ public sealed class OpenAiEndpoints : IDisposable
         var tools = new List<ChatTool>();
         if (Optional(body, "tools") is { } list)
         {
+            RequireUnicode(list, "tools");
             if (list.ValueKind != JsonValueKind.Array)
                 throw new ApiError(400, "tools must be a list of {\"type\": \"function\", \"function\": {\"name\", \"description\", \"parameters\"}}", "tools");
             int i = 0;
@@ -715,6 +722,7 @@ public sealed class OpenAiEndpoints : IDisposable
         const string field = "response_format";
         if (Optional(body, field) is not { } format)
             return null;
+        RequireUnicode(format, field);
         if (format.ValueKind != JsonValueKind.Object || Optional(format, "type") is not { ValueKind: JsonValueKind.String } type)
             throw new ApiError(400, "response_format must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or {\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., \"schema\": {...}}}", field);
         switch (type.GetString())
@@ -755,7 +763,7 @@ public sealed class OpenAiEndpoints : IDisposable
             $$"""{"type": "object", "properties": {"name": {"enum": [{{names}}]}, "parameters": {{parameters}}}, "required": ["name", "parameters"], "additionalProperties": false}""";
         const string anyObject = """{"type": "object"}""";
         string names = string.Join(", ", use.Offered.Select(t => JsonSerializer.Serialize(t.Name)));
-        if (use.Offered is [var only] && only.Parameters is { } schema)
+        if (use.Offered is [var only] && only.Parameters is { } schema && schema.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String && type.GetString() == "object")
         {
             try
             {
@@ -767,6 +775,43 @@ public sealed class OpenAiEndpoints : IDisposable
             }
         }
         return JsonGrammar.FromSchema(Call(names, anyObject));
+    }
+
+    /// <summary>
+    /// Checks that every string and property name in <paramref name="value"/> is Unicode (a lone surrogate
+    /// escape such as "\ud800" is not), so what reads it later cannot fail; a 400 names <paramref name="field"/>.
+    /// </summary>
+    static void RequireUnicode(JsonElement value, string field)
+    {
+        try
+        {
+            Walk(value);
+        }
+        catch (InvalidOperationException)
+        {
+            throw new ApiError(400, $"{field} holds a string that is not valid Unicode (a lone surrogate escape such as \"\\ud800\"); send UTF-8 text", field, "invalid_unicode");
+        }
+
+        static void Walk(JsonElement e)
+        {
+            switch (e.ValueKind)
+            {
+                case JsonValueKind.String:
+                    _ = e.GetString();
+                    break;
+                case JsonValueKind.Array:
+                    foreach (var item in e.EnumerateArray())
+                        Walk(item);
+                    break;
+                case JsonValueKind.Object:
+                    foreach (var p in e.EnumerateObject())
+                    {
+                        _ = p.Name;
+                        Walk(p.Value);
+                    }
+                    break;
+            }
+        }
     }
 
     /// <summary>Completions take no tools: a request that gives some is told to use chat.</summary>
@@ -788,7 +833,7 @@ public sealed class OpenAiEndpoints : IDisposable
         {
             string at = $"messages[{index++}]";
             if (m.ValueKind != JsonValueKind.Object || Optional(m, "role") is not { ValueKind: JsonValueKind.String } role)
-                throw new ApiError(400, "every message needs a string role (system, user, assistant, tool)", "messages");
+                throw new ApiError(400, "every message needs a string role (system, user, assistant, tool)", at + ".role");
             string r = Text(role, at + ".role");
             string content = Optional(m, "content") switch
             {
@@ -835,14 +880,29 @@ public sealed class OpenAiEndpoints : IDisposable
             if (call.ValueKind != JsonValueKind.Object || Optional(call, "function") is not { ValueKind: JsonValueKind.Object } f
                 || Optional(f, "name") is not { ValueKind: JsonValueKind.String } name)
                 throw new ApiError(400, "a tool call needs a function with a name: {\"type\": \"function\", \"function\": {\"name\", \"arguments\"}}", here);
+            string argumentsField = here + ".function.arguments";
             string arguments = Optional(f, "arguments") switch
             {
                 null => "{}",
-                { ValueKind: JsonValueKind.String } a => Text(a, here + ".function.arguments"),
+                { ValueKind: JsonValueKind.String } a => Text(a, argumentsField),
                 { ValueKind: JsonValueKind.Object } o => o.GetRawText(), // some clients send the object itself
-                _ => throw new ApiError(400, "a tool call's arguments must be a JSON object's text", here + ".function.arguments"),
+                _ => throw new ApiError(400, "a tool call's arguments must be a JSON object's text", argumentsField),
             };
-            list.Add(new ChatToolCall(Text(name, here + ".function.name"), arguments) { Id = Optional(call, "id") is { ValueKind: JsonValueKind.String } id ? id.GetString() : null });
+            try
+            {
+                using var parsed = JsonDocument.Parse(arguments);
+                if (parsed.RootElement.ValueKind != JsonValueKind.Object)
+                    throw new ApiError(400, "a tool call's arguments must be a JSON object's text, such as \"{\\\"city\\\": \\\"Oslo\\\"}\"", argumentsField);
+                RequireUnicode(parsed.RootElement, argumentsField);
+            }
+            catch (JsonException e)
+            {
+                throw new ApiError(400, $"a tool call's arguments are not JSON ({e.Message})", argumentsField);
+            }
+            string callName = Text(name, here + ".function.name");
+            if (callName.Length is 0 or > 64 || !callName.All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '_' or '-'))
+                throw new ApiError(400, "a function's name must be 1 to 64 letters, digits, underscores or dashes", here + ".function.name");
+            list.Add(new ChatToolCall(callName, arguments) { Id = Optional(call, "id") is { ValueKind: JsonValueKind.String } id ? id.GetString() : null });
         }
         return list;
     }

@@ -68,10 +68,13 @@ sealed class ServerMetrics
     }
 
     /// <summary>Counts a request that has been answered, with the status its client saw.</summary>
-    public void Answered(HttpContext c)
+    public void Answered(HttpContext c) => Answered(c, Endpoint(c.Request.Path));
+
+    /// <summary>Counts a request answered by the endpoint whose route is <paramref name="route"/> (its label, wherever the application mapped it).</summary>
+    public void Answered(HttpContext c, string route)
     {
         int status = !c.Response.HasStarted && c.RequestAborted.IsCancellationRequested ? 499 : c.Response.StatusCode;
-        requests.WithLabels(Endpoint(c.Request.Path), status.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
+        requests.WithLabels(route, status.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
     }
 
     /// <summary>
@@ -81,7 +84,9 @@ sealed class ServerMetrics
     /// </summary>
     public void Finished(ScheduledRequest handle, RequestResult r)
     {
-        promptTokens.Inc(r.PromptTokens.Count);
+        // The prompt once per request, as usage counts it: a group's later choices share the first's.
+        if (handle.Choice == 0)
+            promptTokens.Inc(r.PromptTokens.Count);
         generatedTokens.Inc(r.GeneratedTokens.Count);
         if (r.ReusedPromptTokens > 0)
             prefixReuseHits.Inc();

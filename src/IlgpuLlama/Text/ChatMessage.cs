@@ -107,6 +107,8 @@ public sealed record ChatTool
         {
             if (p.ValueKind != JsonValueKind.Object)
                 throw new ArgumentException($"the parameters of function '{n}' must be a JSON Schema object");
+            if (p.TryGetProperty("type", out var pt) && !(pt.ValueKind == JsonValueKind.String && pt.GetString() == "object"))
+                throw new ArgumentException($"the parameters of function '{n}' must be an object schema ({{\"type\": \"object\", \"properties\": {{...}}}}): a call's parameters are a JSON object");
             parameters = p.Clone();
         }
         return new ChatTool(n, tool.Clone(), parameters);

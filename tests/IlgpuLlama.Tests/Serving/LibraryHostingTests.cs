@@ -139,6 +139,24 @@ public sealed class LibraryHostingTests(DemoServer demo) : IClassFixture<DemoSer
     }
 
     [Fact]
+    public async Task Under_a_route_prefix_the_key_still_guards_the_endpoints_and_metrics_keep_their_labels()
+    {
+        var (app, http) = await Start(b => b.Services.AddLlamaEngine(demo.Engine, new OpenAiEndpointOptions { ModelId = "lib", ApiKey = "secret", Metrics = true }),
+            app => app.MapGroup("/llm").MapOpenAiEndpoints());
+        await using var _ = app;
+        using var __ = http;
+        Assert.Equal(HttpStatusCode.Unauthorized, (await http.PostAsJsonAsync("llm/v1/completions", new { prompt = "x", max_tokens = 1 })).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await http.GetAsync("llm/v1/models")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await http.GetAsync("llm/metrics")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("llm/health")).StatusCode);
+        http.DefaultRequestHeaders.Authorization = new("Bearer", "secret");
+        Assert.Equal(HttpStatusCode.OK, (await http.PostAsJsonAsync("llm/v1/completions", new { prompt = "x", max_tokens = 1 })).StatusCode);
+        string text = await http.GetStringAsync("llm/metrics");
+        Assert.Contains("ilgpu_llama_requests_total{endpoint=\"/v1/completions\",status=\"401\"} 1", text);
+        Assert.Contains("ilgpu_llama_requests_total{endpoint=\"/v1/completions\",status=\"200\"} 1", text);
+    }
+
+    [Fact]
     public void Mapping_without_the_engine_says_what_to_call()
     {
         var app = WebApplication.CreateSlimBuilder().Build();

@@ -68,6 +68,9 @@ public sealed class ToolsTests(ChatPageServer demo) : IClassFixture<ChatPageServ
     [InlineData("\"tool_choice\": \"required\"", "tool_choice", "needs tools")]
     [InlineData("\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}], \"tool_choice\": \"always\"", "tool_choice", "\"required\"")]
     [InlineData("\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}], \"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"g\"}}", "tool_choice", "not in tools")]
+    [InlineData("\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": {\"type\": \"string\"}}}]", "tools[0]", "object schema")]
+    [InlineData("\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\", \"description\": \"x\\ud800y\"}}]", "tools", "not valid Unicode")]
+    [InlineData("\"response_format\": {\"type\": \"json_schema\", \"json_schema\": {\"name\": \"t\", \"schema\": {\"enum\": [\"\\ud800\"]}}}", "response_format", "not valid Unicode")]
     public async Task Bad_tools_are_a_400_naming_the_field(string fields, string param, string inMessage)
     {
         var (status, json) = await Post($$"""{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, {{fields}}}""");
@@ -75,6 +78,31 @@ public sealed class ToolsTests(ChatPageServer demo) : IClassFixture<ChatPageServ
         var e = json.GetProperty("error");
         Assert.Equal(param, e.GetProperty("param").GetString());
         Assert.Contains(inMessage, e.GetProperty("message").GetString());
+    }
+
+    [Fact]
+    public async Task Every_streamed_choice_ends_with_its_finish_reason_when_tools_hold_text_back()
+    {
+        // One token at a high temperature: sometimes it starts text that might have been a call; the
+        // finish must follow the released text all the same.
+        for (int seed = 1; seed <= 6; seed++)
+        {
+            using var response = await demo.Http.SendAsync(new HttpRequestMessage(HttpMethod.Post, "v1/chat/completions")
+            {
+                Content = Body($$"""{"messages": [{"role": "user", "content": "hi"}], "tools": [{{Weather}}], "max_tokens": 1, "temperature": 2, "seed": {{seed}}, "n": 2, "stream": true}"""),
+            }, HttpCompletionOption.ResponseHeadersRead);
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+            var finishes = new List<int>();
+            while (await reader.ReadLineAsync() is { } line && line != "data: [DONE]")
+            {
+                if (!line.StartsWith("data: ", StringComparison.Ordinal))
+                    continue;
+                var choice = JsonDocument.Parse(line[6..]).RootElement.GetProperty("choices")[0];
+                if (choice.GetProperty("finish_reason").ValueKind == JsonValueKind.String)
+                    finishes.Add(choice.GetProperty("index").GetInt32());
+            }
+            Assert.Equal([0, 1], finishes.Order());
+        }
     }
 
     [Fact]
@@ -92,6 +120,22 @@ public sealed class ToolsTests(ChatPageServer demo) : IClassFixture<ChatPageServ
         (status, json) = await Post("""{"messages": [{"role": "user", "content": "hi", "tool_calls": []}], "max_tokens": 1}""");
         Assert.Equal(HttpStatusCode.BadRequest, status);
         Assert.Equal("messages[0].tool_calls", json.GetProperty("error").GetProperty("param").GetString());
+
+        static string Call(string name, string arguments) =>
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"tool_calls\": [{\"type\": \"function\", \"function\": {\"name\": \"" + name + "\", \"arguments\": " + arguments + "}}]}], \"max_tokens\": 1}";
+        foreach (var (request, param) in new[]
+        {
+            (Call("get_weather", "\"not json\""), "messages[1].tool_calls[0].function.arguments"),
+            (Call("get_weather", "\"[1]\""), "messages[1].tool_calls[0].function.arguments"),
+            (Call("get_weather", "\"{\\\"a\\\": \\\"\\\\ud800\\\"}\""), "messages[1].tool_calls[0].function.arguments"),
+            (Call("a\\\"b", "\"{}\""), "messages[1].tool_calls[0].function.name"),
+            ("""{"messages": [{"content": "hi"}], "max_tokens": 1}""", "messages[0].role"),
+        })
+        {
+            (status, json) = await Post(request);
+            Assert.True(status == HttpStatusCode.BadRequest, request + " -> " + json.GetRawText());
+            Assert.Equal(param, json.GetProperty("error").GetProperty("param").GetString());
+        }
 
         using var completions = await demo.Http.PostAsync("v1/completions", Body($$"""{"prompt": "hi", "tools": [{{Weather}}]}"""));
         Assert.Equal(HttpStatusCode.BadRequest, completions.StatusCode);
