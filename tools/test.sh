@@ -7,7 +7,7 @@
 #
 # Every stage runs (one that needs the build is skipped, and says so, when the build failed); the
 # tests print a progress line every 30 s; the end is a table of every stage with pass/FAIL and its
-# time, and the exit status is 1 if any stage failed. About 11 minutes on a 2-core machine.
+# time, and the exit status is 1 if any stage failed. About 13 minutes on a 2-core machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
