@@ -66,15 +66,26 @@ abstract class OpenAiEndpoint
 
     /// <summary>
     /// OpenAI's legacy completions logprobs { tokens, token_logprobs, top_logprobs: [{token: logprob}],
-    /// text_offset } for <paramref name="tokens"/>; a token without log-probabilities (an echoed prompt's
-    /// first) has null in token_logprobs and top_logprobs, as OpenAI gives it.
+    /// text_offset } for <paramref name="tokens"/>, whose text starts at <paramref name="textOffset"/> of the
+    /// choice's text; a token without log-probabilities (an echoed prompt's first) has null in
+    /// token_logprobs and top_logprobs, as OpenAI gives it.
     /// </summary>
     public static object LegacyLogprobs(IReadOnlyList<(int Id, TokenLogprobs? Logprobs)> tokens, LlamaTokenizer tokenizer, int textOffset)
     {
         var texts = tokens.Select(t => TokenText(tokenizer, t.Id)).ToArray();
+        // Offsets into the text the tokens decode to together: a token that ends inside a UTF-8 character
+        // adds nothing until the token that completes it (its own text shows U+FFFD).
         var offsets = new int[texts.Length];
-        for (int i = 0, at = textOffset; i < texts.Length; at += texts[i].Length, i++)
+        var decoder = new System.Text.UTF8Encoding(false, false).GetDecoder();
+        var chars = new char[64];
+        for (int i = 0, at = textOffset; i < texts.Length; i++)
+        {
             offsets[i] = at;
+            byte[] bytes = tokenizer.TokenBytes(tokens[i].Id);
+            if (chars.Length < bytes.Length + 4)
+                chars = new char[bytes.Length + 4];
+            at += decoder.GetChars(bytes, 0, bytes.Length, chars, 0, flush: false);
+        }
         return new
         {
             tokens = texts,

@@ -453,7 +453,7 @@ public sealed class OpenAiEndpoints : IDisposable
                 var shown = EchoedPrompt(handles[i].Request.PromptTokens, token.PromptLogprobs);
                 string prompt = engine.Tokenizer!.Decode(shown.Select(e => e.Id));
                 await Event(c, endpoint.Chunk(id, created, model, prompt, null, token.PromptLogprobs is null ? null : OpenAiEndpoint.LegacyLogprobs(shown, engine.Tokenizer!, 0), i), ct);
-                offsets[i] += shown.Sum(e => engine.Tokenizer!.Decode([e.Id]).Length);
+                offsets[i] += prompt.Length;
                 if (echo.Only)
                 {
                     await Event(c, endpoint.Chunk(id, created, model, null, "length", index: i), ct);

@@ -105,4 +105,20 @@ public sealed class EchoTests(DemoServer demo) : IClassFixture<DemoServer>
         Assert.StartsWith(Prompt, choice.GetProperty("text").GetString());
         Assert.Equal(JsonValueKind.Null, choice.GetProperty("logprobs").ValueKind);
     }
+
+    [Fact]
+    public async Task Offsets_stay_in_the_text_when_tokens_split_characters()
+    {
+        const string text = "日本語のテキスト😀 ok";
+        var r = await Post(new { prompt = text, max_tokens = 2, temperature = 0, ignore_eos = true, echo = true, logprobs = 0 });
+        var choice = r.GetProperty("choices")[0];
+        string whole = choice.GetProperty("text").GetString()!;
+        Assert.StartsWith(text, whole);
+        var offsets = choice.GetProperty("logprobs").GetProperty("text_offset").EnumerateArray().Select(o => o.GetInt32()).ToArray();
+        Assert.Equal(0, offsets[0]);
+        for (int i = 1; i < offsets.Length; i++)
+            Assert.InRange(offsets[i], offsets[i - 1], whole.Length);
+        // The completion's first token starts where the echoed prompt ends.
+        Assert.Equal(text.Length, offsets[demo.Engine.Encode(text).Count - 1]);
+    }
 }
