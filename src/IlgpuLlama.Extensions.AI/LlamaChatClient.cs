@@ -28,9 +28,11 @@ namespace IlgpuLlama.Extensions.AI;
 /// "min_p"; what is not set keeps the
 /// client's defaults (the engine's: 64 new tokens, temperature 0.6, top-k 50, top-p 0.9).
 /// <see cref="ChatOptions.ResponseFormat"/> Json / ForJsonSchema run as the engine's structured output
-/// (the reply always parses, and validates against the schema). Tools, tool messages and non-text
-/// content throw <see cref="NotSupportedException"/> (the engine's tool calling is the server's and
-/// <see cref="IlgpuLlama.Text.ChatTemplate"/>'s; this client does not map it yet).
+/// (the reply always parses, and validates against the schema). <see cref="ChatOptions.Tools"/>' functions
+/// are offered in the Llama 3 template; a call comes back as <see cref="FunctionCallContent"/>, and
+/// <see cref="ChatToolMode.RequireAny"/> / RequireSpecific constrain it as it is written. Function calls
+/// and results in the conversation go back into the prompt. Hosted tools and non-text content throw
+/// <see cref="NotSupportedException"/>.
 /// Many requests may run at once (the engine batches them).
 /// </summary>
 public sealed class LlamaChatClient : IChatClient
@@ -116,15 +118,18 @@ public sealed class LlamaChatClient : IChatClient
     /// <inheritdoc />
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
-        var (prompt, settings) = Prepare(messages, options);
+        var (prompt, settings, tools) = Prepare(messages, options);
         var result = await Engine.Submit(prompt, settings, cancellationToken).Completion.WaitAsync(cancellationToken).ConfigureAwait(false);
-        var message = new ChatMessage(ChatRole.Assistant, result.Text) { MessageId = NewId("msg") };
+        var call = tools is null ? null : ToolCallFormat.Parse(result.Text, tools);
+        var message = call is null
+            ? new ChatMessage(ChatRole.Assistant, result.Text) { MessageId = NewId("msg") }
+            : new ChatMessage(ChatRole.Assistant, [Content(call)]) { MessageId = NewId("msg") };
         return new ChatResponse(message)
         {
             ResponseId = NewId("chatcmpl"),
             ModelId = ModelId,
             CreatedAt = DateTimeOffset.UtcNow,
-            FinishReason = Map(result.FinishReason),
+            FinishReason = call is null ? Map(result.FinishReason) : ChatFinishReason.ToolCalls,
             Usage = Usage(prompt.Count, result.GeneratedTokens.Count),
             RawRepresentation = result,
         };
@@ -134,12 +139,16 @@ public sealed class LlamaChatClient : IChatClient
     public IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
         // Checked and submitted now, so a bad request throws here rather than at the first MoveNextAsync.
-        var (prompt, settings) = Prepare(messages, options);
+        var (prompt, settings, tools) = Prepare(messages, options);
         var tokens = Engine.GenerateAsync(prompt, settings, cancellationToken);
-        return Stream(tokens, prompt.Count, cancellationToken);
+        return Stream(tokens, prompt.Count, tools, cancellationToken);
     }
 
-    async IAsyncEnumerable<ChatResponseUpdate> Stream(IAsyncEnumerable<GeneratedToken> tokens, int promptTokens, [EnumeratorCancellation] CancellationToken cancellationToken)
+    /// <summary>A tool call as Microsoft.Extensions.AI's content: its id, name and arguments (JSON values).</summary>
+    static FunctionCallContent Content(ChatToolCall call) =>
+        new(NewId("call"), call.Name, System.Text.Json.JsonSerializer.Deserialize<Dictionary<string, object?>>(call.Arguments));
+
+    async IAsyncEnumerable<ChatResponseUpdate> Stream(IAsyncEnumerable<GeneratedToken> tokens, int promptTokens, IReadOnlyList<ChatTool>? tools, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         string responseId = NewId("chatcmpl"), messageId = NewId("msg");
         var created = DateTimeOffset.UtcNow;
@@ -148,9 +157,39 @@ public sealed class LlamaChatClient : IChatClient
         {
             ResponseId = responseId, MessageId = messageId, ModelId = ModelId, CreatedAt = created,
         };
+        // With tools, a reply that begins with '{' may be a call: its updates wait until it ends (then it is
+        // one FunctionCallContent) or shows itself to be text (then they go out as they were).
+        List<ChatResponseUpdate>? held = tools is null ? null : [];
+        var reply = new System.Text.StringBuilder();
         await foreach (var token in tokens.WithCancellation(cancellationToken).ConfigureAwait(false))
         {
             generated++;
+            if (held is not null)
+            {
+                reply.Append(token.Text);
+                var pending = Update(token.Text.Length > 0 ? [new TextContent(token.Text)] : []);
+                pending.RawRepresentation = token;
+                if (token.FinishReason is { } end && ToolCallFormat.MayBeCall(reply.ToString()) && ToolCallFormat.Parse(reply.ToString(), tools!) is { } call)
+                {
+                    var callUpdate = Update([Content(call)]);
+                    callUpdate.RawRepresentation = token;
+                    callUpdate.FinishReason = ChatFinishReason.ToolCalls;
+                    yield return callUpdate;
+                    held = null;
+                    continue;
+                }
+                if (token.FinishReason is { } finish)
+                    pending.FinishReason = Map(finish);
+                if (token.Text.Length > 0 || token.FinishReason is not null)
+                    held.Add(pending);
+                if (!ToolCallFormat.MayBeCall(reply.ToString()) || token.FinishReason is not null)
+                {
+                    foreach (var u in held)
+                        yield return u;
+                    held = null;
+                }
+                continue;
+            }
             // Tokens that release no text (a UTF-8 character or a possible stop string still
             // incomplete, special tokens) make no update, except the last, which carries the finish reason.
             if (token.Text.Length == 0 && token.FinishReason is null)
@@ -165,16 +204,52 @@ public sealed class LlamaChatClient : IChatClient
     }
 
     /// <summary>The prompt's token ids and the request's settings; throws for what the engine does not support.</summary>
-    (IReadOnlyList<int> Prompt, GenerationSettings Settings) Prepare(IEnumerable<ChatMessage> messages, ChatOptions? options)
+    (IReadOnlyList<int> Prompt, GenerationSettings Settings, IReadOnlyList<ChatTool>? Tools) Prepare(IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref disposed) != 0, this);
         ArgumentNullException.ThrowIfNull(messages);
         var conversation = ToLlama(messages, options?.Instructions);
         var settings = ToSettings(options);
-        return (Engine.EncodeChat(conversation), settings);
+        var (offered, answerable, required) = Tools(options);
+        if (required)
+            settings = settings with { ResponseFormat = JsonGrammar.ForToolCall(answerable!) };
+        return (Engine.EncodeChat(conversation, tools: offered), settings, answerable);
     }
 
-    /// <summary>The messages in the engine's form: roles system, user and assistant; text content only.</summary>
+    /// <summary>
+    /// The tools of a request: those written into the prompt (<see cref="ChatOptions.Tools"/>' functions,
+    /// none with <see cref="ChatToolMode.None"/>), those a reply may call (all, or the one
+    /// <see cref="ChatToolMode.RequireSpecific"/> names), and whether it must (RequireAny/RequireSpecific:
+    /// the call is then constrained as it is written).
+    /// </summary>
+    static (IReadOnlyList<ChatTool>? Offered, IReadOnlyList<ChatTool>? Answerable, bool Required) Tools(ChatOptions? options)
+    {
+        if (options?.Tools is not { Count: > 0 } list || options.ToolMode is NoneChatToolMode)
+            return (null, null, false);
+        var tools = new List<ChatTool>();
+        foreach (var tool in list)
+        {
+            if (tool is not AIFunctionDeclaration function)
+                throw new NotSupportedException($"the tool '{tool.Name}' ({tool.GetType().Name}) is not supported: the engine calls functions (AIFunction / AIFunctionDeclaration)");
+            try
+            {
+                tools.Add(ChatTool.Function(function.Name, string.IsNullOrEmpty(function.Description) ? null : function.Description, function.JsonSchema.GetRawText()));
+            }
+            catch (ArgumentException e)
+            {
+                throw new NotSupportedException($"the function '{function.Name}' cannot be offered: {e.Message}", e);
+            }
+        }
+        return options.ToolMode switch
+        {
+            RequiredChatToolMode { RequiredFunctionName: { } name } => (tools, [tools.FirstOrDefault(t => t.Name == name)
+                ?? throw new ArgumentException($"ChatToolMode.RequireSpecific names '{name}', which is not among the tools ({string.Join(", ", tools.Select(t => t.Name))})", nameof(options))], true),
+            RequiredChatToolMode => (tools, tools, true),
+            _ => (tools, tools, false),
+        };
+    }
+
+    /// <summary>The messages in the engine's form: roles system, user, assistant (text and function calls) and tool (function results).</summary>
     static List<LlamaMessage> ToLlama(IEnumerable<ChatMessage> messages, string? instructions)
     {
         var list = new List<LlamaMessage>();
@@ -184,18 +259,33 @@ public sealed class LlamaChatClient : IChatClient
             string role = m.Role == ChatRole.System ? "system"
                 : m.Role == ChatRole.User ? "user"
                 : m.Role == ChatRole.Assistant ? "assistant"
-                : m.Role == ChatRole.Tool
-                    ? throw new NotSupportedException("a message with the tool role is not supported: the engine has no tool calling yet (IlgpuLlama.Extensions.AI takes system, user and assistant messages)")
-                    : throw new NotSupportedException($"the chat role '{m.Role}' is not supported (IlgpuLlama.Extensions.AI takes system, user and assistant messages)");
+                : m.Role == ChatRole.Tool ? "tool"
+                : throw new NotSupportedException($"the chat role '{m.Role}' is not supported (IlgpuLlama.Extensions.AI takes system, user, assistant and tool messages)");
+            var calls = new List<ChatToolCall>();
             foreach (var content in m.Contents)
             {
-                if (content is TextContent or UsageContent or TextReasoningContent)
-                    continue;
-                throw content is FunctionCallContent or FunctionResultContent
-                    ? new NotSupportedException($"{content.GetType().Name} in a {role} message is not supported: the engine has no tool calling yet")
-                    : new NotSupportedException($"{content.GetType().Name} in a {role} message is not supported: the engine takes text only");
+                switch (content)
+                {
+                    case TextContent or UsageContent or TextReasoningContent:
+                        break;
+                    case FunctionCallContent call when role == "assistant":
+                        calls.Add(new ChatToolCall(call.Name, System.Text.Json.JsonSerializer.Serialize(call.Arguments ?? new Dictionary<string, object?>())) { Id = call.CallId });
+                        break;
+                    case FunctionResultContent result when role == "tool":
+                        // The tool's result as the template gives it back: its text, or its JSON.
+                        list.Add(new LlamaMessage(IlgpuLlama.Text.ChatRole.Tool, result.Result is string text ? text : System.Text.Json.JsonSerializer.Serialize(result.Result)));
+                        break;
+                    default:
+                        throw new NotSupportedException($"{content.GetType().Name} in a {role} message is not supported: the engine takes text, function calls (assistant) and function results (tool)");
+                }
             }
-            list.Add(new LlamaMessage(role, m.Text));
+            if (role == "tool")
+            {
+                if (!m.Contents.OfType<FunctionResultContent>().Any())
+                    list.Add(new LlamaMessage(IlgpuLlama.Text.ChatRole.Tool, m.Text));
+                continue;
+            }
+            list.Add(new LlamaMessage(role, m.Text) { ToolCalls = calls });
         }
         if (!string.IsNullOrWhiteSpace(instructions))
         {
@@ -237,8 +327,6 @@ public sealed class LlamaChatClient : IChatClient
         }
         else if (options.ResponseFormat is { } format and not ChatResponseFormatText)
             throw new NotSupportedException($"the response format {format.GetType().Name} is not supported (use ChatResponseFormat.Text, Json or ForJsonSchema)");
-        if (options.Tools is { Count: > 0 })
-            throw new NotSupportedException($"tools are not supported ({options.Tools.Count} given): the engine has no tool calling yet");
         SamplingOptions sampling = Defaults.Sampling;
         if (options.Temperature is { } temperature)
             sampling = sampling with { Temperature = temperature };

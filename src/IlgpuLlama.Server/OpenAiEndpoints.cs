@@ -262,7 +262,7 @@ public sealed class OpenAiEndpoints : IDisposable
             settings = settings with { PromptLogprobs = k };
         // Structured output: tool_choice required (or one named function) constrains the reply to a call;
         // else response_format, when it asks for JSON.
-        if ((tools.Use is { Required: true } use ? ToolCallGrammar(use) : ResponseFormat(body)) is { } grammar)
+        if ((tools.Use is { Required: true } use ? JsonGrammar.ForToolCall(use.Offered) : ResponseFormat(body)) is { } grammar)
             settings = settings with { ResponseFormat = grammar };
         if (settings.Logprobs is not null && engine.Tokenizer is null)
             throw new ApiError(400, "logprobs need the model's tokenizer to name the tokens, and this server has none", "logprobs");
@@ -749,32 +749,6 @@ public sealed class OpenAiEndpoints : IDisposable
             default:
                 throw new ApiError(400, $"response_format type must be \"text\", \"json_object\" or \"json_schema\", got {Printable(type.GetString())}", field + ".type");
         }
-    }
-
-    /// <summary>
-    /// The grammar of a reply that must be a call of one of <paramref name="use"/>'s tools, in the
-    /// template's format {"name": NAME, "parameters": {...}}: one function's name and parameters schema;
-    /// several functions' names and any parameters object (the grammar has no union of objects), as
-    /// for a function whose parameters schema uses keywords outside the supported subset.
-    /// </summary>
-    static JsonGrammar ToolCallGrammar(ToolUse use)
-    {
-        static string Call(string names, string parameters) =>
-            $$"""{"type": "object", "properties": {"name": {"enum": [{{names}}]}, "parameters": {{parameters}}}, "required": ["name", "parameters"], "additionalProperties": false}""";
-        const string anyObject = """{"type": "object"}""";
-        string names = string.Join(", ", use.Offered.Select(t => JsonSerializer.Serialize(t.Name)));
-        if (use.Offered is [var only] && only.Parameters is { } schema && schema.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String && type.GetString() == "object")
-        {
-            try
-            {
-                return JsonGrammar.FromSchema(Call(names, schema.GetRawText()));
-            }
-            catch (JsonSchemaException)
-            {
-                // Keywords the grammar does not take: the call is still a call, its parameters any object.
-            }
-        }
-        return JsonGrammar.FromSchema(Call(names, anyObject));
     }
 
     /// <summary>

@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using IlgpuLlama.Text;
 
 namespace IlgpuLlama.Constraints;
 
@@ -69,6 +70,36 @@ public sealed class JsonGrammar
     /// <exception cref="JsonSchemaException">it is not a usable schema</exception>
     /// <exception cref="UnsupportedSchemaException">it uses keywords outside the supported subset</exception>
     public static JsonGrammar FromSchema(JsonElement schema) => FromSchema(JsonNode.Parse(schema.GetRawText()));
+
+    /// <summary>
+    /// A reply that is a call of one of <paramref name="tools"/> in the Llama 3 template's format
+    /// <c>{"name": NAME, "parameters": {...}}</c> (<see cref="ToolCallFormat.Parse"/> reads it): one
+    /// function's name and its parameters schema; several functions' names and any parameters object
+    /// (the grammar has no union of objects), as for a parameters schema that is not an object schema
+    /// or uses keywords outside the supported subset.
+    /// </summary>
+    public static JsonGrammar ForToolCall(IReadOnlyList<ChatTool> tools)
+    {
+        ArgumentNullException.ThrowIfNull(tools);
+        if (tools.Count == 0)
+            throw new ArgumentException("a tool call needs at least one tool", nameof(tools));
+        static string Call(string names, string parameters) =>
+            $$"""{"type": "object", "properties": {"name": {"enum": [{{names}}]}, "parameters": {{parameters}}}, "required": ["name", "parameters"], "additionalProperties": false}""";
+        const string anyObject = """{"type": "object"}""";
+        string names = string.Join(", ", tools.Select(t => JsonSerializer.Serialize(t.Name)));
+        if (tools is [var only] && only.Parameters is { } schema && schema.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String && type.GetString() == "object")
+        {
+            try
+            {
+                return FromSchema(Call(names, schema.GetRawText()));
+            }
+            catch (JsonSchemaException)
+            {
+                // Keywords the grammar does not take: the call is still a call, its parameters any object.
+            }
+        }
+        return FromSchema(Call(names, anyObject));
+    }
 
     /// <summary>Compiles a JSON schema (an object or a boolean).</summary>
     /// <exception cref="JsonSchemaException">it is not a usable schema</exception>

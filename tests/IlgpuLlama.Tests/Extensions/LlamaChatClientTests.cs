@@ -15,7 +15,7 @@ public sealed class ChatClientDemo : IDisposable
     readonly DemoModelDir dir = new();
 
     public ChatClientDemo() => Client = LlamaChatClient.Load(dir.Path,
-        new LlamaEngineOptions { Device = DeviceKind.Cpu, Engine = new EngineOptions { MaxBatchSize = 2, MaxSeqLen = 512 } });
+        new LlamaEngineOptions { Device = DeviceKind.Cpu, Engine = new EngineOptions { MaxBatchSize = 2, MaxSeqLen = 1024 } });
 
     public LlamaChatClient Client { get; }
 
@@ -154,7 +154,7 @@ public sealed class LlamaChatClientTests(ChatClientDemo demo) : IClassFixture<Ch
     }
 
     [Fact]
-    public async Task Unsupported_schemas_roles_and_tools_throw_naming_what()
+    public async Task Unsupported_schemas_contents_and_tools_throw_naming_what()
     {
         IChatClient client = demo.Client;
         var schema = ChatResponseFormat.ForJsonSchema(System.Text.Json.JsonDocument.Parse("""{"type":"string","pattern":"^a"}""").RootElement, schemaName: "colours");
@@ -162,12 +162,14 @@ public sealed class LlamaChatClientTests(ChatClientDemo demo) : IClassFixture<Ch
         Assert.Contains("'colours'", ex.Message);
         Assert.Contains("pattern", ex.Message);
 
-        ChatMessage[] withTool = [.. Question, new(ChatRole.Tool, "42")];
-        var tool = await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync(withTool));
-        Assert.Contains("tool role", tool.Message);
-        var tools = await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync(Question,
-            new ChatOptions { Tools = [AIFunctionFactory.Create(() => 42, "answer")] }));
-        Assert.Contains("tools", tools.Message);
+        ChatMessage[] withImage = [new(ChatRole.User, [new DataContent(new byte[] { 1, 2, 3 }, "image/png")])];
+        var image = await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync(withImage));
+        Assert.Contains("DataContent", image.Message);
+        var hosted = await Assert.ThrowsAsync<NotSupportedException>(() => client.GetResponseAsync(Question, new ChatOptions { Tools = [new HostedWebSearchTool()] }));
+        Assert.Contains("functions", hosted.Message);
+        var specific = await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync(Question,
+            new ChatOptions { Tools = [AIFunctionFactory.Create((int x) => x, "f")], ToolMode = ChatToolMode.RequireSpecific("g") }));
+        Assert.Contains("'g'", specific.Message);
 
         // The engine's own range checks still apply.
         await Assert.ThrowsAnyAsync<ArgumentException>(() => client.GetResponseAsync(Question, new ChatOptions { TopP = 0f }));
@@ -246,5 +248,38 @@ public sealed class LlamaChatClientTests(ChatClientDemo demo) : IClassFixture<Ch
         await foreach (var u in client.GetStreamingResponseAsync(Question, new ChatOptions { ResponseFormat = ChatResponseFormat.Json, MaxOutputTokens = 24, Temperature = 1f, Seed = 8 }))
             updates.Add(u);
         IlgpuLlama.Tests.Constraints.JsonOracle.AssertValid(null, updates.ToChatResponse().Text);
+    }
+
+    [Fact]
+    public async Task Function_calls_come_back_as_FunctionCallContent_and_their_results_go_into_the_prompt()
+    {
+        IChatClient client = demo.Client;
+        var add = AIFunctionFactory.Create((int x, int y) => x + y, "add", "Adds two integers");
+        string parameters = add.JsonSchema.GetRawText();
+        // A required call: constrained as it is written, so even random weights call it with valid arguments.
+        var options = new ChatOptions { Tools = [add], ToolMode = ChatToolMode.RequireAny, MaxOutputTokens = 60, Temperature = 1f, Seed = 3 };
+        ChatMessage[] ask = [new(ChatRole.User, "1 + 2?")];
+        var response = await client.GetResponseAsync(ask, options);
+        Assert.Equal(ChatFinishReason.ToolCalls, response.FinishReason);
+        var call = Assert.Single(response.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>());
+        Assert.Equal("add", call.Name);
+        IlgpuLlama.Tests.Constraints.JsonOracle.AssertValid(parameters, System.Text.Json.JsonSerializer.Serialize(call.Arguments));
+
+        // Streamed: one update carrying the call.
+        var updates = new List<ChatResponseUpdate>();
+        await foreach (var u in client.GetStreamingResponseAsync(ask, new ChatOptions { Tools = [add], ToolMode = ChatToolMode.RequireAny, MaxOutputTokens = 60, Temperature = 1f, Seed = 4 }))
+            updates.Add(u);
+        var streamed = updates.ToChatResponse();
+        Assert.Equal(ChatFinishReason.ToolCalls, streamed.FinishReason);
+        Assert.Single(streamed.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>());
+        Assert.DoesNotContain(updates, u => u.Text.Length > 0);
+
+        // The call and its result in the conversation: the prompt is the engine's chat template with tools.
+        ChatMessage[] conversation = [.. ask, .. response.Messages, new(ChatRole.Tool, [new FunctionResultContent(call.CallId, 3)])];
+        var next = await client.GetResponseAsync(conversation, new ChatOptions { Tools = [add], MaxOutputTokens = 2, Temperature = 0f });
+        var expected = demo.Engine.EncodeChat(
+            [new("user", "1 + 2?"), new(IlgpuLlama.Text.ChatRole.Assistant, "") { ToolCalls = [new IlgpuLlama.Text.ChatToolCall("add", System.Text.Json.JsonSerializer.Serialize(call.Arguments))] }, new(IlgpuLlama.Text.ChatRole.Tool, "3")],
+            tools: [IlgpuLlama.Text.ChatTool.Function("add", "Adds two integers", parameters)]);
+        Assert.Equal(expected.Count, next.Usage!.InputTokenCount);
     }
 }
