@@ -244,19 +244,30 @@ public static class BenchServeCommand
     }
 
     /// <summary>One streamed chat completion: its timing and the reply's text.</summary>
-    static async Task<(Timing Timing, string Reply)> OneChatRequest(HttpClient http, IReadOnlyList<object> messages, int maxTokens)
+    static Task<(Timing Timing, string Text)> OneChatRequest(HttpClient http, IReadOnlyList<object> messages, int maxTokens) =>
+        Streamed(http, "v1/chat/completions",
+            JsonSerializer.Serialize(new { messages, max_tokens = maxTokens, temperature = 0, ignore_eos = true, stream = true, stream_options = new { include_usage = true } }),
+            choice => choice.TryGetProperty("delta", out var delta) && delta.TryGetProperty("content", out var content) ? content.GetString() : null);
+
+    /// <summary>
+    /// Sends one streaming request and reads its server-sent events to [DONE]: the time to its first
+    /// text, the gaps between texts, the token counts of its usage chunk, and the text
+    /// (<paramref name="text"/> reads a chunk's first choice). A failed request is a Timing that is not Ok.
+    /// </summary>
+    static async Task<(Timing Timing, string Text)> Streamed(HttpClient http, string path, string body, Func<JsonElement, string?> text)
     {
-        var body = JsonSerializer.Serialize(new { messages, max_tokens = maxTokens, temperature = 0, ignore_eos = true, stream = true, stream_options = new { include_usage = true } });
         var started = Stopwatch.GetTimestamp();
         var reply = new StringBuilder();
         try
         {
-            using var request = new HttpRequestMessage(HttpMethod.Post, "v1/chat/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+            using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(body, Encoding.UTF8, "application/json") };
             using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
             if (!response.IsSuccessStatusCode)
                 return (new Timing(0, [], 0, false), "");
             using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
             double? first = null;
+            double last = 0;
+            var gaps = new List<double>();
             int tokens = 0, promptTokens = 0;
             bool done = false;
             while (await reader.ReadLineAsync() is { } line)
@@ -273,17 +284,21 @@ public static class BenchServeCommand
                 if (chunk.RootElement.TryGetProperty("usage", out var usage) && usage.ValueKind == JsonValueKind.Object)
                 {
                     tokens = usage.GetProperty("completion_tokens").GetInt32();
-                    promptTokens = usage.GetProperty("prompt_tokens").GetInt32();
+                    if (usage.TryGetProperty("prompt_tokens", out var p) && p.ValueKind == JsonValueKind.Number)
+                        promptTokens = p.GetInt32();
                     continue;
                 }
                 var choices = chunk.RootElement.GetProperty("choices");
-                if (choices.GetArrayLength() == 0 || !choices[0].TryGetProperty("delta", out var delta)
-                    || !delta.TryGetProperty("content", out var content) || content.GetString() is not { Length: > 0 } piece)
+                if (choices.GetArrayLength() == 0 || text(choices[0]) is not { Length: > 0 } piece)
                     continue;
-                first ??= now;
+                if (first is null)
+                    first = now;
+                else
+                    gaps.Add(now - last);
+                last = now;
                 reply.Append(piece);
             }
-            return (new Timing(first ?? 0, [], tokens, done && first is not null, promptTokens), reply.ToString());
+            return (new Timing(first ?? 0, gaps, tokens, done && first is not null, promptTokens), reply.ToString());
         }
         catch (HttpRequestException)
         {
@@ -339,52 +354,7 @@ public static class BenchServeCommand
         var body = constrained
             ? JsonSerializer.Serialize(new { prompt, max_tokens = maxTokens, temperature = 1, seed = 1, stream = true, stream_options = new { include_usage = true }, response_format = new { type = "json_object" } })
             : JsonSerializer.Serialize(new { prompt, max_tokens = maxTokens, temperature = 0, ignore_eos = true, stream = true, stream_options = new { include_usage = true } });
-        var started = Stopwatch.GetTimestamp();
-        try
-        {
-            using var request = new HttpRequestMessage(HttpMethod.Post, "v1/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
-            using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
-            if (!response.IsSuccessStatusCode)
-                return new Timing(0, [], 0, false);
-            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
-            double? first = null;
-            double last = 0;
-            var gaps = new List<double>();
-            int tokens = 0, promptTokens = 0;
-            bool done = false;
-            while (await reader.ReadLineAsync() is { } line)
-            {
-                if (!line.StartsWith("data: ", StringComparison.Ordinal))
-                    continue;
-                if (line == "data: [DONE]")
-                {
-                    done = true;
-                    break;
-                }
-                double now = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
-                using var chunk = JsonDocument.Parse(line[6..]);
-                if (chunk.RootElement.TryGetProperty("usage", out var usage) && usage.ValueKind == JsonValueKind.Object)
-                {
-                    tokens = usage.GetProperty("completion_tokens").GetInt32();
-                    if (usage.TryGetProperty("prompt_tokens", out var p) && p.ValueKind == JsonValueKind.Number)
-                        promptTokens = p.GetInt32();
-                    continue;
-                }
-                var choice = chunk.RootElement.GetProperty("choices")[0];
-                if (choice.GetProperty("text").GetString() is not { Length: > 0 })
-                    continue;
-                if (first is null)
-                    first = now;
-                else
-                    gaps.Add(now - last);
-                last = now;
-            }
-            return new Timing(first ?? 0, gaps, tokens, done && first is not null, promptTokens);
-        }
-        catch (HttpRequestException)
-        {
-            return new Timing(0, [], 0, false);
-        }
+        return (await Streamed(http, "v1/completions", body, choice => choice.GetProperty("text").GetString())).Timing;
     }
 
     /// <summary>Nearest-rank percentile (0 for no values).</summary>

@@ -252,12 +252,6 @@ public sealed class GgufModelTests(GgufTestModel model, ITestOutputHelper output
         return result;
     }
 
-    static double[] LogSoftmax(float[] logits)
-    {
-        double max = logits.Max(), sum = logits.Sum(l => Math.Exp(l - max));
-        return logits.Select(l => l - max - Math.Log(sum)).ToArray();
-    }
-
     [Fact]
     public void Quality_of_q8_0_and_q4_k_m_against_f16()
     {
@@ -265,7 +259,7 @@ public sealed class GgufModelTests(GgufTestModel model, ITestOutputHelper output
         var tokenizer = GgufTokenizers.FromGguf(model.Path("f16"));
         var tokens = tokenizer.Encode(TestTokenizers.Corpus[..400], addBos: true).ToArray();
         var reference = DecodeLogits(model.Path("f16"), null, tokens);
-        double Perplexity(float[][] logits) => Math.Exp(-Enumerable.Range(0, tokens.Length - 1).Average(t => LogSoftmax(logits[t])[tokens[t + 1]]));
+        double Perplexity(float[][] logits) => Math.Exp(-Enumerable.Range(0, tokens.Length - 1).Average(t => Float64Oracle.LogSoftmax(logits[t])[tokens[t + 1]]));
         output.WriteLine($"{tokens.Length} positions; f16 (fp16 on the device): perplexity {Perplexity(reference):G4}");
         foreach (var (file, dtype) in new[] { ("q8_0", (string?)null), ("q4_k_m", null), ("q4_k_m", "fp16") })
         {
@@ -274,8 +268,8 @@ public sealed class GgufModelTests(GgufTestModel model, ITestOutputHelper output
             int agree = 0;
             for (int t = 0; t < tokens.Length; t++)
             {
-                var p = LogSoftmax(reference[t]);
-                var q = LogSoftmax(ours[t]);
+                var p = Float64Oracle.LogSoftmax(reference[t]);
+                var q = Float64Oracle.LogSoftmax(ours[t]);
                 kl += p.Select((lp, i) => Math.Exp(lp) * (lp - q[i])).Sum() / tokens.Length;
                 maxError = Math.Max(maxError, reference[t].Zip(ours[t], (a, b) => Math.Abs(a - b)).Max());
                 spread = Math.Max(spread, reference[t].Max() - reference[t].Min());

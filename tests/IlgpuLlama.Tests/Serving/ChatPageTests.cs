@@ -55,29 +55,7 @@ public sealed class HeadlessChromium : IDisposable
 /// The demo model behind a server with a longer context than <see cref="DemoServer"/>'s: the chat
 /// template takes about 100 positions a turn, the page's test has two, and Stop needs a long reply.
 /// </summary>
-public sealed class ChatPageServer : IAsyncLifetime
-{
-    readonly DemoModelDir dir = new();
-
-    public LlamaEngine Engine { get; private set; } = null!;
-    public OpenAiServer Server { get; private set; } = null!;
-    public HttpClient Http { get; } = new() { Timeout = TimeSpan.FromMinutes(5) };
-
-    public async Task InitializeAsync()
-    {
-        Engine = LlamaEngine.Load(dir.Path, new LlamaEngineOptions { Device = DeviceKind.Cpu, Engine = new EngineOptions { MaxBatchSize = 2, MaxSeqLen = 1024 } });
-        Server = await OpenAiServer.StartAsync(Engine, new ServerOptions { Port = 0, ModelId = "demo" });
-        Http.BaseAddress = Server.Address;
-    }
-
-    public async Task DisposeAsync()
-    {
-        await Server.DisposeAsync();
-        Engine.Dispose();
-        Http.Dispose();
-        dir.Dispose();
-    }
-}
+public sealed class ChatPageServer() : DemoServerFixture(1024);
 
 /// <summary>The chat page at / : served as a self-contained page, and used in a real browser against the demo model.</summary>
 public sealed class ChatPageTests(ChatPageServer demo, HeadlessChromium chromium) : IClassFixture<ChatPageServer>, IClassFixture<HeadlessChromium>

@@ -18,21 +18,6 @@ namespace IlgpuLlama.Tests.Serving;
 /// </summary>
 public sealed class LogprobsTests(DemoServer demo, ITestOutputHelper output) : IClassFixture<DemoServer>
 {
-    /// <summary>float64 log-softmax of a logits row.</summary>
-    static double[] LogSoftmax(ReadOnlySpan<float> logits)
-    {
-        double max = double.NegativeInfinity;
-        foreach (float l in logits)
-            max = Math.Max(max, l);
-        double sum = 0;
-        foreach (float l in logits)
-            sum += Math.Exp(l - max);
-        var r = new double[logits.Length];
-        for (int i = 0; i < r.Length; i++)
-            r[i] = logits[i] - max - Math.Log(sum);
-        return r;
-    }
-
     [Fact]
     public void The_log_softmax_is_float64s_on_the_same_logits_with_ties_broken_by_id()
     {
@@ -40,7 +25,7 @@ public sealed class LogprobsTests(DemoServer demo, ITestOutputHelper output) : I
         var logits = Enumerable.Range(0, 1000).Select(_ => (float)(rng.NextDouble() * 20 - 10)).ToArray();
         logits[17] = logits[3] = 30f; // a tie at the top: the smaller id first
         var lp = TokenLogprobs.From(logits, 42, 5);
-        var expected = LogSoftmax(logits);
+        var expected = Float64Oracle.LogSoftmax(logits);
         Assert.Equal(expected[42], lp.Logprob, 12);
         Assert.Equal([3, 17], lp.Top.Take(2).Select(t => t.Id));
         var order = Enumerable.Range(0, 1000).OrderByDescending(i => logits[i]).ThenBy(i => i).Take(5).ToArray();
@@ -72,8 +57,8 @@ public sealed class LogprobsTests(DemoServer demo, ITestOutputHelper output) : I
                 model.ReadLogitsRow(0, row);
                 var lp = Assert.Single(r.Logprobs!);
                 Assert.Equal(lp.Id, lp.Top[0].Id); // greedy takes the most likely
-                var own = LogSoftmax(row);
-                var golden = LogSoftmax(c.Row(p - 1));
+                var own = Float64Oracle.LogSoftmax(row);
+                var golden = Float64Oracle.LogSoftmax(c.Row(p - 1));
                 foreach (var (id, l) in lp.Top.Append((lp.Id, lp.Logprob)))
                 {
                     worstOwn = Math.Max(worstOwn, Math.Abs(l - own[id]));

@@ -15,20 +15,6 @@ namespace IlgpuLlama.Tests.Serving;
 [Collection(SchedulerCollection.Name)]
 public sealed class PromptLogprobsTests(SchedulerModelContext ctx, ITestOutputHelper output)
 {
-    static double[] LogSoftmax(ReadOnlySpan<float> logits)
-    {
-        double max = double.NegativeInfinity;
-        foreach (float l in logits)
-            max = Math.Max(max, l);
-        double sum = 0;
-        foreach (float l in logits)
-            sum += Math.Exp(l - max);
-        var r = new double[logits.Length];
-        for (int i = 0; i < r.Length; i++)
-            r[i] = logits[i] - max - Math.Log(sum);
-        return r;
-    }
-
     static GenerationSettings Settings(int? promptLogprobs) => new()
     {
         MaxNewTokens = 2,
@@ -80,8 +66,8 @@ public sealed class PromptLogprobsTests(SchedulerModelContext ctx, ITestOutputHe
             var e = lp[i]!;
             Assert.Equal(prompt[i], e.Id);
             Assert.Equal(3, e.Top.Count);
-            var own = LogSoftmax(rows[i - 1]);
-            var golden = LogSoftmax(c.Row(i - 1));
+            var own = Float64Oracle.LogSoftmax(rows[i - 1]);
+            var golden = Float64Oracle.LogSoftmax(c.Row(i - 1));
             var order = Enumerable.Range(0, own.Length).OrderByDescending(j => rows[i - 1][j]).ThenBy(j => j).Take(3).ToArray();
             Assert.Equal(order, e.Top.Select(t => t.Id));
             foreach (var (id, l) in e.Top.Append((e.Id, e.Logprob)))
@@ -110,7 +96,7 @@ public sealed class PromptLogprobsTests(SchedulerModelContext ctx, ITestOutputHe
         for (int i = 1; i < prompt.Length; i++)
         {
             Assert.Empty(lp[i]!.Top);
-            worst = Math.Max(worst, Math.Abs(lp[i]!.Logprob - LogSoftmax(c.Row(i - 1))[prompt[i]]));
+            worst = Math.Max(worst, Math.Abs(lp[i]!.Logprob - Float64Oracle.LogSoftmax(c.Row(i - 1))[prompt[i]]));
         }
         output.WriteLine($"{prompt.Length} prompt tokens in chunks of 5: max |logprob - golden| {worst:G3}");
         Assert.True(worst < 2 * GoldenModelTests.LogitTolerance, $"prompt logprobs differ from the golden reference by {worst}");

@@ -11,8 +11,11 @@ using IlgpuLlama.Tests.Cli;
 
 namespace IlgpuLlama.Tests.Serving;
 
-/// <summary>The demo model behind a server on a free loopback port (2 slots, 128 positions).</summary>
-public sealed class DemoServer : IAsyncLifetime
+/// <summary>
+/// The demo model behind a server on a free loopback port: 2 KV slots of <c>maxSeqLen</c> positions,
+/// engine settings named by serve's flags, as `serve` runs it.
+/// </summary>
+public abstract class DemoServerFixture(int maxSeqLen) : IAsyncLifetime
 {
     readonly DemoModelDir dir = new();
 
@@ -23,7 +26,7 @@ public sealed class DemoServer : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        Engine = LlamaEngine.Load(dir.Path, new LlamaEngineOptions { Device = DeviceKind.Cpu, Engine = new EngineOptions { MaxBatchSize = 2, MaxSeqLen = 128 } });
+        Engine = LlamaEngine.Load(dir.Path, new LlamaEngineOptions { Device = DeviceKind.Cpu, Engine = new EngineOptions { MaxBatchSize = 2, MaxSeqLen = maxSeqLen } });
         Server = await OpenAiServer.StartAsync(Engine, new ServerOptions { Port = 0, ModelId = "demo", ParameterName = IlgpuLlama.Cli.Infrastructure.CliNames.Flag });
         Http.BaseAddress = Server.Address;
     }
@@ -36,6 +39,9 @@ public sealed class DemoServer : IAsyncLifetime
         dir.Dispose();
     }
 }
+
+/// <summary>The demo model behind a server with 2 slots of 128 positions.</summary>
+public sealed class DemoServer() : DemoServerFixture(128);
 
 public sealed class ServerTests(DemoServer demo) : IClassFixture<DemoServer>
 {
