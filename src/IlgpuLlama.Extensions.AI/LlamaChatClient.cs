@@ -159,46 +159,28 @@ public sealed class LlamaChatClient : IChatClient
         };
         // With tools, a reply that begins with '{' may be a call: its updates wait until it ends (then it is
         // one FunctionCallContent) or shows itself to be text (then they go out as they were).
-        List<ChatResponseUpdate>? held = tools is null ? null : [];
-        var reply = new System.Text.StringBuilder();
+        var hold = tools is null ? null : new ToolCallHold<ChatResponseUpdate>(tools);
         await foreach (var token in tokens.WithCancellation(cancellationToken).ConfigureAwait(false))
         {
             generated++;
-            if (held is not null)
-            {
-                reply.Append(token.Text);
-                var pending = Update(token.Text.Length > 0 ? [new TextContent(token.Text)] : []);
-                pending.RawRepresentation = token;
-                if (token.FinishReason is { } end && ToolCallFormat.MayBeCall(reply.ToString()) && ToolCallFormat.Parse(reply.ToString(), tools!) is { } call)
-                {
-                    var callUpdate = Update([Content(call)]);
-                    callUpdate.RawRepresentation = token;
-                    callUpdate.FinishReason = ChatFinishReason.ToolCalls;
-                    yield return callUpdate;
-                    held = null;
-                    continue;
-                }
-                if (token.FinishReason is { } finish)
-                    pending.FinishReason = Map(finish);
-                if (token.Text.Length > 0 || token.FinishReason is not null)
-                    held.Add(pending);
-                if (!ToolCallFormat.MayBeCall(reply.ToString()) || token.FinishReason is not null)
-                {
-                    foreach (var u in held)
-                        yield return u;
-                    held = null;
-                }
-                continue;
-            }
-            // Tokens that release no text (a UTF-8 character or a possible stop string still
-            // incomplete, special tokens) make no update, except the last, which carries the finish reason.
-            if (token.Text.Length == 0 && token.FinishReason is null)
-                continue;
             var update = Update(token.Text.Length > 0 ? [new TextContent(token.Text)] : []);
             update.RawRepresentation = token;
             if (token.FinishReason is { } reason)
                 update.FinishReason = Map(reason);
-            yield return update;
+            var (send, call) = hold is null ? ([update], null) : hold.Add(token.Text, update, last: token.FinishReason is not null);
+            if (call is not null)
+            {
+                var callUpdate = Update([Content(call)]);
+                callUpdate.RawRepresentation = token;
+                callUpdate.FinishReason = ChatFinishReason.ToolCalls;
+                yield return callUpdate;
+                continue;
+            }
+            // Tokens that release no text (a UTF-8 character or a possible stop string still
+            // incomplete, special tokens) make no update, except the last, which carries the finish reason.
+            foreach (var u in send)
+                if (u.Text.Length > 0 || u.FinishReason is not null)
+                    yield return u;
         }
         yield return Update([new UsageContent(Usage(promptTokens, generated))]);
     }

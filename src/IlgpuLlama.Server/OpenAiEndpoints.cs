@@ -409,7 +409,9 @@ public sealed class OpenAiEndpoints : IDisposable
     /// <summary>The tool call a reply is (with a fresh call id), or null when it is text (or the request offered no tools).</summary>
     static ChatToolCall? ToolCall(string reply, ToolUse? tools) =>
         tools is null ? null
-            : ToolCallFormat.Parse(reply, tools.Offered) is { } call ? call with { Id = "call_" + Guid.NewGuid().ToString("N")[..24] } : null;
+            : ToolCallFormat.Parse(reply, tools.Offered) is { } call ? call with { Id = NewCallId() } : null;
+
+    static string NewCallId() => "call_" + Guid.NewGuid().ToString("N")[..24];
 
     async Task Stream(HttpContext c, ScheduledRequest[] handles, OpenAiEndpoint endpoint, string id, bool includeUsage, ToolUse? tools, Echo? echo, CancellationToken cancelled)
     {
@@ -437,14 +439,7 @@ public sealed class OpenAiEndpoints : IDisposable
         var offsets = new int[handles.Length];
         // With tools, a reply that begins with '{' may be a call: its chunks are held back until it ends
         // (then it is one tool_calls chunk) or shows itself to be text (then they go out as they were).
-        var held = handles.Select(_ => tools is null ? null : new List<(string Text, object? Logprobs)>()).ToArray();
-        var replies = handles.Select(_ => new StringBuilder()).ToArray();
-        async Task Release(int i)
-        {
-            foreach (var (text, logprobs) in held[i]!)
-                await Event(c, endpoint.Chunk(id, created, model, text, null, logprobs, i), ct);
-            held[i] = null;
-        }
+        var holds = handles.Select(_ => tools is null ? null : new ToolCallHold<(string Text, object? Logprobs)>(tools.Offered)).ToArray();
         await foreach (var (i, token) in merged.Reader.ReadAllAsync(cancelled))
         {
             if (echo is not null && token.Index == 0)
@@ -463,36 +458,18 @@ public sealed class OpenAiEndpoints : IDisposable
             // A token asked for with its log-probabilities has a chunk of its own, even when its text is held back.
             object? logprobs = token.Logprobs is { } lp ? endpoint.Logprobs([lp], engine.Tokenizer!, offsets[i]) : null;
             offsets[i] += token.Text.Length;
-            if (held[i] is { } hold)
+            var (send, call) = holds[i] is { } hold
+                ? hold.Add(token.Text, (token.Text, logprobs), last: token.FinishReason is not null)
+                : ([(token.Text, logprobs)], null);
+            if (call is not null)
             {
-                replies[i].Append(token.Text);
-                if (token.Text.Length > 0 || logprobs is not null)
-                    hold.Add((token.Text, logprobs));
-                if (!ToolCallFormat.MayBeCall(replies[i].ToString()))
-                {
-                    // Text after all: what was held goes out, then (on a last token) the finish.
-                    await Release(i);
-                    if (token.FinishReason is { } last)
-                        await Event(c, endpoint.Chunk(id, created, model, null, Finish(last), index: i), ct);
-                }
-                else if (token.FinishReason is { } end)
-                {
-                    if (ToolCall(replies[i].ToString(), tools) is { } call)
-                    {
-                        await Event(c, OpenAiEndpoint.ToolCallChunk(id, created, model, call, i), ct);
-                        await Event(c, endpoint.Chunk(id, created, model, null, "tool_calls", index: i), ct);
-                        held[i] = null;
-                    }
-                    else
-                    {
-                        await Release(i);
-                        await Event(c, endpoint.Chunk(id, created, model, null, Finish(end), index: i), ct);
-                    }
-                }
+                await Event(c, OpenAiEndpoint.ToolCallChunk(id, created, model, call with { Id = NewCallId() }, i), ct);
+                await Event(c, endpoint.Chunk(id, created, model, null, "tool_calls", index: i), ct);
                 continue;
             }
-            if (token.Text.Length > 0 || logprobs is not null)
-                await Event(c, endpoint.Chunk(id, created, model, token.Text, null, logprobs, i), ct);
+            foreach (var (text, lps) in send)
+                if (text.Length > 0 || lps is not null)
+                    await Event(c, endpoint.Chunk(id, created, model, text, null, lps, i), ct);
             if (token.FinishReason is { } reason)
                 await Event(c, endpoint.Chunk(id, created, model, null, Finish(reason), index: i), ct);
         }

@@ -171,3 +171,39 @@ public static class ToolCallFormat
         return true;
     }
 }
+
+/// <summary>
+/// Holds a streamed reply back while it may still be a tool call (<see cref="ToolCallFormat.MayBeCall"/>):
+/// its pieces are kept until the reply ends, as a call (<see cref="Add"/> returns it and the pieces are
+/// dropped) or as text, or until it shows itself to be text; from then on pieces pass straight through.
+/// <typeparamref name="T"/> is what a stream sends for a piece (a server's chunk, a client's update).
+/// </summary>
+public sealed class ToolCallHold<T>(IReadOnlyList<ChatTool> tools)
+{
+    readonly System.Text.StringBuilder reply = new();
+    List<T>? held = [];
+
+    /// <summary>
+    /// Adds the next piece of the reply (<paramref name="last"/>: the reply ends with it). Returns what to
+    /// send now, in order (nothing while held; the held pieces and this one once the reply is text), or the
+    /// call when the reply ended as one.
+    /// </summary>
+    public (IReadOnlyList<T> Send, ChatToolCall? Call) Add(string text, T piece, bool last)
+    {
+        if (held is null)
+            return ([piece], null);
+        reply.Append(text);
+        held.Add(piece);
+        bool mayBeCall = ToolCallFormat.MayBeCall(reply.ToString());
+        if (last && mayBeCall && ToolCallFormat.Parse(reply.ToString(), tools) is { } call)
+        {
+            held = null;
+            return ([], call);
+        }
+        if (mayBeCall && !last)
+            return ([], null);
+        var send = held;
+        held = null;
+        return (send, null);
+    }
+}

@@ -172,4 +172,24 @@ public class ChatTemplateTests
         Assert.Equal(name, call?.Name);
         Assert.Equal(arguments, call?.Arguments);
     }
+
+    [Fact]
+    public void A_held_reply_is_released_as_text_or_returned_as_a_call()
+    {
+        ChatTool[] tools = [ChatTool.Function("now", null, null)];
+        var text = new ToolCallHold<int>(tools);
+        Assert.Empty(text.Add(" ", 1, last: false).Send);        // blank: may still be a call
+        Assert.Equal([1, 2], text.Add("Hi", 2, last: false).Send); // text: the held pieces go out
+        Assert.Equal([3], text.Add("!", 3, last: true).Send);      // then pieces pass through
+
+        var call = new ToolCallHold<int>(tools);
+        Assert.Empty(call.Add("{\"name\": \"now\", ", 1, last: false).Send);
+        var (send, made) = call.Add("\"parameters\": {}}", 2, last: true);
+        Assert.Empty(send);
+        Assert.Equal("now", made?.Name);
+
+        var broken = new ToolCallHold<int>(tools);
+        Assert.Empty(broken.Add("{\"name\": ", 1, last: false).Send);
+        Assert.Equal([1, 2], broken.Add("\"other\"}", 2, last: true).Send); // not a call of an offered tool: text
+    }
 }
