@@ -1,6 +1,7 @@
 namespace IlgpuLlama.Kernels;
 
-// Grouped-query attention over the fp16 KV cache, fp32 math, numerically safe (running max).
+// Grouped-query attention over the KV cache (fp16, or fp32: KvCacheLayout.Words), fp32 math,
+// numerically safe (running max).
 //
 // A "query row" is one token of one sequence: it sees keys 0..pos of its cache slot. Decode has
 // one row per sequence; prefill has one row per prompt token (causality comes from pos).
@@ -12,7 +13,8 @@ namespace IlgpuLlama.Kernels;
 // group-size keys:
 //   1. scores: thread t takes key (tile + t), loads its head_dim halves with 128-bit loads (four
 //      in flight) and dots them with each query head (q staged in shared memory, pre-scaled by
-//      1/sqrt(head_dim));
+//      1/sqrt(head_dim)); an fp32 cache takes two 128-bit loads per 8 values (the branch on the
+//      cache type is uniform over the launch);
 //   2. online softmax: warp h updates head h's running max m and sum l, rescale factor alpha,
 //      and turns the tile's scores into probabilities exp(s - m);
 //   3. P.V: thread e owns (head, dim pair) entries e, e + group, ... ; per tile it sums p * V
@@ -30,8 +32,8 @@ namespace IlgpuLlama.Kernels;
 public struct AttentionArgs
 {
     public ArrayView<float> Q;          // [rows, heads * head_dim] fp32, rotated
-    public ArrayView<U4> KCache;        // this layer's K cache (KvCacheLayout), fp16 as U4
-    public ArrayView<uint> VCache;      // same layout as half pairs
+    public ArrayView<U4> KCache;        // this layer's K cache (KvCacheLayout) as U4: 8 fp16 or 4 fp32 values
+    public ArrayView<uint> VCache;      // same layout as 32-bit words: an fp16 pair or one fp32
     public ArrayView<int> Slots;        // [rows] cache slot of each row
     public ArrayView<int> Positions;    // [rows] the row attends to keys 0..pos
     public ArrayView<float> Out;        // [rows, heads * head_dim] fp32
@@ -44,7 +46,7 @@ public struct AttentionArgs
 
 /// <summary>The device buffers of one attention launch (what changes per call site, not per step).</summary>
 /// <param name="Q">[rows, heads * head_dim] fp32, rotated</param>
-/// <param name="KCache">this layer's K cache (<see cref="KvCacheLayout"/>), fp16 bits</param>
+/// <param name="KCache">this layer's K cache (<see cref="KvCacheLayout"/>), 16-bit words</param>
 /// <param name="VCache">this layer's V cache, same layout</param>
 /// <param name="Slots">[rows] cache slot of each row</param>
 /// <param name="Positions">[rows] the row attends to keys 0..pos</param>
@@ -143,29 +145,12 @@ public static class AttentionKernels
             // chunks is dotted with every head's q, partial sums kept in the score slots.
             if (tid < n)
             {
-                int kRow = (kvBase + tile + tid) * hd8;
                 for (int h = 0; h < groupHeads; h++)
                     smem[sOff + h * tn + tid] = 0f;
-                int c = 0;
-                for (; c + 4 <= hd8; c += 4)
-                {
-                    W8 k0 = MatVecKernels.Widen<Fp16Format.Device>(a.KCache[kRow + c]);
-                    W8 k1 = MatVecKernels.Widen<Fp16Format.Device>(a.KCache[kRow + c + 1]);
-                    W8 k2 = MatVecKernels.Widen<Fp16Format.Device>(a.KCache[kRow + c + 2]);
-                    W8 k3 = MatVecKernels.Widen<Fp16Format.Device>(a.KCache[kRow + c + 3]);
-                    for (int h = 0; h < groupHeads; h++)
-                    {
-                        int q = h * hd + c * 8;
-                        float s = DotShared(k0, smem, q) + DotShared(k1, smem, q + 8) + DotShared(k2, smem, q + 16) + DotShared(k3, smem, q + 24);
-                        smem[sOff + h * tn + tid] += s;
-                    }
-                }
-                for (; c < hd8; c++)
-                {
-                    W8 k0 = MatVecKernels.Widen<Fp16Format.Device>(a.KCache[kRow + c]);
-                    for (int h = 0; h < groupHeads; h++)
-                        smem[sOff + h * tn + tid] += DotShared(k0, smem, h * hd + c * 8);
-                }
+                if (shape.Cache.Words == 2)
+                    ScoresFp32(a.KCache, (kvBase + tile + tid) * hd8 * 2, hd8, groupHeads, hd, smem, sOff + tid, tn);
+                else
+                    ScoresFp16(a.KCache, (kvBase + tile + tid) * hd8, hd8, groupHeads, hd, smem, sOff + tid, tn);
             }
             Group.Barrier();
 
@@ -206,7 +191,9 @@ public static class AttentionKernels
                 Float2 acc;
                 acc.X = smem[ao];
                 acc.Y = smem[ao + 1];
-                acc = AccumulateV(acc, a.VCache, smem, (kvBase + tile) * halfHd + pr, halfHd, sOff + h * tn, smem[aOff + h], n);
+                acc = shape.Cache.Words == 2
+                    ? AccumulateVFp32(acc, a.VCache, smem, (kvBase + tile) * hd + 2 * pr, hd, sOff + h * tn, smem[aOff + h], n)
+                    : AccumulateV(acc, a.VCache, smem, (kvBase + tile) * halfHd + pr, halfHd, sOff + h * tn, smem[aOff + h], n);
                 smem[ao] = acc.X;
                 smem[ao + 1] = acc.Y;
             }
@@ -292,6 +279,76 @@ public static class AttentionKernels
             a.Counters[counter] = 0;
     }
 
+    /// <summary>
+    /// Step 1 over an fp16 cache: one key row's scores against every head of the GQA group, added
+    /// into score slots <paramref name="scoreIndex"/> + h x <paramref name="scoreStride"/>. The key
+    /// row (chunk <paramref name="kRow"/> of 8 halves on) is read four 128-bit chunks at a time and
+    /// each batch is dotted with every head's q (shared memory from 0, head h at h x head_dim).
+    /// </summary>
+    static void ScoresFp16(ArrayView<U4> kCache, int kRow, int hd8, int groupHeads, int hd, ArrayView<float> smem, int scoreIndex, int scoreStride)
+    {
+        int c = 0;
+        for (; c + 4 <= hd8; c += 4)
+        {
+            W8 k0 = MatVecKernels.Widen<Fp16Format.Device>(kCache[kRow + c]);
+            W8 k1 = MatVecKernels.Widen<Fp16Format.Device>(kCache[kRow + c + 1]);
+            W8 k2 = MatVecKernels.Widen<Fp16Format.Device>(kCache[kRow + c + 2]);
+            W8 k3 = MatVecKernels.Widen<Fp16Format.Device>(kCache[kRow + c + 3]);
+            for (int h = 0; h < groupHeads; h++)
+            {
+                int q = h * hd + c * 8;
+                float s = DotShared(k0, smem, q) + DotShared(k1, smem, q + 8) + DotShared(k2, smem, q + 16) + DotShared(k3, smem, q + 24);
+                smem[scoreIndex + h * scoreStride] += s;
+            }
+        }
+        for (; c < hd8; c++)
+        {
+            W8 k0 = MatVecKernels.Widen<Fp16Format.Device>(kCache[kRow + c]);
+            for (int h = 0; h < groupHeads; h++)
+                smem[scoreIndex + h * scoreStride] += DotShared(k0, smem, h * hd + c * 8);
+        }
+    }
+
+    /// <summary>
+    /// Step 1 over an fp32 cache: as <see cref="ScoresFp16"/>, each chunk of 8 values being two
+    /// 128-bit loads (<paramref name="kRow"/> counts 128-bit loads), two chunks in flight.
+    /// </summary>
+    static void ScoresFp32(ArrayView<U4> kCache, int kRow, int hd8, int groupHeads, int hd, ArrayView<float> smem, int scoreIndex, int scoreStride)
+    {
+        int c = 0;
+        for (; c + 2 <= hd8; c += 2)
+        {
+            W8 k0 = Floats(kCache[kRow + 2 * c], kCache[kRow + 2 * c + 1]);
+            W8 k1 = Floats(kCache[kRow + 2 * c + 2], kCache[kRow + 2 * c + 3]);
+            for (int h = 0; h < groupHeads; h++)
+            {
+                int q = h * hd + c * 8;
+                smem[scoreIndex + h * scoreStride] += DotShared(k0, smem, q) + DotShared(k1, smem, q + 8);
+            }
+        }
+        for (; c < hd8; c++)
+        {
+            W8 k0 = Floats(kCache[kRow + 2 * c], kCache[kRow + 2 * c + 1]);
+            for (int h = 0; h < groupHeads; h++)
+                smem[scoreIndex + h * scoreStride] += DotShared(k0, smem, h * hd + c * 8);
+        }
+    }
+
+    /// <summary>Eight fp32 values from two 128-bit loads of their bits.</summary>
+    static W8 Floats(U4 a, U4 b)
+    {
+        W8 r;
+        r.V0 = Interop.IntAsFloat(a.X);
+        r.V1 = Interop.IntAsFloat(a.Y);
+        r.V2 = Interop.IntAsFloat(a.Z);
+        r.V3 = Interop.IntAsFloat(a.W);
+        r.V4 = Interop.IntAsFloat(b.X);
+        r.V5 = Interop.IntAsFloat(b.Y);
+        r.V6 = Interop.IntAsFloat(b.Z);
+        r.V7 = Interop.IntAsFloat(b.W);
+        return r;
+    }
+
     /// <summary>Dot product of eight widened key values with eight q values in shared memory.</summary>
     static float DotShared(W8 k, ArrayView<float> smem, int q)
     {
@@ -336,6 +393,37 @@ public static class AttentionKernels
             float p0 = smem[pIndex + t];
             acc.X += p0 * f.Low(v0);
             acc.Y += p0 * f.High(v0);
+        }
+        return acc;
+    }
+
+    /// <summary>
+    /// <see cref="AccumulateV"/> over an fp32 cache: <paramref name="vIndex"/> and
+    /// <paramref name="vStride"/> count 32-bit words, the pair being words vIndex and vIndex + 1;
+    /// four keys in flight.
+    /// </summary>
+    static Float2 AccumulateVFp32(Float2 acc, ArrayView<uint> v, ArrayView<float> smem, int vIndex, int vStride, int pIndex, float alpha, int n)
+    {
+        acc.X *= alpha;
+        acc.Y *= alpha;
+        int t = 0;
+        for (; t + 4 <= n; t += 4)
+        {
+            int vi = vIndex + t * vStride;
+            float a0 = Interop.IntAsFloat(v[vi]), b0 = Interop.IntAsFloat(v[vi + 1]);
+            float a1 = Interop.IntAsFloat(v[vi + vStride]), b1 = Interop.IntAsFloat(v[vi + vStride + 1]);
+            float a2 = Interop.IntAsFloat(v[vi + 2 * vStride]), b2 = Interop.IntAsFloat(v[vi + 2 * vStride + 1]);
+            float a3 = Interop.IntAsFloat(v[vi + 3 * vStride]), b3 = Interop.IntAsFloat(v[vi + 3 * vStride + 1]);
+            int p = pIndex + t;
+            acc.X += smem[p] * a0 + smem[p + 1] * a1 + smem[p + 2] * a2 + smem[p + 3] * a3;
+            acc.Y += smem[p] * b0 + smem[p + 1] * b1 + smem[p + 2] * b2 + smem[p + 3] * b3;
+        }
+        for (; t < n; t++)
+        {
+            int vi = vIndex + t * vStride;
+            float p0 = smem[pIndex + t];
+            acc.X += p0 * Interop.IntAsFloat(v[vi]);
+            acc.Y += p0 * Interop.IntAsFloat(v[vi + 1]);
         }
         return acc;
     }
@@ -389,6 +477,8 @@ public static class AttentionKernels
         Require.Length(b.Output, (long)rows * s.QDim, "attention output");
         Require.Length(b.Slots, rows, "attention slots");
         Require.Length(b.Positions, rows, "attention positions");
+        Require.That(b.KCache.Length % (s.Cache.SlotElements * s.Cache.Words) == 0 && b.KCache.Length == b.VCache.Length,
+            $"attention: caches of {b.KCache.Length} and {b.VCache.Length} words are not whole slots of {s.Cache.SlotElements} {s.Cache.Type.Name()} values");
         if (splits > 1)
         {
             Require.Length(b.PartialAcc, (long)rows * s.Heads * splits * s.HeadDim, "attention partial accumulators");
@@ -405,7 +495,7 @@ public static class AttentionKernels
 
     /// <summary>Bytes one decode launch must move: q, K and V of every visible key, output.</summary>
     public static long BytesMoved(int rows, AttentionShape s, long keysPerRow) =>
-        rows * (8L * s.QDim + keysPerRow * s.KvDim * 2L * 2L);
+        rows * (8L * s.QDim + keysPerRow * s.KvDim * 2L * 2L * s.Cache.Words);
 
     /// <summary>FLOPs: QK^T and PV, 2 FLOPs per multiply-add.</summary>
     public static long Flops(int rows, AttentionShape s, long keysPerRow) => rows * 4L * s.QDim * keysPerRow;
@@ -414,7 +504,7 @@ public static class AttentionKernels
     /// Minimum bytes of a causal prefill launch over one sequence of <paramref name="tokens"/> tokens
     /// (positions 0..tokens-1): q read and output written per token, and every key/value row read once.
     /// </summary>
-    public static long PrefillBytesMoved(int tokens, AttentionShape s) => tokens * (8L * s.QDim + s.KvDim * 2L * 2L);
+    public static long PrefillBytesMoved(int tokens, AttentionShape s) => tokens * (8L * s.QDim + s.KvDim * 2L * 2L * s.Cache.Words);
 
     /// <summary>FLOPs of a causal prefill: token p attends to p + 1 keys.</summary>
     public static long PrefillFlops(int tokens, AttentionShape s) => 4L * s.QDim * ((long)tokens * (tokens + 1) / 2);

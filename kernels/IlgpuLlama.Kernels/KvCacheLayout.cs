@@ -1,10 +1,45 @@
 namespace IlgpuLlama.Kernels;
 
+/// <summary>What the KV cache stores per value.</summary>
+public enum KvCacheType
+{
+    /// <summary>fp16 (2 B): the default, the P100's design point; keys and values rounded to 11 significant bits.</summary>
+    Fp16,
+
+    /// <summary>
+    /// fp32 (4 B): twice the memory and attention traffic, no rounding of keys and values; for
+    /// evaluation runs (log-probabilities against a float64 reference) rather than serving.
+    /// </summary>
+    Fp32,
+}
+
+/// <summary>Names and sizes of <see cref="KvCacheType"/>.</summary>
+public static class KvCacheTypes
+{
+    /// <summary>The name on the command line and in reports: fp16, fp32.</summary>
+    public static string Name(this KvCacheType type) => type switch
+    {
+        KvCacheType.Fp16 => "fp16",
+        KvCacheType.Fp32 => "fp32",
+        _ => throw new ArgumentOutOfRangeException(nameof(type), type, "unknown KV-cache type"),
+    };
+
+    /// <summary>Bytes per cached value.</summary>
+    public static int Bytes(this KvCacheType type) => type == KvCacheType.Fp32 ? 4 : 2;
+
+    /// <summary>Every type, in order.</summary>
+    public static IReadOnlyList<KvCacheType> All { get; } = [KvCacheType.Fp16, KvCacheType.Fp32];
+
+    /// <summary>The type named <paramref name="name"/> (case-insensitive), or null.</summary>
+    public static KvCacheType? Parse(string name) => All.Cast<KvCacheType?>().FirstOrDefault(t => string.Equals(t!.Value.Name(), name, StringComparison.OrdinalIgnoreCase));
+}
+
 /// <summary>
 /// The layout of one layer's K (or V) cache, written once and used by the kernels and the CPU
-/// references alike: fp16 values [slots, kv_heads, max_seq, head_dim], so one position of one
-/// head is head_dim contiguous halves (what attention reads per key) and a slot's keys of one
-/// head are contiguous (what the split-K walk streams).
+/// references alike: values [slots, kv_heads, max_seq, head_dim], so one position of one head is
+/// head_dim contiguous values (what attention reads per key) and a slot's keys of one head are
+/// contiguous (what the split-K walk streams). The buffer is 16-bit words: a value is one word
+/// (fp16) or two (fp32, low word first), <see cref="Words"/> per value; offsets count values.
 /// </summary>
 public struct KvCacheLayout
 {
@@ -17,12 +52,39 @@ public struct KvCacheLayout
     /// <summary>Values per head.</summary>
     public int HeadDim;
 
+    /// <summary>16-bit words per value: 1 (fp16) or 2 (fp32).</summary>
+    public int Words;
+
     /// <summary>Creates a layout.</summary>
-    public KvCacheLayout(int kvHeads, int maxSeq, int headDim)
+    public KvCacheLayout(int kvHeads, int maxSeq, int headDim, KvCacheType type = KvCacheType.Fp16)
     {
         KvHeads = kvHeads;
         MaxSeq = maxSeq;
         HeadDim = headDim;
+        Words = type.Bytes() / 2;
+    }
+
+    /// <summary>What a value is stored as.</summary>
+    public readonly KvCacheType Type => Words == 2 ? KvCacheType.Fp32 : KvCacheType.Fp16;
+
+    /// <summary>
+    /// Stores <paramref name="value"/> at value offset <paramref name="offset"/> of
+    /// <paramref name="cache"/> (16-bit words): fp16 bits as <see cref="DeviceMath.ToKvHalfBits"/>
+    /// rounds them, or the fp32 bits as two words, low first (little-endian, so a 32-bit view of
+    /// the buffer reads the float back).
+    /// </summary>
+    public readonly void Store(ArrayView<ushort> cache, int offset, float value)
+    {
+        if (Words == 2)
+        {
+            uint bits = Interop.FloatAsInt(value);
+            cache[2 * offset] = (ushort)bits;
+            cache[2 * offset + 1] = (ushort)(bits >> 16);
+        }
+        else
+        {
+            cache[offset] = DeviceMath.ToKvHalfBits(value);
+        }
     }
 
     /// <summary>Index of key row (slot, head, pos) in units of rows of head_dim values.</summary>
@@ -39,6 +101,9 @@ public struct KvCacheLayout
 
     /// <summary>Values per cached token of one layer: kv_heads x head_dim.</summary>
     public readonly int TokenElements => KvHeads * HeadDim;
+
+    /// <summary>16-bit words a cache of <paramref name="slots"/> slots occupies (the buffer's length).</summary>
+    public readonly long WordsFor(long slots) => Elements(slots) * Words;
 }
 
 /// <summary>
@@ -57,10 +122,10 @@ public struct AttentionShape
     public float Scale;
 
     /// <summary>Creates the shape; the scale is 1/sqrt(head_dim).</summary>
-    public AttentionShape(int heads, int kvHeads, int headDim, int maxSeq)
+    public AttentionShape(int heads, int kvHeads, int headDim, int maxSeq, KvCacheType cacheType = KvCacheType.Fp16)
     {
         Heads = heads;
-        Cache = new KvCacheLayout(kvHeads, maxSeq, headDim);
+        Cache = new KvCacheLayout(kvHeads, maxSeq, headDim, cacheType);
         Scale = 1f / MathF.Sqrt(headDim);
     }
 

@@ -792,8 +792,8 @@ public static class MatVecKernels
             {
                 int o = a.Cache.Offset(a.Slots[b], head, pos, i);
                 ArrayView<ushort> cache = kind == 1 ? a.KCache : a.VCache;
-                cache[o] = DeviceMath.ToKvHalfBits(va);
-                cache[o + half] = DeviceMath.ToKvHalfBits(vb);
+                a.Cache.Store(cache, o, va);
+                a.Cache.Store(cache, o + half, vb);
             }
         }
     }

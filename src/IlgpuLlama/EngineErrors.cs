@@ -25,6 +25,9 @@ public enum EngineParameter
     /// <summary>Weight format on the device.</summary>
     WeightFormat,
 
+    /// <summary>What the KV cache stores per value (fp16, fp32).</summary>
+    KvCacheType,
+
     /// <summary>Which accelerator.</summary>
     Device,
 
@@ -82,6 +85,9 @@ public static partial class EngineParameters
 
     /// <summary>Placeholder of <see cref="EngineParameter.WeightFormat"/>.</summary>
     public const string WeightFormat = "{WeightFormat}";
+
+    /// <summary>Placeholder of <see cref="EngineParameter.KvCacheType"/>.</summary>
+    public const string KvCacheType = "{KvCacheType}";
 
     /// <summary>Placeholder of <see cref="EngineParameter.Device"/>.</summary>
     public const string Device = "{Device}";

@@ -7,8 +7,28 @@ namespace IlgpuLlama.Kernels.Reference;
 /// </summary>
 public static class KernelReference
 {
-    /// <summary>fp16 bits to double (the KV cache is always fp16).</summary>
+    /// <summary>fp16 bits to double.</summary>
     public static double HalfToDouble(ushort bits) => WeightFormat.Fp16.Decode(bits);
+
+    /// <summary>Value <paramref name="offset"/> of a KV cache of 16-bit words in <paramref name="layout"/>'s type (an fp32 value is two words, low first).</summary>
+    public static double KvValue(ushort[] cache, int offset, KvCacheLayout layout) => layout.Type == KvCacheType.Fp32
+        ? BitConverter.UInt32BitsToSingle(cache[2 * offset] | (uint)cache[2 * offset + 1] << 16)
+        : HalfToDouble(cache[offset]);
+
+    /// <summary>Stores value <paramref name="offset"/> as the KV append does: fp16 saturating (<see cref="ToKvHalfBits"/>), or fp32 bits as two words.</summary>
+    public static void StoreKv(ushort[] cache, int offset, double value, KvCacheLayout layout)
+    {
+        if (layout.Type == KvCacheType.Fp32)
+        {
+            uint bits = BitConverter.SingleToUInt32Bits((float)value);
+            cache[2 * offset] = (ushort)bits;
+            cache[2 * offset + 1] = (ushort)(bits >> 16);
+        }
+        else
+        {
+            cache[offset] = ToKvHalfBits(value);
+        }
+    }
 
     /// <summary>fp32 to fp16 bits, as the KV append does (the value is rounded to fp32 first, as on the device).</summary>
     public static ushort ToHalfBits(double value) => WeightFormat.Fp16.Encode((float)value);
@@ -132,7 +152,7 @@ public static class KernelReference
         }
     }
 
-    /// <summary>Writes k and v rows as fp16 into the cache (<see cref="KvCacheLayout"/>).</summary>
+    /// <summary>Writes k and v rows into the cache in its type (<see cref="KvCacheLayout"/>).</summary>
     public static void KvAppend(float[] k, float[] v, ushort[] kCache, ushort[] vCache, int[] slots, int[] positions, KvCacheLayout cache)
     {
         int kvDim = cache.TokenElements;
@@ -143,14 +163,14 @@ public static class KernelReference
                 int head = e / cache.HeadDim;
                 int d = e % cache.HeadDim;
                 int o = cache.Offset(slots[t], head, positions[t], d);
-                kCache[o] = ToKvHalfBits(k[t * kvDim + e]);
-                vCache[o] = ToKvHalfBits(v[t * kvDim + e]);
+                StoreKv(kCache, o, k[t * kvDim + e], cache);
+                StoreKv(vCache, o, v[t * kvDim + e], cache);
             }
         }
     }
 
     /// <summary>
-    /// The fused decode projection: q = rope(Wq x), cache_k[pos] = fp16(rope(Wk x)), cache_v[pos] = fp16(Wv x).
+    /// The fused decode projection: q = rope(Wq x), cache_k[pos] = rope(Wk x), cache_v[pos] = Wv x in the cache's type.
     /// </summary>
     public static void MatVecQkvRope(ushort[] wq, ushort[] wk, ushort[] wv, float[] x, double[] q, ushort[] kCache, ushort[] vCache,
         float[] rope, int[] slots, int[] positions, int hidden, int batch, AttentionShape s, SixteenBitFormat format) =>
@@ -225,7 +245,7 @@ public static class KernelReference
                     int key = s.Cache.Offset(slots[row], kvh, p, 0);
                     double dot = 0;
                     for (int d = 0; d < headDim; d++)
-                        dot += q[row * qDim + h * headDim + d] * HalfToDouble(kCache[key + d]);
+                        dot += q[row * qDim + h * headDim + d] * KvValue(kCache, key + d, s.Cache);
                     scores[p] = dot * scale;
                     max = Math.Max(max, scores[p]);
                 }
@@ -239,7 +259,7 @@ public static class KernelReference
                 {
                     double acc = 0;
                     for (int p = 0; p < len; p++)
-                        acc += scores[p] * HalfToDouble(vCache[s.Cache.Offset(slots[row], kvh, p, d)]);
+                        acc += scores[p] * KvValue(vCache, s.Cache.Offset(slots[row], kvh, p, d), s.Cache);
                     output[row * qDim + h * headDim + d] = acc / sum;
                 }
             }

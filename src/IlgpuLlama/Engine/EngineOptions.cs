@@ -69,6 +69,13 @@ public sealed record EngineOptions
         return WeightMix is { } mix ? mix.Layout(config) : WeightFormat ?? Kernels.WeightFormat.Fp16;
     }
 
+    /// <summary>
+    /// What the KV cache stores: fp16 (the default: half the memory and attention traffic) or fp32
+    /// (keys and values unrounded: with a bf16 or fp16 model in its own 16-bit format, logits and
+    /// log-probabilities within 1e-4 of a float64 forward pass; for evaluation runs).
+    /// </summary>
+    public KvCacheType KvCacheType { get; init; } = KvCacheType.Fp16;
+
     /// <summary>Prompt tokens per prefill pass (null: every sequence's full context, at most <see cref="Model.WorkspaceShape.MaxDefaultPrefillTokens"/>).</summary>
     public int? PrefillChunk { get; init; }
 

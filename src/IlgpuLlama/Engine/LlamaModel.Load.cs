@@ -42,11 +42,11 @@ public sealed partial class LlamaModel
                 $"the persistent decode variant runs each layer as one kernel of one weight format, and this model mixes {Layout.Name} ({Layout.Describe(config)}); use the fused-norm variant, or load it in one format with {EngineParameters.WeightFormat}",
                 EngineParameter.WeightFormat);
         int maxSeq = options.MaxSeqLen ?? LongestContext(accelerator, config, options, tuning, Layout);
-        Plan = new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, maxSeq, tuning, options.PrefillChunk), Layout);
+        Plan = new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, maxSeq, tuning, options.PrefillChunk, options.KvCacheType), Layout);
         buf = Plan.Workspace;
         CheckFits(accelerator, Plan);
         eps = (float)config.RmsNormEps;
-        attention = new AttentionShape(config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim, Plan.Shape.MaxSeq);
+        attention = new AttentionShape(config.NumAttentionHeads, config.NumKeyValueHeads, config.HeadDim, Plan.Shape.MaxSeq, Plan.Shape.KvCache);
 
         var plan = clock.Elapsed;
         Allocator = new DeviceAllocator(accelerator, options.AllocationLog);
@@ -248,7 +248,7 @@ public sealed partial class LlamaModel
     /// <summary>The longest context up to <paramref name="cap"/> whose memory plan fits <paramref name="availableBytes"/> (see the accelerator overload).</summary>
     public static int LongestContext(long availableBytes, int cap, LlamaConfig config, EngineOptions options, KernelTuning tuning, WeightLayout format)
     {
-        bool Fits(int seq) => new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, seq, tuning, options.PrefillChunk), format).TotalBytes <= availableBytes;
+        bool Fits(int seq) => new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, seq, tuning, options.PrefillChunk, options.KvCacheType), format).TotalBytes <= availableBytes;
         if (Fits(cap) || !Fits(1))
             return cap;
         int lo = 1, hi = cap;

@@ -132,8 +132,8 @@ public sealed partial class LlamaModel
         if (tokens.Count > MaxSeq)
             throw new EngineArgumentException($"{tokens.Count} positions exceed {EngineParameters.MaxSeqLen} {MaxSeq}", EngineParameter.MaxSeqLen);
         int kvHeads = Config.NumKeyValueHeads, hd = Config.HeadDim, vocab = Config.VocabSize;
-        var layout = new KvCacheLayout(kvHeads, MaxSeq, hd);
-        long length = (long)tokens.Count * hd;
+        var layout = attention.Cache;
+        long length = (long)tokens.Count * hd * layout.Words;
         var seen = new byte[vocab];
         foreach (int t in tokens)
         {
@@ -145,7 +145,7 @@ public sealed partial class LlamaModel
             {
                 var view = Workspace[cache];
                 for (int head = 0; head < kvHeads; head++)
-                    view.SubView((long)layout.Row(from, head, 0) * hd, length).CopyTo(stream, view.SubView((long)layout.Row(to, head, 0) * hd, length));
+                    view.SubView((long)layout.Offset(from, head, 0, 0) * layout.Words, length).CopyTo(stream, view.SubView((long)layout.Offset(to, head, 0, 0) * layout.Words, length));
             }
         HostCopy.Upload(stream, Workspace[buf.Seen].SubView((long)to * vocab, vocab), seen);
     }

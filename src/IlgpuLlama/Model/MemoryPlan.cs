@@ -12,13 +12,13 @@ public sealed record MemoryLine(MemoryCategory Category, string Item, string For
 /// <para>weights = sum over the 2-D weights of rows x in / block x bytes per block, plus the 1-D
 /// (norm) weights at 2 B each; for a 16-bit format that is parameters x 2 B (tied embeddings
 /// counted once);</para>
-/// <para>KV cache = batch x seq x (2 x layers x kv_heads x head_dim x 2 B), in closed form;</para>
+/// <para>KV cache = batch x seq x (2 x layers x kv_heads x head_dim x 2 B (fp16) or 4 B (fp32)), in closed form;</para>
 /// <para>activations = the sum of the <see cref="WorkspacePlan"/> buffers, itemised in <see cref="ActivationLines"/>.</para>
 /// </summary>
 public sealed class MemoryPlan
 {
-    /// <summary>Bytes per cached K or V element (fp16).</summary>
-    public const int BytesPerCacheElement = 2;
+    /// <summary>Bytes per cached K or V element: 2 (fp16, the default) or 4 (fp32).</summary>
+    public int BytesPerCacheElement => Shape.KvCache.Bytes();
 
     /// <summary>Computes the plan.</summary>
     public MemoryPlan(LlamaConfig config, WorkspaceShape shape, WeightLayout layout)
@@ -63,7 +63,7 @@ public sealed class MemoryPlan
     /// <summary>Device bytes of every weight in <see cref="Format"/>.</summary>
     public long WeightBytes { get; }
 
-    /// <summary>2 (K and V) x layers x kv_heads x head_dim x 2 B.</summary>
+    /// <summary>2 (K and V) x layers x kv_heads x head_dim x <see cref="BytesPerCacheElement"/>.</summary>
     public long KvBytesPerToken { get; }
 
     /// <summary>batch x seq x KV bytes per token.</summary>

@@ -34,6 +34,9 @@ public sealed record WorkspaceShape(int MaxBatch, int MaxSeq, int PrefillTokens,
     /// </summary>
     public const int MaxSequences = 64;
 
+    /// <summary>What the KV cache stores per value (fp16 unless asked for).</summary>
+    public KvCacheType KvCache { get; init; } = KvCacheType.Fp16;
+
     /// <summary>Longest context chosen when none is asked for (a longer one must be asked for: it costs KV-cache memory and attention time).</summary>
     public const int DefaultContextCap = 8192;
 
@@ -50,22 +53,24 @@ public sealed record WorkspaceShape(int MaxBatch, int MaxSeq, int PrefillTokens,
         Math.Max((int)Math.Min((long)maxBatch * maxSeq, MaxDefaultPrefillTokens), MatVecKernels.PaddedBatch(maxBatch));
 
     /// <summary>Derives the shape from the model, the limits and the kernels' tuning.</summary>
-    public static WorkspaceShape For(LlamaConfig config, int maxBatch, int maxSeq, KernelTuning tuning, int? prefillTokens = null)
+    public static WorkspaceShape For(LlamaConfig config, int maxBatch, int maxSeq, KernelTuning tuning, int? prefillTokens = null, KvCacheType kvCache = KvCacheType.Fp16)
     {
         if (maxBatch < 1 || maxBatch > MaxSequences)
             throw new EngineArgumentException($"{EngineParameters.MaxBatchSize} {maxBatch} must be between 1 and {MaxSequences}", EngineParameter.MaxBatchSize);
         if (maxSeq < 1 || maxSeq > config.MaxPositionEmbeddings)
             throw new EngineArgumentException(
                 $"{EngineParameters.MaxSeqLen} {maxSeq} must be between 1 and the model's max_position_embeddings {config.MaxPositionEmbeddings}", EngineParameter.MaxSeqLen);
-        // The kernels address one layer's K or V cache with 32-bit offsets (KvCacheLayout.Offset):
-        // slots x kv_heads x max_seq x head_dim values must stay below 2^31, or the offsets wrap
-        // and one sequence writes over another's keys (64 slots x 131072 positions x 8 x 128 would).
-        long layerValues = new KvCacheLayout(config.NumKeyValueHeads, maxSeq, config.HeadDim).Elements(maxBatch);
-        if (layerValues > int.MaxValue)
+        // The kernels address one layer's K or V cache with 32-bit offsets (KvCacheLayout.Offset,
+        // in 16-bit words for the stores): slots x kv_heads x max_seq x head_dim x words per value
+        // must stay below 2^31, or the offsets wrap and one sequence writes over another's keys
+        // (64 slots x 131072 positions x 8 x 128 fp16 values would).
+        var layout = new KvCacheLayout(config.NumKeyValueHeads, maxSeq, config.HeadDim, kvCache);
+        long layerWords = layout.WordsFor(maxBatch);
+        if (layerWords > int.MaxValue)
             throw new EngineArgumentException(
-                $"{EngineParameters.MaxBatchSize} {maxBatch} x {EngineParameters.MaxSeqLen} {maxSeq} gives one layer's KV cache {layerValues:N0} values " +
-                $"({maxBatch} x {maxSeq} x {config.NumKeyValueHeads} kv heads x {config.HeadDim}), beyond the 2,147,483,647 the kernels' 32-bit offsets address; " +
-                $"lower {EngineParameters.MaxBatchSize} or {EngineParameters.MaxSeqLen} (at most {int.MaxValue / ((long)maxBatch * config.NumKeyValueHeads * config.HeadDim):N0} positions at this batch)",
+                $"{EngineParameters.MaxBatchSize} {maxBatch} x {EngineParameters.MaxSeqLen} {maxSeq} gives one layer's KV cache {layout.Elements(maxBatch):N0} {kvCache.Name()} values " +
+                $"({maxBatch} x {maxSeq} x {config.NumKeyValueHeads} kv heads x {config.HeadDim}), beyond the {int.MaxValue / layout.Words:N0} the kernels' 32-bit offsets address; " +
+                $"lower {EngineParameters.MaxBatchSize} or {EngineParameters.MaxSeqLen} (at most {int.MaxValue / ((long)maxBatch * config.NumKeyValueHeads * config.HeadDim * layout.Words):N0} positions at this batch)",
                 EngineParameter.MaxSeqLen);
         int t = prefillTokens ?? DefaultPrefillTokens(maxBatch, maxSeq);
         if (t < 1)
@@ -78,7 +83,7 @@ public sealed record WorkspaceShape(int MaxBatch, int MaxSeq, int PrefillTokens,
         int vocab = config.VocabSize;
         int topKCapacity = Math.Min(Math.Min(MaxSamplingCandidates, LogitsKernels.TopKMax(vocab, tuning)), vocab);
         return new WorkspaceShape(maxBatch, maxSeq, t, AttentionKernels.Splits(maxSeq, tuning),
-            LogitsKernels.ReduceParts(vocab, tuning), LogitsKernels.TopKParts(vocab, tuning), topKCapacity);
+            LogitsKernels.ReduceParts(vocab, tuning), LogitsKernels.TopKParts(vocab, tuning), topKCapacity) { KvCache = kvCache };
     }
 }
 
@@ -191,10 +196,14 @@ public sealed class WorkspacePlan
 
         KCache = new BufferSpec<ushort>[config.NumHiddenLayers];
         VCache = new BufferSpec<ushort>[config.NumHiddenLayers];
+        // 16-bit words: one per fp16 value, two per fp32 value (KvCacheLayout).
+        int words = shape.KvCache.Bytes() / 2;
+        string dims = words == 1 ? "B x kv_heads x seq x head_dim" : $"B x kv_heads x seq x head_dim x {words}";
+        long[] cacheShape = words == 1 ? [b, kvHeads, s, hd] : [b, kvHeads, s, hd, words];
         for (int l = 0; l < config.NumHiddenLayers; l++)
         {
-            KCache[l] = Add<ushort>($"kv_cache.k.layer{l}", MemoryCategory.KvCache, "KV cache", "B x kv_heads x seq x head_dim", b, kvHeads, s, hd);
-            VCache[l] = Add<ushort>($"kv_cache.v.layer{l}", MemoryCategory.KvCache, "KV cache", "B x kv_heads x seq x head_dim", b, kvHeads, s, hd);
+            KCache[l] = Add<ushort>($"kv_cache.k.layer{l}", MemoryCategory.KvCache, "KV cache", dims, cacheShape);
+            VCache[l] = Add<ushort>($"kv_cache.v.layer{l}", MemoryCategory.KvCache, "KV cache", dims, cacheShape);
         }
         // The kernels index the cache with 32-bit offsets.
         if (KCache.Length > 0 && KCache[0].Elements > int.MaxValue)
@@ -295,7 +304,7 @@ public sealed class WorkspacePlan
     public BufferSpec<int> TopKIdx { get; }
     /// <summary>Repetition-penalty flags [slots, vocab].</summary>
     public BufferSpec<byte> Seen { get; }
-    /// <summary>K cache per layer [slots, kv_heads, max_seq, head_dim] fp16 (<see cref="KvCacheLayout"/>).</summary>
+    /// <summary>K cache per layer [slots, kv_heads, max_seq, head_dim] in 16-bit words, fp16 or fp32 (<see cref="KvCacheLayout"/>).</summary>
     public BufferSpec<ushort>[] KCache { get; }
     /// <summary>V cache per layer, same layout.</summary>
     public BufferSpec<ushort>[] VCache { get; }

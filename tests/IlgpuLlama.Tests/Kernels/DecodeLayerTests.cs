@@ -21,23 +21,25 @@ public sealed class DecodeLayerTests(KernelTestContext ctx) : IClassFixture<Kern
     [InlineData(2, 1, 4, "bf16")]
     [InlineData(4, 2, 2, "fp16")]
     [InlineData(32, 7, 2, "fp16")]
-    public void One_launch_equals_the_five_it_replaces(int warp, int groups, int batch, string dtype)
+    [InlineData(2, 7, 3, "bf16", "fp32")]
+    public void One_launch_equals_the_five_it_replaces(int warp, int groups, int batch, string dtype, string cacheType = "fp16")
     {
+        var type = KvCacheTypes.Parse(cacheType)!.Value;
         var storage = TestData.Format(dtype);
         var shared = ctx.Kernels(warp);
         var k = new LlamaKernels(shared.Accelerator, shared.Tuning with { PersistentGroups = groups });
         var rng = new Random(warp * 1000 + groups * 10 + batch);
         const int heads = 2, kvHeads = 1, headDim = 16, hidden = 32, inter = 48, maxSeq = 20, slotCount = 7;
-        var s = new AttentionShape(heads, kvHeads, headDim, maxSeq);
+        var s = new AttentionShape(heads, kvHeads, headDim, maxSeq, type);
         int splits = AttentionKernels.Splits(maxSeq, k.Tuning);
         var rope = RopeTable.Build(TestData.Llama3InverseFrequencies(headDim, 500000, 32, 1, 4, 64), maxSeq);
         int[] slots = new[] { 4, 0, 2, 6, 1, 3 }[..batch];
         int[] positions = new[] { 19, 0, 7, 12, 3, 18 }[..batch];
         int padded = MatVecKernels.PaddedBatch(batch);
         var x0 = TestData.Floats(rng, padded * hidden, 3.0);
-        int cacheLen = slotCount * kvHeads * maxSeq * headDim;
-        var kCache = TestData.HalfBits(rng, cacheLen);
-        var vCache = TestData.HalfBits(rng, cacheLen);
+        int cacheValues = slotCount * kvHeads * maxSeq * headDim;
+        var kCache = TestData.KvCache(rng, cacheValues, s.Cache);
+        var vCache = TestData.KvCache(rng, cacheValues, s.Cache);
 
         var a = k.Accelerator;
         var owned = new List<IDisposable>();
@@ -114,8 +116,8 @@ public sealed class DecodeLayerTests(KernelTestContext ctx) : IClassFixture<Kern
                 else
                 {
                     TestData.AssertClose("residual", actual[..(batch * hidden)], Array.ConvertAll(expected[..(batch * hidden)], v => (double)v), 1e-5, 1e-4);
-                    TestData.AssertClose("k cache", Array.ConvertAll(kcBuf.GetAsArray1D(), b => (float)KernelReference.HalfToDouble(b)), TestData.HalfToDouble(kRefBuf.GetAsArray1D()), 1e-3, 1e-3);
-                    TestData.AssertClose("v cache", Array.ConvertAll(vcBuf.GetAsArray1D(), b => (float)KernelReference.HalfToDouble(b)), TestData.HalfToDouble(vRefBuf.GetAsArray1D()), 1e-3, 1e-3);
+                    TestData.AssertClose("k cache", Array.ConvertAll(TestData.KvValues(kcBuf.GetAsArray1D(), s.Cache), d => (float)d), TestData.KvValues(kRefBuf.GetAsArray1D(), s.Cache), 1e-3, 1e-3);
+                    TestData.AssertClose("v cache", Array.ConvertAll(TestData.KvValues(vcBuf.GetAsArray1D(), s.Cache), d => (float)d), TestData.KvValues(vRefBuf.GetAsArray1D(), s.Cache), 1e-3, 1e-3);
                 }
             }
         }

@@ -101,6 +101,19 @@ public static class TestData
         return a;
     }
 
+    /// <summary>A KV cache of <paramref name="values"/> random values in [-scale, scale] stored in <paramref name="layout"/>'s type (16-bit words).</summary>
+    public static ushort[] KvCache(Random rng, long values, KvCacheLayout layout, double scale = 1.0)
+    {
+        var words = new ushort[values * layout.Words];
+        for (int i = 0; i < values; i++)
+            KernelReference.StoreKv(words, i, (rng.NextDouble() * 2 - 1) * scale, layout);
+        return words;
+    }
+
+    /// <summary>The values of a KV cache of 16-bit words in <paramref name="layout"/>'s type.</summary>
+    public static double[] KvValues(ushort[] words, KvCacheLayout layout) =>
+        Enumerable.Range(0, words.Length / layout.Words).Select(i => KernelReference.KvValue(words, i, layout)).ToArray();
+
     public static double[] HalfToDouble(ushort[] bits) => Array.ConvertAll(bits, KernelReference.HalfToDouble);
 
     public static void AssertClose(string what, float[] actual, double[] expected, double abs, double rel)

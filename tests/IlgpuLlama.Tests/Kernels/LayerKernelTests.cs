@@ -58,7 +58,15 @@ public sealed class LayerKernelTests(KernelTestContext ctx)
     [InlineData(6, 2, 16)]
     [InlineData(8, 2, 8)]
     [InlineData(4, 4, 16)]
-    public void Rope_and_KvAppend_match_reference(int heads, int kvHeads, int headDim)
+    public void Rope_and_KvAppend_match_reference(int heads, int kvHeads, int headDim) => RopeAndKvAppend(heads, kvHeads, headDim, KvCacheType.Fp16);
+
+    /// <summary>The append into an fp32 cache: the fp32 bits of k and v, two words each, the rest of the cache untouched.</summary>
+    [Theory]
+    [InlineData(6, 2, 16)]
+    [InlineData(2, 1, 8)]
+    public void KvAppend_into_an_fp32_cache_stores_the_values_unrounded(int heads, int kvHeads, int headDim) => RopeAndKvAppend(heads, kvHeads, headDim, KvCacheType.Fp32);
+
+    void RopeAndKvAppend(int heads, int kvHeads, int headDim, KvCacheType type)
     {
         var k = ctx.Kernels(4);
         var rng = new Random(heads + 13 * headDim);
@@ -72,12 +80,12 @@ public sealed class LayerKernelTests(KernelTestContext ctx)
         var eq = Array.ConvertAll(q, f => (double)f);
         var ek = Array.ConvertAll(kk, f => (double)f);
         KernelReference.Rope(eq, ek, positions, rope, heads, kvHeads, headDim);
-        int cacheLen = slotCount * kvHeads * maxSeq * headDim;
-        var kCache = TestData.HalfBits(rng, cacheLen);
-        var vCache = TestData.HalfBits(rng, cacheLen);
+        var shape = new AttentionShape(heads, kvHeads, headDim, maxSeq, type);
+        int cacheValues = slotCount * kvHeads * maxSeq * headDim;
+        var kCache = TestData.KvCache(rng, cacheValues, shape.Cache);
+        var vCache = TestData.KvCache(rng, cacheValues, shape.Cache);
         var ekc = (ushort[])kCache.Clone();
         var evc = (ushort[])vCache.Clone();
-        var shape = new AttentionShape(heads, kvHeads, headDim, maxSeq);
         KernelReference.KvAppend(Array.ConvertAll(ek, d => (float)d), v, ekc, evc, slots, positions, shape.Cache);
 
         var a = k.Accelerator;
@@ -93,7 +101,8 @@ public sealed class LayerKernelTests(KernelTestContext ctx)
         k.KvAppend(kb.View, vb.View, kcb.View, vcb.View, sb.View, pb.View, tokens, shape.Cache);
         TestData.AssertClose("rope q", qb.GetAsArray1D(), eq, 1e-6, 1e-6);
         TestData.AssertClose("rope k", kb.GetAsArray1D(), ek, 1e-6, 1e-6);
-        TestData.AssertClose("k cache", Array.ConvertAll(kcb.GetAsArray1D(), b => (float)KernelReference.HalfToDouble(b)), TestData.HalfToDouble(ekc), 1e-4, 1e-3);
+        TestData.AssertClose("k cache", Array.ConvertAll(TestData.KvValues(kcb.GetAsArray1D(), shape.Cache), d => (float)d), TestData.KvValues(ekc, shape.Cache),
+            type == KvCacheType.Fp32 ? 1e-6 : 1e-4, 1e-3);
         var gotV = vcb.GetAsArray1D();
         for (int i = 0; i < gotV.Length; i++)
             Assert.True(evc[i] == gotV[i], $"v cache [{i}]: got 0x{gotV[i]:X4}, expected 0x{evc[i]:X4}");

@@ -72,8 +72,11 @@ public sealed class MatVecTests(KernelTestContext ctx)
     [InlineData(32, 6, 2, 16, 96, 4, "bf16")]
     [InlineData(2, 6, 2, 16, 96, 4, "fp16")]
     [InlineData(1, 6, 2, 16, 96, 4, "fp16")]
-    public void MatVecQkvRope_matches_reference(int warp, int heads, int kvHeads, int headDim, int hidden, int batch, string dtype)
+    [InlineData(4, 6, 2, 16, 96, 3, "bf16", "fp32")]
+    [InlineData(2, 8, 2, 8, 40, 2, "fp16", "fp32")]
+    public void MatVecQkvRope_matches_reference(int warp, int heads, int kvHeads, int headDim, int hidden, int batch, string dtype, string cacheType = "fp16")
     {
+        var type = KvCacheTypes.Parse(cacheType)!.Value;
         var storage = TestData.Format(dtype);
         var k = ctx.Kernels(warp);
         var rng = new Random(heads * 100 + kvHeads * 10 + headDim);
@@ -86,13 +89,13 @@ public sealed class MatVecTests(KernelTestContext ctx)
         var x = TestData.Floats(rng, batch * hidden);
         int[] slots = new[] { 4, 0, 2, 1 }[..batch];
         int[] positions = new[] { 299, 0, 77, 5 }[..batch];
-        int cacheLen = slotsCount * kvHeads * maxSeq * headDim;
-        var kCache = TestData.HalfBits(rng, cacheLen);
-        var vCache = TestData.HalfBits(rng, cacheLen);
+        var shape = new AttentionShape(heads, kvHeads, headDim, maxSeq, type);
+        int values = slotsCount * kvHeads * maxSeq * headDim;
+        var kCache = TestData.KvCache(rng, values, shape.Cache);
+        var vCache = TestData.KvCache(rng, values, shape.Cache);
         var expectedQ = new double[batch * qDim];
         var expectedK = (ushort[])kCache.Clone();
         var expectedV = (ushort[])vCache.Clone();
-        var shape = new AttentionShape(heads, kvHeads, headDim, maxSeq);
         KernelReference.MatVecQkvRope(wq, wk, wv, x, expectedQ, expectedK, expectedV, rope, slots, positions, hidden, batch, shape, storage);
 
         var a = k.Accelerator;
@@ -109,9 +112,11 @@ public sealed class MatVecTests(KernelTestContext ctx)
         var qkv = new QkvWeights(WeightMatrix.Of(storage, wqb.View, qDim, hidden), WeightMatrix.Of(storage, wkb.View, kvDim, hidden), WeightMatrix.Of(storage, wvb.View, kvDim, hidden));
         k.MatVecQkvRope(qkv, xb.View, qb.View, kcb.View, vcb.View, ropeb.View, slotb.View, posb.View, batch, shape);
         TestData.AssertClose("q", qb.GetAsArray1D(), expectedQ, Abs, Rel);
-        // The cache holds fp16: allow one rounding step of difference between fp32 and float64 paths.
-        TestData.AssertClose("k cache", Array.ConvertAll(kcb.GetAsArray1D(), b => (float)KernelReference.HalfToDouble(b)), TestData.HalfToDouble(expectedK), 1e-4, 1e-3);
-        TestData.AssertClose("v cache", Array.ConvertAll(vcb.GetAsArray1D(), b => (float)KernelReference.HalfToDouble(b)), TestData.HalfToDouble(expectedV), 1e-4, 1e-3);
+        // An fp16 cache: allow one rounding step of difference between the fp32 and float64 paths.
+        double cacheAbs = type == KvCacheType.Fp32 ? Abs : 1e-4, cacheRel = type == KvCacheType.Fp32 ? Rel : 1e-3;
+        float[] Values(ushort[] words) => Array.ConvertAll(TestData.KvValues(words, shape.Cache), d => (float)d);
+        TestData.AssertClose("k cache", Values(kcb.GetAsArray1D()), TestData.KvValues(expectedK, shape.Cache), cacheAbs, cacheRel);
+        TestData.AssertClose("v cache", Values(vcb.GetAsArray1D()), TestData.KvValues(expectedV, shape.Cache), cacheAbs, cacheRel);
     }
 
     /// <summary>

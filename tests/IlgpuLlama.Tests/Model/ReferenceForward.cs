@@ -1,3 +1,4 @@
+using System.Numerics;
 using IlgpuLlama.Kernels;
 using IlgpuLlama.Kernels.Reference;
 using IlgpuLlama.Model;
@@ -11,7 +12,8 @@ namespace IlgpuLlama.Tests.Model;
 /// directory's weights, optionally stored in a weight format first: the matrices are then the values
 /// that format holds (rounded to 16 bits, or quantised and dequantised as ggml defines it). It is
 /// checked against the independent float64 golden reference, then serves as the reference of the
-/// quantised models.
+/// quantised models. <see cref="Logits{T}"/> runs the same pass in another arithmetic (float32: what
+/// an fp32 engine could at best reach, given exact weights and an unrounded KV cache).
 /// </summary>
 public sealed class ReferenceForward
 {
@@ -56,14 +58,29 @@ public sealed class ReferenceForward
             weights[LlamaConfig.LmHeadName] = weights["model.embed_tokens.weight"];
     }
 
-    double[] W(string name) => weights[name];
+    readonly Dictionary<(Type, string), Array> converted = new();
 
-    static double[] MatVec(double[] w, double[] x, int rows, int cols)
+    /// <summary>A weight's values in <typeparamref name="T"/> (converted once).</summary>
+    T[] W<T>(string name)
+        where T : IFloatingPointIeee754<T>
     {
-        var y = new double[rows];
+        if (typeof(T) == typeof(double))
+            return (T[])(object)weights[name];
+        lock (converted)
+        {
+            if (!converted.TryGetValue((typeof(T), name), out var a))
+                converted[(typeof(T), name)] = a = Array.ConvertAll(weights[name], T.CreateChecked);
+            return (T[])a;
+        }
+    }
+
+    static T[] MatVec<T>(T[] w, T[] x, int rows, int cols)
+        where T : IFloatingPointIeee754<T>
+    {
+        var y = new T[rows];
         Parallel.For(0, rows, r =>
         {
-            double s = 0;
+            T s = T.Zero;
             for (int c = 0; c < cols; c++)
                 s += w[(long)r * cols + c] * x[c];
             y[r] = s;
@@ -71,93 +88,105 @@ public sealed class ReferenceForward
         return y;
     }
 
-    double[] RmsNorm(double[] x, string weight)
+    T[] RmsNorm<T>(T[] x, string weight)
+        where T : IFloatingPointIeee754<T>
     {
-        var g = W(weight);
-        double ss = x.Sum(v => v * v);
-        double inv = 1 / Math.Sqrt(ss / x.Length + config.RmsNormEps);
+        var g = W<T>(weight);
+        T ss = T.Zero;
+        foreach (var v in x)
+            ss += v * v;
+        T inv = T.One / T.Sqrt(ss / T.CreateChecked(x.Length) + T.CreateChecked(config.RmsNormEps));
         return x.Select((v, i) => v * inv * g[i]).ToArray();
     }
 
-    void Rope(double[] v, int heads, int pos, double[] invFreq)
+    /// <summary>rotate_half RoPE; the angle's cosine and sine in float64, rounded to <typeparamref name="T"/> (as the engine's table).</summary>
+    void Rope<T>(T[] v, int heads, int pos, double[] invFreq)
+        where T : IFloatingPointIeee754<T>
     {
         int hd = config.HeadDim, half = hd / 2;
         for (int h = 0; h < heads; h++)
         {
             for (int i = 0; i < half; i++)
             {
-                double angle = pos * invFreq[i], cos = Math.Cos(angle), sin = Math.Sin(angle);
-                double a = v[h * hd + i], b = v[h * hd + i + half];
+                double angle = pos * invFreq[i];
+                T cos = T.CreateChecked(Math.Cos(angle)), sin = T.CreateChecked(Math.Sin(angle));
+                T a = v[h * hd + i], b = v[h * hd + i + half];
                 v[h * hd + i] = a * cos - b * sin;
                 v[h * hd + i + half] = b * cos + a * sin;
             }
         }
     }
 
-    /// <summary>Logits [tokens, vocab] of every position (row t predicts token t + 1).</summary>
-    public double[][] Logits(IReadOnlyList<int> tokens)
+    /// <summary>Logits [tokens, vocab] of every position (row t predicts token t + 1), in float64.</summary>
+    public double[][] Logits(IReadOnlyList<int> tokens) => Logits<double>(tokens);
+
+    /// <summary>Logits [tokens, vocab] of every position, every value and operation in <typeparamref name="T"/> (sums in order).</summary>
+    public T[][] Logits<T>(IReadOnlyList<int> tokens)
+        where T : IFloatingPointIeee754<T>
     {
         var c = config;
         int h = c.HiddenSize, hd = c.HeadDim, heads = c.NumAttentionHeads, kvHeads = c.NumKeyValueHeads, inter = c.IntermediateSize;
         var invFreq = c.RopeInverseFrequencies();
-        var keys = new List<double[]>[c.NumHiddenLayers];
-        var values = new List<double[]>[c.NumHiddenLayers];
+        var keys = new List<T[]>[c.NumHiddenLayers];
+        var values = new List<T[]>[c.NumHiddenLayers];
         for (int l = 0; l < c.NumHiddenLayers; l++)
         {
             keys[l] = [];
             values[l] = [];
         }
-        var result = new double[tokens.Count][];
+        var result = new T[tokens.Count][];
         for (int pos = 0; pos < tokens.Count; pos++)
         {
-            var emb = W("model.embed_tokens.weight");
+            var emb = W<T>("model.embed_tokens.weight");
             var x = Enumerable.Range(0, h).Select(i => emb[(long)tokens[pos] * h + i]).ToArray();
             for (int l = 0; l < c.NumHiddenLayers; l++)
             {
                 string p = $"model.layers.{l}.";
                 var xn = RmsNorm(x, p + "input_layernorm.weight");
-                var q = MatVec(W(p + "self_attn.q_proj.weight"), xn, c.QDim, h);
-                var k = MatVec(W(p + "self_attn.k_proj.weight"), xn, c.KvDim, h);
-                var v = MatVec(W(p + "self_attn.v_proj.weight"), xn, c.KvDim, h);
+                var q = MatVec(W<T>(p + "self_attn.q_proj.weight"), xn, c.QDim, h);
+                var k = MatVec(W<T>(p + "self_attn.k_proj.weight"), xn, c.KvDim, h);
+                var v = MatVec(W<T>(p + "self_attn.v_proj.weight"), xn, c.KvDim, h);
                 Rope(q, heads, pos, invFreq);
                 Rope(k, kvHeads, pos, invFreq);
                 keys[l].Add(k);
                 values[l].Add(v);
-                var attn = new double[c.QDim];
+                var attn = new T[c.QDim];
                 for (int head = 0; head < heads; head++)
                 {
                     int kvh = head / (heads / kvHeads);
-                    var scores = new double[pos + 1];
+                    var scores = new T[pos + 1];
                     for (int t = 0; t <= pos; t++)
                     {
-                        double s = 0;
+                        T s = T.Zero;
                         for (int d = 0; d < hd; d++)
                             s += q[head * hd + d] * keys[l][t][kvh * hd + d];
-                        scores[t] = s / Math.Sqrt(hd);
+                        scores[t] = s / T.Sqrt(T.CreateChecked(hd));
                     }
-                    double max = scores.Max();
-                    var e = scores.Select(s => Math.Exp(s - max)).ToArray();
-                    double sum = e.Sum();
+                    T max = scores.Max()!;
+                    var e = scores.Select(s => T.Exp(s - max)).ToArray();
+                    T sum = T.Zero;
+                    foreach (var p1 in e)
+                        sum += p1;
                     for (int d = 0; d < hd; d++)
                     {
-                        double acc = 0;
+                        T acc = T.Zero;
                         for (int t = 0; t <= pos; t++)
                             acc += e[t] * values[l][t][kvh * hd + d];
                         attn[head * hd + d] = acc / sum;
                     }
                 }
-                var o = MatVec(W(p + "self_attn.o_proj.weight"), attn, h, c.QDim);
+                var o = MatVec(W<T>(p + "self_attn.o_proj.weight"), attn, h, c.QDim);
                 for (int i = 0; i < h; i++)
                     x[i] += o[i];
                 xn = RmsNorm(x, p + "post_attention_layernorm.weight");
-                var gate = MatVec(W(p + "mlp.gate_proj.weight"), xn, inter, h);
-                var up = MatVec(W(p + "mlp.up_proj.weight"), xn, inter, h);
-                var act = gate.Select((g, i) => g / (1 + Math.Exp(-g)) * up[i]).ToArray();
-                var down = MatVec(W(p + "mlp.down_proj.weight"), act, h, inter);
+                var gate = MatVec(W<T>(p + "mlp.gate_proj.weight"), xn, inter, h);
+                var up = MatVec(W<T>(p + "mlp.up_proj.weight"), xn, inter, h);
+                var act = gate.Select((g, i) => g / (T.One + T.Exp(-g)) * up[i]).ToArray();
+                var down = MatVec(W<T>(p + "mlp.down_proj.weight"), act, h, inter);
                 for (int i = 0; i < h; i++)
                     x[i] += down[i];
             }
-            result[pos] = MatVec(W(LlamaConfig.LmHeadName), RmsNorm(x, "model.norm.weight"), c.VocabSize, h);
+            result[pos] = MatVec(W<T>(LlamaConfig.LmHeadName), RmsNorm(x, "model.norm.weight"), c.VocabSize, h);
         }
         return result;
     }

@@ -1,0 +1,169 @@
+using IlgpuLlama.Device;
+using IlgpuLlama.Engine;
+using IlgpuLlama.Engine.Serving;
+using IlgpuLlama.Kernels;
+using IlgpuLlama.Sampling;
+using Xunit.Abstractions;
+
+namespace IlgpuLlama.Tests.Model;
+
+/// <summary>The golden model in its own bf16 weights with an fp32 KV cache: the evaluation configuration.</summary>
+public sealed class Fp32CacheModelContext : IDisposable
+{
+    public static EngineOptions Options { get; } = new() { MaxBatchSize = 4, MaxSeqLen = 128, WeightFormat = WeightFormat.Bf16, KvCacheType = KvCacheType.Fp32 };
+
+    public Fp32CacheModelContext()
+    {
+        Device = ComputeDevice.Create(DeviceKind.Cpu);
+        Model = LlamaModel.Load(Device, GoldenFixture.Directory, Options);
+    }
+
+    public ComputeDevice Device { get; }
+    public LlamaModel Model { get; }
+
+    public void Dispose()
+    {
+        Model.Dispose();
+        Device.Dispose();
+    }
+}
+
+[CollectionDefinition(Name)]
+public sealed class Fp32CacheCollection : ICollectionFixture<Fp32CacheModelContext>
+{
+    public const string Name = "golden model, bf16 weights, fp32 KV cache";
+}
+
+/// <summary>
+/// With the golden model's own bf16 weights (exact) and an fp32 KV cache, only fp32 arithmetic is
+/// left between the engine and the float64 reference. How close fp32 arithmetic can come is measured
+/// too: the same reference pass computed in float32 (<see cref="ReferenceForward.Logits{T}"/>). On
+/// this model (logits up to 50) a float32 pass is 1.1e-4 to 2.5e-4 off in log-probability, and the
+/// engine is as close (prefill 0.9e-4 to 2.2e-4, decode 0.7e-4 to 1.1e-4), against 0.027 with the
+/// fp16 cache; issue 22's 1e-4 is below fp32's own floor here (README, "Precision").
+/// </summary>
+[Collection(Fp32CacheCollection.Name)]
+public sealed class Fp32CacheTests(Fp32CacheModelContext ctx, ITestOutputHelper output)
+{
+    /// <summary>Largest allowed |logprob - reference| over the whole vocabulary at any position (measured at most 2.2e-4).</summary>
+    public const double LogprobTolerance = 3e-4;
+
+    /// <summary>Largest allowed |logit - reference| (measured at most 1.6e-4).</summary>
+    public const double LogitTolerance = 3e-4;
+
+    static readonly Lazy<ReferenceForward> Reference = new(() => new ReferenceForward(GoldenFixture.Directory));
+
+    /// <summary>Largest |log-softmax(rows) - log-softmax(golden)| over positions and vocabulary.</summary>
+    internal static double LogprobError(IReadOnlyList<float[]> rows, GoldenFixture.Case c)
+    {
+        double worst = 0;
+        for (int t = 0; t < rows.Count; t++)
+        {
+            var reference = Float64Oracle.LogSoftmax(c.Row(t));
+            var got = Float64Oracle.LogSoftmax(rows[t]);
+            for (int j = 0; j < got.Length; j++)
+                worst = Math.Max(worst, Math.Abs(got[j] - reference[j]));
+        }
+        return worst;
+    }
+
+    static double LogitError(IReadOnlyList<float[]> rows, GoldenFixture.Case c)
+    {
+        double worst = 0;
+        for (int t = 0; t < rows.Count; t++)
+        {
+            var golden = c.Row(t);
+            for (int j = 0; j < golden.Length; j++)
+                worst = Math.Max(worst, Math.Abs(rows[t][j] - (double)golden[j]));
+        }
+        return worst;
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void Prefill_and_decode_logprobs_are_as_close_to_the_float64_reference_as_float32_arithmetic_gets(int caseIndex)
+    {
+        var c = GoldenFixture.Cases[caseIndex];
+        var tokens = c.AllTokens;
+        var prefill = new float[tokens.Length][];
+        ctx.Model.PrefillLogits([new SequenceInput(0, 0, tokens)], (_, pos, row) => prefill[pos] = row.ToArray());
+        var decode = GoldenModelTests.DecodeLogits(ctx.Model, tokens, slot: 1);
+        var float32 = Reference.Value.Logits<float>(tokens);
+        double lpPrefill = LogprobError(prefill, c), lpDecode = LogprobError(decode, c), lpFloat32 = LogprobError(float32, c);
+        double logitPrefill = LogitError(prefill, c), logitDecode = LogitError(decode, c);
+        output.WriteLine($"case {caseIndex}: {tokens.Length} positions; max |logprob error| prefill {lpPrefill:G3}, decode {lpDecode:G3}, a float32 reference pass {lpFloat32:G3}; " +
+            $"max |logit error| prefill {logitPrefill:G3}, decode {logitDecode:G3}");
+        Assert.True(lpPrefill < LogprobTolerance, $"prefill logprobs off by {lpPrefill}");
+        Assert.True(lpDecode < LogprobTolerance, $"decode logprobs off by {lpDecode}");
+        Assert.True(logitPrefill < LogitTolerance && logitDecode < LogitTolerance, $"logits off by {logitPrefill} (prefill), {logitDecode} (decode)");
+        // No worse than plain float32 arithmetic, with room for a different order of summation.
+        Assert.True(Math.Max(lpPrefill, lpDecode) < 1.5 * lpFloat32, $"the engine ({lpPrefill}, {lpDecode}) is further from float64 than a float32 pass ({lpFloat32})");
+        // Greedy decoding follows the reference exactly.
+        Assert.Equal(c.Greedy16, Enumerable.Range(c.Prompt.Length - 1, c.Greedy16.Length).Select(t => ArgMax(decode[t])));
+    }
+
+    static RequestResult Done(ScheduledRequest r)
+    {
+        Assert.True(r.Completion.IsCompletedSuccessfully, $"choice {r.Choice}: {r.Completion.Status}");
+        return r.Completion.GetAwaiter().GetResult();
+    }
+
+    static int ArgMax(float[] row)
+    {
+        int best = 0;
+        for (int j = 1; j < row.Length; j++)
+            if (row[j] > row[best])
+                best = j;
+        return best;
+    }
+
+    /// <summary>
+    /// What the server returns (completions <c>echo</c> + <c>logprobs</c>, chat <c>top_logprobs</c>):
+    /// every prompt and generated token's logprob and its top 20 through the scheduler, against the
+    /// float64 log-softmax of the golden logits; two choices share the prompt through the device copy
+    /// of its fp32 rows and both follow the reference's greedy tokens.
+    /// </summary>
+    [Fact]
+    public void The_logprobs_a_request_gets_are_as_close_and_choices_share_the_fp32_prompt()
+    {
+        var c = GoldenFixture.Cases[2];
+        var settings = new GenerationSettings
+        {
+            MaxNewTokens = c.Greedy16.Length,
+            Sampling = SamplingOptions.Greedy,
+            IgnoreEos = true,
+            Logprobs = TokenLogprobs.MaxTop,
+            PromptLogprobs = TokenLogprobs.MaxTop,
+        };
+        using var s = new Scheduler(ctx.Model, options: new SchedulerOptions { PrefixReuse = false });
+        var choices = s.SubmitGroup(new GenerationRequest { PromptTokens = c.Prompt, Settings = settings }, 2);
+        for (int i = 0; s.Step(); i++)
+            Assert.True(i < 10_000, "the scheduler did not finish");
+        double worst = 0;
+        int compared = 0;
+        void Compare(TokenLogprobs e, int row)
+        {
+            var reference = Float64Oracle.LogSoftmax(c.Row(row));
+            foreach (var (id, logprob) in e.Top.Append((e.Id, e.Logprob)))
+            {
+                worst = Math.Max(worst, Math.Abs(logprob - reference[id]));
+                compared++;
+            }
+        }
+        foreach (var choice in choices)
+        {
+            var r = Done(choice);
+            Assert.Equal(c.Greedy16, r.GeneratedTokens);
+            for (int i = 1; i < c.Prompt.Length; i++)
+                Compare(r.PromptLogprobs![i]!, i - 1);
+            for (int k = 0; k < r.Logprobs!.Count; k++)
+                Compare(r.Logprobs[k], c.Prompt.Length - 1 + k);
+        }
+        Assert.Equal(c.Prompt.Length, s.Stats.PrefillTokens);
+        output.WriteLine($"{compared} logprobs (prompt and generated, chosen and top {TokenLogprobs.MaxTop}, 2 choices): max |error| {worst:G3}");
+        Assert.True(worst < LogprobTolerance, $"returned logprobs off by {worst}");
+    }
+}
