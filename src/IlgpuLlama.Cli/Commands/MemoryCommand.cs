@@ -25,7 +25,7 @@ public static class MemoryCommand
 
     /// <summary>The report (JSON shape of <c>memory --json</c>).</summary>
     public sealed record MemoryReport(
-        string Model, int Batch, int Seq, string Dtype,
+        string Model, int Batch, int Seq, string Dtype, string KvCacheDtype,
         long ParameterCount, long WeightBytes, string WeightFormula, long KvCacheBytesPerToken, long KvCacheBytes, long ActivationBytes, long TotalBytes,
         IReadOnlyList<MemoryLine> ActivationItems, string RuleOfThumb, IReadOnlyList<FitRow> Fits, Allocated? Allocated);
 
@@ -41,13 +41,14 @@ public static class MemoryCommand
         var batch = CliOptions.Integer("--batch", "Sequences (KV-cache slots)", 4, 1);
         var seq = CliOptions.Integer("--seq", "Positions per sequence", 256, 1);
         var dtype = CliOptions.DType(followsModel: true);
+        var kvDType = CliOptions.KvCacheDType();
         var allocate = new Option<bool>("--allocate") { Description = "Really allocate weights (from DIR, zero-filled for a preset), KV cache and workspace on the device" };
         var device = CliOptions.Device();
         var logAllocations = new Option<bool>("--log-allocations") { Description = "Print every device allocation to stderr" };
         var json = CliOptions.Json();
         var command = new Command("memory", "The memory formula: weights + KV cache + activations, and what fits where")
         {
-            model, batch, seq, dtype, allocate, device, logAllocations, json,
+            model, batch, seq, dtype, kvDType, allocate, device, logAllocations, json,
         };
         command.SetAction(parse =>
         {
@@ -65,6 +66,7 @@ public static class MemoryCommand
                 layout = GgufLlama.DefaultLayout(source, config);
             }
             int b = parse.GetValue(batch), s = parse.GetValue(seq);
+            var kvType = CliOptions.KvCacheTypeOf(parse, kvDType);
             if (s > config.MaxPositionEmbeddings)
                 throw new ArgumentException($"--seq {s} exceeds the model's max_position_embeddings {config.MaxPositionEmbeddings}");
 
@@ -74,7 +76,7 @@ public static class MemoryCommand
                 using var dev = ComputeDevice.Create(parse.GetValue(device));
                 var options = new EngineOptions
                 {
-                    MaxBatchSize = b, MaxSeqLen = s, WeightFormat = asked.WeightFormat, WeightMix = asked.WeightMix,
+                    MaxBatchSize = b, MaxSeqLen = s, WeightFormat = asked.WeightFormat, WeightMix = asked.WeightMix, KvCacheType = kvType,
                     AllocationLog = parse.GetValue(logAllocations) ? line => io.Err.WriteLine($"[alloc] {line}") : null,
                 };
                 long? freeBefore = dev.Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator c0 ? c0.GetFreeMemory() : null;
@@ -99,7 +101,7 @@ public static class MemoryCommand
                 WorkspaceShape shape;
                 try
                 {
-                    shape = WorkspaceShape.For(config, b, s, new KernelTuning());
+                    shape = WorkspaceShape.For(config, b, s, new KernelTuning(), kvCache: kvType);
                 }
                 catch (EngineArgumentException e)
                 {
@@ -135,7 +137,7 @@ public static class MemoryCommand
         string formula = plan.Layout.IsMixed
             ? $"each matrix in its own format ({plan.Layout.Describe(config)}): rows x in/block x bytes per block + norms x 2 B"
             : plan.Format.MatrixBytesFormula + (plan.Format.BlockSize > 1 ? " + norms x 2 B" : "");
-        return new MemoryReport(name, batch, seq, plan.Layout.Name,
+        return new MemoryReport(name, batch, seq, plan.Layout.Name, plan.Shape.KvCache.Name(),
             plan.ParameterCount, plan.WeightBytes, formula, plan.KvBytesPerToken, plan.KvCacheBytes, plan.ActivationBytes, plan.TotalBytes,
             plan.ActivationLines, rule, fits, allocated);
     }
@@ -194,13 +196,13 @@ public static class MemoryCommand
     static void Print(CommandIO io, MemoryReport r)
     {
         var console = CommandIO.Console(io.Out);
-        console.WriteLine($"{r.Model}: batch {r.Batch} x seq {r.Seq}, {r.Dtype} weights, fp16 KV cache, fp32 activations");
+        console.WriteLine($"{r.Model}: batch {r.Batch} x seq {r.Seq}, {r.Dtype} weights, {r.KvCacheDtype} KV cache, fp32 activations");
         var t = new Table().AddColumns("item", "formula", "bytes", "size");
         t.Columns[2].RightAligned();
         t.Columns[3].RightAligned();
         t.AddRow("parameters", "tied embeddings counted once", $"{r.ParameterCount:N0}", "");
         t.AddRow("weights", Markup.Escape(r.WeightFormula), $"{r.WeightBytes:N0}", Binary(r.WeightBytes));
-        t.AddRow("KV cache per token", "2 x layers x kv_heads x head_dim x 2 B", $"{r.KvCacheBytesPerToken:N0}", "");
+        t.AddRow("KV cache per token", $"2 x layers x kv_heads x head_dim x {KvCacheTypes.Parse(r.KvCacheDtype)!.Value.Bytes()} B", $"{r.KvCacheBytesPerToken:N0}", "");
         t.AddRow("KV cache", "batch x seq x per token", $"{r.KvCacheBytes:N0}", Binary(r.KvCacheBytes));
         foreach (var line in r.ActivationItems)
             t.AddRow(Markup.Escape("  " + line.Item), Markup.Escape(line.Formula), $"{line.Bytes:N0}", "");

@@ -15,6 +15,7 @@ public static class CliNames
         EngineParameter.MaxSeqLen => "--max-seq-len",
         EngineParameter.PrefillChunk => "--prefill-chunk",
         EngineParameter.WeightFormat => "--dtype",
+        EngineParameter.KvCacheType => "--kv-cache-dtype",
         EngineParameter.Device => "--device",
         EngineParameter.DirectLaunch => "--no-cuda-graph",
         EngineParameter.MaxNewTokens => "--max-new-tokens",

@@ -72,6 +72,23 @@ public static class CliOptions
         return option;
     }
 
+    /// <summary>--kv-cache-dtype: what the KV cache stores per value, fp16 (default) or fp32 (<see cref="Kernels.KvCacheType"/>).</summary>
+    public static Option<string> KvCacheDType()
+    {
+        var option = new Option<string>("--kv-cache-dtype")
+        {
+            Description = "What the KV cache stores per value: fp16 = half the memory and attention traffic (default); " +
+                "fp32 = keys and values unrounded, twice the KV memory, for evaluation (with --dtype bf16 on a bf16 model, logprobs within about 2e-4 of a float64 forward pass)",
+            DefaultValueFactory = _ => Kernels.KvCacheType.Fp16.Name(),
+            HelpName = string.Join("|", KvCacheTypes.All.Select(t => t.Name())),
+        };
+        option.AcceptOnlyFromAmong([.. KvCacheTypes.All.Select(t => t.Name())]);
+        return option;
+    }
+
+    /// <summary>The <see cref="KvCacheType"/> of a parsed --kv-cache-dtype.</summary>
+    public static KvCacheType KvCacheTypeOf(ParseResult p, Option<string> option) => KvCacheTypes.Parse(p.GetValue(option)!) ?? Kernels.KvCacheType.Fp16;
+
     /// <summary>
     /// The short form of each common flag, llama.cpp's letters where it has one (-m, -p, -n, -f, -s,
     /// -o, -c for perplexity's window). One table for the whole tree, so a letter means the same on

@@ -10,7 +10,7 @@ namespace IlgpuLlama.Cli.Infrastructure;
 
 /// <summary>
 /// The engine options every model command shares (--max-batch-size, --max-seq-len, --dtype,
-/// --prefill-chunk, --no-cuda-graph, --log-allocations, --device), how a model is found, and how
+/// --kv-cache-dtype, --prefill-chunk, --no-cuda-graph, --log-allocations, --device), how a model is found, and how
 /// it is loaded with a progress bar on stderr.
 /// </summary>
 public sealed class ModelOptions
@@ -29,6 +29,7 @@ public sealed class ModelOptions
     public Option<int?> MaxSeqLen { get; } = CliOptions.OptionalInteger("--max-seq-len",
         $"Positions per sequence in the KV cache (prompt + new tokens), up to the model's max_position_embeddings (default: the longest that fits the device, at most {WorkspaceShape.DefaultContextCap}, {WorkspaceShape.DefaultCpuContextCap} on the CPU accelerator)", 1);
     public Option<string> DType { get; } = CliOptions.DType(followsModel: true);
+    public Option<string> KvCacheDType { get; } = CliOptions.KvCacheDType();
     public Option<int?> PrefillChunk { get; } = CliOptions.OptionalInteger("--prefill-chunk", "Prompt tokens per prefill pass (default: min(batch x seq, 2048))", 1);
     public Option<bool> NoCudaGraph { get; } = new("--no-cuda-graph") { Description = "Launch every decode kernel from the host instead of replaying a CUDA graph" };
     public Option<bool> LogAllocations { get; } = new("--log-allocations") { Description = "Print every device allocation and free to stderr" };
@@ -47,7 +48,7 @@ public sealed class ModelOptions
     /// <summary>Adds every option to <paramref name="command"/>.</summary>
     public void AddTo(Command command)
     {
-        foreach (var o in new Option[] { Device, MaxBatchSize, MaxSeqLen, DType, PrefillChunk, NoCudaGraph, DecodeVariant, LogAllocations })
+        foreach (var o in new Option[] { Device, MaxBatchSize, MaxSeqLen, DType, KvCacheDType, PrefillChunk, NoCudaGraph, DecodeVariant, LogAllocations })
             command.Options.Add(o);
     }
 
@@ -64,6 +65,7 @@ public sealed class ModelOptions
         MaxSeqLen = maxSeqOverride ?? p.GetValue(MaxSeqLen),
         WeightFormat = Format(p),
         WeightMix = Mix(p),
+        KvCacheType = CliOptions.KvCacheTypeOf(p, KvCacheDType),
         PrefillChunk = p.GetValue(PrefillChunk),
         DecodeLaunch = p.GetValue(NoCudaGraph) ? DecodeLaunch.Direct : DecodeLaunch.Auto,
         DecodeVariant = IlgpuLlama.Engine.DecodeVariant.Parse(p.GetValue(DecodeVariant)!),
@@ -158,14 +160,14 @@ public sealed class ModelOptions
         return model;
     }
 
-    /// <summary>The load line: parameters (GB at 16 bit), KV cache (GB at fp16), activations, allocated total.</summary>
+    /// <summary>The load line: parameters (GB in their format), KV cache (GB in its type), activations, allocated total.</summary>
     public static string MemorySummary(LlamaModel model)
     {
         var plan = model.Plan;
         var a = model.Allocator;
         string parameters = plan.ParameterCount >= 1_000_000_000 ? $"{plan.ParameterCount / 1e9:F2}B" : $"{plan.ParameterCount / 1e6:F2}M";
         return $"{parameters} params ({DeviceAllocator.Gb(plan.WeightBytes)} @ {plan.BitsPerWeight:0.##} bits, {(plan.Layout.IsMixed ? plan.Layout.Describe(model.Config) : plan.Format.Name)}), " +
-            $"KV cache {DeviceAllocator.Gb(plan.KvCacheBytes)} @ fp16 for {plan.Shape.MaxBatch} x {plan.Shape.MaxSeq} tokens, " +
+            $"KV cache {DeviceAllocator.Gb(plan.KvCacheBytes)} @ {plan.Shape.KvCache.Name()} for {plan.Shape.MaxBatch} x {plan.Shape.MaxSeq} tokens, " +
             $"activations {DeviceAllocator.Gb(plan.ActivationBytes)}; allocated {a.TotalLiveBytes:N0} B (formula {plan.TotalBytes:N0} B)";
     }
 
