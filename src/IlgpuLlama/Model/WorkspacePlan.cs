@@ -68,8 +68,8 @@ public sealed record WorkspaceShape(int MaxBatch, int MaxSeq, int PrefillTokens,
         long layerWords = layout.WordsFor(maxBatch);
         if (layerWords > int.MaxValue)
             throw new EngineArgumentException(
-                $"{EngineParameters.MaxBatchSize} {maxBatch} x {EngineParameters.MaxSeqLen} {maxSeq} gives one layer's KV cache {layout.Elements(maxBatch):N0} {kvCache.Name()} values " +
-                $"({maxBatch} x {maxSeq} x {config.NumKeyValueHeads} kv heads x {config.HeadDim}), beyond the {int.MaxValue / layout.Words:N0} the kernels' 32-bit offsets address; " +
+                $"{EngineParameters.MaxBatchSize} {maxBatch} x {EngineParameters.MaxSeqLen} {maxSeq} gives one layer's KV cache {layout.Elements(maxBatch):N0} values " +
+                $"({maxBatch} x {maxSeq} x {config.NumKeyValueHeads} kv heads x {config.HeadDim}), beyond the {int.MaxValue / layout.Words:N0} {kvCache.Name()} values the kernels' 32-bit offsets address; " +
                 $"lower {EngineParameters.MaxBatchSize} or {EngineParameters.MaxSeqLen} (at most {int.MaxValue / ((long)maxBatch * config.NumKeyValueHeads * config.HeadDim * layout.Words):N0} positions at this batch)",
                 EngineParameter.MaxSeqLen);
         int t = prefillTokens ?? DefaultPrefillTokens(maxBatch, maxSeq);

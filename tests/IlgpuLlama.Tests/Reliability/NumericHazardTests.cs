@@ -29,6 +29,11 @@ public sealed class NumericHazardTests
         WorkspaceShape.For(config, 64, 32767, new KernelTuning());
         WorkspaceShape.For(config, 4, 131072, new KernelTuning());
         Assert.Throws<EngineArgumentException>(() => WorkspaceShape.For(config, 64, 32768, new KernelTuning()));
+        // An fp32 cache is two 16-bit words per value: half the positions.
+        var fp32 = Assert.Throws<EngineArgumentException>(() => WorkspaceShape.For(config, 64, 16384, new KernelTuning(), kvCache: KvCacheType.Fp32));
+        Assert.Contains("beyond the 1,073,741,823 fp32 values", fp32.Message);
+        Assert.Contains("at most 16,383 positions", fp32.Message);
+        WorkspaceShape.For(config, 64, 16383, new KernelTuning(), kvCache: KvCacheType.Fp32);
     }
 
     [Fact]
