@@ -13,8 +13,8 @@ namespace IlgpuLlama.Kernels;
 // group-size keys:
 //   1. scores: thread t takes key (tile + t), loads its head_dim halves with 128-bit loads (four
 //      in flight) and dots them with each query head (q staged in shared memory, pre-scaled by
-//      1/sqrt(head_dim)); an fp32 cache takes two 128-bit loads per 8 values (the branch on the
-//      cache type is uniform over the launch);
+//      1/sqrt(head_dim)); an fp32 cache takes two 128-bit loads per 8 values (attention_fp32,
+//      the same code specialised for IKvCacheValues Fp32CacheValues);
 //   2. online softmax: warp h updates head h's running max m and sum l, rescale factor alpha,
 //      and turns the tile's scores into probabilities exp(s - m);
 //   3. P.V: thread e owns (head, dim pair) entries e, e + group, ... ; per tile it sums p * V
@@ -79,11 +79,18 @@ public static class AttentionKernels
     /// <summary>Number of key splits the decode workspace must hold for <paramref name="maxSeq"/> positions.</summary>
     public static int Splits(int maxSeq, KernelTuning t) => Math.Clamp((maxSeq + t.AttentionMinChunk - 1) / t.AttentionMinChunk, 1, Math.Min(MaxSplits, t.AttentionGroup));
 
-    /// <summary>The attention kernel. See the file header.</summary>
-    public static void Attention(AttentionArgs a) => AttentionBlock(a, Grid.IdxX);
+    /// <summary>The attention kernel over an fp16 cache. See the file header.</summary>
+    public static void Attention(AttentionArgs a) => AttentionBlock<Fp16CacheValues>(a, Grid.IdxX);
 
-    /// <summary>One group's work of <see cref="Attention(AttentionArgs)"/>: (row, kv head, split) number <paramref name="block"/> (also a task of the persistent decode kernel).</summary>
-    internal static void AttentionBlock(AttentionArgs a, int block)
+    /// <summary>The attention kernel over an fp32 cache.</summary>
+    public static void AttentionFp32(AttentionArgs a) => AttentionBlock<Fp32CacheValues>(a, Grid.IdxX);
+
+    /// <summary>
+    /// One group's work of the attention kernel over a cache of <typeparamref name="TKv"/> values: (row,
+    /// kv head, split) number <paramref name="block"/> (also a task of the persistent decode kernel).
+    /// </summary>
+    internal static void AttentionBlock<TKv>(AttentionArgs a, int block)
+        where TKv : struct, IKvCacheValues
     {
         var shape = a.Shape;
         var smem = SharedMemory.GetDynamic<float>();
@@ -147,7 +154,7 @@ public static class AttentionKernels
             {
                 for (int h = 0; h < groupHeads; h++)
                     smem[sOff + h * tn + tid] = 0f;
-                if (shape.Cache.Words == 2)
+                if (default(TKv).Words == 2)
                     ScoresFp32(a.KCache, (kvBase + tile + tid) * hd8 * 2, hd8, groupHeads, hd, smem, sOff + tid, tn);
                 else
                     ScoresFp16(a.KCache, (kvBase + tile + tid) * hd8, hd8, groupHeads, hd, smem, sOff + tid, tn);
@@ -191,7 +198,7 @@ public static class AttentionKernels
                 Float2 acc;
                 acc.X = smem[ao];
                 acc.Y = smem[ao + 1];
-                acc = shape.Cache.Words == 2
+                acc = default(TKv).Words == 2
                     ? AccumulateVFp32(acc, a.VCache, smem, (kvBase + tile) * hd + 2 * pr, hd, sOff + h * tn, smem[aOff + h], n)
                     : AccumulateV(acc, a.VCache, smem, (kvBase + tile) * halfHd + pr, halfHd, sOff + h * tn, smem[aOff + h], n);
                 smem[ao] = acc.X;
@@ -446,12 +453,20 @@ public static class AttentionKernels
     public static AttentionShape StaticCheckShape { get; } = new(32, 8, 64, 256);
 
     /// <summary><see cref="Attention(AttentionArgs)"/>.</summary>
-    public static KernelDefinition<AttentionArgs> AttentionKernel { get; } = KernelDefinition<AttentionArgs>.Explicit("attention", Family, Attention, t =>
+    public static KernelDefinition<AttentionArgs> AttentionKernel { get; } = KernelDefinition<AttentionArgs>.Explicit("attention", Family, Attention, GpuLaunch);
+
+    /// <summary><see cref="AttentionFp32(AttentionArgs)"/>.</summary>
+    public static KernelDefinition<AttentionArgs> AttentionFp32Kernel { get; } = KernelDefinition<AttentionArgs>.Explicit("attention_fp32", Family, AttentionFp32, GpuLaunch);
+
+    /// <summary>The definition for a cache of <paramref name="type"/>.</summary>
+    public static KernelDefinition<AttentionArgs> For(KvCacheType type) => type == KvCacheType.Fp32 ? AttentionFp32Kernel : AttentionKernel;
+
+    static LaunchShape GpuLaunch(KernelTuning t)
     {
         int floats = SharedFloats(StaticCheckShape, t.AttentionGroup);
         return new LaunchShape(t.AttentionGroup, floats * sizeof(float),
             $"{StaticCheckShape.GroupHeads} query heads per kv head, head_dim {StaticCheckShape.HeadDim}: {floats} floats of dynamic shared memory");
-    });
+    }
 
     /// <summary>
     /// GQA attention for <paramref name="rows"/> query rows over the cache (decode: rows = batch
@@ -462,7 +477,7 @@ public static class AttentionKernels
         int group = k.Tuning.AttentionGroup;
         var args = AttentionArguments(k.Tuning, b, rows, splits, s);
         var config = new KernelConfig(rows * s.KvHeads * splits, group, SharedMemoryConfig.RequestDynamic<float>(SharedFloats(s, group)));
-        k.Launch(AttentionKernel, KernelVariant.None, config, args);
+        k.Launch(For(s.Cache.Type), KernelVariant.None, config, args);
     }
 
     /// <summary>The checked arguments of an attention launch with groups of <see cref="KernelTuning.AttentionGroup"/> threads.</summary>
@@ -515,5 +530,5 @@ sealed class AttentionFamily : KernelFamily
 {
     public override string Name => AttentionKernels.Family;
 
-    public override IReadOnlyList<IKernelDefinition> Kernels => [AttentionKernels.AttentionKernel];
+    public override IReadOnlyList<IKernelDefinition> Kernels => [AttentionKernels.AttentionKernel, AttentionKernels.AttentionFp32Kernel];
 }

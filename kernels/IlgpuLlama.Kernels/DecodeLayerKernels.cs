@@ -126,7 +126,7 @@ public static class DecodeLayerKernels
             if (stage == 0)
                 MatVecKernels.MatVecQkvRopeTile<TW, RmsNormedInput, TB>(a.Qkv, index);
             else if (stage == 1)
-                AttentionKernels.AttentionBlock(a.Attention, index);
+                AttentionKernels.AttentionBlock<Fp16CacheValues>(a.Attention, index);
             else if (stage == 2)
                 MatVecKernels.MatVecTile<TW, PlainInput, TB>(a.O, index);
             else if (stage == 3)
@@ -197,6 +197,7 @@ public static class DecodeLayerKernels
     {
         int hidden = w.Qkv.Q.Cols, inter = w.Gate.Rows;
         Require.Length(b.Sync, SyncInts, "decode layer counters");
+        Require.That(s.Cache.Type == KvCacheType.Fp16, "decode layer: the persistent kernel reads an fp16 KV cache (an fp32 cache runs with the fused-norm variant)");
         var (qkv, width) = MatVecKernels.QkvRopeArguments(w.Qkv, b.X, b.Attention.Q, b.Attention.KCache, b.Attention.VCache, b.RopeTable, b.Attention.Slots, b.Attention.Positions, batch, s, w.InputNorm);
         var attention = AttentionKernels.AttentionArguments(k.Tuning, b.Attention, batch, splits, s);
         var (o, _) = MatVecKernels.MatVecArguments(w.O, b.Attention.Output, b.X, batch, accumulate: true);

@@ -35,6 +35,30 @@ public static class KvCacheTypes
 }
 
 /// <summary>
+/// What a KV cache stores, as a compile-time choice of the attention kernel: each type is its own
+/// specialisation (attention, attention_fp32), so the fp16 kernel carries no fp32 code and keeps its
+/// registers. The writers branch on <see cref="KvCacheLayout.Words"/> at run time instead (only in
+/// their epilogue store, which costs them no registers).
+/// </summary>
+public interface IKvCacheValues
+{
+    /// <summary>16-bit words per value.</summary>
+    int Words { get; }
+}
+
+/// <summary>An fp16 cache.</summary>
+public struct Fp16CacheValues : IKvCacheValues
+{
+    public readonly int Words => 1;
+}
+
+/// <summary>An fp32 cache.</summary>
+public struct Fp32CacheValues : IKvCacheValues
+{
+    public readonly int Words => 2;
+}
+
+/// <summary>
 /// The layout of one layer's K (or V) cache, written once and used by the kernels and the CPU
 /// references alike: values [slots, kv_heads, max_seq, head_dim], so one position of one head is
 /// head_dim contiguous values (what attention reads per key) and a slot's keys of one head are

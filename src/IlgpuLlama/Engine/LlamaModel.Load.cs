@@ -41,6 +41,10 @@ public sealed partial class LlamaModel
             throw new EngineArgumentException(
                 $"the persistent decode variant runs each layer as one kernel of one weight format, and this model mixes {Layout.Name} ({Layout.Describe(config)}); use the fused-norm variant, or load it in one format with {EngineParameters.WeightFormat}",
                 EngineParameter.WeightFormat);
+        if (Variant.OneLaunchPerLayer && options.KvCacheType != KvCacheType.Fp16)
+            throw new EngineArgumentException(
+                $"the persistent decode variant reads an fp16 KV cache, and {EngineParameters.KvCacheType} {options.KvCacheType.Name()} was asked for; use the fused-norm variant with an {options.KvCacheType.Name()} cache",
+                EngineParameter.KvCacheType);
         int maxSeq = options.MaxSeqLen ?? LongestContext(accelerator, config, options, tuning, Layout);
         Plan = new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, maxSeq, tuning, options.PrefillChunk, options.KvCacheType), Layout);
         buf = Plan.Workspace;

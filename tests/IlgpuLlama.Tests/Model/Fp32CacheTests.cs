@@ -167,3 +167,17 @@ public sealed class Fp32CacheTests(Fp32CacheModelContext ctx, ITestOutputHelper 
         Assert.True(worst < LogprobTolerance, $"returned logprobs off by {worst}");
     }
 }
+
+/// <summary>The persistent decode kernel reads an fp16 cache only: asking for it with an fp32 cache is refused at load, naming both.</summary>
+public sealed class Fp32CacheVariantTests
+{
+    [Fact]
+    public void The_persistent_variant_with_an_fp32_cache_is_refused_before_anything_is_allocated()
+    {
+        using var device = ComputeDevice.Create(DeviceKind.Cpu);
+        var e = Assert.Throws<EngineArgumentException>(() => LlamaModel.Load(device, GoldenFixture.Directory,
+            Fp32CacheModelContext.Options with { DecodeVariant = DecodeVariant.Persistent, MaxSeqLen = 16 }));
+        Assert.Equal(EngineParameter.KvCacheType, e.Parameter);
+        Assert.Contains("persistent decode variant reads an fp16 KV cache, and KvCacheType fp32 was asked for", e.Message);
+    }
+}
