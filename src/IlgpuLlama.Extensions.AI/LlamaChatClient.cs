@@ -195,6 +195,8 @@ public sealed class LlamaChatClient : IChatClient
         var (offered, answerable, required) = Tools(options);
         if (required)
             settings = settings with { ResponseFormat = JsonGrammar.ForToolCall(answerable!) };
+        else if (answerable is { Count: > 0 } && settings.ResponseFormat is null)
+            settings = settings with { ResponseFormat = JsonGrammar.ForToolCallOrText(answerable) }; // ChatToolMode.Auto: a call, once begun, is constrained
         return (Engine.EncodeChat(conversation, tools: offered), settings, answerable);
     }
 

@@ -261,8 +261,13 @@ public sealed class OpenAiEndpoints : IDisposable
         if (echo is not null && settings.Logprobs is int k)
             settings = settings with { PromptLogprobs = k };
         // Structured output: tool_choice required (or one named function) constrains the reply to a call;
-        // else response_format, when it asks for JSON.
-        if ((tools.Use is { Required: true } use ? JsonGrammar.ForToolCall(use.Offered) : ResponseFormat(body)) is { } grammar)
+        // else response_format, when it asks for JSON; else, under tool_choice auto, a reply that begins a
+        // call (its first character '{') is constrained to one from there (not with ignore_eos: a call ends
+        // with the end-of-sequence token).
+        var grammar = tools.Use is { Required: true } use ? JsonGrammar.ForToolCall(use.Offered) : ResponseFormat(body);
+        if (grammar is null && tools.Use is { Required: false } auto && !settings.IgnoreEos)
+            grammar = JsonGrammar.ForToolCallOrText(auto.Offered);
+        if (grammar is not null)
             settings = settings with { ResponseFormat = grammar };
         if (settings.Logprobs is not null && engine.Tokenizer is null)
             throw new ApiError(400, "logprobs need the model's tokenizer to name the tokens, and this server has none", "logprobs");

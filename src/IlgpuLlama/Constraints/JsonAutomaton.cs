@@ -29,6 +29,7 @@ public sealed class JsonAutomaton
         StrContent, StrEscape, StrHex, StrUtf8,
         NumMinus, NumZero, NumInt, NumDot, NumFrac, NumE, NumESign, NumExp,
         Literal,
+        TagPrefix, TagValue, TagIn, TagAfterValue,
     }
 
     /// <summary>A completed key of a free object (its bytes' hash), in a list shared by later states.</summary>
@@ -48,10 +49,10 @@ public sealed class JsonAutomaton
         public GrammarNode Node;
         public Phase Phase;
 
-        /// <summary>Object: next candidate property; string: hex digits seen or UTF-8 bytes still due; number: digits; literal: trie node.</summary>
+        /// <summary>Object: next candidate property; string: hex digits seen or UTF-8 bytes still due; number: digits; literal, tagged prefix: trie node.</summary>
         public int A;
 
-        /// <summary>Object: key trie node or chosen property; string: next UTF-8 byte range (lo | hi &lt;&lt; 8) or the no-surrogate flag; literal/free object: unused.</summary>
+        /// <summary>Object: key trie node or chosen property; string: next UTF-8 byte range (lo | hi &lt;&lt; 8) or the no-surrogate flag; tagged: the chosen prefix; literal/free object: unused.</summary>
         public int B;
 
         /// <summary>String: a free object's key (hash its bytes, refuse duplicates).</summary>
@@ -200,6 +201,9 @@ public sealed class JsonAutomaton
             case Phase.NumMinus or Phase.NumDot or Phase.NumE or Phase.NumESign: return 1;
             case Phase.NumZero or Phase.NumInt or Phase.NumFrac or Phase.NumExp: return 0;
             case Phase.Literal: return node.Literals!.MinRemaining[f.A];
+            case Phase.TagPrefix: return node.PrefixCost[f.A];
+            case Phase.TagValue: return node.Continuations[f.B].MinBytes + 1;
+            case Phase.TagIn or Phase.TagAfterValue: return 1;
             default: throw new InvalidOperationException($"phase {f.Phase}");
         }
     }
@@ -459,6 +463,29 @@ public sealed class JsonAutomaton
                     SetTop(f);
                     return true;
                 }
+
+                case Phase.TagPrefix:
+                {
+                    int child = f.Node.Literals!.Child(f.A, b);
+                    if (child < 0)
+                        return false;
+                    TagAdvance(ref f, child);
+                    SetTop(f);
+                    return true;
+                }
+                case Phase.TagValue:
+                {
+                    var value = f.Node.Continuations[f.B];
+                    if (!value.CanStart(b))
+                        return false;
+                    f.Phase = Phase.TagIn;
+                    SetTop(f);
+                    return StartValue(value, b);
+                }
+                case Phase.TagIn:
+                    return false;
+                case Phase.TagAfterValue:
+                    return b == f.Node.Closing && Close();
                 default:
                     throw new InvalidOperationException($"phase {f.Phase}");
             }
@@ -566,6 +593,16 @@ public sealed class JsonAutomaton
                 else
                     return false;
                 return true;
+            case NodeKind.Tagged:
+            {
+                int child = node.Literals!.Child(0, b);
+                if (child < 0)
+                    return false;
+                var frame = new Frame { Node = node, Phase = Phase.TagPrefix };
+                TagAdvance(ref frame, child);
+                Push(frame);
+                return true;
+            }
             case NodeKind.Enum:
             {
                 var trie = node.Literals!;
@@ -580,6 +617,19 @@ public sealed class JsonAutomaton
             default:
                 return false;
         }
+    }
+
+    /// <summary>A tagged frame moves to prefix trie node <paramref name="child"/>: at a prefix's end, to its value.</summary>
+    static void TagAdvance(ref Frame f, int child)
+    {
+        int chosen = f.Node.Literals!.Terminal[child];
+        if (chosen >= 0)
+        {
+            f.Phase = Phase.TagValue;
+            f.B = chosen;
+        }
+        else
+            f.A = child;
     }
 
     void Pop()
@@ -605,6 +655,7 @@ public sealed class JsonAutomaton
             Phase.ObjIn => Phase.ObjAfterValue,
             Phase.FreeIn => Phase.FreeAfterValue,
             Phase.ArrIn => Phase.ArrAfterValue,
+            Phase.TagIn => Phase.TagAfterValue,
             _ => throw new InvalidOperationException($"a value ended under phase {parent.Phase}"),
         };
         SetTop(parent);

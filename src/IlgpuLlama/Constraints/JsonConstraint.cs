@@ -15,6 +15,9 @@ namespace IlgpuLlama.Constraints;
 /// the token limit is reached, however unlikely the model finds the closing bytes. End-of-sequence
 /// tokens are allowed only when the text is complete, and once nothing can follow they are the only
 /// choice.</para>
+/// <para>A grammar that allows text (<see cref="JsonGrammar.OrText"/>) starts undecided: white space
+/// keeps it so, a first other character <c>{</c> commits the reply to the grammar (constrained from that
+/// byte on), any other character to free text (nothing masked from then on).</para>
 /// <para><see cref="MaskTime"/> and <see cref="MaskSteps"/> count the work of <see cref="ComputeAllowed"/>
 /// (the trie walk) and <see cref="Apply"/> (the logit row), for the per-step cost a server or bench reports.</para>
 /// </remarks>
@@ -25,6 +28,19 @@ public sealed class JsonConstraint
     readonly int[] endTokens;
     readonly ulong[] allowed;
     long maskTicks;
+    Mode mode;
+
+    enum Mode
+    {
+        /// <summary>The reply is a JSON text of the grammar.</summary>
+        Json,
+
+        /// <summary>Only white space so far, and the grammar allows text: a <c>{</c> starts JSON, anything else text.</summary>
+        Undecided,
+
+        /// <summary>The reply is text: nothing is masked.</summary>
+        Text,
+    }
 
     /// <param name="grammar">what the text must be</param>
     /// <param name="vocabulary">the token bytes (<see cref="TokenTrie.For"/>)</param>
@@ -39,19 +55,23 @@ public sealed class JsonConstraint
         automaton = new JsonAutomaton(grammar);
         this.endTokens = endTokens.Distinct().Order().ToArray();
         allowed = new ulong[(vocabulary.VocabSize + 63) / 64];
+        mode = grammar.OrText ? Mode.Undecided : Mode.Json;
     }
+
+    /// <summary>Whether the reply became text (a grammar with <see cref="JsonGrammar.OrText"/> whose first character other than white space was not <c>{</c>).</summary>
+    public bool IsText => mode == Mode.Text;
 
     /// <summary>The grammar.</summary>
     public JsonGrammar Grammar { get; }
 
-    /// <summary>Whether the text so far is a complete JSON text of the grammar.</summary>
-    public bool IsComplete => automaton.IsComplete;
+    /// <summary>Whether the text so far may end: a complete JSON text of the grammar, or text (or only white space) where the grammar allows it.</summary>
+    public bool IsComplete => mode != Mode.Json || automaton.IsComplete;
 
     /// <summary>Whether an end token has been taken.</summary>
     public bool Ended { get; private set; }
 
     /// <summary>Fewest bytes that complete the text from here.</summary>
-    public int MinBytesToComplete => automaton.MinBytesToComplete;
+    public int MinBytesToComplete => mode != Mode.Json ? 0 : automaton.MinBytesToComplete;
 
     /// <summary>Time spent computing masks and applying them to logit rows.</summary>
     public TimeSpan MaskTime => Stopwatch.GetElapsedTime(0, maskTicks);
@@ -103,7 +123,17 @@ public sealed class JsonConstraint
         Array.Clear(allowed);
         int budget = remainingTokens - 1; // bytes that may follow the next token
         bool any = false;
-        if (!Ended)
+        if (mode == Mode.Text)
+        {
+            // Free text: every id is allowed (the bits past the vocabulary stay clear).
+            Array.Fill(allowed, ulong.MaxValue);
+            if (vocabulary.VocabSize % 64 != 0)
+                allowed[^1] = (1UL << (vocabulary.VocabSize % 64)) - 1;
+            any = true;
+        }
+        else if (mode == Mode.Undecided && !Ended)
+            any |= WalkUndecided(budget);
+        else if (!Ended)
         {
             TokenTrie.Walk walk = vocabulary.Full;
             if (automaton.InStringContent(out bool isKey))
@@ -129,7 +159,7 @@ public sealed class JsonConstraint
         }
         // An end token may also be an ordinary token (a stop token id given by the caller): it ends
         // the text whatever its bytes, so it is allowed exactly when the text is complete.
-        bool complete = automaton.IsComplete || Ended;
+        bool complete = IsComplete || Ended;
         foreach (int e in endTokens)
         {
             if ((uint)e >= (uint)vocabulary.VocabSize)
@@ -207,6 +237,73 @@ public sealed class JsonConstraint
         return any;
     }
 
+    /// <summary>
+    /// The first step of a reply that may be text: tokens of white space only (still undecided), tokens
+    /// whose first other byte is not <c>{</c> and special tokens (text: a trie subtree at once), and
+    /// tokens that begin a JSON text of the grammar at their <c>{</c> and can still complete it within the budget.
+    /// </summary>
+    bool WalkUndecided(int budget)
+    {
+        var walk = vocabulary.Full;
+        Span<long> marks = walk.MaxDepth < 512 ? stackalloc long[walk.MaxDepth + 1] : new long[walk.MaxDepth + 1];
+        Span<bool> inJson = walk.MaxDepth < 512 ? stackalloc bool[walk.MaxDepth + 1] : new bool[walk.MaxDepth + 1];
+        marks[0] = automaton.Mark();
+        inJson[0] = false;
+        byte[] edge = walk.Edge;
+        int[] depth = walk.Depth, skip = walk.Skip, tokenStart = walk.TokenStart, tokens = walk.Tokens;
+        int n = walk.NodeCount;
+        bool any = false;
+        int i = 1;
+        while (i < n)
+        {
+            int d = depth[i];
+            byte b = edge[i];
+            if (!inJson[d - 1])
+            {
+                if (IsWhiteSpace(b))
+                {
+                    any |= AllowRange(tokens, tokenStart[i], tokenStart[i + 1]);
+                    marks[d] = marks[0];
+                    inJson[d] = false;
+                    i++;
+                    continue;
+                }
+                if (b != '{')
+                {
+                    any |= AllowRange(tokens, tokenStart[i], skip[i] < n ? tokenStart[skip[i]] : tokens.Length);
+                    i = skip[i];
+                    continue;
+                }
+            }
+            automaton.Restore(marks[inJson[d - 1] ? d - 1 : 0]);
+            if (!automaton.Step(b))
+            {
+                i = skip[i];
+                continue;
+            }
+            inJson[d] = true;
+            if (tokenStart[i] < tokenStart[i + 1] && automaton.MinBytesToComplete <= budget)
+                any |= AllowRange(tokens, tokenStart[i], tokenStart[i + 1]);
+            marks[d] = automaton.Mark();
+            i++;
+        }
+        automaton.Restore(marks[0]);
+        // Tokens without bytes of their own (special tokens) are text too; the end tokens are decided by the caller.
+        for (int id = 0; id < vocabulary.VocabSize; id++)
+            if (vocabulary.Bytes(id).IsEmpty)
+                allowed[id >> 6] |= 1UL << id;
+        return any;
+    }
+
+    bool AllowRange(int[] tokens, int from, int to)
+    {
+        for (int t = from; t < to; t++)
+            allowed[tokens[t] >> 6] |= 1UL << tokens[t];
+        return from < to;
+    }
+
+    static bool IsWhiteSpace(byte b) => b is (byte)' ' or (byte)'\n' or (byte)'\t' or (byte)'\r';
+
     /// <summary>Whether <paramref name="token"/> is allowed now (computes the mask).</summary>
     public bool IsAllowed(int token, int remainingTokens)
     {
@@ -222,10 +319,28 @@ public sealed class JsonConstraint
             Ended = true;
             return;
         }
-        if (vocabulary.Bytes(token).IsEmpty)
+        if (mode == Mode.Text)
+            return;
+        var bytes = vocabulary.Bytes(token);
+        if (mode == Mode.Undecided)
+        {
+            int first = 0;
+            while (first < bytes.Length && IsWhiteSpace(bytes[first]))
+                first++;
+            if (bytes.IsEmpty || (first < bytes.Length && bytes[first] != '{'))
+            {
+                mode = Mode.Text; // a special token or a first character that is not '{': text
+                return;
+            }
+            if (first == bytes.Length)
+                return; // white space only: still undecided
+            mode = Mode.Json;
+            bytes = bytes[first..];
+        }
+        if (bytes.IsEmpty)
             throw new InvalidOperationException($"token {token} is not an ordinary token of the vocabulary");
         long mark = automaton.Mark();
-        foreach (byte b in vocabulary.Bytes(token))
+        foreach (byte b in bytes)
         {
             if (!automaton.Step(b))
             {

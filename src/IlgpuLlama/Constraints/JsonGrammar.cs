@@ -35,12 +35,23 @@ public sealed class JsonGrammar
     public static IReadOnlyList<string> IgnoredKeywords { get; } =
         ["title", "description", "$schema", "$id", "$comment", "default", "examples", "deprecated", "readOnly", "writeOnly"];
 
-    JsonGrammar(GrammarNode root) => Root = root;
+    JsonGrammar(GrammarNode root, bool orText = false)
+    {
+        Root = root;
+        OrText = orText;
+    }
 
     internal GrammarNode Root { get; }
 
-    /// <summary>Bytes of the shortest output: generation needs at least this many new tokens (one byte per token is always possible).</summary>
-    public int MinBytes => Root.MinBytes;
+    /// <summary>
+    /// Whether the reply may instead be text: a reply whose first character other than white space is
+    /// <c>{</c> must be a JSON text of the grammar, any other reply is free (a tool call under
+    /// <c>tool_choice: auto</c>, constrained only once the model begins one: <see cref="ForToolCallOrText"/>).
+    /// </summary>
+    public bool OrText { get; }
+
+    /// <summary>Bytes of the shortest output: generation needs at least this many new tokens (one byte per token is always possible); 0 when the reply may be text.</summary>
+    public int MinBytes => OrText ? 0 : Root.MinBytes;
 
     /// <summary>Any JSON object (OpenAI's <c>{"type": "json_object"}</c>).</summary>
     public static JsonGrammar AnyObject { get; } = new(GrammarNode.FreeObject(GrammarNode.Any));
@@ -72,33 +83,55 @@ public sealed class JsonGrammar
     public static JsonGrammar FromSchema(JsonElement schema) => FromSchema(JsonNode.Parse(schema.GetRawText()));
 
     /// <summary>
-    /// A reply that is a call of one of <paramref name="tools"/> in the Llama 3 template's format
-    /// <c>{"name": NAME, "parameters": {...}}</c> (<see cref="ToolCallFormat.Parse"/> reads it): one
-    /// function's name and its parameters schema; several functions' names and any parameters object
-    /// (the grammar has no union of objects), as for a parameters schema that is not an object schema
-    /// or uses keywords outside the supported subset.
+    /// A reply that is a call of one of <paramref name="tools"/> in the Llama 3 template's format,
+    /// compact: <c>{"name":NAME,"parameters":{...}}</c> (<see cref="ToolCallFormat.Parse"/> reads it),
+    /// the parameters following the named function's own schema: the name is read first, then the
+    /// schema it chose (a tagged union). A function whose parameters schema is not an object schema,
+    /// or uses keywords outside the supported subset, takes any parameters object.
     /// </summary>
-    public static JsonGrammar ForToolCall(IReadOnlyList<ChatTool> tools)
+    public static JsonGrammar ForToolCall(IReadOnlyList<ChatTool> tools) => new(ToolCallNode(tools));
+
+    /// <summary>
+    /// A reply that is either a call of one of <paramref name="tools"/> (as <see cref="ForToolCall"/>)
+    /// or text: free until its first character other than white space, then a call if that is
+    /// <c>{</c> (constrained from there, as llama.cpp's lazy grammars are), else text to the end
+    /// (<c>tool_choice: auto</c>).
+    /// </summary>
+    public static JsonGrammar ForToolCallOrText(IReadOnlyList<ChatTool> tools) => new(ToolCallNode(tools), orText: true);
+
+    static GrammarNode ToolCallNode(IReadOnlyList<ChatTool> tools)
     {
         ArgumentNullException.ThrowIfNull(tools);
         if (tools.Count == 0)
             throw new ArgumentException("a tool call needs at least one tool", nameof(tools));
-        static string Call(string names, string parameters) =>
-            $$"""{"type": "object", "properties": {"name": {"enum": [{{names}}]}, "parameters": {{parameters}}}, "required": ["name", "parameters"], "additionalProperties": false}""";
-        const string anyObject = """{"type": "object"}""";
-        string names = string.Join(", ", tools.Select(t => JsonSerializer.Serialize(t.Name)));
-        if (tools is [var only] && only.Parameters is { } schema && schema.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String && type.GetString() == "object")
+        var prefixes = new List<byte[]>();
+        var parameters = new List<GrammarNode>();
+        foreach (var tool in tools)
+        {
+            if (prefixes.Count > 0 && tools.Take(prefixes.Count).Any(t => t.Name == tool.Name))
+                continue; // a repeated name: the first definition's schema
+            prefixes.Add(Encoding.UTF8.GetBytes($$"""{"name":{{JsonSerializer.Serialize(tool.Name)}},"parameters":"""));
+            parameters.Add(ParametersNode(tool));
+        }
+        return GrammarNode.Tagged(prefixes, parameters, (byte)'}');
+    }
+
+    /// <summary>A function's parameters: its object schema, else (no schema, not an object schema, keywords outside the subset) any object.</summary>
+    static GrammarNode ParametersNode(ChatTool tool)
+    {
+        if (tool.Parameters is { } schema && schema.ValueKind == JsonValueKind.Object && schema.TryGetProperty("type", out var type) &&
+            type.ValueKind == JsonValueKind.String && type.GetString() == "object")
         {
             try
             {
-                return FromSchema(Call(names, schema.GetRawText()));
+                return FromSchema(schema).Root;
             }
             catch (JsonSchemaException)
             {
                 // Keywords the grammar does not take: the call is still a call, its parameters any object.
             }
         }
-        return FromSchema(Call(names, anyObject));
+        return GrammarNode.FreeObject(GrammarNode.Any);
     }
 
     /// <summary>Compiles a JSON schema (an object or a boolean).</summary>
@@ -303,6 +336,12 @@ internal enum NodeKind : byte
 
     /// <summary>Alternatives told apart by their first byte.</summary>
     Union,
+
+    /// <summary>
+    /// A tagged union: one of several literal prefixes (none a prefix of another), then the value node
+    /// that prefix chose, then one closing byte (a tool call: the name picks the parameters schema).
+    /// </summary>
+    Tagged,
 }
 
 /// <summary>A compiled schema node, with the precomputed minimum bytes the automaton's termination rule needs.</summary>
@@ -343,6 +382,15 @@ internal sealed class GrammarNode
     /// <summary>Union: the alternative each first byte starts (null: none).</summary>
     public GrammarNode?[]? ByFirstByte { get; private set; }
 
+    /// <summary>Tagged: the value node after each prefix (by the prefix's index in <see cref="Literals"/>).</summary>
+    public GrammarNode[] Continuations { get; private set; } = [];
+
+    /// <summary>Tagged: the byte that closes it after the value.</summary>
+    public byte Closing { get; private set; }
+
+    /// <summary>Tagged: the minimum bytes left at each node of the prefix trie (rest of a prefix below it, its value, the closing byte).</summary>
+    public int[] PrefixCost { get; private set; } = [];
+
     public static GrammarNode String { get; } = new(NodeKind.String) { MinBytes = 2 };
 
     public static GrammarNode Number { get; } = new(NodeKind.Number) { MinBytes = 1 };
@@ -372,6 +420,18 @@ internal sealed class GrammarNode
         return new GrammarNode(NodeKind.Enum) { Literals = trie, MinBytes = trie.MinRemaining[0] };
     }
 
+    public static GrammarNode Tagged(IReadOnlyList<byte[]> prefixes, IReadOnlyList<GrammarNode> values, byte closing)
+    {
+        var trie = new ByteTrie(prefixes);
+        for (int i = 0; i < trie.Terminal.Length; i++)
+            if (trie.Terminal[i] >= 0 && trie.HasChildren[i])
+                throw new ArgumentException("a tagged union's prefixes must not be prefixes of one another", nameof(prefixes));
+        var cost = new int[trie.Terminal.Length];
+        for (int t = 0; t < cost.Length; t++)
+            cost[t] = trie.Below(t).Min(s => trie.Lengths[s] - trie.Depth[t] + values[s].MinBytes + 1);
+        return new GrammarNode(NodeKind.Tagged) { Literals = trie, Continuations = [.. values], Closing = closing, PrefixCost = cost, MinBytes = cost[0] };
+    }
+
     public static GrammarNode Union(IReadOnlyList<GrammarNode> alternatives) =>
         new(NodeKind.Union) { ByFirstByte = Dispatch(alternatives), MinBytes = alternatives.Min(a => a.MinBytes) };
 
@@ -392,7 +452,7 @@ internal sealed class GrammarNode
         NodeKind.Array => b == '[',
         NodeKind.String => b == '"',
         NodeKind.Number or NodeKind.Integer => b == '-' || (b >= '0' && b <= '9'),
-        NodeKind.Enum => Literals!.Child(0, b) >= 0,
+        NodeKind.Enum or NodeKind.Tagged => Literals!.Child(0, b) >= 0,
         _ => ByFirstByte![b] is not null,
     };
 
