@@ -257,6 +257,7 @@ public sealed class OpenAiEndpoints : IDisposable
             StopStrings = Stops(body),
             IgnoreEos = Bool(body, "ignore_eos") ?? false, // vLLM's extension, for benchmarks
             Logprobs = endpoint.LogprobsAsked(body),
+            LogitBias = LogitBias(body, engine.Advanced.Model.Config.VocabSize),
         };
         if (echo is not null && settings.Logprobs is int k)
             settings = settings with { PromptLogprobs = k };
@@ -536,7 +537,6 @@ public sealed class OpenAiEndpoints : IDisposable
     [
         ("best_of", "1", v => v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) && i == 1),
         ("suffix", "null or \"\"", v => v.ValueKind == JsonValueKind.String && v.GetRawText() == "\"\""),
-        ("logit_bias", "{} or null", v => v.ValueKind == JsonValueKind.Object && !v.EnumerateObject().Any()),
         ("functions", "[] or null", v => v.ValueKind == JsonValueKind.Array && v.GetArrayLength() == 0),
         ("function_call", "\"none\" or null", v => v.ValueKind == JsonValueKind.String && v.GetRawText() == "\"none\""),
         ("presence_penalty", "0", v => v.ValueKind == JsonValueKind.Number && v.GetDouble() == 0),
@@ -692,6 +692,30 @@ public sealed class OpenAiEndpoints : IDisposable
             return (tools, new ToolUse([named], Required: true));
         }
         throw new ApiError(400, $"tool_choice must be \"none\", \"auto\", \"required\" or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}, got {Kind(choice.Value)}", "tool_choice");
+    }
+
+    /// <summary>
+    /// logit_bias: {"token id": bias, ...}, ids of the vocabulary, biases from -100 to 100; null when
+    /// absent or empty.
+    /// </summary>
+    static IReadOnlyDictionary<int, float>? LogitBias(JsonElement body, int vocabSize)
+    {
+        const string field = "logit_bias";
+        if (Optional(body, field) is not { } v)
+            return null;
+        RequireUnicode(v, field);
+        if (v.ValueKind != JsonValueKind.Object)
+            throw new ApiError(400, $"logit_bias must be an object mapping token ids to biases from -100 to 100, e.g. {{\"1734\": -100}}, got {Kind(v)}", field);
+        var bias = new Dictionary<int, float>();
+        foreach (var p in v.EnumerateObject())
+        {
+            if (!int.TryParse(p.Name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id) || id >= vocabSize)
+                throw new ApiError(400, $"logit_bias key '{Printable(p.Name)}' is not a token id of this model (0 to {vocabSize - 1})", field);
+            if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetDouble(out double b) || Math.Abs(b) > GenerationSettings.MaxLogitBias)
+                throw new ApiError(400, $"logit_bias for token {id} must be a number from -100 to 100, got {p.Value.GetRawText()}", field);
+            bias[id] = (float)b;
+        }
+        return bias.Count == 0 ? null : bias;
     }
 
     /// <summary>

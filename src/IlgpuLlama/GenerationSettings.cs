@@ -60,4 +60,16 @@ public sealed record GenerationSettings
     /// <see cref="JsonGrammar.MinBytes"/> new tokens. Stop strings still cut the text. Null: free text.
     /// </summary>
     public JsonGrammar? ResponseFormat { get; init; }
+
+    /// <summary>
+    /// Added to the logits of these token ids before every choice (OpenAI's <c>logit_bias</c>: -100 to
+    /// 100; -100 all but bans a token, 100 all but forces it), after the repetition penalty and before
+    /// temperature, the filters and a <see cref="ResponseFormat"/>'s mask (which still decides what may
+    /// come). The request's rows then come to the host to be chosen there. <see cref="Logprobs"/> stay
+    /// those of the model, without the bias. Null or empty: none.
+    /// </summary>
+    public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
+
+    /// <summary>The largest |bias| <see cref="LogitBias"/> takes.</summary>
+    public const float MaxLogitBias = 100f;
 }

@@ -98,7 +98,7 @@ public sealed class ServerInputTests(DemoServer demo) : IClassFixture<DemoServer
         { "R21", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "tools": [{"type": "function", "function": {"name": "f g"}}]}""", 400, "tools[0]" },
         { "R22", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "tool_choice": "required"}""", 400, "tool_choice" },
         { "R23", "POST", Chat, Json, """{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "response_format": {"type": "json_schema", "json_schema": {"name": "t", "schema": {"type": "string", "format": "email"}}}}""", 400, "response_format.json_schema.schema" },
-        { "R24", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "logit_bias": {"50": 100}}""", 400, "logit_bias" },
+        { "R24", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "logit_bias": {"50": 1e308}}""", 400, "logit_bias" },
         { "R25", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "echo": "yes"}""", 400, "echo" },
         { "R26", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "best_of": 3}""", 400, "best_of" },
         { "R27", "POST", C, Json, """{"prompt": "x", "max_tokens": 1, "suffix": "the end"}""", 400, "suffix" },

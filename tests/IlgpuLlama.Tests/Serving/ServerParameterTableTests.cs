@@ -33,7 +33,6 @@ public sealed class ServerParameterTableTests(DemoServer demo) : IClassFixture<D
     {
         { "best_of", "/v1/completions", "2" },
         { "suffix", "/v1/completions", "\"x\"" },
-        { "logit_bias", "/v1/chat/completions", "{\"1\": 1}" },
         { "presence_penalty", "/v1/chat/completions", "0.5" },
         { "frequency_penalty", "/v1/completions", "0.5" },
         { "functions", "/v1/chat/completions", "[{\"name\": \"f\"}]" },

@@ -257,6 +257,14 @@ public sealed class Scheduler : IDisposable
             throw new EngineArgumentException($"logprobs {k} must be 0 to {TokenLogprobs.MaxTop} (the most likely tokens returned beside the chosen one)");
         if (r.PromptLogprobs is int pk && (pk < 0 || pk > TokenLogprobs.MaxTop))
             throw new EngineArgumentException($"prompt logprobs {pk} must be 0 to {TokenLogprobs.MaxTop} (the most likely tokens returned beside each prompt token)");
+        if (r.LogitBias is { } bias)
+            foreach (var (id, value) in bias)
+            {
+                if (id < 0 || id >= Model.Config.VocabSize)
+                    throw new EngineArgumentException($"logit bias for token {id}: the vocabulary's ids are 0 to {Model.Config.VocabSize - 1}");
+                if (!float.IsFinite(value) || Math.Abs(value) > GenerationSettings.MaxLogitBias)
+                    throw new EngineArgumentException($"logit bias {value} for token {id} must be a number from -{GenerationSettings.MaxLogitBias} to {GenerationSettings.MaxLogitBias}");
+            }
         if (r.StopStrings.Count > 0 && tokenizer is null)
             throw new EngineArgumentException("stop strings need the model's tokenizer, and none was loaded; give stop token ids instead");
         if (r.ResponseFormat is { } grammar)
@@ -673,7 +681,21 @@ public sealed class Scheduler : IDisposable
         float[]? full = rowLogits;
         float[] Full() => full ??= ReadRow(row);
         int token;
-        if (r.Constraint is { } constraint)
+        if (r.Request.Settings.LogitBias is { Count: > 0 } bias)
+        {
+            // The bias changes what the device selected: the row is chosen again on the host, from a
+            // copy (a group's first row is shared by its choices; the logprobs are the model's own).
+            var biased = (float[])Full().Clone();
+            foreach (var (id, value) in bias)
+                biased[id] += value;
+            if (r.Constraint is { } biasedConstraint)
+                token = ChooseConstrained(r, biasedConstraint, biased, inPlace: true);
+            else if (r.Sampler is null)
+                token = ArgMax(biased);
+            else
+                token = r.Sampler.SampleFull(biased).TokenId;
+        }
+        else if (r.Constraint is { } constraint)
             token = ChooseConstrained(r, constraint, Full());
         else if (r.Sampler is null)
             token = step.ArgMax[row];
@@ -702,11 +724,12 @@ public sealed class Scheduler : IDisposable
     /// the repetition penalty, which leaves -infinity as it is), then the argmax or the sampler over the
     /// whole row; the automaton takes the token. The mask's time counts in <see cref="SchedulerStats.MaskSeconds"/>.
     /// </summary>
-    int ChooseConstrained(ScheduledRequest r, JsonConstraint constraint, float[] logits)
+    int ChooseConstrained(ScheduledRequest r, JsonConstraint constraint, float[] logits, bool inPlace = false)
     {
         long start = Stopwatch.GetTimestamp();
-        // Log-probabilities are those of the unmasked row, so it is masked in place only when none are asked for.
-        float[] masked = r.Request.Settings.Logprobs is null ? logits : (float[])logits.Clone();
+        // Log-probabilities are those of the unmasked row, so it is masked in place only when none are
+        // asked for (or the row is already the caller's own copy).
+        float[] masked = inPlace || r.Request.Settings.Logprobs is null ? logits : (float[])logits.Clone();
         constraint.Apply(masked, r.Request.Settings.MaxNewTokens - r.Generated.Count);
         double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
         lock (gate)
@@ -714,17 +737,18 @@ public sealed class Scheduler : IDisposable
             maskSteps++;
             maskSeconds += seconds;
         }
-        int token;
-        if (r.Sampler is null)
-        {
-            token = 0;
-            for (int i = 1; i < masked.Length; i++)
-                if (masked[i] > masked[token])
-                    token = i;
-        }
-        else
-            token = r.Sampler.SampleFull(masked).TokenId;
+        int token = r.Sampler is null ? ArgMax(masked) : r.Sampler.SampleFull(masked).TokenId;
         constraint.Accept(token);
+        return token;
+    }
+
+    /// <summary>The first index of the largest value.</summary>
+    static int ArgMax(float[] row)
+    {
+        int token = 0;
+        for (int i = 1; i < row.Length; i++)
+            if (row[i] > row[token])
+                token = i;
         return token;
     }
 
