@@ -4,6 +4,7 @@ using System.Text.Json;
 using IlgpuLlama.Cli.Infrastructure;
 using IlgpuLlama.Device;
 using IlgpuLlama.Engine;
+using IlgpuLlama.Constraints;
 using IlgpuLlama.Engine.Serving;
 using IlgpuLlama.Text;
 
@@ -65,6 +66,12 @@ public static class GenerateCommand
         var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Do not stop at end-of-sequence tokens (benchmarks)" };
         var special = new Option<bool>("--special") { Description = "Print special tokens (<|eot_id|>, reserved tokens) by name; by default they print nothing" };
         var json = CliOptions.Json();
+        var jsonSchema = new Option<string?>("--json-schema")
+        {
+            Description = "Constrain every output to JSON valid against the JSON schema in FILE (structured output: the supported keywords are in the README)",
+            HelpName = "FILE",
+        };
+        var jsonObject = new Option<bool>("--json-object") { Description = "Constrain every output to a JSON object" };
         var sampling = new SamplingFlags();
         // The demo (no --model, no weights) decodes greedily with a fixed seed unless a sampling flag is given.
         string demoNote = $"; the built-in demo decodes greedily with seed {DemoSeed} unless a sampling flag is given";
@@ -72,7 +79,7 @@ public static class GenerateCommand
         sampling.Seed.Description += demoNote;
         var engine = new ModelOptions();
         var logprobs = CliOptions.OptionalInteger("--logprobs", $"With --json: each generated token's log-probability and the K most likely tokens at its position (0..{TokenLogprobs.MaxTop}; the log-softmax of the logits before temperature)", 0, TokenLogprobs.MaxTop);
-        var command = new Command("generate", "Generate text for one or more prompts") { model, prompt, tokens, promptFile, promptsFile, stop, maxNew, ignoreEos, special, logprobs, json };
+        var command = new Command("generate", "Generate text for one or more prompts") { model, prompt, tokens, promptFile, promptsFile, stop, maxNew, ignoreEos, special, logprobs, json, jsonSchema, jsonObject };
         sampling.AddTo(command);
         engine.AddTo(command);
         command.Validators.Add(r =>
@@ -85,6 +92,11 @@ public static class GenerateCommand
                 r.AddError("--prompts-file holds every prompt; leave out --prompt, --prompt-file and --tokens");
             if (r.GetValue(promptsFile) is not null && r.GetValue(json))
                 r.AddError("--prompts-file already writes JSON lines to stdout; leave out --json");
+            bool constrained = r.GetValue(jsonSchema) is not null || r.GetValue(jsonObject);
+            if (r.GetValue(jsonSchema) is not null && r.GetValue(jsonObject))
+                r.AddError("give either --json-schema FILE or --json-object, not both");
+            if (constrained && r.GetValue(ignoreEos))
+                r.AddError("structured output (--json-schema, --json-object) ends each output with an end-of-sequence token; leave out --ignore-eos");
         });
         command.SetAction(parse =>
         {
@@ -105,6 +117,11 @@ public static class GenerateCommand
             LlamaTokenizer? tokenizer = tokenPrompts.Length == 0 ? ModelOptions.LoadTokenizer(dir, alternative: "or give the prompt as --tokens ids") : TryTokenizer(dir);
             if (stopStrings.Length > 0 && tokenizer is null)
                 throw new ArgumentException($"--stop needs the model's tokenizer, and {dir} has none; stop on token ids with a tokenizer-less model is not supported");
+            var grammar = parse.GetValue(jsonObject) ? JsonGrammar.AnyObject : parse.GetValue(jsonSchema) is { } schemaFile ? ReadSchema(schemaFile) : null;
+            if (grammar is not null && tokenizer is null)
+                throw new ArgumentException($"structured output needs the model's tokenizer (its token bytes), and {dir} has none");
+            if (grammar is not null && parse.GetValue(maxNew) < grammar.MinBytes)
+                throw new ArgumentException($"--max-new-tokens {parse.GetValue(maxNew)} is too few for the schema: its shortest JSON text has {grammar.MinBytes} bytes; give at least --max-new-tokens {grammar.MinBytes}");
             PromptInput[] prompts;
             if (jsonl is not null)
                 prompts = ReadPromptsFile(jsonl, tokenizer!);
@@ -135,6 +152,7 @@ public static class GenerateCommand
                 IncludeSpecial = includeSpecial,
                 SamplingStream = i,
                 Logprobs = parse.GetValue(logprobs),
+                ResponseFormat = grammar,
             });
 
             bool asJson = parse.GetValue(json);
@@ -224,6 +242,21 @@ public static class GenerateCommand
     static GenerationResult ToGenerationResult(RequestResult[] results, SchedulerStats stats) =>
         new(results.Select(r => new GeneratedSequence(r.PromptTokens, r.GeneratedTokens, r.FinishReason) { Logprobs = r.Logprobs }).ToArray(), (int)stats.PrefillTokens, stats.PrefillSeconds,
             (int)stats.DecodeTokens, stats.DecodeSeconds, (int)stats.DecodeSteps, stats.DecodeHostSeconds);
+
+    /// <summary>Reads and compiles --json-schema FILE; a missing file or a schema the grammar cannot take is one line naming it.</summary>
+    static JsonGrammar ReadSchema(string path)
+    {
+        if (!File.Exists(path))
+            throw new FileNotFoundException($"--json-schema '{path}' does not exist; give a file holding a JSON schema, e.g. {{\"type\": \"object\", \"properties\": {{\"name\": {{\"type\": \"string\"}}}}}}");
+        try
+        {
+            return JsonGrammar.FromSchema(IlgpuLlama.IO.InputFile.ReadAllText(path));
+        }
+        catch (JsonSchemaException e)
+        {
+            throw new ArgumentException($"--json-schema {path}: {e.Message}");
+        }
+    }
 
     static string ReadPromptFile(string path, Func<TextReader> input)
     {

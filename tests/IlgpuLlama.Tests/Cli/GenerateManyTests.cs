@@ -1,5 +1,6 @@
 using System.Text.Json;
 using IlgpuLlama.Cli;
+using IlgpuLlama.Tests.Constraints;
 using IlgpuLlama.Tests.Model;
 
 namespace IlgpuLlama.Tests.Cli;
@@ -79,5 +80,44 @@ public sealed class GenerateManyTests(DemoModelDir demo) : IClassFixture<DemoMod
     {
         public void WriteLine(string message) { }
         public void WriteLine(string format, params object[] args) { }
+    }
+
+    /// <summary>generate --json-schema FILE / --json-object: every output, sampled, parses and validates; bad schemas and conflicting flags are one line each.</summary>
+    [Fact]
+    public void Json_schema_and_json_object_constrain_every_output_and_bad_input_is_one_line()
+    {
+        const string schema = """{"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city", "days"], "additionalProperties": false}""";
+        string dir = CliHarness.TempDir();
+        try
+        {
+            string file = Path.Combine(dir, "schema.json");
+            File.WriteAllText(file, schema);
+            string[] common = ["generate", "--model", demo.Path, "--temperature", "1", "--seed", "9", "--max-new-tokens", "40", "--max-seq-len", "128", "--device", "cpu", "--json",
+                "--prompt", "Weather?", "--prompt", "Oslo", "--prompt", "Three days"];
+            var r = CliHarness.Run([.. common, "--json-schema", file]);
+            Assert.True(r.ExitCode == 0, r.Err);
+            foreach (var s in Sequences(r.Out))
+                JsonOracle.AssertValid(schema, s.GetProperty("text").GetString()!);
+            var o = CliHarness.Run([.. common, "--json-object"]);
+            Assert.True(o.ExitCode == 0, o.Err);
+            foreach (var s in Sequences(o.Out))
+                Assert.Equal(JsonValueKind.Object, JsonDocument.Parse(s.GetProperty("text").GetString()!).RootElement.ValueKind);
+
+            File.WriteAllText(file, """{"type": "string", "pattern": "^a"}""");
+            var bad = CliHarness.Run([.. common, "--json-schema", file]);
+            Assert.Equal(1, bad.ExitCode);
+            Assert.Contains($"error: --json-schema {file}: unsupported JSON Schema keywords: pattern (at /)", bad.Err);
+            var missing = CliHarness.Run([.. common, "--json-schema", Path.Combine(dir, "none.json")]);
+            Assert.Contains("does not exist; give a file holding a JSON schema", missing.Err);
+            var both = CliHarness.Run([.. common, "--json-object", "--ignore-eos"]);
+            Assert.Contains("leave out --ignore-eos", both.Err);
+            File.WriteAllText(file, schema);
+            var few = CliHarness.Run(["generate", "--model", demo.Path, "--max-new-tokens", "5", "--device", "cpu", "--json-schema", file]);
+            Assert.Contains("--max-new-tokens 5 is too few for the schema: its shortest JSON text has 20 bytes", few.Err);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
     }
 }
