@@ -8,24 +8,9 @@ using Xunit.Abstractions;
 namespace IlgpuLlama.Tests.Model;
 
 /// <summary>The golden model in its own bf16 weights with an fp32 KV cache: the evaluation configuration.</summary>
-public sealed class Fp32CacheModelContext : IDisposable
+public sealed class Fp32CacheModelContext() : GoldenModelFixture(Options)
 {
     public static EngineOptions Options { get; } = new() { MaxBatchSize = 4, MaxSeqLen = 128, WeightFormat = WeightFormat.Bf16, KvCacheType = KvCacheType.Fp32 };
-
-    public Fp32CacheModelContext()
-    {
-        Device = ComputeDevice.Create(DeviceKind.Cpu);
-        Model = LlamaModel.Load(Device, GoldenFixture.Directory, Options);
-    }
-
-    public ComputeDevice Device { get; }
-    public LlamaModel Model { get; }
-
-    public void Dispose()
-    {
-        Model.Dispose();
-        Device.Dispose();
-    }
 }
 
 [CollectionDefinition(Name)]

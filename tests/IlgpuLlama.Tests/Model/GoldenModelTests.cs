@@ -10,12 +10,23 @@ using Xunit.Abstractions;
 namespace IlgpuLlama.Tests.Model;
 
 /// <summary>The tiny-llama3 model loaded once on the engine's CPU accelerator (warps of 2, one warp per group).</summary>
-public sealed class GoldenModelContext : IDisposable
+public sealed class GoldenModelContext() : GoldenModelFixture(new EngineOptions { MaxBatchSize = 4, MaxSeqLen = 128 });
+
+/// <summary>The tiny-llama3 model loaded once with given options on the engine's CPU accelerator (a collection fixture's base).</summary>
+public abstract class GoldenModelFixture : IDisposable
 {
-    public GoldenModelContext()
+    protected GoldenModelFixture(EngineOptions options)
     {
         Device = ComputeDevice.Create(DeviceKind.Cpu);
-        Model = LlamaModel.Load(Device, GoldenFixture.Directory, new EngineOptions { MaxBatchSize = 4, MaxSeqLen = 128 });
+        try
+        {
+            Model = LlamaModel.Load(Device, GoldenFixture.Directory, options);
+        }
+        catch
+        {
+            Device.Dispose();
+            throw;
+        }
     }
 
     public ComputeDevice Device { get; }
