@@ -991,11 +991,11 @@ public static class MatVecKernels
 
     /// <summary>
     /// Bytes of one <see cref="MatVecQkvRope{TW, TB}"/> launch: q/k/v weights, x, the rotated q (fp32),
-    /// k and v appended to the cache (fp16), and the (cos, sin) table row of each position.
+    /// k and v appended to the cache (2 or 4 B a value), and the (cos, sin) table row of each position.
     /// </summary>
     public static long QkvRopeBytesMoved(WeightFormat format, int hidden, int batch, AttentionShape s) =>
         format.MatrixBytes(s.QDim + 2L * s.KvDim, hidden) + 4L * batch * hidden + 4L * batch * s.QDim
-        + 2L * 2L * batch * s.KvDim + 4L * batch * s.HeadDim;
+        + 2L * 2L * s.Cache.Words * batch * s.KvDim + 4L * batch * s.HeadDim;
 
     /// <summary>FLOPs of one <see cref="MatVecQkvRope{TW, TB}"/> launch: the three matvecs (RoPE is negligible).</summary>
     public static long QkvRopeFlops(int hidden, int batch, AttentionShape s) => Flops(s.QDim + 2 * s.KvDim, hidden, batch);

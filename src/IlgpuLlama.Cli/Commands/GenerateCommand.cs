@@ -161,7 +161,8 @@ public static class GenerateCommand
             if (!asJson && jsonl is null && prompts.Length == 1 && tokenizer is not null)
             {
                 // One prompt streams: each token's text as soon as it is certain.
-                io.Out.Write(prompts[0].Echo ?? "");
+                // Structured output prints the JSON alone, so that stdout parses.
+                io.Out.Write(grammar is null ? prompts[0].Echo ?? "" : "");
                 io.Out.Flush();
                 foreach (var t in handles[0].Tokens.ReadAllAsync().ToBlockingEnumerable())
                 {

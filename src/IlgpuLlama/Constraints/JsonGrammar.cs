@@ -106,10 +106,11 @@ public sealed class JsonGrammar
             throw new ArgumentException("a tool call needs at least one tool", nameof(tools));
         var prefixes = new List<byte[]>();
         var parameters = new List<GrammarNode>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var tool in tools)
         {
-            if (prefixes.Count > 0 && tools.Take(prefixes.Count).Any(t => t.Name == tool.Name))
-                continue; // a repeated name: the first definition's schema
+            if (!seen.Add(tool.Name))
+                continue; // a repeated name: the first definition's schema (one prefix per name)
             prefixes.Add(Encoding.UTF8.GetBytes($$"""{"name":{{JsonSerializer.Serialize(tool.Name)}},"parameters":"""));
             parameters.Add(ParametersNode(tool));
         }

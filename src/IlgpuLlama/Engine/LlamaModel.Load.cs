@@ -252,7 +252,17 @@ public sealed partial class LlamaModel
     /// <summary>The longest context up to <paramref name="cap"/> whose memory plan fits <paramref name="availableBytes"/> (see the accelerator overload).</summary>
     public static int LongestContext(long availableBytes, int cap, LlamaConfig config, EngineOptions options, KernelTuning tuning, WeightLayout format)
     {
-        bool Fits(int seq) => new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, seq, tuning, options.PrefillChunk, options.KvCacheType), format).TotalBytes <= availableBytes;
+        bool Fits(int seq)
+        {
+            try
+            {
+                return new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, seq, tuning, options.PrefillChunk, options.KvCacheType), format).TotalBytes <= availableBytes;
+            }
+            catch (EngineArgumentException)
+            {
+                return false; // past the kernels' 32-bit cache offsets (or another limit, which the load then names)
+            }
+        }
         if (Fits(cap) || !Fits(1))
             return cap;
         int lo = 1, hi = cap;

@@ -141,7 +141,7 @@ public static class ToolCallFormat
     {
         ArgumentNullException.ThrowIfNull(reply);
         ArgumentNullException.ThrowIfNull(tools);
-        string text = reply.Trim();
+        string text = reply.Trim(JsonWhiteSpace);
         if (text.Length < 2 || text[0] != '{' || text[^1] != '}')
             return null;
         try
@@ -160,16 +160,26 @@ public static class ToolCallFormat
         }
     }
 
-    /// <summary>Whether a reply that begins with <paramref name="start"/> may still become a tool call (its first non-blank character is '{', or it has none yet).</summary>
+    /// <summary>
+    /// Whether a reply that begins with <paramref name="start"/> may still become a tool call (its first
+    /// character other than JSON white space is '{', or it has none yet).
+    /// </summary>
     public static bool MayBeCall(string start)
     {
         foreach (char ch in start)
         {
-            if (!char.IsWhiteSpace(ch))
+            if (Array.IndexOf(JsonWhiteSpace, ch) < 0)
                 return ch == '{';
         }
         return true;
     }
+
+    /// <summary>
+    /// The white space around a call: JSON's (space, tab, line feed, carriage return), as the
+    /// structured-output constraint of <c>tool_choice: auto</c> skips it before deciding that a reply is
+    /// a call; a reply that begins with any other character is text.
+    /// </summary>
+    static readonly char[] JsonWhiteSpace = [' ', '\t', '\n', '\r'];
 }
 
 /// <summary>

@@ -103,6 +103,12 @@ public sealed class GenerateManyTests(DemoModelDir demo) : IClassFixture<DemoMod
             foreach (var s in Sequences(o.Out))
                 Assert.Equal(JsonValueKind.Object, JsonDocument.Parse(s.GetProperty("text").GetString()!).RootElement.ValueKind);
 
+            // One prompt streams the JSON alone (no echo of the prompt), so stdout parses.
+            var single = CliHarness.Run(["generate", "--model", demo.Path, "--temperature", "1", "--seed", "9", "--max-new-tokens", "40", "--max-seq-len", "128", "--device", "cpu",
+                "--prompt", "Weather?", "--json-schema", file]);
+            Assert.True(single.ExitCode == 0, single.Err);
+            JsonOracle.AssertValid(schema, single.Out.Trim());
+
             File.WriteAllText(file, """{"type": "string", "pattern": "^a"}""");
             var bad = CliHarness.Run([.. common, "--json-schema", file]);
             Assert.Equal(1, bad.ExitCode);

@@ -48,6 +48,37 @@ public sealed class ToolCallGrammarTests
             Assert.NotNull(ToolCallFormat.Parse(call, [Weather, Move, Anything]));
     }
 
+    /// <summary>A repeated name keeps its first definition, however many repeats come before it (the prefix trie holds one prefix per name, so the costs are that schema's).</summary>
+    [Fact]
+    public void A_repeated_function_name_keeps_its_first_schema_and_its_cost()
+    {
+        var longArgs = ChatTool.Function("a", null, """{"type": "object", "properties": {"first": {"type": "string"}, "second": {"type": "string"}}, "required": ["first", "second"], "additionalProperties": false}""");
+        var loose = ChatTool.Function("a", null, null);
+        var grammar = JsonGrammar.ForToolCall([Move, Move, longArgs, loose]);
+        Assert.Equal("""{"name":"move","parameters":{"x":0,"y":0}}""".Length, grammar.MinBytes);
+        // Once the name is "a", what is left is the first definition's shortest parameters and the brace.
+        var automaton = new JsonAutomaton(grammar);
+        foreach (byte b in Encoding.UTF8.GetBytes("""{"name":"a","parameters":"""))
+            Assert.True(automaton.Step(b));
+        Assert.Equal("""{"first":"","second":""}}""".Length, automaton.MinBytesToComplete);
+        Assert.True(Accepts(grammar, """{"name":"a","parameters":{"first":"x","second":"y"}}"""));
+        Assert.False(Accepts(grammar, """{"name":"a","parameters":{}}"""));
+        Assert.True(Accepts(grammar, """{"name":"move","parameters":{"x":1,"y":2}}"""));
+    }
+
+    /// <summary>White space before a call is JSON's, for the constraint and the parser alike: a reply that begins with a vertical tab is text, not a call.</summary>
+    [Fact]
+    public void Only_json_white_space_may_precede_a_call()
+    {
+        const string call = """{"name":"move","parameters":{"x":1,"y":2}}""";
+        Assert.NotNull(ToolCallFormat.Parse(" \n\t\r" + call + "\n", [Move]));
+        Assert.Null(ToolCallFormat.Parse("\v" + call, [Move]));
+        Assert.Null(ToolCallFormat.Parse("\u00A0" + call, [Move]));
+        Assert.True(ToolCallFormat.MayBeCall(" \n"));
+        Assert.True(ToolCallFormat.MayBeCall("\n{"));
+        Assert.False(ToolCallFormat.MayBeCall("\v{"));
+    }
+
     [Fact]
     public void The_shortest_call_is_the_shortest_name_with_its_smallest_parameters()
     {

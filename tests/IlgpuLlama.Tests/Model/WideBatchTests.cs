@@ -81,6 +81,23 @@ public sealed class WideBatchTests
         Assert.Equal(EngineParameter.PrefillChunk, chunk.Parameter);
     }
 
+    /// <summary>
+    /// Past the kernels' 32-bit cache offsets a context does not fit, whatever the memory: the default
+    /// context is then the longest below that limit, not a load error (an fp32 cache halves it).
+    /// </summary>
+    [Theory]
+    [InlineData("fp16", 32767)]
+    [InlineData("fp32", 16383)]
+    public void The_default_context_stays_within_the_32_bit_cache_offsets(string cache, int limit)
+    {
+        var config = LlamaConfig.Preset("llama-3.1-8b");
+        var tuning = new KernelTuning();
+        var options = new EngineOptions { MaxBatchSize = 64, KvCacheType = KvCacheTypes.Parse(cache)!.Value };
+        int seq = LlamaModel.LongestContext(long.MaxValue / 4, 131072, config, options, tuning, WeightFormat.Q4_0);
+        Assert.True(seq <= limit && seq > limit - 256, $"{seq} positions, limit {limit}");
+        WorkspaceShape.For(config, 64, seq, tuning, kvCache: options.KvCacheType);
+    }
+
     [Theory]
     [InlineData("llama-3.2-1b", "fp16", 4, 16_000_000_000L, 8192)]
     [InlineData("llama-3.1-8b", "fp16", 1, 16_000_000_000L, -1)]

@@ -1,6 +1,8 @@
 using System.Net;
 using System.Text;
 using System.Text.Json;
+using IlgpuLlama.Constraints;
+using IlgpuLlama.Sampling;
 using IlgpuLlama.Tests.Constraints;
 using IlgpuLlama.Text;
 
@@ -199,6 +201,25 @@ public sealed class ConstrainedToolCallTests(ChatPageServer demo) : IClassFixtur
         var b = JsonDocument.Parse(await banned.Content.ReadAsStringAsync()).RootElement.GetProperty("choices")[0];
         Assert.NotEqual("tool_calls", b.GetProperty("finish_reason").GetString());
         Assert.False(b.GetProperty("message").TryGetProperty("tool_calls", out var calls) && calls.ValueKind == JsonValueKind.Array);
+    }
+
+    /// <summary>A reply that became text under tool_choice auto is masked no more: one mask (its first token), then the device samples again.</summary>
+    [Fact]
+    public async Task A_reply_that_became_text_under_auto_leaves_the_mask_after_its_first_token()
+    {
+        var engine = demo.Engine;
+        int brace = Assert.Single(engine.Tokenizer!.Encode("{", addBos: false));
+        var settings = new GenerationSettings
+        {
+            MaxNewTokens = 12,
+            IgnoreEos = false,
+            Sampling = new SamplingOptions { Temperature = 1f, Seed = 5 },
+            ResponseFormat = JsonGrammar.ForToolCallOrText([ChatTool.FromOpenAi(JsonDocument.Parse(Weather).RootElement)]),
+            LogitBias = new Dictionary<int, float> { [brace] = -100 },
+        };
+        var r = await engine.Submit(engine.Tokenizer.Encode("Weather?", addBos: true), settings).Completion;
+        Assert.True(r.GeneratedTokens.Count > 1, $"{r.GeneratedTokens.Count} tokens");
+        Assert.Equal(1, r.MaskSteps);
     }
 
     [Fact]

@@ -612,7 +612,9 @@ public sealed class Scheduler : IDisposable
             var rows = members.Select(r => new DecodeRow(r.Slot, r.NextPosition, r.Generated[^1])).ToArray();
             var step = Model.Decode(rows, members.Select(r => r.Mode).ToArray());
             var chosen = new int[members.Count];
-            var constrained = Enumerable.Range(0, members.Count).Where(i => members[i].Constraint is not null).ToArray();
+            // A reply that became text under a call-or-text grammar (tool_choice auto) is masked no more: it
+            // leaves the host path and samples on the device again.
+            var constrained = Enumerable.Range(0, members.Count).Where(i => members[i].Constraint is { IsText: false }).ToArray();
             if (constrained.Length > 1)
             {
                 // Structured-output masks are host work per request: their rows are read here, one
@@ -630,7 +632,7 @@ public sealed class Scheduler : IDisposable
                 }
             }
             for (int i = 0; i < members.Count; i++)
-                if (constrained.Length <= 1 || members[i].Constraint is null)
+                if (constrained.Length <= 1 || members[i].Constraint is null or { IsText: true })
                     chosen[i] = ChooseOrFail(step, i, members[i]);
             lock (gate)
             {
@@ -688,14 +690,14 @@ public sealed class Scheduler : IDisposable
             var biased = (float[])Full().Clone();
             foreach (var (id, value) in bias)
                 biased[id] += value;
-            if (r.Constraint is { } biasedConstraint)
+            if (r.Constraint is { IsText: false } biasedConstraint)
                 token = ChooseConstrained(r, biasedConstraint, biased, inPlace: true);
             else if (r.Sampler is null)
                 token = ArgMax(biased);
             else
                 token = r.Sampler.SampleFull(biased).TokenId;
         }
-        else if (r.Constraint is { } constraint)
+        else if (r.Constraint is { IsText: false } constraint)
             token = ChooseConstrained(r, constraint, Full());
         else if (r.Sampler is null)
             token = step.ArgMax[row];
