@@ -132,7 +132,7 @@ public sealed class JsonConstraint
             any = true;
         }
         else if (mode == Mode.Undecided && !Ended)
-            any |= WalkUndecided(budget);
+            any |= WalkTrie(vocabulary.Full, budget, undecided: true);
         else if (!Ended)
         {
             TokenTrie.Walk walk = vocabulary.Full;
@@ -204,51 +204,21 @@ public sealed class JsonConstraint
         return any;
     }
 
-    bool WalkTrie(TokenTrie.Walk walk, int budget)
-    {
-        // The automaton's state after each byte of the current path, to return to for a sibling.
-        Span<long> marks = walk.MaxDepth < 512 ? stackalloc long[walk.MaxDepth + 1] : new long[walk.MaxDepth + 1];
-        marks[0] = automaton.Mark();
-        byte[] edge = walk.Edge;
-        int[] depth = walk.Depth, skip = walk.Skip, tokenStart = walk.TokenStart, tokens = walk.Tokens;
-        int n = walk.NodeCount;
-        bool any = false;
-        int i = 1;
-        while (i < n)
-        {
-            int d = depth[i];
-            automaton.Restore(marks[d - 1]);
-            if (!automaton.Step(edge[i]))
-            {
-                i = skip[i];
-                continue;
-            }
-            int from = tokenStart[i], to = tokenStart[i + 1];
-            if (from < to && automaton.MinBytesToComplete <= budget)
-            {
-                for (int t = from; t < to; t++)
-                    allowed[tokens[t] >> 6] |= 1UL << tokens[t];
-                any = true;
-            }
-            marks[d] = automaton.Mark();
-            i++;
-        }
-        automaton.Restore(marks[0]);
-        return any;
-    }
-
     /// <summary>
-    /// The first step of a reply that may be text: tokens of white space only (still undecided), tokens
-    /// whose first other byte is not <c>{</c> and special tokens (text: a trie subtree at once), and
-    /// tokens that begin a JSON text of the grammar at their <c>{</c> and can still complete it within the budget.
+    /// Walks the vocabulary's trie from the automaton's state, allowing each token whose bytes the
+    /// grammar takes and that can still complete within the budget. <paramref name="undecided"/>: the
+    /// first step of a reply that may be text, where also tokens of white space only (still undecided),
+    /// tokens whose first other byte is not <c>{</c> and special tokens (text: a trie subtree at once) are
+    /// allowed, and the grammar starts at a token's <c>{</c>.
     /// </summary>
-    bool WalkUndecided(int budget)
+    bool WalkTrie(TokenTrie.Walk walk, int budget, bool undecided = false)
     {
-        var walk = vocabulary.Full;
+        // The automaton's state after each byte of the current path, to return to for a sibling, and
+        // whether the path has entered the JSON text (always, unless undecided).
         Span<long> marks = walk.MaxDepth < 512 ? stackalloc long[walk.MaxDepth + 1] : new long[walk.MaxDepth + 1];
         Span<bool> inJson = walk.MaxDepth < 512 ? stackalloc bool[walk.MaxDepth + 1] : new bool[walk.MaxDepth + 1];
         marks[0] = automaton.Mark();
-        inJson[0] = false;
+        inJson[0] = !undecided;
         byte[] edge = walk.Edge;
         int[] depth = walk.Depth, skip = walk.Skip, tokenStart = walk.TokenStart, tokens = walk.Tokens;
         int n = walk.NodeCount;
@@ -288,10 +258,13 @@ public sealed class JsonConstraint
             i++;
         }
         automaton.Restore(marks[0]);
-        // Tokens without bytes of their own (special tokens) are text too; the end tokens are decided by the caller.
-        for (int id = 0; id < vocabulary.VocabSize; id++)
-            if (vocabulary.Bytes(id).IsEmpty)
-                allowed[id >> 6] |= 1UL << id;
+        if (undecided)
+        {
+            // Tokens without bytes of their own (special tokens) are text too; the end tokens are decided by the caller.
+            for (int id = 0; id < vocabulary.VocabSize; id++)
+                if (vocabulary.Bytes(id).IsEmpty)
+                    allowed[id >> 6] |= 1UL << id;
+        }
         return any;
     }
 
