@@ -166,3 +166,34 @@ public sealed class Fp32CacheVariantTests
         Assert.Contains("persistent decode variant reads an fp16 KV cache, and KvCacheType fp32 was asked for", e.Message);
     }
 }
+
+/// <summary>The evaluation configuration from the command line: logits of the golden model with --dtype bf16 --kv-cache-dtype fp32.</summary>
+public sealed class Fp32CacheCliTests
+{
+    [Theory]
+    [InlineData("prefill")]
+    [InlineData("decode")]
+    public void The_logits_command_with_an_fp32_cache_is_as_close_to_the_reference(string mode)
+    {
+        var c = GoldenFixture.Cases[3];
+        string dir = IlgpuLlama.Tests.Cli.CliHarness.TempDir();
+        try
+        {
+            string npy = Path.Combine(dir, "logits.npy");
+            var r = IlgpuLlama.Tests.Cli.CliHarness.Run("logits", "--model", GoldenFixture.Directory, "--tokens", string.Join(",", c.AllTokens), "--out", npy,
+                "--mode", mode, "--dtype", "bf16", "--kv-cache-dtype", "fp32", "--max-seq-len", "64", "--device", "cpu");
+            Assert.True(r.ExitCode == 0, r.Err);
+            Assert.Contains("KV cache", r.Err);
+            Assert.Contains("@ fp32", r.Err);
+            var (data, shape) = IlgpuLlama.IO.NpyFile.Read(npy);
+            int vocab = (int)shape[1];
+            var rows = Enumerable.Range(0, (int)shape[0]).Select(t => data.AsSpan(t * vocab, vocab).ToArray()).ToList();
+            double error = Fp32CacheTests.LogprobError(rows, c);
+            Assert.True(error < Fp32CacheTests.LogprobTolerance, $"{mode}: logprobs off by {error}");
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+}
