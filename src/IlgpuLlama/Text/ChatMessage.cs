@@ -192,6 +192,7 @@ public sealed class ToolCallHold<T>(IReadOnlyList<ChatTool> tools)
 {
     readonly System.Text.StringBuilder reply = new();
     List<T>? held = [];
+    bool begunWithBrace; // the reply's first character other than white space was '{' (decided once)
 
     /// <summary>
     /// Adds the next piece of the reply (<paramref name="last"/>: the reply ends with it). Returns what to
@@ -204,7 +205,11 @@ public sealed class ToolCallHold<T>(IReadOnlyList<ChatTool> tools)
             return ([piece], null);
         reply.Append(text);
         held.Add(piece);
-        bool mayBeCall = ToolCallFormat.MayBeCall(reply.ToString());
+        // Only the first character other than white space decides; once it was '{' the reply stays
+        // held until it ends (so the reply is not scanned again per token).
+        bool mayBeCall = begunWithBrace || ToolCallFormat.MayBeCall(text);
+        if (mayBeCall && !begunWithBrace && text.AsSpan().Trim(" \t\n\r").Length > 0)
+            begunWithBrace = true;
         if (last && mayBeCall && ToolCallFormat.Parse(reply.ToString(), tools) is { } call)
         {
             held = null;
