@@ -269,7 +269,15 @@ public sealed class OpenAiEndpoints : IDisposable
         if (grammar is null && tools.Use is { Required: false } auto && !settings.IgnoreEos)
             grammar = JsonGrammar.ForToolCallOrText(auto.Offered);
         if (grammar is not null)
+        {
+            // The engine's checks, in this request's own fields.
+            string what = tools.Use is { Required: true } ? "a required tool call" : "response_format";
+            if (settings.IgnoreEos)
+                throw new ApiError(400, $"ignore_eos cannot be used with {what}: structured output ends the reply with an end-of-sequence token; leave ignore_eos out", "ignore_eos");
+            if (settings.MaxNewTokens < grammar.MinBytes)
+                throw new ApiError(400, $"{maxField} {settings.MaxNewTokens} is too few for {what}: its shortest JSON text has {grammar.MinBytes} bytes; allow at least {grammar.MinBytes}", maxField);
             settings = settings with { ResponseFormat = grammar };
+        }
         if (settings.Logprobs is not null && engine.Tokenizer is null)
             throw new ApiError(400, "logprobs need the model's tokenizer to name the tokens, and this server has none", "logprobs");
         int n = Optional(body, "n") is { } nv
@@ -656,6 +664,12 @@ public sealed class OpenAiEndpoints : IDisposable
                     var tool = ChatTool.FromOpenAi(t);
                     if (tools.Any(x => x.Name == tool.Name))
                         throw new ArgumentException($"two tools are named '{tool.Name}'; give each function its own name");
+                    // strict: the call must follow the schema, so one the grammar cannot enforce is refused
+                    // (without strict its call's parameters are any object, as the README says).
+                    if (t.GetProperty("function").TryGetProperty("strict", out var strict) && strict.ValueKind == JsonValueKind.True &&
+                        !JsonGrammar.ParametersSupported(tool, out string? why))
+                        throw new ApiError(400, $"function '{tool.Name}' is strict, and its parameters schema cannot be enforced: {why}; drop strict, or keep to the supported keywords",
+                            $"tools[{i}].function.parameters", "unsupported_schema");
                     tools.Add(tool);
                 }
                 catch (ArgumentException e)
@@ -710,7 +724,9 @@ public sealed class OpenAiEndpoints : IDisposable
         foreach (var p in v.EnumerateObject())
         {
             if (!int.TryParse(p.Name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id) || id >= vocabSize)
-                throw new ApiError(400, $"logit_bias key '{Printable(p.Name)}' is not a token id of this model (0 to {vocabSize - 1})", field);
+                throw new ApiError(400, $"logit_bias key {JsonSerializer.Serialize(p.Name.Length > 40 ? p.Name[..40] + "..." : p.Name)} is not a token id of this model (0 to {vocabSize - 1})", field);
+            if (bias.ContainsKey(id))
+                throw new ApiError(400, $"logit_bias gives token {id} twice; give each token one bias", field);
             if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetDouble(out double b) || Math.Abs(b) > GenerationSettings.MaxLogitBias)
                 throw new ApiError(400, $"logit_bias for token {id} must be a number from -100 to 100, got {p.Value.GetRawText()}", field);
             bias[id] = (float)b;

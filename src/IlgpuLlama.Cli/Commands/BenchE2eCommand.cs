@@ -5,6 +5,7 @@ using IlgpuLlama.Device;
 using IlgpuLlama.Engine.Serving;
 using IlgpuLlama.Engine;
 using IlgpuLlama.Gguf;
+using IlgpuLlama.Kernels;
 using IlgpuLlama.Model;
 using IlgpuLlama.Sampling;
 using Spectre.Console;
@@ -35,7 +36,7 @@ public static class BenchE2eCommand
         double? WeightGbPerSecond, int? LaunchesPerStep, double? HostUsPerStep, IReadOnlyList<double> Samples);
 
     /// <summary>The report (the JSON shape of <c>bench e2e --json</c>).</summary>
-    public sealed record Report(string Model, string Device, string Commit, string Dtype, string DecodeVariant, bool CudaGraph, long WeightBytes,
+    public sealed record Report(string Model, string Device, string Commit, string Dtype, string KvCacheDtype, string DecodeVariant, bool CudaGraph, long WeightBytes,
         IReadOnlyList<int> PromptTokens, IReadOnlyList<int> GenTokens, int Repeats, IReadOnlyList<Row> Rows);
 
     /// <summary>Parses a comma-separated list of positive lengths ("128,512").</summary>
@@ -92,7 +93,7 @@ public static class BenchE2eCommand
             using (llama)
             {
                 var rows = Run(llama, bs, pps, tgs, reps, io);
-                var report = new Report(name, device.Description, BuildInfo.Commit, llama.Layout.Name, llama.Variant.Name, llama.UseGraphs, llama.Plan.WeightBytes,
+                var report = new Report(name, device.Description, BuildInfo.Commit, llama.Layout.Name, llama.Plan.Shape.KvCache.Name(), llama.Variant.Name, llama.UseGraphs, llama.Plan.WeightBytes,
                     pps, tgs, reps, rows);
                 if (parse.GetValue(json))
                     io.WriteJson(report);
@@ -149,7 +150,7 @@ public static class BenchE2eCommand
             t.AddRow(Markup.Escape(report.Model), r.Test, r.Batch.ToString(), $"{r.TokensPerSecond:F1} +- {r.TokensPerSecondStdDev:F1}", $"{r.MsPerStep:F2}",
                 r.WeightGbPerSecond is { } g ? $"{g:F1}" : "", r.LaunchesPerStep?.ToString() ?? "", r.HostUsPerStep is { } h ? $"{h:F0}" : "");
         console.Write(t);
-        console.WriteLine($"{report.Device}; {report.Dtype} weights; decode variant {report.DecodeVariant}; launches: {(report.CudaGraph ? "graph replay" : "one by one")}; " +
+        console.WriteLine($"{report.Device}; {report.Dtype} weights; {report.KvCacheDtype} KV cache; decode variant {report.DecodeVariant}; launches: {(report.CudaGraph ? "graph replay" : "one by one")}; " +
             $"mean +- stddev of {report.Repeats}; commit {report.Commit}");
     }
 }

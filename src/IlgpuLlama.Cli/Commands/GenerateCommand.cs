@@ -6,6 +6,7 @@ using IlgpuLlama.Device;
 using IlgpuLlama.Engine;
 using IlgpuLlama.Constraints;
 using IlgpuLlama.Engine.Serving;
+using IlgpuLlama.Kernels;
 using IlgpuLlama.Text;
 
 namespace IlgpuLlama.Cli.Commands;
@@ -36,7 +37,14 @@ public static class GenerateCommand
     public sealed record TokenLogprobJson(int Id, double Logprob, IReadOnlyList<int> TopIds, IReadOnlyList<double> TopLogprobs);
 
     public sealed record MemoryJson(long ParameterCount, long WeightBytes, long KvCacheBytes, long ActivationBytes, long TotalBytes,
-        long AllocatedWeights, long AllocatedKvCache, long AllocatedActivations, long AllocatedTotal);
+        long AllocatedWeights, long AllocatedKvCache, long AllocatedActivations, long AllocatedTotal)
+    {
+        /// <summary>The weights' format (or mix) on the device.</summary>
+        public string? Dtype { get; init; }
+
+        /// <summary>What the KV cache stores (fp16, fp32).</summary>
+        public string? KvCacheDtype { get; init; }
+    }
 
     public sealed record GenerateJson(string Model, string Device, IReadOnlyList<SequenceJson> Sequences, int PrefillTokens, double PrefillSeconds,
         double PrefillTokensPerSecond, int DecodeTokens, double DecodeSeconds, double DecodeTokensPerSecond, double DecodeMsPerStep,
@@ -247,6 +255,8 @@ public static class GenerateCommand
     /// <summary>Reads and compiles --json-schema FILE; a missing file or a schema the grammar cannot take is one line naming it.</summary>
     static JsonGrammar ReadSchema(string path)
     {
+        if (Directory.Exists(path))
+            throw new ArgumentException($"--json-schema '{path}' is a directory; give the file holding the JSON schema");
         if (!File.Exists(path))
             throw new FileNotFoundException($"--json-schema '{path}' does not exist; give a file holding a JSON schema, e.g. {{\"type\": \"object\", \"properties\": {{\"name\": {{\"type\": \"string\"}}}}}}");
         try
@@ -361,7 +371,11 @@ public static class GenerateCommand
         var plan = llama.Plan;
         var a = llama.Allocator;
         var memory = new MemoryJson(plan.ParameterCount, plan.WeightBytes, plan.KvCacheBytes, plan.ActivationBytes, plan.TotalBytes,
-            a.LiveBytes(MemoryCategory.Weights), a.LiveBytes(MemoryCategory.KvCache), a.LiveBytes(MemoryCategory.Activations), a.TotalLiveBytes);
+            a.LiveBytes(MemoryCategory.Weights), a.LiveBytes(MemoryCategory.KvCache), a.LiveBytes(MemoryCategory.Activations), a.TotalLiveBytes)
+        {
+            Dtype = llama.Layout.Name,
+            KvCacheDtype = plan.Shape.KvCache.Name(),
+        };
         var sequences = result.Sequences.Select(s => new SequenceJson(s.PromptTokens, s.GeneratedTokens, text(s.GeneratedTokens), s.FinishReason.ToString().ToLowerInvariant())
         {
             Logprobs = s.Logprobs?.Select(t => new TokenLogprobJson(t.Id, t.Logprob, t.Top.Select(e => e.Id).ToArray(), t.Top.Select(e => e.Logprob).ToArray())).ToArray(),

@@ -80,7 +80,16 @@ public static class MemoryCommand
                     AllocationLog = parse.GetValue(logAllocations) ? line => io.Err.WriteLine($"[alloc] {line}") : null,
                 };
                 long? freeBefore = dev.Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator c0 ? c0.GetFreeMemory() : null;
-                using var m = isDir ? ModelOptions.Load(dev, name, options, io) : LlamaModel.Create(dev, config, options);
+                LlamaModel m;
+                try
+                {
+                    m = isDir ? ModelOptions.Load(dev, name, options, io) : LlamaModel.Create(dev, config, options);
+                }
+                catch (EngineArgumentException e)
+                {
+                    throw InOwnFlags(e);
+                }
+                using var model = m;
                 if (!isDir)
                     m.Weights.Zero(dev.Accelerator);
                 long? freeAfter = dev.Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator c1 ? c1.GetFreeMemory() : null;
@@ -105,13 +114,7 @@ public static class MemoryCommand
                 }
                 catch (EngineArgumentException e)
                 {
-                    // This command names the engine's batch and context --batch and --seq.
-                    throw new ArgumentException(EngineParameters.Render(e.Template, p => p switch
-                    {
-                        EngineParameter.MaxBatchSize => "--batch",
-                        EngineParameter.MaxSeqLen => "--seq",
-                        _ => CliNames.Flag(p),
-                    }));
+                    throw InOwnFlags(e);
                 }
                 var plan = new MemoryPlan(config, shape, layout);
                 report = Build(name, config, b, s, plan, null, null);
@@ -125,6 +128,14 @@ public static class MemoryCommand
         });
         return command;
     }
+
+    /// <summary>An engine error in this command's words: it names the engine's batch and context --batch and --seq.</summary>
+    static ArgumentException InOwnFlags(EngineArgumentException e) => new(EngineParameters.Render(e.Template, p => p switch
+    {
+        EngineParameter.MaxBatchSize => "--batch",
+        EngineParameter.MaxSeqLen => "--seq",
+        _ => CliNames.Flag(p),
+    }));
 
     static MemoryReport Build(string name, LlamaConfig config, int batch, int seq, MemoryPlan plan, Allocated? allocated, ComputeDevice? device)
     {

@@ -50,6 +50,12 @@ public sealed class ModelOptions
     {
         foreach (var o in new Option[] { Device, MaxBatchSize, MaxSeqLen, DType, KvCacheDType, PrefillChunk, NoCudaGraph, DecodeVariant, LogAllocations })
             command.Options.Add(o);
+        // Refused before anything loads (the engine would refuse it at load too, after reading the weights).
+        command.Validators.Add(r =>
+        {
+            if (r.GetValue(DecodeVariant) == IlgpuLlama.Engine.DecodeVariant.Persistent.Name && r.GetValue(KvCacheDType) is { } kv && kv != KvCacheType.Fp16.Name())
+                r.AddError($"--decode-variant persistent reads an fp16 KV cache; with --kv-cache-dtype {kv} use --decode-variant fused-norm");
+        });
     }
 
     /// <summary>Weight format from --dtype.</summary>

@@ -72,7 +72,9 @@ public sealed class JsonGrammar
         }
         catch (JsonException e)
         {
-            throw new JsonSchemaException($"the schema is not valid JSON: {e.Message.Split('\n')[0]}", e);
+            // One line: the parser's message may quote text with line breaks, and its last advice is for programmers.
+            string message = string.Join(" ", e.Message.Replace(" Change the reader options.", "").Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+            throw new JsonSchemaException($"the schema is not valid JSON: {message}", e);
         }
         return FromSchema(node);
     }
@@ -86,8 +88,9 @@ public sealed class JsonGrammar
     /// A reply that is a call of one of <paramref name="tools"/> in the Llama 3 template's format,
     /// compact: <c>{"name":NAME,"parameters":{...}}</c> (<see cref="ToolCallFormat.Parse"/> reads it),
     /// the parameters following the named function's own schema: the name is read first, then the
-    /// schema it chose (a tagged union). A function whose parameters schema is not an object schema,
-    /// or uses keywords outside the supported subset, takes any parameters object.
+    /// schema it chose (a tagged union). A function without a parameters schema takes <c>{}</c>; one
+    /// whose schema is not an object schema, or uses keywords outside the supported subset, takes any
+    /// parameters object (<see cref="ParametersSupported"/> tells which).
     /// </summary>
     public static JsonGrammar ForToolCall(IReadOnlyList<ChatTool> tools) => new(ToolCallNode(tools));
 
@@ -98,6 +101,17 @@ public sealed class JsonGrammar
     /// (<c>tool_choice: auto</c>).
     /// </summary>
     public static JsonGrammar ForToolCallOrText(IReadOnlyList<ChatTool> tools) => new(ToolCallNode(tools), orText: true);
+
+    /// <summary>
+    /// Whether <paramref name="tool"/>'s call is constrained to its own parameters schema (or to <c>{}</c>
+    /// without one); false: it is an object schema the grammar cannot take (the call's parameters are then
+    /// any object), with <paramref name="why"/> saying what it uses.
+    /// </summary>
+    public static bool ParametersSupported(ChatTool tool, out string? why)
+    {
+        ArgumentNullException.ThrowIfNull(tool);
+        return ParametersGrammar(tool, out why) is not null;
+    }
 
     static GrammarNode ToolCallNode(IReadOnlyList<ChatTool> tools)
     {
@@ -117,22 +131,30 @@ public sealed class JsonGrammar
         return GrammarNode.Tagged(prefixes, parameters, (byte)'}');
     }
 
-    /// <summary>A function's parameters: its object schema, else (no schema, not an object schema, keywords outside the subset) any object.</summary>
-    static GrammarNode ParametersNode(ChatTool tool)
+    /// <summary>
+    /// A function's parameters: none (<c>{}</c>) when it has no parameters schema (OpenAI: an empty
+    /// parameter list); its object schema; else (not an object schema, keywords outside the subset) any object.
+    /// </summary>
+    static GrammarNode ParametersNode(ChatTool tool) => ParametersGrammar(tool, out _) ?? GrammarNode.FreeObject(GrammarNode.Any);
+
+    /// <summary>The node of a function's parameters: <c>{}</c> without a schema, its object schema's, or null (with why) when the grammar cannot take it.</summary>
+    static GrammarNode? ParametersGrammar(ChatTool tool, out string? why)
     {
-        if (tool.Parameters is { } schema && schema.ValueKind == JsonValueKind.Object && schema.TryGetProperty("type", out var type) &&
-            type.ValueKind == JsonValueKind.String && type.GetString() == "object")
+        why = null;
+        if (tool.Parameters is not { } schema)
+            return GrammarNode.Object([]);
+        try
         {
-            try
-            {
-                return FromSchema(schema).Root;
-            }
-            catch (JsonSchemaException)
-            {
-                // Keywords the grammar does not take: the call is still a call, its parameters any object.
-            }
+            var root = FromSchema(schema).Root;
+            if (root.Kind is NodeKind.Object or NodeKind.FreeObject)
+                return root;
+            why = "the parameters schema does not describe an object ({\"type\": \"object\", \"properties\": {...}})";
         }
-        return GrammarNode.FreeObject(GrammarNode.Any);
+        catch (JsonSchemaException e)
+        {
+            why = e.Message; // keywords the grammar does not take: the call is still a call, its parameters any object
+        }
+        return null;
     }
 
     /// <summary>Compiles a JSON schema (an object or a boolean).</summary>
@@ -232,6 +254,8 @@ public sealed class JsonGrammar
 
     static GrammarNode CompileItems(JsonNode items, string at)
     {
+        if (items is JsonValue iv && iv.TryGetValue(out bool allowed) && !allowed)
+            throw Malformed(at, "items: false (an array that must stay empty) is not supported; leave items out or give the items' schema");
         if (items is JsonArray)
             throw Malformed(at, "items must be one schema (tuple items, an array of schemas, are not supported)");
         return Compile(items, at);
@@ -298,12 +322,23 @@ public sealed class JsonGrammar
         }
 
         var properties = new List<GrammarProperty>();
+        bool dropped = false;
         if (o["properties"] is JsonNode p)
         {
             if (p is not JsonObject props)
                 throw Malformed(at + "/properties", "properties must be an object of schemas");
             foreach (var (name, sub) in props)
+            {
+                if (sub is JsonValue sv && sv.TryGetValue(out bool allowed) && !allowed)
+                {
+                    // A property whose schema is false must be absent: it is never written.
+                    if (required.Contains(name))
+                        throw Malformed($"{at}/properties/{Escape(name)}", $"property \"{name}\" is required, and its schema false accepts no value");
+                    dropped = true;
+                    continue;
+                }
                 properties.Add(new GrammarProperty(name, Compile(sub, $"{at}/properties/{Escape(name)}"), required.Contains(name)));
+            }
         }
         foreach (var name in required.Where(n => properties.All(q => q.Name != n)))
         {
@@ -311,7 +346,9 @@ public sealed class JsonGrammar
                 throw Malformed(at + "/required", $"required property \"{name}\" is not in properties and additionalProperties is false");
             properties.Add(new GrammarProperty(name, additional, true));
         }
-        if (properties.Count > 0)
+        // Listed properties are written in order and nothing else; so is none when every listed one is
+        // false (a free object could write the forbidden names).
+        if (properties.Count > 0 || dropped)
             return GrammarNode.Object(properties);
         return additionalFalse ? GrammarNode.Object([]) : GrammarNode.FreeObject(additional);
     }

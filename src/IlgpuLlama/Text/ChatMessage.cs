@@ -101,7 +101,11 @@ public sealed record ChatTool
             throw new ArgumentException("a tool needs a \"function\" object with its name and parameters");
         if (!function.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String || name.GetString() is not { Length: > 0 and <= 64 } n
             || !n.All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '_' or '-'))
-            throw new ArgumentException("a function's name must be 1 to 64 letters, digits, underscores or dashes");
+            throw new ArgumentException($"a function's name must be 1 to 64 ASCII letters, digits, underscores or dashes, got {(name.ValueKind == JsonValueKind.String ? JsonSerializer.Serialize(name.GetString()) : name.ValueKind.ToString().ToLowerInvariant())}");
+        if (function.TryGetProperty("description", out var d) && d.ValueKind is not (JsonValueKind.String or JsonValueKind.Null))
+            throw new ArgumentException($"the description of function '{n}' must be a string");
+        if (function.TryGetProperty("strict", out var st) && st.ValueKind is not (JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null))
+            throw new ArgumentException($"strict of function '{n}' must be true or false");
         JsonElement? parameters = null;
         if (function.TryGetProperty("parameters", out var p) && p.ValueKind != JsonValueKind.Null)
         {

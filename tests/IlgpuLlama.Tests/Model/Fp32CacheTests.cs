@@ -190,6 +190,16 @@ public sealed class Fp32CacheCliTests
             var rows = Enumerable.Range(0, (int)shape[0]).Select(t => data.AsSpan(t * vocab, vocab).ToArray()).ToList();
             double error = Fp32CacheTests.LogprobError(rows, c);
             Assert.True(error < Fp32CacheTests.LogprobTolerance, $"{mode}: logprobs off by {error}");
+
+            // generate --json and the persistent variant's refusal, before anything loads.
+            var g = IlgpuLlama.Tests.Cli.CliHarness.Run("generate", "--model", GoldenFixture.Directory, "--tokens", "1,2,3", "--max-new-tokens", "2", "--dtype", "bf16",
+                "--kv-cache-dtype", "fp32", "--max-seq-len", "16", "--device", "cpu", "--json");
+            Assert.True(g.ExitCode == 0, g.Err);
+            Assert.Equal("fp32", System.Text.Json.JsonDocument.Parse(g.Out).RootElement.GetProperty("memory").GetProperty("kv_cache_dtype").GetString());
+            var p = IlgpuLlama.Tests.Cli.CliHarness.Run("generate", "--model", GoldenFixture.Directory, "--tokens", "1,2,3", "--kv-cache-dtype", "fp32", "--decode-variant", "persistent");
+            Assert.NotEqual(0, p.ExitCode);
+            Assert.Contains("--decode-variant persistent reads an fp16 KV cache; with --kv-cache-dtype fp32 use --decode-variant fused-norm", p.Err);
+            Assert.DoesNotContain("loading", p.Err);
         }
         finally
         {

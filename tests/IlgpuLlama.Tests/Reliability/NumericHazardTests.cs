@@ -45,6 +45,13 @@ public sealed class NumericHazardTests
         Assert.StartsWith("error: --batch 64 x --seq 131072 gives one layer's KV cache", line);
         Assert.Contains("lower --batch or --seq", line);
         Assert.Equal("", r.Out);
+
+        // --allocate loads through the engine; its refusal names the same flags (and an fp32 cache halves the limit).
+        var allocate = CliHarness.Run("memory", "--model", "llama-3.1-8b", "--batch", "64", "--seq", "20000", "--kv-cache-dtype", "fp32", "--allocate", "--device", "cpu");
+        Assert.Equal(1, allocate.ExitCode);
+        Assert.Contains("error: --batch 64 x --seq 20000 gives one layer's KV cache", allocate.Err);
+        Assert.Contains("fp32 values", allocate.Err);
+        Assert.DoesNotContain("--max-batch-size", allocate.Err);
     }
 }
 

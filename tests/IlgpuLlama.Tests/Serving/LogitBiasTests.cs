@@ -50,9 +50,11 @@ public sealed class LogitBiasTests(DemoServer demo) : IClassFixture<DemoServer>
 
     [Theory]
     [InlineData("[1, 2]", "must be an object")]
-    [InlineData("{\"x\": 1}", "key 'x' is not a token id")]
-    [InlineData("{\"-1\": 1}", "key '-1' is not a token id")]
-    [InlineData("{\"99999999\": 1}", "key '99999999' is not a token id")]
+    [InlineData("{\"x\": 1}", "key \"x\" is not a token id")]
+    [InlineData("{\"-1\": 1}", "key \"-1\" is not a token id")]
+    [InlineData("{\"99999999\": 1}", "key \"99999999\" is not a token id")]
+    [InlineData("{\"\u0663\": 1}", "key \"\\u0663\" is not a token id")]
+    [InlineData("{\"65\": 1, \"065\": 2}", "gives token 65 twice")]
     [InlineData("{\"5\": 101}", "must be a number from -100 to 100, got 101")]
     [InlineData("{\"5\": \"1\"}", "must be a number from -100 to 100")]
     public async Task A_bad_map_is_a_400_naming_logit_bias(string bias, string message)
