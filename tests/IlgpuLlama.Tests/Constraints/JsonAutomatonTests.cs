@@ -155,7 +155,8 @@ public sealed class JsonAutomatonTests
     [InlineData("""{"type":"text"}""", "invalid JSON schema at /type: type must be one of")]
     [InlineData("""{"enum":[]}""", "enum must be a non-empty array")]
     [InlineData("""{"type":"integer","enum":["a"]}""", "no value of enum/const satisfies")]
-    [InlineData("""{"properties":{"a":false}}""", "invalid JSON schema at /properties/a: the schema false accepts no value")]
+    [InlineData("""{"properties":{"a":false},"required":["a"]}""", "invalid JSON schema at /properties/a: property \"a\" is required, and its schema false accepts no value")]
+    [InlineData("""false""", "invalid JSON schema at /: the schema false accepts no value")]
     [InlineData("""{"properties":{},"required":["a"],"additionalProperties":false}""", "required property \"a\" is not in properties")]
     [InlineData("[1]", "a schema must be an object or a boolean")]
     public void Malformed_schemas_get_a_one_line_message(string schema, string message)
