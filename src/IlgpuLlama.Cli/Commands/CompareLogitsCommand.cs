@@ -1,5 +1,6 @@
 using System.CommandLine;
 using IlgpuLlama.Cli.Infrastructure;
+using IlgpuLlama.Engine.Serving;
 using IlgpuLlama.IO;
 
 namespace IlgpuLlama.Cli.Commands;
@@ -141,24 +142,13 @@ public static class CompareLogitsCommand
     /// <summary>KL(softmax(p) || softmax(q)) in nats, in float64 (the reference's distribution first, as llama-perplexity's KL-divergence mode).</summary>
     static double KlDivergence(ReadOnlySpan<float> p, ReadOnlySpan<float> q)
     {
-        double lp = LogSumExp(p), lq = LogSumExp(q), kl = 0;
+        double lp = TokenLogprobs.LogSumExp(p), lq = TokenLogprobs.LogSumExp(q), kl = 0;
         for (int i = 0; i < p.Length; i++)
         {
             double a = p[i] - lp;
             kl += Math.Exp(a) * (a - (q[i] - lq));
         }
         return Math.Max(0, kl);
-    }
-
-    static double LogSumExp(ReadOnlySpan<float> row)
-    {
-        double max = double.NegativeInfinity;
-        foreach (float x in row)
-            max = Math.Max(max, x);
-        double sum = 0;
-        foreach (float x in row)
-            sum += Math.Exp(x - max);
-        return max + Math.Log(sum);
     }
 
     static int ArgMax(ReadOnlySpan<float> row, out double margin)

@@ -261,9 +261,8 @@ public sealed class JsonConstraint
         if (undecided)
         {
             // Tokens without bytes of their own (special tokens) are text too; the end tokens are decided by the caller.
-            for (int id = 0; id < vocabulary.VocabSize; id++)
-                if (vocabulary.Bytes(id).IsEmpty)
-                    allowed[id >> 6] |= 1UL << id;
+            foreach (int id in vocabulary.NoByteIds)
+                allowed[id >> 6] |= 1UL << id;
         }
         return any;
     }

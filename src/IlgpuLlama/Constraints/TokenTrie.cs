@@ -42,11 +42,15 @@ public sealed class TokenTrie
         var all = new List<int>();
         var other = new List<int>();
         var plain = new List<int>();
+        var noBytes = new List<int>();
         for (int id = 0; id < VocabSize; id++)
         {
             var bytes = tokenBytes[id];
             if (bytes is null || bytes.Length == 0)
+            {
+                noBytes.Add(id);
                 continue;
+            }
             all.Add(id);
             if (bytes.Length == 1)
                 single[bytes[0]] = true;
@@ -65,6 +69,7 @@ public sealed class TokenTrie
         EveryByteIsAToken = Enumerable.Range(0x20, 0x80 - 0x20).Concat(Enumerable.Range(0x80, 0xC0 - 0x80)).Concat(Enumerable.Range(0xC2, 0xF5 - 0xC2)).All(b => single[b]);
         TokenCount = all.Count;
         PlainIds = [.. plain];
+        NoByteIds = [.. noBytes];
     }
 
     /// <summary>The cached trie of a tokenizer's vocabulary (its ordinary tokens; special ids are left out).</summary>
@@ -105,6 +110,9 @@ public sealed class TokenTrie
     internal ulong[] PlainTokens { get; }
 
     internal int[] PlainIds { get; }
+
+    /// <summary>The ids without bytes of their own (special tokens, unused ids): text to a reply that may be text.</summary>
+    internal int[] NoByteIds { get; }
 
     internal Walk Full { get; }
 

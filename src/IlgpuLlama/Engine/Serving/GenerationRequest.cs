@@ -67,11 +67,8 @@ public sealed record TokenLogprobs(int Id, double Logprob, IReadOnlyList<(int Id
     /// <summary>The most alternatives a request may ask for (OpenAI's top_logprobs limit).</summary>
     public const int MaxTop = 20;
 
-    /// <summary>
-    /// The log-softmax of <paramref name="logits"/> at <paramref name="token"/>, and its <paramref name="top"/>
-    /// most likely entries, computed in float64 (max-shifted log-sum-exp).
-    /// </summary>
-    public static TokenLogprobs From(ReadOnlySpan<float> logits, int token, int top)
+    /// <summary>log(sum exp(logits)) in float64, max-shifted (the normaliser of every log-probability here).</summary>
+    public static double LogSumExp(ReadOnlySpan<float> logits)
     {
         double max = double.NegativeInfinity;
         foreach (float l in logits)
@@ -79,7 +76,16 @@ public sealed record TokenLogprobs(int Id, double Logprob, IReadOnlyList<(int Id
         double sum = 0;
         foreach (float l in logits)
             sum += Math.Exp(l - max);
-        double lse = max + Math.Log(sum);
+        return max + Math.Log(sum);
+    }
+
+    /// <summary>
+    /// The log-softmax of <paramref name="logits"/> at <paramref name="token"/>, and its <paramref name="top"/>
+    /// most likely entries, computed in float64 (max-shifted log-sum-exp).
+    /// </summary>
+    public static TokenLogprobs From(ReadOnlySpan<float> logits, int token, int top)
+    {
+        double lse = LogSumExp(logits);
         // The top entries by a bounded insertion (top <= 20): larger logit first, smaller id on ties.
         var best = new List<int>(top + 1);
         for (int i = 0; i < logits.Length && top > 0; i++)
