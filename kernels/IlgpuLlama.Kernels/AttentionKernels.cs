@@ -13,8 +13,8 @@ namespace IlgpuLlama.Kernels;
 // group-size keys:
 //   1. scores: thread t takes key (tile + t), loads its head_dim halves with 128-bit loads (four
 //      in flight) and dots them with each query head (q staged in shared memory, pre-scaled by
-//      1/sqrt(head_dim)); an fp32 cache takes two 128-bit loads per 8 values (attention_fp32,
-//      the same code specialised for IKvCacheValues Fp32CacheValues);
+//      1/sqrt(head_dim)); an fp32 cache takes two 128-bit loads per 8 values and sums each score
+//      in float64 (attention_fp32, the same code specialised for IKvCacheValues Fp32CacheValues);
 //   2. online softmax: warp h updates head h's running max m and sum l, rescale factor alpha,
 //      and turns the tile's scores into probabilities exp(s - m);
 //   3. P.V: thread e owns (head, dim pair) entries e, e + group, ... ; per tile it sums p * V
@@ -318,27 +318,35 @@ public static class AttentionKernels
 
     /// <summary>
     /// Step 1 over an fp32 cache: as <see cref="ScoresFp16"/>, each chunk of 8 values being two
-    /// 128-bit loads (<paramref name="kRow"/> counts 128-bit loads), two chunks in flight.
+    /// 128-bit loads (<paramref name="kRow"/> counts 128-bit loads), but each head's score summed in
+    /// float64 over the whole row and rounded once: the fp32 cache is the evaluation configuration,
+    /// and an fp32 sum of q.k is the largest error left in attention there (scores are exponentiated,
+    /// so their absolute error is the probabilities' relative one). Heads outer, so the key row is
+    /// re-read from L1 per head instead of held.
     /// </summary>
     static void ScoresFp32(ArrayView<U4> kCache, int kRow, int hd8, int groupHeads, int hd, ArrayView<float> smem, int scoreIndex, int scoreStride)
     {
-        int c = 0;
-        for (; c + 2 <= hd8; c += 2)
+        for (int h = 0; h < groupHeads; h++)
         {
-            W8 k0 = Floats(kCache[kRow + 2 * c], kCache[kRow + 2 * c + 1]);
-            W8 k1 = Floats(kCache[kRow + 2 * c + 2], kCache[kRow + 2 * c + 3]);
-            for (int h = 0; h < groupHeads; h++)
-            {
-                int q = h * hd + c * 8;
-                smem[scoreIndex + h * scoreStride] += DotShared(k0, smem, q) + DotShared(k1, smem, q + 8);
-            }
+            double s = 0;
+            for (int c = 0; c < hd8; c++)
+                s = DotSharedF64(s, Floats(kCache[kRow + 2 * c], kCache[kRow + 2 * c + 1]), smem, h * hd + c * 8);
+            smem[scoreIndex + h * scoreStride] = (float)s;
         }
-        for (; c < hd8; c++)
-        {
-            W8 k0 = Floats(kCache[kRow + 2 * c], kCache[kRow + 2 * c + 1]);
-            for (int h = 0; h < groupHeads; h++)
-                smem[scoreIndex + h * scoreStride] += DotShared(k0, smem, h * hd + c * 8);
-        }
+    }
+
+    /// <summary>Adds the float64 dot product of eight fp32 key values with eight q values in shared memory (each product exact).</summary>
+    static double DotSharedF64(double s, W8 k, ArrayView<float> smem, int q)
+    {
+        s += (double)k.V0 * smem[q];
+        s += (double)k.V1 * smem[q + 1];
+        s += (double)k.V2 * smem[q + 2];
+        s += (double)k.V3 * smem[q + 3];
+        s += (double)k.V4 * smem[q + 4];
+        s += (double)k.V5 * smem[q + 5];
+        s += (double)k.V6 * smem[q + 6];
+        s += (double)k.V7 * smem[q + 7];
+        return s;
     }
 
     /// <summary>Eight fp32 values from two 128-bit loads of their bits.</summary>

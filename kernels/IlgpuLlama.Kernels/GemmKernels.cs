@@ -155,23 +155,12 @@ public static class GemmKernels
     static void StageBlockRows<TW>(ArrayView<float> bTile, ArrayView<U4> w, ArrayView<ushort> scales, GemmShape s, int n0, int kb, int tile, int tid, int threads)
         where TW : struct, IWeightFormat
     {
-        int cw = default(TW).ChunkWeights;
-        int chunksPerRow = s.K / cw;
-        int blocksPerRow = s.K / default(TW).BlockWeights;
         for (int n = tid; n < tile; n += threads)
         {
             int gn = n0 + n;
             W8 lo = default, hi = default;
-            if (gn < s.N && default(TW).BlockWeights == KQuants.SuperBlock)
-            {
-                default(TW).SuperSixteen(w, scales, gn, s.K, kb, out lo, out hi);
-            }
-            else if (gn < s.N)
-            {
-                float d = Interop.IntAsFloat(scales[gn * blocksPerRow + kb / default(TW).BlockWeights]);
-                U4 q = w[gn * chunksPerRow + kb / cw];
-                default(TW).DequantizeSixteen(q, kb, d, out lo, out hi);
-            }
+            if (gn < s.N)
+                BlockSixteen<TW>(w, scales, gn, s.K, kb, out lo, out hi);
             bTile[n] = lo.V0;
             bTile[Ld + n] = lo.V1;
             bTile[2 * Ld + n] = lo.V2;
@@ -189,6 +178,24 @@ public static class GemmKernels
             bTile[14 * Ld + n] = hi.V6;
             bTile[15 * Ld + n] = hi.V7;
         }
+    }
+
+    /// <summary>
+    /// Block formats: weights kb..kb+15 (kb a multiple of 16) of row <paramref name="row"/> of a
+    /// [rows, <paramref name="cols"/>] matrix, dequantised with their scales (Q8_0, Q4_0: the chunk
+    /// holding them and its block scale; K-quants: the format's own sub-block scales and mins).
+    /// </summary>
+    public static void BlockSixteen<TW>(ArrayView<U4> w, ArrayView<ushort> scales, int row, int cols, int kb, out W8 lo, out W8 hi)
+        where TW : struct, IWeightFormat
+    {
+        if (default(TW).BlockWeights == KQuants.SuperBlock)
+        {
+            default(TW).SuperSixteen(w, scales, row, cols, kb, out lo, out hi);
+            return;
+        }
+        int cw = default(TW).ChunkWeights;
+        float d = Interop.IntAsFloat(scales[row * (cols / default(TW).BlockWeights) + kb / default(TW).BlockWeights]);
+        default(TW).DequantizeSixteen(w[row * (cols / cw) + kb / cw], kb, d, out lo, out hi);
     }
 
     static void Store(ArrayView<float> c, GemmShape s, int row, int col, int td, float v0, float v1, float v2, float v3)

@@ -31,6 +31,9 @@ public sealed record KernelTuning
     /// <summary>Power-of-two slice one top-k group sorts in shared memory.</summary>
     public int TopKSlice { get; init; } = 4096;
 
+    /// <summary>Threads per group of the float64 kernels (<see cref="PreciseKernels"/>): one warp, whatever is set (the accelerator's warp size).</summary>
+    public int PreciseGroup { get; init; } = 32;
+
     /// <summary>Groups of a persistent decode-layer launch; 0: four per multiprocessor on a GPU, one per emulated multiprocessor on the CPU (any number is correct).</summary>
     public int PersistentGroups { get; init; }
 
@@ -58,6 +61,7 @@ public sealed record KernelTuning
             RmsNormGroup = Fit(RmsNormGroup),
             AttentionGroup = Fit(AttentionGroup),
             GemmTDim = td,
+            PreciseGroup = warp,
             LogitsGroup = Fit(LogitsGroup),
         };
     }

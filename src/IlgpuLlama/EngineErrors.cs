@@ -28,6 +28,9 @@ public enum EngineParameter
     /// <summary>What the KV cache stores per value (fp16, fp32).</summary>
     KvCacheType,
 
+    /// <summary>How matmuls and RMSNorm sum (fp32, fp64).</summary>
+    Accumulation,
+
     /// <summary>Which accelerator.</summary>
     Device,
 
@@ -88,6 +91,9 @@ public static partial class EngineParameters
 
     /// <summary>Placeholder of <see cref="EngineParameter.KvCacheType"/>.</summary>
     public const string KvCacheType = "{KvCacheType}";
+
+    /// <summary>Placeholder of <see cref="EngineParameter.Accumulation"/>.</summary>
+    public const string Accumulation = "{Accumulation}";
 
     /// <summary>Placeholder of <see cref="EngineParameter.Device"/>.</summary>
     public const string Device = "{Device}";

@@ -29,6 +29,9 @@ public sealed record Tolerance(string Name, double Abs, double Rel)
     /// <summary>fp32 accumulation of 16-bit weights times fp32 activations against a float64 reference.</summary>
     public static Tolerance Matmul { get; } = new("matmul", 1e-4, 1e-4);
 
+    /// <summary>Float64 products and sums rounded once to fp32 (the precise family): one fp32 rounding of the float64 reference.</summary>
+    public static Tolerance Float64Accumulated { get; } = new("float64 accumulated", 1e-12, 1.2e-7);
+
     /// <summary>fp32 softmax and accumulation over the fp16 KV cache.</summary>
     public static Tolerance Attention { get; } = new("attention", 1e-5, 1e-4);
 

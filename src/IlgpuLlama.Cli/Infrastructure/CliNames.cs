@@ -16,6 +16,7 @@ public static class CliNames
         EngineParameter.PrefillChunk => "--prefill-chunk",
         EngineParameter.WeightFormat => "--dtype",
         EngineParameter.KvCacheType => "--kv-cache-dtype",
+        EngineParameter.Accumulation => "--accumulate",
         EngineParameter.Device => "--device",
         EngineParameter.DirectLaunch => "--no-cuda-graph",
         EngineParameter.MaxNewTokens => "--max-new-tokens",

@@ -86,6 +86,19 @@ public static class CliOptions
         return option;
     }
 
+    /// <summary>--accumulate: how the matmuls and RMSNorm sum, fp32 (default) or fp64 (<see cref="Engine.Accumulation"/>).</summary>
+    public static Option<string> Accumulate()
+    {
+        var option = new Option<string>("--accumulate")
+        {
+            Description = "How the matmuls and RMSNorm sum: fp32 (default) or fp64 (float64 sums rounded once to fp32, for evaluation: with --dtype bf16/fp16 in the model's own format and --kv-cache-dtype fp32, log-probabilities within 1e-4 of a float64 forward pass; decode runs the prefill's launches)",
+            DefaultValueFactory = _ => Engine.Accumulation.Fp32.Name(),
+            HelpName = string.Join("|", Engine.Accumulations.All.Select(a => a.Name())),
+        };
+        option.AcceptOnlyFromAmong([.. Engine.Accumulations.All.Select(a => a.Name())]);
+        return option;
+    }
+
     /// <summary>The <see cref="KvCacheType"/> of a parsed --kv-cache-dtype.</summary>
     public static KvCacheType KvCacheTypeOf(ParseResult p, Option<string> option) => KvCacheTypes.Parse(p.GetValue(option)!) ?? Kernels.KvCacheType.Fp16;
 

@@ -10,7 +10,7 @@ namespace IlgpuLlama.Cli.Infrastructure;
 
 /// <summary>
 /// The engine options every model command shares (--max-batch-size, --max-seq-len, --dtype,
-/// --kv-cache-dtype, --prefill-chunk, --no-cuda-graph, --log-allocations, --device), how a model is found, and how
+/// --kv-cache-dtype, --accumulate, --prefill-chunk, --no-cuda-graph, --log-allocations, --device), how a model is found, and how
 /// it is loaded with a progress bar on stderr.
 /// </summary>
 public sealed class ModelOptions
@@ -30,6 +30,7 @@ public sealed class ModelOptions
         $"Positions per sequence in the KV cache (prompt + new tokens), up to the model's max_position_embeddings (default: the longest that fits the device, at most {WorkspaceShape.DefaultContextCap}, {WorkspaceShape.DefaultCpuContextCap} on the CPU accelerator)", 1);
     public Option<string> DType { get; } = CliOptions.DType(followsModel: true);
     public Option<string> KvCacheDType { get; } = CliOptions.KvCacheDType();
+    public Option<string> Accumulate { get; } = CliOptions.Accumulate();
     public Option<int?> PrefillChunk { get; } = CliOptions.OptionalInteger("--prefill-chunk", "Prompt tokens per prefill pass (default: min(batch x seq, 2048))", 1);
     public Option<bool> NoCudaGraph { get; } = new("--no-cuda-graph") { Description = "Launch every decode kernel from the host instead of replaying a CUDA graph" };
     public Option<bool> LogAllocations { get; } = new("--log-allocations") { Description = "Print every device allocation and free to stderr" };
@@ -48,13 +49,15 @@ public sealed class ModelOptions
     /// <summary>Adds every option to <paramref name="command"/>.</summary>
     public void AddTo(Command command)
     {
-        foreach (var o in new Option[] { Device, MaxBatchSize, MaxSeqLen, DType, KvCacheDType, PrefillChunk, NoCudaGraph, DecodeVariant, LogAllocations })
+        foreach (var o in new Option[] { Device, MaxBatchSize, MaxSeqLen, DType, KvCacheDType, Accumulate, PrefillChunk, NoCudaGraph, DecodeVariant, LogAllocations })
             command.Options.Add(o);
         // Refused before anything loads (the engine would refuse it at load too, after reading the weights).
         command.Validators.Add(r =>
         {
             if (r.GetValue(DecodeVariant) == IlgpuLlama.Engine.DecodeVariant.Persistent.Name && r.GetValue(KvCacheDType) is { } kv && kv != KvCacheType.Fp16.Name())
                 r.AddError($"--decode-variant persistent reads an fp16 KV cache; with --kv-cache-dtype {kv} use --decode-variant fused-norm");
+            if (r.GetValue(Accumulate) == IlgpuLlama.Engine.Accumulation.Fp64.Name() && r.GetValue(DecodeVariant) is { } v && v != IlgpuLlama.Engine.DecodeVariant.Baseline.Name)
+                r.AddError($"--accumulate fp64 runs the decode layers as the prefill does and takes --decode-variant baseline, not {v}; leave --decode-variant out");
         });
     }
 
@@ -72,6 +75,7 @@ public sealed class ModelOptions
         WeightFormat = Format(p),
         WeightMix = Mix(p),
         KvCacheType = CliOptions.KvCacheTypeOf(p, KvCacheDType),
+        Accumulation = Accumulations.Parse(p.GetValue(Accumulate)!) ?? IlgpuLlama.Engine.Accumulation.Fp32,
         PrefillChunk = p.GetValue(PrefillChunk),
         DecodeLaunch = p.GetValue(NoCudaGraph) ? DecodeLaunch.Direct : DecodeLaunch.Auto,
         DecodeVariant = IlgpuLlama.Engine.DecodeVariant.Parse(p.GetValue(DecodeVariant)!),

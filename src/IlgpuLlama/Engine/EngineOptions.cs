@@ -77,6 +77,15 @@ public sealed record EngineOptions
     /// </summary>
     public KvCacheType KvCacheType { get; init; } = KvCacheType.Fp16;
 
+    /// <summary>
+    /// How the matmuls (prefill, decode, LM head) and RMSNorm sum: fp32 (the default, the kernels'
+    /// design) or float64 with one rounding to the fp32 activation each stores (for evaluation: with a
+    /// model in its own 16-bit format and an fp32 KV cache, log-probabilities within 1e-4 of a float64
+    /// forward pass on the golden model, where fp32 sums leave 1e-4 to 2e-4). Float64 runs the
+    /// baseline decode variant's layer as the prefill does, one matmul per projection.
+    /// </summary>
+    public Accumulation Accumulation { get; init; } = Accumulation.Fp32;
+
     /// <summary>Prompt tokens per prefill pass (null: every sequence's full context, at most <see cref="Model.WorkspaceShape.MaxDefaultPrefillTokens"/>).</summary>
     public int? PrefillChunk { get; init; }
 
@@ -91,6 +100,34 @@ public sealed record EngineOptions
 
     /// <summary>How the decode step runs (see <see cref="Engine.DecodeVariant"/>).</summary>
     public DecodeVariant DecodeVariant { get; init; } = DecodeVariant.Baseline;
+}
+
+/// <summary>How the matmuls and RMSNorm accumulate (<see cref="EngineOptions.Accumulation"/>).</summary>
+public enum Accumulation
+{
+    /// <summary>fp32 sums (the default).</summary>
+    Fp32,
+
+    /// <summary>float64 products and sums, rounded once to fp32 (<see cref="Kernels.PreciseKernels"/>): for evaluation runs.</summary>
+    Fp64,
+}
+
+/// <summary>Names of <see cref="Accumulation"/>.</summary>
+public static class Accumulations
+{
+    /// <summary>The name on the command line and in reports: fp32, fp64.</summary>
+    public static string Name(this Accumulation a) => a switch
+    {
+        Accumulation.Fp32 => "fp32",
+        Accumulation.Fp64 => "fp64",
+        _ => throw new ArgumentOutOfRangeException(nameof(a), a, "unknown accumulation"),
+    };
+
+    /// <summary>Every accumulation, in order.</summary>
+    public static IReadOnlyList<Accumulation> All { get; } = [Accumulation.Fp32, Accumulation.Fp64];
+
+    /// <summary>The accumulation named <paramref name="name"/> (case-insensitive), or null.</summary>
+    public static Accumulation? Parse(string name) => All.Cast<Accumulation?>().FirstOrDefault(a => string.Equals(a!.Value.Name(), name, StringComparison.OrdinalIgnoreCase));
 }
 
 /// <summary>

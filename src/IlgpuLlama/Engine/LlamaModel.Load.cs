@@ -45,6 +45,10 @@ public sealed partial class LlamaModel
             throw new EngineArgumentException(
                 $"the persistent decode variant reads an fp16 KV cache, and {EngineParameters.KvCacheType} {options.KvCacheType.Name()} was asked for; use the fused-norm variant with an {options.KvCacheType.Name()} cache",
                 EngineParameter.KvCacheType);
+        if (options.Accumulation == Accumulation.Fp64 && Variant != DecodeVariant.Baseline)
+            throw new EngineArgumentException(
+                $"float64 accumulation ({EngineParameters.Accumulation} fp64) runs the decode layers as the prefill does and takes the baseline decode variant, and the {Variant.Name} variant was asked for; leave the decode variant at baseline",
+                EngineParameter.Accumulation);
         int maxSeq = options.MaxSeqLen ?? LongestContext(accelerator, config, options, tuning, Layout);
         Plan = new MemoryPlan(config, WorkspaceShape.For(config, options.MaxBatchSize, maxSeq, tuning, options.PrefillChunk, options.KvCacheType), Layout);
         buf = Plan.Workspace;

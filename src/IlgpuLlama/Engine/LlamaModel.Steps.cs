@@ -62,7 +62,7 @@ public sealed partial class LlamaModel
             foreach (var (seq, _) in chunk.Ends)
                 Kernels.GatherRows(Workspace[buf.X], Workspace[buf.LastRows].SubView(seq, 1), Workspace[buf.LastHidden].SubView((long)seq * h, h), 1, h);
         }
-        Kernels.RmsNorm(Workspace[buf.LastHidden], Weights.FinalNorm.Vector, Workspace[buf.Xb], n, h, eps);
+        Norm(Workspace[buf.LastHidden], Weights.FinalNorm, Workspace[buf.Xb], n);
         LmHead(Workspace[buf.Xb], n, null, inputPadded: true);
         // Row i selects for sequence i: its slot (repetition-penalty flags) and the next decode inputs.
         var rows = sequences.Select(s => new DecodeRow(s.Slot, s.StartPosition + s.Tokens.Count, 0)).ToArray();
@@ -103,7 +103,7 @@ public sealed partial class LlamaModel
     void ChunkLogits(PrefillChunk chunk, int start, int count, float[] host, Action<int, int, ReadOnlySpan<float>> onLogits)
     {
         int h = Config.HiddenSize, vocab = Config.VocabSize;
-        Kernels.RmsNorm(Workspace[buf.X].SubView((long)start * h), Weights.FinalNorm.Vector, Workspace[buf.Xb], count, h, eps);
+        Norm(Workspace[buf.X].SubView((long)start * h), Weights.FinalNorm, Workspace[buf.Xb], count);
         for (int r = 0; r < count; r += MaxBatch)
         {
             int rows = Math.Min(MaxBatch, count - r);

@@ -33,24 +33,55 @@ public sealed partial class LlamaModel : IDisposable
         k.Embedding(Weights.Embedding.Matrix, tokens, act[buf.X], n);
         k.MarkSeen(tokens, slots, act[buf.Seen], n, c.VocabSize);
         for (int l = 0; l < c.NumHiddenLayers; l++)
-        {
-            var lw = Weights.Layers[l];
-            // attention block: x += o_proj(attention(rope(q), cache(rope(k), v)))
-            k.RmsNorm(act[buf.X], lw.InputNorm.Vector, act[buf.Xb], n, h, eps);
-            k.Gemm(act[buf.Xb], lw.Q.Matrix, act[buf.Q], n, false);
-            k.Gemm(act[buf.Xb], lw.K.Matrix, act[buf.K], n, false);
-            k.Gemm(act[buf.Xb], lw.V.Matrix, act[buf.V], n, false);
-            k.Rope(act[buf.Q], act[buf.K], positions, act[buf.RopeTable], n, attention);
-            k.KvAppend(act[buf.K], act[buf.V], act[buf.KCache[l]], act[buf.VCache[l]], slots, positions, n, attention.Cache);
-            k.Attention(AttentionBuffers(l, slots, positions), n, 1, attention);
-            k.Gemm(act[buf.AttentionOut], lw.O.Matrix, act[buf.X], n, true);
-            // MLP block: x += down(silu(gate(xb)) * up(xb))
-            k.RmsNorm(act[buf.X], lw.PostAttentionNorm.Vector, act[buf.Xb], n, h, eps);
-            k.Gemm(act[buf.Xb], lw.Gate.Matrix, act[buf.Gate], n, false);
-            k.Gemm(act[buf.Xb], lw.Up.Matrix, act[buf.Up], n, false);
-            k.SwiGlu(act[buf.Gate], act[buf.Up], n * inter);
-            k.Gemm(act[buf.Gate], lw.Down.Matrix, act[buf.X], n, true);
-        }
+            EnqueueLayer(l, n, slots, positions, 1);
+    }
+
+    /// <summary>
+    /// One layer over rows 0..n-1 of the residual act.x (row i at positions[i] of cache slot
+    /// slots[i]) with one matmul per projection: the prefill GEMM, or with float64 accumulation the
+    /// precise matmul, which then runs decode steps too (<see cref="Accumulation.Fp64"/>).
+    /// </summary>
+    void EnqueueLayer(int l, int n, ArrayView<int> slots, ArrayView<int> positions, int attentionSplits)
+    {
+        var act = Workspace;
+        var k = Kernels;
+        var lw = Weights.Layers[l];
+        // attention block: x += o_proj(attention(rope(q), cache(rope(k), v)))
+        Norm(act[buf.X], lw.InputNorm, act[buf.Xb], n);
+        Project(act[buf.Xb], lw.Q.Matrix, act[buf.Q], n, false);
+        Project(act[buf.Xb], lw.K.Matrix, act[buf.K], n, false);
+        Project(act[buf.Xb], lw.V.Matrix, act[buf.V], n, false);
+        k.Rope(act[buf.Q], act[buf.K], positions, act[buf.RopeTable], n, attention);
+        k.KvAppend(act[buf.K], act[buf.V], act[buf.KCache[l]], act[buf.VCache[l]], slots, positions, n, attention.Cache);
+        k.Attention(AttentionBuffers(l, slots, positions), n, attentionSplits, attention);
+        Project(act[buf.AttentionOut], lw.O.Matrix, act[buf.X], n, true);
+        // MLP block: x += down(silu(gate(xb)) * up(xb))
+        Norm(act[buf.X], lw.PostAttentionNorm, act[buf.Xb], n);
+        Project(act[buf.Xb], lw.Gate.Matrix, act[buf.Gate], n, false);
+        Project(act[buf.Xb], lw.Up.Matrix, act[buf.Up], n, false);
+        k.SwiGlu(act[buf.Gate], act[buf.Up], n * Config.IntermediateSize);
+        Project(act[buf.Gate], lw.Down.Matrix, act[buf.X], n, true);
+    }
+
+    /// <summary>Whether matmuls and RMSNorm accumulate in float64 (<see cref="EngineOptions.Accumulation"/>).</summary>
+    bool Precise => Options.Accumulation == Accumulation.Fp64;
+
+    /// <summary>y = rmsnorm(x) * weight over <paramref name="rows"/> rows of the hidden size, in fp32 or (precise) float64.</summary>
+    void Norm(ArrayView<float> x, DeviceWeight weight, ArrayView<float> y, int rows)
+    {
+        if (Precise)
+            Kernels.RmsNormF64(x, weight.Vector, y, rows, Config.HiddenSize, Config.RmsNormEps);
+        else
+            Kernels.RmsNorm(x, weight.Vector, y, rows, Config.HiddenSize, eps);
+    }
+
+    /// <summary>y (+)= x W^T over <paramref name="rows"/> rows: the prefill GEMM, or (precise) the float64 matmul.</summary>
+    void Project(ArrayView<float> x, WeightMatrix w, ArrayView<float> y, int rows, bool accumulate)
+    {
+        if (Precise)
+            Kernels.MatMulF64(x, w, y, rows, accumulate);
+        else
+            Kernels.Gemm(x, w, y, rows, accumulate);
     }
 
     AttentionBuffers AttentionBuffers(int layer, ArrayView<int> slots, ArrayView<int> positions)
@@ -75,6 +106,12 @@ public sealed partial class LlamaModel : IDisposable
         k.Embedding(Weights.Embedding.Matrix, tokens, act[buf.X], b);
         for (int l = 0; l < c.NumHiddenLayers; l++)
         {
+            if (Precise)
+            {
+                // Float64 accumulation: the prefill layer's launches over one row per sequence.
+                EnqueueLayer(l, b, slots, positions, Plan.Shape.AttentionSplits);
+                continue;
+            }
             var lw = Weights.Layers[l];
             if (Variant.OneLaunchPerLayer)
             {
@@ -108,7 +145,7 @@ public sealed partial class LlamaModel : IDisposable
         var act = Workspace;
         if (Variant.FuseNorms)
             return (act[buf.X], new FusedNorm(normWeight.Vector, eps));
-        Kernels.RmsNorm(act[buf.X], normWeight.Vector, act[buf.Xb], rows, Config.HiddenSize, eps);
+        Norm(act[buf.X], normWeight, act[buf.Xb], rows);
         return (act[buf.Xb], null);
     }
 
@@ -121,6 +158,11 @@ public sealed partial class LlamaModel : IDisposable
     {
         var act = Workspace;
         int h = Config.HiddenSize, vocab = Config.VocabSize;
+        if (Precise)
+        {
+            Kernels.MatMulF64(input, Weights.LmHead.Matrix, act[buf.Logits], rows, false);
+            return;
+        }
         int whole = inputPadded || rows <= BatchWidth.Max ? rows : rows / BatchWidth.Max * BatchWidth.Max;
         Kernels.MatVec(Weights.LmHead.Matrix, input, act[buf.Logits], whole, false, norm: norm);
         if (whole < rows)

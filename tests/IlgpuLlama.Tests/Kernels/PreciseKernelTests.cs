@@ -1,0 +1,121 @@
+using ILGPU;
+using ILGPU.Runtime;
+using IlgpuLlama.Kernels;
+using IlgpuLlama.Kernels.Reference;
+
+namespace IlgpuLlama.Tests.Kernels;
+
+/// <summary>
+/// The float64-accumulating kernels (<see cref="PreciseKernels"/>) against the float64 references:
+/// one fp32 rounding of the exact result, for every weight format, at warps 1, 2, 4 and 32, with
+/// input counts that leave partial tiles of four and rows of 8 x odd weights.
+/// </summary>
+[Collection(KernelCollection.Name)]
+public sealed class PreciseKernelTests(KernelTestContext ctx)
+{
+    /// <summary>One fp32 rounding (2^-24 relative) with room for the float64 sums.</summary>
+    const double Rel = 1.2e-7, Abs = 1e-12;
+
+    [Theory]
+    [InlineData(1, 1, 37, 344, false, "bf16")]
+    [InlineData(1, 9, 21, 48, true, "fp16")]
+    [InlineData(2, 5, 13, 40, true, "bf16")]
+    [InlineData(4, 6, 19, 344, false, "fp16")]
+    [InlineData(32, 7, 9, 520, true, "bf16")]
+    [InlineData(1, 5, 13, 96, true, "q8_0")]
+    [InlineData(4, 3, 11, 160, false, "q4_0")]
+    [InlineData(32, 6, 9, 96, true, "q4_0")]
+    [InlineData(1, 5, 7, 512, false, "q4_k")]
+    [InlineData(2, 3, 5, 256, true, "q5_k")]
+    [InlineData(4, 9, 7, 256, false, "q6_k")]
+    public void MatMul_is_one_rounding_of_the_float64_product(int warp, int m, int n, int kDim, bool accumulate, string dtype)
+    {
+        var k = ctx.Kernels(warp);
+        var a = k.Accelerator;
+        var rng = new Random(m * n + kDim);
+        var x = TestData.Floats(rng, m * kDim, 3.0);
+        var format = WeightFormat.Parse(dtype);
+        var host = HostMatrix.From(format, TestData.Floats(rng, n * kDim), n, kDim);
+        var y0 = TestData.Floats(rng, m * n);
+        var expected = Array.ConvertAll(y0, v => (double)v);
+        KernelReference.Gemm(x, host, expected, m, accumulate);
+        using var matrix = DeviceMatrix.Upload(a, host);
+        using var xb = a.Allocate1D(x);
+        using var yb = a.Allocate1D(y0);
+        k.MatMulF64(xb.View, matrix.Matrix, yb.View, m, accumulate);
+        TestData.AssertClose($"matmul_f64 {dtype}", yb.GetAsArray1D(), expected, Abs, Rel);
+    }
+
+    /// <summary>
+    /// A sum fp32 cannot hold: 2^24 + 1 + ... + 1 - 2^24 is 0 when accumulated in fp32 in order (each
+    /// 1 is lost against 2^24), and exactly the number of ones in float64, whatever the lane order.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(4)]
+    [InlineData(32)]
+    public void MatMul_keeps_what_fp32_sums_lose(int warp)
+    {
+        var k = ctx.Kernels(warp);
+        var a = k.Accelerator;
+        const int kDim = 64;
+        var x = new float[kDim];
+        x[0] = 1 << 24;
+        x[kDim - 1] = -(1 << 24);
+        for (int i = 1; i < kDim - 1; i++)
+            x[i] = 1;
+        var one = WeightFormat.Bf16.Encode(1.0);
+        var w = Enumerable.Repeat(one, 2 * kDim).ToArray();
+        using var xb = a.Allocate1D(x);
+        using var wb = a.Allocate1D(w);
+        using var yb = a.Allocate1D<float>(2);
+        k.MatMulF64(xb.View, WeightMatrix.Of(WeightFormat.Bf16, wb.View, 2, kDim), yb.View, 1, false);
+        Assert.Equal([kDim - 2, kDim - 2], yb.GetAsArray1D());
+    }
+
+    [Theory]
+    [InlineData(1, 3, 344, "bf16")]
+    [InlineData(4, 5, 96, "fp16")]
+    [InlineData(32, 2, 1000, "bf16")]
+    public void RmsNorm_is_one_rounding_of_the_float64_norm(int warp, int rows, int n, string dtype)
+    {
+        var f = TestData.Format(dtype);
+        var k = ctx.Kernels(warp);
+        var a = k.Accelerator;
+        var rng = new Random(rows * n);
+        var x = TestData.Floats(rng, rows * n, 3.0);
+        var w = TestData.Weights(rng, n, f, 1.5);
+        var expected = new double[rows * n];
+        KernelReference.RmsNorm(x, w, expected, n, 1e-5, f);
+        using var xb = a.Allocate1D(x);
+        using var wb = a.Allocate1D(w);
+        using var yb = a.Allocate1D<float>(rows * n);
+        k.RmsNormF64(xb.View, new WeightVector(f, wb.View), yb.View, rows, n, 1e-5);
+        // The norm weight and the scale are two more products than a dot: two roundings of room.
+        TestData.AssertClose($"rmsnorm_f64 {dtype}", yb.GetAsArray1D(), expected, Abs, 2 * Rel);
+    }
+
+    /// <summary>A host matrix of any format on the device.</summary>
+    sealed class DeviceMatrix(WeightMatrix matrix, params IDisposable[] buffers) : IDisposable
+    {
+        public WeightMatrix Matrix => matrix;
+
+        public static DeviceMatrix Upload(Accelerator a, HostMatrix host)
+        {
+            if (host.Format is SixteenBitFormat s)
+            {
+                var values = a.Allocate1D(host.Values!);
+                return new DeviceMatrix(WeightMatrix.Of(s, values.View, host.Rows, host.Cols), values);
+            }
+            var quants = a.Allocate1D(host.Quants!);
+            var scales = a.Allocate1D(host.Scales!);
+            return new DeviceMatrix(WeightMatrix.Quantized((BlockQuantFormat)host.Format, quants.View, scales.View, host.Rows, host.Cols), quants, scales);
+        }
+
+        public void Dispose()
+        {
+            foreach (var b in buffers)
+                b.Dispose();
+        }
+    }
+}
