@@ -31,8 +31,8 @@ public sealed record KernelTuning
     /// <summary>Power-of-two slice one top-k group sorts in shared memory.</summary>
     public int TopKSlice { get; init; } = 4096;
 
-    /// <summary>Threads per group of the float64 kernels (<see cref="PreciseKernels"/>): one warp, whatever is set (the accelerator's warp size).</summary>
-    public int PreciseGroup { get; init; } = 32;
+    /// <summary>Threads per group of the float64 matmul (<see cref="PreciseKernels"/>): whole warps, one weight row each; one warp on the CPU accelerator.</summary>
+    public int PreciseGroup { get; init; } = 128;
 
     /// <summary>Groups of a persistent decode-layer launch; 0: four per multiprocessor on a GPU, one per emulated multiprocessor on the CPU (any number is correct).</summary>
     public int PersistentGroups { get; init; }
@@ -42,7 +42,7 @@ public sealed record KernelTuning
     {
         var t = new KernelTuning();
         return accelerator.AcceleratorType == AcceleratorType.CPU
-            ? (t with { AttentionMinChunk = 8, TopKSlice = 1024, LogitsSlice = 1024 }).ClampTo(accelerator)
+            ? (t with { AttentionMinChunk = 8, TopKSlice = 1024, LogitsSlice = 1024, PreciseGroup = accelerator.WarpSize }).ClampTo(accelerator)
             : t.ClampTo(accelerator);
     }
 
@@ -61,7 +61,7 @@ public sealed record KernelTuning
             RmsNormGroup = Fit(RmsNormGroup),
             AttentionGroup = Fit(AttentionGroup),
             GemmTDim = td,
-            PreciseGroup = warp,
+            PreciseGroup = Fit(PreciseGroup),
             LogitsGroup = Fit(LogitsGroup),
         };
     }

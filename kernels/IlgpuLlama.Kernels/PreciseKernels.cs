@@ -10,15 +10,16 @@ namespace IlgpuLlama.Kernels;
 // matmul_f64: y[m, n] (+)= sum_k W[n, k] x[m, k], W in any WeightFormat (16-bit values widened,
 // block formats dequantised 16 weights at a time as the GEMM stages them). The product of two fp32
 // values is exact in float64, so the only roundings are the float64 sums (K x 2^-53) and the final
-// store. Decomposition: one warp per weight row (grid = N, group = one warp: 32 threads on a GPU,
-// one on the CPU accelerator); lanes stride over the row in 128-bit chunks (coalesced, as the
-// decode matvec), and the group walks the M inputs four at a time, reducing four float64 sums with
-// warp shuffles per tile; the row (K x 2 bytes) stays in L1 across tiles. Memory-bound at decode
+// store. Decomposition: one warp per weight row, four warps per group on a GPU (grid = N / 4; a
+// group of one warp would cap an sm_60 SM at 32 groups, half its warps), one one-lane warp on the
+// CPU accelerator; lanes stride over the row in 128-bit chunks (coalesced, as the decode matvec),
+// and the warp walks the M inputs four at a time, reducing four float64 sums with shuffles per
+// tile; the row (K x 2 bytes) stays in L1 across tiles. No shared memory, no barriers. Memory-bound at decode
 // like the matvec (float64 FMAs run at half the fp32 rate on the P100 and the H100); at prefill it
 // re-reads x per row from L2 instead of tiling, the price of the mode.
 //
 // rmsnorm_f64: y = x / sqrt(mean(x^2) + eps) * g with the sum, the scale and both products in
-// float64. One warp per row.
+// float64. One warp per row (group = one warp): a launch has only batch or chunk rows.
 
 /// <summary>Arguments of <see cref="PreciseKernels.MatMul{TW}"/>.</summary>
 public struct PreciseMatMulArgs
@@ -48,13 +49,15 @@ public static class PreciseKernels
     /// <summary>Inputs (rows of x) one pass of a group dots with its weight row.</summary>
     public const int InputsPerPass = 4;
 
-    /// <summary>y (+)= x W^T with float64 products and sums, one warp per weight row. See the file header.</summary>
+    /// <summary>y (+)= x W^T with float64 products and sums, one warp per weight row (group: whole warps). See the file header.</summary>
     public static void MatMul<TW>(PreciseMatMulArgs a)
         where TW : struct, IWeightFormat
     {
-        int row = Grid.IdxX;
-        int lane = Group.IdxX;
-        int lanes = Group.DimX;
+        int row = Grid.IdxX * (Group.DimX / Warp.WarpSize) + Warp.WarpIdx;
+        if (row >= a.N)
+            return; // the whole warp: no group-wide synchronisation follows
+        int lane = Warp.LaneIdx;
+        int lanes = Warp.WarpSize;
         int k4 = a.K / 4;
         // A unit is what one lane handles per step: a 128-bit chunk of eight 16-bit weights, or 16
         // dequantised weights of a block format (the GEMM's staging unit).
@@ -138,8 +141,8 @@ public static class PreciseKernels
         where TW : struct, IWeightFormat
     {
         int start = Grid.IdxX * a.N;
-        int lane = Group.IdxX;
-        int lanes = Group.DimX;
+        int lane = Warp.LaneIdx;
+        int lanes = Warp.WarpSize;
         double ss = 0;
         for (int i = lane; i < a.N; i += lanes)
         {
@@ -162,9 +165,12 @@ public static class PreciseKernels
     public static KernelDefinition<PreciseMatMulArgs> MatMulKernel { get; } = KernelDefinition<PreciseMatMulArgs>.Explicit("matmul_f64", Family, MatMul<Fp16Format.Device>,
         t => new LaunchShape(t.PreciseGroup, 0, "one warp per weight row"), WeightFormat.All);
 
+    /// <summary>Threads per group of <see cref="RmsNormKernel"/>: one warp.</summary>
+    const int WarpGroup = 32;
+
     /// <summary><see cref="RmsNorm{TW}"/>, per 16-bit format.</summary>
     public static KernelDefinition<PreciseRmsNormArgs> RmsNormKernel { get; } = KernelDefinition<PreciseRmsNormArgs>.Explicit("rmsnorm_f64", Family, RmsNorm<Fp16Format.Device>,
-        t => new LaunchShape(t.PreciseGroup, 0, "one warp per row"), WeightFormat.SixteenBit);
+        t => new LaunchShape(WarpGroup, 0, "one warp per row"), WeightFormat.SixteenBit);
 
     /// <summary>y[m, :] (+)= x[m, :] W^T for <paramref name="m"/> rows of x, in float64 (N = W's rows, K = W's columns).</summary>
     public static void MatMulF64(this LlamaKernels k, ArrayView<float> x, WeightMatrix w, ArrayView<float> y, int m, bool accumulate)
@@ -175,7 +181,8 @@ public static class PreciseKernels
         if (m == 0)
             return;
         var args = new PreciseMatMulArgs { X = x.Cast<F4>(), W = w.Chunks, Scales = w.Scales, Y = y, M = m, N = w.Rows, K = w.Cols, Accumulate = accumulate ? 1 : 0 };
-        k.Launch(MatMulKernel, MatMulKernel.Variant(w.Format), new KernelConfig(w.Rows, k.Tuning.PreciseGroup), args);
+        int rowsPerGroup = k.Tuning.PreciseGroup / k.Accelerator.WarpSize;
+        k.Launch(MatMulKernel, MatMulKernel.Variant(w.Format), new KernelConfig((w.Rows + rowsPerGroup - 1) / rowsPerGroup, k.Tuning.PreciseGroup), args);
     }
 
     /// <summary>y = rmsnorm(x) * weight over <paramref name="rows"/> rows of <paramref name="n"/>, in float64.</summary>
@@ -185,7 +192,7 @@ public static class PreciseKernels
         Require.Length(y, (long)rows * n, "rmsnorm_f64 output");
         Require.Length(weight.Values, n, "rmsnorm_f64 weight");
         var args = new PreciseRmsNormArgs { X = x, Weight = weight.Values, Y = y, N = n, Eps = eps };
-        k.Launch(RmsNormKernel, RmsNormKernel.Variant(weight.Format), new KernelConfig(rows, k.Tuning.PreciseGroup), args);
+        k.Launch(RmsNormKernel, RmsNormKernel.Variant(weight.Format), new KernelConfig(rows, k.Accelerator.WarpSize), args);
     }
 
     /// <summary>Minimum bytes of <see cref="MatMulF64"/>: as the GEMM's (W and x read once, y written once, read too when accumulating).</summary>

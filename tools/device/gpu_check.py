@@ -758,6 +758,28 @@ def decode_quant(run, res):
         res[f] = r
 
 
+def evaluation(run, res):
+    """The evaluation configuration (--dtype bf16 --kv-cache-dtype fp32 --accumulate fp64): the golden model's logits,
+    prefill and decode, against its float64 reference (tests/fixtures/tiny-llama3; issue 22: log-probabilities within
+    1e-4), and on a GPU what float64 sums cost: the model's batch-1 decode with an fp32 cache, fp32 vs fp64 sums."""
+    golden = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "tiny-llama3"
+    case = json.loads((golden / "golden.json").read_text())["cases"][0]
+    toks = ",".join(map(str, case["prompt"] + case["greedy_16"]))
+    for mode in ("prefill", "decode"):
+        npy = Path(run.args.work) / f"golden_fp64_{mode}.npy"
+        run.cli(f"golden_fp64_{mode}", ["logits", "--model", str(golden), "--tokens", toks, "--device", run.dev, "--out", str(npy), "--mode", mode,
+                                        "--dtype", "bf16", "--kv-cache-dtype", "fp32", "--accumulate", "fp64", "--max-seq-len", "64"], 120, parse_json=False)
+        r = run.cli(f"compare_golden_fp64_{mode}", ["compare-logits", "--ours", str(npy), "--reference", str(golden / "logits_case0.npy"), "--json"], 60)
+        r.pop("disagreements", None)
+        res[f"golden_{mode}"] = r
+    if run.smoke:
+        return
+    for acc in ("fp32", "fp64"):
+        res[f"decode_bf16_fp32kv_{acc}"] = run.e2e(f"bench_e2e_eval_{acc}", ["--dtype", "bf16", "--kv-cache-dtype", "fp32", "--accumulate", acc, "--prompt-tokens", "128",
+                                                                          "--gen-tokens", str(run.args.tg), "--batches", "1", "--max-batch-size", "1",
+                                                                          "--repeats", str(run.args.decode_repeats)])
+
+
 def logits(run, res):
     """Logits of every variant (decode path) and format (winning variant) against transformers fp32, and prefill vs decode.
     In the CPU smoke (no transformers) the reference is our own prefill logits, which checks the commands and flags only."""
@@ -1215,6 +1237,11 @@ def summary(run):
     gc = s.get("graph_cache") or {}
     nc = s.get("ncu") or {}
     hf = ((s.get("hf_timing") or {}).get("batch1") or {}).get("tokens_per_second")
+    ev = s.get("evaluation") or {}
+    evaluation = {f"golden_{m}_max_logprob_error": (ev.get(f"golden_{m}") or {}).get("max_logprob_error") for m in ("prefill", "decode")}
+    for acc in ("fp32", "fp64"):
+        d = ev.get(f"decode_bf16_fp32kv_{acc}")
+        evaluation[f"decode_bf16_fp32kv_{acc}_tok_s_batch1"] = (decode_of(d).get("1") or {}).get("tok_s") if isinstance(d, dict) and "rows" in d else None
     return {
         "gpu": next((a.get("name") for a in (s.get("info") or {}).get("accelerators", []) if a.get("kind") == "cuda"), None),
         "versions": run.results.get("versions"),
@@ -1238,6 +1265,7 @@ def summary(run):
         "hf_decode_tok_s_batch1": hf,
         "logits_prefill_vs_fp32": logits_entry(lg.get("prefill")),
         "logits_bf16_vs_fp32": logits_entry(lg.get("decode_bf16")),
+        "evaluation": evaluation if any(v is not None for v in evaluation.values()) else None,
         "variant_checks": checks,
         "decode_q8_0": quant_summary("q8_0"),
         "decode_q4_0": quant_summary("q4_0"),
@@ -1322,6 +1350,7 @@ STEPS = (
     Step("decode_quant", 100, 90, decode_quant),
     Step("reference", 90, None, reference, torch=True, model=TORCH_MODEL),
     Step("logits", 160, 90, logits, reference=True),
+    Step("evaluation", 90, 60, evaluation),
     Step("sanitizer", 180, 90, sanitizer),
     Step("graph_cache", 90, 90, graph_cache),
     Step("decode_wide", 120, 90, decode_wide),

@@ -37,7 +37,11 @@ public static class BenchE2eCommand
 
     /// <summary>The report (the JSON shape of <c>bench e2e --json</c>).</summary>
     public sealed record Report(string Model, string Device, string Commit, string Dtype, string KvCacheDtype, string DecodeVariant, bool CudaGraph, long WeightBytes,
-        IReadOnlyList<int> PromptTokens, IReadOnlyList<int> GenTokens, int Repeats, IReadOnlyList<Row> Rows);
+        IReadOnlyList<int> PromptTokens, IReadOnlyList<int> GenTokens, int Repeats, IReadOnlyList<Row> Rows)
+    {
+        /// <summary>How the matmuls and RMSNorm summed (fp32, fp64).</summary>
+        public string Accumulate { get; init; } = Accumulation.Fp32.Name();
+    }
 
     /// <summary>Parses a comma-separated list of positive lengths ("128,512").</summary>
     public static int[] ParseLengths(string text, string flag)
@@ -94,7 +98,7 @@ public static class BenchE2eCommand
             {
                 var rows = Run(llama, bs, pps, tgs, reps, io);
                 var report = new Report(name, device.Description, BuildInfo.Commit, llama.Layout.Name, llama.Plan.Shape.KvCache.Name(), llama.Variant.Name, llama.UseGraphs, llama.Plan.WeightBytes,
-                    pps, tgs, reps, rows);
+                    pps, tgs, reps, rows) { Accumulate = llama.Options.Accumulation.Name() };
                 if (parse.GetValue(json))
                     io.WriteJson(report);
                 else
@@ -150,7 +154,7 @@ public static class BenchE2eCommand
             t.AddRow(Markup.Escape(report.Model), r.Test, r.Batch.ToString(), $"{r.TokensPerSecond:F1} +- {r.TokensPerSecondStdDev:F1}", $"{r.MsPerStep:F2}",
                 r.WeightGbPerSecond is { } g ? $"{g:F1}" : "", r.LaunchesPerStep?.ToString() ?? "", r.HostUsPerStep is { } h ? $"{h:F0}" : "");
         console.Write(t);
-        console.WriteLine($"{report.Device}; {report.Dtype} weights; {report.KvCacheDtype} KV cache; decode variant {report.DecodeVariant}; launches: {(report.CudaGraph ? "graph replay" : "one by one")}; " +
+        console.WriteLine($"{report.Device}; {report.Dtype} weights; {report.KvCacheDtype} KV cache; {report.Accumulate} accumulation; decode variant {report.DecodeVariant}; launches: {(report.CudaGraph ? "graph replay" : "one by one")}; " +
             $"mean +- stddev of {report.Repeats}; commit {report.Commit}");
     }
 }

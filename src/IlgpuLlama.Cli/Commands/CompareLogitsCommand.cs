@@ -21,7 +21,11 @@ public static class CompareLogitsCommand
 
     public sealed record CompareReport(long Positions, long Vocab, double MaxAbsError, double MeanAbsError, double ReferenceSpread, double MaxErrorOverSpread,
         double? MeanKlDivergence, long DecisivePositions, long DecisiveTop1Agreement, long AllTop1Agreement, IReadOnlyList<PositionReport> Disagreements, double Tolerance,
-        long NonFiniteOurs, long NonFiniteReference, IReadOnlyList<string> Failures, bool Passed);
+        long NonFiniteOurs, long NonFiniteReference, IReadOnlyList<string> Failures, bool Passed)
+    {
+        /// <summary>Largest |log-softmax(ours) - log-softmax(reference)| over positions and vocabulary (null with non-finite values).</summary>
+        public double? MaxLogprobError { get; init; }
+    }
 
     /// <summary>Default largest max error, as a fraction of the reference's logit spread (ours on a GPU: 0.5 %).</summary>
     public const double DefaultTolerance = 0.02;
@@ -52,6 +56,8 @@ public static class CompareLogitsCommand
                 io.Out.WriteLine($"top-1 agreement: {report.DecisiveTop1Agreement}/{report.DecisivePositions} decisive positions (margin > 2 x max error), {report.AllTop1Agreement}/{report.Positions} overall");
                 if (report.MeanKlDivergence is { } kl)
                     io.Out.WriteLine($"mean KL(reference || ours): {kl:G3} nats per position");
+                if (report.MaxLogprobError is { } lp)
+                    io.Out.WriteLine($"max |logprob error|: {lp:G3}");
                 foreach (var d in report.Disagreements.Take(10))
                     io.Out.WriteLine($"  position {d.Position}: top-1 {d.Top1} vs reference {d.ReferenceTop1} (reference margin {d.ReferenceMargin:G3})");
                 io.Out.WriteLine(report.Passed ? $"passed (max error within {report.Tolerance:P1} of the spread, every decisive top-1 agrees)" : "failed");
@@ -73,7 +79,7 @@ public static class CompareLogitsCommand
         if (n == 0 || v == 0)
             throw new ArgumentException($"the logits are empty (shape [{n}, {v}]); nothing to compare");
         long nonFiniteOurs = ours.Count(x => !float.IsFinite(x)), nonFiniteRef = reference.Count(x => !float.IsFinite(x));
-        double maxErr = 0, sumErr = 0, spread = 0, klSum = 0;
+        double maxErr = 0, sumErr = 0, spread = 0, klSum = 0, maxLogprobErr = 0;
         var rowErr = new double[n];
         var top = new int[n];
         var refTop = new int[n];
@@ -98,7 +104,9 @@ public static class CompareLogitsCommand
             maxErr = Math.Max(maxErr, rowErr[t]);
             top[t] = ArgMax(x, out _);
             refTop[t] = ArgMax(r, out margin[t]);
-            klSum += KlDivergence(r, x);
+            var (kl, logprobErr) = Divergence(r, x);
+            klSum += kl;
+            maxLogprobErr = Math.Max(maxLogprobErr, logprobErr);
         }
         spread /= n;
         var disagreements = new List<PositionReport>();
@@ -136,19 +144,26 @@ public static class CompareLogitsCommand
         }
         double? meanKl = nonFiniteOurs == 0 && nonFiniteRef == 0 ? klSum / n : null;
         return new CompareReport(n, v, maxErr, sumErr / ((double)n * v), spread, overSpread, meanKl,
-            decisive, decisiveAgree, allAgree, disagreements, tolerance, nonFiniteOurs, nonFiniteRef, failures, failures.Count == 0);
+            decisive, decisiveAgree, allAgree, disagreements, tolerance, nonFiniteOurs, nonFiniteRef, failures, failures.Count == 0)
+        {
+            MaxLogprobError = meanKl is null ? null : maxLogprobErr,
+        };
     }
 
-    /// <summary>KL(softmax(p) || softmax(q)) in nats, in float64 (the reference's distribution first, as llama-perplexity's KL-divergence mode).</summary>
-    static double KlDivergence(ReadOnlySpan<float> p, ReadOnlySpan<float> q)
+    /// <summary>
+    /// KL(softmax(p) || softmax(q)) in nats, in float64 (the reference's distribution first, as
+    /// llama-perplexity's KL-divergence mode), and the largest |log-softmax(p) - log-softmax(q)|.
+    /// </summary>
+    static (double Kl, double MaxLogprobError) Divergence(ReadOnlySpan<float> p, ReadOnlySpan<float> q)
     {
-        double lp = TokenLogprobs.LogSumExp(p), lq = TokenLogprobs.LogSumExp(q), kl = 0;
+        double lp = TokenLogprobs.LogSumExp(p), lq = TokenLogprobs.LogSumExp(q), kl = 0, worst = 0;
         for (int i = 0; i < p.Length; i++)
         {
-            double a = p[i] - lp;
-            kl += Math.Exp(a) * (a - (q[i] - lq));
+            double a = p[i] - lp, b = q[i] - lq;
+            kl += Math.Exp(a) * (a - b);
+            worst = Math.Max(worst, Math.Abs(a - b));
         }
-        return Math.Max(0, kl);
+        return (Math.Max(0, kl), worst);
     }
 
     static int ArgMax(ReadOnlySpan<float> row, out double margin)

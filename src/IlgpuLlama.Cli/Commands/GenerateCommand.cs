@@ -44,6 +44,9 @@ public static class GenerateCommand
 
         /// <summary>What the KV cache stores (fp16, fp32).</summary>
         public string? KvCacheDtype { get; init; }
+
+        /// <summary>How the matmuls and RMSNorm sum (fp32, fp64).</summary>
+        public string? Accumulate { get; init; }
     }
 
     public sealed record GenerateJson(string Model, string Device, IReadOnlyList<SequenceJson> Sequences, int PrefillTokens, double PrefillSeconds,
@@ -375,6 +378,7 @@ public static class GenerateCommand
         {
             Dtype = llama.Layout.Name,
             KvCacheDtype = plan.Shape.KvCache.Name(),
+            Accumulate = llama.Options.Accumulation.Name(),
         };
         var sequences = result.Sequences.Select(s => new SequenceJson(s.PromptTokens, s.GeneratedTokens, text(s.GeneratedTokens), s.FinishReason.ToString().ToLowerInvariant())
         {

@@ -78,7 +78,7 @@ public static class CliOptions
         var option = new Option<string>("--kv-cache-dtype")
         {
             Description = "What the KV cache stores per value: fp16 = half the memory and attention traffic (default); " +
-                "fp32 = keys and values unrounded, twice the KV memory, for evaluation (with --dtype bf16 on a bf16 model, logprobs within about 2e-4 of a float64 forward pass)",
+                "fp32 = keys and values unrounded, twice the KV memory, for evaluation (with --dtype bf16 on a bf16 model, logprobs within about 2e-4 of a float64 forward pass, 1e-4 with --accumulate fp64)",
             DefaultValueFactory = _ => Kernels.KvCacheType.Fp16.Name(),
             HelpName = string.Join("|", KvCacheTypes.All.Select(t => t.Name())),
         };

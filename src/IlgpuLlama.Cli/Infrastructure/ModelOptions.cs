@@ -178,7 +178,7 @@ public sealed class ModelOptions
         string parameters = plan.ParameterCount >= 1_000_000_000 ? $"{plan.ParameterCount / 1e9:F2}B" : $"{plan.ParameterCount / 1e6:F2}M";
         return $"{parameters} params ({DeviceAllocator.Gb(plan.WeightBytes)} @ {plan.BitsPerWeight:0.##} bits, {(plan.Layout.IsMixed ? plan.Layout.Describe(model.Config) : plan.Format.Name)}), " +
             $"KV cache {DeviceAllocator.Gb(plan.KvCacheBytes)} @ {plan.Shape.KvCache.Name()} for {plan.Shape.MaxBatch} x {plan.Shape.MaxSeq} tokens, " +
-            $"activations {DeviceAllocator.Gb(plan.ActivationBytes)}; allocated {a.TotalLiveBytes:N0} B (formula {plan.TotalBytes:N0} B)";
+            $"activations {DeviceAllocator.Gb(plan.ActivationBytes)}{(model.Options.Accumulation == Accumulation.Fp64 ? ", float64 accumulation" : "")}; allocated {a.TotalLiveBytes:N0} B (formula {plan.TotalBytes:N0} B)";
     }
 
     /// <summary>

@@ -72,8 +72,9 @@ public sealed record EngineOptions
     /// <summary>
     /// What the KV cache stores: fp16 (the default: half the memory and attention traffic) or fp32
     /// (keys and values unrounded: with a bf16 or fp16 model in its own 16-bit format, log-probabilities
-    /// within about 2e-4 of a float64 forward pass on the golden model, as close as fp32 arithmetic gets
-    /// there, against 0.18 with fp16; for evaluation runs). The persistent decode variant takes fp16 only.
+    /// within about 2e-4 of a float64 forward pass on the golden model, as close as fp32 sums get there,
+    /// and within 1e-4 with <see cref="Accumulation"/> fp64, against 0.18 with fp16; for evaluation runs).
+    /// The persistent decode variant takes fp16 only.
     /// </summary>
     public KvCacheType KvCacheType { get; init; } = KvCacheType.Fp16;
 

@@ -46,6 +46,27 @@ public sealed class PreciseKernelTests(KernelTestContext ctx)
         TestData.AssertClose($"matmul_f64 {dtype}", yb.GetAsArray1D(), expected, Abs, Rel);
     }
 
+    /// <summary>Groups of several warps (the GPU's four; here two and three of four lanes), a warp per row, rows that leave the last group part empty.</summary>
+    [Theory]
+    [InlineData(2, 7, "bf16")]
+    [InlineData(3, 11, "q8_0")]
+    public void MatMul_with_several_warps_per_group_covers_every_row(int warpsPerGroup, int n, string dtype)
+    {
+        var a = ctx.Warp4;
+        var k = new LlamaKernels(a, KernelTuning.For(a) with { PreciseGroup = warpsPerGroup * a.WarpSize });
+        const int m = 5, kDim = 96;
+        var rng = new Random(n);
+        var x = TestData.Floats(rng, m * kDim, 3.0);
+        var host = HostMatrix.From(WeightFormat.Parse(dtype), TestData.Floats(rng, n * kDim), n, kDim);
+        var expected = new double[m * n];
+        KernelReference.Gemm(x, host, expected, m, false);
+        using var matrix = DeviceMatrix.Upload(a, host);
+        using var xb = a.Allocate1D(x);
+        using var yb = a.Allocate1D<float>(m * n);
+        k.MatMulF64(xb.View, matrix.Matrix, yb.View, m, false);
+        TestData.AssertClose($"matmul_f64 {dtype}, {warpsPerGroup} warps per group", yb.GetAsArray1D(), expected, Abs, Rel);
+    }
+
     /// <summary>
     /// A sum fp32 cannot hold: 2^24 + 1 + ... + 1 - 2^24 is 0 when accumulated in fp32 in order (each
     /// 1 is lost against 2^24), and exactly the number of ones in float64, whatever the lane order.

@@ -72,3 +72,54 @@ public sealed class Fp64AccumulationVariantTests
         Assert.Contains("takes the baseline decode variant, and the fused-norm variant was asked for", e.Message);
     }
 }
+
+/// <summary>The evaluation configuration from the command line: --dtype bf16 --kv-cache-dtype fp32 --accumulate fp64.</summary>
+public sealed class Fp64AccumulationCliTests
+{
+    [Theory]
+    [InlineData("prefill")]
+    [InlineData("decode")]
+    public void The_logits_command_with_float64_accumulation_is_within_1e_4(string mode)
+    {
+        var c = GoldenFixture.Cases[1];
+        string dir = IlgpuLlama.Tests.Cli.CliHarness.TempDir();
+        try
+        {
+            string npy = Path.Combine(dir, "logits.npy");
+            var r = IlgpuLlama.Tests.Cli.CliHarness.Run("logits", "--model", GoldenFixture.Directory, "--tokens", string.Join(",", c.AllTokens), "--out", npy,
+                "--mode", mode, "--dtype", "bf16", "--kv-cache-dtype", "fp32", "--accumulate", "fp64", "--max-seq-len", "64", "--device", "cpu");
+            Assert.True(r.ExitCode == 0, r.Err);
+            Assert.Contains("float64 accumulation", r.Err);
+            var (data, shape) = IlgpuLlama.IO.NpyFile.Read(npy);
+            int vocab = (int)shape[1];
+            var rows = Enumerable.Range(0, (int)shape[0]).Select(t => data.AsSpan(t * vocab, vocab).ToArray()).ToList();
+            double error = Fp32CacheTests.LogprobError(rows, c);
+            Assert.True(error < Fp64AccumulationTests.LogprobTolerance, $"{mode}: logprobs off by {error}");
+            // compare-logits reports the same figure against the golden file, as a user (or the device run) checks it.
+            var cmp = IlgpuLlama.Tests.Cli.CliHarness.Run("compare-logits", "--ours", npy, "--reference", Path.Combine(GoldenFixture.Directory, "logits_case1.npy"), "--json");
+            Assert.True(cmp.ExitCode == 0, cmp.Err + cmp.Out);
+            double reported = System.Text.Json.JsonDocument.Parse(cmp.Out).RootElement.GetProperty("max_logprob_error").GetDouble();
+            Assert.Equal(error, reported, 1e-9);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
+    public void Generate_reports_it_and_a_fused_variant_is_refused_before_loading()
+    {
+        var g = IlgpuLlama.Tests.Cli.CliHarness.Run("generate", "--model", GoldenFixture.Directory, "--tokens", "1,2,3", "--max-new-tokens", "2", "--dtype", "bf16",
+            "--accumulate", "fp64", "--max-seq-len", "16", "--device", "cpu", "--json");
+        Assert.True(g.ExitCode == 0, g.Err);
+        Assert.Equal("fp64", System.Text.Json.JsonDocument.Parse(g.Out).RootElement.GetProperty("memory").GetProperty("accumulate").GetString());
+        var p = IlgpuLlama.Tests.Cli.CliHarness.Run("generate", "--model", GoldenFixture.Directory, "--tokens", "1,2,3", "--accumulate", "fp64", "--decode-variant", "fused-norm");
+        Assert.NotEqual(0, p.ExitCode);
+        Assert.Contains("--accumulate fp64 runs the decode layers as the prefill does and takes --decode-variant baseline, not fused-norm", p.Err);
+        Assert.DoesNotContain("loading", p.Err);
+        var bad = IlgpuLlama.Tests.Cli.CliHarness.Run("generate", "--model", GoldenFixture.Directory, "--tokens", "1,2,3", "--accumulate", "fp128");
+        Assert.NotEqual(0, bad.ExitCode);
+        Assert.Contains("fp128", bad.Err);
+    }
+}
