@@ -13,8 +13,9 @@ namespace IlgpuLlama.Kernels;
 // group-size keys:
 //   1. scores: thread t takes key (tile + t), loads its head_dim halves with 128-bit loads (four
 //      in flight) and dots them with each query head (q staged in shared memory, pre-scaled by
-//      1/sqrt(head_dim)); an fp32 cache takes two 128-bit loads per 8 values and sums each score
-//      in float64 (attention_fp32, the same code specialised for IKvCacheValues Fp32CacheValues);
+//      1/sqrt(head_dim)); an fp32 cache takes two 128-bit loads per 8 values (attention_fp32, the
+//      same code specialised for IKvCacheValues Fp32CacheValues); with float64 accumulation each
+//      score is summed and scaled in float64 (attention_fp32_f64, Fp32CacheValuesF64Scores);
 //   2. online softmax: warp h updates head h's running max m and sum l, rescale factor alpha,
 //      and turns the tile's scores into probabilities exp(s - m);
 //   3. P.V: thread e owns (head, dim pair) entries e, e + group, ... ; per tile it sums p * V
@@ -85,6 +86,9 @@ public static class AttentionKernels
     /// <summary>The attention kernel over an fp32 cache.</summary>
     public static void AttentionFp32(AttentionArgs a) => AttentionBlock<Fp32CacheValues>(a, Grid.IdxX);
 
+    /// <summary>The attention kernel over an fp32 cache with float64 scores (float64 accumulation).</summary>
+    public static void AttentionFp32F64(AttentionArgs a) => AttentionBlock<Fp32CacheValuesF64Scores>(a, Grid.IdxX);
+
     /// <summary>
     /// One group's work of the attention kernel over a cache of <typeparamref name="TKv"/> values: (row,
     /// kv head, split) number <paramref name="block"/> (also a task of the persistent decode kernel).
@@ -127,8 +131,9 @@ public static class AttentionKernels
         int accOff = aOff + groupHeads;
 
         int qBase = row * qDim + h0 * hd;
+        // q pre-scaled by 1/sqrt(head_dim) in fp32; float64 scores take it unscaled and scale the sum.
         for (int e = tid; e < groupHeads * hd; e += tn)
-            smem[e] = a.Q[qBase + e] * shape.Scale;
+            smem[e] = default(TKv).Float64Scores ? a.Q[qBase + e] : a.Q[qBase + e] * shape.Scale;
         for (int h = tid; h < groupHeads; h += tn)
         {
             smem[mOff + h] = float.NegativeInfinity;
@@ -150,7 +155,11 @@ public static class AttentionKernels
             // 1. scores for key (tile + tid), every head of the GQA group. The key row is read
             // four 128-bit chunks at a time (32 halves in flight per thread) and each batch of
             // chunks is dotted with every head's q, partial sums kept in the score slots.
-            if (tid < n)
+            if (tid < n && default(TKv).Float64Scores)
+            {
+                ScoresFp32F64(a.KCache, (kvBase + tile + tid) * hd8 * 2, hd8, groupHeads, hd, smem, sOff + tid, tn);
+            }
+            else if (tid < n)
             {
                 for (int h = 0; h < groupHeads; h++)
                     smem[sOff + h * tn + tid] = 0f;
@@ -318,20 +327,46 @@ public static class AttentionKernels
 
     /// <summary>
     /// Step 1 over an fp32 cache: as <see cref="ScoresFp16"/>, each chunk of 8 values being two
-    /// 128-bit loads (<paramref name="kRow"/> counts 128-bit loads), but each head's score summed in
-    /// float64 over the whole row and rounded once: the fp32 cache is the evaluation configuration,
-    /// and an fp32 sum of q.k is the largest error left in attention there (scores are exponentiated,
-    /// so their absolute error is the probabilities' relative one). Heads outer, so the key row is
-    /// re-read from L1 per head instead of held.
+    /// 128-bit loads (<paramref name="kRow"/> counts 128-bit loads), two chunks in flight.
     /// </summary>
     static void ScoresFp32(ArrayView<U4> kCache, int kRow, int hd8, int groupHeads, int hd, ArrayView<float> smem, int scoreIndex, int scoreStride)
     {
+        int c = 0;
+        for (; c + 2 <= hd8; c += 2)
+        {
+            W8 k0 = Floats(kCache[kRow + 2 * c], kCache[kRow + 2 * c + 1]);
+            W8 k1 = Floats(kCache[kRow + 2 * c + 2], kCache[kRow + 2 * c + 3]);
+            for (int h = 0; h < groupHeads; h++)
+            {
+                int q = h * hd + c * 8;
+                smem[scoreIndex + h * scoreStride] += DotShared(k0, smem, q) + DotShared(k1, smem, q + 8);
+            }
+        }
+        for (; c < hd8; c++)
+        {
+            W8 k0 = Floats(kCache[kRow + 2 * c], kCache[kRow + 2 * c + 1]);
+            for (int h = 0; h < groupHeads; h++)
+                smem[scoreIndex + h * scoreStride] += DotShared(k0, smem, h * hd + c * 8);
+        }
+    }
+
+    /// <summary>
+    /// Step 1 over an fp32 cache with float64 accumulation: each head's score summed over the whole
+    /// key row in float64 (every product exact) against the unscaled q, scaled by 1/sqrt(head_dim) in
+    /// float64 and rounded once. An fp32 sum of q.k is the largest error left in attention there:
+    /// scores are exponentiated, so their absolute error is the probabilities' relative one. Heads
+    /// outer, one float64 sum live: the key row is read again per head (from L1 or L2), the price of
+    /// the evaluation mode.
+    /// </summary>
+    static void ScoresFp32F64(ArrayView<U4> kCache, int kRow, int hd8, int groupHeads, int hd, ArrayView<float> smem, int scoreIndex, int scoreStride)
+    {
+        double scale = 1.0 / XMath.Sqrt((double)hd);
         for (int h = 0; h < groupHeads; h++)
         {
             double s = 0;
             for (int c = 0; c < hd8; c++)
                 s = DotSharedF64(s, Floats(kCache[kRow + 2 * c], kCache[kRow + 2 * c + 1]), smem, h * hd + c * 8);
-            smem[scoreIndex + h * scoreStride] = (float)s;
+            smem[scoreIndex + h * scoreStride] = (float)(s * scale);
         }
     }
 
@@ -466,8 +501,12 @@ public static class AttentionKernels
     /// <summary><see cref="AttentionFp32(AttentionArgs)"/>.</summary>
     public static KernelDefinition<AttentionArgs> AttentionFp32Kernel { get; } = KernelDefinition<AttentionArgs>.Explicit("attention_fp32", Family, AttentionFp32, GpuLaunch);
 
-    /// <summary>The definition for a cache of <paramref name="type"/>.</summary>
-    public static KernelDefinition<AttentionArgs> For(KvCacheType type) => type == KvCacheType.Fp32 ? AttentionFp32Kernel : AttentionKernel;
+    /// <summary><see cref="AttentionFp32F64(AttentionArgs)"/>.</summary>
+    public static KernelDefinition<AttentionArgs> AttentionFp32F64Kernel { get; } = KernelDefinition<AttentionArgs>.Explicit("attention_fp32_f64", Family, AttentionFp32F64, GpuLaunch);
+
+    /// <summary>The definition for a cache of <paramref name="type"/>, with float64 scores (an fp32 cache only) when <paramref name="float64Scores"/>.</summary>
+    public static KernelDefinition<AttentionArgs> For(KvCacheType type, bool float64Scores = false) =>
+        type != KvCacheType.Fp32 ? AttentionKernel : float64Scores ? AttentionFp32F64Kernel : AttentionFp32Kernel;
 
     static LaunchShape GpuLaunch(KernelTuning t)
     {
@@ -478,14 +517,15 @@ public static class AttentionKernels
 
     /// <summary>
     /// GQA attention for <paramref name="rows"/> query rows over the cache (decode: rows = batch
-    /// with <paramref name="splits"/> &gt; 1 allowed; prefill: rows = tokens, splits = 1).
+    /// with <paramref name="splits"/> &gt; 1 allowed; prefill: rows = tokens, splits = 1);
+    /// <paramref name="float64Scores"/>: an fp32 cache's scores in float64 (float64 accumulation).
     /// </summary>
-    public static void Attention(this LlamaKernels k, AttentionBuffers b, int rows, int splits, AttentionShape s)
+    public static void Attention(this LlamaKernels k, AttentionBuffers b, int rows, int splits, AttentionShape s, bool float64Scores = false)
     {
         int group = k.Tuning.AttentionGroup;
         var args = AttentionArguments(k.Tuning, b, rows, splits, s);
         var config = new KernelConfig(rows * s.KvHeads * splits, group, SharedMemoryConfig.RequestDynamic<float>(SharedFloats(s, group)));
-        k.Launch(For(s.Cache.Type), KernelVariant.None, config, args);
+        k.Launch(For(s.Cache.Type, float64Scores), KernelVariant.None, config, args);
     }
 
     /// <summary>The checked arguments of an attention launch with groups of <see cref="KernelTuning.AttentionGroup"/> threads.</summary>
@@ -538,5 +578,5 @@ sealed class AttentionFamily : KernelFamily
 {
     public override string Name => AttentionKernels.Family;
 
-    public override IReadOnlyList<IKernelDefinition> Kernels => [AttentionKernels.AttentionKernel, AttentionKernels.AttentionFp32Kernel];
+    public override IReadOnlyList<IKernelDefinition> Kernels => [AttentionKernels.AttentionKernel, AttentionKernels.AttentionFp32Kernel, AttentionKernels.AttentionFp32F64Kernel];
 }

@@ -45,18 +45,33 @@ public interface IKvCacheValues
 {
     /// <summary>16-bit words per value.</summary>
     int Words { get; }
+
+    /// <summary>Whether attention sums each q.k score in float64 (fp32 cache, float64 accumulation: <c>attention_fp32_f64</c>).</summary>
+    bool Float64Scores { get; }
 }
 
 /// <summary>An fp16 cache.</summary>
 public struct Fp16CacheValues : IKvCacheValues
 {
     public readonly int Words => 1;
+
+    public readonly bool Float64Scores => false;
 }
 
 /// <summary>An fp32 cache.</summary>
 public struct Fp32CacheValues : IKvCacheValues
 {
     public readonly int Words => 2;
+
+    public readonly bool Float64Scores => false;
+}
+
+/// <summary>An fp32 cache whose scores attention sums in float64, scaled in float64 (the evaluation configuration with float64 accumulation).</summary>
+public struct Fp32CacheValuesF64Scores : IKvCacheValues
+{
+    public readonly int Words => 2;
+
+    public readonly bool Float64Scores => true;
 }
 
 /// <summary>

@@ -3,16 +3,18 @@ namespace IlgpuLlama.Kernels;
 // Float64 accumulation for evaluation runs (the engine's Accumulation.Fp64): the matmuls (prefill,
 // decode and LM head alike) and RMSNorm compute every product and sum in float64 and round once,
 // to the fp32 activation they store. Activations stay fp32 between kernels, so nothing else in the
-// engine changes. Why: with exact weights and an fp32 KV cache, the fp32 sums are what is left
-// between the engine and a float64 forward pass (log-probabilities 1e-4 to 2e-4 off on the golden
-// model, whose logits reach 50); with these kernels the error is that of fp32 storage alone.
+// engine changes. Why: with exact weights and an fp32 KV cache, the fp32 sums of the matmuls and
+// norms are most of what is left between the engine and a float64 forward pass (log-probabilities
+// 1e-4 to 2e-4 off on the golden model, whose logits reach 50; 2e-5 to 5e-5 with these kernels and
+// attention_fp32_f64's float64 scores). What remains: fp32 storage of the activations between
+// kernels, attention's softmax and P.V sums, SwiGLU and RoPE in fp32.
 //
 // matmul_f64: y[m, n] (+)= sum_k W[n, k] x[m, k], W in any WeightFormat (16-bit values widened,
 // block formats dequantised 16 weights at a time as the GEMM stages them). The product of two fp32
 // values is exact in float64, so the only roundings are the float64 sums (K x 2^-53) and the final
 // store. Decomposition: one warp per weight row, four warps per group on a GPU (grid = N / 4; a
-// group of one warp would cap an sm_60 SM at 32 groups, half its warps), one one-lane warp on the
-// CPU accelerator; lanes stride over the row in 128-bit chunks (coalesced, as the decode matvec),
+// group of one warp would cap an sm_60 SM at 32 groups, half its warps), one warp on the CPU
+// accelerator (of one lane on the engine's CPU device); lanes stride over the row in 128-bit chunks (coalesced, as the decode matvec),
 // and the warp walks the M inputs four at a time, reducing four float64 sums with shuffles per
 // tile; the row (K x 2 bytes) stays in L1 across tiles. No shared memory, no barriers. Memory-bound at decode
 // like the matvec (float64 FMAs run at half the fp32 rate on the P100 and the H100); at prefill it
@@ -27,7 +29,7 @@ public struct PreciseMatMulArgs
     public ArrayView<F4> X;          // [M, K / 4] fp32
     public ArrayView<U4> W;          // [N, chunks] weight chunks of the format
     public ArrayView<ushort> Scales; // the block formats' side words (GEMM layout)
-    public ArrayView<float> Y;       // [M, N] fp32
+    public ArrayView<float> Y;       // [M, N] fp32 (may not alias x)
     public int M, N, K;
     /// <summary>1: y += W x (the residual added in float64 before the one rounding); 0: y = W x.</summary>
     public int Accumulate;
@@ -165,7 +167,7 @@ public static class PreciseKernels
     public static KernelDefinition<PreciseMatMulArgs> MatMulKernel { get; } = KernelDefinition<PreciseMatMulArgs>.Explicit("matmul_f64", Family, MatMul<Fp16Format.Device>,
         t => new LaunchShape(t.PreciseGroup, 0, "one warp per weight row"), WeightFormat.All);
 
-    /// <summary>Threads per group of <see cref="RmsNormKernel"/>: one warp.</summary>
+    /// <summary>Threads per group of <see cref="RmsNormKernel"/> on a GPU (the static check's launch shape): one warp; the launcher uses the accelerator's warp size.</summary>
     const int WarpGroup = 32;
 
     /// <summary><see cref="RmsNorm{TW}"/>, per 16-bit format.</summary>
@@ -180,8 +182,11 @@ public static class PreciseKernels
         Require.Length(y, (long)m * w.Rows, "matmul_f64 output");
         if (m == 0)
             return;
+        int warp = k.Accelerator.WarpSize;
+        Require.That(k.Tuning.PreciseGroup >= warp && k.Tuning.PreciseGroup % warp == 0,
+            $"matmul_f64: a group of {k.Tuning.PreciseGroup} threads is not whole warps of {warp} (KernelTuning.PreciseGroup)");
         var args = new PreciseMatMulArgs { X = x.Cast<F4>(), W = w.Chunks, Scales = w.Scales, Y = y, M = m, N = w.Rows, K = w.Cols, Accumulate = accumulate ? 1 : 0 };
-        int rowsPerGroup = k.Tuning.PreciseGroup / k.Accelerator.WarpSize;
+        int rowsPerGroup = k.Tuning.PreciseGroup / warp;
         k.Launch(MatMulKernel, MatMulKernel.Variant(w.Format), new KernelConfig((w.Rows + rowsPerGroup - 1) / rowsPerGroup, k.Tuning.PreciseGroup), args);
     }
 
@@ -191,6 +196,8 @@ public static class PreciseKernels
         Require.Length(x, (long)rows * n, "rmsnorm_f64 input");
         Require.Length(y, (long)rows * n, "rmsnorm_f64 output");
         Require.Length(weight.Values, n, "rmsnorm_f64 weight");
+        if (rows == 0)
+            return;
         var args = new PreciseRmsNormArgs { X = x, Weight = weight.Values, Y = y, N = n, Eps = eps };
         k.Launch(RmsNormKernel, RmsNormKernel.Variant(weight.Format), new KernelConfig(rows, k.Accelerator.WarpSize), args);
     }

@@ -771,7 +771,9 @@ def evaluation(run, res):
                                         "--dtype", "bf16", "--kv-cache-dtype", "fp32", "--accumulate", "fp64", "--max-seq-len", "64"], 120, parse_json=False)
         r = run.cli(f"compare_golden_fp64_{mode}", ["compare-logits", "--ours", str(npy), "--reference", str(golden / "logits_case0.npy"), "--json"], 60)
         r.pop("disagreements", None)
+        r["within_1e-4"] = r.get("max_logprob_error") is not None and r["max_logprob_error"] < 1e-4
         res[f"golden_{mode}"] = r
+    res["golden_within_1e-4"] = all(res[f"golden_{m}"]["within_1e-4"] for m in ("prefill", "decode"))
     if run.smoke:
         return
     for acc in ("fp32", "fp64"):
@@ -1239,6 +1241,7 @@ def summary(run):
     hf = ((s.get("hf_timing") or {}).get("batch1") or {}).get("tokens_per_second")
     ev = s.get("evaluation") or {}
     evaluation = {f"golden_{m}_max_logprob_error": (ev.get(f"golden_{m}") or {}).get("max_logprob_error") for m in ("prefill", "decode")}
+    evaluation["golden_within_1e-4"] = ev.get("golden_within_1e-4")
     for acc in ("fp32", "fp64"):
         d = ev.get(f"decode_bf16_fp32kv_{acc}")
         evaluation[f"decode_bf16_fp32kv_{acc}_tok_s_batch1"] = (decode_of(d).get("1") or {}).get("tok_s") if isinstance(d, dict) and "rows" in d else None
@@ -1350,7 +1353,7 @@ STEPS = (
     Step("decode_quant", 100, 90, decode_quant),
     Step("reference", 90, None, reference, torch=True, model=TORCH_MODEL),
     Step("logits", 160, 90, logits, reference=True),
-    Step("evaluation", 90, 60, evaluation),
+    Step("evaluation", 120, 60, evaluation),
     Step("sanitizer", 180, 90, sanitizer),
     Step("graph_cache", 90, 90, graph_cache),
     Step("decode_wide", 120, 90, decode_wide),

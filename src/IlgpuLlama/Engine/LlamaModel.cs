@@ -24,7 +24,6 @@ public sealed partial class LlamaModel : IDisposable
     {
         var c = Config;
         var act = Workspace;
-        int h = c.HiddenSize, inter = c.IntermediateSize;
         var k = Kernels;
         var tokens = act[buf.PrefillTokens];
         var positions = act[buf.PrefillPositions];
@@ -53,7 +52,7 @@ public sealed partial class LlamaModel : IDisposable
         Project(act[buf.Xb], lw.V.Matrix, act[buf.V], n, false);
         k.Rope(act[buf.Q], act[buf.K], positions, act[buf.RopeTable], n, attention);
         k.KvAppend(act[buf.K], act[buf.V], act[buf.KCache[l]], act[buf.VCache[l]], slots, positions, n, attention.Cache);
-        k.Attention(AttentionBuffers(l, slots, positions), n, attentionSplits, attention);
+        k.Attention(AttentionBuffers(l, slots, positions), n, attentionSplits, attention, float64Scores: Precise);
         Project(act[buf.AttentionOut], lw.O.Matrix, act[buf.X], n, true);
         // MLP block: x += down(silu(gate(xb)) * up(xb))
         Norm(act[buf.X], lw.PostAttentionNorm, act[buf.Xb], n);
@@ -160,6 +159,9 @@ public sealed partial class LlamaModel : IDisposable
         int h = Config.HiddenSize, vocab = Config.VocabSize;
         if (Precise)
         {
+            // Float64 accumulation runs the baseline variant (checked at load): the final norm is never fused here.
+            if (norm is not null)
+                throw new InvalidOperationException("float64 accumulation's LM head takes a normed input; a fused final norm reached it");
             Kernels.MatMulF64(input, Weights.LmHead.Matrix, act[buf.Logits], rows, false);
             return;
         }

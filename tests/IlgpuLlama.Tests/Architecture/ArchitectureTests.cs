@@ -72,7 +72,7 @@ public sealed class ArchitectureTests
     {
         var f = (BlockQuantFormat)WeightFormat.Parse(dtype);
         var cases = BenchCatalog.Cases(BenchShapes.Llama32_1B, f);
-        Assert.Equal(["decode_layer", "gemm", "matvec"], cases.Select(c => c.Family).Distinct().Order());
+        Assert.Equal(["decode_layer", "gemm", "matvec", "precise"], cases.Select(c => c.Family).Distinct().Order());
         var names = KernelCatalog.All.Select(e => e.Name).ToHashSet();
         Assert.All(cases, c => Assert.EndsWith("_" + dtype, c.Kernel));
         Assert.All(cases, c => Assert.Contains(names, n => n == c.Kernel || n.StartsWith(c.Kernel + "_b", StringComparison.Ordinal)));

@@ -131,7 +131,7 @@ public sealed class CliCommandTests
         Assert.True(r.ExitCode == 0, r.Err);
         using var doc = JsonDocument.Parse(r.Out);
         var rows = doc.RootElement.GetProperty("rows").EnumerateArray().ToList();
-        Assert.Equal(["decode_layer", "gemm", "matvec"], rows.Select(x => x.GetProperty("family").GetString()).Distinct().Order());
+        Assert.Equal(["decode_layer", "gemm", "matvec", "precise"], rows.Select(x => x.GetProperty("family").GetString()).Distinct().Order());
         Assert.All(rows, row => Assert.True(row.GetProperty("validation").GetProperty("passed").GetBoolean(), row.GetProperty("validation").GetProperty("report").GetString()));
         Assert.Contains(rows, x => x.GetProperty("kernel").GetString() == "gemm_q4_0");
         Assert.Contains(rows, x => x.GetProperty("kernel").GetString() == "matvec_swiglu_norm_q4_0" && x.GetProperty("batch").GetInt32() == 4);

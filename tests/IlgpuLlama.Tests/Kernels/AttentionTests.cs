@@ -27,7 +27,8 @@ public sealed class AttentionTests(KernelTestContext ctx)
         return new Case(q, kc, vc, slots, positions, expected);
     }
 
-    float[] Run(LlamaKernels k, Case c, int heads, int kvHeads, int headDim, int maxSeq, int splits, out int[] countersAfter, KvCacheType type = KvCacheType.Fp16)
+    float[] Run(LlamaKernels k, Case c, int heads, int kvHeads, int headDim, int maxSeq, int splits, out int[] countersAfter, KvCacheType type = KvCacheType.Fp16,
+        bool float64Scores = false)
     {
         var a = k.Accelerator;
         int rows = c.Slots.Length;
@@ -44,11 +45,11 @@ public sealed class AttentionTests(KernelTestContext ctx)
         ob.MemSet(0xFF); // NaN poison: every output element must be written
         var shape = new AttentionShape(heads, kvHeads, headDim, maxSeq, type);
         var buffers = new AttentionBuffers(qb.View, kb.View, vb.View, sb.View, pb.View, ob.View, accb.View, mlb.View, cb.View);
-        k.Attention(buffers, rows, splits, shape);
+        k.Attention(buffers, rows, splits, shape, float64Scores);
         var first = ob.GetAsArray1D();
         // A second launch over the same workspace must give the same answer (counters were reset).
         ob.MemSet(0xFF);
-        k.Attention(buffers, rows, splits, shape);
+        k.Attention(buffers, rows, splits, shape, float64Scores);
         Assert.Equal(first, ob.GetAsArray1D());
         countersAfter = cb.GetAsArray1D();
         return first;
@@ -114,28 +115,31 @@ public sealed class AttentionTests(KernelTestContext ctx)
     /// <summary>
     /// An fp32 cache (two 16-bit words per value): decode with splits and causal prefill against the
     /// float64 reference on the same fp32 values; head_dim 16 (one pair of 8-value chunks), 40 (pairs
-    /// and a tail chunk) and 64.
+    /// and a tail chunk) and 64; fp32 scores (attention_fp32) and float64 ones (attention_fp32_f64).
     /// </summary>
     [Theory]
-    [InlineData(4, 6, 2, 16, 4)]
-    [InlineData(4, 4, 2, 40, 3)]
-    [InlineData(2, 2, 1, 64, 2)]
-    [InlineData(1, 8, 2, 16, 1)]
-    public void An_fp32_cache_gives_decode_and_prefill_that_match_reference(int warp, int heads, int kvHeads, int headDim, int splits)
+    [InlineData(4, 6, 2, 16, 4, false)]
+    [InlineData(4, 4, 2, 40, 3, false)]
+    [InlineData(2, 2, 1, 64, 2, false)]
+    [InlineData(1, 8, 2, 16, 1, false)]
+    [InlineData(4, 4, 2, 40, 3, true)]
+    [InlineData(1, 6, 2, 16, 1, true)]
+    [InlineData(32, 2, 1, 64, 2, true)]
+    public void An_fp32_cache_gives_decode_and_prefill_that_match_reference(int warp, int heads, int kvHeads, int headDim, int splits, bool float64Scores)
     {
         var k = ctx.Kernels(warp);
         int maxSeq = 90;
         int[] slots = [1, 0, 3, 1];
         int[] positions = [0, 4, 89, 37];
         var c = Make(heads * 17 + headDim, heads, kvHeads, headDim, maxSeq, 4, slots, positions, KvCacheType.Fp32);
-        var got = Run(k, c, heads, kvHeads, headDim, maxSeq, splits, out var counters, KvCacheType.Fp32);
+        var got = Run(k, c, heads, kvHeads, headDim, maxSeq, splits, out var counters, KvCacheType.Fp32, float64Scores);
         TestData.AssertClose("attention decode over an fp32 cache", got, c.Expected, Abs, Rel);
         Assert.All(counters, v => Assert.Equal(0, v));
 
         var prefillSlots = Enumerable.Repeat(2, 23).Concat(Enumerable.Repeat(0, 9)).ToArray();
         var prefillPositions = Enumerable.Range(0, 23).Concat(Enumerable.Range(0, 9)).ToArray();
         var p = Make(heads + headDim, heads, kvHeads, headDim, maxSeq, 3, prefillSlots, prefillPositions, KvCacheType.Fp32);
-        TestData.AssertClose("attention prefill over an fp32 cache", Run(k, p, heads, kvHeads, headDim, maxSeq, 1, out _, KvCacheType.Fp32), p.Expected, Abs, Rel);
+        TestData.AssertClose("attention prefill over an fp32 cache", Run(k, p, heads, kvHeads, headDim, maxSeq, 1, out _, KvCacheType.Fp32, float64Scores), p.Expected, Abs, Rel);
     }
 
     [Fact]

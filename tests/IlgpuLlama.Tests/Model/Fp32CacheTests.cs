@@ -24,13 +24,13 @@ public sealed class Fp32CacheCollection : ICollectionFixture<Fp32CacheModelConte
 /// left between the engine and the float64 reference. How close fp32 arithmetic can come is measured
 /// too: the same reference pass computed in float32 (<see cref="ReferenceForward.Logits{T}"/>). On
 /// this model (logits up to 50) a float32 pass is 1.0e-4 to 2.6e-4 off in log-probability, and the
-/// engine is as close (prefill 1.1e-4 to 2.1e-4, decode 0.6e-4 to 1.0e-4), against 0.10 to 0.18 with the
+/// engine is as close (prefill 0.9e-4 to 2.2e-4, decode 0.7e-4 to 1.1e-4), against 0.10 to 0.18 with the
 /// fp16 cache; issue 22's 1e-4 takes float64 sums as well (<see cref="Fp64AccumulationTests"/>).
 /// </summary>
 [Collection(Fp32CacheCollection.Name)]
 public sealed class Fp32CacheTests(Fp32CacheModelContext ctx, ITestOutputHelper output)
 {
-    /// <summary>Largest allowed |logprob - reference| over the whole vocabulary at any position (measured at most 2.1e-4).</summary>
+    /// <summary>Largest allowed |logprob - reference| over the whole vocabulary at any position (measured at most 2.2e-4).</summary>
     public const double LogprobTolerance = 3e-4;
 
     /// <summary>Largest allowed |logit - reference| (measured at most 1.6e-4).</summary>
