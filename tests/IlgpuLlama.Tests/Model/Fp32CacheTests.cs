@@ -187,20 +187,12 @@ public sealed class Fp32CacheCliTests
     [InlineData("decode")]
     public void The_logits_command_with_an_fp32_cache_is_as_close_to_the_reference(string mode)
     {
-        var c = GoldenFixture.Cases[3];
         string dir = IlgpuLlama.Tests.Cli.CliHarness.TempDir();
         try
         {
-            string npy = Path.Combine(dir, "logits.npy");
-            var r = IlgpuLlama.Tests.Cli.CliHarness.Run("logits", "--model", GoldenFixture.Directory, "--tokens", string.Join(",", c.AllTokens), "--out", npy,
-                "--mode", mode, "--dtype", "bf16", "--kv-cache-dtype", "fp32", "--max-seq-len", "64", "--device", "cpu");
-            Assert.True(r.ExitCode == 0, r.Err);
-            Assert.Contains("KV cache", r.Err);
-            Assert.Contains("@ fp32", r.Err);
-            var (data, shape) = IlgpuLlama.IO.NpyFile.Read(npy);
-            int vocab = (int)shape[1];
-            var rows = Enumerable.Range(0, (int)shape[0]).Select(t => data.AsSpan(t * vocab, vocab).ToArray()).ToList();
-            double error = Fp32CacheTests.LogprobError(rows, c);
+            var (err, _, error) = GoldenLogits(GoldenFixture.Cases[3], mode, dir);
+            Assert.Contains("KV cache", err);
+            Assert.Contains("@ fp32", err);
             Assert.True(error < Fp32CacheTests.LogprobTolerance, $"{mode}: logprobs off by {error}");
 
             // generate --json and the persistent variant's refusal, before anything loads.
@@ -217,5 +209,22 @@ public sealed class Fp32CacheCliTests
         {
             Directory.Delete(dir, true);
         }
+    }
+
+    /// <summary>
+    /// Runs <c>logits</c> over golden case <paramref name="c"/> in <paramref name="mode"/> with --dtype bf16
+    /// --kv-cache-dtype fp32 and <paramref name="extra"/> flags, writing logits.npy into <paramref name="dir"/>;
+    /// returns its stderr, the file and the largest |logprob - reference|.
+    /// </summary>
+    internal static (string Err, string Npy, double Error) GoldenLogits(GoldenFixture.Case c, string mode, string dir, params string[] extra)
+    {
+        string npy = Path.Combine(dir, "logits.npy");
+        var r = IlgpuLlama.Tests.Cli.CliHarness.Run(["logits", "--model", GoldenFixture.Directory, "--tokens", string.Join(",", c.AllTokens), "--out", npy,
+            "--mode", mode, "--dtype", "bf16", "--kv-cache-dtype", "fp32", "--max-seq-len", "64", "--device", "cpu", .. extra]);
+        Assert.True(r.ExitCode == 0, r.Err);
+        var (data, shape) = IlgpuLlama.IO.NpyFile.Read(npy);
+        int vocab = (int)shape[1];
+        var rows = Enumerable.Range(0, (int)shape[0]).Select(t => data.AsSpan(t * vocab, vocab).ToArray()).ToList();
+        return (r.Err, npy, Fp32CacheTests.LogprobError(rows, c));
     }
 }

@@ -88,15 +88,8 @@ public sealed class Fp64AccumulationCliTests
         string dir = IlgpuLlama.Tests.Cli.CliHarness.TempDir();
         try
         {
-            string npy = Path.Combine(dir, "logits.npy");
-            var r = IlgpuLlama.Tests.Cli.CliHarness.Run("logits", "--model", GoldenFixture.Directory, "--tokens", string.Join(",", c.AllTokens), "--out", npy,
-                "--mode", mode, "--dtype", "bf16", "--kv-cache-dtype", "fp32", "--accumulate", "fp64", "--max-seq-len", "64", "--device", "cpu");
-            Assert.True(r.ExitCode == 0, r.Err);
-            Assert.Contains("float64 accumulation", r.Err);
-            var (data, shape) = IlgpuLlama.IO.NpyFile.Read(npy);
-            int vocab = (int)shape[1];
-            var rows = Enumerable.Range(0, (int)shape[0]).Select(t => data.AsSpan(t * vocab, vocab).ToArray()).ToList();
-            double error = Fp32CacheTests.LogprobError(rows, c);
+            var (err, npy, error) = Fp32CacheCliTests.GoldenLogits(c, mode, dir, "--accumulate", "fp64");
+            Assert.Contains("float64 accumulation", err);
             Assert.True(error < Fp64AccumulationTests.LogprobTolerance, $"{mode}: logprobs off by {error}");
             // compare-logits reports the same figure against the golden file, as a user (or the device run) checks it.
             var cmp = IlgpuLlama.Tests.Cli.CliHarness.Run("compare-logits", "--ours", npy, "--reference", Path.Combine(GoldenFixture.Directory, "logits_case1.npy"), "--json");
