@@ -36,6 +36,13 @@ public sealed partial class LlamaModel
         Format = Layout.Main;
         ModelWeights.CheckFormat(config, Layout);
         Variant = options.DecodeVariant;
+        // Enums set from a library caller's own value: refused by name, not read as the default.
+        if (!KvCacheTypes.All.Contains(options.KvCacheType))
+            throw new EngineArgumentException(
+                $"{EngineParameters.KvCacheType} {(int)options.KvCacheType} is not a KV-cache type; use one of {string.Join(", ", KvCacheTypes.All.Select(t => t.Name()))}", EngineParameter.KvCacheType);
+        if (!Accumulations.All.Contains(options.Accumulation))
+            throw new EngineArgumentException(
+                $"{EngineParameters.Accumulation} {(int)options.Accumulation} is not an accumulation; use one of {string.Join(", ", Accumulations.All.Select(a => a.Name()))}", EngineParameter.Accumulation);
         var tuning = Variant.Apply((options.Tuning ?? KernelTuning.For(accelerator)).ClampTo(accelerator));
         if (Variant.OneLaunchPerLayer && Layout.IsMixed)
             throw new EngineArgumentException(

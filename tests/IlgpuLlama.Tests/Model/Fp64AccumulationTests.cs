@@ -74,6 +74,18 @@ public sealed class Fp64AccumulationVariantTests
         Assert.Equal(EngineParameter.Accumulation, e.Parameter);
         Assert.Contains("takes the baseline decode variant, and the fused-norm variant was asked for", e.Message);
     }
+
+    [Fact]
+    public void An_undefined_accumulation_or_cache_type_from_a_library_caller_is_refused_by_name()
+    {
+        using var device = IlgpuLlama.Device.ComputeDevice.Create(IlgpuLlama.Device.DeviceKind.Cpu);
+        var e = Assert.Throws<EngineArgumentException>(() => LlamaModel.Load(device, GoldenFixture.Directory, new EngineOptions { Accumulation = (Accumulation)7, MaxSeqLen = 16 }));
+        Assert.Equal(EngineParameter.Accumulation, e.Parameter);
+        Assert.Equal("Accumulation 7 is not an accumulation; use one of fp32, fp64", e.Message);
+        e = Assert.Throws<EngineArgumentException>(() => LlamaModel.Load(device, GoldenFixture.Directory, new EngineOptions { KvCacheType = (KvCacheType)5, MaxSeqLen = 16 }));
+        Assert.Equal(EngineParameter.KvCacheType, e.Parameter);
+        Assert.Contains("KvCacheType 5 is not a KV-cache type; use one of fp16, fp32", e.Message);
+    }
 }
 
 /// <summary>The evaluation configuration from the command line: --dtype bf16 --kv-cache-dtype fp32 --accumulate fp64.</summary>
