@@ -32,6 +32,41 @@ public struct GemmArgs
     public GemmShape Shape;
 }
 
+/// <summary>
+/// How a GEMM tile sums: a compile-time choice like the weight format, so the fp32 kernel carries
+/// no float64 code. A sum is a value: <c>c = c.Add(a, b)</c> is c + a b, and <see cref="Result"/>
+/// the stored fp32 value (plus what C holds when the launch accumulates into it).
+/// </summary>
+public interface IGemmSum<TSelf>
+    where TSelf : struct, IGemmSum<TSelf>
+{
+    /// <summary>This sum plus a times b.</summary>
+    TSelf Add(float a, float b);
+
+    /// <summary>The fp32 value to store: the sum, plus <paramref name="existing"/> when <paramref name="accumulate"/>.</summary>
+    float Result(float existing, bool accumulate);
+}
+
+/// <summary>fp32 sums (the prefill GEMM).</summary>
+public struct Fp32Sum : IGemmSum<Fp32Sum>
+{
+    public float V;
+
+    public readonly Fp32Sum Add(float a, float b) => new() { V = V + a * b };
+
+    public readonly float Result(float existing, bool accumulate) => accumulate ? existing + V : V;
+}
+
+/// <summary>float64 sums of exact products, rounded once to fp32 (the precise family's <c>gemm_f64</c>).</summary>
+public struct Fp64Sum : IGemmSum<Fp64Sum>
+{
+    public double V;
+
+    public readonly Fp64Sum Add(float a, float b) => new() { V = V + (double)a * b };
+
+    public readonly float Result(float existing, bool accumulate) => (float)(accumulate ? existing + V : V);
+}
+
 /// <summary>Tiled GEMM for prompt processing.</summary>
 public static class GemmKernels
 {
@@ -43,9 +78,14 @@ public static class GemmKernels
 
     const int Ld = MaxTile + 1; // +1 column of padding against bank conflicts in the transposed stores
 
-    /// <summary>C (+)= X W^T over one 4td x 4td tile per group. See the file header.</summary>
+    /// <summary>C (+)= X W^T over one 4td x 4td tile per group, fp32 sums. See the file header.</summary>
     public static void Gemm<TW>(GemmArgs a)
+        where TW : struct, IWeightFormat => GemmTile<TW, Fp32Sum>(a);
+
+    /// <summary>The GEMM with sums of <typeparamref name="TSum"/> (fp32, or float64 for <see cref="PreciseKernels.GemmF64{TW}"/>).</summary>
+    internal static void GemmTile<TW, TSum>(GemmArgs a)
         where TW : struct, IWeightFormat
+        where TSum : struct, IGemmSum<TSum>
     {
         var x = a.X;
         var w = a.W;
@@ -65,10 +105,10 @@ public static class GemmKernels
         int k4 = s.K / 4;
         int k8 = s.K / 8;
 
-        float c00 = 0, c01 = 0, c02 = 0, c03 = 0;
-        float c10 = 0, c11 = 0, c12 = 0, c13 = 0;
-        float c20 = 0, c21 = 0, c22 = 0, c23 = 0;
-        float c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+        TSum c00 = default, c01 = default, c02 = default, c03 = default;
+        TSum c10 = default, c11 = default, c12 = default, c13 = default;
+        TSum c20 = default, c21 = default, c22 = default, c23 = default;
+        TSum c30 = default, c31 = default, c32 = default, c33 = default;
 
         for (int kb = 0; kb < s.K; kb += BlockK)
         {
@@ -107,10 +147,10 @@ public static class GemmKernels
                 float b1 = bTile[bo + td];
                 float b2 = bTile[bo + 2 * td];
                 float b3 = bTile[bo + 3 * td];
-                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
-                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
-                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
-                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
+                c00 = c00.Add(a0, b0); c01 = c01.Add(a0, b1); c02 = c02.Add(a0, b2); c03 = c03.Add(a0, b3);
+                c10 = c10.Add(a1, b0); c11 = c11.Add(a1, b1); c12 = c12.Add(a1, b2); c13 = c13.Add(a1, b3);
+                c20 = c20.Add(a2, b0); c21 = c21.Add(a2, b1); c22 = c22.Add(a2, b2); c23 = c23.Add(a2, b3);
+                c30 = c30.Add(a3, b0); c31 = c31.Add(a3, b1); c32 = c32.Add(a3, b2); c33 = c33.Add(a3, b3);
             }
             Group.Barrier();
         }
@@ -198,7 +238,8 @@ public static class GemmKernels
         default(TW).DequantizeSixteen(w[row * (cols / cw) + kb / cw], kb, d, out lo, out hi);
     }
 
-    static void Store(ArrayView<float> c, GemmShape s, int row, int col, int td, float v0, float v1, float v2, float v3)
+    static void Store<TSum>(ArrayView<float> c, GemmShape s, int row, int col, int td, TSum v0, TSum v1, TSum v2, TSum v3)
+        where TSum : struct, IGemmSum<TSum>
     {
         if (row >= s.M)
             return;
@@ -209,12 +250,13 @@ public static class GemmKernels
         StoreOne(c, s, o, col + 3 * td, v3);
     }
 
-    static void StoreOne(ArrayView<float> c, GemmShape s, int rowOffset, int col, float v)
+    static void StoreOne<TSum>(ArrayView<float> c, GemmShape s, int rowOffset, int col, TSum v)
+        where TSum : struct, IGemmSum<TSum>
     {
         if (col >= s.N)
             return;
         int i = rowOffset + col;
-        c[i] = s.Accumulate != 0 ? c[i] + v : v;
+        c[i] = s.Accumulate != 0 ? v.Result(c[i], true) : v.Result(0f, false); // C read only when accumulating
     }
 
     // ---- declaration, launcher, cost ------------------------------------------------------
@@ -227,17 +269,21 @@ public static class GemmKernels
         t => new LaunchShape(t.GemmTDim * t.GemmTDim, 0, $"{t.GemmTDim}x{t.GemmTDim} threads per {4 * t.GemmTDim}x{4 * t.GemmTDim} tile"), WeightFormat.All);
 
     /// <summary>C[m, :] (+)= X[m, :] W^T for prompt processing (N = W's rows, K = W's columns).</summary>
-    public static void Gemm(this LlamaKernels k, ArrayView<float> x, WeightMatrix w, ArrayView<float> c, int m, bool accumulate)
+    public static void Gemm(this LlamaKernels k, ArrayView<float> x, WeightMatrix w, ArrayView<float> c, int m, bool accumulate) =>
+        k.LaunchGemm(GemmKernel, x, w, c, m, accumulate);
+
+    /// <summary>Checks and launches <paramref name="kernel"/> (the gemm, or the float64-summing gemm_f64) over C[m, :] (+)= X[m, :] W^T.</summary>
+    internal static void LaunchGemm(this LlamaKernels k, KernelDefinition<GemmArgs> kernel, ArrayView<float> x, WeightMatrix w, ArrayView<float> c, int m, bool accumulate)
     {
         int n = w.Rows, kDim = w.Cols;
-        w.Check("gemm");
-        Require.Length(x, (long)m * kDim, "gemm x");
-        Require.Length(c, (long)m * n, "gemm output");
+        w.Check(kernel.Name);
+        Require.Length(x, (long)m * kDim, $"{kernel.Name} x");
+        Require.Length(c, (long)m * n, $"{kernel.Name} output");
         int td = k.Tuning.GemmTDim;
         int tile = 4 * td;
         int groups = ((m + tile - 1) / tile) * ((n + tile - 1) / tile);
         var args = new GemmArgs { X = x.Cast<F4>(), W = w.Chunks, Scales = w.Scales, C = c, Shape = new GemmShape { M = m, N = n, K = kDim, TDim = td, Accumulate = accumulate ? 1 : 0 } };
-        k.Launch(GemmKernel, GemmKernel.Variant(w.Format), new KernelConfig(groups, td * td), args);
+        k.Launch(kernel, kernel.Variant(w.Format), new KernelConfig(groups, td * td), args);
     }
 
     /// <summary>Minimum bytes: X and W read once, C written once (read too when accumulating).</summary>

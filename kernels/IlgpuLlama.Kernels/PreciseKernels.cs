@@ -1,7 +1,7 @@
 namespace IlgpuLlama.Kernels;
 
 // Float64 accumulation for evaluation runs (the engine's Accumulation.Fp64): the matmuls (prefill,
-// decode and LM head alike) and RMSNorm compute every product and sum in float64 and round once,
+// decode and LM head) and RMSNorm compute every product and sum in float64 and round once,
 // to the fp32 activation they store. Activations stay fp32 between kernels, so nothing else in the
 // engine changes. Why: with exact weights and an fp32 KV cache, the fp32 sums of the matmuls and
 // norms are most of what is left between the engine and a float64 forward pass (log-probabilities
@@ -9,7 +9,11 @@ namespace IlgpuLlama.Kernels;
 // attention_fp32_f64's float64 scores). What remains: fp32 storage of the activations between
 // kernels, attention's softmax and P.V sums, SwiGLU and RoPE in fp32.
 //
-// matmul_f64: y[m, n] (+)= sum_k W[n, k] x[m, k], W in any WeightFormat (16-bit values widened,
+// gemm_f64 (prompts): the prefill GEMM's tiles and staging (GemmKernels, specialised with Fp64Sum
+// instead of Fp32Sum): 16 float64 sums per thread, so a prompt keeps the GEMM's reuse of every
+// staged value (compute-bound at the P100's half-rate fp64 instead of re-reading x per row).
+//
+// matmul_f64 (decode steps and the LM head): y[m, n] (+)= sum_k W[n, k] x[m, k], W in any WeightFormat (16-bit values widened,
 // block formats dequantised 16 weights at a time as the GEMM stages them). The product of two fp32
 // values is exact in float64, so the only roundings are the float64 sums (K x 2^-53) and the final
 // store. Decomposition: one warp per weight row, four warps per group on a GPU (grid = N / 4; a
@@ -18,7 +22,7 @@ namespace IlgpuLlama.Kernels;
 // and the warp walks the M inputs four at a time, reducing four float64 sums with shuffles per
 // tile; the row (K x 2 bytes) stays in L1 across tiles. No shared memory, no barriers. Memory-bound at decode
 // like the matvec (float64 FMAs run at half the fp32 rate on the P100 and the H100); at prefill it
-// re-reads x per row from L2 instead of tiling, the price of the mode.
+// re-reads x per row from L1/L2, which is why prompts take gemm_f64.
 //
 // rmsnorm_f64: y = x / sqrt(mean(x^2) + eps) * g with the sum, the scale and both products in
 // float64. One warp per row (group = one warp): a launch has only batch or chunk rows.
@@ -130,6 +134,10 @@ public static class PreciseKernels
         a.Y[i] = (float)(a.Accumulate != 0 ? a.Y[i] + sum : sum);
     }
 
+    /// <summary>The prefill GEMM's tiling (<see cref="GemmKernels"/>) with float64 sums of exact products, rounded once to fp32. See the file header.</summary>
+    public static void GemmF64<TW>(GemmArgs a)
+        where TW : struct, IWeightFormat => GemmKernels.GemmTile<TW, Fp64Sum>(a);
+
     /// <summary>Float64 sum over the warp; every lane receives the total.</summary>
     static double WarpSum(double value)
     {
@@ -170,6 +178,10 @@ public static class PreciseKernels
     /// <summary>Threads per group of <see cref="RmsNormKernel"/> on a GPU (the static check's launch shape): one warp; the launcher uses the accelerator's warp size.</summary>
     const int WarpGroup = 32;
 
+    /// <summary><see cref="GemmF64{TW}"/>, per weight format.</summary>
+    public static KernelDefinition<GemmArgs> GemmKernel { get; } = KernelDefinition<GemmArgs>.Explicit("gemm_f64", Family, GemmF64<Fp16Format.Device>,
+        t => new LaunchShape(t.GemmTDim * t.GemmTDim, 0, $"{t.GemmTDim}x{t.GemmTDim} threads per {4 * t.GemmTDim}x{4 * t.GemmTDim} tile, as the gemm"), WeightFormat.All);
+
     /// <summary><see cref="RmsNorm{TW}"/>, per 16-bit format.</summary>
     public static KernelDefinition<PreciseRmsNormArgs> RmsNormKernel { get; } = KernelDefinition<PreciseRmsNormArgs>.Explicit("rmsnorm_f64", Family, RmsNorm<Fp16Format.Device>,
         t => new LaunchShape(WarpGroup, 0, "one warp per row"), WeightFormat.SixteenBit);
@@ -189,6 +201,10 @@ public static class PreciseKernels
         int rowsPerGroup = k.Tuning.PreciseGroup / warp;
         k.Launch(MatMulKernel, MatMulKernel.Variant(w.Format), new KernelConfig((w.Rows + rowsPerGroup - 1) / rowsPerGroup, k.Tuning.PreciseGroup), args);
     }
+
+    /// <summary>C[m, :] (+)= X[m, :] W^T for prompt processing with the GEMM's tiles and float64 sums (<see cref="GemmF64{TW}"/>).</summary>
+    public static void GemmF64(this LlamaKernels k, ArrayView<float> x, WeightMatrix w, ArrayView<float> c, int m, bool accumulate) =>
+        k.LaunchGemm(GemmKernel, x, w, c, m, accumulate);
 
     /// <summary>y = rmsnorm(x) * weight over <paramref name="rows"/> rows of <paramref name="n"/>, in float64.</summary>
     public static void RmsNormF64(this LlamaKernels k, ArrayView<float> x, WeightVector weight, ArrayView<float> y, int rows, int n, double eps)
@@ -214,5 +230,5 @@ sealed class PreciseFamily : KernelFamily
 {
     public override string Name => PreciseKernels.Family;
 
-    public override IReadOnlyList<IKernelDefinition> Kernels => [PreciseKernels.MatMulKernel, PreciseKernels.RmsNormKernel];
+    public override IReadOnlyList<IKernelDefinition> Kernels => [PreciseKernels.MatMulKernel, PreciseKernels.GemmKernel, PreciseKernels.RmsNormKernel];
 }

@@ -32,34 +32,35 @@ public sealed partial class LlamaModel : IDisposable
         k.Embedding(Weights.Embedding.Matrix, tokens, act[buf.X], n);
         k.MarkSeen(tokens, slots, act[buf.Seen], n, c.VocabSize);
         for (int l = 0; l < c.NumHiddenLayers; l++)
-            EnqueueLayer(l, n, slots, positions, 1);
+            EnqueueLayer(l, n, slots, positions, 1, prefill: true);
     }
 
     /// <summary>
     /// One layer over rows 0..n-1 of the residual act.x (row i at positions[i] of cache slot
-    /// slots[i]) with one matmul per projection: the prefill GEMM, or with float64 accumulation the
-    /// precise matmul, which then runs decode steps too (<see cref="Accumulation.Fp64"/>).
+    /// slots[i]) with one matmul per projection: the prefill GEMM, or with float64 accumulation
+    /// (<see cref="Accumulation.Fp64"/>, which runs decode steps through here too) the float64 GEMM
+    /// for a prompt and the float64 matmul for a decode step.
     /// </summary>
-    void EnqueueLayer(int l, int n, ArrayView<int> slots, ArrayView<int> positions, int attentionSplits)
+    void EnqueueLayer(int l, int n, ArrayView<int> slots, ArrayView<int> positions, int attentionSplits, bool prefill)
     {
         var act = Workspace;
         var k = Kernels;
         var lw = Weights.Layers[l];
         // attention block: x += o_proj(attention(rope(q), cache(rope(k), v)))
         Norm(act[buf.X], lw.InputNorm, act[buf.Xb], n);
-        Project(act[buf.Xb], lw.Q.Matrix, act[buf.Q], n, false);
-        Project(act[buf.Xb], lw.K.Matrix, act[buf.K], n, false);
-        Project(act[buf.Xb], lw.V.Matrix, act[buf.V], n, false);
+        Project(act[buf.Xb], lw.Q.Matrix, act[buf.Q], n, false, prefill);
+        Project(act[buf.Xb], lw.K.Matrix, act[buf.K], n, false, prefill);
+        Project(act[buf.Xb], lw.V.Matrix, act[buf.V], n, false, prefill);
         k.Rope(act[buf.Q], act[buf.K], positions, act[buf.RopeTable], n, attention);
         k.KvAppend(act[buf.K], act[buf.V], act[buf.KCache[l]], act[buf.VCache[l]], slots, positions, n, attention.Cache);
         k.Attention(AttentionBuffers(l, slots, positions), n, attentionSplits, attention, float64Scores: Precise);
-        Project(act[buf.AttentionOut], lw.O.Matrix, act[buf.X], n, true);
+        Project(act[buf.AttentionOut], lw.O.Matrix, act[buf.X], n, true, prefill);
         // MLP block: x += down(silu(gate(xb)) * up(xb))
         Norm(act[buf.X], lw.PostAttentionNorm, act[buf.Xb], n);
-        Project(act[buf.Xb], lw.Gate.Matrix, act[buf.Gate], n, false);
-        Project(act[buf.Xb], lw.Up.Matrix, act[buf.Up], n, false);
+        Project(act[buf.Xb], lw.Gate.Matrix, act[buf.Gate], n, false, prefill);
+        Project(act[buf.Xb], lw.Up.Matrix, act[buf.Up], n, false, prefill);
         k.SwiGlu(act[buf.Gate], act[buf.Up], n * Config.IntermediateSize);
-        Project(act[buf.Gate], lw.Down.Matrix, act[buf.X], n, true);
+        Project(act[buf.Gate], lw.Down.Matrix, act[buf.X], n, true, prefill);
     }
 
     /// <summary>Whether matmuls and RMSNorm accumulate in float64 (<see cref="EngineOptions.Accumulation"/>).</summary>
@@ -74,13 +75,15 @@ public sealed partial class LlamaModel : IDisposable
             Kernels.RmsNorm(x, weight.Vector, y, rows, Config.HiddenSize, eps);
     }
 
-    /// <summary>y (+)= x W^T over <paramref name="rows"/> rows: the prefill GEMM, or (precise) the float64 matmul.</summary>
-    void Project(ArrayView<float> x, WeightMatrix w, ArrayView<float> y, int rows, bool accumulate)
+    /// <summary>y (+)= x W^T over <paramref name="rows"/> rows: the prefill GEMM, or (precise) the float64 GEMM for a prompt and the float64 matmul (one warp per weight row) for a decode step.</summary>
+    void Project(ArrayView<float> x, WeightMatrix w, ArrayView<float> y, int rows, bool accumulate, bool prefill)
     {
-        if (Precise)
-            Kernels.MatMulF64(x, w, y, rows, accumulate);
-        else
+        if (!Precise)
             Kernels.Gemm(x, w, y, rows, accumulate);
+        else if (prefill)
+            Kernels.GemmF64(x, w, y, rows, accumulate);
+        else
+            Kernels.MatMulF64(x, w, y, rows, accumulate);
     }
 
     AttentionBuffers AttentionBuffers(int layer, ArrayView<int> slots, ArrayView<int> positions)
@@ -108,7 +111,7 @@ public sealed partial class LlamaModel : IDisposable
             if (Precise)
             {
                 // Float64 accumulation: the prefill layer's launches over one row per sequence.
-                EnqueueLayer(l, b, slots, positions, Plan.Shape.AttentionSplits);
+                EnqueueLayer(l, b, slots, positions, Plan.Shape.AttentionSplits, prefill: false);
                 continue;
             }
             var lw = Weights.Layers[l];

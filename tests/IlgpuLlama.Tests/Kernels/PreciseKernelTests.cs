@@ -46,6 +46,30 @@ public sealed class PreciseKernelTests(KernelTestContext ctx)
         TestData.AssertClose($"matmul_f64 {dtype}", yb.GetAsArray1D(), expected, Abs, Rel);
     }
 
+    /// <summary>gemm_f64: the prefill GEMM's tiles with float64 sums, one fp32 rounding of the float64 product; M and N beyond one tile, K a multiple of 8 only.</summary>
+    [Theory]
+    [InlineData(4, 70, 37, 344, true, "bf16")]
+    [InlineData(1, 13, 21, 48, false, "fp16")]
+    [InlineData(32, 9, 70, 96, true, "q8_0")]
+    [InlineData(2, 13, 9, 256, false, "q4_k")]
+    [InlineData(4, 5, 11, 160, true, "q4_0")]
+    public void Gemm_is_one_rounding_of_the_float64_product(int warp, int m, int n, int kDim, bool accumulate, string dtype)
+    {
+        var k = ctx.Kernels(warp);
+        var a = k.Accelerator;
+        var rng = new Random(m * n + kDim + 1);
+        var x = TestData.Floats(rng, m * kDim, 3.0);
+        var host = HostMatrix.From(WeightFormat.Parse(dtype), TestData.Floats(rng, n * kDim), n, kDim);
+        var c0 = TestData.Floats(rng, m * n);
+        var expected = Array.ConvertAll(c0, v => (double)v);
+        KernelReference.Gemm(x, host, expected, m, accumulate);
+        using var matrix = DeviceMatrix.Upload(a, host);
+        using var xb = a.Allocate1D(x);
+        using var cb = a.Allocate1D(c0);
+        k.GemmF64(xb.View, matrix.Matrix, cb.View, m, accumulate);
+        TestData.AssertClose($"gemm_f64 {dtype}", cb.GetAsArray1D(), expected, Abs, Rel);
+    }
+
     /// <summary>Groups of several warps (the GPU's four; here two and three of four lanes), a warp per row, rows that leave the last group part empty.</summary>
     [Theory]
     [InlineData(2, 7, "bf16")]
@@ -75,7 +99,7 @@ public sealed class PreciseKernelTests(KernelTestContext ctx)
     [InlineData(1)]
     [InlineData(4)]
     [InlineData(32)]
-    public void MatMul_keeps_what_fp32_sums_lose(int warp)
+    public void MatMul_and_gemm_keep_what_fp32_sums_lose(int warp)
     {
         var k = ctx.Kernels(warp);
         var a = k.Accelerator;
@@ -92,6 +116,11 @@ public sealed class PreciseKernelTests(KernelTestContext ctx)
         using var yb = a.Allocate1D<float>(2);
         k.MatMulF64(xb.View, WeightMatrix.Of(WeightFormat.Bf16, wb.View, 2, kDim), yb.View, 1, false);
         Assert.Equal([kDim - 2, kDim - 2], yb.GetAsArray1D());
+        // The float64 GEMM too; the fp32 one, summing in order along K per output, loses every 1 against 2^24.
+        k.GemmF64(xb.View, WeightMatrix.Of(WeightFormat.Bf16, wb.View, 2, kDim), yb.View, 1, false);
+        Assert.Equal([kDim - 2, kDim - 2], yb.GetAsArray1D());
+        k.Gemm(xb.View, WeightMatrix.Of(WeightFormat.Bf16, wb.View, 2, kDim), yb.View, 1, false);
+        Assert.Equal([0f, 0f], yb.GetAsArray1D());
     }
 
     [Theory]
