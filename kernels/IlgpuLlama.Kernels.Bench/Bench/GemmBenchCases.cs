@@ -25,7 +25,12 @@ sealed class GemmBenchCases : FamilyBenchCases
     }
 
     static BenchCase Gemm(WeightFormat f, int m, int n, int k, string label) =>
-        new($"gemm_{f.Name}", GemmKernels.Family, $"M={m} {n}x{k} {label}", m, GemmKernels.BytesMoved(f, m, n, k, false), GemmKernels.Flops(m, n, k), ctx =>
+        Gemm(f, m, n, k, label, GemmKernels.GemmKernel, GemmKernels.Family, Tolerance.Matmul, (kernels, x, w, c, rows) => kernels.Gemm(x, w, c, rows, false));
+
+    /// <summary>A case of a GEMM kernel (the gemm, or gemm_f64 of the precise family) launched by <paramref name="launch"/>, checked within <paramref name="tolerance"/>.</summary>
+    internal static BenchCase Gemm(WeightFormat f, int m, int n, int k, string label, IKernelDefinition kernel, string family, Tolerance tolerance,
+        Action<LlamaKernels, ArrayView<float>, WeightMatrix, ArrayView<float>, int> launch) =>
+        new($"{kernel.Name}_{f.Name}", family, $"M={m} {n}x{k} {label}", m, GemmKernels.BytesMoved(f, m, n, k, false), GemmKernels.Flops(m, n, k), ctx =>
         {
             int seed = ctx.SeedOf(4, m, n, k);
             var x = HostData.Floats(seed, (long)m * k);
@@ -34,7 +39,7 @@ sealed class GemmBenchCases : FamilyBenchCases
             var xb = ctx.Upload("bench.gemm.x", x);
             var wb = ctx.Rotated("bench.gemm.w", w, copies);
             var cb = ctx.Alloc<float>("bench.gemm.c", m, n);
-            void Launch(int i) => ctx.Kernels.Gemm(xb, wb.Copy(i), cb, m, false);
+            void Launch(int i) => launch(ctx.Kernels, xb, wb.Copy(i), cb, m);
 
             Validation Validate()
             {
@@ -43,8 +48,8 @@ sealed class GemmBenchCases : FamilyBenchCases
                 var ids = HostData.SampleRows(m, SampledGemmRows, (long)m * n * k <= HostData.FullCheckWork, seed);
                 var expected = new double[(long)ids.Length * n];
                 KernelReference.Gemm(HostData.Rows(x, ids, k), w, expected, ids.Length, false);
-                return Validation.From(HostData.RowsMethod(ids.Length, m, "tokens"), Tolerance.Matmul,
-                    Tolerance.Matmul.Check("gemm", HostData.Rows(c, ids, n), expected));
+                return Validation.From(HostData.RowsMethod(ids.Length, m, "tokens"), tolerance,
+                    tolerance.Check(kernel.Name, HostData.Rows(c, ids, n), expected));
             }
 
             return new PreparedCase(copies, Validate, Launch);

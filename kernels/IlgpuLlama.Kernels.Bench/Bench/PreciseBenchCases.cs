@@ -22,32 +22,9 @@ sealed class PreciseBenchCases : FamilyBenchCases
         yield return MatMul(f, 1, s.Hidden, s.Hidden, false, "q/o proj, decode");
         yield return MatMul(f, 6, s.Hidden, s.Intermediate, true, "down proj + residual");
         yield return MatMul(f, s.GemmTokens[^1], s.Intermediate, s.Hidden, false, "gate/up proj, prefill");
-        yield return Gemm(f, s.GemmTokens[^1], s.Intermediate, s.Hidden, "gate/up proj, prefill");
+        yield return GemmBenchCases.Gemm(f, s.GemmTokens[^1], s.Intermediate, s.Hidden, "gate/up proj, prefill", PreciseKernels.GemmKernel, PreciseKernels.Family,
+            Tolerance.Float64Accumulated, (kernels, x, w, c, rows) => kernels.GemmF64(x, w, c, rows, false));
     }
-
-    static BenchCase Gemm(WeightFormat f, int m, int n, int k, string label) =>
-        new($"gemm_f64_{f.Name}", PreciseKernels.Family, $"M={m} {n}x{k} {label}", m, GemmKernels.BytesMoved(f, m, n, k, false), GemmKernels.Flops(m, n, k), ctx =>
-        {
-            int seed = ctx.SeedOf(23, m, n, k);
-            var x = HostData.Floats(seed, (long)m * k);
-            var w = HostData.Matrix(seed + 1, n, k, f);
-            int copies = ctx.CopiesFor(f.MatrixBytes(n, k));
-            var xb = ctx.Upload("bench.gemm_f64.x", x);
-            var wb = ctx.Rotated("bench.gemm_f64.w", w, copies);
-            var cb = ctx.Alloc<float>("bench.gemm_f64.c", m, n);
-            void Launch(int i) => ctx.Kernels.GemmF64(xb, wb.Copy(i), cb, m, false);
-
-            Validation Validate()
-            {
-                Launch(0);
-                var expected = new double[(long)m * n];
-                KernelReference.Gemm(x, w, expected, m, false);
-                return Validation.From(HostData.RowsMethod(m, m, "tokens"), Tolerance.Float64Accumulated,
-                    Tolerance.Float64Accumulated.Check("gemm_f64", BenchContext.Read(cb), expected));
-            }
-
-            return new PreparedCase(copies, Validate, Launch);
-        });
 
     static BenchCase MatMul(WeightFormat f, int m, int n, int k, bool accumulate, string label) =>
         new($"matmul_f64_{f.Name}", PreciseKernels.Family, $"M={m} {n}x{k} {label}", m, PreciseKernels.MatMulBytesMoved(f, m, n, k, accumulate), PreciseKernels.MatMulFlops(m, n, k), ctx =>

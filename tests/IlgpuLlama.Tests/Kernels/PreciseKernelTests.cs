@@ -16,58 +16,46 @@ public sealed class PreciseKernelTests(KernelTestContext ctx)
     /// <summary>One fp32 rounding (2^-24 relative) with room for the float64 sums.</summary>
     const double Rel = 1.2e-7, Abs = 1e-12;
 
+    /// <summary>
+    /// matmul_f64 (one warp per weight row) and gemm_f64 (the prefill GEMM's tiles with float64 sums):
+    /// one fp32 rounding of the float64 product; M beyond a tile of four inputs or a GEMM tile, K a
+    /// multiple of 8 only.
+    /// </summary>
     [Theory]
-    [InlineData(1, 1, 37, 344, false, "bf16")]
-    [InlineData(1, 9, 21, 48, true, "fp16")]
-    [InlineData(2, 5, 13, 40, true, "bf16")]
-    [InlineData(4, 6, 19, 344, false, "fp16")]
-    [InlineData(32, 7, 9, 520, true, "bf16")]
-    [InlineData(1, 5, 13, 96, true, "q8_0")]
-    [InlineData(4, 3, 11, 160, false, "q4_0")]
-    [InlineData(32, 6, 9, 96, true, "q4_0")]
-    [InlineData(1, 5, 7, 512, false, "q4_k")]
-    [InlineData(2, 3, 5, 256, true, "q5_k")]
-    [InlineData(4, 9, 7, 256, false, "q6_k")]
-    public void MatMul_is_one_rounding_of_the_float64_product(int warp, int m, int n, int kDim, bool accumulate, string dtype)
+    [InlineData("matmul", 1, 1, 37, 344, false, "bf16")]
+    [InlineData("matmul", 1, 9, 21, 48, true, "fp16")]
+    [InlineData("matmul", 2, 5, 13, 40, true, "bf16")]
+    [InlineData("matmul", 4, 6, 19, 344, false, "fp16")]
+    [InlineData("matmul", 32, 7, 9, 520, true, "bf16")]
+    [InlineData("matmul", 1, 5, 13, 96, true, "q8_0")]
+    [InlineData("matmul", 4, 3, 11, 160, false, "q4_0")]
+    [InlineData("matmul", 32, 6, 9, 96, true, "q4_0")]
+    [InlineData("matmul", 1, 5, 7, 512, false, "q4_k")]
+    [InlineData("matmul", 2, 3, 5, 256, true, "q5_k")]
+    [InlineData("matmul", 4, 9, 7, 256, false, "q6_k")]
+    [InlineData("gemm", 4, 70, 37, 344, true, "bf16")]
+    [InlineData("gemm", 1, 13, 21, 48, false, "fp16")]
+    [InlineData("gemm", 32, 9, 70, 96, true, "q8_0")]
+    [InlineData("gemm", 2, 13, 9, 256, false, "q4_k")]
+    [InlineData("gemm", 4, 5, 11, 160, true, "q4_0")]
+    public void Float64_matmuls_are_one_rounding_of_the_float64_product(string kernel, int warp, int m, int n, int kDim, bool accumulate, string dtype)
     {
         var k = ctx.Kernels(warp);
         var a = k.Accelerator;
         var rng = new Random(m * n + kDim);
         var x = TestData.Floats(rng, m * kDim, 3.0);
-        var format = WeightFormat.Parse(dtype);
-        var host = HostMatrix.From(format, TestData.Floats(rng, n * kDim), n, kDim);
+        var host = HostMatrix.From(WeightFormat.Parse(dtype), TestData.Floats(rng, n * kDim), n, kDim);
         var y0 = TestData.Floats(rng, m * n);
         var expected = Array.ConvertAll(y0, v => (double)v);
         KernelReference.Gemm(x, host, expected, m, accumulate);
         using var matrix = DeviceMatrix.Upload(a, host);
         using var xb = a.Allocate1D(x);
         using var yb = a.Allocate1D(y0);
-        k.MatMulF64(xb.View, matrix.Matrix, yb.View, m, accumulate);
-        TestData.AssertClose($"matmul_f64 {dtype}", yb.GetAsArray1D(), expected, Abs, Rel);
-    }
-
-    /// <summary>gemm_f64: the prefill GEMM's tiles with float64 sums, one fp32 rounding of the float64 product; M and N beyond one tile, K a multiple of 8 only.</summary>
-    [Theory]
-    [InlineData(4, 70, 37, 344, true, "bf16")]
-    [InlineData(1, 13, 21, 48, false, "fp16")]
-    [InlineData(32, 9, 70, 96, true, "q8_0")]
-    [InlineData(2, 13, 9, 256, false, "q4_k")]
-    [InlineData(4, 5, 11, 160, true, "q4_0")]
-    public void Gemm_is_one_rounding_of_the_float64_product(int warp, int m, int n, int kDim, bool accumulate, string dtype)
-    {
-        var k = ctx.Kernels(warp);
-        var a = k.Accelerator;
-        var rng = new Random(m * n + kDim + 1);
-        var x = TestData.Floats(rng, m * kDim, 3.0);
-        var host = HostMatrix.From(WeightFormat.Parse(dtype), TestData.Floats(rng, n * kDim), n, kDim);
-        var c0 = TestData.Floats(rng, m * n);
-        var expected = Array.ConvertAll(c0, v => (double)v);
-        KernelReference.Gemm(x, host, expected, m, accumulate);
-        using var matrix = DeviceMatrix.Upload(a, host);
-        using var xb = a.Allocate1D(x);
-        using var cb = a.Allocate1D(c0);
-        k.GemmF64(xb.View, matrix.Matrix, cb.View, m, accumulate);
-        TestData.AssertClose($"gemm_f64 {dtype}", cb.GetAsArray1D(), expected, Abs, Rel);
+        if (kernel == "gemm")
+            k.GemmF64(xb.View, matrix.Matrix, yb.View, m, accumulate);
+        else
+            k.MatMulF64(xb.View, matrix.Matrix, yb.View, m, accumulate);
+        TestData.AssertClose($"{kernel}_f64 {dtype}", yb.GetAsArray1D(), expected, Abs, Rel);
     }
 
     /// <summary>Groups of several warps (the GPU's four; here two and three of four lanes), a warp per row, rows that leave the last group part empty.</summary>
