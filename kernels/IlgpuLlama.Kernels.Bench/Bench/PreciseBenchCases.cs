@@ -53,26 +53,6 @@ sealed class PreciseBenchCases : FamilyBenchCases
         });
 
     static BenchCase RmsNorm(SixteenBitFormat f, int rows, int n) =>
-        new($"rmsnorm_f64_{f.Name}", PreciseKernels.Family, $"{rows}x{n}", rows, RmsNormKernels.BytesMoved(f, rows, n), RmsNormKernels.Flops(rows, n), ctx =>
-        {
-            int seed = ctx.SeedOf(22, rows, n);
-            var x = HostData.Floats(seed, (long)rows * n, 3.0);
-            var w = HostData.Weights(seed + 1, n, f, 1.5);
-            int copies = ctx.CopiesFor(8L * rows * n);
-            var xb = ctx.Rotated("bench.rmsnorm_f64.x", x, copies);
-            var wb = ctx.Upload("bench.rmsnorm_f64.w", w);
-            var yb = ctx.Alloc<float>("bench.rmsnorm_f64.y", rows, n);
-            const double eps = 1e-5;
-            void Launch(int i) => ctx.Kernels.RmsNormF64(xb.Copy(i), new WeightVector(f, wb), yb, rows, n, eps);
-
-            Validation Validate()
-            {
-                Launch(0);
-                var expected = new double[(long)rows * n];
-                KernelReference.RmsNorm(x, w, expected, n, eps, f);
-                return Validation.From(HostData.RowsMethod(rows, rows), Tolerance.Float64Accumulated, Tolerance.Float64Accumulated.Check("rmsnorm_f64", BenchContext.Read(yb), expected));
-            }
-
-            return new PreparedCase(copies, Validate, Launch);
-        });
+        RmsNormBenchCases.RmsNorm(f, rows, n, PreciseKernels.RmsNormKernel, PreciseKernels.Family, 22, 1e-5, Tolerance.Float64Accumulated,
+            (kernels, x, w, y, eps) => kernels.RmsNormF64(x, w, y, rows, n, eps));
 }
